@@ -1,0 +1,843 @@
+//! Configuration: the TOML file of the contract, read in two phases.
+//!
+//! Phase one deserialises the text into `Raw*` structs that mirror the file (unknown keys are an
+//! error, and every value the validator may complain about keeps its byte span). Phase two turns
+//! them into a [`Config`] with every default filled in, URLs parsed, cron schedules and regexes
+//! compiled, and cross references checked. Every problem is reported as a [`ConfigError`] naming
+//! `file:line:column`, and all problems are reported at once rather than the first only.
+//!
+//! This module must not touch the network or the store.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+/// Where the HTTP server listens when the config does not say.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Where the store lives when the config does not say (relative to the current directory).
+pub const DEFAULT_STORE_PATH: &str = "./data";
+/// The poll schedule of sources that name none, when `[poll]` names none either.
+pub const DEFAULT_SCHEDULE: &str = "0 */15 * * * *";
+/// How many polls run at once across all sources.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Time allowed to open a connection to an upstream.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a whole request, body included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest feed body accepted, counted after decompression.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Items an output feed holds when it names no `limit`.
+pub const DEFAULT_FEED_LIMIT: usize = 100;
+/// Largest `limit` an output feed may ask for.
+pub const MAX_FEED_LIMIT: usize = 10_000;
+/// Log level when neither `RUST_LOG` nor `[log] level` says.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// A validated configuration, with every default filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from.
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub poll: PollConfig,
+    pub log_level: String,
+    pub sources: Vec<SourceConfig>,
+    pub feeds: Vec<FeedConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The public URL of the server, used for self links. Never ends with `/`.
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    pub schedule: Schedule,
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+/// A cron schedule together with the text it was written as.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub text: String,
+    pub cron: cron::Schedule,
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub url: Url,
+    pub schedule: Schedule,
+    pub tags: Vec<String>,
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    pub name: String,
+    pub title: String,
+    pub description: Option<String>,
+    /// The sources this feed draws from, after `sources` and `tags` are applied.
+    pub sources: Vec<String>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub include_regex: Vec<Regex>,
+    pub exclude_regex: Vec<Regex>,
+    pub limit: usize,
+}
+
+impl FeedConfig {
+    /// A text that changes whenever the set of items this feed selects may change.
+    pub fn selection_fingerprint(&self) -> String {
+        let regexes = |list: &[Regex]| {
+            list.iter()
+                .map(|r| r.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        serde_json::json!({
+            "sources": self.sources,
+            "include": self.include,
+            "exclude": self.exclude,
+            "include_regex": regexes(&self.include_regex),
+            "exclude_regex": regexes(&self.exclude_regex),
+        })
+        .to_string()
+    }
+}
+
+impl Config {
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn feed(&self, name: &str) -> Option<&FeedConfig> {
+        self.feeds.iter().find(|f| f.name == name)
+    }
+}
+
+/// One problem found in a config file, located at a line and column (both 1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the config file is when `--config` is not given: `$FEEDMUX_CONFIG`, else
+/// `./config/feedmux.toml` if it exists, else `/etc/feedmux/feedmux.toml`.
+pub fn default_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("FEEDMUX_CONFIG") {
+        if !p.is_empty() {
+            return PathBuf::from(p);
+        }
+    }
+    let local = PathBuf::from("config/feedmux.toml");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("/etc/feedmux/feedmux.toml")
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    parse(path, &text)
+}
+
+/// Validates config `text` as if read from `path` (relative `file:` sources resolve against
+/// the directory of `path`).
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let mut report = Reporter {
+        file: path.to_owned(),
+        text,
+        errors: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            report.at(span, e.message().trim_end().to_owned());
+            return Err(ConfigErrors(report.errors));
+        }
+    };
+    let config = validate(raw, path, &mut report);
+    if report.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(report.errors))
+    }
+}
+
+struct Reporter<'a> {
+    file: PathBuf,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Reporter<'_> {
+    fn at(&mut self, span: Range<usize>, message: String) {
+        let (line, column) = line_column(self.text, span.start);
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            message,
+        });
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    poll: RawPoll,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default, rename = "source")]
+    sources: Vec<Spanned<RawSource>>,
+    #[serde(default, rename = "feed")]
+    feeds: Vec<Spanned<RawFeed>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<String>>,
+    base_url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    path: Option<String>,
+    retention_days: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoll {
+    schedule: Option<Spanned<String>>,
+    concurrency: Option<Spanned<usize>>,
+    connect_timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    max_body_size: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    tags: Vec<Spanned<String>>,
+    title: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeed {
+    name: Spanned<String>,
+    title: Option<String>,
+    description: Option<String>,
+    sources: Option<Vec<Spanned<String>>>,
+    tags: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    include: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    #[serde(default)]
+    include_regex: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude_regex: Vec<Spanned<String>>,
+    limit: Option<Spanned<i64>>,
+}
+
+fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
+    let server = validate_server(raw.server, report);
+    let storage = StorageConfig {
+        path: PathBuf::from(
+            raw.storage
+                .path
+                .unwrap_or_else(|| DEFAULT_STORE_PATH.to_owned()),
+        ),
+        retention_days: raw.storage.retention_days,
+    };
+    let poll = validate_poll(raw.poll, report);
+    let log_level = match raw.log.level {
+        Some(level) => {
+            let text = level.get_ref().trim().to_owned();
+            if tracing_subscriber::EnvFilter::try_new(&text).is_err() {
+                report.at(level.span(), format!("invalid log level {text:?}"));
+            }
+            text
+        }
+        None => DEFAULT_LOG_LEVEL.to_owned(),
+    };
+    let config_dir = path.parent().unwrap_or(Path::new("."));
+    let declared: HashSet<String> = raw
+        .sources
+        .iter()
+        .map(|s| s.get_ref().name.get_ref().clone())
+        .collect();
+    let sources = validate_sources(raw.sources, &poll.schedule, config_dir, report);
+    let feeds = validate_feeds(raw.feeds, &sources, &declared, report);
+    Config {
+        path: path.to_owned(),
+        server,
+        storage,
+        poll,
+        log_level,
+        sources,
+        feeds,
+    }
+}
+
+fn validate_server(raw: RawServer, report: &mut Reporter<'_>) -> ServerConfig {
+    let listen = match raw.listen {
+        Some(text) => match text.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                report.at(
+                    text.span(),
+                    format!(
+                        "invalid listen address {:?}: expected IP:PORT such as \"127.0.0.1:8080\"",
+                        text.get_ref()
+                    ),
+                );
+                default_listen()
+            }
+        },
+        None => default_listen(),
+    };
+    let base_url = match raw.base_url {
+        Some(text) => match Url::parse(text.get_ref()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                url.as_str().trim_end_matches('/').to_owned()
+            }
+            _ => {
+                report.at(
+                    text.span(),
+                    format!(
+                        "invalid base_url {:?}: expected an http(s) URL",
+                        text.get_ref()
+                    ),
+                );
+                String::new()
+            }
+        },
+        None => format!("http://{listen}"),
+    };
+    ServerConfig { listen, base_url }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn validate_poll(raw: RawPoll, report: &mut Reporter<'_>) -> PollConfig {
+    let schedule = match raw.schedule {
+        Some(text) => parse_schedule(&text, report),
+        None => None,
+    }
+    .unwrap_or_else(default_schedule);
+    let concurrency = match raw.concurrency {
+        Some(n) if *n.get_ref() == 0 => {
+            report.at(n.span(), "concurrency must be at least 1".to_owned());
+            DEFAULT_CONCURRENCY
+        }
+        Some(n) => *n.get_ref(),
+        None => DEFAULT_CONCURRENCY,
+    };
+    let connect_timeout =
+        parse_duration_field(raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT, report);
+    let timeout = parse_duration_field(raw.timeout, DEFAULT_TIMEOUT, report);
+    let max_body_bytes = match raw.max_body_size {
+        Some(text) => match parse_size(text.get_ref()) {
+            Some(n) if n > 0 => n,
+            _ => {
+                report.at(
+                    text.span(),
+                    format!(
+                        "invalid size {:?}: expected e.g. \"10MiB\", \"512KiB\" or a number of bytes",
+                        text.get_ref()
+                    ),
+                );
+                DEFAULT_MAX_BODY_BYTES
+            }
+        },
+        None => DEFAULT_MAX_BODY_BYTES,
+    };
+    PollConfig {
+        schedule,
+        concurrency,
+        connect_timeout,
+        timeout,
+        max_body_bytes,
+    }
+}
+
+fn default_schedule() -> Schedule {
+    Schedule {
+        text: DEFAULT_SCHEDULE.to_owned(),
+        cron: cron::Schedule::from_str(DEFAULT_SCHEDULE).expect("the default schedule is valid"),
+    }
+}
+
+fn parse_schedule(text: &Spanned<String>, report: &mut Reporter<'_>) -> Option<Schedule> {
+    let trimmed = text.get_ref().trim();
+    match cron::Schedule::from_str(trimmed) {
+        Ok(cron) => Some(Schedule {
+            text: trimmed.to_owned(),
+            cron,
+        }),
+        Err(e) => {
+            report.at(
+                text.span(),
+                format!(
+                    "invalid cron schedule {trimmed:?}: {e} (expected 6 or 7 fields, seconds first, e.g. \"0 */15 * * * *\")"
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn parse_duration_field(
+    raw: Option<Spanned<String>>,
+    default: Duration,
+    report: &mut Reporter<'_>,
+) -> Duration {
+    match raw {
+        Some(text) => match humantime::parse_duration(text.get_ref().trim()) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                report.at(
+                    text.span(),
+                    format!(
+                        "invalid duration {:?}: expected e.g. \"30s\", \"5m\" or \"1h\"",
+                        text.get_ref()
+                    ),
+                );
+                default
+            }
+        },
+        None => default,
+    }
+}
+
+/// Parses "10MiB", "512 KiB", "2MB", "1048576" into bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn check_name(kind: &str, name: &Spanned<String>, report: &mut Reporter<'_>) {
+    if !valid_name(name.get_ref()) {
+        report.at(
+            name.span(),
+            format!(
+                "invalid {kind} name {:?}: use lowercase letters, digits, '-' and '_'",
+                name.get_ref()
+            ),
+        );
+    }
+}
+
+fn validate_sources(
+    raw: Vec<Spanned<RawSource>>,
+    default_schedule: &Schedule,
+    config_dir: &Path,
+    report: &mut Reporter<'_>,
+) -> Vec<SourceConfig> {
+    let mut seen = HashSet::new();
+    let mut sources = Vec::with_capacity(raw.len());
+    for spanned in raw {
+        let raw = spanned.into_inner();
+        check_name("source", &raw.name, report);
+        if !seen.insert(raw.name.get_ref().clone()) {
+            report.at(
+                raw.name.span(),
+                format!("duplicate source name {:?}", raw.name.get_ref()),
+            );
+        }
+        let url = match parse_source_url(raw.url.get_ref(), config_dir) {
+            Ok(url) => url,
+            Err(message) => {
+                report.at(raw.url.span(), message);
+                continue;
+            }
+        };
+        let schedule = match &raw.schedule {
+            // An invalid schedule is reported; the default stands in so that later checks
+            // do not report the source as missing.
+            Some(text) => parse_schedule(text, report).unwrap_or_else(|| default_schedule.clone()),
+            None => default_schedule.clone(),
+        };
+        let mut tags = Vec::new();
+        for tag in &raw.tags {
+            if !valid_name(tag.get_ref()) {
+                report.at(
+                    tag.span(),
+                    format!(
+                        "invalid tag {:?}: use lowercase letters, digits, '-' and '_'",
+                        tag.get_ref()
+                    ),
+                );
+            }
+            tags.push(tag.get_ref().clone());
+        }
+        sources.push(SourceConfig {
+            name: raw.name.into_inner(),
+            url,
+            schedule,
+            tags,
+            title: raw.title.filter(|t| !t.trim().is_empty()),
+        });
+    }
+    sources
+}
+
+/// Parses a source URL: http(s), absolute `file:///path`, or relative `file:path` (resolved
+/// against the config file's directory).
+pub fn parse_source_url(text: &str, config_dir: &Path) -> Result<Url, String> {
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix("file:") {
+        if !rest.starts_with('/') {
+            let dir = if config_dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                config_dir
+            };
+            let joined = dir.join(rest);
+            let absolute = std::path::absolute(&joined)
+                .map_err(|e| format!("cannot resolve file path {rest:?}: {e}"))?;
+            return Url::from_file_path(&absolute)
+                .map_err(|()| format!("cannot turn {} into a file URL", absolute.display()));
+        }
+    }
+    let url = Url::parse(text).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+    match url.scheme() {
+        "http" | "https" => {
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(format!("invalid URL {text:?}: no host"));
+            }
+            Ok(url)
+        }
+        "file" => Ok(url),
+        other => Err(format!(
+            "unsupported URL scheme {other:?} in {text:?}: use http, https or file"
+        )),
+    }
+}
+
+fn validate_feeds(
+    raw: Vec<Spanned<RawFeed>>,
+    sources: &[SourceConfig],
+    declared: &HashSet<String>,
+    report: &mut Reporter<'_>,
+) -> Vec<FeedConfig> {
+    let mut seen = HashSet::new();
+    let mut feeds = Vec::with_capacity(raw.len());
+    for spanned in raw {
+        let raw = spanned.into_inner();
+        check_name("feed", &raw.name, report);
+        if !seen.insert(raw.name.get_ref().clone()) {
+            report.at(
+                raw.name.span(),
+                format!("duplicate feed name {:?}", raw.name.get_ref()),
+            );
+        }
+        let mut selected: Vec<String> = match &raw.sources {
+            Some(names) => {
+                let mut list = Vec::new();
+                for name in names {
+                    if sources.iter().any(|s| &s.name == name.get_ref()) {
+                        list.push(name.get_ref().clone());
+                    } else if !declared.contains(name.get_ref()) {
+                        report.at(
+                            name.span(),
+                            format!(
+                                "feed {:?} names unknown source {:?}",
+                                raw.name.get_ref(),
+                                name.get_ref()
+                            ),
+                        );
+                    }
+                }
+                list
+            }
+            None => sources.iter().map(|s| s.name.clone()).collect(),
+        };
+        if let Some(tags) = &raw.tags {
+            let known: HashSet<&str> = sources
+                .iter()
+                .flat_map(|s| s.tags.iter().map(String::as_str))
+                .collect();
+            for tag in tags {
+                if !known.contains(tag.get_ref().as_str()) {
+                    report.at(
+                        tag.span(),
+                        format!("no source carries tag {:?}", tag.get_ref()),
+                    );
+                }
+            }
+            selected.retain(|name| {
+                sources
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .is_some_and(|s| tags.iter().any(|t| s.tags.contains(t.get_ref())))
+            });
+        }
+        selected.dedup();
+        let include = keywords(&raw.include, report);
+        let exclude = keywords(&raw.exclude, report);
+        let include_regex = regexes(&raw.include_regex, report);
+        let exclude_regex = regexes(&raw.exclude_regex, report);
+        let limit = match raw.limit {
+            Some(n) if *n.get_ref() < 1 || *n.get_ref() as u64 > MAX_FEED_LIMIT as u64 => {
+                report.at(
+                    n.span(),
+                    format!("limit must be between 1 and {MAX_FEED_LIMIT}"),
+                );
+                DEFAULT_FEED_LIMIT
+            }
+            Some(n) => *n.get_ref() as usize,
+            None => DEFAULT_FEED_LIMIT,
+        };
+        let name = raw.name.into_inner();
+        feeds.push(FeedConfig {
+            title: raw
+                .title
+                .filter(|t| !t.trim().is_empty())
+                .unwrap_or_else(|| name.clone()),
+            name,
+            description: raw.description,
+            sources: selected,
+            include,
+            exclude,
+            include_regex,
+            exclude_regex,
+            limit,
+        });
+    }
+    feeds
+}
+
+fn keywords(raw: &[Spanned<String>], report: &mut Reporter<'_>) -> Vec<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    for k in raw {
+        if k.get_ref().trim().is_empty() {
+            report.at(k.span(), "empty keyword".to_owned());
+        } else {
+            out.push(k.get_ref().trim().to_owned());
+        }
+    }
+    out
+}
+
+fn regexes(raw: &[Spanned<String>], report: &mut Reporter<'_>) -> Vec<Regex> {
+    let mut out = Vec::with_capacity(raw.len());
+    for r in raw {
+        match Regex::new(r.get_ref()) {
+            Ok(re) => out.push(re),
+            Err(e) => {
+                let detail = e.to_string().lines().last().unwrap_or_default().to_owned();
+                report.at(
+                    r.span(),
+                    format!("invalid regex {:?}: {detail}", r.get_ref()),
+                )
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(Path::new("t.toml"), text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(
+            Path::new("config/x.toml"),
+            "[[source]]\nname = \"a\"\nurl = \"https://example.com/feed\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.server.base_url, "http://127.0.0.1:8080");
+        assert_eq!(c.sources[0].schedule.text, DEFAULT_SCHEDULE);
+        assert_eq!(c.storage.path, PathBuf::from(DEFAULT_STORE_PATH));
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let e = errors("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("t.toml:3:1: "), "{e:?}");
+        assert!(e[0].contains("listen_port"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_cron_regex_and_reference_are_all_reported() {
+        let text = "[[source]]\nname = \"a\"\nurl = \"https://example.com/\"\nschedule = \"every minute\"\n\n[[feed]]\nname = \"f\"\nsources = [\"a\", \"nope\"]\ninclude_regex = [\"(unclosed\"]\n";
+        let e = errors(text);
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:4:12: invalid cron schedule"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("t.toml:8:17: feed \"f\" names unknown source \"nope\""),
+            "{e:?}"
+        );
+        assert!(e[2].starts_with("t.toml:9:18: invalid regex"), "{e:?}");
+    }
+
+    #[test]
+    fn duplicate_names_and_bad_urls() {
+        let text = "[[source]]\nname = \"a\"\nurl = \"ftp://x/\"\n[[source]]\nname = \"a\"\nurl = \"https://e.com/\"\n";
+        let e = errors(text);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("unsupported URL scheme"), "{e:?}");
+        assert!(
+            e[1].starts_with("t.toml:5:8: duplicate source name"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn relative_file_url_resolves_against_config_dir() {
+        let url = parse_source_url("file:samples/a.xml", Path::new("/etc/feedmux")).unwrap();
+        assert_eq!(url.as_str(), "file:///etc/feedmux/samples/a.xml");
+    }
+
+    #[test]
+    fn tags_select_sources() {
+        let text = "[[source]]\nname = \"a\"\nurl = \"https://a.com/\"\ntags = [\"zh\"]\n[[source]]\nname = \"b\"\nurl = \"https://b.com/\"\ntags = [\"en\"]\n[[feed]]\nname = \"zh\"\ntags = [\"zh\"]\n";
+        let c = parse(Path::new("t.toml"), text).unwrap();
+        assert_eq!(c.feeds[0].sources, vec!["a".to_owned()]);
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("10MiB"), Some(10 << 20));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("ten"), None);
+    }
+}

@@ -1,0 +1,397 @@
+//! Deduplication, first level: item identity, canonical URLs and story groups by URL.
+//!
+//! * The same GUID from the same source is one item (its id is a hash of both); when its text
+//!   changes it is updated in place, never stored twice. Items of one source with different
+//!   GUIDs stay different items even when they share a link.
+//! * The same canonical URL from different sources is one story: the later item joins the
+//!   story group of the first. A URL that several items of one source share (a home page or
+//!   section link) identifies nothing and is marked ambiguous.
+//!
+//! [`plan`] reads the store and returns the writes for one poll as an [`IngestPlan`]; it never
+//! writes. Applying the plan is the store's job.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::model::{Entry, Item, ItemId};
+use crate::store::{Store, StoreError};
+
+/// Query parameters that only track where a click came from.
+const TRACKING_PARAMS: &[&str] = &[
+    "spm",
+    "fbclid",
+    "gclid",
+    "dclid",
+    "msclkid",
+    "yclid",
+    "mc_cid",
+    "mc_eid",
+    "ref",
+    "ref_src",
+    "_hsenc",
+    "_hsmi",
+    "igshid",
+    "mkt_tok",
+    "vero_id",
+    "wt_mc",
+    "cmpid",
+    "scm",
+    "share_token",
+];
+/// `from=`/`source=` values that name a channel rather than select content.
+const TRACKING_ORIGINS: &[&str] = &[
+    "rss",
+    "feed",
+    "feeds",
+    "atom",
+    "feedly",
+    "inoreader",
+    "newsletter",
+    "email",
+    "mail",
+    "timeline",
+    "singlemessage",
+    "groupmessage",
+    "twitter",
+    "x",
+    "weibo",
+    "wechat",
+    "weixin",
+    "share",
+    "social",
+    "homepage",
+    "home",
+    "app",
+    "ios",
+    "android",
+    "google",
+    "facebook",
+    "fb",
+    "linkedin",
+    "reddit",
+    "hn",
+    "hackernews",
+    "toutiao",
+    "zhihu",
+    "douban",
+    "telegram",
+    "web",
+];
+
+/// Who first claimed a canonical URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlClaim {
+    pub item: ItemId,
+    pub source: String,
+    /// Set once two items of one source share the URL: it then identifies nothing.
+    pub ambiguous: bool,
+}
+
+/// The writes one poll makes.
+#[derive(Debug, Default)]
+pub struct IngestPlan {
+    /// New and changed items, each with the version it replaces.
+    pub writes: Vec<ItemWrite>,
+    /// Canonical URL claims to set.
+    pub claims: Vec<(String, UrlClaim)>,
+    /// Entries already stored with the same text.
+    pub unchanged: usize,
+    /// New items that joined another source's story.
+    pub merged: usize,
+}
+
+#[derive(Debug)]
+pub struct ItemWrite {
+    pub item: Item,
+    pub previous: Option<Item>,
+}
+
+impl IngestPlan {
+    pub fn new_items(&self) -> usize {
+        self.writes.iter().filter(|w| w.previous.is_none()).count()
+    }
+
+    pub fn updated_items(&self) -> usize {
+        self.writes.iter().filter(|w| w.previous.is_some()).count()
+    }
+}
+
+/// Decides what `entries` of `source` change in the store.
+pub fn plan(
+    store: &Store,
+    source: &str,
+    entries: Vec<Entry>,
+    now: DateTime<Utc>,
+) -> Result<IngestPlan, StoreError> {
+    let mut plan = IngestPlan::default();
+    let canonical: Vec<Option<String>> = entries
+        .iter()
+        .map(|e| e.url.as_deref().and_then(canonical_url))
+        .collect();
+    let mut url_counts: HashMap<&str, usize> = HashMap::new();
+    for c in canonical.iter().flatten() {
+        *url_counts.entry(c.as_str()).or_default() += 1;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut pending_claims: HashMap<String, UrlClaim> = HashMap::new();
+    let mut pending_stories: HashMap<ItemId, ItemId> = HashMap::new();
+
+    for (entry, canonical) in entries.into_iter().zip(canonical.iter()) {
+        let guid = guid_of(&entry);
+        let id = item_id(source, &guid);
+        if !seen.insert(id) {
+            continue; // the feed repeats a GUID: the first occurrence wins
+        }
+        let hash = content_hash(&entry);
+        if let Some(old) = store.item(id)? {
+            if old.content_hash == hash {
+                plan.unchanged += 1;
+            } else {
+                let item = updated_item(&old, entry, canonical.clone(), hash, now);
+                plan.writes.push(ItemWrite {
+                    item,
+                    previous: Some(old),
+                });
+            }
+            continue;
+        }
+        let mut story = id;
+        if let Some(url) = canonical {
+            let shared_here = url_counts.get(url.as_str()).copied().unwrap_or(0) > 1;
+            let claim = match pending_claims.get(url) {
+                Some(c) => Some(c.clone()),
+                None => store.url_claim(url)?,
+            };
+            match claim {
+                None => {
+                    pending_claims.insert(
+                        url.clone(),
+                        UrlClaim {
+                            item: id,
+                            source: source.to_owned(),
+                            ambiguous: shared_here,
+                        },
+                    );
+                }
+                Some(claim) if claim.ambiguous => {}
+                Some(mut claim) if claim.source == source => {
+                    claim.ambiguous = true;
+                    pending_claims.insert(url.clone(), claim);
+                }
+                Some(claim) if !shared_here => {
+                    story = match pending_stories.get(&claim.item) {
+                        Some(s) => *s,
+                        None => store.item(claim.item)?.map_or(claim.item, |i| i.story),
+                    };
+                    plan.merged += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        pending_stories.insert(id, story);
+        plan.writes.push(ItemWrite {
+            item: new_item(id, source, guid, entry, canonical.clone(), hash, story, now),
+            previous: None,
+        });
+    }
+    plan.claims = pending_claims.into_iter().collect();
+    Ok(plan)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_item(
+    id: ItemId,
+    source: &str,
+    guid: String,
+    entry: Entry,
+    canonical_url: Option<String>,
+    content_hash: u64,
+    story: ItemId,
+    now: DateTime<Utc>,
+) -> Item {
+    Item {
+        id,
+        source: source.to_owned(),
+        guid,
+        url: entry.url,
+        canonical_url,
+        title: entry.title,
+        summary_html: entry.summary_html,
+        content_html: entry.content_html,
+        authors: entry.authors,
+        categories: entry.categories,
+        enclosures: entry.enclosures,
+        published: entry.published.unwrap_or(now),
+        updated: entry.updated,
+        first_seen: now,
+        modified: now,
+        content_hash,
+        story,
+    }
+}
+
+fn updated_item(
+    old: &Item,
+    entry: Entry,
+    canonical_url: Option<String>,
+    content_hash: u64,
+    now: DateTime<Utc>,
+) -> Item {
+    Item {
+        id: old.id,
+        source: old.source.clone(),
+        guid: old.guid.clone(),
+        url: entry.url,
+        canonical_url,
+        title: entry.title,
+        summary_html: entry.summary_html,
+        content_html: entry.content_html,
+        authors: entry.authors,
+        categories: entry.categories,
+        enclosures: entry.enclosures,
+        published: entry.published.unwrap_or(old.published),
+        updated: entry.updated,
+        first_seen: old.first_seen,
+        modified: now,
+        content_hash,
+        story: old.story,
+    }
+}
+
+/// The GUID an entry is known by: the feed's id, else its link, else its title.
+pub fn guid_of(entry: &Entry) -> String {
+    entry
+        .guid
+        .clone()
+        .or_else(|| entry.url.clone())
+        .unwrap_or_else(|| format!("title:{}", entry.title))
+}
+
+/// The stable id of an item: a hash of its source's name and GUID.
+pub fn item_id(source: &str, guid: &str) -> ItemId {
+    let mut hasher = Sha256::new();
+    hasher.update(source.as_bytes());
+    hasher.update([0]);
+    hasher.update(guid.as_bytes());
+    let digest = hasher.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    ItemId(id)
+}
+
+/// A hash of everything a reader sees of an entry; an edit changes it.
+pub fn content_hash(entry: &Entry) -> u64 {
+    let mut hasher = Sha256::new();
+    for part in [
+        entry.title.as_str(),
+        entry.url.as_deref().unwrap_or_default(),
+        entry.summary_html.as_deref().unwrap_or_default(),
+        entry.content_html.as_deref().unwrap_or_default(),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    for author in &entry.authors {
+        hasher.update(author.as_bytes());
+        hasher.update([1]);
+    }
+    for enclosure in &entry.enclosures {
+        hasher.update(enclosure.url.as_bytes());
+        hasher.update([2]);
+    }
+    if let Some(p) = entry.published {
+        hasher.update(p.timestamp().to_be_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The canonical form of a URL, under which the same article from two sources compares equal:
+/// scheme and host lowercased, default port and fragment dropped, tracking parameters removed,
+/// the remaining query keys sorted. `None` for URLs that are not http(s).
+pub fn canonical_url(raw: &str) -> Option<String> {
+    let mut url = Url::parse(raw.trim()).ok()?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return None;
+    }
+    url.set_fragment(None);
+    let mut pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, v)| !is_tracking(k, v))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    pairs.sort();
+    if pairs.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    Some(url.to_string())
+}
+
+fn is_tracking(key: &str, value: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    if key.starts_with("utm_") || TRACKING_PARAMS.contains(&key.as_str()) {
+        return true;
+    }
+    if key == "from" || key == "source" {
+        let value = value.to_ascii_lowercase();
+        return TRACKING_ORIGINS.contains(&value.as_str())
+            || value.starts_with("rss")
+            || value.ends_with("_rss")
+            || value.ends_with("feed");
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_url_drops_tracking_and_sorts() {
+        assert_eq!(
+            canonical_url(
+                "HTTPS://Example.COM:443/a/b?utm_source=rss&z=1&spm=a.b&a=2&from=timeline#frag"
+            )
+            .as_deref(),
+            Some("https://example.com/a/b?a=2&z=1")
+        );
+        assert_eq!(
+            canonical_url("http://example.com:80/x?ref=hn&fbclid=1&gclid=2&mc_cid=3&mc_eid=4")
+                .as_deref(),
+            Some("http://example.com/x")
+        );
+        // from/source that select content are kept
+        assert_eq!(
+            canonical_url("https://example.com/search?from=2026-01-01&source=arxiv").as_deref(),
+            Some("https://example.com/search?from=2026-01-01&source=arxiv")
+        );
+        assert_eq!(canonical_url("mailto:a@b.c"), None);
+    }
+
+    #[test]
+    fn canonical_url_is_idempotent() {
+        for raw in [
+            "https://example.com/a?b=1&a=2",
+            "https://例子.中国/路径?q=中文&utm_medium=x",
+            "http://example.com",
+        ] {
+            let once = canonical_url(raw).unwrap();
+            assert_eq!(canonical_url(&once).unwrap(), once);
+        }
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        assert_eq!(item_id("a", "g"), item_id("a", "g"));
+        assert_ne!(item_id("a", "g"), item_id("b", "g"));
+        assert_ne!(item_id("ab", "g"), item_id("a", "bg"));
+    }
+}

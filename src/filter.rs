@@ -1,0 +1,185 @@
+//! Output-feed rules: which stored items an output feed selects.
+//!
+//! A [`FeedFilter`] is built from a feed's config and answers one question, [`FeedFilter::selects`],
+//! for one item: is it from a selected source, does it match an `include` keyword or regex (when
+//! any are given), and does it match no `exclude` keyword or regex. Keywords follow the
+//! contract: NFKC and case folding, whole-word at Latin edges, anywhere for CJK. Regexes run on
+//! the item's plain text as written. This module does not read the store and does not render.
+
+use std::collections::HashSet;
+
+use regex::Regex;
+
+use crate::config::FeedConfig;
+use crate::model::Item;
+use crate::text::{html_to_text, is_word_char, matching_form};
+
+/// A keyword in matching form, with whether each end must sit at a word boundary.
+#[derive(Debug, Clone)]
+struct Keyword {
+    folded: String,
+    bounded_start: bool,
+    bounded_end: bool,
+}
+
+impl Keyword {
+    fn new(text: &str) -> Keyword {
+        let folded = matching_form(text);
+        Keyword {
+            bounded_start: folded.chars().next().is_some_and(is_word_char),
+            bounded_end: folded.chars().next_back().is_some_and(is_word_char),
+            folded,
+        }
+    }
+
+    /// Whether the keyword occurs in `haystack` (already in matching form).
+    fn occurs_in(&self, haystack: &str) -> bool {
+        if self.folded.is_empty() {
+            return false;
+        }
+        let mut from = 0;
+        while let Some(at) = haystack[from..].find(&self.folded) {
+            let start = from + at;
+            let end = start + self.folded.len();
+            let before_ok = !self.bounded_start
+                || !haystack[..start]
+                    .chars()
+                    .next_back()
+                    .is_some_and(is_word_char);
+            let after_ok =
+                !self.bounded_end || !haystack[end..].chars().next().is_some_and(is_word_char);
+            if before_ok && after_ok {
+                return true;
+            }
+            from = start + self.folded.chars().next().map_or(1, char::len_utf8);
+        }
+        false
+    }
+}
+
+/// The compiled rules of one output feed.
+#[derive(Debug, Clone)]
+pub struct FeedFilter {
+    pub feed: String,
+    sources: HashSet<String>,
+    include: Vec<Keyword>,
+    exclude: Vec<Keyword>,
+    include_regex: Vec<Regex>,
+    exclude_regex: Vec<Regex>,
+}
+
+impl FeedFilter {
+    pub fn new(config: &FeedConfig) -> FeedFilter {
+        FeedFilter {
+            feed: config.name.clone(),
+            sources: config.sources.iter().cloned().collect(),
+            include: config.include.iter().map(|k| Keyword::new(k)).collect(),
+            exclude: config.exclude.iter().map(|k| Keyword::new(k)).collect(),
+            include_regex: config.include_regex.clone(),
+            exclude_regex: config.exclude_regex.clone(),
+        }
+    }
+
+    /// Whether the feed draws from `source` at all.
+    pub fn selects_source(&self, source: &str) -> bool {
+        self.sources.contains(source)
+    }
+
+    /// Whether the feed shows `item`.
+    pub fn selects(&self, item: &Item) -> bool {
+        if !self.selects_source(&item.source) {
+            return false;
+        }
+        if self.include.is_empty()
+            && self.exclude.is_empty()
+            && self.include_regex.is_empty()
+            && self.exclude_regex.is_empty()
+        {
+            return true;
+        }
+        self.selects_text(&item_text(item))
+    }
+
+    /// Whether plain `text` passes the keyword and regex rules.
+    pub fn selects_text(&self, text: &str) -> bool {
+        let folded = matching_form(text);
+        let included = (self.include.is_empty() && self.include_regex.is_empty())
+            || self.include.iter().any(|k| k.occurs_in(&folded))
+            || self.include_regex.iter().any(|r| r.is_match(text));
+        included
+            && !self.exclude.iter().any(|k| k.occurs_in(&folded))
+            && !self.exclude_regex.iter().any(|r| r.is_match(text))
+    }
+}
+
+/// The text filters look at: title, summary and content, as plain text.
+fn item_text(item: &Item) -> String {
+    let mut text = item.title.clone();
+    for html in [&item.summary_html, &item.content_html]
+        .into_iter()
+        .flatten()
+    {
+        text.push('\n');
+        text.push_str(&html_to_text(html));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(include: &[&str], exclude: &[&str]) -> FeedFilter {
+        FeedFilter::new(&FeedConfig {
+            name: "f".into(),
+            title: "f".into(),
+            description: None,
+            sources: vec!["s".into()],
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            include_regex: vec![],
+            exclude_regex: vec![],
+            limit: 10,
+        })
+    }
+
+    #[test]
+    fn latin_keywords_match_whole_words_only() {
+        let f = filter(&["AI"], &[]);
+        for yes in [
+            "AI chips",
+            "New AI芯片 launched",
+            "AI-powered search",
+            "the ai.",
+            "ＡＩ news",
+            "发布AI芯片",
+        ] {
+            assert!(f.selects_text(yes), "{yes}");
+        }
+        for no in ["he said so", "OpenAI ships", "AIR fryer", "maid"] {
+            assert!(!f.selects_text(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn cjk_keywords_match_anywhere() {
+        let f = filter(&["大模型"], &["广告"]);
+        assert!(f.selects_text("国产大模型发布"));
+        assert!(!f.selects_text("大模型广告"));
+        assert!(!f.selects_text("小模型"));
+    }
+
+    #[test]
+    fn multiword_and_case() {
+        let f = filter(&["machine learning"], &["Sponsored"]);
+        assert!(f.selects_text("Advances in Machine Learning"));
+        assert!(!f.selects_text("SPONSORED: machine learning course"));
+    }
+
+    #[test]
+    fn no_rules_keep_everything() {
+        let f = filter(&[], &[]);
+        assert!(f.selects_text("anything at all"));
+        assert!(f.selects_text(""));
+    }
+}

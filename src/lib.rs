@@ -1,0 +1,22 @@
+//! feedmux: watches many news feeds and serves one clean, deduplicated, filtered feed.
+//!
+//! The modules are the pipeline's stages, in the order data flows through them:
+//! [`fetch`] -> [`parse`] -> [`dedup`] -> [`store`] -> [`publish`] -> [`server`], with
+//! [`filter`] deciding which stored items each output feed shows, [`schedule`] deciding when
+//! each source is polled, and [`refresh`] the one place that runs a source through every stage.
+//! [`daemon`] wires them together; [`config`] reads the TOML file. See ARCHITECTURE.md.
+
+pub mod config;
+pub mod daemon;
+pub mod dedup;
+pub mod fetch;
+pub mod filter;
+pub mod metrics;
+pub mod model;
+pub mod parse;
+pub mod publish;
+pub mod refresh;
+pub mod schedule;
+pub mod server;
+pub mod store;
+pub mod text;

@@ -1,0 +1,330 @@
+//! The `feedmux` command: parses arguments, starts logging, loads the config and calls the
+//! library. Errors become messages and exit statuses here and nowhere else.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+use feedmux::config::{self, Config};
+use feedmux::daemon::{self, Control};
+use feedmux::publish::{Format, Publisher};
+use feedmux::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "feedmux",
+    version,
+    about = "Watches many news feeds and serves one clean, deduplicated, filtered feed"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The config file [default: $FEEDMUX_CONFIG, else ./config/feedmux.toml, else /etc/feedmux/feedmux.toml]
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground: poll sources on their schedules and serve output feeds.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Poll sources once, now, store their items and exit.
+    Poll {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Poll only this source (repeatable).
+        #[arg(long = "source", value_name = "NAME")]
+        sources: Vec<String>,
+        /// Poll even sources that are in backoff.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate the config file.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Write an output feed, from the store, to stdout.
+    Render {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The output feed's name.
+        #[arg(long)]
+        feed: String,
+        #[arg(long, value_enum, default_value = "atom")]
+        format: FormatArg,
+    },
+    /// Show a table of sources: status, items, last and next poll.
+    Sources {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Atom,
+    Rss,
+    Json,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Atom => Format::Atom,
+            FormatArg::Rss => Format::Rss,
+            FormatArg::Json => Format::Json,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("feedmux: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn config_path(arg: &ConfigArg) -> PathBuf {
+    arg.config.clone().unwrap_or_else(config::default_path)
+}
+
+/// Loads the config, or prints every problem as `file:line:column: message`.
+fn load_config(arg: &ConfigArg) -> Result<Config, ExitCode> {
+    let path = config_path(arg);
+    config::load(&path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { config } => Ok(check(&config)),
+        Command::Run { config } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            init_logging(&config.log_level);
+            runtime()?.block_on(run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Poll {
+            config,
+            sources,
+            force: _,
+        } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            init_logging(&config.log_level);
+            for name in &sources {
+                if config.source(name).is_none() {
+                    eprintln!("feedmux: unknown source {name:?}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            runtime()?.block_on(poll(config, sources))
+        }
+        Command::Render {
+            config,
+            feed,
+            format,
+        } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            init_logging(&config.log_level);
+            render(&config, &feed, format.into())
+        }
+        Command::Sources { config } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            init_logging(&config.log_level);
+            sources(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check(arg: &ConfigArg) -> ExitCode {
+    let path = config_path(arg);
+    match config::load(&path) {
+        Ok(c) => {
+            println!(
+                "{}: ok: {} sources, {} output feeds, listening on {}, store at {}",
+                path.display(),
+                c.sources.len(),
+                c.feeds.len(),
+                c.server.listen,
+                c.storage.path.display()
+            );
+            for feed in &c.feeds {
+                println!(
+                    "  feed {:<12} {} sources, {} include, {} exclude, limit {}",
+                    feed.name,
+                    feed.sources.len(),
+                    feed.include.len() + feed.include_regex.len(),
+                    feed.exclude.len() + feed.exclude_regex.len(),
+                    feed.limit
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(forward_signals(tx));
+    daemon::run(config, listener, rx).await?;
+    Ok(())
+}
+
+/// SIGHUP reloads; SIGTERM and SIGINT stop.
+async fn forward_signals(tx: mpsc::Sender<Control>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        let message = tokio::select! {
+            _ = hup.recv() => { info!("SIGHUP: reloading the config"); Control::Reload }
+            _ = term.recv() => { info!("SIGTERM: stopping"); Control::Shutdown }
+            _ = int.recv() => { info!("SIGINT: stopping"); Control::Shutdown }
+        };
+        if tx.send(message).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn poll(config: Config, sources: Vec<String>) -> anyhow::Result<ExitCode> {
+    let outcomes = daemon::poll_once(&config, &sources).await?;
+    let mut failed = 0;
+    for o in &outcomes {
+        match &o.result {
+            Ok(r) if r.not_modified => println!("{:<24} not modified", o.source),
+            Ok(r) => println!(
+                "{:<24} ok: {} entries, {} new, {} updated, {} merged into other sources' stories",
+                o.source, r.entries, r.new_items, r.updated_items, r.merged
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("{:<24} FAILED: {e}", o.source);
+            }
+        }
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn render(config: &Config, feed: &str, format: Format) -> anyhow::Result<ExitCode> {
+    if config.feed(feed).is_none() {
+        eprintln!("feedmux: unknown feed {feed:?}");
+        return Ok(ExitCode::from(2));
+    }
+    let store = Store::open(&config.storage.path)?;
+    daemon::sync_feed_indexes(&store, config)?;
+    let rendered = Publisher::new().render(&store, config, feed)?;
+    if let Some(doc) = rendered.get(format) {
+        std::io::stdout()
+            .write_all(&doc.body)
+            .context("cannot write to stdout")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sources(config: &Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.storage.path)?;
+    let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    let width = config
+        .sources
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:<width$}  {:<12}  {:>6}  {:<16}  {:<16}  LAST ERROR",
+        "SOURCE", "STATUS", "ITEMS", "LAST POLL", "NEXT POLL"
+    );
+    for source in &config.sources {
+        let s = store.source_state(&source.name)?;
+        let next = s
+            .next_poll
+            .or_else(|| feedmux::schedule::next_slot(&source.schedule, chrono::Utc::now()));
+        println!(
+            "{:<width$}  {:<12}  {:>6}  {:<16}  {:<16}  {}",
+            source.name,
+            s.status.to_string(),
+            s.item_count,
+            when(s.last_poll),
+            when(next),
+            s.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}

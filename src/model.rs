@@ -1,0 +1,163 @@
+//! The data that flows between the pipeline stages: a parsed [`Entry`], a stored [`Item`] and a
+//! source's [`SourceState`].
+//!
+//! These are plain values with no behaviour beyond small accessors; each stage owns what it does
+//! with them. `Item` and `SourceState` are what the store keeps, so new fields take
+//! `#[serde(default)]` to stay readable from older stores.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One entry of a feed as `parse` leaves it: plain-text title, absolute links, UTC dates,
+/// HTML that is already sanitised.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Entry {
+    /// The feed's own id for the entry (RSS guid, Atom id, JSON Feed id), if it gave one.
+    pub guid: Option<String>,
+    /// The entry's main link, absolute.
+    pub url: Option<String>,
+    pub title: String,
+    pub summary_html: Option<String>,
+    pub content_html: Option<String>,
+    pub authors: Vec<String>,
+    pub categories: Vec<String>,
+    pub enclosures: Vec<Enclosure>,
+    pub published: Option<DateTime<Utc>>,
+    pub updated: Option<DateTime<Utc>>,
+}
+
+/// What a feed says about itself, besides its entries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeedMeta {
+    pub title: Option<String>,
+    /// The publisher's web site, absolute.
+    pub site_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enclosure {
+    pub url: String,
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    #[serde(default)]
+    pub length: Option<u64>,
+}
+
+/// The stable identity of a stored item: a hash of its source's name and its GUID.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ItemId(pub [u8; 16]);
+
+impl ItemId {
+    pub fn from_slice(bytes: &[u8]) -> Option<ItemId> {
+        bytes.try_into().ok().map(ItemId)
+    }
+
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(32);
+        for b in self.0 {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+}
+
+impl fmt::Debug for ItemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ItemId({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for ItemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// An item as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub id: ItemId,
+    pub source: String,
+    /// The GUID the item is known by within its source (the feed's id, or a fallback).
+    pub guid: String,
+    pub url: Option<String>,
+    pub canonical_url: Option<String>,
+    pub title: String,
+    pub summary_html: Option<String>,
+    pub content_html: Option<String>,
+    #[serde(default)]
+    pub authors: Vec<String>,
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub enclosures: Vec<Enclosure>,
+    /// The date shown to readers: the feed's date, or when feedmux first saw the item.
+    pub published: DateTime<Utc>,
+    pub updated: Option<DateTime<Utc>>,
+    pub first_seen: DateTime<Utc>,
+    /// When the stored text last changed (first_seen for an item never edited).
+    pub modified: DateTime<Utc>,
+    /// A hash of the text a reader sees; an edit changes it.
+    pub content_hash: u64,
+    /// The story group the item belongs to, named by the id of its first item.
+    pub story: ItemId,
+}
+
+impl Item {
+    /// Whether this item leads its story group.
+    pub fn is_story_leader(&self) -> bool {
+        self.story == self.id
+    }
+}
+
+/// What a source's last poll ended as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceStatus {
+    #[default]
+    New,
+    Ok,
+    NotModified,
+    Failing,
+}
+
+impl fmt::Display for SourceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceStatus::New => "new",
+            SourceStatus::Ok => "ok",
+            SourceStatus::NotModified => "not modified",
+            SourceStatus::Failing => "failing",
+        })
+    }
+}
+
+/// What feedmux remembers about a source between polls.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceState {
+    #[serde(default)]
+    pub status: SourceStatus,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// The URL the validators belong to; they are not sent to another URL.
+    #[serde(default)]
+    pub validators_for: Option<String>,
+    pub last_poll: Option<DateTime<Utc>>,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub failing_since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    pub next_poll: Option<DateTime<Utc>>,
+    /// Items stored for this source.
+    #[serde(default)]
+    pub item_count: u64,
+    /// The feed's own title and site, from the last successful parse.
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub site_url: Option<String>,
+}

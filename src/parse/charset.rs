@@ -1,0 +1,224 @@
+//! Character encodings: turn a feed body in any encoding into UTF-8 before feed-rs sees it.
+//!
+//! The encoding is chosen as RFC 7303 orders it: a byte-order mark, then the `charset` of the
+//! HTTP `Content-Type`, then the XML declaration, then UTF-8. Labels go through the WHATWG
+//! encoding table (encoding_rs), which also repairs the common mislabels (GB2312 means GBK,
+//! ISO-8859-1 means windows-1252). When the body is re-encoded, the XML declaration's
+//! `encoding` is rewritten to UTF-8 so that the XML parser does not decode a second time.
+//! Invalid sequences become U+FFFD rather than failing the whole feed, and control characters
+//! that XML forbids are dropped.
+
+use std::borrow::Cow;
+
+use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
+
+/// Where the chosen encoding came from (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodingSource {
+    ByteOrderMark,
+    HttpHeader,
+    XmlDeclaration,
+    Default,
+}
+
+/// The encoding the body was read as, and the body as UTF-8.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    pub encoding: &'static Encoding,
+    pub source: EncodingSource,
+    pub utf8: Cow<'a, [u8]>,
+}
+
+/// Decodes `body` to UTF-8 following RFC 7303's precedence.
+pub fn decode<'a>(body: &'a [u8], content_type: Option<&str>) -> Decoded<'a> {
+    let (encoding, source, bom_len) = choose(body, content_type);
+    let body = &body[bom_len..];
+    let text: Cow<'_, str> = if encoding == UTF_8 {
+        String::from_utf8_lossy(body)
+    } else {
+        let (text, _) = encoding.decode_without_bom_handling(body);
+        text
+    };
+    let text = rewrite_declared_encoding(text);
+    let text = drop_forbidden_controls(text);
+    let utf8 = match text {
+        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+    };
+    Decoded {
+        encoding,
+        source,
+        utf8,
+    }
+}
+
+fn choose(body: &[u8], content_type: Option<&str>) -> (&'static Encoding, EncodingSource, usize) {
+    if let Some((encoding, len)) = Encoding::for_bom(body) {
+        return (encoding, EncodingSource::ByteOrderMark, len);
+    }
+    if let Some(encoding) = content_type.and_then(charset_param).and_then(label) {
+        return (encoding, EncodingSource::HttpHeader, 0);
+    }
+    if let Some(encoding) = utf16_without_bom(body) {
+        return (encoding, EncodingSource::XmlDeclaration, 0);
+    }
+    if let Some(encoding) = declared_encoding(body).and_then(label) {
+        return (encoding, EncodingSource::XmlDeclaration, 0);
+    }
+    (UTF_8, EncodingSource::Default, 0)
+}
+
+/// An encoding label as the WHATWG table reads it; UTF-16 labels without a byte order and
+/// labels for encodings that cannot be ASCII-compatible XML are left to other evidence.
+fn label(name: &str) -> Option<&'static Encoding> {
+    let encoding = Encoding::for_label(name.trim().as_bytes())?;
+    // "replacement" is the WHATWG answer for labels that must never decode; x-user-defined is
+    // never a real feed's encoding.
+    if encoding == encoding_rs::REPLACEMENT || encoding == encoding_rs::X_USER_DEFINED {
+        return None;
+    }
+    Some(encoding)
+}
+
+/// The `charset` parameter of a `Content-Type` value.
+fn charset_param(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (key, value) = param.split_once('=')?;
+        if key.trim().eq_ignore_ascii_case("charset") {
+            let value = value.trim().trim_matches(['"', '\'']);
+            (!value.is_empty()).then_some(value)
+        } else {
+            None
+        }
+    })
+}
+
+/// `<?xml` written in UTF-16 without a byte-order mark.
+fn utf16_without_bom(body: &[u8]) -> Option<&'static Encoding> {
+    match body {
+        [b'<', 0, b'?', 0, ..] => Some(UTF_16LE),
+        [0, b'<', 0, b'?', ..] => Some(UTF_16BE),
+        _ => None,
+    }
+}
+
+/// The `encoding` of the XML declaration, read as ASCII.
+fn declared_encoding(body: &[u8]) -> Option<&str> {
+    let decl = xml_declaration(body)?;
+    let text = std::str::from_utf8(decl).ok()?;
+    let at = text.find("encoding")?;
+    let rest = text[at + "encoding".len()..].trim_start();
+    let rest = rest.strip_prefix('=')?.trim_start();
+    let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let rest = &rest[1..];
+    let end = rest.find(quote)?;
+    Some(&rest[..end])
+}
+
+/// The bytes of `<?xml ... ?>` at the start of the body (after whitespace), if present.
+fn xml_declaration(body: &[u8]) -> Option<&[u8]> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    let body = &body[start..];
+    if !body.starts_with(b"<?xml") {
+        return None;
+    }
+    let end = body.iter().take(512).position(|b| *b == b'>')?;
+    Some(&body[..=end])
+}
+
+/// Rewrites `encoding="..."` in the XML declaration to UTF-8, since the text is now UTF-8.
+fn rewrite_declared_encoding(text: Cow<'_, str>) -> Cow<'_, str> {
+    let Some(declared) = declared_encoding(text.as_bytes()) else {
+        return text;
+    };
+    if declared.eq_ignore_ascii_case("utf-8") {
+        return text;
+    }
+    let Some(decl) = xml_declaration(text.as_bytes()) else {
+        return text;
+    };
+    let decl_start = text.len() - text.trim_start().len();
+    let decl_end = decl_start + decl.len();
+    let decl_text = &text[decl_start..decl_end];
+    let Some(at) = decl_text.find(declared) else {
+        return text;
+    };
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..decl_start + at]);
+    out.push_str("UTF-8");
+    out.push_str(&text[decl_start + at + declared.len()..]);
+    Cow::Owned(out)
+}
+
+/// XML 1.0 allows tab, LF and CR among the C0 controls; the rest (and DEL's C1 neighbours
+/// are fine) make strict parsers stop, so they are dropped.
+fn drop_forbidden_controls(text: Cow<'_, str>) -> Cow<'_, str> {
+    let forbidden = |c: char| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}';
+    if !text.contains(forbidden) {
+        return text;
+    }
+    Cow::Owned(text.chars().filter(|c| !forbidden(*c)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utf8(d: &Decoded<'_>) -> String {
+        String::from_utf8(d.utf8.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn header_charset_decodes_gbk_without_declaration() {
+        let (gbk, _, _) = encoding_rs::GBK.encode("<rss><title>机器之心</title></rss>");
+        let d = decode(&gbk, Some("text/xml; charset=gbk"));
+        assert_eq!(d.source, EncodingSource::HttpHeader);
+        assert_eq!(utf8(&d), "<rss><title>机器之心</title></rss>");
+    }
+
+    #[test]
+    fn declaration_is_used_and_rewritten() {
+        let (gbk, _, _) =
+            encoding_rs::GBK.encode("<?xml version=\"1.0\" encoding=\"gb2312\"?><rss>量子位</rss>");
+        let d = decode(&gbk, Some("application/xml"));
+        assert_eq!(d.source, EncodingSource::XmlDeclaration);
+        assert_eq!(
+            utf8(&d),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss>量子位</rss>"
+        );
+    }
+
+    #[test]
+    fn header_wins_over_declaration() {
+        let body = "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?><rss>中文</rss>";
+        let d = decode(body.as_bytes(), Some("text/xml; charset=\"UTF-8\""));
+        assert_eq!(d.source, EncodingSource::HttpHeader);
+        assert_eq!(
+            utf8(&d),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss>中文</rss>"
+        );
+    }
+
+    #[test]
+    fn bom_wins_and_is_removed() {
+        let mut body = vec![0xFF, 0xFE];
+        for unit in "<rss>ü</rss>".encode_utf16() {
+            body.extend_from_slice(&unit.to_le_bytes());
+        }
+        let d = decode(&body, Some("text/xml; charset=iso-8859-1"));
+        assert_eq!(d.source, EncodingSource::ByteOrderMark);
+        assert_eq!(utf8(&d), "<rss>ü</rss>");
+    }
+
+    #[test]
+    fn invalid_bytes_and_controls_are_recovered() {
+        let d = decode(b"<rss>ok\xFF\x01fine</rss>", None);
+        assert_eq!(utf8(&d), "<rss>ok\u{FFFD}fine</rss>");
+    }
+
+    #[test]
+    fn valid_utf8_is_not_copied() {
+        let d = decode(b"<rss>plain</rss>", None);
+        assert!(matches!(d.utf8, Cow::Borrowed(_)));
+    }
+}

@@ -1,0 +1,310 @@
+//! The HTTP server: read-only routes over what the daemon already has.
+//!
+//! Output feeds are served from the publisher's cache (conditional requests answered with 304,
+//! gzip when the client accepts it); the status page and OPML read the config and the source
+//! states. Nothing here fetches, parses or renders feeds, and no route changes anything. axum
+//! is used here and nowhere else.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::publish::{feed_url, Format, Publisher};
+use crate::store::Store;
+
+/// What the routes read.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<RwLock<Arc<Config>>>,
+    pub store: Store,
+    pub publisher: Arc<Publisher>,
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The router of every endpoint in the contract.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/feeds/{file}", get(feed))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/opml", get(opml))
+        .with_state(state)
+}
+
+async fn feed(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    Metrics::add(&state.metrics.feed_requests, 1);
+    let Some((name, ext)) = file.rsplit_once('.') else {
+        return not_found();
+    };
+    let (Some(format), Some(rendered)) = (Format::from_extension(ext), state.publisher.get(name))
+    else {
+        return not_found();
+    };
+    let Some(doc) = rendered.get(format) else {
+        return not_found();
+    };
+    let last_modified = httpdate::fmt_http_date(rendered.last_modified.into());
+    let mut response_headers = HeaderMap::new();
+    insert(&mut response_headers, header::ETAG, &doc.etag);
+    insert(&mut response_headers, header::LAST_MODIFIED, &last_modified);
+    insert(
+        &mut response_headers,
+        header::CACHE_CONTROL,
+        "public, max-age=60",
+    );
+    insert(&mut response_headers, header::VARY, "Accept-Encoding");
+    if not_modified(&headers, &doc.etag, rendered.last_modified) {
+        Metrics::add(&state.metrics.feed_not_modified, 1);
+        return (StatusCode::NOT_MODIFIED, response_headers).into_response();
+    }
+    insert(
+        &mut response_headers,
+        header::CONTENT_TYPE,
+        format.content_type(),
+    );
+    let body = if accepts_gzip(&headers) && !doc.gzip.is_empty() {
+        insert(&mut response_headers, header::CONTENT_ENCODING, "gzip");
+        doc.gzip.clone()
+    } else {
+        doc.body.clone()
+    };
+    (StatusCode::OK, response_headers, body).into_response()
+}
+
+fn insert(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such feed\n").into_response()
+}
+
+/// RFC 9110: `If-None-Match` decides when present; otherwise `If-Modified-Since`.
+fn not_modified(headers: &HeaderMap, etag: &str, last_modified: DateTime<Utc>) -> bool {
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        return inm
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == "*" || t == etag);
+    }
+    if let Some(ims) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    {
+        let ims: DateTime<Utc> = ims.into();
+        return last_modified.timestamp() <= ims.timestamp();
+    }
+    false
+}
+
+/// Whether `Accept-Encoding` allows gzip (a `q=0` refuses it).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state
+        .metrics
+        .render(state.store.item_count() as u64, state.store.size_on_disk());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn esc(s: &str) -> String {
+    html_escape::encode_text(s).into_owned()
+}
+
+fn attr(s: &str) -> String {
+    html_escape::encode_double_quoted_attribute(s).into_owned()
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "—".to_owned())
+}
+
+async fn status_page(State(state): State<AppState>) -> Response {
+    let config = state.config();
+    let mut html = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>feedmux</title>\n",
+    );
+    for feed in &config.feeds {
+        for (format, mime) in [
+            (Format::Atom, "application/atom+xml"),
+            (Format::Rss, "application/rss+xml"),
+            (Format::Json, "application/feed+json"),
+        ] {
+            html.push_str(&format!(
+                "<link rel=\"alternate\" type=\"{mime}\" title=\"{}\" href=\"{}\">\n",
+                attr(&feed.title),
+                attr(&feed_url(&config, &feed.name, format))
+            ));
+        }
+    }
+    html.push_str("<style>body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}.failing{color:#b00}</style>\n</head><body>\n<h1>feedmux</h1>\n<h2>Output feeds</h2>\n<table><tr><th>feed</th><th>entries</th><th>subscribe</th></tr>\n");
+    for feed in &config.feeds {
+        let entries = state
+            .publisher
+            .get(&feed.name)
+            .map(|r| r.entries.to_string())
+            .unwrap_or_else(|| "—".to_owned());
+        let links: Vec<String> = Format::ALL
+            .iter()
+            .map(|f| {
+                format!(
+                    "<a href=\"{}\">{}</a>",
+                    attr(&feed_url(&config, &feed.name, *f)),
+                    f.extension()
+                )
+            })
+            .collect();
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{entries}</td><td>{}</td></tr>\n",
+            esc(&feed.title),
+            links.join(" · ")
+        ));
+    }
+    html.push_str("</table>\n<h2>Sources</h2>\n<table><tr><th>source</th><th>status</th><th>items</th><th>last poll</th><th>next poll</th><th>last error</th></tr>\n");
+    for source in &config.sources {
+        let s = state.store.source_state(&source.name).unwrap_or_default();
+        let class = if s.last_error.is_some() {
+            " class=\"failing\""
+        } else {
+            ""
+        };
+        html.push_str(&format!(
+            "<tr{class}><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            attr(source.url.as_str()),
+            esc(&source.name),
+            esc(&s.status.to_string()),
+            s.item_count,
+            when(s.last_poll),
+            when(s.next_poll),
+            esc(s.last_error.as_deref().unwrap_or(""))
+        ));
+    }
+    html.push_str("</table>\n</body></html>\n");
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+async fn opml(State(state): State<AppState>) -> Response {
+    let config = state.config();
+    let mut body = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<opml version=\"2.0\">\n<head><title>feedmux sources</title></head>\n<body>\n",
+    );
+    for source in &config.sources {
+        let s = state.store.source_state(&source.name).unwrap_or_default();
+        let title = source
+            .title
+            .clone()
+            .or(s.title)
+            .unwrap_or_else(|| source.name.clone());
+        let mut line = format!(
+            "<outline type=\"rss\" text=\"{}\" title=\"{}\" xmlUrl=\"{}\"",
+            attr(&title),
+            attr(&title),
+            attr(source.url.as_str())
+        );
+        if let Some(site) = &s.site_url {
+            line.push_str(&format!(" htmlUrl=\"{}\"", attr(site)));
+        }
+        if !source.tags.is_empty() {
+            line.push_str(&format!(" category=\"{}\"", attr(&source.tags.join(","))));
+        }
+        line.push_str("/>\n");
+        body.push_str(&line);
+    }
+    body.push_str("</body>\n</opml>\n");
+    ([(header::CONTENT_TYPE, "text/x-opml; charset=utf-8")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_acceptance() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip;q=0.8"),
+        );
+        assert!(accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0, identity"),
+        );
+        assert!(!accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        assert!(!accepts_gzip(&h));
+    }
+}

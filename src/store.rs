@@ -1,0 +1,413 @@
+//! The store: sled trees, their keys and encodings, one batch per poll, flush.
+//!
+//! Trees (keys big-endian so that sled's ordered iteration is newest first):
+//!
+//! | tree | key | value |
+//! | --- | --- | --- |
+//! | `items` | item id (16 bytes) | [`Item`] as JSON |
+//! | `by_time` | reverse time (8) + id | empty |
+//! | `by_source` | source name, 0, reverse time, id | empty |
+//! | `feed_index` | feed name, 0, reverse time, id | empty |
+//! | `urls` | hash of canonical URL (16) | [`UrlClaim`] as JSON |
+//! | `stories` | story id (16) + member id (16) | empty |
+//! | `sources` | source name | [`SourceState`] as JSON |
+//! | `meta` | text key | text value (schema version, feed fingerprints) |
+//!
+//! A poll's writes go in index-first order and are flushed before the poll counts as done, so a
+//! crash leaves at worst an index entry without its item (readers skip those), never an item
+//! that no index lists. sled is used here and nowhere else; this module knows nothing of HTTP
+//! or feed formats.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::dedup::{IngestPlan, UrlClaim};
+use crate::model::{Item, ItemId, SourceState};
+
+/// The layout version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+const FINGERPRINT_PREFIX: &str = "feed_fingerprint/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {path} is in use by another feedmux process")]
+    Locked { path: PathBuf },
+    #[error("cannot open the store at {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("the store at {path} has schema version {found}, newer than this feedmux understands ({SCHEMA_VERSION}); upgrade feedmux")]
+    NewerSchema { path: PathBuf, found: u32 },
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record in the store ({what}): {message}")]
+    Corrupt { what: &'static str, message: String },
+}
+
+/// One item's membership of an output feed, written with the item.
+#[derive(Debug, Clone)]
+pub struct FeedMembership {
+    pub feed: String,
+    pub item: ItemId,
+}
+
+/// A handle on the open store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    items: sled::Tree,
+    by_time: sled::Tree,
+    by_source: sled::Tree,
+    feed_index: sled::Tree,
+    urls: sled::Tree,
+    stories: sled::Tree,
+    sources: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(|e| open_error(path, e))?;
+        let tree = |name: &str| db.open_tree(name);
+        let store = Store {
+            items: tree("items")?,
+            by_time: tree("by_time")?,
+            by_source: tree("by_source")?,
+            feed_index: tree("feed_index")?,
+            urls: tree("urls")?,
+            stories: tree("stories")?,
+            sources: tree("sources")?,
+            meta: tree("meta")?,
+            path: path.to_owned(),
+            db,
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        match self.meta.get(SCHEMA_KEY)? {
+            Some(v) => {
+                let found: u32 = std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: "schema version",
+                        message: String::from_utf8_lossy(&v).into_owned(),
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: self.path.clone(),
+                        found,
+                    });
+                }
+            }
+            None => {
+                self.meta
+                    .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn item(&self, id: ItemId) -> Result<Option<Item>, StoreError> {
+        match self.items.get(id.0)? {
+            Some(bytes) => Ok(Some(decode(&bytes, "item")?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn url_claim(&self, canonical: &str) -> Result<Option<UrlClaim>, StoreError> {
+        match self.urls.get(url_key(canonical))? {
+            Some(bytes) => Ok(Some(decode(&bytes, "url claim")?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn source_state(&self, source: &str) -> Result<SourceState, StoreError> {
+        match self.sources.get(source.as_bytes())? {
+            Some(bytes) => decode(&bytes, "source state"),
+            None => Ok(SourceState::default()),
+        }
+    }
+
+    /// Saves a source's state and flushes; used for polls that store no items.
+    pub fn put_source_state(&self, source: &str, state: &SourceState) -> Result<(), StoreError> {
+        self.sources.insert(source.as_bytes(), encode(state))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Writes one poll: the plan's items and claims, their feed memberships and the source's
+    /// new state, then flushes. `feeds` names every output feed the source belongs to, so that
+    /// an edited item leaves the feeds it no longer matches.
+    pub fn apply_poll(
+        &self,
+        source: &str,
+        plan: &IngestPlan,
+        feeds: &[String],
+        memberships: &[FeedMembership],
+        state: &SourceState,
+    ) -> Result<(), StoreError> {
+        let mut by_time = sled::Batch::default();
+        let mut by_source = sled::Batch::default();
+        let mut feed_index = sled::Batch::default();
+        let mut stories = sled::Batch::default();
+        let mut urls = sled::Batch::default();
+        let mut items = sled::Batch::default();
+        for write in &plan.writes {
+            let item = &write.item;
+            if let Some(old) = &write.previous {
+                by_time.remove(time_key(old.published, old.id));
+                by_source.remove(prefixed_key(source, old.published, old.id));
+                for feed in feeds {
+                    feed_index.remove(prefixed_key(feed, old.published, old.id));
+                }
+            }
+            by_time.insert(time_key(item.published, item.id), &[]);
+            by_source.insert(prefixed_key(source, item.published, item.id), &[]);
+            stories.insert(&story_key(item.story, item.id), &[]);
+            items.insert(&item.id.0, encode(item));
+        }
+        for m in memberships {
+            if let Some(w) = plan.writes.iter().find(|w| w.item.id == m.item) {
+                feed_index.insert(prefixed_key(&m.feed, w.item.published, m.item), &[]);
+            }
+        }
+        for (url, claim) in &plan.claims {
+            urls.insert(&url_key(url), encode(claim));
+        }
+        self.by_time.apply_batch(by_time)?;
+        self.by_source.apply_batch(by_source)?;
+        self.feed_index.apply_batch(feed_index)?;
+        self.stories.apply_batch(stories)?;
+        self.urls.apply_batch(urls)?;
+        self.items.apply_batch(items)?;
+        self.sources.insert(source.as_bytes(), encode(state))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Ids of the items in an output feed, newest first.
+    pub fn feed_items(&self, feed: &str) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
+        let prefix = name_prefix(feed);
+        let skip = prefix.len() + 8;
+        self.feed_index.scan_prefix(prefix).map(move |r| {
+            let (key, _) = r?;
+            ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
+                what: "feed index key",
+                message: format!("{} bytes", key.len()),
+            })
+        })
+    }
+
+    /// Whether `item` is in the index of output feed `feed`.
+    pub fn feed_contains(&self, feed: &str, item: &Item) -> Result<bool, StoreError> {
+        Ok(self
+            .feed_index
+            .contains_key(prefixed_key(feed, item.published, item.id))?)
+    }
+
+    /// Ids of a source's items, newest first.
+    pub fn source_items(
+        &self,
+        source: &str,
+    ) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
+        let prefix = name_prefix(source);
+        let skip = prefix.len() + 8;
+        self.by_source.scan_prefix(prefix).map(move |r| {
+            let (key, _) = r?;
+            ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
+                what: "source index key",
+                message: format!("{} bytes", key.len()),
+            })
+        })
+    }
+
+    /// Ids of every item, newest first.
+    pub fn all_items(&self) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
+        self.by_time.iter().map(|r| {
+            let (key, _) = r?;
+            ItemId::from_slice(&key[8..]).ok_or(StoreError::Corrupt {
+                what: "time index key",
+                message: format!("{} bytes", key.len()),
+            })
+        })
+    }
+
+    /// The members of a story group, in no particular order.
+    pub fn story_members(&self, story: ItemId) -> Result<Vec<ItemId>, StoreError> {
+        self.stories
+            .scan_prefix(story.0)
+            .map(|r| {
+                let (key, _) = r?;
+                ItemId::from_slice(&key[16..]).ok_or(StoreError::Corrupt {
+                    what: "story key",
+                    message: format!("{} bytes", key.len()),
+                })
+            })
+            .collect()
+    }
+
+    /// The fingerprint of the selection rules the feed's index was built with.
+    pub fn feed_fingerprint(&self, feed: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(format!("{FINGERPRINT_PREFIX}{feed}"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Rebuilds a feed's index from every stored item for which `selects` is true, and records
+    /// the fingerprint of the rules used. Returns the number of items indexed.
+    pub fn rebuild_feed_index(
+        &self,
+        feed: &str,
+        fingerprint: &str,
+        selects: impl Fn(&Item) -> bool,
+    ) -> Result<usize, StoreError> {
+        self.drop_feed_index(feed)?;
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for entry in self.items.iter() {
+            let (_, bytes) = entry?;
+            let item: Item = decode(&bytes, "item")?;
+            if selects(&item) {
+                batch.insert(prefixed_key(feed, item.published, item.id), &[]);
+                count += 1;
+            }
+        }
+        self.feed_index.apply_batch(batch)?;
+        self.meta.insert(
+            format!("{FINGERPRINT_PREFIX}{feed}"),
+            fingerprint.as_bytes(),
+        )?;
+        self.db.flush()?;
+        Ok(count)
+    }
+
+    /// Removes a feed's index and fingerprint (the feed left the config).
+    pub fn drop_feed_index(&self, feed: &str) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for key in self.feed_index.scan_prefix(name_prefix(feed)).keys() {
+            batch.remove(key?);
+        }
+        self.feed_index.apply_batch(batch)?;
+        self.meta.remove(format!("{FINGERPRINT_PREFIX}{feed}"))?;
+        Ok(())
+    }
+
+    /// Names of the feeds that have an index.
+    pub fn indexed_feeds(&self) -> Result<Vec<String>, StoreError> {
+        self.meta
+            .scan_prefix(FINGERPRINT_PREFIX)
+            .keys()
+            .map(|k| {
+                let k = k?;
+                Ok(String::from_utf8_lossy(&k[FINGERPRINT_PREFIX.len()..]).into_owned())
+            })
+            .collect()
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn open_error(path: &Path, e: sled::Error) -> StoreError {
+    let message = e.to_string();
+    if message.contains("lock")
+        || message.contains("WouldBlock")
+        || message.contains("temporarily unavailable")
+    {
+        StoreError::Locked {
+            path: path.to_owned(),
+        }
+    } else {
+        StoreError::Open {
+            path: path.to_owned(),
+            message,
+        }
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records serialise to JSON")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what,
+        message: e.to_string(),
+    })
+}
+
+/// Newer times sort first: the key holds `i64::MAX - microseconds since 1970`.
+fn reverse_time(t: DateTime<Utc>) -> [u8; 8] {
+    let micros = t.timestamp_micros().max(0);
+    ((i64::MAX - micros) as u64).to_be_bytes()
+}
+
+fn time_key(t: DateTime<Utc>, id: ItemId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(24);
+    key.extend_from_slice(&reverse_time(t));
+    key.extend_from_slice(&id.0);
+    key
+}
+
+fn name_prefix(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 1);
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key
+}
+
+fn prefixed_key(name: &str, t: DateTime<Utc>, id: ItemId) -> Vec<u8> {
+    let mut key = name_prefix(name);
+    key.extend_from_slice(&reverse_time(t));
+    key.extend_from_slice(&id.0);
+    key
+}
+
+fn story_key(story: ItemId, member: ItemId) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(&story.0);
+    key[16..].copy_from_slice(&member.0);
+    key
+}
+
+fn url_key(canonical: &str) -> [u8; 16] {
+    let digest = Sha256::digest(canonical.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
