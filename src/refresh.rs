@@ -202,6 +202,7 @@ pub fn ingest(
         now,
     )?;
     let entries = parsed.entries.len();
+    let _guard = store.ingest_guard();
     let plan = dedup::plan(store, source, parsed.entries, now)?;
     let memberships = memberships(filters, &plan);
     let feeds: Vec<String> = filters.iter().map(|f| f.feed.clone()).collect();

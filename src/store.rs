@@ -19,6 +19,7 @@
 //! or feed formats.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -65,6 +66,9 @@ pub struct Store {
     stories: sled::Tree,
     sources: sled::Tree,
     meta: sled::Tree,
+    /// Held from reading the store for a poll's plan until the plan is written, so that two
+    /// sources polled at once cannot both claim the same story.
+    ingest: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -92,10 +96,17 @@ impl Store {
             sources: tree("sources")?,
             meta: tree("meta")?,
             path: path.to_owned(),
+            ingest: Arc::new(Mutex::new(())),
             db,
         };
         store.check_schema()?;
         Ok(store)
+    }
+
+    /// Serialises ingestion: hold the guard from planning a poll's writes until they are
+    /// applied.
+    pub fn ingest_guard(&self) -> MutexGuard<'_, ()> {
+        self.ingest.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn path(&self) -> &Path {

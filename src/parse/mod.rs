@@ -45,6 +45,7 @@ pub fn parse_feed(
         return Err(ParseError::Empty);
     }
     let decoded = charset::decode(body, content_type);
+    let utf8 = rss090_as_rss10(decoded.utf8);
     let parser = feed_rs::parser::Builder::new()
         .base_uri(Some(base.as_str()))
         // An empty id tells normalise that the feed gave none, so it can choose a fallback
@@ -52,9 +53,32 @@ pub fn parse_feed(
         .id_generator(|_, _, _| String::new())
         .build();
     let feed = parser
-        .parse(decoded.utf8.as_ref())
-        .map_err(|e| classify(e, &decoded.utf8, base))?;
+        .parse(utf8.as_ref())
+        .map_err(|e| classify(e, &utf8, base))?;
     Ok(normalise::feed(feed, base, now))
+}
+
+/// The namespaces of RSS 0.90 (as specified, and as some feeds spell it), which feed-rs does
+/// not know.
+const RSS_090_NS: [&str; 2] = [
+    "http://my.netscape.com/rdf/simple/0.9/",
+    "http://channel.netscape.com/rdf/simple/0.9/",
+];
+/// The namespace of RSS 1.0, whose elements RSS 0.90 shares.
+const RSS_10_NS: &str = "http://purl.org/rss/1.0/";
+
+/// RSS 0.90 is RSS 1.0's shape under another namespace: renaming the namespace lets feed-rs
+/// read its items.
+fn rss090_as_rss10(utf8: std::borrow::Cow<'_, [u8]>) -> std::borrow::Cow<'_, [u8]> {
+    let head = &utf8[..utf8.len().min(2048)];
+    let Some(ns) = RSS_090_NS.iter().find(|ns| {
+        let needle = ns.as_bytes();
+        head.windows(needle.len()).any(|w| w == needle)
+    }) else {
+        return utf8;
+    };
+    let text = String::from_utf8_lossy(&utf8).replacen(ns, RSS_10_NS, 1);
+    std::borrow::Cow::Owned(text.into_bytes())
 }
 
 fn classify(error: feed_rs::parser::ParseFeedError, body: &[u8], base: &Url) -> ParseError {

@@ -1,0 +1,148 @@
+//! The command line, run as a user runs it.
+
+use std::process::Command;
+
+use crate::{binary, read_back, tempdir};
+
+#[test]
+fn check_rejects_a_bad_config_with_line_and_column() {
+    let dir = tempdir();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[poll]\nschedule = \"0 */15 * * * *\"\n\n[[source]]\nname = \"lab\"\nurl = \"https://example.com/feed\"\nschedule = \"every hour\"\n\n[[feed]]\nname = \"ai\"\nsources = [\"lab\", \"missing\"]\ninclude_regex = [\"(?i)\\\\bLLM(\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let p = path.display();
+    assert!(
+        text.contains(&format!("{p}:7:12: invalid cron schedule \"every hour\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{p}:11:19: feed \"ai\" names unknown source \"missing\""
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{p}:12:18: invalid regex")),
+        "{text}"
+    );
+
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:8080\"\nport = 1\n").unwrap();
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("{p}:3:1: unknown field `port`")),
+        "{text}"
+    );
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    for name in ["feedmux.toml", "demo.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(name);
+        let out = Command::new(binary())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn the_demo_shows_one_combined_filtered_feed() {
+    let dir = tempdir();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
+    let poll = Command::new(binary())
+        .args(["poll", "--config"])
+        .arg(&demo)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        poll.status.success(),
+        "{}",
+        String::from_utf8_lossy(&poll.stderr)
+    );
+    let render = |format: &str| {
+        let out = Command::new(binary())
+            .args(["render", "--feed", "ai", "--format", format, "--config"])
+            .arg(&demo)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    for format in ["atom", "rss", "json"] {
+        let titles: Vec<String> = read_back(&render(format))
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert!(titles.len() >= 10, "{format}: {titles:?}");
+        // technews.rss and zh-daily.json report the same article (one with tracking parameters).
+        let lumen = titles
+            .iter()
+            .filter(|t| t.contains("Lumen-4, an open-weight") || t.contains("外媒：Lumen Labs"))
+            .count();
+        assert_eq!(lumen, 1, "{format}: the Lumen-4 story once: {titles:?}");
+        assert!(
+            !titles
+                .iter()
+                .any(|t| t.starts_with("Sponsored") || t.contains("【推广】")),
+            "{titles:?}"
+        );
+        assert!(
+            !titles.iter().any(|t| t.contains("e-bike review")),
+            "{titles:?}"
+        );
+        assert!(
+            titles
+                .iter()
+                .any(|t| t.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))),
+            "Chinese items: {titles:?}"
+        );
+    }
+    let unknown = Command::new(binary())
+        .args(["render", "--feed", "nope", "--config"])
+        .arg(&demo)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    let sources = Command::new(binary())
+        .args(["sources", "--config"])
+        .arg(&demo)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&sources.stdout);
+    assert!(
+        table.contains("technews") && table.contains(" ok "),
+        "{table}"
+    );
+}

@@ -1,0 +1,388 @@
+//! Sources in: formats, encodings, links, dedup, edits, filters, conditional GET.
+
+use std::collections::HashSet;
+
+use feedmux::daemon::poll_once;
+use feedmux::publish::Format;
+use feedmux::store::Store;
+
+use crate::upstream::Upstream;
+use crate::{config, fixture, poll_all, read_back, render, source, tempdir, titles};
+
+fn rss(items: &[(&str, &str, &str)]) -> String {
+    let mut body = String::from(
+        "<?xml version=\"1.0\"?>\n<rss version=\"2.0\"><channel><title>Test source</title><link>https://site.example/</link><description>d</description>\n",
+    );
+    for (guid, title, link) in items {
+        body.push_str(&format!(
+            "<item><guid isPermaLink=\"false\">{guid}</guid><title>{title}</title><link>{link}</link><description>About {title}</description><pubDate>Wed, 25 Nov 2026 10:00:00 GMT</pubDate></item>\n"
+        ));
+    }
+    body.push_str("</channel></rss>\n");
+    body
+}
+
+fn collapse(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[tokio::test]
+async fn every_format_in_comes_out_in_every_format() {
+    let upstream = Upstream::start().await;
+    let fixtures = [
+        ("rss090.xml", "application/rdf+xml"),
+        ("rss_0.91_spec_1.xml", "application/rss+xml"),
+        ("rss092.xml", "text/xml"),
+        ("rss_1.0_spec_1.xml", "application/rdf+xml"),
+        ("rss_2.0_spec_1.xml", "application/rss+xml"),
+        ("atom_spec_1.xml", "application/atom+xml"),
+        ("atom_xml_base.xml", "application/atom+xml"),
+        ("jsonfeed_spec_1.json", "application/feed+json"),
+    ];
+    let mut tables = String::new();
+    let mut expected = Vec::new();
+    for (i, (name, content_type)) in fixtures.iter().enumerate() {
+        let body = fixture(&format!("formats/{name}"));
+        let parsed = feed_rs::parser::parse(body.as_slice()).unwrap();
+        for entry in parsed.entries {
+            if let Some(t) = entry.title {
+                let t = collapse(&t.content);
+                if !t.is_empty() {
+                    expected.push((name.to_string(), t));
+                }
+            }
+        }
+        upstream.put(&format!("/{i}"), &[("content-type", content_type)], body);
+        tables.push_str(&source(&format!("s{i}"), &upstream.url(&format!("/{i}"))));
+    }
+    tables.push_str("[[feed]]\nname = \"all\"\nlimit = 1000\n");
+    let dir = tempdir();
+    let config = config(dir.path(), &tables);
+    poll_all(&config).await;
+
+    let shown: HashSet<String> = titles(&config, "all")
+        .into_iter()
+        .map(|t| collapse(&t))
+        .collect();
+    for (name, title) in &expected {
+        assert!(
+            shown.contains(title),
+            "{name}: {title:?} missing from output: {shown:?}"
+        );
+    }
+    assert!(shown.len() >= 20, "{shown:?}");
+    // feed-rs alone reads no items from RSS 0.90; feedmux does.
+    for title in ["New Status Updates", "Bugzilla Reorganized"] {
+        assert!(
+            shown.contains(title),
+            "RSS 0.90 item {title:?} missing: {shown:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn gbk_feed_labelled_only_by_the_http_header_comes_out_as_chinese() {
+    let upstream = Upstream::start().await;
+    let text = rss(&[("g1", "国产大模型发布：AI芯片再提速", "/news/1.html")])
+        .replace("Test source", "机器之心");
+    let (gbk, _, unmappable) = encoding_rs::GBK.encode(&text);
+    assert!(!unmappable);
+    assert!(
+        std::str::from_utf8(&gbk).is_err(),
+        "the body really is GBK, not UTF-8"
+    );
+    upstream.put(
+        "/gbk",
+        &[("content-type", "text/xml; charset=gbk")],
+        gbk.into_owned(),
+    );
+    let dir = tempdir();
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}[[feed]]\nname = \"zh\"\n",
+            source("jqzx", &upstream.url("/gbk"))
+        ),
+    );
+    poll_all(&config).await;
+    assert_eq!(
+        titles(&config, "zh"),
+        vec!["国产大模型发布：AI芯片再提速".to_owned()]
+    );
+    let atom = String::from_utf8(render(&config, "zh", Format::Atom)).unwrap();
+    assert!(
+        atom.contains("<title type=\"text\">机器之心</title>"),
+        "source title decoded: {atom}"
+    );
+}
+
+#[tokio::test]
+async fn relative_links_are_made_absolute() {
+    let upstream = Upstream::start().await;
+    let body = rss(&[("r1", "Relative", "/posts/42")]).replace(
+        "<description>About Relative</description>",
+        "<description>&lt;a href=\"../img/x.png\"&gt;picture&lt;/a&gt;</description>",
+    );
+    upstream.put(
+        "/blog/feed.xml",
+        &[("content-type", "application/rss+xml")],
+        body,
+    );
+    let dir = tempdir();
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}[[feed]]\nname = \"all\"\n",
+            source("blog", &upstream.url("/blog/feed.xml"))
+        ),
+    );
+    poll_all(&config).await;
+    for format in Format::ALL {
+        let doc = render(&config, "all", format);
+        let entries = read_back(&doc);
+        assert_eq!(
+            entries[0].1.as_deref(),
+            Some(upstream.url("/posts/42").as_str()),
+            "{format:?}"
+        );
+        let text = String::from_utf8(doc).unwrap();
+        assert!(
+            text.contains(&upstream.url("/img/x.png")),
+            "{format:?}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_same_story_from_two_sources_is_shown_once_with_the_other_source_named() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/a",
+        &[],
+        rss(&[(
+            "a1",
+            "Lab ships model",
+            "https://News.Example.com:443/story/7?utm_source=rss&amp;utm_medium=feed&amp;spm=1.2",
+        )]),
+    );
+    upstream.put(
+        "/b",
+        &[],
+        rss(&[
+            (
+                "b1",
+                "实验室发布新模型",
+                "https://news.example.com/story/7#comments",
+            ),
+            ("b2", "Another story", "https://news.example.com/story/8"),
+        ]),
+    );
+    let dir = tempdir();
+    let tables = format!(
+        "{}{}[[feed]]\nname = \"all\"\n[[feed]]\nname = \"only-b\"\nsources = [\"b\"]\n",
+        source("a", &upstream.url("/a")),
+        source("b", &upstream.url("/b"))
+    );
+    let config = config(dir.path(), &tables);
+    // Poll a first, then b, so that a's item leads the story.
+    poll_once(&config, &["a".to_owned()]).await.unwrap();
+    poll_once(&config, &["b".to_owned()]).await.unwrap();
+
+    let mut all = titles(&config, "all");
+    all.sort();
+    assert_eq!(all, vec!["Another story", "Lab ships model"]);
+    let atom = String::from_utf8(render(&config, "all", Format::Atom)).unwrap();
+    assert!(atom.contains("Also reported by"), "{atom}");
+    // A feed that selects only the second source still shows the story, once.
+    let mut only_b = titles(&config, "only-b");
+    only_b.sort();
+    assert_eq!(only_b, vec!["Another story", "实验室发布新模型"]);
+}
+
+#[tokio::test]
+async fn a_link_shared_by_several_items_of_one_source_identifies_nothing() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/podcast",
+        &[],
+        rss(&[
+            ("ep1", "Episode 1", "https://pod.example/"),
+            ("ep2", "Episode 2", "https://pod.example/"),
+        ]),
+    );
+    upstream.put(
+        "/other",
+        &[],
+        rss(&[("x", "Unrelated post", "https://pod.example/")]),
+    );
+    let dir = tempdir();
+    let tables = format!(
+        "{}{}[[feed]]\nname = \"all\"\n",
+        source("podcast", &upstream.url("/podcast")),
+        source("other", &upstream.url("/other"))
+    );
+    let config = config(dir.path(), &tables);
+    poll_once(&config, &["podcast".to_owned()]).await.unwrap();
+    poll_once(&config, &["other".to_owned()]).await.unwrap();
+    let mut all = titles(&config, "all");
+    all.sort();
+    assert_eq!(all, vec!["Episode 1", "Episode 2", "Unrelated post"]);
+}
+
+#[tokio::test]
+async fn an_edited_item_is_updated_in_place_not_duplicated() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/f",
+        &[],
+        rss(&[("same-guid", "First wording", "https://e.example/1")]),
+    );
+    let dir = tempdir();
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}[[feed]]\nname = \"all\"\n",
+            source("s", &upstream.url("/f"))
+        ),
+    );
+    poll_all(&config).await;
+    assert_eq!(titles(&config, "all"), vec!["First wording"]);
+
+    upstream.put(
+        "/f",
+        &[],
+        rss(&[("same-guid", "Corrected wording", "https://e.example/1")]),
+    );
+    let outcomes = poll_once(&config, &[]).await.unwrap();
+    let report = outcomes[0].result.as_ref().unwrap();
+    assert_eq!((report.new_items, report.updated_items), (0, 1));
+    assert_eq!(titles(&config, "all"), vec!["Corrected wording"]);
+    assert_eq!(Store::open(&config.storage.path).unwrap().item_count(), 1);
+}
+
+#[tokio::test]
+async fn include_and_exclude_work_on_english_and_chinese_text() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/mixed",
+        &[],
+        rss(&[
+            ("1", "AI芯片出货量创新高", "https://e.example/1"),
+            ("2", "He said the weather was fine", "https://e.example/2"),
+            ("3", "OpenAI ships a model", "https://e.example/3"),
+            ("4", "大模型广告：限时优惠", "https://e.example/4"),
+            ("5", "AI-powered search arrives", "https://e.example/5"),
+            ("6", "人工智能大会开幕", "https://e.example/6"),
+            (
+                "7",
+                "Sponsored: GPUs for LLM training",
+                "https://e.example/7",
+            ),
+            ("8", "New LLM tops the charts", "https://e.example/8"),
+        ]),
+    );
+    let dir = tempdir();
+    let tables = format!(
+        "{}[[feed]]\nname = \"ai\"\ninclude = [\"AI\", \"人工智能\", \"大模型\"]\nexclude = [\"广告\"]\ninclude_regex = [\"\\\\bLLM\\\\b\"]\nexclude_regex = [\"^Sponsored:\"]\n",
+        source("mixed", &upstream.url("/mixed"))
+    );
+    let config = config(dir.path(), &tables);
+    poll_all(&config).await;
+    let mut shown = titles(&config, "ai");
+    shown.sort();
+    assert_eq!(
+        shown,
+        vec![
+            "AI-powered search arrives",
+            "AI芯片出货量创新高",
+            "New LLM tops the charts",
+            "人工智能大会开幕"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_second_poll_sends_the_stored_validators_and_a_304_changes_nothing() {
+    let upstream = Upstream::start().await;
+    let lm = "Wed, 25 Nov 2026 10:00:00 GMT";
+    upstream.put(
+        "/c",
+        &[("etag", "\"v1\""), ("last-modified", lm)],
+        rss(&[("1", "Hello", "https://e.example/1")]),
+    );
+    let dir = tempdir();
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}[[feed]]\nname = \"all\"\n",
+            source("c", &upstream.url("/c"))
+        ),
+    );
+    poll_all(&config).await;
+    let before = render(&config, "all", Format::Atom);
+
+    let outcomes = poll_once(&config, &[]).await.unwrap();
+    assert!(outcomes[0].result.as_ref().unwrap().not_modified);
+    let requests = upstream.requests("/c");
+    assert_eq!(requests.len(), 2);
+    assert!(requests[0].get("if-none-match").is_none());
+    assert_eq!(requests[1].get("if-none-match").unwrap(), "\"v1\"");
+    assert_eq!(requests[1].get("if-modified-since").unwrap(), lm);
+    let ua = requests[0].get("user-agent").unwrap().to_str().unwrap();
+    assert!(ua.starts_with("feedmux/"), "{ua}");
+    assert_eq!(render(&config, "all", Format::Atom), before);
+    let state = Store::open(&config.storage.path)
+        .unwrap()
+        .source_state("c")
+        .unwrap();
+    assert_eq!(state.etag.as_deref(), Some("\"v1\""));
+    assert_eq!(state.item_count, 1);
+}
+
+#[tokio::test]
+async fn a_failing_source_keeps_its_items_and_others_keep_working() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/good",
+        &[],
+        rss(&[("1", "Good news", "https://e.example/g")]),
+    );
+    upstream.put(
+        "/flaky",
+        &[],
+        rss(&[("1", "Kept item", "https://e.example/k")]),
+    );
+    let dir = tempdir();
+    let tables = format!(
+        "{}{}[[feed]]\nname = \"all\"\n",
+        source("good", &upstream.url("/good")),
+        source("flaky", &upstream.url("/flaky"))
+    );
+    let config = config(dir.path(), &tables);
+    poll_all(&config).await;
+    upstream.put("/flaky", &[("content-type", "text/html")], "<!DOCTYPE html><html><head><link rel=\"alternate\" type=\"application/rss+xml\" href=\"/rss\"></head></html>");
+    upstream.put(
+        "/good",
+        &[],
+        rss(&[
+            ("1", "Good news", "https://e.example/g"),
+            ("2", "More good news", "https://e.example/g2"),
+        ]),
+    );
+    let outcomes = poll_once(&config, &[]).await.unwrap();
+    let flaky = outcomes.iter().find(|o| o.source == "flaky").unwrap();
+    let error = flaky.result.as_ref().unwrap_err().to_string();
+    assert!(
+        error.contains("HTML page") && error.contains(&upstream.url("/rss")),
+        "{error}"
+    );
+    let mut all = titles(&config, "all");
+    all.sort();
+    assert_eq!(all, vec!["Good news", "Kept item", "More good news"]);
+    let state = Store::open(&config.storage.path)
+        .unwrap()
+        .source_state("flaky")
+        .unwrap();
+    assert_eq!(state.consecutive_failures, 1);
+    assert!(state.last_error.unwrap().contains("HTML page"));
+}

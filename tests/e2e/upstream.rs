@@ -1,0 +1,115 @@
+//! An upstream feed server for tests: serves whatever a test puts at a path, on 127.0.0.1 at
+//! a free port, and records the headers of every request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pages: HashMap<String, Page>,
+    requests: Vec<(String, HeaderMap)>,
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new().fallback(serve).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Upstream { addr, inner }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Serves `body` at `path` with status 200 and the given headers.
+    pub fn put(&self, path: &str, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) {
+        self.put_page(
+            path,
+            Page {
+                status: 200,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                body: body.into(),
+            },
+        );
+    }
+
+    pub fn put_page(&self, path: &str, page: Page) {
+        self.inner
+            .lock()
+            .unwrap()
+            .pages
+            .insert(path.to_owned(), page);
+    }
+
+    /// The headers of every request made for `path`, oldest first.
+    pub fn requests(&self, path: &str) -> Vec<HeaderMap> {
+        self.inner
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+}
+
+async fn serve(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().to_owned();
+    let mut inner = inner.lock().unwrap();
+    inner.requests.push((path.clone(), headers.clone()));
+    let Some(page) = inner.pages.get(&path).cloned() else {
+        return (StatusCode::NOT_FOUND, "not here").into_response();
+    };
+    // Conditional GET, as a well-behaved server answers it.
+    let etag = page
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("etag"))
+        .map(|(_, v)| v.clone());
+    if let (Some(etag), Some(inm)) = (etag, headers.get("if-none-match")) {
+        if inm.to_str().unwrap_or_default() == etag {
+            return StatusCode::NOT_MODIFIED.into_response();
+        }
+    }
+    let mut response = (
+        StatusCode::from_u16(page.status).unwrap(),
+        Bytes::from(page.body),
+    )
+        .into_response();
+    for (k, v) in page.headers {
+        response.headers_mut().insert(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(&v).unwrap(),
+        );
+    }
+    response
+}
