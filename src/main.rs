@@ -12,8 +12,10 @@ use tracing::{error, info};
 
 use feedmux::config::{self, Config};
 use feedmux::daemon::{self, Control};
+use feedmux::fetch::{FetchOutcome, Fetcher, Validators};
+use feedmux::model::SourceState;
 use feedmux::publish::{Format, Publisher};
-use feedmux::store::Store;
+use feedmux::store::{Store, StoreError};
 
 #[derive(Parser)]
 #[command(
@@ -95,7 +97,6 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            error!("{e:#}");
             eprintln!("feedmux: {e:#}");
             ExitCode::from(1)
         }
@@ -283,19 +284,72 @@ fn render(config: &Config, feed: &str, format: Format) -> anyhow::Result<ExitCod
         eprintln!("feedmux: unknown feed {feed:?}");
         return Ok(ExitCode::from(2));
     }
-    let store = Store::open(&config.storage.path)?;
-    daemon::sync_feed_indexes(&store, config)?;
-    let rendered = Publisher::new().render(&store, config, feed)?;
-    if let Some(doc) = rendered.get(format) {
-        std::io::stdout()
-            .write_all(&doc.body)
-            .context("cannot write to stdout")?;
-    }
+    let body = match Store::open(&config.storage.path) {
+        Ok(store) => {
+            daemon::sync_feed_indexes(&store, config)?;
+            let rendered = Publisher::new().render(&store, config, feed)?;
+            rendered
+                .get(format)
+                .map(|doc| doc.body.to_vec())
+                .unwrap_or_default()
+        }
+        // The daemon holds the store: ask it for what it serves.
+        Err(StoreError::Locked { .. }) => {
+            let path = format!("/feeds/{feed}.{}", format.extension());
+            runtime()?.block_on(ask_daemon(config, &path))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    std::io::stdout()
+        .write_all(&body)
+        .context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// GETs `path` from the daemon that serves this config.
+async fn ask_daemon(config: &Config, path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut addr = config.server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = url::Url::parse(&format!("http://{addr}{path}"))?;
+    let fetcher = Fetcher::new(&config.poll)?;
+    match fetcher.fetch(&url, &Validators::default()).await {
+        Ok(FetchOutcome::Fetched(fetched)) => Ok(fetched.body.to_vec()),
+        Ok(FetchOutcome::NotModified) => anyhow::bail!("unexpected 304 from {url}"),
+        Err(e) => Err(anyhow::anyhow!(
+            "the store at {} is in use by a running feedmux, and asking it at {url} failed: {e}",
+            config.storage.path.display()
+        )),
+    }
+}
+
+/// Each configured source with its state: from the store, or from the running daemon when it
+/// holds the store.
+fn source_states(config: &Config) -> anyhow::Result<Vec<(String, SourceState)>> {
+    match Store::open(&config.storage.path) {
+        Ok(store) => config
+            .sources
+            .iter()
+            .map(|s| Ok((s.name.clone(), store.source_state(&s.name)?)))
+            .collect(),
+        Err(StoreError::Locked { .. }) => {
+            #[derive(serde::Deserialize)]
+            struct Row {
+                name: String,
+                state: SourceState,
+            }
+            let body = runtime()?.block_on(ask_daemon(config, "/api/sources"))?;
+            let rows: Vec<Row> =
+                serde_json::from_slice(&body).context("the daemon's /api/sources is not valid")?;
+            Ok(rows.into_iter().map(|r| (r.name, r.state)).collect())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn sources(config: &Config) -> anyhow::Result<()> {
-    let store = Store::open(&config.storage.path)?;
+    let states = source_states(config)?;
     let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
         t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_else(|| "-".to_owned())
@@ -312,7 +366,11 @@ fn sources(config: &Config) -> anyhow::Result<()> {
         "SOURCE", "STATUS", "ITEMS", "LAST POLL", "NEXT POLL"
     );
     for source in &config.sources {
-        let s = store.source_state(&source.name)?;
+        let s = states
+            .iter()
+            .find(|(name, _)| *name == source.name)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default();
         let next = s
             .next_poll
             .or_else(|| feedmux::schedule::next_slot(&source.schedule, chrono::Utc::now()));

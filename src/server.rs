@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/opml", get(opml))
+        .route("/api/sources", get(api_sources))
         .with_state(state)
 }
 
@@ -180,6 +181,25 @@ fn attr(s: &str) -> String {
 fn when(t: Option<DateTime<Utc>>) -> String {
     t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "—".to_owned())
+}
+
+/// Every configured source with its stored state, as JSON: what `feedmux sources` shows when
+/// the daemon holds the store.
+async fn api_sources(State(state): State<AppState>) -> Response {
+    let config = state.config();
+    let list: Vec<serde_json::Value> = config
+        .sources
+        .iter()
+        .map(|s| {
+            let source_state = state.store.source_state(&s.name).unwrap_or_default();
+            serde_json::json!({ "name": s.name, "state": source_state })
+        })
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::Value::Array(list).to_string(),
+    )
+        .into_response()
 }
 
 async fn status_page(State(state): State<AppState>) -> Response {

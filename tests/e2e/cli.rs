@@ -146,3 +146,79 @@ fn the_demo_shows_one_combined_filtered_feed() {
         "{table}"
     );
 }
+
+#[test]
+fn the_real_binary_serves_answers_sources_while_running_and_stops_on_sigterm() {
+    let dir = tempdir();
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("feedmux.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = \"store\"\n[[source]]\nname = \"lab\"\nurl = \"file://{}/lab-blog.atom\"\n[[feed]]\nname = \"all\"\n",
+            samples.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sources = || {
+        Command::new(binary())
+            .args(["sources", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    // Bounded wait until the daemon listens (it then holds the store), then for its first poll.
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut table = String::new();
+    for _ in 0..100 {
+        let out = sources();
+        table = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && table.contains(" ok ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(table.contains("lab") && table.contains(" ok "), "{table}");
+    let feed = Command::new(binary())
+        .args(["render", "--feed", "all", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(feed.status.success());
+    assert_eq!(read_back(&feed.stdout).len(), 6);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = daemon.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "clean stop on SIGTERM");
+    // The store was flushed and released: it opens and holds the items.
+    let out = sources();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("     6  "),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -386,3 +386,31 @@ async fn a_failing_source_keeps_its_items_and_others_keep_working() {
     assert_eq!(state.consecutive_failures, 1);
     assert!(state.last_error.unwrap().contains("HTML page"));
 }
+
+#[tokio::test]
+async fn an_item_without_a_date_gets_the_time_it_was_first_seen() {
+    let upstream = Upstream::start().await;
+    let body = rss(&[("1", "Undated", "https://e.example/u")])
+        .replace("<pubDate>Wed, 25 Nov 2026 10:00:00 GMT</pubDate>", "");
+    upstream.put("/u", &[], body);
+    let dir = tempdir();
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}[[feed]]\nname = \"all\"\n",
+            source("u", &upstream.url("/u"))
+        ),
+    );
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    poll_all(&config).await;
+    let feed = feed_rs::parser::parse(render(&config, "all", Format::Atom).as_slice()).unwrap();
+    let published = feed.entries[0].published.unwrap();
+    assert!(
+        published >= before && published <= chrono::Utc::now(),
+        "{published}"
+    );
+    // A second poll does not move it.
+    poll_all(&config).await;
+    let again = feed_rs::parser::parse(render(&config, "all", Format::Atom).as_slice()).unwrap();
+    assert_eq!(again.entries[0].published.unwrap(), published);
+}
