@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use feedmux::config::FeedConfig;
+use feedmux::config::Schedule;
 use feedmux::fetch::{Fetched, Validators};
 use feedmux::filter::FeedFilter;
 use feedmux::model::SourceState;
-use feedmux::refresh::ingest;
+use feedmux::refresh::{ingest, SourceCtx};
+use feedmux::schedule::Timing;
 use feedmux::store::Store;
 use url::Url;
 
@@ -57,6 +59,20 @@ fn main() {
         requested_url: Url::parse("https://bench.example/feed.xml").unwrap(),
         final_url: Url::parse("https://bench.example/feed.xml").unwrap(),
         validators: Validators::default(),
+        hints: Default::default(),
+    };
+    let ctx = SourceCtx {
+        name: "bench".into(),
+        configured_url: "https://bench.example/feed.xml".into(),
+        schedule: Schedule {
+            text: "0 */15 * * * *".into(),
+            cron: "0 */15 * * * *".parse().unwrap(),
+        },
+        timing: Timing {
+            max_interval: Duration::from_secs(86_400),
+            backoff_base: Duration::from_secs(300),
+            backoff_max: Duration::from_secs(6 * 3600),
+        },
     };
     let filter = FeedFilter::new(&FeedConfig {
         name: "ai".into(),
@@ -86,7 +102,7 @@ fn main() {
         let report = ingest(
             &store,
             std::slice::from_ref(&filter),
-            "bench",
+            &ctx,
             &fetched,
             SourceState::default(),
             Utc::now(),
@@ -100,7 +116,7 @@ fn main() {
         let report = ingest(
             &store,
             std::slice::from_ref(&filter),
-            "bench",
+            &ctx,
             &fetched,
             state,
             Utc::now(),

@@ -33,6 +33,18 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a whole request, body included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest silence allowed between two chunks of a body.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Requests to one host at once.
+pub const DEFAULT_PER_HOST_CONCURRENCY: usize = 2;
+/// Minimum time between the starts of two requests to one host.
+pub const DEFAULT_PER_HOST_INTERVAL: Duration = Duration::from_millis(500);
+/// The longest a source's next poll may be pushed back by TTL, caching headers or Retry-After.
+pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// The first delay after a failed poll; it doubles with each further failure.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(5 * 60);
+/// The longest delay after failed polls.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(6 * 3600);
 /// Largest feed body accepted, counted after decompression.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 /// Items an output feed holds when it names no `limit`.
@@ -74,7 +86,13 @@ pub struct PollConfig {
     pub concurrency: usize,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    pub idle_timeout: Duration,
     pub max_body_bytes: u64,
+    pub per_host_concurrency: usize,
+    pub per_host_interval: Duration,
+    pub max_interval: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
 }
 
 /// A cron schedule together with the text it was written as.
@@ -299,7 +317,13 @@ struct RawPoll {
     concurrency: Option<Spanned<usize>>,
     connect_timeout: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
     max_body_size: Option<Spanned<String>>,
+    per_host_concurrency: Option<Spanned<usize>>,
+    per_host_interval: Option<Spanned<String>>,
+    max_interval: Option<Spanned<String>>,
+    backoff_base: Option<Spanned<String>>,
+    backoff_max: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -435,8 +459,29 @@ fn validate_poll(raw: RawPoll, report: &mut Reporter<'_>) -> PollConfig {
         None => DEFAULT_CONCURRENCY,
     };
     let connect_timeout =
-        parse_duration_field(raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT, report);
-    let timeout = parse_duration_field(raw.timeout, DEFAULT_TIMEOUT, report);
+        parse_duration_field(raw.connect_timeout, DEFAULT_CONNECT_TIMEOUT, false, report);
+    let timeout = parse_duration_field(raw.timeout, DEFAULT_TIMEOUT, false, report);
+    let idle_timeout = parse_duration_field(raw.idle_timeout, DEFAULT_IDLE_TIMEOUT, false, report);
+    let per_host_interval = parse_duration_field(
+        raw.per_host_interval,
+        DEFAULT_PER_HOST_INTERVAL,
+        true,
+        report,
+    );
+    let max_interval = parse_duration_field(raw.max_interval, DEFAULT_MAX_INTERVAL, false, report);
+    let backoff_base = parse_duration_field(raw.backoff_base, DEFAULT_BACKOFF_BASE, false, report);
+    let backoff_max = parse_duration_field(raw.backoff_max, DEFAULT_BACKOFF_MAX, false, report);
+    let per_host_concurrency = match raw.per_host_concurrency {
+        Some(n) if *n.get_ref() == 0 => {
+            report.at(
+                n.span(),
+                "per_host_concurrency must be at least 1".to_owned(),
+            );
+            DEFAULT_PER_HOST_CONCURRENCY
+        }
+        Some(n) => *n.get_ref(),
+        None => DEFAULT_PER_HOST_CONCURRENCY,
+    };
     let max_body_bytes = match raw.max_body_size {
         Some(text) => match parse_size(text.get_ref()) {
             Some(n) if n > 0 => n,
@@ -458,7 +503,13 @@ fn validate_poll(raw: RawPoll, report: &mut Reporter<'_>) -> PollConfig {
         concurrency,
         connect_timeout,
         timeout,
+        idle_timeout,
         max_body_bytes,
+        per_host_concurrency,
+        per_host_interval,
+        max_interval,
+        backoff_base,
+        backoff_max: backoff_max.max(backoff_base),
     }
 }
 
@@ -491,11 +542,12 @@ fn parse_schedule(text: &Spanned<String>, report: &mut Reporter<'_>) -> Option<S
 fn parse_duration_field(
     raw: Option<Spanned<String>>,
     default: Duration,
+    allow_zero: bool,
     report: &mut Reporter<'_>,
 ) -> Duration {
     match raw {
         Some(text) => match humantime::parse_duration(text.get_ref().trim()) {
-            Ok(d) if !d.is_zero() => d,
+            Ok(d) if allow_zero || !d.is_zero() => d,
             _ => {
                 report.at(
                     text.span(),

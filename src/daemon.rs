@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -18,6 +19,7 @@ use crate::config::{self, Config, SourceConfig};
 use crate::fetch::{ClientError, Fetcher};
 use crate::filter::FeedFilter;
 use crate::metrics::Metrics;
+use crate::model::{Hold, SourceState};
 use crate::publish::{PublishError, Publisher};
 use crate::refresh::{Pipeline, PollError, PollReport};
 use crate::schedule;
@@ -69,13 +71,14 @@ impl Shared {
             .clone()
     }
 
-    /// Polls one source, counts the result, and re-renders its feeds if anything changed.
-    async fn poll(&self, source: &SourceConfig, next: Option<chrono::DateTime<chrono::Utc>>) {
+    /// Polls one source, counts the result, re-renders its feeds if anything changed, and
+    /// answers when the source is next due (`None`: not again, the feed is gone).
+    async fn poll(&self, source: &SourceConfig) -> Option<DateTime<Utc>> {
         let config = self.config();
         let filters = self.filters();
         let result = self
             .pipeline
-            .refresh_source(&config, &filters, source, next)
+            .refresh_source(&config, &filters, source)
             .await;
         match result {
             Ok(report) => {
@@ -86,6 +89,22 @@ impl Shared {
             }
             Err(_) => Metrics::add(&self.metrics.polls_failed, 1),
         }
+        let state = match self.pipeline.store.source_state(&source.name) {
+            Ok(state) => state,
+            Err(e) => {
+                error!(source = %source.name, error = %e, "cannot read the source's state");
+                return Some(
+                    Utc::now()
+                        + chrono::Duration::from_std(config.poll.backoff_base).unwrap_or_default(),
+                );
+            }
+        };
+        if state.hold(source.url.as_str(), Utc::now()) == Some(Hold::Gone) {
+            return None;
+        }
+        Some(state.next_poll.unwrap_or_else(|| {
+            schedule::next_slot(&source.schedule, Utc::now()).unwrap_or_else(Utc::now)
+        }))
     }
 
     fn count(&self, report: &PollReport) {
@@ -283,22 +302,22 @@ impl Scheduler {
         let limit = Arc::new(Semaphore::new(config.poll.concurrency));
         let mut tasks = JoinSet::new();
         for source in config.sources.iter().cloned() {
-            let last_poll = shared
+            let state = shared
                 .pipeline
                 .store
                 .source_state(&source.name)
-                .ok()
-                .and_then(|s| s.last_poll);
+                .unwrap_or_default();
+            let first = first_poll(&source, &state, Utc::now());
             let shared = shared.clone();
             let limit = limit.clone();
             let stop_rx = stop_rx.clone();
             let schedule = source.schedule.clone();
             tasks.spawn(async move {
                 let source = Arc::new(source);
-                schedule::run_source(schedule, last_poll, limit, stop_rx, |next| {
+                schedule::run_source(schedule, first, limit, stop_rx, || {
                     let shared = shared.clone();
                     let source = source.clone();
-                    async move { shared.poll(&source, next).await }
+                    async move { shared.poll(&source).await }
                 })
                 .await;
             });
@@ -312,15 +331,47 @@ impl Scheduler {
     }
 }
 
+/// When a source is first polled after start-up or a reload: never if its feed is gone; not
+/// before a backoff or Retry-After ends, nor before a next poll already pushed later by the
+/// publisher's hints; else at its schedule's first due time.
+fn first_poll(
+    source: &SourceConfig,
+    state: &SourceState,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match state.hold(source.url.as_str(), now) {
+        Some(Hold::Gone) => return None,
+        Some(Hold::Until(t)) => return Some(t),
+        None => {}
+    }
+    let due = schedule::first_due(&source.schedule, state.last_poll, now);
+    Some(match state.next_poll {
+        Some(next) if next > due && state.last_poll.is_some() => next,
+        _ => due,
+    })
+}
+
+/// What happened to one source in `poll_once`.
+pub enum Polled {
+    Done(Result<PollReport, PollError>),
+    /// Not polled: gone, or in backoff or under a Retry-After (see `force`).
+    Skipped(Hold),
+}
+
 /// The result of polling each source once.
 pub struct PollOutcome {
     pub source: String,
-    pub result: Result<PollReport, PollError>,
+    pub polled: Polled,
 }
 
 /// Polls the given sources once (all when `names` is empty), concurrently within the
-/// configured limit. Does not render; output feeds read the store.
-pub async fn poll_once(config: &Config, names: &[String]) -> Result<Vec<PollOutcome>, DaemonError> {
+/// configured limit. Sources that are gone, in backoff or under a Retry-After are skipped
+/// unless `force`. Does not render; output feeds read the store.
+pub async fn poll_once(
+    config: &Config,
+    names: &[String],
+    force: bool,
+) -> Result<Vec<PollOutcome>, DaemonError> {
     let store = Store::open(&config.storage.path)?;
     sync_feed_indexes(&store, config)?;
     let pipeline = Pipeline {
@@ -343,15 +394,24 @@ pub async fn poll_once(config: &Config, names: &[String]) -> Result<Vec<PollOutc
             limit.clone(),
             source.clone(),
         );
+        if !force {
+            let state = store.source_state(&source.name)?;
+            if let Some(hold) = state.hold(source.url.as_str(), Utc::now()) {
+                tasks.spawn(async move {
+                    PollOutcome {
+                        source: source.name.clone(),
+                        polled: Polled::Skipped(hold),
+                    }
+                });
+                continue;
+            }
+        }
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let next = schedule::next_slot(&source.schedule, chrono::Utc::now());
-            let result = pipeline
-                .refresh_source(&config, &filters, &source, next)
-                .await;
+            let result = pipeline.refresh_source(&config, &filters, &source).await;
             PollOutcome {
                 source: source.name.clone(),
-                result,
+                polled: Polled::Done(result),
             }
         });
     }

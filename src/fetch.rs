@@ -1,17 +1,26 @@
-//! Fetching: the one HTTP client, conditional GET, size and time limits, and `file://` sources.
+//! Fetching: the one HTTP client, conditional GET, politeness, limits, and `file://` sources.
 //!
 //! `fetch` turns a URL and the validators from the last poll into the bytes of the body and the
-//! HTTP facts that later stages need (content type, final URL, new validators), or into
-//! [`FetchOutcome::NotModified`]. It knows nothing about feed formats and never touches the store.
-//! reqwest is used here and nowhere else.
+//! HTTP facts that later stages need (content type, final URL, new validators, caching and
+//! retry hints, a permanent redirect), or into [`FetchOutcome::NotModified`]. Every request
+//! waits for its host's turn (at most N at once per host, a minimum gap between requests to one
+//! host). Redirects are followed here, at most [`MAX_REDIRECTS`], with loops detected. The body
+//! is read with an idle timeout between chunks and a size limit counted on the decompressed
+//! bytes as they stream, so a gzip bomb stops at the limit. This module knows nothing about feed
+//! formats and never touches the store. reqwest is used here and nowhere else.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{redirect, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use url::Url;
 
 use crate::config::PollConfig;
@@ -36,38 +45,63 @@ pub struct Validators {
     pub last_modified: Option<String>,
 }
 
+/// What the server said about when to come back, and where the feed now lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpHints {
+    /// `Cache-Control: max-age`.
+    pub max_age: Option<Duration>,
+    /// `Expires`.
+    pub expires: Option<DateTime<Utc>>,
+    /// `Retry-After` (on any response), as a time.
+    pub retry_after: Option<DateTime<Utc>>,
+    /// Set when every redirect on the way was permanent (301/308): the URL they led to.
+    pub permanent_redirect: Option<Url>,
+}
+
 /// A body fetched successfully.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub body: Bytes,
     /// The `Content-Type` header, if any.
     pub content_type: Option<String>,
-    /// The URL that was asked for (the source's URL).
+    /// The URL that was asked for.
     pub requested_url: Url,
     /// The URL the body came from after redirects; relative links resolve against it.
     pub final_url: Url,
     pub validators: Validators,
+    pub hints: HttpHints,
 }
 
 #[derive(Debug, Clone)]
 pub enum FetchOutcome {
     /// The server answered 304: nothing changed since the validators were issued.
-    NotModified,
+    NotModified(HttpHints),
     Fetched(Box<Fetched>),
 }
 
 /// Why a fetch failed. Every message names what happened in words a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("HTTP {status}")]
-    Status { status: StatusCode },
+    #[error("HTTP {status}{}", retry_after.map(|t| format!(" (Retry-After: {})", t.to_rfc3339())).unwrap_or_default())]
+    Status {
+        status: StatusCode,
+        retry_after: Option<DateTime<Utc>>,
+    },
+    #[error("HTTP 410 Gone: the publisher has removed this feed")]
+    Gone,
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    #[error("the server sent nothing for {0:?} in the middle of the body")]
+    IdleTimeout(Duration),
     #[error("could not connect: {0}")]
     Connect(String),
     #[error("too many redirects (more than {MAX_REDIRECTS})")]
     TooManyRedirects,
-    #[error("body is larger than the limit of {limit} bytes")]
+    #[error("redirect loop: {0} was reached twice")]
+    RedirectLoop(Url),
+    #[error("redirect without a usable Location header (HTTP {0})")]
+    BadRedirect(StatusCode),
+    #[error("body is larger than the limit of {limit} bytes (after decompression)")]
     TooLarge { limit: u64 },
     #[error("request failed: {0}")]
     Request(String),
@@ -80,17 +114,69 @@ pub enum FetchError {
     Unsupported(String),
 }
 
+impl FetchError {
+    /// When the server asked to be left alone until, if it did.
+    pub fn retry_after(&self) -> Option<DateTime<Utc>> {
+        match self {
+            FetchError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
 /// Errors of the client's construction (a bad TLS set-up, say); fatal at start-up.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client: {0}")]
 pub struct ClientError(String);
+
+/// Per-host politeness: at most `per_host` requests at once and `gap` between request starts.
+#[derive(Debug)]
+struct HostLimits {
+    per_host: usize,
+    gap: Duration,
+    hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
+}
+
+#[derive(Debug)]
+struct HostSlot {
+    permits: Arc<Semaphore>,
+    next_start: tokio::sync::Mutex<Instant>,
+}
+
+impl HostLimits {
+    /// Waits for the host's turn; the request may run while the permit is held.
+    async fn wait_turn(&self, host: &str) -> Option<OwnedSemaphorePermit> {
+        let slot = {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            hosts
+                .entry(host.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(HostSlot {
+                        permits: Arc::new(Semaphore::new(self.per_host.max(1))),
+                        next_start: tokio::sync::Mutex::new(Instant::now()),
+                    })
+                })
+                .clone()
+        };
+        let permit = slot.permits.clone().acquire_owned().await.ok()?;
+        let mut next = slot.next_start.lock().await;
+        let now = Instant::now();
+        if *next > now {
+            tokio::time::sleep_until(*next).await;
+        }
+        *next = Instant::now() + self.gap;
+        Some(permit)
+    }
+}
 
 /// The one HTTP client, with the limits of `[poll]`.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
     timeout: Duration,
+    idle_timeout: Duration,
     max_body_bytes: u64,
+    hosts: Arc<HostLimits>,
 }
 
 impl Fetcher {
@@ -99,7 +185,7 @@ impl Fetcher {
             .user_agent(USER_AGENT)
             .connect_timeout(poll.connect_timeout)
             .timeout(poll.timeout)
-            .redirect(redirect::Policy::limited(MAX_REDIRECTS))
+            .redirect(redirect::Policy::none())
             .gzip(true)
             .brotli(true)
             .deflate(true)
@@ -108,7 +194,13 @@ impl Fetcher {
         Ok(Fetcher {
             client,
             timeout: poll.timeout,
+            idle_timeout: poll.idle_timeout,
             max_body_bytes: poll.max_body_bytes,
+            hosts: Arc::new(HostLimits {
+                per_host: poll.per_host_concurrency,
+                gap: poll.per_host_interval,
+                hosts: Mutex::new(HashMap::new()),
+            }),
         })
     }
 
@@ -130,6 +222,79 @@ impl Fetcher {
         url: &Url,
         validators: &Validators,
     ) -> Result<FetchOutcome, FetchError> {
+        let mut current = url.clone();
+        let mut visited = vec![current.clone()];
+        let mut all_permanent = true;
+        let (response, _host_turn) = loop {
+            let (response, turn) = self.request(&current, validators).await?;
+            let status = response.status();
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                break (response, turn);
+            }
+            drop(turn);
+            if visited.len() > MAX_REDIRECTS {
+                return Err(FetchError::TooManyRedirects);
+            }
+            let next = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| current.join(l.trim()).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or(FetchError::BadRedirect(status))?;
+            if visited.contains(&next) {
+                return Err(FetchError::RedirectLoop(next));
+            }
+            all_permanent &= matches!(
+                status,
+                StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT
+            );
+            visited.push(next.clone());
+            current = next;
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let hints = HttpHints {
+            max_age: max_age(&headers),
+            expires: http_date(&headers, header::EXPIRES),
+            retry_after: retry_after(&headers, Utc::now()),
+            permanent_redirect: (visited.len() > 1 && all_permanent).then(|| current.clone()),
+        };
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(FetchOutcome::NotModified(hints));
+        }
+        if status == StatusCode::GONE {
+            return Err(FetchError::Gone);
+        }
+        if !status.is_success() {
+            return Err(FetchError::Status {
+                status,
+                retry_after: hints.retry_after,
+            });
+        }
+        let body = self.read_body(response).await?;
+        Ok(FetchOutcome::Fetched(Box::new(Fetched {
+            body,
+            content_type: header_text(&headers, header::CONTENT_TYPE),
+            requested_url: url.clone(),
+            final_url: current,
+            validators: Validators {
+                etag: header_text(&headers, header::ETAG),
+                last_modified: header_text(&headers, header::LAST_MODIFIED),
+            },
+            hints,
+        })))
+    }
+
+    /// One request to one URL, after waiting for the host's turn. The returned permit is the
+    /// host's turn: hold it until the body is read.
+    async fn request(
+        &self,
+        url: &Url,
+        validators: &Validators,
+    ) -> Result<(reqwest::Response, Option<OwnedSemaphorePermit>), FetchError> {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let permit = self.hosts.wait_turn(&host).await;
         let mut request = self.client.get(url.clone()).header(header::ACCEPT, ACCEPT);
         if let Some(etag) = validators.etag.as_deref().and_then(header_value) {
             request = request.header(header::IF_NONE_MATCH, etag);
@@ -138,44 +303,26 @@ impl Fetcher {
             request = request.header(header::IF_MODIFIED_SINCE, lm);
         }
         let response = request.send().await.map_err(|e| self.classify(e))?;
-        let status = response.status();
-        if status == StatusCode::NOT_MODIFIED {
-            return Ok(FetchOutcome::NotModified);
-        }
-        if !status.is_success() {
-            return Err(FetchError::Status { status });
-        }
-        let final_url = response.url().clone();
-        let headers = response.headers().clone();
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max_body_bytes)
-        {
-            return Err(FetchError::TooLarge {
-                limit: self.max_body_bytes,
-            });
-        }
+        Ok((response, permit))
+    }
+
+    /// Reads the (decompressed) body, stopping at the size limit or when the server stalls.
+    async fn read_body(&self, response: reqwest::Response) -> Result<Bytes, FetchError> {
+        let limit = self.max_body_bytes;
         let mut body = BytesMut::new();
         let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let next = tokio::time::timeout(self.idle_timeout, stream.next())
+                .await
+                .map_err(|_| FetchError::IdleTimeout(self.idle_timeout))?;
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| self.classify(e))?;
-            if body.len() as u64 + chunk.len() as u64 > self.max_body_bytes {
-                return Err(FetchError::TooLarge {
-                    limit: self.max_body_bytes,
-                });
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(FetchError::TooLarge { limit });
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(FetchOutcome::Fetched(Box::new(Fetched {
-            body: body.freeze(),
-            content_type: header_text(&headers, header::CONTENT_TYPE),
-            requested_url: url.clone(),
-            final_url,
-            validators: Validators {
-                etag: header_text(&headers, header::ETAG),
-                last_modified: header_text(&headers, header::LAST_MODIFIED),
-            },
-        })))
+        Ok(body.freeze())
     }
 
     async fn fetch_file(&self, url: &Url) -> Result<FetchOutcome, FetchError> {
@@ -199,14 +346,13 @@ impl Fetcher {
             requested_url: url.clone(),
             final_url: url.clone(),
             validators: Validators::default(),
+            hints: HttpHints::default(),
         })))
     }
 
     fn classify(&self, e: reqwest::Error) -> FetchError {
         if e.is_timeout() {
             FetchError::Timeout(self.timeout)
-        } else if e.is_redirect() {
-            FetchError::TooManyRedirects
         } else if e.is_connect() {
             FetchError::Connect(error_chain(&e))
         } else {
@@ -228,6 +374,45 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> 
         .map(str::to_owned)
 }
 
+fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<DateTime<Utc>> {
+    let text = header_text(headers, name)?;
+    httpdate::parse_http_date(&text)
+        .ok()
+        .map(DateTime::<Utc>::from)
+}
+
+/// `Cache-Control: max-age=N` (ignored with `no-cache` or `no-store`).
+fn max_age(headers: &HeaderMap) -> Option<Duration> {
+    let text = header_text(headers, header::CACHE_CONTROL)?.to_ascii_lowercase();
+    let mut age = None;
+    for directive in text.split(',').map(str::trim) {
+        if directive == "no-cache" || directive == "no-store" {
+            return None;
+        }
+        if let Some(n) = directive.strip_prefix("max-age=") {
+            age = n
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
+        }
+    }
+    age
+}
+
+/// `Retry-After`, in seconds or as an HTTP date, as a time after `now`.
+pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let text = header_text(headers, header::RETRY_AFTER)?;
+    if let Ok(seconds) = text.parse::<u64>() {
+        let seconds = i64::try_from(seconds).ok()?.min(365 * 86_400);
+        return Some(now + chrono::Duration::seconds(seconds));
+    }
+    httpdate::parse_http_date(&text)
+        .ok()
+        .map(DateTime::<Utc>::from)
+        .filter(|t| *t > now)
+}
+
 /// The error and its causes on one line, e.g. "error sending request: connection refused".
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -241,4 +426,48 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let now = DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "120")]), now),
+            Some(now + chrono::Duration::seconds(120))
+        );
+        assert_eq!(
+            retry_after(
+                &headers(&[("retry-after", "Thu, 26 Nov 2026 12:00:00 GMT")]),
+                now
+            ),
+            Some(now + chrono::Duration::hours(2))
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
+    }
+
+    #[test]
+    fn max_age_is_read_unless_caching_is_refused() {
+        assert_eq!(
+            max_age(&headers(&[("cache-control", "public, max-age=3600")])),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            max_age(&headers(&[("cache-control", "no-cache, max-age=60")])),
+            None
+        );
+    }
 }

@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use feedmux::config::{self, Config};
-use feedmux::daemon::{self, Control};
+use feedmux::daemon::{self, Control, Polled};
 use feedmux::fetch::{FetchOutcome, Fetcher, Validators};
-use feedmux::model::SourceState;
+use feedmux::model::{Hold, SourceState};
 use feedmux::publish::{Format, Publisher};
 use feedmux::store::{Store, StoreError};
 
@@ -151,7 +151,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Poll {
             config,
             sources,
-            force: _,
+            force,
         } => {
             let config = match load_config(&config) {
                 Ok(c) => c,
@@ -164,7 +164,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             }
-            runtime()?.block_on(poll(config, sources))
+            runtime()?.block_on(poll(config, sources, force))
         }
         Command::Render {
             config,
@@ -256,11 +256,29 @@ async fn forward_signals(tx: mpsc::Sender<Control>) {
     }
 }
 
-async fn poll(config: Config, sources: Vec<String>) -> anyhow::Result<ExitCode> {
-    let outcomes = daemon::poll_once(&config, &sources).await?;
+async fn poll(config: Config, sources: Vec<String>, force: bool) -> anyhow::Result<ExitCode> {
+    let outcomes = daemon::poll_once(&config, &sources, force).await?;
     let mut failed = 0;
     for o in &outcomes {
-        match &o.result {
+        let result = match &o.polled {
+            Polled::Skipped(Hold::Gone) => {
+                println!(
+                    "{:<24} skipped: the feed is gone (410); --force polls it anyway",
+                    o.source
+                );
+                continue;
+            }
+            Polled::Skipped(Hold::Until(t)) => {
+                println!(
+                    "{:<24} skipped: backing off until {} (after failures or the server's Retry-After); --force polls it anyway",
+                    o.source,
+                    t.format("%Y-%m-%d %H:%M:%S UTC")
+                );
+                continue;
+            }
+            Polled::Done(result) => result,
+        };
+        match result {
             Ok(r) if r.not_modified => println!("{:<24} not modified", o.source),
             Ok(r) => println!(
                 "{:<24} ok: {} entries, {} new, {} updated, {} merged into other sources' stories",
@@ -316,7 +334,7 @@ async fn ask_daemon(config: &Config, path: &str) -> anyhow::Result<Vec<u8>> {
     let fetcher = Fetcher::new(&config.poll)?;
     match fetcher.fetch(&url, &Validators::default()).await {
         Ok(FetchOutcome::Fetched(fetched)) => Ok(fetched.body.to_vec()),
-        Ok(FetchOutcome::NotModified) => anyhow::bail!("unexpected 304 from {url}"),
+        Ok(FetchOutcome::NotModified(_)) => anyhow::bail!("unexpected 304 from {url}"),
         Err(e) => Err(anyhow::anyhow!(
             "the store at {} is in use by a running feedmux, and asking it at {url} failed: {e}",
             config.storage.path.display()

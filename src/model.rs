@@ -34,6 +34,8 @@ pub struct FeedMeta {
     pub title: Option<String>,
     /// The publisher's web site, absolute.
     pub site_url: Option<String>,
+    /// RSS `<ttl>`: how long the publisher asks readers to wait between polls.
+    pub ttl: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +123,8 @@ pub enum SourceStatus {
     Ok,
     NotModified,
     Failing,
+    /// The server answered 410 Gone; not polled again until the source's URL changes.
+    Gone,
 }
 
 impl fmt::Display for SourceStatus {
@@ -130,6 +134,7 @@ impl fmt::Display for SourceStatus {
             SourceStatus::Ok => "ok",
             SourceStatus::NotModified => "not modified",
             SourceStatus::Failing => "failing",
+            SourceStatus::Gone => "gone",
         })
     }
 }
@@ -160,4 +165,49 @@ pub struct SourceState {
     pub title: Option<String>,
     #[serde(default)]
     pub site_url: Option<String>,
+    /// No poll before this time (backoff after failures, or the server's Retry-After);
+    /// `feedmux poll --force` ignores it.
+    #[serde(default)]
+    pub hold_until: Option<DateTime<Utc>>,
+    /// Where a permanent redirect has led on several consecutive polls: polled instead of
+    /// the configured URL, as long as the configured URL is `moved_from`.
+    #[serde(default)]
+    pub effective_url: Option<String>,
+    #[serde(default)]
+    pub moved_from: Option<String>,
+    /// A permanent redirect target seen on the last `redirect_count` polls in a row.
+    #[serde(default)]
+    pub redirect_candidate: Option<String>,
+    #[serde(default)]
+    pub redirect_count: u32,
+    /// The configured URL that answered 410 Gone.
+    #[serde(default)]
+    pub gone_url: Option<String>,
+}
+
+/// Why a source is not polled now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// The server said 410 Gone for this URL.
+    Gone,
+    /// Backoff or Retry-After until this time.
+    Until(DateTime<Utc>),
+}
+
+impl SourceState {
+    /// The URL to poll for a source configured with `configured`.
+    pub fn poll_url(&self, configured: &str) -> String {
+        match (&self.effective_url, &self.moved_from) {
+            (Some(effective), Some(from)) if from == configured => effective.clone(),
+            _ => configured.to_owned(),
+        }
+    }
+
+    /// Whether the source may not be polled at `now` (ignored by `--force`).
+    pub fn hold(&self, configured: &str, now: DateTime<Utc>) -> Option<Hold> {
+        if self.status == SourceStatus::Gone && self.gone_url.as_deref() == Some(configured) {
+            return Some(Hold::Gone);
+        }
+        self.hold_until.filter(|t| *t > now).map(Hold::Until)
+    }
 }

@@ -8,13 +8,15 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tracing::{info, warn, Instrument};
+use url::Url;
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, PollConfig, Schedule, SourceConfig};
 use crate::dedup::{self, IngestPlan};
-use crate::fetch::{FetchError, FetchOutcome, Fetched, Fetcher, Validators};
+use crate::fetch::{FetchError, FetchOutcome, Fetched, Fetcher, HttpHints, Validators};
 use crate::filter::FeedFilter;
 use crate::model::{SourceState, SourceStatus};
 use crate::parse::{self, ParseError};
+use crate::schedule::{self, Timing};
 use crate::store::{FeedMembership, Store, StoreError};
 
 /// Why a poll failed.
@@ -55,34 +57,55 @@ pub struct Pipeline {
     pub store: Store,
 }
 
+/// What a refresh needs to know about the source it polls.
+#[derive(Debug, Clone)]
+pub struct SourceCtx {
+    pub name: String,
+    /// The URL in the config (the poll may go to where it permanently moved).
+    pub configured_url: String,
+    pub schedule: Schedule,
+    pub timing: Timing,
+}
+
+impl SourceCtx {
+    pub fn new(source: &SourceConfig, poll: &PollConfig) -> SourceCtx {
+        SourceCtx {
+            name: source.name.clone(),
+            configured_url: source.url.to_string(),
+            schedule: source.schedule.clone(),
+            timing: Timing::from(poll),
+        }
+    }
+}
+
+/// Permanent redirects to one place on this many polls in a row move the source there.
+pub const REDIRECTS_TO_MOVE: u32 = 3;
+
 impl Pipeline {
-    /// Polls `source` once and stores what changed. `next_poll` is recorded on its state.
+    /// Polls `source` once, stores what changed, and records on its state when it is next due.
     pub async fn refresh_source(
         &self,
         config: &Config,
         filters: &[FeedFilter],
         source: &SourceConfig,
-        next_poll: Option<DateTime<Utc>>,
     ) -> Result<PollReport, PollError> {
-        let span = tracing::info_span!("poll", source = %source.name, url = %source.url);
-        self.refresh_inner(config, filters, source, next_poll)
-            .instrument(span)
-            .await
+        let span = tracing::info_span!("poll", source = %source.name);
+        let ctx = SourceCtx::new(source, &config.poll);
+        self.refresh_inner(ctx, filters).instrument(span).await
     }
 
     async fn refresh_inner(
         &self,
-        config: &Config,
+        ctx: SourceCtx,
         filters: &[FeedFilter],
-        source: &SourceConfig,
-        next_poll: Option<DateTime<Utc>>,
     ) -> Result<PollReport, PollError> {
         let started = Instant::now();
-        let mut state = self.store.source_state(&source.name)?;
+        let mut state = self.store.source_state(&ctx.name)?;
         let now = Utc::now();
         state.last_poll = Some(now);
-        state.next_poll = next_poll;
-        let validators = if state.validators_for.as_deref() == Some(source.url.as_str()) {
+        let url_text = state.poll_url(&ctx.configured_url);
+        let url = Url::parse(&url_text).map_err(|e| PollError::Internal(e.to_string()))?;
+        let validators = if state.validators_for.as_deref() == Some(url_text.as_str()) {
             Validators {
                 etag: state.etag.clone(),
                 last_modified: state.last_modified.clone(),
@@ -90,26 +113,27 @@ impl Pipeline {
         } else {
             Validators::default()
         };
-        let result = match self.fetcher.fetch(&source.url, &validators).await {
-            Ok(FetchOutcome::NotModified) => {
+        let result = match self.fetcher.fetch(&url, &validators).await {
+            Ok(FetchOutcome::NotModified(hints)) => {
                 state.status = SourceStatus::NotModified;
-                mark_success(&mut state, now);
-                self.store.put_source_state(&source.name, &state)?;
+                after_success(&mut state, &ctx, &hints, None, now);
+                self.store.put_source_state(&ctx.name, &state)?;
                 Ok(PollReport {
                     not_modified: true,
                     ..PollReport::default()
                 })
             }
             Ok(FetchOutcome::Fetched(fetched)) => {
-                self.ingest_blocking(config, filters, source, *fetched, state.clone(), now)
+                self.ingest_blocking(&ctx, filters, *fetched, state.clone(), now)
                     .await
             }
             Err(e) => Err(PollError::Fetch(e)),
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {
-            Ok(r) if r.not_modified => info!(elapsed_ms, status = 304, "not modified"),
+            Ok(r) if r.not_modified => info!(url = %url, elapsed_ms, status = 304, "not modified"),
             Ok(r) => info!(
+                url = %url,
                 elapsed_ms,
                 entries = r.entries,
                 items_new = r.new_items,
@@ -118,8 +142,8 @@ impl Pipeline {
                 "polled"
             ),
             Err(e) => {
-                warn!(elapsed_ms, error = %e, "poll failed");
-                self.record_failure(&source.name, e, now, next_poll);
+                warn!(url = %url, elapsed_ms, error = %e, "poll failed");
+                self.record_failure(&ctx, e, now);
             }
         }
         result
@@ -127,9 +151,8 @@ impl Pipeline {
 
     async fn ingest_blocking(
         &self,
-        config: &Config,
+        ctx: &SourceCtx,
         filters: &[FeedFilter],
-        source: &SourceConfig,
         fetched: Fetched,
         state: SourceState,
         now: DateTime<Utc>,
@@ -137,28 +160,21 @@ impl Pipeline {
         let store = self.store.clone();
         let filters: Vec<FeedFilter> = filters
             .iter()
-            .filter(|f| f.selects_source(&source.name))
+            .filter(|f| f.selects_source(&ctx.name))
             .cloned()
             .collect();
-        let name = source.name.clone();
-        let _ = config;
+        let ctx = ctx.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _guard = span.enter();
-            ingest(&store, &filters, &name, &fetched, state, now)
+            ingest(&store, &filters, &ctx, &fetched, state, now)
         })
         .await
         .map_err(|e| PollError::Internal(e.to_string()))?
     }
 
-    fn record_failure(
-        &self,
-        source: &str,
-        error: &PollError,
-        now: DateTime<Utc>,
-        next_poll: Option<DateTime<Utc>>,
-    ) {
-        let mut state = match self.store.source_state(source) {
+    fn record_failure(&self, ctx: &SourceCtx, error: &PollError, now: DateTime<Utc>) {
+        let mut state = match self.store.source_state(&ctx.name) {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "cannot read source state to record a failure");
@@ -166,31 +182,109 @@ impl Pipeline {
             }
         };
         state.last_poll = Some(now);
-        state.next_poll = next_poll;
-        state.status = SourceStatus::Failing;
         state.last_error = Some(error.to_string());
         state.consecutive_failures = state.consecutive_failures.saturating_add(1);
         if state.failing_since.is_none() {
             state.failing_since = Some(now);
         }
-        if let Err(e) = self.store.put_source_state(source, &state) {
+        if matches!(error, PollError::Fetch(FetchError::Gone)) {
+            state.status = SourceStatus::Gone;
+            state.gone_url = Some(ctx.configured_url.clone());
+            state.next_poll = None;
+            state.hold_until = None;
+            warn!(
+                "the server says this feed is gone (410): it will not be polled again until its URL in the config changes"
+            );
+        } else {
+            state.status = SourceStatus::Failing;
+            let retry_after = match error {
+                PollError::Fetch(e) => e.retry_after(),
+                _ => None,
+            };
+            let (next, hold) = schedule::next_after_failure(
+                &ctx.schedule,
+                now,
+                state.consecutive_failures,
+                retry_after,
+                &ctx.name,
+                &ctx.timing,
+            );
+            state.next_poll = Some(next);
+            state.hold_until = Some(hold);
+        }
+        if let Err(e) = self.store.put_source_state(&ctx.name, &state) {
             warn!(error = %e, "cannot record the failure in the store");
         }
     }
 }
 
-fn mark_success(state: &mut SourceState, now: DateTime<Utc>) {
+/// Updates `state` after a poll that reached the feed (200 or 304): failures reset, redirect
+/// tracking, and the next poll from the schedule and the publisher's hints.
+fn after_success(
+    state: &mut SourceState,
+    ctx: &SourceCtx,
+    hints: &HttpHints,
+    ttl: Option<std::time::Duration>,
+    now: DateTime<Utc>,
+) {
     state.last_success = Some(now);
     state.last_error = None;
     state.failing_since = None;
     state.consecutive_failures = 0;
+    state.hold_until = None;
+    state.gone_url = None;
+    track_redirect(state, ctx, hints);
+    let after = |d: std::time::Duration| {
+        chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+    };
+    let pushes = [
+        ttl.and_then(after),
+        hints.max_age.and_then(after),
+        hints.expires,
+        hints.retry_after,
+    ];
+    state.next_poll = Some(schedule::next_after_success(
+        &ctx.schedule,
+        now,
+        &pushes,
+        &ctx.timing,
+    ));
+}
+
+/// A permanent redirect to the same place on [`REDIRECTS_TO_MOVE`] polls in a row moves the
+/// source there (in the store; the config file is not rewritten).
+fn track_redirect(state: &mut SourceState, ctx: &SourceCtx, hints: &HttpHints) {
+    let Some(target) = hints.permanent_redirect.as_ref().map(Url::to_string) else {
+        state.redirect_candidate = None;
+        state.redirect_count = 0;
+        return;
+    };
+    if state.redirect_candidate.as_deref() == Some(target.as_str()) {
+        state.redirect_count = state.redirect_count.saturating_add(1);
+    } else {
+        state.redirect_candidate = Some(target.clone());
+        state.redirect_count = 1;
+    }
+    if state.redirect_count >= REDIRECTS_TO_MOVE {
+        warn!(
+            from = %state.poll_url(&ctx.configured_url),
+            to = %target,
+            "the feed has moved permanently; polling its new address from now on (update the config to make it stick)"
+        );
+        state.effective_url = Some(target);
+        state.moved_from = Some(ctx.configured_url.clone());
+        state.redirect_candidate = None;
+        state.redirect_count = 0;
+    }
 }
 
 /// Parses a fetched body, plans its writes, and applies them with the source's new state.
 pub fn ingest(
     store: &Store,
     filters: &[FeedFilter],
-    source: &str,
+    ctx: &SourceCtx,
     fetched: &Fetched,
     mut state: SourceState,
     now: DateTime<Utc>,
@@ -203,19 +297,19 @@ pub fn ingest(
     )?;
     let entries = parsed.entries.len();
     let _guard = store.ingest_guard();
-    let plan = dedup::plan(store, source, parsed.entries, now)?;
+    let plan = dedup::plan(store, &ctx.name, parsed.entries, now)?;
     let memberships = memberships(filters, &plan);
     let feeds: Vec<String> = filters.iter().map(|f| f.feed.clone()).collect();
 
     state.status = SourceStatus::Ok;
-    mark_success(&mut state, now);
+    after_success(&mut state, ctx, &fetched.hints, parsed.meta.ttl, now);
     state.etag = fetched.validators.etag.clone();
     state.last_modified = fetched.validators.last_modified.clone();
-    state.validators_for = Some(fetched_url_key(fetched));
+    state.validators_for = Some(fetched.requested_url.to_string());
     state.item_count = state.item_count.saturating_add(plan.new_items() as u64);
     state.title = parsed.meta.title.or(state.title);
     state.site_url = parsed.meta.site_url.or(state.site_url);
-    store.apply_poll(source, &plan, &feeds, &memberships, &state)?;
+    store.apply_poll(&ctx.name, &plan, &feeds, &memberships, &state)?;
     Ok(PollReport {
         not_modified: false,
         entries,
@@ -224,12 +318,6 @@ pub fn ingest(
         unchanged: plan.unchanged,
         merged: plan.merged,
     })
-}
-
-/// The validators belong to the configured URL (the one sent next time), even after a
-/// redirect; `fetch` follows the redirect again.
-fn fetched_url_key(fetched: &Fetched) -> String {
-    fetched.requested_url.to_string()
 }
 
 fn memberships(filters: &[FeedFilter], plan: &IngestPlan) -> Vec<FeedMembership> {

@@ -1,10 +1,17 @@
 //! Scheduling: when each source is due, and the loop that polls it then.
 //!
-//! Each source runs in its own task: sleep until its next cron slot (plus a little jitter, so
-//! that sources on the same schedule do not fire in the same second), take a permit from the
-//! global concurrency limit, poll, repeat. A source whose slot passed while feedmux was not
-//! running (or that was never polled) is due at once. The scheduler knows nothing about HTTP,
-//! parsing or the store: it calls the poll function it is given.
+//! After a successful poll the next one is the source's cron slot, pushed later by the largest
+//! of the publisher's hints (RSS `<ttl>`, `Cache-Control: max-age`, `Expires`, `Retry-After`),
+//! the push clamped to `[poll] max_interval`. After a failure it is the slot or the backoff,
+//! whichever is later: `backoff_base` doubling with each consecutive failure up to
+//! `backoff_max`, spread by a jitter derived from the source's name (so sources that fail
+//! together do not retry together), or the server's `Retry-After` if that is later.
+//!
+//! Each source runs in its own task: sleep until it is due (plus a little jitter, so that
+//! sources on the same schedule do not fire in the same second), take a permit from the global
+//! concurrency limit, poll, repeat. A source whose slot passed while feedmux was not running (or
+//! that was never polled) is due at once. The scheduler knows nothing about HTTP, parsing or the
+//! store: it calls the poll function it is given, which answers when the source is next due.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +44,83 @@ pub fn first_due(
     }
 }
 
+/// The timing rules of `[poll]` that decide the next poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub max_interval: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl From<&crate::config::PollConfig> for Timing {
+    fn from(poll: &crate::config::PollConfig) -> Timing {
+        Timing {
+            max_interval: poll.max_interval,
+            backoff_base: poll.backoff_base,
+            backoff_max: poll.backoff_max,
+        }
+    }
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The next poll after a success at `now`: the cron slot, pushed later by the latest of
+/// `hints` (each clamped to `now + max_interval`).
+pub fn next_after_success(
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+    hints: &[Option<DateTime<Utc>>],
+    timing: &Timing,
+) -> DateTime<Utc> {
+    let cap = now + chrono(timing.max_interval);
+    let slot = next_slot(schedule, now).unwrap_or(cap);
+    match hints.iter().flatten().max() {
+        Some(hint) => slot.max((*hint).min(cap)),
+        None => slot,
+    }
+}
+
+/// The delay after `failures` consecutive failures (1 for the first): `backoff_base * 2^(n-1)`,
+/// times a factor between 0.75 and 1.25 derived from `seed`, at most `backoff_max`.
+pub fn backoff(failures: u32, seed: &str, timing: &Timing) -> Duration {
+    let doublings = failures.saturating_sub(1).min(30);
+    let raw = timing.backoff_base.saturating_mul(1u32 << doublings);
+    let raw = raw.min(timing.backoff_max);
+    let spread = 0.75 + 0.5 * unit_fraction(seed, failures);
+    raw.mul_f64(spread).min(timing.backoff_max)
+}
+
+/// A number in [0, 1) fixed by `seed` and `n`.
+fn unit_fraction(seed: &str, n: u32) -> f64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(seed.as_bytes())
+        .chain_update(n.to_be_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// After a failure at `now`: (the next poll, the time before which no poll may happen).
+pub fn next_after_failure(
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+    failures: u32,
+    retry_after: Option<DateTime<Utc>>,
+    seed: &str,
+    timing: &Timing,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let mut hold = now + chrono(backoff(failures, seed, timing));
+    if let Some(asked) = retry_after {
+        hold = hold.max(asked.min(now + chrono(timing.max_interval)));
+    }
+    let slot = next_slot(schedule, now).unwrap_or(hold);
+    (slot.max(hold), hold)
+}
+
 /// A random delay of up to a tenth of the schedule's interval, at most [`MAX_JITTER`].
 pub fn jitter(schedule: &Schedule, now: DateTime<Utc>) -> Duration {
     let interval = next_slot(schedule, now)
@@ -51,19 +135,23 @@ pub fn jitter(schedule: &Schedule, now: DateTime<Utc>) -> Duration {
     Duration::from_millis(millis)
 }
 
-/// Polls one source on its schedule until `stop` turns true. `poll` receives the time of the
-/// slot after this one (to record as the next poll) and runs with a permit of `limit` held.
+/// Polls one source until `stop` turns true. The first poll is at `first`; `poll` runs with a
+/// permit of `limit` held and answers when the source is next due (`None`: never, e.g. the
+/// feed is gone).
 pub async fn run_source<F, Fut>(
     schedule: Schedule,
-    last_poll: Option<DateTime<Utc>>,
+    first: Option<DateTime<Utc>>,
     limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     poll: F,
 ) where
-    F: Fn(Option<DateTime<Utc>>) -> Fut,
-    Fut: Future<Output = ()>,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<DateTime<Utc>>>,
 {
-    let mut due = first_due(&schedule, last_poll, Utc::now());
+    let Some(mut due) = first else {
+        let _ = stop.wait_for(|s| *s).await;
+        return;
+    };
     let mut first = true;
     loop {
         let now = Utc::now();
@@ -83,13 +171,18 @@ pub async fn run_source<F, Fut>(
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let next = next_slot(&schedule, Utc::now());
-        poll(next).await;
+        let next = poll().await;
         drop(permit);
         if *stop.borrow() {
             return;
         }
-        due = next.unwrap_or_else(|| Utc::now() + chrono::Duration::days(365));
+        match next {
+            Some(next) => due = next,
+            None => {
+                let _ = stop.wait_for(|s| *s).await;
+                return;
+            }
+        }
     }
 }
 
@@ -122,6 +215,84 @@ mod tests {
         assert_eq!(
             first_due(&s, Some(recent), now),
             Utc.with_ymd_and_hms(2026, 11, 26, 10, 15, 0).unwrap()
+        );
+    }
+
+    fn timing() -> Timing {
+        Timing {
+            max_interval: Duration::from_secs(24 * 3600),
+            backoff_base: Duration::from_secs(300),
+            backoff_max: Duration::from_secs(6 * 3600),
+        }
+    }
+
+    #[test]
+    fn hints_push_the_next_poll_but_only_up_to_the_maximum() {
+        let s = every_15_minutes();
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 10, 7, 0).unwrap();
+        let slot = Utc.with_ymd_and_hms(2026, 11, 26, 10, 15, 0).unwrap();
+        assert_eq!(next_after_success(&s, now, &[], &timing()), slot);
+        let two_hours = now + chrono::Duration::hours(2);
+        assert_eq!(
+            next_after_success(
+                &s,
+                now,
+                &[
+                    Some(now + chrono::Duration::minutes(1)),
+                    Some(two_hours),
+                    None
+                ],
+                &timing()
+            ),
+            two_hours
+        );
+        let far = now + chrono::Duration::days(30);
+        assert_eq!(
+            next_after_success(&s, now, &[Some(far)], &timing()),
+            now + chrono::Duration::hours(24)
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
+        let t = timing();
+        let mut last = Duration::ZERO;
+        for failures in 1..=12 {
+            let d = backoff(failures, "src", &t);
+            let nominal = (t.backoff_base * (1 << (failures - 1))).min(t.backoff_max);
+            assert!(
+                d >= nominal.mul_f64(0.75) && d <= nominal.mul_f64(1.25).min(t.backoff_max),
+                "{failures}: {d:?}"
+            );
+            assert_eq!(d, backoff(failures, "src", &t), "deterministic");
+            if failures > 8 {
+                assert!(d <= t.backoff_max);
+            }
+            last = d;
+        }
+        assert!(last >= t.backoff_max.mul_f64(0.75));
+        assert_ne!(
+            backoff(3, "a", &t),
+            backoff(3, "b", &t),
+            "sources spread out"
+        );
+    }
+
+    #[test]
+    fn retry_after_beyond_the_backoff_wins() {
+        let s = every_15_minutes();
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 10, 7, 0).unwrap();
+        let asked = now + chrono::Duration::hours(3);
+        let (next, hold) = next_after_failure(&s, now, 1, Some(asked), "x", &timing());
+        assert_eq!((next, hold), (asked, asked));
+        let (next, hold) = next_after_failure(&s, now, 1, None, "x", &timing());
+        assert!(
+            hold >= now + chrono::Duration::seconds(225)
+                && hold <= now + chrono::Duration::seconds(375)
+        );
+        assert_eq!(
+            next,
+            hold.max(Utc.with_ymd_and_hms(2026, 11, 26, 10, 15, 0).unwrap())
         );
     }
 

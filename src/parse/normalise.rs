@@ -19,6 +19,9 @@ pub fn feed(feed: model::Feed, base: &Url, now: DateTime<Utc>) -> ParsedFeed {
     let meta = FeedMeta {
         title: feed.title.as_ref().map(text_of).filter(|t| !t.is_empty()),
         site_url,
+        ttl: feed
+            .ttl
+            .map(|minutes| std::time::Duration::from_secs(u64::from(minutes) * 60)),
     };
     let entries = feed
         .entries

@@ -2,12 +2,11 @@
 
 use std::collections::HashSet;
 
-use feedmux::daemon::poll_once;
 use feedmux::publish::Format;
 use feedmux::store::Store;
 
 use crate::upstream::Upstream;
-use crate::{config, fixture, poll_all, read_back, render, source, tempdir, titles};
+use crate::{config, fixture, poll, poll_all, read_back, render, source, tempdir, titles};
 
 fn rss(items: &[(&str, &str, &str)]) -> String {
     let mut body = String::from(
@@ -185,8 +184,8 @@ async fn the_same_story_from_two_sources_is_shown_once_with_the_other_source_nam
     );
     let config = config(dir.path(), &tables);
     // Poll a first, then b, so that a's item leads the story.
-    poll_once(&config, &["a".to_owned()]).await.unwrap();
-    poll_once(&config, &["b".to_owned()]).await.unwrap();
+    poll(&config, &["a"]).await;
+    poll(&config, &["b"]).await;
 
     let mut all = titles(&config, "all");
     all.sort();
@@ -222,8 +221,8 @@ async fn a_link_shared_by_several_items_of_one_source_identifies_nothing() {
         source("other", &upstream.url("/other"))
     );
     let config = config(dir.path(), &tables);
-    poll_once(&config, &["podcast".to_owned()]).await.unwrap();
-    poll_once(&config, &["other".to_owned()]).await.unwrap();
+    poll(&config, &["podcast"]).await;
+    poll(&config, &["other"]).await;
     let mut all = titles(&config, "all");
     all.sort();
     assert_eq!(all, vec!["Episode 1", "Episode 2", "Unrelated post"]);
@@ -253,8 +252,8 @@ async fn an_edited_item_is_updated_in_place_not_duplicated() {
         &[],
         rss(&[("same-guid", "Corrected wording", "https://e.example/1")]),
     );
-    let outcomes = poll_once(&config, &[]).await.unwrap();
-    let report = outcomes[0].result.as_ref().unwrap();
+    let outcomes = poll(&config, &[]).await;
+    let report = outcomes[0].1.as_ref().unwrap();
     assert_eq!((report.new_items, report.updated_items), (0, 1));
     assert_eq!(titles(&config, "all"), vec!["Corrected wording"]);
     assert_eq!(Store::open(&config.storage.path).unwrap().item_count(), 1);
@@ -321,8 +320,8 @@ async fn a_second_poll_sends_the_stored_validators_and_a_304_changes_nothing() {
     poll_all(&config).await;
     let before = render(&config, "all", Format::Atom);
 
-    let outcomes = poll_once(&config, &[]).await.unwrap();
-    assert!(outcomes[0].result.as_ref().unwrap().not_modified);
+    let outcomes = poll(&config, &[]).await;
+    assert!(outcomes[0].1.as_ref().unwrap().not_modified);
     let requests = upstream.requests("/c");
     assert_eq!(requests.len(), 2);
     assert!(requests[0].get("if-none-match").is_none());
@@ -369,9 +368,9 @@ async fn a_failing_source_keeps_its_items_and_others_keep_working() {
             ("2", "More good news", "https://e.example/g2"),
         ]),
     );
-    let outcomes = poll_once(&config, &[]).await.unwrap();
-    let flaky = outcomes.iter().find(|o| o.source == "flaky").unwrap();
-    let error = flaky.result.as_ref().unwrap_err().to_string();
+    let outcomes = poll(&config, &[]).await;
+    let flaky = outcomes.iter().find(|o| o.0 == "flaky").unwrap();
+    let error = flaky.1.as_ref().unwrap_err().to_string();
     assert!(
         error.contains("HTML page") && error.contains(&upstream.url("/rss")),
         "{error}"

@@ -9,8 +9,9 @@ mod upstream;
 use std::path::{Path, PathBuf};
 
 use feedmux::config::{self, Config};
-use feedmux::daemon::poll_once;
+use feedmux::daemon::{poll_once, Polled};
 use feedmux::publish::{Format, Publisher};
+use feedmux::refresh::{PollError, PollReport};
 use feedmux::store::Store;
 
 pub fn fixture(name: &str) -> Vec<u8> {
@@ -23,8 +24,14 @@ pub fn fixture(name: &str) -> Vec<u8> {
 /// A config whose store lives in `dir`, with the given `[[source]]` and `[[feed]]` tables.
 pub fn config(dir: &Path, tables: &str) -> Config {
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nbase_url = \"http://feeds.test\"\n[storage]\npath = {:?}\n\n{tables}",
-        dir.join("store").display().to_string()
+        "[server]\nlisten = \"127.0.0.1:0\"\nbase_url = \"http://feeds.test\"\n[storage]\npath = {:?}\n{}\n{tables}",
+        dir.join("store").display().to_string(),
+        if tables.contains("[poll]") {
+            ""
+        } else {
+            // Every test upstream is on 127.0.0.1: no politeness gap unless a test asks for one.
+            "[poll]\nper_host_interval = \"0s\"\n"
+        }
     );
     let path = dir.join("feedmux.toml");
     std::fs::write(&path, &text).unwrap();
@@ -35,11 +42,25 @@ pub fn source(name: &str, url: &str) -> String {
     format!("[[source]]\nname = {name:?}\nurl = {url:?}\n\n")
 }
 
+/// Polls the named sources (all when empty) once, with `--force`, and returns each result.
+pub async fn poll(config: &Config, names: &[&str]) -> Vec<(String, Result<PollReport, PollError>)> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    poll_once(config, &names, true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| match o.polled {
+            Polled::Done(result) => (o.source, result),
+            Polled::Skipped(hold) => panic!("{} skipped although forced: {hold:?}", o.source),
+        })
+        .collect()
+}
+
 /// Polls every source once and asserts that each poll succeeded.
 pub async fn poll_all(config: &Config) {
-    for outcome in poll_once(config, &[]).await.unwrap() {
-        if let Err(e) = outcome.result {
-            panic!("poll of {} failed: {e}", outcome.source);
+    for (source, result) in poll(config, &[]).await {
+        if let Err(e) = result {
+            panic!("poll of {source} failed: {e}");
         }
     }
 }
