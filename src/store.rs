@@ -31,6 +31,9 @@ use crate::model::{Item, ItemId, SourceState};
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const FINGERPRINT_PREFIX: &str = "feed_fingerprint/";
+/// How long `open` waits for a store that is being released: 20 × 50 ms.
+const LOCK_RETRIES: u32 = 20;
+const LOCK_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -78,11 +81,28 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`. A store another handle is still releasing (sled
+    /// finishes background work after a drop) is waited for, briefly.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut attempts = 0;
+        loop {
+            match Store::open_once(path) {
+                Err(StoreError::Locked { .. }) if attempts < LOCK_RETRIES => {
+                    attempts += 1;
+                    std::thread::sleep(LOCK_RETRY_DELAY);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(64 * 1024 * 1024)
+            // Every write path flushes itself (a poll is durable once flushed); without sled's
+            // background flusher, dropping the store releases its lock at once.
+            .flush_every_ms(None)
             .open()
             .map_err(|e| open_error(path, e))?;
         let tree = |name: &str| db.open_tree(name);

@@ -5,17 +5,47 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures_util::StreamExt;
 
 #[derive(Clone, Debug)]
 pub struct Page {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    pub stream: Stream,
+}
+
+/// How the body goes out.
+#[derive(Clone, Debug, Default)]
+pub enum Stream {
+    /// All at once.
+    #[default]
+    Whole,
+    /// `body`, then one byte every `interval`, forever.
+    Drip(Duration),
+    /// `body`, then 64 KiB chunks of filler, forever.
+    Endless,
+}
+
+impl Page {
+    pub fn new(status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> Page {
+        Page {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.into(),
+            stream: Stream::Whole,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -48,17 +78,7 @@ impl Upstream {
 
     /// Serves `body` at `path` with status 200 and the given headers.
     pub fn put(&self, path: &str, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) {
-        self.put_page(
-            path,
-            Page {
-                status: 200,
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                body: body.into(),
-            },
-        );
+        self.put_page(path, Page::new(200, headers, body));
     }
 
     pub fn put_page(&self, path: &str, page: Page) {
@@ -100,11 +120,28 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, headers: Header
             return StatusCode::NOT_MODIFIED.into_response();
         }
     }
-    let mut response = (
-        StatusCode::from_u16(page.status).unwrap(),
-        Bytes::from(page.body),
-    )
-        .into_response();
+    let body = match page.stream {
+        Stream::Whole => Body::from(page.body),
+        Stream::Drip(interval) => {
+            let first = futures_util::stream::once(async move {
+                Ok::<_, std::io::Error>(Bytes::from(page.body))
+            });
+            let drip = futures_util::stream::unfold((), move |()| async move {
+                tokio::time::sleep(interval).await;
+                Some((Ok(Bytes::from_static(b" ")), ()))
+            });
+            Body::from_stream(first.chain(drip))
+        }
+        Stream::Endless => {
+            let first = futures_util::stream::once(async move {
+                Ok::<_, std::io::Error>(Bytes::from(page.body))
+            });
+            let filler =
+                futures_util::stream::repeat_with(|| Ok(Bytes::from(vec![b'x'; 64 * 1024])));
+            Body::from_stream(first.chain(filler))
+        }
+    };
+    let mut response = (StatusCode::from_u16(page.status).unwrap(), body).into_response();
     for (k, v) in page.headers {
         response.headers_mut().insert(
             HeaderName::from_bytes(k.as_bytes()).unwrap(),
