@@ -115,6 +115,8 @@ pub struct SourceConfig {
     pub schedule: Schedule,
     pub tags: Vec<String>,
     pub title: Option<String>,
+    /// `enabled = false` keeps the source's items but stops polling it.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -341,6 +343,7 @@ struct RawSource {
     #[serde(default)]
     tags: Vec<Spanned<String>>,
     title: Option<String>,
+    enabled: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -652,6 +655,7 @@ fn validate_sources(
             schedule,
             tags,
             title: raw.title.filter(|t| !t.trim().is_empty()),
+            enabled: raw.enabled.unwrap_or(true),
         });
     }
     sources

@@ -331,7 +331,8 @@ impl Scheduler {
     }
 }
 
-/// When a source is first polled after start-up or a reload: never if its feed is gone; not
+/// When a source is first polled after start-up or a reload: never if it is disabled or its
+/// feed is gone; not
 /// before a backoff or Retry-After ends, nor before a next poll already pushed later by the
 /// publisher's hints; else at its schedule's first due time.
 fn first_poll(
@@ -339,8 +340,8 @@ fn first_poll(
     state: &SourceState,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    match state.hold(source.url.as_str(), now) {
-        Some(Hold::Gone) => return None,
+    match hold_of(source, state, now) {
+        Some(Hold::Gone | Hold::Disabled) => return None,
         Some(Hold::Until(t)) => return Some(t),
         None => {}
     }
@@ -349,6 +350,14 @@ fn first_poll(
         Some(next) if next > due && state.last_poll.is_some() => next,
         _ => due,
     })
+}
+
+/// Why `source` may not be polled at `now`, if it may not.
+fn hold_of(source: &SourceConfig, state: &SourceState, now: DateTime<Utc>) -> Option<Hold> {
+    if !source.enabled {
+        return Some(Hold::Disabled);
+    }
+    state.hold(source.url.as_str(), now)
 }
 
 /// What happened to one source in `poll_once`.
@@ -365,8 +374,8 @@ pub struct PollOutcome {
 }
 
 /// Polls the given sources once (all when `names` is empty), concurrently within the
-/// configured limit. Sources that are gone, in backoff or under a Retry-After are skipped
-/// unless `force`. Does not render; output feeds read the store.
+/// configured limit. Sources that are disabled, gone, in backoff or under a Retry-After are
+/// skipped unless `force`. Does not render; output feeds read the store.
 pub async fn poll_once(
     config: &Config,
     names: &[String],
@@ -396,7 +405,7 @@ pub async fn poll_once(
         );
         if !force {
             let state = store.source_state(&source.name)?;
-            if let Some(hold) = state.hold(source.url.as_str(), Utc::now()) {
+            if let Some(hold) = hold_of(&source, &state, Utc::now()) {
                 tasks.spawn(async move {
                     PollOutcome {
                         source: source.name.clone(),

@@ -261,6 +261,13 @@ async fn poll(config: Config, sources: Vec<String>, force: bool) -> anyhow::Resu
     let mut failed = 0;
     for o in &outcomes {
         let result = match &o.polled {
+            Polled::Skipped(Hold::Disabled) => {
+                println!(
+                    "{:<24} skipped: disabled in the config; --force polls it anyway",
+                    o.source
+                );
+                continue;
+            }
             Polled::Skipped(Hold::Gone) => {
                 println!(
                     "{:<24} skipped: the feed is gone (410); --force polls it anyway",
@@ -379,8 +386,29 @@ fn sources(config: &Config) -> anyhow::Result<()> {
         .max()
         .unwrap_or(6)
         .max(6);
+    let health = |source: &feedmux::config::SourceConfig, s: &SourceState| {
+        if source.enabled {
+            s.health()
+        } else {
+            "disabled".to_owned()
+        }
+    };
+    let status_width = config
+        .sources
+        .iter()
+        .map(|source| {
+            let s = states
+                .iter()
+                .find(|(n, _)| *n == source.name)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default();
+            health(source, &s).chars().count()
+        })
+        .max()
+        .unwrap_or(6)
+        .max(6);
     println!(
-        "{:<width$}  {:<12}  {:>6}  {:<16}  {:<16}  LAST ERROR",
+        "{:<width$}  {:<status_width$}  {:>6}  {:<16}  {:<16}  LAST ERROR / NOTE",
         "SOURCE", "STATUS", "ITEMS", "LAST POLL", "NEXT POLL"
     );
     for source in &config.sources {
@@ -389,17 +417,21 @@ fn sources(config: &Config) -> anyhow::Result<()> {
             .find(|(name, _)| *name == source.name)
             .map(|(_, s)| s.clone())
             .unwrap_or_default();
-        let next = s
-            .next_poll
-            .or_else(|| feedmux::schedule::next_slot(&source.schedule, chrono::Utc::now()));
+        let next = match s.hold(source.url.as_str(), chrono::Utc::now()) {
+            _ if !source.enabled => None,
+            Some(Hold::Gone) => None,
+            _ => s
+                .next_poll
+                .or_else(|| feedmux::schedule::next_slot(&source.schedule, chrono::Utc::now())),
+        };
         println!(
-            "{:<width$}  {:<12}  {:>6}  {:<16}  {:<16}  {}",
+            "{:<width$}  {:<status_width$}  {:>6}  {:<16}  {:<16}  {}",
             source.name,
-            s.status.to_string(),
+            health(source, &s),
             s.item_count,
             when(s.last_poll),
             when(next),
-            s.last_error.as_deref().unwrap_or("")
+            s.note(source.url.as_str())
         );
     }
     Ok(())

@@ -190,11 +190,49 @@ pub struct SourceState {
 pub enum Hold {
     /// The server said 410 Gone for this URL.
     Gone,
+    /// The config says `enabled = false`.
+    Disabled,
     /// Backoff or Retry-After until this time.
     Until(DateTime<Utc>),
 }
 
 impl SourceState {
+    /// The health of the source in a few words: "ok", "not modified", "failing since …
+    /// (N failures)", "gone", "new".
+    pub fn health(&self) -> String {
+        match self.status {
+            SourceStatus::Failing => {
+                let since = self
+                    .failing_since
+                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default();
+                format!(
+                    "failing since {since} ({} failure{})",
+                    self.consecutive_failures,
+                    if self.consecutive_failures == 1 {
+                        ""
+                    } else {
+                        "s"
+                    }
+                )
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// A note worth showing beside the health: the last error, or where the feed moved.
+    pub fn note(&self, configured: &str) -> String {
+        let mut note = self.last_error.clone().unwrap_or_default();
+        let polled = self.poll_url(configured);
+        if polled != configured {
+            if !note.is_empty() {
+                note.push_str("; ");
+            }
+            note.push_str(&format!("moved permanently to {polled}"));
+        }
+        note
+    }
+
     /// The URL to poll for a source configured with `configured`.
     pub fn poll_url(&self, configured: &str) -> String {
         match (&self.effective_url, &self.moved_from) {

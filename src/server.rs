@@ -255,11 +255,11 @@ async fn status_page(State(state): State<AppState>) -> Response {
             "<tr{class}><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             attr(source.url.as_str()),
             esc(&source.name),
-            esc(&s.status.to_string()),
+            esc(&if source.enabled { s.health() } else { "disabled".to_owned() }),
             s.item_count,
             when(s.last_poll),
             when(s.next_poll),
-            esc(s.last_error.as_deref().unwrap_or(""))
+            esc(&s.note(source.url.as_str()))
         ));
     }
     html.push_str("</table>\n</body></html>\n");

@@ -165,13 +165,16 @@ fn the_real_binary_serves_answers_sources_while_running_and_stops_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut daemon = Command::new(binary())
-        .args(["run", "--config"])
-        .arg(&config)
-        .current_dir(dir.path())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = KillOnDrop(
+        Command::new(binary())
+            .args(["run", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let sources = || {
         Command::new(binary())
             .args(["sources", "--config"])
@@ -207,11 +210,11 @@ fn the_real_binary_serves_answers_sources_while_running_and_stops_on_sigterm() {
     assert_eq!(read_back(&feed.stdout).len(), 6);
 
     let killed = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
+        .args(["-TERM", &daemon.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = daemon.wait().unwrap();
+    let status = daemon.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "clean stop on SIGTERM");
     // The store was flushed and released: it opens and holds the items.
     let out = sources();
@@ -221,4 +224,14 @@ fn the_real_binary_serves_answers_sources_while_running_and_stops_on_sigterm() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// A child process that is killed if the test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -430,3 +430,198 @@ async fn a_ten_thousand_item_feed_is_ingested_whole() {
     // The output feed holds its limit (10,000) of the 10,003 items.
     assert_eq!(titles(&config, "all").len(), 10_000);
 }
+
+/// Every hostile upstream at once, against the real binary: `poll` names each failure and
+/// exits 1, `sources` shows each source's health, and `run` keeps serving the healthy items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_survives_every_hostile_upstream_at_once() {
+    use tokio::process::Command;
+    let upstream = Upstream::start().await;
+    upstream.put("/healthy", &[], rss(3, "healthy"));
+    upstream.put_page("/limited", Page::new(429, &[("retry-after", "3600")], ""));
+    upstream.put_page("/unavailable", Page::new(503, &[], ""));
+    upstream.put_page("/broken", Page::new(500, &[], ""));
+    upstream.put_page("/gone", Page::new(410, &[], ""));
+    upstream.put_page(
+        "/old",
+        Page::new(308, &[("location", "/healthy-moved")], ""),
+    );
+    upstream.put("/healthy-moved", &[], rss(1, "moved"));
+    upstream.put_page("/loop", Page::new(302, &[("location", "/loop")], ""));
+    let mut drip = Page::new(200, &[], "<rss>");
+    drip.stream = Stream::Drip(Duration::from_secs(2));
+    upstream.put_page("/drip", drip);
+    let mut endless = Page::new(200, &[], "<rss>");
+    endless.stream = Stream::Endless;
+    upstream.put_page("/endless", endless);
+    upstream.put(
+        "/html",
+        &[("content-type", "text/html")],
+        "<html><head><title>x</title></head></html>",
+    );
+    upstream.put("/empty", &[], "");
+    upstream.put("/big", &[], rss(10_000, "big"));
+    let names = [
+        "healthy",
+        "limited",
+        "unavailable",
+        "broken",
+        "gone",
+        "old",
+        "loop",
+        "drip",
+        "endless",
+        "html",
+        "empty",
+        "big",
+    ];
+    let dir = tempdir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = \"store\"\n[poll]\nper_host_interval = \"0s\"\nidle_timeout = \"1s\"\nmax_body_size = \"4MiB\"\nschedule = \"0 0 0 1 1 *\"\n"
+    );
+    for name in names {
+        text.push_str(&source(name, &upstream.url(&format!("/{name}"))));
+    }
+    text.push_str(
+        "[[source]]\nname = \"paused\"\nurl = \"https://paused.example/feed\"\nenabled = false\n",
+    );
+    text.push_str("[[feed]]\nname = \"all\"\nlimit = 50\n[[feed]]\nname = \"healthy\"\nsources = [\"healthy\", \"old\"]\n");
+    let config_path = dir.path().join("feedmux.toml");
+    std::fs::write(&config_path, text).unwrap();
+    let feedmux = |args: &[&str]| {
+        let mut c = Command::new(crate::binary());
+        c.args(args)
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path());
+        c
+    };
+
+    for round in 0..3 {
+        let out = feedmux(&["poll", "--force"]).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "round {round}");
+        let report = String::from_utf8_lossy(&out.stdout);
+        for failing in [
+            "limited",
+            "unavailable",
+            "broken",
+            "gone",
+            "loop",
+            "drip",
+            "endless",
+            "html",
+            "empty",
+        ] {
+            assert!(
+                report
+                    .lines()
+                    .any(|l| l.starts_with(failing) && l.contains("FAILED")),
+                "{failing}: {report}"
+            );
+        }
+        for ok in ["healthy", "old", "big"] {
+            assert!(
+                report
+                    .lines()
+                    .any(|l| l.starts_with(ok) && l.contains(" ok: ")),
+                "{ok}: {report}"
+            );
+        }
+    }
+    let out = feedmux(&["poll"]).output().await.unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("paused                   skipped: disabled"),
+        "{report}"
+    );
+    assert!(
+        report.contains("gone                     skipped: the feed is gone"),
+        "{report}"
+    );
+    assert!(
+        report.contains("limited                  skipped: backing off until"),
+        "{report}"
+    );
+
+    let out = feedmux(&["sources"]).output().await.unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        row("broken").contains("failing since") && row("broken").contains("(3 failures)"),
+        "{table}"
+    );
+    assert!(row("gone").contains(" gone "), "{table}");
+    assert!(row("paused").contains("disabled"), "{table}");
+    assert!(
+        row("old").contains(&format!(
+            "moved permanently to {}",
+            upstream.url("/healthy-moved")
+        )),
+        "{table}"
+    );
+    assert!(row("html").contains("got an HTML page"), "{table}");
+    assert!(row("big").contains("10000"), "{table}");
+
+    // The daemon starts, polls what is due, and keeps serving throughout.
+    let mut daemon = feedmux(&["run"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut served = String::new();
+    for _ in 0..100 {
+        if let Ok(r) = http.get(format!("{base}/feeds/healthy.atom")).send().await {
+            served = r.text().await.unwrap();
+            if served.contains("healthy item 2") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        served.contains("healthy item 2") && served.contains("moved item 0"),
+        "{served}"
+    );
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let status_page = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        status_page.contains("failing since") && status_page.contains("disabled"),
+        "{status_page}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &daemon.id().unwrap().to_string()])
+        .status()
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), daemon.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
