@@ -24,21 +24,53 @@ pub enum EncodingSource {
 /// The encoding the body was read as, and the body as UTF-8.
 #[derive(Debug)]
 pub struct Decoded<'a> {
-    pub encoding: &'static Encoding,
+    /// The encoding's name, e.g. "GBK" or "UTF-32LE".
+    pub encoding: &'static str,
     pub source: EncodingSource,
     pub utf8: Cow<'a, [u8]>,
 }
 
+/// An encoding feeds use: one of the WHATWG set, or UTF-32 (which the WHATWG set leaves out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Charset {
+    Whatwg(&'static Encoding),
+    Utf32 { big_endian: bool },
+}
+
+impl Charset {
+    fn name(self) -> &'static str {
+        match self {
+            Charset::Whatwg(e) => e.name(),
+            Charset::Utf32 { big_endian: true } => "UTF-32BE",
+            Charset::Utf32 { big_endian: false } => "UTF-32LE",
+        }
+    }
+
+    fn decode(self, body: &[u8]) -> Cow<'_, str> {
+        match self {
+            Charset::Whatwg(e) if e == UTF_8 => String::from_utf8_lossy(body),
+            Charset::Whatwg(e) => e.decode_without_bom_handling(body).0,
+            Charset::Utf32 { big_endian } => Cow::Owned(
+                body.chunks(4)
+                    .map(|unit| {
+                        let bytes: [u8; 4] = unit.try_into().unwrap_or([0, 0, 0xFF, 0xFD]);
+                        let code = if big_endian {
+                            u32::from_be_bytes(bytes)
+                        } else {
+                            u32::from_le_bytes(bytes)
+                        };
+                        char::from_u32(code).unwrap_or('\u{FFFD}')
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
 /// Decodes `body` to UTF-8 following RFC 7303's precedence.
 pub fn decode<'a>(body: &'a [u8], content_type: Option<&str>) -> Decoded<'a> {
-    let (encoding, source, bom_len) = choose(body, content_type);
-    let body = &body[bom_len..];
-    let text: Cow<'_, str> = if encoding == UTF_8 {
-        String::from_utf8_lossy(body)
-    } else {
-        let (text, _) = encoding.decode_without_bom_handling(body);
-        text
-    };
+    let (charset, source, bom_len) = choose(body, content_type);
+    let text = charset.decode(&body[bom_len..]);
     let text = rewrite_declared_encoding(text);
     let text = drop_forbidden_controls(text);
     let utf8 = match text {
@@ -46,38 +78,75 @@ pub fn decode<'a>(body: &'a [u8], content_type: Option<&str>) -> Decoded<'a> {
         Cow::Owned(s) => Cow::Owned(s.into_bytes()),
     };
     Decoded {
-        encoding,
+        encoding: charset.name(),
         source,
         utf8,
     }
 }
 
-fn choose(body: &[u8], content_type: Option<&str>) -> (&'static Encoding, EncodingSource, usize) {
+fn choose(body: &[u8], content_type: Option<&str>) -> (Charset, EncodingSource, usize) {
+    // UTF-32's marks first: FF FE 00 00 would otherwise read as UTF-16LE's.
+    match body {
+        [0, 0, 0xFE, 0xFF, ..] => {
+            return (
+                Charset::Utf32 { big_endian: true },
+                EncodingSource::ByteOrderMark,
+                4,
+            )
+        }
+        [0xFF, 0xFE, 0, 0, ..] => {
+            return (
+                Charset::Utf32 { big_endian: false },
+                EncodingSource::ByteOrderMark,
+                4,
+            )
+        }
+        _ => {}
+    }
     if let Some((encoding, len)) = Encoding::for_bom(body) {
-        return (encoding, EncodingSource::ByteOrderMark, len);
+        return (
+            Charset::Whatwg(encoding),
+            EncodingSource::ByteOrderMark,
+            len,
+        );
     }
-    if let Some(encoding) = content_type.and_then(charset_param).and_then(label) {
-        return (encoding, EncodingSource::HttpHeader, 0);
+    // Bytes that can only be `<?` in a wide encoding outrank any label: the label was
+    // readable only by guessing the encoding already.
+    if let Some(charset) = wide_without_bom(body) {
+        return (charset, EncodingSource::XmlDeclaration, 0);
     }
-    if let Some(encoding) = utf16_without_bom(body) {
-        return (encoding, EncodingSource::XmlDeclaration, 0);
+    if let Some(charset) = content_type.and_then(charset_param).and_then(label) {
+        return (charset, EncodingSource::HttpHeader, 0);
     }
-    if let Some(encoding) = declared_encoding(body).and_then(label) {
-        return (encoding, EncodingSource::XmlDeclaration, 0);
+    if let Some(charset) = declared_encoding(body).and_then(label) {
+        return (charset, EncodingSource::XmlDeclaration, 0);
     }
-    (UTF_8, EncodingSource::Default, 0)
+    (Charset::Whatwg(UTF_8), EncodingSource::Default, 0)
 }
 
-/// An encoding label as the WHATWG table reads it; UTF-16 labels without a byte order and
-/// labels for encodings that cannot be ASCII-compatible XML are left to other evidence.
-fn label(name: &str) -> Option<&'static Encoding> {
-    let encoding = Encoding::for_label(name.trim().as_bytes())?;
+/// An encoding label as the WHATWG table reads it, plus the spellings feeds use that the
+/// table lacks (UTF-32, `utf16`, `u16`, `utf_32`). Wide encodings named for an ASCII-looking
+/// body are ignored: the body would not be readable if they were right.
+fn label(name: &str) -> Option<Charset> {
+    let name = name.trim().to_ascii_lowercase().replace('_', "-");
+    match name.as_str() {
+        "utf-32" | "utf32" | "u32" | "ucs-4" | "utf-32be" => {
+            return Some(Charset::Utf32 { big_endian: true })
+        }
+        "utf-32le" => return Some(Charset::Utf32 { big_endian: false }),
+        _ => {}
+    }
+    let encoding = Encoding::for_label(name.as_bytes())?;
     // "replacement" is the WHATWG answer for labels that must never decode; x-user-defined is
-    // never a real feed's encoding.
-    if encoding == encoding_rs::REPLACEMENT || encoding == encoding_rs::X_USER_DEFINED {
+    // never a real feed's encoding; a UTF-16 label on a body without wide `<?` is wrong.
+    if encoding == encoding_rs::REPLACEMENT
+        || encoding == encoding_rs::X_USER_DEFINED
+        || encoding == UTF_16LE
+        || encoding == UTF_16BE
+    {
         return None;
     }
-    Some(encoding)
+    Some(Charset::Whatwg(encoding))
 }
 
 /// The `charset` parameter of a `Content-Type` value.
@@ -93,11 +162,13 @@ fn charset_param(content_type: &str) -> Option<&str> {
     })
 }
 
-/// `<?xml` written in UTF-16 without a byte-order mark.
-fn utf16_without_bom(body: &[u8]) -> Option<&'static Encoding> {
+/// `<` written in UTF-32 or UTF-16 without a byte-order mark (XML 1.0 appendix F).
+fn wide_without_bom(body: &[u8]) -> Option<Charset> {
     match body {
-        [b'<', 0, b'?', 0, ..] => Some(UTF_16LE),
-        [0, b'<', 0, b'?', ..] => Some(UTF_16BE),
+        [0, 0, 0, b'<', ..] => Some(Charset::Utf32 { big_endian: true }),
+        [b'<', 0, 0, 0, ..] => Some(Charset::Utf32 { big_endian: false }),
+        [b'<', 0, b'?', 0, ..] => Some(Charset::Whatwg(UTF_16LE)),
+        [0, b'<', 0, b'?', ..] => Some(Charset::Whatwg(UTF_16BE)),
         _ => None,
     }
 }
@@ -214,6 +285,21 @@ mod tests {
     fn invalid_bytes_and_controls_are_recovered() {
         let d = decode(b"<rss>ok\xFF\x01fine</rss>", None);
         assert_eq!(utf8(&d), "<rss>ok\u{FFFD}fine</rss>");
+    }
+
+    #[test]
+    fn utf32_with_and_without_a_mark() {
+        let text = "<?xml version=\"1.0\" encoding=\"utf-32\"?><rss>ü中</rss>";
+        let mut be = vec![0, 0, 0xFE, 0xFF];
+        let mut le_no_bom = Vec::new();
+        for c in text.chars() {
+            be.extend_from_slice(&(c as u32).to_be_bytes());
+            le_no_bom.extend_from_slice(&(c as u32).to_le_bytes());
+        }
+        let expected = text.replace("utf-32", "UTF-8");
+        assert_eq!(utf8(&decode(&be, None)), expected);
+        let d = decode(&le_no_bom, None);
+        assert_eq!((d.encoding, utf8(&d)), ("UTF-32LE", expected));
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub fn parse_feed(
         return Err(ParseError::Empty);
     }
     let decoded = charset::decode(body, content_type);
-    let utf8 = rss090_as_rss10(decoded.utf8);
+    let utf8 = rss_root_as_feed_rs_reads_it(legacy_namespace_renamed(decoded.utf8));
     let parser = feed_rs::parser::Builder::new()
         .base_uri(Some(base.as_str()))
         // An empty id tells normalise that the feed gave none, so it can choose a fallback
@@ -58,27 +58,123 @@ pub fn parse_feed(
     Ok(normalise::feed(feed, base, now))
 }
 
-/// The namespaces of RSS 0.90 (as specified, and as some feeds spell it), which feed-rs does
-/// not know.
-const RSS_090_NS: [&str; 2] = [
-    "http://my.netscape.com/rdf/simple/0.9/",
-    "http://channel.netscape.com/rdf/simple/0.9/",
+/// Namespaces of older formats that feed-rs does not know, each with the namespace of the
+/// format whose elements it shares: RSS 0.90 (as specified, and as some feeds spell it) is
+/// RSS 1.0's shape, Atom 0.3 is Atom 1.0's (its `issued`/`modified` dates are not read, so
+/// such entries get the time they were first seen).
+const LEGACY_NAMESPACES: [(&str, &str); 3] = [
+    (
+        "http://my.netscape.com/rdf/simple/0.9/",
+        "http://purl.org/rss/1.0/",
+    ),
+    (
+        "http://channel.netscape.com/rdf/simple/0.9/",
+        "http://purl.org/rss/1.0/",
+    ),
+    ("http://purl.org/atom/ns#", "http://www.w3.org/2005/Atom"),
 ];
-/// The namespace of RSS 1.0, whose elements RSS 0.90 shares.
-const RSS_10_NS: &str = "http://purl.org/rss/1.0/";
 
-/// RSS 0.90 is RSS 1.0's shape under another namespace: renaming the namespace lets feed-rs
-/// read its items.
-fn rss090_as_rss10(utf8: std::borrow::Cow<'_, [u8]>) -> std::borrow::Cow<'_, [u8]> {
-    let head = &utf8[..utf8.len().min(2048)];
-    let Some(ns) = RSS_090_NS.iter().find(|ns| {
-        let needle = ns.as_bytes();
+/// Renames a legacy namespace declared near the top of the document, so feed-rs reads it.
+fn legacy_namespace_renamed(utf8: std::borrow::Cow<'_, [u8]>) -> std::borrow::Cow<'_, [u8]> {
+    let head = &utf8[..utf8.len().min(4096)];
+    let Some((old, new)) = LEGACY_NAMESPACES.iter().find(|(old, _)| {
+        let needle = old.as_bytes();
         head.windows(needle.len()).any(|w| w == needle)
     }) else {
         return utf8;
     };
-    let text = String::from_utf8_lossy(&utf8).replacen(ns, RSS_10_NS, 1);
+    let mut text = String::from_utf8_lossy(&utf8).replace(old, new);
+    if *old == "http://purl.org/atom/ns#" {
+        // Atom 0.3 names text constructs' types as MIME types; Atom 1.0 as text/html/xhtml.
+        for (mime, kind) in [
+            ("text/plain", "text"),
+            ("text/html", "html"),
+            ("application/xhtml+xml", "xhtml"),
+        ] {
+            text = text
+                .replace(&format!("type=\"{mime}\""), &format!("type=\"{kind}\""))
+                .replace(&format!("type='{mime}'"), &format!("type='{kind}'"));
+        }
+    }
     std::borrow::Cow::Owned(text.into_bytes())
+}
+
+/// RSS versions feed-rs reads as they are.
+const RSS_VERSIONS_READ: [&str; 3] = ["2.0", "0.91", "0.92"];
+
+/// feed-rs reads `<rss>` only with version 2.0, 0.91 or 0.92. An `<rss>` root without a
+/// version, or with one of the versions that are RSS 2.0 in all but name (0.93, 0.94, 2.01,
+/// 2.1, ...), is read as 2.0.
+fn rss_root_as_feed_rs_reads_it(utf8: std::borrow::Cow<'_, [u8]>) -> std::borrow::Cow<'_, [u8]> {
+    let Some(start) = root_element_start(&utf8) else {
+        return utf8;
+    };
+    let after = &utf8[start..];
+    let is_rss = after.starts_with(b"<rss")
+        && after
+            .get(4)
+            .is_some_and(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/');
+    if !is_rss {
+        return utf8;
+    }
+    let Some(end) = after.iter().position(|b| *b == b'>') else {
+        return utf8;
+    };
+    let tag = String::from_utf8_lossy(&after[..end]).into_owned();
+    let version = attribute(&tag, "version");
+    if version
+        .as_deref()
+        .is_some_and(|v| RSS_VERSIONS_READ.contains(&v.trim()))
+    {
+        return utf8;
+    }
+    let new_tag = match version {
+        Some(v) => {
+            tag.replacen(&format!("\"{v}\""), "\"2.0\"", 1)
+                .replacen(&format!("'{v}'"), "'2.0'", 1)
+        }
+        None => tag.replacen("<rss", "<rss version=\"2.0\"", 1),
+    };
+    let mut out = Vec::with_capacity(utf8.len() + 16);
+    out.extend_from_slice(&utf8[..start]);
+    out.extend_from_slice(new_tag.as_bytes());
+    out.extend_from_slice(&after[end..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// Where the root element's `<` is: after the XML declaration, comments, processing
+/// instructions and the doctype.
+fn root_element_start(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'<' => {
+                let rest = &bytes[i..];
+                let skip_to = |end: &[u8]| {
+                    rest.windows(end.len())
+                        .position(|w| w == end)
+                        .map(|p| i + p + end.len())
+                };
+                i = if rest.starts_with(b"<?") {
+                    skip_to(b"?>")?
+                } else if rest.starts_with(b"<!--") {
+                    skip_to(b"-->")?
+                } else if rest.starts_with(b"<!") {
+                    // A doctype, possibly with an internal subset.
+                    match rest.iter().position(|b| *b == b'[') {
+                        Some(open) if open < rest.iter().position(|b| *b == b'>')? => {
+                            skip_to(b"]>").or_else(|| skip_to(b"]"))?
+                        }
+                        _ => skip_to(b">")?,
+                    }
+                } else {
+                    return Some(i);
+                };
+            }
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 fn classify(error: feed_rs::parser::ParseFeedError, body: &[u8], base: &Url) -> ParseError {
@@ -156,6 +252,23 @@ mod tests {
             err.to_string(),
             "got an HTML page, not a feed (the page advertises a feed at https://example.com/rss)"
         );
+    }
+
+    #[test]
+    fn rss_without_a_version_or_with_a_2_0_variant_is_read() {
+        for root in [
+            "<rss>",
+            "<rss version=\"0.94\">",
+            "<rss version='2.01' xmlns:x=\"y\">",
+            "<rss\nversion=\"\">",
+        ] {
+            let body = format!(
+                "<?xml version=\"1.0\"?>\n<!-- a comment <rss> -->\n{root}<channel><title>t</title><item><title>Item</title><link>/a</link></item></channel></rss>"
+            );
+            let feed = parse_feed(body.as_bytes(), None, &base(), Utc::now()).unwrap();
+            assert_eq!(feed.entries.len(), 1, "{root}");
+            assert_eq!(feed.entries[0].title, "Item");
+        }
     }
 
     #[test]

@@ -413,3 +413,21 @@ async fn an_item_without_a_date_gets_the_time_it_was_first_seen() {
     let again = feed_rs::parser::parse(render(&config, "all", Format::Atom).as_slice()).unwrap();
     assert_eq!(again.entries[0].published.unwrap(), published);
 }
+
+#[test]
+fn atom_0_3_and_versionless_rss_are_read() {
+    let base = url::Url::parse("https://e.example/feed").unwrap();
+    let atom03 = feedmux::parse::parse_feed(
+        &fixture("formats/atom03.xml"),
+        None,
+        &base,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    assert_eq!(atom03.entries.len(), 1);
+    assert!(!atom03.entries[0].title.is_empty());
+    let rss =
+        b"<rss><channel><title>t</title><item><title>No version</title></item></channel></rss>";
+    let parsed = feedmux::parse::parse_feed(rss, None, &base, chrono::Utc::now()).unwrap();
+    assert_eq!(parsed.entries[0].title, "No version");
+}

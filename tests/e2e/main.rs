@@ -3,6 +3,7 @@
 
 mod cli;
 mod daemon;
+mod encodings;
 mod hostile;
 mod ingest;
 mod upstream;
