@@ -289,3 +289,29 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod entity_tests {
+    use super::*;
+
+    #[test]
+    fn billion_laughs_is_not_expanded() {
+        let mut entities = String::from("<!ENTITY lol \"lol\">");
+        for i in 1..=9 {
+            let prev = if i == 1 {
+                "lol".to_owned()
+            } else {
+                format!("lol{}", i - 1)
+            };
+            entities.push_str(&format!(
+                "<!ENTITY lol{i} \"{}\">",
+                format!("&{prev};").repeat(10)
+            ));
+        }
+        let body = format!("<?xml version=\"1.0\"?><!DOCTYPE rss [{entities}]><rss version=\"2.0\"><channel><title>t</title><item><title>&lol9;</title><guid>1</guid></item></channel></rss>");
+        let base = Url::parse("https://e.example/").unwrap();
+        // The entity reference stays as written: nothing is expanded.
+        let feed = parse_feed(body.as_bytes(), None, &base, Utc::now()).unwrap();
+        assert_eq!(feed.entries[0].title, "&lol9;");
+    }
+}
