@@ -312,3 +312,67 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod loop_tests {
+    use super::*;
+    use std::str::FromStr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn hourly() -> Schedule {
+        Schedule {
+            text: "0 0 * * * *".into(),
+            cron: cron::Schedule::from_str("0 0 * * * *").unwrap(),
+        }
+    }
+
+    /// In paused time: a source due now is polled at once, then whenever its poll says, and
+    /// never again once the poll answers `None`; stopping ends the loop.
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_polls_when_due_and_stops_when_told() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (stop_tx, stop) = watch::channel(false);
+        let counter = polls.clone();
+        let task = tokio::spawn(run_source(
+            hourly(),
+            Some(Utc::now()),
+            Arc::new(Semaphore::new(1)),
+            stop,
+            move || {
+                let counter = counter.clone();
+                async move {
+                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    // Due again "in an hour" (paused time runs the wait at once), until the
+                    // third poll, which answers that the feed is gone.
+                    (n < 3).then(|| Utc::now() + chrono::Duration::hours(1))
+                }
+            },
+        ));
+        // Let virtual time run far ahead.
+        tokio::time::sleep(Duration::from_secs(10 * 3600)).await;
+        assert_eq!(polls.load(Ordering::SeqCst), 3);
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disabled_or_gone_source_is_never_polled() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (stop_tx, stop) = watch::channel(false);
+        let counter = polls.clone();
+        let task = tokio::spawn(run_source(
+            hourly(),
+            None,
+            Arc::new(Semaphore::new(1)),
+            stop,
+            move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { None }
+            },
+        ));
+        tokio::time::sleep(Duration::from_secs(48 * 3600)).await;
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(polls.load(Ordering::SeqCst), 0);
+    }
+}

@@ -625,3 +625,42 @@ async fn the_real_binary_survives_every_hostile_upstream_at_once() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn one_host_gets_at_most_two_requests_at_once_and_a_gap_between_starts() {
+    let upstream = Upstream::start().await;
+    let mut tables = String::from(
+        "[poll]\nper_host_concurrency = 2\nper_host_interval = \"0s\"\nconcurrency = 8\n",
+    );
+    for i in 0..6 {
+        let mut page = Page::new(200, &[], rss(1, &format!("s{i}")));
+        page.delay = Duration::from_millis(300);
+        upstream.put_page(&format!("/s{i}"), page);
+        tables.push_str(&source(&format!("s{i}"), &upstream.url(&format!("/s{i}"))));
+    }
+    tables.push_str("[[feed]]\nname = \"all\"\n");
+    let dir = tempdir();
+    let concurrent = config(dir.path(), &tables);
+    poll(&concurrent, &[]).await;
+    let (arrivals, max_in_flight) = upstream.load();
+    assert_eq!(arrivals.len(), 6);
+    assert_eq!(max_in_flight, 2, "per_host_concurrency");
+
+    // A gap between request starts to one host.
+    let upstream = Upstream::start().await;
+    let mut tables = String::from("[poll]\nper_host_interval = \"250ms\"\n");
+    for i in 0..4 {
+        upstream.put(&format!("/g{i}"), &[], rss(1, &format!("g{i}")));
+        tables.push_str(&source(&format!("g{i}"), &upstream.url(&format!("/g{i}"))));
+    }
+    tables.push_str("[[feed]]\nname = \"all\"\n");
+    let dir = tempdir();
+    let config = config(dir.path(), &tables);
+    poll(&config, &[]).await;
+    let (mut arrivals, _) = upstream.load();
+    arrivals.sort();
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(240), "requests {gap:?} apart");
+    }
+}

@@ -20,6 +20,8 @@ pub struct Page {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub stream: Stream,
+    /// Time taken before answering.
+    pub delay: Duration,
 }
 
 /// How the body goes out.
@@ -44,6 +46,7 @@ impl Page {
                 .collect(),
             body: body.into(),
             stream: Stream::Whole,
+            delay: Duration::ZERO,
         }
     }
 }
@@ -52,6 +55,10 @@ impl Page {
 struct Inner {
     pages: HashMap<String, Page>,
     requests: Vec<(String, HeaderMap)>,
+    /// When each request arrived, and how many were being answered at the busiest moment.
+    arrivals: Vec<std::time::Instant>,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 #[derive(Clone)]
@@ -89,6 +96,12 @@ impl Upstream {
             .insert(path.to_owned(), page);
     }
 
+    /// When each request arrived, oldest first, and the most answered at once.
+    pub fn load(&self) -> (Vec<std::time::Instant>, usize) {
+        let inner = self.inner.lock().unwrap();
+        (inner.arrivals.clone(), inner.max_in_flight)
+    }
+
     /// The headers of every request made for `path`, oldest first.
     pub fn requests(&self, path: &str) -> Vec<HeaderMap> {
         self.inner
@@ -102,11 +115,21 @@ impl Upstream {
     }
 }
 
-async fn serve(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, headers: HeaderMap) -> Response {
+async fn serve(State(shared): State<Arc<Mutex<Inner>>>, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().to_owned();
-    let mut inner = inner.lock().unwrap();
-    inner.requests.push((path.clone(), headers.clone()));
-    let Some(page) = inner.pages.get(&path).cloned() else {
+    let page = {
+        let mut inner = shared.lock().unwrap();
+        inner.requests.push((path.clone(), headers.clone()));
+        inner.arrivals.push(std::time::Instant::now());
+        inner.in_flight += 1;
+        inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
+        inner.pages.get(&path).cloned()
+    };
+    if let Some(delay) = page.as_ref().map(|p| p.delay).filter(|d| !d.is_zero()) {
+        tokio::time::sleep(delay).await;
+    }
+    shared.lock().unwrap().in_flight -= 1;
+    let Some(page) = page else {
         return (StatusCode::NOT_FOUND, "not here").into_response();
     };
     // Conditional GET, as a well-behaved server answers it.
