@@ -10,8 +10,9 @@ use super::ParsedFeed;
 use crate::model::{Enclosure, Entry, FeedMeta};
 use crate::text::{collapse_whitespace, html_to_text};
 
-/// Dates further in the future than this are treated as missing.
-const FUTURE_TOLERANCE: Duration = Duration::days(1);
+/// Dates further in the future than this are treated as missing: a clock a little ahead is
+/// forgiven, but not a scheduled post or a zone-less local time read as UTC.
+const FUTURE_TOLERANCE: Duration = Duration::minutes(10);
 
 /// Turns a parsed feed into normalised entries. `base` is the URL the feed was fetched from.
 pub fn feed(feed: model::Feed, base: &Url, now: DateTime<Utc>) -> ParsedFeed {
@@ -197,7 +198,7 @@ fn fallback_title(html: Option<&str>, url: Option<&str>) -> String {
         .unwrap_or_else(|| "(untitled)".to_owned())
 }
 
-/// A date is kept when it is after 1970 and not more than a day in the future.
+/// A date is kept when it is after 1970 and not more than [`FUTURE_TOLERANCE`] ahead.
 fn sane_date(date: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let earliest = Utc.timestamp_opt(86_400, 0).single()?;
     date.filter(|d| *d >= earliest && *d <= now + FUTURE_TOLERANCE)
@@ -235,6 +236,35 @@ mod tests {
             !summary.contains("script") && !summary.contains("onclick"),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn absurd_dates_in_a_feed_become_missing() {
+        let now = Utc::now();
+        // A local time without a zone, two hours ahead when read as UTC (as a UTC+8 site's
+        // "now" would be).
+        let zoneless = (now + Duration::hours(2))
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string();
+        let items: String = [
+            "Sat, 01 Jan 0000 00:00:00 GMT".to_owned(),
+            "Fri, 31 Dec 9999 23:59:59 GMT".to_owned(),
+            zoneless,
+            "not a date".to_owned(),
+            "Tue, 10 Nov 2026 08:00:00 +0800".to_owned(),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            format!("<item><guid>{i}</guid><title>t{i}</title><pubDate>{d}</pubDate></item>")
+        })
+        .collect();
+        let xml = format!("<rss version=\"2.0\"><channel><title>T</title>{items}</channel></rss>");
+        let base = Url::parse("https://example.com/feed.xml").unwrap();
+        let feed = parse_feed(xml.as_bytes(), None, &base, now).unwrap();
+        let dates: Vec<_> = feed.entries.iter().map(|e| e.published).collect();
+        assert_eq!(&dates[..4], &[None, None, None, None], "{dates:?}");
+        assert!(dates[4].is_some());
     }
 
     #[test]

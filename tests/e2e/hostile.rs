@@ -664,3 +664,64 @@ async fn one_host_gets_at_most_two_requests_at_once_and_a_gap_between_starts() {
         assert!(gap >= Duration::from_millis(240), "requests {gap:?} apart");
     }
 }
+
+/// Peak memory of the real binary polling a 256 MiB gzip bomb and an endless body, measured by
+/// GNU time (Debian package `time`, which .ci/run installs): its child's accounting starts
+/// clean, unlike a child spawned straight from this (large) test process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_stays_small_against_a_gzip_bomb_and_an_endless_body() {
+    let upstream = Upstream::start().await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        gz.write_all(&zeros).unwrap();
+    }
+    upstream.put(
+        "/bomb",
+        &[
+            ("content-encoding", "gzip"),
+            ("content-type", "application/rss+xml"),
+        ],
+        gz.finish().unwrap(),
+    );
+    let mut endless = Page::new(200, &[], "<rss version=\"2.0\"><channel>");
+    endless.stream = Stream::Endless;
+    upstream.put_page("/endless", endless);
+    let dir = tempdir();
+    let config_path = dir.path().join("feedmux.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[storage]\npath = \"store\"\n{}{}",
+            source("bomb", &upstream.url("/bomb")),
+            source("endless", &upstream.url("/endless"))
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new("/usr/bin/time")
+        .args(["-f", "max_rss_kib=%M"])
+        .arg(crate::binary())
+        .args(["poll", "--force", "--config"])
+        .arg(&config_path)
+        .current_dir(dir.path())
+        .output()
+        .await
+        .expect("GNU time at /usr/bin/time (apt-get install time)");
+    assert_eq!(out.status.code(), Some(1), "both sources fail");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        report
+            .matches("body is larger than the limit of 10485760 bytes")
+            .count(),
+        2,
+        "{report}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let max_rss_kib: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("max_rss_kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no measurement in {stderr}"));
+    // The default body limit is 10 MiB: the process stays far below the bomb's 256 MiB.
+    assert!(max_rss_kib < 64 * 1024, "peak RSS {max_rss_kib} KiB");
+}
