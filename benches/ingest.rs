@@ -73,6 +73,7 @@ fn main() {
             backoff_base: Duration::from_secs(300),
             backoff_max: Duration::from_secs(6 * 3600),
         },
+        dedup: Default::default(),
     };
     let filter = FeedFilter::new(&FeedConfig {
         name: "ai".into(),
@@ -84,6 +85,7 @@ fn main() {
         include_regex: vec![],
         exclude_regex: vec![],
         limit: 100,
+        group_stories: true,
     });
 
     let runs = 5;

@@ -19,6 +19,8 @@ use std::time::Duration;
 use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::dedup::DedupConfig;
 use url::Url;
 
 /// Where the HTTP server listens when the config does not say.
@@ -62,6 +64,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub poll: PollConfig,
+    pub dedup: DedupConfig,
     pub log_level: String,
     pub sources: Vec<SourceConfig>,
     pub feeds: Vec<FeedConfig>,
@@ -117,6 +120,8 @@ pub struct SourceConfig {
     pub title: Option<String>,
     /// `enabled = false` keeps the source's items but stops polling it.
     pub enabled: bool,
+    /// Which report of a story is shown: the highest priority, then the earliest.
+    pub priority: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +136,8 @@ pub struct FeedConfig {
     pub include_regex: Vec<Regex>,
     pub exclude_regex: Vec<Regex>,
     pub limit: usize,
+    /// One entry per story (true, the default), or one per item.
+    pub group_stories: bool,
 }
 
 impl FeedConfig {
@@ -292,6 +299,8 @@ struct RawConfig {
     poll: RawPoll,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    dedup: RawDedup,
     #[serde(default, rename = "source")]
     sources: Vec<Spanned<RawSource>>,
     #[serde(default, rename = "feed")]
@@ -330,6 +339,14 @@ struct RawPoll {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawDedup {
+    enabled: Option<bool>,
+    threshold: Option<Spanned<f64>>,
+    window: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLog {
     level: Option<Spanned<String>>,
 }
@@ -344,6 +361,7 @@ struct RawSource {
     tags: Vec<Spanned<String>>,
     title: Option<String>,
     enabled: Option<bool>,
+    priority: Option<i32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,6 +381,7 @@ struct RawFeed {
     #[serde(default)]
     exclude_regex: Vec<Spanned<String>>,
     limit: Option<Spanned<i64>>,
+    group_stories: Option<bool>,
 }
 
 fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
@@ -376,6 +395,7 @@ fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
         retention_days: raw.storage.retention_days,
     };
     let poll = validate_poll(raw.poll, report);
+    let dedup = validate_dedup(raw.dedup, report);
     let log_level = match raw.log.level {
         Some(level) => {
             let text = level.get_ref().trim().to_owned();
@@ -399,6 +419,7 @@ fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
         server,
         storage,
         poll,
+        dedup,
         log_level,
         sources,
         feeds,
@@ -513,6 +534,27 @@ fn validate_poll(raw: RawPoll, report: &mut Reporter<'_>) -> PollConfig {
         max_interval,
         backoff_base,
         backoff_max: backoff_max.max(backoff_base),
+    }
+}
+
+fn validate_dedup(raw: RawDedup, report: &mut Reporter<'_>) -> DedupConfig {
+    let defaults = DedupConfig::default();
+    let threshold = match raw.threshold {
+        Some(t) if !(0.0..=1.0).contains(t.get_ref()) || *t.get_ref() == 0.0 => {
+            report.at(
+                t.span(),
+                "dedup.threshold must be above 0 and at most 1 (1 merges only identical texts)"
+                    .to_owned(),
+            );
+            defaults.threshold
+        }
+        Some(t) => *t.get_ref() as f32,
+        None => defaults.threshold,
+    };
+    DedupConfig {
+        enabled: raw.enabled.unwrap_or(defaults.enabled),
+        threshold,
+        window: parse_duration_field(raw.window, defaults.window, false, report),
     }
 }
 
@@ -656,6 +698,7 @@ fn validate_sources(
             tags,
             title: raw.title.filter(|t| !t.trim().is_empty()),
             enabled: raw.enabled.unwrap_or(true),
+            priority: raw.priority.unwrap_or(0),
         });
     }
     sources
@@ -782,6 +825,7 @@ fn validate_feeds(
             include_regex,
             exclude_regex,
             limit,
+            group_stories: raw.group_stories.unwrap_or(true),
         });
     }
     feeds

@@ -140,6 +140,7 @@ mod tests {
             include_regex: vec![],
             exclude_regex: vec![],
             limit: 10,
+            group_stories: true,
         })
     }
 

@@ -73,6 +73,22 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// List recent stories reported by more than one source, with their members.
+    Stories {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How far back, e.g. "24h", "7d".
+        #[arg(long, default_value = "24h")]
+        since: String,
+    },
+    /// Tell whether and why two items were merged into one story.
+    Why {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// An item id (as `feedmux stories` prints it) or a unique prefix of at least 6 digits.
+        item_a: String,
+        item_b: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -177,6 +193,31 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             init_logging(&config.log_level);
             render(&config, &feed, format.into())
+        }
+        Command::Stories { config, since } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            init_logging(&config.log_level);
+            let Ok(since) = humantime::parse_duration(&since) else {
+                eprintln!("feedmux: invalid --since {since:?}: expected e.g. 24h or 7d");
+                return Ok(ExitCode::from(2));
+            };
+            stories(&config, since)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Why {
+            config,
+            item_a,
+            item_b,
+        } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            init_logging(&config.log_level);
+            why(&config, &item_a, &item_b)
         }
         Command::Sources { config } => {
             let config = match load_config(&config) {
@@ -328,6 +369,61 @@ fn render(config: &Config, feed: &str, format: Format) -> anyhow::Result<ExitCod
     std::io::stdout()
         .write_all(&body)
         .context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(&config.storage.path).map_err(|e| match e {
+        StoreError::Locked { .. } => anyhow::anyhow!(
+            "{e}: stop the daemon first (systemctl stop feedmux), or run this on a copy of the store"
+        ),
+        other => other.into(),
+    })
+}
+
+fn stories(config: &Config, since: std::time::Duration) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    let since =
+        chrono::Utc::now() - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
+    let groups = feedmux::dedup::explain::stories(&store, since)?;
+    if groups.is_empty() {
+        println!("no story was reported by more than one source in that time");
+    }
+    for group in groups {
+        println!("story {}", group.story);
+        for (item, link) in group.members {
+            let how = match link {
+                None => "first".to_owned(),
+                Some(l) => format!(
+                    "{} {:.2}",
+                    match l.kind {
+                        feedmux::dedup::MergeKind::Url => "same URL",
+                        feedmux::dedup::MergeKind::Text => "similar",
+                    },
+                    l.score
+                ),
+            };
+            println!(
+                "  {}  {:<14} {:<16} {}",
+                item.id, how, item.source, item.title
+            );
+        }
+    }
+    Ok(())
+}
+
+fn why(config: &Config, a: &str, b: &str) -> anyhow::Result<ExitCode> {
+    let store = open_store(config)?;
+    let find = |text: &str| -> anyhow::Result<Option<feedmux::model::Item>> {
+        Ok(feedmux::dedup::explain::find_item(&store, text)?)
+    };
+    let (Some(item_a), Some(item_b)) = (find(a)?, find(b)?) else {
+        eprintln!("feedmux: no item (or more than one) matches {a:?} or {b:?}; ids are listed by `feedmux stories`");
+        return Ok(ExitCode::from(2));
+    };
+    for line in feedmux::dedup::explain::why(&store, &item_a, &item_b, &config.dedup)? {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -212,6 +212,7 @@ pub fn collect(
             ..SourceInfo::default()
         })
     };
+    let priority_of = |source: &str| config.source(source).map_or(0, |s| s.priority);
     let mut seen_stories: HashSet<ItemId> = HashSet::new();
     let mut entries = Vec::new();
     for id in store.feed_items(&feed.name) {
@@ -221,35 +222,52 @@ pub fn collect(
         let Some(item) = store.item(id?)? else {
             continue; // an index entry whose item is gone
         };
+        if !feed.group_stories {
+            entries.push(OutputEntry {
+                source: info_of(&item.source),
+                item,
+                also: Vec::new(),
+            });
+            continue;
+        }
         if !seen_stories.insert(item.story) {
             continue;
         }
-        let mut shown = item;
-        let mut also = Vec::new();
-        if !shown.is_story_leader() || has_other_members(store, &shown)? {
-            let mut members = Vec::new();
-            for member in store.story_members(shown.story)? {
-                if let Some(m) = store.item(member)? {
-                    members.push(m);
-                }
-            }
-            // Show the group's first item when this feed selects it.
-            if let Some(leader) = members.iter().find(|m| m.is_story_leader()) {
-                if leader.id != shown.id
-                    && feed.sources.contains(&leader.source)
-                    && in_feed(store, feed, leader)?
-                {
-                    shown = leader.clone();
-                }
-            }
-            let mut reported = HashSet::from([shown.source.clone()]);
-            members.sort_by_key(|m| m.first_seen);
-            for m in members {
-                if reported.insert(m.source.clone()) {
-                    also.push((info_of(&m.source), m.url.clone()));
-                }
+        let member_ids = store.story_members(item.story)?;
+        if member_ids.len() <= 1 {
+            entries.push(OutputEntry {
+                source: info_of(&item.source),
+                item,
+                also: Vec::new(),
+            });
+            continue;
+        }
+        let mut members = Vec::new();
+        for member in member_ids {
+            if let Some(m) = store.item(member)? {
+                members.push(m);
             }
         }
+        members.sort_by_key(|m| m.first_seen);
+        // The report shown: among the members this feed selects, the highest priority
+        // source's, then the earliest.
+        let mut shown = item;
+        for m in &members {
+            let better = (priority_of(&m.source), std::cmp::Reverse(m.first_seen))
+                > (
+                    priority_of(&shown.source),
+                    std::cmp::Reverse(shown.first_seen),
+                );
+            if better && m.id != shown.id && in_feed(store, feed, m)? {
+                shown = m.clone();
+            }
+        }
+        let mut reported = HashSet::from([shown.source.clone()]);
+        let also = members
+            .iter()
+            .filter(|m| reported.insert(m.source.clone()))
+            .map(|m| (info_of(&m.source), m.url.clone()))
+            .collect();
         entries.push(OutputEntry {
             source: info_of(&shown.source),
             item: shown,
@@ -265,12 +283,8 @@ pub fn collect(
     Ok(entries)
 }
 
-fn has_other_members(store: &Store, item: &Item) -> Result<bool, StoreError> {
-    Ok(store.story_members(item.story)?.len() > 1)
-}
-
 fn in_feed(store: &Store, feed: &FeedConfig, item: &Item) -> Result<bool, StoreError> {
-    store.feed_contains(&feed.name, item)
+    Ok(feed.sources.contains(&item.source) && store.feed_contains(&feed.name, item)?)
 }
 
 fn render_all(

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn, Instrument};
 use url::Url;
 
-use crate::config::{Config, PollConfig, Schedule, SourceConfig};
-use crate::dedup::{self, IngestPlan};
+use crate::config::{Config, Schedule, SourceConfig};
+use crate::dedup::{self, DedupConfig, IngestPlan};
 use crate::fetch::{FetchError, FetchOutcome, Fetched, Fetcher, HttpHints, Validators};
 use crate::filter::FeedFilter;
 use crate::model::{SourceState, SourceStatus};
@@ -65,15 +65,17 @@ pub struct SourceCtx {
     pub configured_url: String,
     pub schedule: Schedule,
     pub timing: Timing,
+    pub dedup: DedupConfig,
 }
 
 impl SourceCtx {
-    pub fn new(source: &SourceConfig, poll: &PollConfig) -> SourceCtx {
+    pub fn new(source: &SourceConfig, config: &Config) -> SourceCtx {
         SourceCtx {
             name: source.name.clone(),
             configured_url: source.url.to_string(),
             schedule: source.schedule.clone(),
-            timing: Timing::from(poll),
+            timing: Timing::from(&config.poll),
+            dedup: config.dedup,
         }
     }
 }
@@ -90,7 +92,7 @@ impl Pipeline {
         source: &SourceConfig,
     ) -> Result<PollReport, PollError> {
         let span = tracing::info_span!("poll", source = %source.name);
-        let ctx = SourceCtx::new(source, &config.poll);
+        let ctx = SourceCtx::new(source, config);
         self.refresh_inner(ctx, filters).instrument(span).await
     }
 
@@ -297,7 +299,7 @@ pub fn ingest(
     )?;
     let entries = parsed.entries.len();
     let _guard = store.ingest_guard();
-    let plan = dedup::plan(store, &ctx.name, parsed.entries, now)?;
+    let plan = dedup::plan(store, &ctx.name, parsed.entries, now, &ctx.dedup)?;
     let memberships = memberships(filters, &plan);
     let feeds: Vec<String> = filters.iter().map(|f| f.feed.clone()).collect();
 
@@ -316,7 +318,7 @@ pub fn ingest(
         new_items: plan.new_items(),
         updated_items: plan.updated_items(),
         unchanged: plan.unchanged,
-        merged: plan.merged,
+        merged: plan.merged + plan.merged_text,
     })
 }
 

@@ -9,7 +9,9 @@
 //! | `by_source` | source name, 0, reverse time, id | empty |
 //! | `feed_index` | feed name, 0, reverse time, id | empty |
 //! | `urls` | hash of canonical URL (16) | [`UrlClaim`] as JSON |
-//! | `stories` | story id (16) + member id (16) | empty |
+//! | `stories` | story id (16) + member id (16) | how the member joined ([`StoryLink`] as JSON), or empty for the first |
+//! | `fingerprints` | item id | [`FingerprintRecord`] in its compact binary form |
+//! | `bands` | LSH band hash (8) + reverse time (8) + item id | empty |
 //! | `sources` | source name | [`SourceState`] as JSON |
 //! | `meta` | text key | text value (schema version, feed fingerprints) |
 //!
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::dedup::{IngestPlan, UrlClaim};
+use crate::dedup::{FingerprintRecord, IngestPlan, StoryLink, UrlClaim};
 use crate::model::{Item, ItemId, SourceState};
 
 /// The layout version this build reads and writes.
@@ -67,6 +69,8 @@ pub struct Store {
     feed_index: sled::Tree,
     urls: sled::Tree,
     stories: sled::Tree,
+    fingerprints: sled::Tree,
+    bands: sled::Tree,
     sources: sled::Tree,
     meta: sled::Tree,
     /// Held from reading the store for a poll's plan until the plan is written, so that two
@@ -113,6 +117,8 @@ impl Store {
             feed_index: tree("feed_index")?,
             urls: tree("urls")?,
             stories: tree("stories")?,
+            fingerprints: tree("fingerprints")?,
+            bands: tree("bands")?,
             sources: tree("sources")?,
             meta: tree("meta")?,
             path: path.to_owned(),
@@ -206,6 +212,8 @@ impl Store {
         let mut feed_index = sled::Batch::default();
         let mut stories = sled::Batch::default();
         let mut urls = sled::Batch::default();
+        let mut fingerprints = sled::Batch::default();
+        let mut bands = sled::Batch::default();
         let mut items = sled::Batch::default();
         for write in &plan.writes {
             let item = &write.item;
@@ -218,7 +226,10 @@ impl Store {
             }
             by_time.insert(time_key(item.published, item.id), &[]);
             by_source.insert(prefixed_key(source, item.published, item.id), &[]);
-            stories.insert(&story_key(item.story, item.id), &[]);
+            let link = write.link.as_ref().map(encode).unwrap_or_default();
+            if write.previous.is_none() {
+                stories.insert(&story_key(item.story, item.id), link);
+            }
             items.insert(&item.id.0, encode(item));
         }
         for m in memberships {
@@ -229,11 +240,23 @@ impl Store {
         for (url, claim) in &plan.claims {
             urls.insert(&url_key(url), encode(claim));
         }
+        for (id, record) in &plan.fingerprints {
+            for band in record.fingerprint.bands() {
+                let mut key = Vec::with_capacity(32);
+                key.extend_from_slice(&band.to_be_bytes());
+                key.extend_from_slice(&reverse_time(record.published));
+                key.extend_from_slice(&id.0);
+                bands.insert(key, &[]);
+            }
+            fingerprints.insert(&id.0, record.to_bytes());
+        }
         self.by_time.apply_batch(by_time)?;
         self.by_source.apply_batch(by_source)?;
         self.feed_index.apply_batch(feed_index)?;
         self.stories.apply_batch(stories)?;
         self.urls.apply_batch(urls)?;
+        self.bands.apply_batch(bands)?;
+        self.fingerprints.apply_batch(fingerprints)?;
         self.items.apply_batch(items)?;
         self.sources.insert(source.as_bytes(), encode(state))?;
         self.db.flush()?;
@@ -285,6 +308,74 @@ impl Store {
                 message: format!("{} bytes", key.len()),
             })
         })
+    }
+
+    /// Items sharing an LSH band with `bands`, published within `window` of `published`; at
+    /// most `per_band` from each band, nearest in time first.
+    pub fn candidates(
+        &self,
+        bands: &[u64],
+        published: DateTime<Utc>,
+        window: std::time::Duration,
+        per_band: usize,
+    ) -> Result<Vec<ItemId>, StoreError> {
+        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let newest = published.checked_add_signed(window).unwrap_or(published);
+        let oldest = published.checked_sub_signed(window).unwrap_or(published);
+        let mut out = Vec::new();
+        for band in bands {
+            let mut start = band.to_be_bytes().to_vec();
+            start.extend_from_slice(&reverse_time(newest));
+            let mut end = band.to_be_bytes().to_vec();
+            end.extend_from_slice(&reverse_time(oldest));
+            end.extend_from_slice(&[0xFF; 16]);
+            for key in self.bands.range(start..=end).keys().take(per_band) {
+                let key = key?;
+                if let Some(id) = ItemId::from_slice(&key[16..]) {
+                    if !out.contains(&id) {
+                        out.push(id);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn fingerprint(&self, id: ItemId) -> Result<Option<FingerprintRecord>, StoreError> {
+        match self.fingerprints.get(id.0)? {
+            Some(bytes) => {
+                FingerprintRecord::from_bytes(&bytes)
+                    .map(Some)
+                    .ok_or(StoreError::Corrupt {
+                        what: "fingerprint",
+                        message: format!("{} bytes", bytes.len()),
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The members of a story group with how each joined (`None` for the first).
+    pub fn story_links(
+        &self,
+        story: ItemId,
+    ) -> Result<Vec<(ItemId, Option<StoryLink>)>, StoreError> {
+        self.stories
+            .scan_prefix(story.0)
+            .map(|r| {
+                let (key, value) = r?;
+                let id = ItemId::from_slice(&key[16..]).ok_or(StoreError::Corrupt {
+                    what: "story key",
+                    message: format!("{} bytes", key.len()),
+                })?;
+                let link = if value.is_empty() {
+                    None
+                } else {
+                    Some(decode(&value, "story link")?)
+                };
+                Ok((id, link))
+            })
+            .collect()
     }
 
     /// The members of a story group, in no particular order.

@@ -110,6 +110,9 @@ fn the_demo_shows_one_combined_filtered_feed() {
             .filter(|t| t.contains("Lumen-4, an open-weight") || t.contains("外媒：Lumen Labs"))
             .count();
         assert_eq!(lumen, 1, "{format}: the Lumen-4 story once: {titles:?}");
+        // zh-media.rss and zh-daily.json report the 星河-3 launch in other words and links.
+        let xinghe = titles.iter().filter(|t| t.contains("星河-3")).count();
+        assert_eq!(xinghe, 1, "{format}: the 星河-3 story once: {titles:?}");
         assert!(
             !titles
                 .iter()
@@ -127,6 +130,44 @@ fn the_demo_shows_one_combined_filtered_feed() {
             "Chinese items: {titles:?}"
         );
     }
+    let atom = String::from_utf8(render("atom")).unwrap();
+    assert_eq!(atom.matches("Also reported by").count(), 2, "{atom}");
+    let stories = Command::new(binary())
+        .args(["stories", "--since", "3650d", "--config"])
+        .arg(&demo)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&stories.stdout);
+    assert_eq!(listing.matches("story ").count(), 2, "{listing}");
+    assert!(
+        listing.contains("same URL") && listing.contains("similar"),
+        "{listing}"
+    );
+    let ids: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    let why = Command::new(binary())
+        .args(["why", &ids[0][..8], ids[1], "--config"])
+        .arg(&demo)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let explanation = String::from_utf8_lossy(&why.stdout);
+    assert!(explanation.contains("verdict: one story"), "{explanation}");
+    let why = Command::new(binary())
+        .args(["why", ids[0], ids[2], "--config"])
+        .arg(&demo)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let explanation = String::from_utf8_lossy(&why.stdout);
+    assert!(
+        explanation.contains("verdict: two stories") && explanation.contains("similarity: title"),
+        "{explanation}"
+    );
     let unknown = Command::new(binary())
         .args(["render", "--feed", "nope", "--config"])
         .arg(&demo)

@@ -575,7 +575,9 @@ async fn the_real_binary_survives_every_hostile_upstream_at_once() {
 
     // The daemon starts, polls what is due, and keeps serving throughout.
     let mut daemon = feedmux(&["run"])
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();

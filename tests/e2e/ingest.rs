@@ -431,3 +431,145 @@ fn atom_0_3_and_versionless_rss_are_read() {
     let parsed = feedmux::parse::parse_feed(rss, None, &base, chrono::Utc::now()).unwrap();
     assert_eq!(parsed.entries[0].title, "No version");
 }
+
+fn dated_rss(items: &[(&str, &str, &str, &str, &str)]) -> String {
+    let mut body = String::from(
+        "<rss version=\"2.0\"><channel><title>S</title><link>https://site.example/</link><description>d</description>\n",
+    );
+    for (guid, title, link, summary, date) in items {
+        body.push_str(&format!(
+            "<item><guid isPermaLink=\"false\">{guid}</guid><title>{title}</title><link>{link}</link><description>{summary}</description><pubDate>{date}</pubDate></item>\n"
+        ));
+    }
+    body.push_str("</channel></rss>\n");
+    body
+}
+
+#[tokio::test]
+async fn the_same_story_in_other_words_from_another_source_is_one_entry() {
+    let upstream = Upstream::start().await;
+    let now = chrono::Utc::now();
+    let recent = (now - chrono::Duration::hours(3)).to_rfc2822();
+    let earlier = (now - chrono::Duration::hours(5)).to_rfc2822();
+    let long_ago = (now - chrono::Duration::days(5)).to_rfc2822();
+    upstream.put(
+        "/qbit",
+        &[],
+        dated_rss(&[
+            (
+                "q1",
+                "智谱发布 GLM-6 大模型，支持百万 token 上下文",
+                "https://qbit.example/a/1",
+                "智谱今天发布 GLM-6，上下文长度达到一百万 token，API 价格下调一半。",
+                &earlier,
+            ),
+            (
+                "q2",
+                "DeepSeek 开源新推理模型 R3",
+                "https://qbit.example/a/2",
+                "DeepSeek 开源了 R3 推理模型，数学和代码能力提升明显。",
+                &long_ago,
+            ),
+        ]),
+    );
+    upstream.put(
+        "/jqzx",
+        &[],
+        dated_rss(&[
+            (
+                "j1",
+                "【独家】智谱发布GLM-6大模型：支持百万token上下文 | 机器之心",
+                "https://jqzx.example/p/77",
+                "据悉，智谱今天发布 GLM-6，上下文长度达到一百万 token。",
+                &recent,
+            ),
+            (
+                "j2",
+                "DeepSeek 开源新推理模型 R3",
+                "https://jqzx.example/p/78",
+                "DeepSeek 开源了 R3 推理模型，数学和代码能力提升明显。",
+                &recent,
+            ),
+            (
+                "j3",
+                "智谱发布 GLM-6 安全报告",
+                "https://jqzx.example/p/79",
+                "智谱公布了 GLM-6 的红队测试结果。",
+                &recent,
+            ),
+        ]),
+    );
+    let dir = tempdir();
+    let tables = format!(
+        "{}{}[[feed]]\nname = \"all\"\n[[feed]]\nname = \"flat\"\ngroup_stories = false\n[[feed]]\nname = \"jqzx-only\"\nsources = [\"jqzx\"]\n",
+        source("qbit", &upstream.url("/qbit")),
+        source("jqzx", &upstream.url("/jqzx"))
+    );
+    let config = config(dir.path(), &tables);
+    poll(&config, &["qbit"]).await;
+    let report = poll(&config, &["jqzx"]).await;
+    assert_eq!(report[0].1.as_ref().unwrap().merged, 1, "one merge by text");
+
+    let mut all = titles(&config, "all");
+    all.sort();
+    // The GLM-6 story once (the earlier report), the R3 story twice (5 days apart: outside
+    // the 72 h window), the safety report on its own.
+    assert_eq!(
+        all,
+        vec![
+            "DeepSeek 开源新推理模型 R3",
+            "DeepSeek 开源新推理模型 R3",
+            "智谱发布 GLM-6 大模型，支持百万 token 上下文",
+            "智谱发布 GLM-6 安全报告",
+        ]
+    );
+    let atom = String::from_utf8(render(&config, "all", Format::Atom)).unwrap();
+    assert!(
+        atom.contains("Also reported by &lt;a href=&quot;https://jqzx.example/p/77&quot;"),
+        "{atom}"
+    );
+    // group_stories = false: every item.
+    assert_eq!(titles(&config, "flat").len(), 5);
+    // A feed of the second source alone still has the story, once.
+    assert!(titles(&config, "jqzx-only")
+        .iter()
+        .any(|t| t.contains("GLM-6大模型")));
+}
+
+#[tokio::test]
+async fn the_highest_priority_source_represents_a_story() {
+    let upstream = Upstream::start().await;
+    let date = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc2822();
+    upstream.put(
+        "/blog",
+        &[],
+        dated_rss(&[(
+            "b",
+            "Lab ships Atlas-2 model",
+            "https://news.example/atlas?utm_source=x",
+            "s",
+            &date,
+        )]),
+    );
+    upstream.put(
+        "/media",
+        &[],
+        dated_rss(&[(
+            "m",
+            "Atlas-2 ships from the lab",
+            "https://news.example/atlas",
+            "s",
+            &date,
+        )]),
+    );
+    let dir = tempdir();
+    let tables = format!(
+        "{}\npriority = 10\n\n{}[[feed]]\nname = \"all\"\n",
+        source("media", &upstream.url("/media")).trim_end(),
+        source("blog", &upstream.url("/blog"))
+    );
+    let config = config(dir.path(), &tables);
+    poll(&config, &["blog"]).await; // the blog reports first
+    poll(&config, &["media"]).await;
+    assert_eq!(titles(&config, "all"), vec!["Atlas-2 ships from the lab"]);
+}

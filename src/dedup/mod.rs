@@ -1,4 +1,4 @@
-//! Deduplication, first level: item identity, canonical URLs and story groups by URL.
+//! Deduplication: item identity, canonical URLs, and story groups by URL and by similar text.
 //!
 //! * The same GUID from the same source is one item (its id is a hash of both); when its text
 //!   changes it is updated in place, never stored twice. Items of one source with different
@@ -6,9 +6,15 @@
 //! * The same canonical URL from different sources is one story: the later item joins the
 //!   story group of the first. A URL that several items of one source share (a home page or
 //!   section link) identifies nothing and is marked ambiguous.
+//! * Items of different sources whose text is similar enough (see [`fingerprint`]) and that
+//!   were published within `dedup.window` of each other are one story too; candidates come
+//!   from the store's LSH index, never from a scan.
 //!
 //! [`plan`] reads the store and returns the writes for one poll as an [`IngestPlan`]; it never
 //! writes. Applying the plan is the store's job.
+
+pub mod explain;
+pub mod fingerprint;
 
 use std::collections::HashMap;
 
@@ -19,6 +25,8 @@ use url::Url;
 
 use crate::model::{Entry, Item, ItemId};
 use crate::store::{Store, StoreError};
+use crate::text::html_to_text;
+use fingerprint::{Fingerprint, Similarity};
 
 /// Query parameters that only track where a click came from.
 const TRACKING_PARAMS: &[&str] = &[
@@ -91,6 +99,121 @@ pub struct UrlClaim {
     pub ambiguous: bool,
 }
 
+/// The settings of `[dedup]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DedupConfig {
+    /// Whether items of different sources with similar text are merged (same-URL merging is
+    /// always on).
+    pub enabled: bool,
+    /// The similarity score at or above which two items are one story.
+    pub threshold: f32,
+    /// Only items published at most this far apart can merge.
+    pub window: std::time::Duration,
+}
+
+/// Default `dedup.threshold`, tuned on tests/fixtures/stories.
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+/// Default `dedup.window`.
+pub const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(72 * 3600);
+/// Items read from one LSH band when looking for candidates.
+const CANDIDATES_PER_BAND: usize = 32;
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            enabled: true,
+            threshold: DEFAULT_THRESHOLD,
+            window: DEFAULT_WINDOW,
+        }
+    }
+}
+
+/// What the store keeps of an item for near-duplicate matching.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FingerprintRecord {
+    pub source: String,
+    pub published: DateTime<Utc>,
+    pub fingerprint: Fingerprint,
+}
+
+impl FingerprintRecord {
+    /// A compact binary form: version, time, source, title hashes, body signature.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let source = self.source.as_bytes();
+        let source = &source[..source.len().min(255)];
+        let fp = &self.fingerprint;
+        let mut out =
+            Vec::with_capacity(16 + source.len() + 4 * fp.title.len() + 2 * fp.body.len());
+        out.push(1u8);
+        out.extend_from_slice(&self.published.timestamp_micros().to_le_bytes());
+        out.push(source.len() as u8);
+        out.extend_from_slice(source);
+        let titles = fp.title.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(titles as u16).to_le_bytes());
+        for h in &fp.title[..titles] {
+            out.extend_from_slice(&h.to_le_bytes());
+        }
+        out.push(fp.body.len().min(255) as u8);
+        for v in fp.body.iter().take(255) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads [`FingerprintRecord::to_bytes`]'s form; `None` for anything else.
+    pub fn from_bytes(bytes: &[u8]) -> Option<FingerprintRecord> {
+        let mut r = bytes;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            if r.len() < n {
+                return None;
+            }
+            let (head, tail) = r.split_at(n);
+            r = tail;
+            Some(head)
+        };
+        if take(1)? != [1] {
+            return None;
+        }
+        let micros = i64::from_le_bytes(take(8)?.try_into().ok()?);
+        let published = DateTime::<Utc>::from_timestamp_micros(micros)?;
+        let source_len = take(1)?[0] as usize;
+        let source = String::from_utf8(take(source_len)?.to_vec()).ok()?;
+        let titles = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+        let title = take(4 * titles)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let bodies = take(1)?[0] as usize;
+        let body = take(2 * bodies)?
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        Some(FingerprintRecord {
+            source,
+            published,
+            fingerprint: Fingerprint { title, body },
+        })
+    }
+}
+
+/// Why an item joined a story.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeKind {
+    /// The same canonical URL.
+    Url,
+    /// Similar text.
+    Text,
+}
+
+/// How an item joined its story: by what, with which item, how similar.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StoryLink {
+    pub kind: MergeKind,
+    pub with: ItemId,
+    pub score: f32,
+}
+
 /// The writes one poll makes.
 #[derive(Debug, Default)]
 pub struct IngestPlan {
@@ -98,16 +221,22 @@ pub struct IngestPlan {
     pub writes: Vec<ItemWrite>,
     /// Canonical URL claims to set.
     pub claims: Vec<(String, UrlClaim)>,
+    /// Fingerprints of new items, to index.
+    pub fingerprints: Vec<(ItemId, FingerprintRecord)>,
     /// Entries already stored with the same text.
     pub unchanged: usize,
-    /// New items that joined another source's story.
+    /// New items that joined another source's story by URL.
     pub merged: usize,
+    /// New items that joined another source's story by similar text.
+    pub merged_text: usize,
 }
 
 #[derive(Debug)]
 pub struct ItemWrite {
     pub item: Item,
     pub previous: Option<Item>,
+    /// For a new item that joined another's story: how.
+    pub link: Option<StoryLink>,
 }
 
 impl IngestPlan {
@@ -120,12 +249,53 @@ impl IngestPlan {
     }
 }
 
+/// The plain text an item's fingerprint is made of, besides its title.
+pub fn body_text(summary_html: Option<&str>, content_html: Option<&str>) -> String {
+    summary_html
+        .or(content_html)
+        .map(html_to_text)
+        .unwrap_or_default()
+}
+
+/// The most similar item of another source within the window, if it scores at least the
+/// threshold: (its id, the similarity).
+pub fn best_match(
+    store: &Store,
+    source: &str,
+    fingerprint: &Fingerprint,
+    published: DateTime<Utc>,
+    config: &DedupConfig,
+) -> Result<Option<(ItemId, Similarity)>, StoreError> {
+    let mut best: Option<(ItemId, Similarity)> = None;
+    for candidate in store.candidates(
+        &fingerprint.bands(),
+        published,
+        config.window,
+        CANDIDATES_PER_BAND,
+    )? {
+        let Some(record) = store.fingerprint(candidate)? else {
+            continue;
+        };
+        if record.source == source {
+            continue;
+        }
+        let similarity = fingerprint.similarity(&record.fingerprint);
+        if similarity.score >= config.threshold
+            && best.is_none_or(|(_, b)| similarity.score > b.score)
+        {
+            best = Some((candidate, similarity));
+        }
+    }
+    Ok(best)
+}
+
 /// Decides what `entries` of `source` change in the store.
 pub fn plan(
     store: &Store,
     source: &str,
     entries: Vec<Entry>,
     now: DateTime<Utc>,
+    dedup: &DedupConfig,
 ) -> Result<IngestPlan, StoreError> {
     let mut plan = IngestPlan::default();
     let canonical: Vec<Option<String>> = entries
@@ -155,11 +325,13 @@ pub fn plan(
                 plan.writes.push(ItemWrite {
                     item,
                     previous: Some(old),
+                    link: None,
                 });
             }
             continue;
         }
         let mut story = id;
+        let mut link = None;
         if let Some(url) = canonical {
             let shared_here = url_counts.get(url.as_str()).copied().unwrap_or(0) > 1;
             let claim = match pending_claims.get(url) {
@@ -187,15 +359,47 @@ pub fn plan(
                         Some(s) => *s,
                         None => store.item(claim.item)?.map_or(claim.item, |i| i.story),
                     };
+                    link = Some(StoryLink {
+                        kind: MergeKind::Url,
+                        with: claim.item,
+                        score: 1.0,
+                    });
                     plan.merged += 1;
                 }
                 Some(_) => {}
             }
         }
+        let published = entry.published.unwrap_or(now);
+        let fingerprint = Fingerprint::new(
+            &entry.title,
+            &body_text(entry.summary_html.as_deref(), entry.content_html.as_deref()),
+        );
+        if link.is_none() && dedup.enabled {
+            if let Some((with, similarity)) =
+                best_match(store, source, &fingerprint, published, dedup)?
+            {
+                story = store.item(with)?.map_or(with, |i| i.story);
+                link = Some(StoryLink {
+                    kind: MergeKind::Text,
+                    with,
+                    score: similarity.score,
+                });
+                plan.merged_text += 1;
+            }
+        }
+        plan.fingerprints.push((
+            id,
+            FingerprintRecord {
+                source: source.to_owned(),
+                published,
+                fingerprint,
+            },
+        ));
         pending_stories.insert(id, story);
         plan.writes.push(ItemWrite {
             item: new_item(id, source, guid, entry, canonical.clone(), hash, story, now),
             previous: None,
+            link,
         });
     }
     plan.claims = pending_claims.into_iter().collect();
@@ -393,5 +597,27 @@ mod tests {
         assert_eq!(item_id("a", "g"), item_id("a", "g"));
         assert_ne!(item_id("a", "g"), item_id("b", "g"));
         assert_ne!(item_id("ab", "g"), item_id("a", "bg"));
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_records_round_trip_and_reject_garbage() {
+        let record = FingerprintRecord {
+            source: "qbitai".into(),
+            published: DateTime::<Utc>::from_timestamp_micros(1_790_000_000_123_456).unwrap(),
+            fingerprint: Fingerprint::new("智谱发布 GLM-6 大模型", "智谱今天发布 GLM-6。"),
+        };
+        let bytes = record.to_bytes();
+        assert!(bytes.len() < 200, "{} bytes", bytes.len());
+        assert_eq!(FingerprintRecord::from_bytes(&bytes), Some(record));
+        assert_eq!(
+            FingerprintRecord::from_bytes(&bytes[..bytes.len() - 1]),
+            None
+        );
+        assert_eq!(FingerprintRecord::from_bytes(b"{\"json\": 1}"), None);
     }
 }

@@ -1,0 +1,118 @@
+//! Dedup cost benchmark: ingesting items when the near-duplicate index already holds many
+//! items (all inside the time window, the worst case) against ingesting into an empty store,
+//! measured in the same run. `cargo bench --bench dedup` (index size from
+//! `FEEDMUX_BENCH_INDEX`, default 1,000,000).
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use feedmux::dedup::fingerprint::Fingerprint;
+use feedmux::dedup::{best_match, DedupConfig, FingerprintRecord, IngestPlan};
+use feedmux::model::{ItemId, SourceState};
+use feedmux::store::Store;
+
+const PROBES: usize = 2_000;
+
+/// A cheap deterministic generator (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn words(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| format!("w{}", self.next() % 20_000))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn fill(store: &Store, n: usize, rng: &mut Rng) {
+    let now = Utc::now();
+    let mut done = 0;
+    while done < n {
+        let batch = (n - done).min(20_000);
+        let mut plan = IngestPlan::default();
+        for i in 0..batch {
+            let k = (done + i) as u128;
+            let mut id = [0u8; 16];
+            id.copy_from_slice(
+                &(k.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)).to_be_bytes(),
+            );
+            plan.fingerprints.push((
+                ItemId(id),
+                FingerprintRecord {
+                    source: format!("s{}", k % 1000),
+                    published: now - chrono::Duration::seconds((k % 200_000) as i64),
+                    fingerprint: Fingerprint::new(&rng.words(8), &rng.words(30)),
+                },
+            ));
+        }
+        store
+            .apply_poll("bench-fill", &plan, &[], &[], &SourceState::default())
+            .unwrap();
+        done += batch;
+    }
+}
+
+/// Median time of finding the best match for each probe.
+fn probe(store: &Store, probes: &[Fingerprint]) -> Duration {
+    let config = DedupConfig::default();
+    let now = Utc::now();
+    let mut times: Vec<Duration> = probes
+        .iter()
+        .map(|fp| {
+            let t = Instant::now();
+            let _ = best_match(store, "probe", fp, now, &config).unwrap();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn main() {
+    let n: usize = std::env::var("FEEDMUX_BENCH_INDEX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let probes: Vec<Fingerprint> = (0..PROBES)
+        .map(|_| Fingerprint::new(&rng.words(8), &rng.words(30)))
+        .collect();
+
+    let empty_dir = tempfile::tempdir().unwrap();
+    let empty = Store::open(&empty_dir.path().join("store")).unwrap();
+    let full_dir = tempfile::tempdir().unwrap();
+    let full = Store::open(&full_dir.path().join("store")).unwrap();
+    let t = Instant::now();
+    fill(&full, n, &mut rng);
+    println!(
+        "filled the index with {n} items in {:.1} s ({} MB on disk)",
+        t.elapsed().as_secs_f64(),
+        full.size_on_disk() / 1_000_000
+    );
+
+    // Warm both caches the same way, then measure.
+    probe(&empty, &probes);
+    probe(&full, &probes);
+    let e = probe(&empty, &probes);
+    let f = probe(&full, &probes);
+    println!(
+        "{:<48} {:>10}",
+        "candidate lookup + scoring, median per item", "time"
+    );
+    println!("{:<48} {:>8.1}µs", "empty index", e.as_secs_f64() * 1e6);
+    println!(
+        "{:<48} {:>8.1}µs",
+        format!("index holding {n} items"),
+        f.as_secs_f64() * 1e6
+    );
+    println!(
+        "ratio full / empty: {:.2}",
+        f.as_secs_f64() / e.as_secs_f64().max(1e-9)
+    );
+}

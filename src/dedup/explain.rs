@@ -1,0 +1,162 @@
+//! Explaining dedup to people: which story groups exist and why two items are (not) one story.
+//!
+//! Read-only views over the store for `feedmux stories` and `feedmux why`; the decisions
+//! themselves are made in the parent module and re-derived here with the same functions.
+
+use chrono::{DateTime, Utc};
+
+use super::fingerprint::MIN_TITLE_SIMILARITY;
+use super::{DedupConfig, MergeKind, StoryLink};
+use crate::model::{Item, ItemId};
+use crate::store::{Store, StoreError};
+
+/// One story group with its members, first member first.
+#[derive(Debug)]
+pub struct StoryReport {
+    pub story: ItemId,
+    pub members: Vec<(Item, Option<StoryLink>)>,
+}
+
+/// Story groups with more than one member whose newest item was published since `since`,
+/// newest first.
+pub fn stories(store: &Store, since: DateTime<Utc>) -> Result<Vec<StoryReport>, StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for id in store.all_items() {
+        let Some(item) = store.item(id?)? else {
+            continue;
+        };
+        if item.published < since {
+            break;
+        }
+        if !seen.insert(item.story) {
+            continue;
+        }
+        let links = store.story_links(item.story)?;
+        if links.len() < 2 {
+            continue;
+        }
+        let mut members = Vec::new();
+        for (member, link) in links {
+            if let Some(m) = store.item(member)? {
+                members.push((m, link));
+            }
+        }
+        members.sort_by_key(|(m, link)| (link.is_some(), m.first_seen));
+        out.push(StoryReport {
+            story: item.story,
+            members,
+        });
+    }
+    Ok(out)
+}
+
+/// Finds an item by its id or a unique prefix of it (at least 6 hex digits).
+pub fn find_item(store: &Store, text: &str) -> Result<Option<Item>, StoreError> {
+    let text = text.trim().to_ascii_lowercase();
+    if text.len() < 6 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let mut found = None;
+    for id in store.all_items() {
+        let id = id?;
+        if id.to_hex().starts_with(&text) {
+            if found.is_some() {
+                return Ok(None); // ambiguous prefix
+            }
+            found = Some(id);
+        }
+    }
+    match found {
+        Some(id) => store.item(id),
+        None => Ok(None),
+    }
+}
+
+/// Why two items are, or are not, one story: one line per fact, then the verdict.
+pub fn why(
+    store: &Store,
+    a: &Item,
+    b: &Item,
+    config: &DedupConfig,
+) -> Result<Vec<String>, StoreError> {
+    let mut lines = vec![
+        format!("A {} [{}] {}", a.id, a.source, a.title),
+        format!("B {} [{}] {}", b.id, b.source, b.title),
+    ];
+    if a.id == b.id {
+        lines.push("verdict: the same item".to_owned());
+        return Ok(lines);
+    }
+    let grouped = a.story == b.story;
+    if grouped {
+        for (member, link) in store.story_links(a.story)? {
+            if member == a.id || member == b.id {
+                let who = if member == a.id { "A" } else { "B" };
+                match link {
+                    None => lines.push(format!("{who} leads the story group")),
+                    Some(l) => lines.push(format!(
+                        "{who} joined the group by {} with {} (score {:.2})",
+                        match l.kind {
+                            MergeKind::Url => "the same canonical URL",
+                            MergeKind::Text => "similar text",
+                        },
+                        l.with,
+                        l.score
+                    )),
+                }
+            }
+        }
+    }
+    if a.source == b.source {
+        lines.push("same source: items of one source are never merged (different GUIDs are different items)".to_owned());
+    }
+    match (&a.canonical_url, &b.canonical_url) {
+        (Some(x), Some(y)) if x == y => lines.push(format!("same canonical URL: {x}")),
+        (Some(x), Some(y)) => lines.push(format!("different canonical URLs: {x} / {y}")),
+        _ => lines.push("at least one has no URL".to_owned()),
+    }
+    let gap = (a.published - b.published).abs();
+    let window = chrono::Duration::from_std(config.window).unwrap_or(chrono::Duration::MAX);
+    lines.push(format!(
+        "published {} h apart (window {} h): {}",
+        gap.num_hours(),
+        window.num_hours(),
+        if gap <= window { "within" } else { "outside" }
+    ));
+    match (store.fingerprint(a.id)?, store.fingerprint(b.id)?) {
+        (Some(fa), Some(fb)) => {
+            let s = fa.fingerprint.similarity(&fb.fingerprint);
+            let body = s
+                .body
+                .map(|b| format!("{b:.2}"))
+                .unwrap_or_else(|| "n/a (a body is missing)".to_owned());
+            lines.push(format!(
+                "similarity: title {:.2}, body {body}, score {:.2} (threshold {:.2}; bodies count only when titles reach {MIN_TITLE_SIMILARITY:.2})",
+                s.title, s.score, config.threshold
+            ));
+            let bands_a = fa.fingerprint.bands();
+            let shared = fb
+                .fingerprint
+                .bands()
+                .iter()
+                .filter(|x| bands_a.contains(x))
+                .count();
+            lines.push(format!(
+                "LSH bands shared: {shared} of {} ({})",
+                bands_a.len(),
+                if shared > 0 {
+                    "they are compared"
+                } else {
+                    "they are never compared"
+                }
+            ));
+        }
+        _ => lines.push("no fingerprint stored for one of them".to_owned()),
+    }
+    lines.push(format!(
+        "verdict: {}",
+        if grouped { "one story" } else { "two stories" }
+    ));
+    Ok(lines)
+}
