@@ -34,7 +34,7 @@ fn fill(store: &Store, n: usize, rng: &mut Rng) {
     let now = Utc::now();
     let mut done = 0;
     while done < n {
-        let batch = (n - done).min(20_000);
+        let batch = (n - done).min(500);
         let mut plan = IngestPlan::default();
         for i in 0..batch {
             let k = (done + i) as u128;

@@ -54,6 +54,10 @@ const TITLE_PREFIXES: &[&str] = &[
 pub struct Fingerprint {
     /// Hashes of the title's shingles, sorted, without repeats.
     pub title: Vec<u32>,
+    /// The numbers in the title (hashed), sorted: two titles that each have a number the
+    /// other lacks ("11月5日" / "11月6日", "Part 1" / "Part 2") are different stories.
+    #[serde(default)]
+    pub numbers: Vec<u32>,
     /// MinHash signature of the body's shingles; empty when the item has no body text.
     pub body: Vec<u16>,
 }
@@ -74,6 +78,8 @@ const TITLE_WEIGHT: f32 = 0.6;
 /// Below this title similarity, bodies alone never merge two items (a shared boilerplate
 /// paragraph must not make unrelated stories one).
 pub const MIN_TITLE_SIMILARITY: f32 = 0.2;
+/// How much a conflict of numbers between two titles weighs on their score.
+const NUMBER_CONFLICT_FACTOR: f32 = 0.5;
 /// Shared title shingles below which title similarity is discounted.
 const MIN_SHARED: usize = 3;
 
@@ -81,7 +87,19 @@ impl Fingerprint {
     pub fn new(title: &str, body_text: &str) -> Fingerprint {
         // 32-bit shingle hashes: collisions among a title's few dozen shingles are negligible
         // and the stored record stays small.
-        let mut title: Vec<u32> = title_shingles(&clean_title(title))
+        let cleaned = clean_title(title);
+        let mut numbers: Vec<u32> = tokens(&cleaned)
+            .into_iter()
+            .filter_map(|t| match t {
+                Token::Word(w) if w.chars().all(|c| c.is_ascii_digit()) => {
+                    Some((hash_str(w) >> 32) as u32)
+                }
+                _ => None,
+            })
+            .collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        let mut title: Vec<u32> = title_shingles(&cleaned)
             .into_iter()
             .map(|h| (h >> 32) as u32)
             .collect();
@@ -98,7 +116,14 @@ impl Fingerprint {
                     .collect()
             },
             title,
+            numbers,
         }
+    }
+
+    /// Whether each title has a number the other lacks.
+    fn numbers_conflict(&self, other: &Fingerprint) -> bool {
+        let extra = |a: &[u32], b: &[u32]| a.iter().any(|n| b.binary_search(n).is_err());
+        extra(&self.numbers, &other.numbers) && extra(&other.numbers, &self.numbers)
     }
 
     /// LSH band keys of the title: items sharing any band are candidates.
@@ -138,14 +163,26 @@ impl Fingerprint {
                 .count();
             same as f32 / self.body.len() as f32
         });
-        let score = match body {
+        let mut score = match body {
             Some(b) if title >= MIN_TITLE_SIMILARITY => {
                 (TITLE_WEIGHT * title + (1.0 - TITLE_WEIGHT) * b).max(title)
             }
             _ => title,
         };
+        if self.numbers_conflict(other) || substitution(&self.title, &other.title) {
+            score *= NUMBER_CONFLICT_FACTOR;
+        }
         Similarity { title, body, score }
     }
+}
+
+/// Whether two titles are one template with a word swapped ("…（上）" / "…（下）", "第十批" /
+/// "第十一批", "AI 耳机项目" / "AI 手机项目"): each has one to three shingles the other lacks.
+/// Reposts of one story add or drop words (a prefix, a clause) rather than swap a few.
+fn substitution(a: &[u32], b: &[u32]) -> bool {
+    let only = |x: &[u32], y: &[u32]| x.iter().filter(|h| y.binary_search(h).is_err()).count();
+    let (only_a, only_b) = (only(a, b), only(b, a));
+    (1..=3).contains(&only_a) && (1..=3).contains(&only_b)
 }
 
 /// Jaccard similarity of two sorted sets, and the size of their intersection.
@@ -210,7 +247,9 @@ pub fn clean_title(title: &str) -> String {
     for sep in [" | ", " - ", " — ", " – ", "|", "丨"] {
         if let Some(at) = t.rfind(sep) {
             let tail = &t[at + sep.len()..];
-            if !tail.is_empty() && tail.chars().count() <= 20 && at > 0 {
+            // A site name, not a date or an issue number.
+            let site_like = !tail.chars().any(|c| c.is_ascii_digit());
+            if site_like && !tail.is_empty() && tail.chars().count() <= 20 && at > 0 {
                 t = t[..at].trim().to_owned();
                 break;
             }

@@ -112,7 +112,7 @@ pub struct DedupConfig {
 }
 
 /// Default `dedup.threshold`, tuned on tests/fixtures/stories.
-pub const DEFAULT_THRESHOLD: f32 = 0.5;
+pub const DEFAULT_THRESHOLD: f32 = 0.85;
 /// Default `dedup.window`.
 pub const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(72 * 3600);
 /// Items read from one LSH band when looking for candidates.
@@ -157,6 +157,10 @@ impl FingerprintRecord {
         for v in fp.body.iter().take(255) {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        out.push(fp.numbers.len().min(255) as u8);
+        for n in fp.numbers.iter().take(255) {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
         out
     }
 
@@ -188,10 +192,19 @@ impl FingerprintRecord {
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect();
+        let count = take(1)?[0] as usize;
+        let numbers = take(4 * count)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         Some(FingerprintRecord {
             source,
             published,
-            fingerprint: Fingerprint { title, body },
+            fingerprint: Fingerprint {
+                title,
+                body,
+                numbers,
+            },
         })
     }
 }

@@ -6,6 +6,7 @@ mod daemon;
 mod encodings;
 mod hostile;
 mod ingest;
+mod stories;
 mod upstream;
 
 use std::path::{Path, PathBuf};
