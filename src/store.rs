@@ -20,6 +20,7 @@
 //! that no index lists. sled is used here and nowhere else; this module knows nothing of HTTP
 //! or feed formats.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -35,6 +36,10 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 const FINGERPRINT_PREFIX: &str = "feed_fingerprint/";
 /// How long `open` waits for a store that is being released: 20 × 50 ms.
 const LOCK_RETRIES: u32 = 20;
+/// Items written per sled batch.
+const WRITE_CHUNK: usize = 32;
+/// Chunks written between flushes of a large poll (sled keeps dirty pages until a flush).
+const FLUSH_EVERY_CHUNKS: usize = 32;
 const LOCK_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
@@ -207,57 +212,75 @@ impl Store {
         memberships: &[FeedMembership],
         state: &SourceState,
     ) -> Result<(), StoreError> {
-        let mut by_time = sled::Batch::default();
-        let mut by_source = sled::Batch::default();
-        let mut feed_index = sled::Batch::default();
-        let mut stories = sled::Batch::default();
-        let mut urls = sled::Batch::default();
-        let mut fingerprints = sled::Batch::default();
-        let mut bands = sled::Batch::default();
-        let mut items = sled::Batch::default();
-        for write in &plan.writes {
-            let item = &write.item;
-            if let Some(old) = &write.previous {
-                by_time.remove(time_key(old.published, old.id));
-                by_source.remove(prefixed_key(source, old.published, old.id));
-                for feed in feeds {
-                    feed_index.remove(prefixed_key(feed, old.published, old.id));
-                }
-            }
-            by_time.insert(time_key(item.published, item.id), &[]);
-            by_source.insert(prefixed_key(source, item.published, item.id), &[]);
-            let link = write.link.as_ref().map(encode).unwrap_or_default();
-            if write.previous.is_none() {
-                stories.insert(&story_key(item.story, item.id), link);
-            }
-            items.insert(&item.id.0, encode(item));
-        }
+        // Written in chunks: sled holds a whole batch in memory several times over, so one
+        // batch for a 20,000-item feed costs a gigabyte; chunks keep a poll's memory flat.
+        // The poll still counts as done only after the state is written and flushed.
+        let published: HashMap<ItemId, DateTime<Utc>> = plan
+            .writes
+            .iter()
+            .map(|w| (w.item.id, w.item.published))
+            .collect();
+        let mut memberships_of: HashMap<ItemId, Vec<&str>> = HashMap::new();
         for m in memberships {
-            if let Some(w) = plan.writes.iter().find(|w| w.item.id == m.item) {
-                feed_index.insert(prefixed_key(&m.feed, w.item.published, m.item), &[]);
-            }
+            memberships_of.entry(m.item).or_default().push(&m.feed);
         }
+        for (n, chunk) in plan.writes.chunks(WRITE_CHUNK).enumerate() {
+            if n > 0 && n % FLUSH_EVERY_CHUNKS == 0 {
+                self.db.flush()?;
+            }
+            let mut by_time = sled::Batch::default();
+            let mut by_source = sled::Batch::default();
+            let mut feed_index = sled::Batch::default();
+            let mut stories = sled::Batch::default();
+            let mut items = sled::Batch::default();
+            for write in chunk {
+                let item = &write.item;
+                if let Some(old) = &write.previous {
+                    by_time.remove(time_key(old.published, old.id));
+                    by_source.remove(prefixed_key(source, old.published, old.id));
+                    for feed in feeds {
+                        feed_index.remove(prefixed_key(feed, old.published, old.id));
+                    }
+                }
+                by_time.insert(time_key(item.published, item.id), &[]);
+                by_source.insert(prefixed_key(source, item.published, item.id), &[]);
+                if write.previous.is_none() {
+                    let link = write.link.as_ref().map(encode).unwrap_or_default();
+                    stories.insert(&story_key(item.story, item.id), link);
+                }
+                for feed in memberships_of.get(&item.id).into_iter().flatten() {
+                    feed_index.insert(prefixed_key(feed, item.published, item.id), &[]);
+                }
+                items.insert(&item.id.0, encode(item));
+            }
+            self.by_time.apply_batch(by_time)?;
+            self.by_source.apply_batch(by_source)?;
+            self.feed_index.apply_batch(feed_index)?;
+            self.stories.apply_batch(stories)?;
+            self.items.apply_batch(items)?;
+        }
+        for chunk in plan.fingerprints.chunks(WRITE_CHUNK) {
+            let mut bands = sled::Batch::default();
+            let mut fingerprints = sled::Batch::default();
+            for (id, record) in chunk {
+                let at = published.get(id).copied().unwrap_or(record.published);
+                for band in record.fingerprint.bands() {
+                    let mut key = Vec::with_capacity(32);
+                    key.extend_from_slice(&band.to_be_bytes());
+                    key.extend_from_slice(&reverse_time(at));
+                    key.extend_from_slice(&id.0);
+                    bands.insert(key, &[]);
+                }
+                fingerprints.insert(&id.0, record.to_bytes());
+            }
+            self.bands.apply_batch(bands)?;
+            self.fingerprints.apply_batch(fingerprints)?;
+        }
+        let mut urls = sled::Batch::default();
         for (url, claim) in &plan.claims {
             urls.insert(&url_key(url), encode(claim));
         }
-        for (id, record) in &plan.fingerprints {
-            for band in record.fingerprint.bands() {
-                let mut key = Vec::with_capacity(32);
-                key.extend_from_slice(&band.to_be_bytes());
-                key.extend_from_slice(&reverse_time(record.published));
-                key.extend_from_slice(&id.0);
-                bands.insert(key, &[]);
-            }
-            fingerprints.insert(&id.0, record.to_bytes());
-        }
-        self.by_time.apply_batch(by_time)?;
-        self.by_source.apply_batch(by_source)?;
-        self.feed_index.apply_batch(feed_index)?;
-        self.stories.apply_batch(stories)?;
         self.urls.apply_batch(urls)?;
-        self.bands.apply_batch(bands)?;
-        self.fingerprints.apply_batch(fingerprints)?;
-        self.items.apply_batch(items)?;
         self.sources.insert(source.as_bytes(), encode(state))?;
         self.db.flush()?;
         Ok(())
