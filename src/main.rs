@@ -152,28 +152,36 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+impl Command {
+    fn config_arg(&self) -> &ConfigArg {
+        match self {
+            Command::Run { config }
+            | Command::Poll { config, .. }
+            | Command::Check { config }
+            | Command::Render { config, .. }
+            | Command::Sources { config }
+            | Command::Stories { config, .. }
+            | Command::Why { config, .. } => config,
+        }
+    }
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Check { config } = &cli.command {
+        return Ok(check(config));
+    }
+    let config = match load_config(cli.command.config_arg()) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    init_logging(&config.log_level);
     match cli.command {
-        Command::Check { config } => Ok(check(&config)),
-        Command::Run { config } => {
-            let config = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            init_logging(&config.log_level);
+        Command::Check { .. } => unreachable!("handled above"),
+        Command::Run { .. } => {
             runtime()?.block_on(run(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Poll {
-            config,
-            sources,
-            force,
-        } => {
-            let config = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            init_logging(&config.log_level);
+        Command::Poll { sources, force, .. } => {
             for name in &sources {
                 if config.source(name).is_none() {
                     eprintln!("feedmux: unknown source {name:?}");
@@ -182,24 +190,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             runtime()?.block_on(poll(config, sources, force))
         }
-        Command::Render {
-            config,
-            feed,
-            format,
-        } => {
-            let config = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            init_logging(&config.log_level);
-            render(&config, &feed, format.into())
-        }
-        Command::Stories { config, since } => {
-            let config = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            init_logging(&config.log_level);
+        Command::Render { feed, format, .. } => render(&config, &feed, format.into()),
+        Command::Stories { since, .. } => {
             let Ok(since) = humantime::parse_duration(&since) else {
                 eprintln!("feedmux: invalid --since {since:?}: expected e.g. 24h or 7d");
                 return Ok(ExitCode::from(2));
@@ -207,24 +199,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             stories(&config, since)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Why {
-            config,
-            item_a,
-            item_b,
-        } => {
-            let config = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            init_logging(&config.log_level);
-            why(&config, &item_a, &item_b)
-        }
-        Command::Sources { config } => {
-            let config = match load_config(&config) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            init_logging(&config.log_level);
+        Command::Why { item_a, item_b, .. } => why(&config, &item_a, &item_b),
+        Command::Sources { .. } => {
             sources(&config)?;
             Ok(ExitCode::SUCCESS)
         }
