@@ -146,7 +146,7 @@ impl Publisher {
             .ok_or_else(|| PublishError::UnknownFeed(feed.to_owned()))?;
         let entries = collect(store, config, feed_config)?;
         let previous = self.get(feed);
-        let mut rendered = render_all(config, feed_config, &entries, previous.as_deref());
+        let mut rendered = render_all(config, feed_config, &entries);
         if let Some(previous) = previous {
             let same = Format::ALL
                 .iter()
@@ -287,12 +287,7 @@ fn in_feed(store: &Store, feed: &FeedConfig, item: &Item) -> Result<bool, StoreE
     Ok(feed.sources.contains(&item.source) && store.feed_contains(&feed.name, item)?)
 }
 
-fn render_all(
-    config: &Config,
-    feed: &FeedConfig,
-    entries: &[OutputEntry],
-    _previous: Option<&RenderedFeed>,
-) -> RenderedFeed {
+fn render_all(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> RenderedFeed {
     let mut formats = HashMap::new();
     for format in Format::ALL {
         let body = match format {

@@ -306,22 +306,6 @@ impl Store {
             .contains_key(prefixed_key(feed, item.published, item.id))?)
     }
 
-    /// Ids of a source's items, newest first.
-    pub fn source_items(
-        &self,
-        source: &str,
-    ) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
-        let prefix = name_prefix(source);
-        let skip = prefix.len() + 8;
-        self.by_source.scan_prefix(prefix).map(move |r| {
-            let (key, _) = r?;
-            ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
-                what: "source index key",
-                message: format!("{} bytes", key.len()),
-            })
-        })
-    }
-
     /// Ids of every item, newest first.
     pub fn all_items(&self) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
         self.by_time.iter().map(|r| {

@@ -451,6 +451,8 @@ fn new_item(
     }
 }
 
+/// The new version of an edited item: its identity, first sighting and story are kept; an
+/// entry that lost its date keeps the old one.
 fn updated_item(
     old: &Item,
     entry: Entry,
@@ -458,24 +460,20 @@ fn updated_item(
     content_hash: u64,
     now: DateTime<Utc>,
 ) -> Item {
+    let published = entry.published.unwrap_or(old.published);
     Item {
-        id: old.id,
-        source: old.source.clone(),
-        guid: old.guid.clone(),
-        url: entry.url,
-        canonical_url,
-        title: entry.title,
-        summary_html: entry.summary_html,
-        content_html: entry.content_html,
-        authors: entry.authors,
-        categories: entry.categories,
-        enclosures: entry.enclosures,
-        published: entry.published.unwrap_or(old.published),
-        updated: entry.updated,
+        published,
         first_seen: old.first_seen,
-        modified: now,
-        content_hash,
-        story: old.story,
+        ..new_item(
+            old.id,
+            &old.source,
+            old.guid.clone(),
+            entry,
+            canonical_url,
+            content_hash,
+            old.story,
+            now,
+        )
     }
 }
 

@@ -73,24 +73,18 @@ fn shipped_configs_are_valid() {
 fn the_demo_shows_one_combined_filtered_feed() {
     let dir = tempdir();
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
-    let poll = Command::new(binary())
-        .args(["poll", "--config"])
-        .arg(&demo)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let poll = feedmux_in(dir.path(), &demo, &["poll"]);
     assert!(
         poll.status.success(),
         "{}",
         String::from_utf8_lossy(&poll.stderr)
     );
     let render = |format: &str| {
-        let out = Command::new(binary())
-            .args(["render", "--feed", "ai", "--format", format, "--config"])
-            .arg(&demo)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+        let out = feedmux_in(
+            dir.path(),
+            &demo,
+            &["render", "--feed", "ai", "--format", format],
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -132,12 +126,7 @@ fn the_demo_shows_one_combined_filtered_feed() {
     }
     let atom = String::from_utf8(render("atom")).unwrap();
     assert_eq!(atom.matches("Also reported by").count(), 2, "{atom}");
-    let stories = Command::new(binary())
-        .args(["stories", "--since", "3650d", "--config"])
-        .arg(&demo)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let stories = feedmux_in(dir.path(), &demo, &["stories", "--since", "3650d"]);
     let listing = String::from_utf8_lossy(&stories.stdout);
     assert_eq!(listing.matches("story ").count(), 2, "{listing}");
     assert!(
@@ -168,19 +157,9 @@ fn the_demo_shows_one_combined_filtered_feed() {
         explanation.contains("verdict: two stories") && explanation.contains("similarity: title"),
         "{explanation}"
     );
-    let unknown = Command::new(binary())
-        .args(["render", "--feed", "nope", "--config"])
-        .arg(&demo)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let unknown = feedmux_in(dir.path(), &demo, &["render", "--feed", "nope"]);
     assert_eq!(unknown.status.code(), Some(2));
-    let sources = Command::new(binary())
-        .args(["sources", "--config"])
-        .arg(&demo)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let sources = feedmux_in(dir.path(), &demo, &["sources"]);
     let table = String::from_utf8_lossy(&sources.stdout);
     assert!(
         table.contains("technews") && table.contains(" ok "),
@@ -216,14 +195,7 @@ fn the_real_binary_serves_answers_sources_while_running_and_stops_on_sigterm() {
             .spawn()
             .unwrap(),
     );
-    let sources = || {
-        Command::new(binary())
-            .args(["sources", "--config"])
-            .arg(&config)
-            .current_dir(dir.path())
-            .output()
-            .unwrap()
-    };
+    let sources = || feedmux_in(dir.path(), &config, &["sources"]);
     // Bounded wait until the daemon listens (it then holds the store), then for its first poll.
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -241,12 +213,7 @@ fn the_real_binary_serves_answers_sources_while_running_and_stops_on_sigterm() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(table.contains("lab") && table.contains(" ok "), "{table}");
-    let feed = Command::new(binary())
-        .args(["render", "--feed", "all", "--config"])
-        .arg(&config)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let feed = feedmux_in(dir.path(), &config, &["render", "--feed", "all"]);
     assert!(feed.status.success());
     assert_eq!(read_back(&feed.stdout).len(), 6);
 
@@ -275,4 +242,19 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Runs the binary in `dir` with `args` and `--config config`, and waits for it.
+fn feedmux_in(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
