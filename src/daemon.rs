@@ -24,6 +24,7 @@ use crate::publish::{PublishError, Publisher};
 use crate::refresh::{Pipeline, PollError, PollReport};
 use crate::schedule;
 use crate::server::{self, AppState};
+use crate::service;
 use crate::store::{Store, StoreError};
 
 /// What the daemon can be told while it runs.
@@ -211,18 +212,31 @@ pub async fn run(
 
     let mut scheduler = Scheduler::start(&shared);
     ready.store(true, Ordering::Release);
+    service::ready(&serving_status(&shared.config()));
 
-    while let Some(message) = control.recv().await {
+    // The watchdog is pinged from this loop, so a loop that stops turning stops the pings.
+    let mut watchdog = service::watchdog_interval().map(tokio::time::interval);
+    loop {
+        let message = tokio::select! {
+            message = control.recv() => message,
+            _ = tick(&mut watchdog) => {
+                service::watchdog();
+                continue;
+            }
+        };
         match message {
-            Control::Shutdown => break,
-            Control::Reload => {
+            None | Some(Control::Shutdown) => break,
+            Some(Control::Reload) => {
+                service::reloading();
                 if reload(&shared).await {
                     scheduler.stop().await;
                     scheduler = Scheduler::start(&shared);
                 }
+                service::ready(&serving_status(&shared.config()));
             }
         }
     }
+    service::stopping();
     info!("stopping: waiting for polls in flight");
     scheduler.stop().await;
     let _ = server_stop_tx.send(true);
@@ -234,6 +248,26 @@ pub async fn run(
     store.flush()?;
     info!("stopped cleanly");
     Ok(())
+}
+
+/// Waits for the next watchdog tick; never, when there is no watchdog.
+async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The one-line status shown by `systemctl status`.
+fn serving_status(config: &Config) -> String {
+    format!(
+        "serving {} output feeds from {} sources on {}",
+        config.feeds.len(),
+        config.sources.len(),
+        config.server.listen
+    )
 }
 
 /// Reads the config file again; applies it if valid. Returns whether it was applied.

@@ -18,5 +18,6 @@ pub mod publish;
 pub mod refresh;
 pub mod schedule;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod text;

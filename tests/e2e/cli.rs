@@ -235,7 +235,7 @@ fn the_real_binary_serves_answers_sources_while_running_and_stops_on_sigterm() {
 }
 
 /// A child process that is killed if the test fails before stopping it.
-struct KillOnDrop(std::process::Child);
+pub struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
