@@ -111,7 +111,7 @@ impl PartialEq for Schedule {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     pub name: String,
     pub url: Url,

@@ -6,6 +6,7 @@
 //! running config in place) or stop cleanly: polls in flight finish, the server stops, the
 //! store is flushed. [`poll_once`] is the same pipeline without the server, for `feedmux poll`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -19,13 +20,14 @@ use crate::config::{self, Config, SourceConfig};
 use crate::fetch::{ClientError, Fetcher};
 use crate::filter::FeedFilter;
 use crate::metrics::Metrics;
-use crate::model::{Hold, SourceState};
+use crate::model::{Hold, ReloadFailure, SourceState};
 use crate::publish::{PublishError, Publisher};
 use crate::refresh::{Pipeline, PollError, PollReport};
 use crate::schedule;
 use crate::server::{self, AppState};
 use crate::service;
 use crate::store::{Store, StoreError};
+use crate::watcher;
 
 /// What the daemon can be told while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,8 @@ struct Shared {
     pipeline: Pipeline,
     publisher: Arc<Publisher>,
     metrics: Arc<Metrics>,
+    /// Why the last reload was refused, until one succeeds.
+    reload_failure: Arc<RwLock<Option<ReloadFailure>>>,
 }
 
 impl Shared {
@@ -191,6 +195,7 @@ pub async fn run(
         config: Arc::new(RwLock::new(Arc::new(config))),
         publisher: publisher.clone(),
         metrics: Arc::new(Metrics::default()),
+        reload_failure: Arc::new(RwLock::new(None)),
     });
     let app = server::router(AppState {
         config: shared.config.clone(),
@@ -198,6 +203,7 @@ pub async fn run(
         publisher,
         metrics: shared.metrics.clone(),
         ready: ready.clone(),
+        reload_failure: shared.reload_failure.clone(),
     });
     let (server_stop_tx, mut server_stop_rx) = watch::channel(false);
     let addr = listener.local_addr().map_err(DaemonError::Server)?;
@@ -214,11 +220,23 @@ pub async fn run(
     ready.store(true, Ordering::Release);
     service::ready(&serving_status(&shared.config()));
 
+    let (file_changed, mut file_changes) = mpsc::channel(1);
+    let _watch = match watcher::config_file(&shared.config().path, file_changed) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "the config file is not watched; SIGHUP still reloads it");
+            None
+        }
+    };
     // The watchdog is pinged from this loop, so a loop that stops turning stops the pings.
     let mut watchdog = service::watchdog_interval().map(tokio::time::interval);
     loop {
         let message = tokio::select! {
             message = control.recv() => message,
+            Some(()) = file_changes.recv() => {
+                info!("the config file changed: reloading it");
+                Some(Control::Reload)
+            }
             _ = tick(&mut watchdog) => {
                 service::watchdog();
                 continue;
@@ -228,11 +246,23 @@ pub async fn run(
             None | Some(Control::Shutdown) => break,
             Some(Control::Reload) => {
                 service::reloading();
-                if reload(&shared).await {
-                    scheduler.stop().await;
-                    scheduler = Scheduler::start(&shared);
+                if let Some(new) = reload(&shared).await {
+                    scheduler.apply(&shared, &new).await;
                 }
-                service::ready(&serving_status(&shared.config()));
+                match &*shared
+                    .reload_failure
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                {
+                    None => service::ready(&serving_status(&shared.config())),
+                    Some(failure) => {
+                        service::ready(&format!(
+                            "{}; config reload refused: {}",
+                            serving_status(&shared.config()),
+                            failure.errors.first().map(String::as_str).unwrap_or("")
+                        ));
+                    }
+                }
             }
         }
     }
@@ -270,27 +300,31 @@ fn serving_status(config: &Config) -> String {
     )
 }
 
-/// Reads the config file again; applies it if valid. Returns whether it was applied.
-async fn reload(shared: &Arc<Shared>) -> bool {
+/// Reads the config file again and, if it is valid, makes it the running config and brings
+/// the output feeds in line with it (indexes of changed rules rebuilt, every feed
+/// re-rendered). Returns the new config when it was applied; the caller reschedules sources.
+/// A refused config is logged and kept in `reload_failure` for the status page.
+async fn reload(shared: &Arc<Shared>) -> Option<Arc<Config>> {
     let current = shared.config();
+    let refuse = |errors: Vec<String>| {
+        for e in &errors {
+            error!(error = %e, "config reload refused; keeping the running config");
+        }
+        *shared
+            .reload_failure
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(ReloadFailure {
+            at: Utc::now(),
+            errors,
+        });
+        None
+    };
     let new = match config::load(&current.path) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in &errors.0 {
-                error!(error = %e, "config reload refused; keeping the running config");
-            }
-            return false;
-        }
+        Err(errors) => return refuse(errors.0.iter().map(|e| e.to_string()).collect()),
     };
-    if new.server.listen != current.server.listen {
-        warn!(
-            old = %current.server.listen,
-            new = %new.server.listen,
-            "the listen address changes only on restart"
-        );
-    }
-    if new.storage.path != current.storage.path {
-        warn!("the store path changes only on restart");
+    for change in restart_only_changes(&current, &new) {
+        warn!("{change} changes only on restart");
     }
     let store = shared.pipeline.store.clone();
     let publisher = shared.publisher.clone();
@@ -305,63 +339,190 @@ async fn reload(shared: &Arc<Shared>) -> bool {
     match rebuilt {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            error!(error = %e, "config reload failed while rebuilding output feeds");
-            return false;
+            return refuse(vec![format!(
+                "rebuilding the output feeds for the new config failed: {e}"
+            )])
         }
-        Err(e) => {
-            error!(error = %e, "config reload task failed");
-            return false;
-        }
+        Err(e) => return refuse(vec![format!("config reload task failed: {e}")]),
     }
     *shared.filters.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(filters_of(&new));
     *shared.config.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+    *shared
+        .reload_failure
+        .write()
+        .unwrap_or_else(|p| p.into_inner()) = None;
     info!(
         sources = new.sources.len(),
         feeds = new.feeds.len(),
         "config reloaded"
     );
-    true
+    Some(new)
 }
 
-/// One task per source, stopped together.
-struct Scheduler {
+/// The settings that a reload cannot change in a running daemon, named when they differ.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.poll, &new.poll);
+    let mut changes = Vec::new();
+    if old.server.listen != new.server.listen {
+        changes.push("[server] listen");
+    }
+    if old.storage.path != new.storage.path {
+        changes.push("[storage] path");
+    }
+    if (
+        a.connect_timeout,
+        a.timeout,
+        a.idle_timeout,
+        a.max_body_bytes,
+    ) != (
+        b.connect_timeout,
+        b.timeout,
+        b.idle_timeout,
+        b.max_body_bytes,
+    ) || (a.per_host_concurrency, a.per_host_interval)
+        != (b.per_host_concurrency, b.per_host_interval)
+    {
+        changes.push("[poll] connection settings (timeouts, body size, per-host limits)");
+    }
+    if old.log_level != new.log_level {
+        changes.push("[log] level");
+    }
+    changes
+}
+
+/// One polling task of one source.
+struct SourceTask {
+    /// The source as this task polls it; a reload that changes it restarts the task.
+    source: SourceConfig,
     stop: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// One task per source, under one concurrency limit.
+struct Scheduler {
+    limit: Arc<Semaphore>,
+    concurrency: usize,
+    tasks: HashMap<String, SourceTask>,
 }
 
 impl Scheduler {
     fn start(shared: &Arc<Shared>) -> Scheduler {
         let config = shared.config();
-        let (stop, stop_rx) = watch::channel(false);
-        let limit = Arc::new(Semaphore::new(config.poll.concurrency));
-        let mut tasks = JoinSet::new();
-        for source in config.sources.iter().cloned() {
-            let state = shared
-                .pipeline
-                .store
-                .source_state(&source.name)
-                .unwrap_or_default();
-            let first = first_poll(&source, &state, Utc::now());
-            let shared = shared.clone();
-            let limit = limit.clone();
-            let stop_rx = stop_rx.clone();
-            let schedule = source.schedule.clone();
-            tasks.spawn(async move {
-                let source = Arc::new(source);
-                schedule::run_source(schedule, first, limit, stop_rx, || {
-                    let shared = shared.clone();
-                    let source = source.clone();
-                    async move { shared.poll(&source).await }
-                })
-                .await;
-            });
+        let mut scheduler = Scheduler {
+            limit: Arc::new(Semaphore::new(config.poll.concurrency)),
+            concurrency: config.poll.concurrency,
+            tasks: HashMap::new(),
+        };
+        for source in &config.sources {
+            scheduler.spawn(shared, source.clone(), false);
         }
-        Scheduler { stop, tasks }
+        scheduler
+    }
+
+    /// Starts polling `source`; `rescheduled`: its schedule changed, so a next poll stored
+    /// under the old schedule no longer counts.
+    fn spawn(&mut self, shared: &Arc<Shared>, source: SourceConfig, rescheduled: bool) {
+        let state = shared
+            .pipeline
+            .store
+            .source_state(&source.name)
+            .unwrap_or_default();
+        let mut state = state;
+        if rescheduled {
+            state.next_poll = None;
+        }
+        let first = first_poll(&source, &state, Utc::now());
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = shared.clone();
+        let limit = self.limit.clone();
+        let schedule = source.schedule.clone();
+        let polled = Arc::new(source.clone());
+        let handle = tokio::spawn(async move {
+            schedule::run_source(schedule, first, limit, stop_rx, || {
+                let shared = shared.clone();
+                let source = polled.clone();
+                async move { shared.poll(&source).await }
+            })
+            .await;
+        });
+        self.tasks.insert(
+            source.name.clone(),
+            SourceTask {
+                source,
+                stop,
+                handle,
+            },
+        );
+    }
+
+    /// Brings the tasks in line with `config`: sources that left it stop being polled (their
+    /// items stay), new ones start (a never-polled source is due at once), changed ones
+    /// (URL, schedule, enabled, tags, ...) restart with their new settings; the others go on
+    /// untouched. A polling task in the middle of a poll finishes it first.
+    async fn apply(&mut self, shared: &Arc<Shared>, config: &Config) {
+        if config.poll.concurrency != self.concurrency {
+            info!(
+                concurrency = config.poll.concurrency,
+                "[poll] concurrency changed: restarting every source's task"
+            );
+            self.stop().await;
+            *self = Scheduler::start(shared);
+            return;
+        }
+        let mut stopping = Vec::new();
+        let mut rescheduled = Vec::new();
+        let names: Vec<String> = self.tasks.keys().cloned().collect();
+        for name in names {
+            let keep = match config.source(&name) {
+                None => {
+                    info!(source = %name, "source removed from the config: no longer polled; its items stay");
+                    false
+                }
+                Some(new) if self.tasks.get(&name).is_some_and(|t| t.source != *new) => {
+                    info!(source = %name, schedule = %new.schedule.text, "source changed: rescheduled");
+                    if self
+                        .tasks
+                        .get(&name)
+                        .is_some_and(|t| t.source.schedule != new.schedule)
+                    {
+                        rescheduled.push(name.clone());
+                    }
+                    false
+                }
+                Some(_) => true,
+            };
+            if !keep {
+                if let Some(task) = self.tasks.remove(&name) {
+                    let _ = task.stop.send(true);
+                    stopping.push(task.handle);
+                }
+            }
+        }
+        for handle in stopping {
+            let _ = handle.await;
+        }
+        for source in &config.sources {
+            if !self.tasks.contains_key(&source.name) {
+                if shared
+                    .pipeline
+                    .store
+                    .source_state(&source.name)
+                    .is_ok_and(|s| s.last_poll.is_none())
+                {
+                    info!(source = %source.name, "new source: polling it now");
+                }
+                self.spawn(shared, source.clone(), rescheduled.contains(&source.name));
+            }
+        }
     }
 
     async fn stop(&mut self) {
-        let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        for task in self.tasks.values() {
+            let _ = task.stop.send(true);
+        }
+        for (_, task) in self.tasks.drain() {
+            let _ = task.handle.await;
+        }
     }
 }
 

@@ -249,3 +249,12 @@ impl SourceState {
         self.hold_until.filter(|t| *t > now).map(Hold::Until)
     }
 }
+
+/// Why the last reload of the config was refused (the running config stays); cleared by the
+/// next reload that succeeds. Shown on the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadFailure {
+    pub at: DateTime<Utc>,
+    /// Each problem, as `file:line:column: message` where the config module can tell.
+    pub errors: Vec<String>,
+}

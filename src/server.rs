@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::model::ReloadFailure;
 use crate::publish::{feed_url, Format, Publisher};
 use crate::store::Store;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub publisher: Arc<Publisher>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// Why the last config reload was refused, if it was.
+    pub reload_failure: Arc<RwLock<Option<ReloadFailure>>>,
 }
 
 impl AppState {
@@ -220,7 +223,24 @@ async fn status_page(State(state): State<AppState>) -> Response {
             ));
         }
     }
-    html.push_str("<style>body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}.failing{color:#b00}</style>\n</head><body>\n<h1>feedmux</h1>\n<h2>Output feeds</h2>\n<table><tr><th>feed</th><th>entries</th><th>subscribe</th></tr>\n");
+    html.push_str("<style>body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}.failing{color:#b00}</style>\n</head><body>\n<h1>feedmux</h1>\n");
+    if let Some(failure) = &*state
+        .reload_failure
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+    {
+        html.push_str(&format!(
+            "<div class=\"failing\" id=\"reload-error\"><p>The config file was changed at {} but not applied: the running config is kept until it is fixed.</p><ul>",
+            when(Some(failure.at))
+        ));
+        for e in &failure.errors {
+            html.push_str(&format!("<li>{}</li>", esc(e)));
+        }
+        html.push_str("</ul></div>\n");
+    }
+    html.push_str(
+        "<h2>Output feeds</h2>\n<table><tr><th>feed</th><th>entries</th><th>subscribe</th></tr>\n",
+    );
     for feed in &config.feeds {
         let entries = state
             .publisher

@@ -6,6 +6,7 @@ mod daemon;
 mod encodings;
 mod hostile;
 mod ingest;
+mod reload;
 mod service;
 mod stories;
 mod upstream;
