@@ -19,6 +19,7 @@ pub mod refresh;
 pub mod schedule;
 pub mod server;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod text;
 pub mod watcher;

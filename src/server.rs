@@ -1,8 +1,8 @@
 //! The HTTP server: read-only routes over what the daemon already has.
 //!
 //! Output feeds are served from the publisher's cache (conditional requests answered with 304,
-//! gzip when the client accepts it); the status page and OPML read the config and the source
-//! states. Nothing here fetches, parses or renders feeds, and no route changes anything. axum
+//! gzip when the client accepts it); the status page (built by `status`, off the async
+//! threads) and OPML read the config and the source states. Nothing here fetches, parses or renders feeds, and no route changes anything. axum
 //! is used here and nowhere else.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,8 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::ReloadFailure;
-use crate::publish::{feed_url, Format, Publisher};
+use crate::publish::{Format, Publisher};
+use crate::status;
 use crate::store::Store;
 
 /// What the routes read.
@@ -173,17 +174,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-fn esc(s: &str) -> String {
-    html_escape::encode_text(s).into_owned()
-}
-
 fn attr(s: &str) -> String {
     html_escape::encode_double_quoted_attribute(s).into_owned()
-}
-
-fn when(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| "—".to_owned())
 }
 
 /// Every configured source with its stored state, as JSON: what `feedmux sources` shows when
@@ -207,90 +199,36 @@ async fn api_sources(State(state): State<AppState>) -> Response {
 
 async fn status_page(State(state): State<AppState>) -> Response {
     let config = state.config();
-    let mut html = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>feedmux</title>\n",
-    );
-    for feed in &config.feeds {
-        for (format, mime) in [
-            (Format::Atom, "application/atom+xml"),
-            (Format::Rss, "application/rss+xml"),
-            (Format::Json, "application/feed+json"),
-        ] {
-            html.push_str(&format!(
-                "<link rel=\"alternate\" type=\"{mime}\" title=\"{}\" href=\"{}\">\n",
-                attr(&feed.title),
-                attr(&feed_url(&config, &feed.name, format))
-            ));
-        }
-    }
-    html.push_str("<style>body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}.failing{color:#b00}</style>\n</head><body>\n<h1>feedmux</h1>\n");
-    if let Some(failure) = &*state
+    let failure = state
         .reload_failure
         .read()
         .unwrap_or_else(|p| p.into_inner())
-    {
-        html.push_str(&format!(
-            "<div class=\"failing\" id=\"reload-error\"><p>The config file was changed at {} but not applied: the running config is kept until it is fixed.</p><ul>",
-            when(Some(failure.at))
-        ));
-        for e in &failure.errors {
-            html.push_str(&format!("<li>{}</li>", esc(e)));
-        }
-        html.push_str("</ul></div>\n");
+        .clone();
+    let (store, publisher) = (state.store.clone(), state.publisher.clone());
+    let page = tokio::task::spawn_blocking(move || {
+        status::page(&config, &store, &publisher, failure.as_ref(), Utc::now())
+    })
+    .await;
+    match page {
+        Ok(Ok(html)) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            html,
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the store: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("status page failed: {e}\n"),
+        )
+            .into_response(),
     }
-    html.push_str(
-        "<h2>Output feeds</h2>\n<table><tr><th>feed</th><th>entries</th><th>subscribe</th></tr>\n",
-    );
-    for feed in &config.feeds {
-        let entries = state
-            .publisher
-            .get(&feed.name)
-            .map(|r| r.entries.to_string())
-            .unwrap_or_else(|| "—".to_owned());
-        let links: Vec<String> = Format::ALL
-            .iter()
-            .map(|f| {
-                format!(
-                    "<a href=\"{}\">{}</a>",
-                    attr(&feed_url(&config, &feed.name, *f)),
-                    f.extension()
-                )
-            })
-            .collect();
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{entries}</td><td>{}</td></tr>\n",
-            esc(&feed.title),
-            links.join(" · ")
-        ));
-    }
-    html.push_str("</table>\n<h2>Sources</h2>\n<table><tr><th>source</th><th>status</th><th>items</th><th>last poll</th><th>next poll</th><th>last error</th></tr>\n");
-    for source in &config.sources {
-        let s = state.store.source_state(&source.name).unwrap_or_default();
-        let class = if s.last_error.is_some() {
-            " class=\"failing\""
-        } else {
-            ""
-        };
-        html.push_str(&format!(
-            "<tr{class}><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            attr(source.url.as_str()),
-            esc(&source.name),
-            esc(&if source.enabled { s.health() } else { "disabled".to_owned() }),
-            s.item_count,
-            when(s.last_poll),
-            when(s.next_poll),
-            esc(&s.note(source.url.as_str()))
-        ));
-    }
-    html.push_str("</table>\n</body></html>\n");
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        html,
-    )
-        .into_response()
 }
 
 async fn opml(State(state): State<AppState>) -> Response {

@@ -306,6 +306,35 @@ impl Store {
             .contains_key(prefixed_key(feed, item.published, item.id))?)
     }
 
+    /// When each item of `source` published at or after `since` was published, newest first.
+    /// Read from the `by_source` index alone: no item is decoded.
+    pub fn source_item_times(
+        &self,
+        source: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let prefix = name_prefix(source);
+        let mut times = Vec::new();
+        for entry in self.by_source.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            let Some(t) = key
+                .get(prefix.len()..prefix.len() + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .and_then(time_of_reverse)
+            else {
+                return Err(StoreError::Corrupt {
+                    what: "source index key",
+                    message: format!("{} bytes", key.len()),
+                });
+            };
+            if t < since {
+                break;
+            }
+            times.push(t);
+        }
+        Ok(times)
+    }
+
     /// Ids of every item, newest first.
     pub fn all_items(&self) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
         self.by_time.iter().map(|r| {
@@ -504,6 +533,12 @@ fn decode<T: serde::de::DeserializeOwned>(
 fn reverse_time(t: DateTime<Utc>) -> [u8; 8] {
     let micros = t.timestamp_micros().max(0);
     ((i64::MAX - micros) as u64).to_be_bytes()
+}
+
+/// The time a [`reverse_time`] key part stands for.
+fn time_of_reverse(bytes: [u8; 8]) -> Option<DateTime<Utc>> {
+    let micros = i64::MAX - i64::try_from(u64::from_be_bytes(bytes)).ok()?;
+    DateTime::from_timestamp_micros(micros)
 }
 
 fn time_key(t: DateTime<Utc>, id: ItemId) -> Vec<u8> {

@@ -8,6 +8,7 @@ mod hostile;
 mod ingest;
 mod reload;
 mod service;
+mod status;
 mod stories;
 mod upstream;
 
