@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 use crate::config::{self, Config, SourceConfig};
 use crate::fetch::{ClientError, Fetcher};
 use crate::filter::FeedFilter;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PollResult};
 use crate::model::{Hold, ReloadFailure, SourceState};
 use crate::publish::{PublishError, Publisher};
 use crate::refresh::{Pipeline, PollError, PollReport};
@@ -87,12 +87,17 @@ impl Shared {
             .await;
         match result {
             Ok(report) => {
-                self.count(&report);
+                self.count(&source.name, &report);
                 if report.changed() {
                     self.render_feeds_of(&config, &source.name).await;
                 }
             }
-            Err(_) => Metrics::add(&self.metrics.polls_failed, 1),
+            Err(e) => {
+                self.metrics.poll(&source.name, PollResult::Error);
+                if matches!(e, PollError::Store(_)) {
+                    self.metrics.store_failing.store(true, Ordering::Relaxed);
+                }
+            }
         }
         let state = match self.pipeline.store.source_state(&source.name) {
             Ok(state) => state,
@@ -112,16 +117,21 @@ impl Shared {
         }))
     }
 
-    fn count(&self, report: &PollReport) {
+    fn count(&self, source: &str, report: &PollReport) {
         let m = &self.metrics;
-        if report.not_modified {
-            Metrics::add(&m.polls_not_modified, 1);
-        } else {
-            Metrics::add(&m.polls_ok, 1);
-        }
+        m.poll(
+            source,
+            if report.not_modified {
+                PollResult::NotModified
+            } else {
+                PollResult::Ok
+            },
+        );
+        m.store_failing.store(false, Ordering::Relaxed);
         Metrics::add(&m.items_new, report.new_items as u64);
         Metrics::add(&m.items_updated, report.updated_items as u64);
-        Metrics::add(&m.duplicates_merged, report.merged as u64);
+        Metrics::add(&m.merged_url, report.merged_url as u64);
+        Metrics::add(&m.merged_text, report.merged_text as u64);
     }
 
     async fn render_feeds_of(&self, config: &Arc<Config>, source: &str) {
@@ -186,15 +196,17 @@ pub async fn run(
     sync_feed_indexes(&store, &config)?;
     let publisher = Arc::new(Publisher::new());
     publisher.render_all(&store, &config)?;
+    let metrics = Arc::new(Metrics::default());
     let shared = Arc::new(Shared {
         filters: RwLock::new(Arc::new(filters_of(&config))),
         pipeline: Pipeline {
             fetcher: Fetcher::new(&config.poll)?,
             store: store.clone(),
+            metrics: metrics.clone(),
         },
         config: Arc::new(RwLock::new(Arc::new(config))),
         publisher: publisher.clone(),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         reload_failure: Arc::new(RwLock::new(None)),
     });
     let app = server::router(AppState {
@@ -581,6 +593,7 @@ pub async fn poll_once(
     let pipeline = Pipeline {
         fetcher: Fetcher::new(&config.poll)?,
         store: store.clone(),
+        metrics: Arc::new(Metrics::default()),
     };
     let filters = Arc::new(filters_of(config));
     let config = Arc::new(config.clone());

@@ -1,20 +1,78 @@
-//! Counters of what the daemon did, exposed at `/metrics` in Prometheus text format.
+//! What the daemon did, exposed at `/metrics` in the Prometheus text format (0.0.4).
 //!
-//! Plain atomics, incremented by the daemon and the server; reading them never blocks anyone.
+//! Counters are atomics, or a small map under a mutex for the per-source poll counts;
+//! recording takes nanoseconds and reading never waits on a poll. This module only counts and
+//! formats: the daemon, the refresh pipeline and the server call it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the fetch duration histogram's buckets.
+pub const FETCH_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+/// How a poll ended, the `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PollResult {
+    Ok,
+    NotModified,
+    Error,
+}
+
+impl PollResult {
+    fn label(self) -> &'static str {
+        match self {
+            PollResult::Ok => "ok",
+            PollResult::NotModified => "not_modified",
+            PollResult::Error => "error",
+        }
+    }
+}
+
+/// A histogram with fixed buckets.
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Observations at most each bound of [`FETCH_BUCKETS`] (not cumulative here).
+    buckets: [AtomicU64; FETCH_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = FETCH_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub polls_ok: AtomicU64,
-    pub polls_not_modified: AtomicU64,
-    pub polls_failed: AtomicU64,
+    /// Polls by (source, result).
+    polls: Mutex<BTreeMap<(String, PollResult), u64>>,
+    fetch_duration: Histogram,
     pub items_new: AtomicU64,
     pub items_updated: AtomicU64,
-    pub duplicates_merged: AtomicU64,
+    pub merged_url: AtomicU64,
+    pub merged_text: AtomicU64,
     pub feed_requests: AtomicU64,
     pub feed_not_modified: AtomicU64,
+    /// The last write to the store failed (cleared by the next poll that writes).
+    pub store_failing: AtomicBool,
+}
+
+/// A label value, escaped as the text format wants.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -22,54 +80,151 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of every counter, plus the given gauges.
+    /// Counts one poll of `source`.
+    pub fn poll(&self, source: &str, result: PollResult) {
+        let mut polls = self.polls.lock().unwrap_or_else(|p| p.into_inner());
+        *polls.entry((source.to_owned(), result)).or_default() += 1;
+    }
+
+    /// Records how long one fetch took (the HTTP request and body, or the failure).
+    pub fn fetch_took(&self, d: Duration) {
+        self.fetch_duration.observe(d);
+    }
+
+    /// The Prometheus text exposition of every metric, plus the given gauges.
     pub fn render(&self, items_stored: u64, store_bytes: u64) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, lines: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let mut family = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in lines {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
-        counter(
+        let polls: Vec<(String, u64)> = self
+            .polls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((source, result), n)| {
+                (
+                    format!(
+                        "{{source=\"{}\",result=\"{}\"}}",
+                        label(source),
+                        result.label()
+                    ),
+                    *n,
+                )
+            })
+            .collect();
+        family(
             "feedmux_polls_total",
-            "Source polls by result.",
-            &[
-                ("{result=\"ok\"}", get(&self.polls_ok)),
-                ("{result=\"not_modified\"}", get(&self.polls_not_modified)),
-                ("{result=\"error\"}", get(&self.polls_failed)),
-            ],
+            "counter",
+            "Source polls by source and result.",
+            &polls,
         );
-        counter(
+        family(
             "feedmux_items_ingested_total",
+            "counter",
             "Items stored, by kind of write.",
             &[
-                ("{kind=\"new\"}", get(&self.items_new)),
-                ("{kind=\"updated\"}", get(&self.items_updated)),
+                ("{kind=\"new\"}".into(), get(&self.items_new)),
+                ("{kind=\"updated\"}".into(), get(&self.items_updated)),
             ],
         );
-        counter(
+        family(
             "feedmux_duplicates_merged_total",
-            "New items that joined another source's story.",
-            &[("{kind=\"url\"}", get(&self.duplicates_merged))],
+            "counter",
+            "New items that joined another source's story, by how they matched.",
+            &[
+                ("{kind=\"url\"}".into(), get(&self.merged_url)),
+                ("{kind=\"text\"}".into(), get(&self.merged_text)),
+            ],
         );
-        counter(
+        family(
             "feedmux_feed_requests_total",
+            "counter",
             "Output feed requests, and those answered 304.",
             &[
-                ("{response=\"any\"}", get(&self.feed_requests)),
-                ("{response=\"304\"}", get(&self.feed_not_modified)),
+                ("{response=\"any\"}".into(), get(&self.feed_requests)),
+                ("{response=\"304\"}".into(), get(&self.feed_not_modified)),
             ],
         );
+        family(
+            "feedmux_items_stored",
+            "gauge",
+            "Items in the store.",
+            &[(String::new(), items_stored)],
+        );
+        family(
+            "feedmux_store_bytes",
+            "gauge",
+            "Bytes the store occupies on disk.",
+            &[(String::new(), store_bytes)],
+        );
+        family(
+            "feedmux_store_failing",
+            "gauge",
+            "1 when the last write to the store failed.",
+            &[(
+                String::new(),
+                u64::from(self.store_failing.load(Ordering::Relaxed)),
+            )],
+        );
+        let h = &self.fetch_duration;
+        let name = "feedmux_fetch_duration_seconds";
         let _ = writeln!(
             out,
-            "# HELP feedmux_items_stored Items in the store.\n# TYPE feedmux_items_stored gauge\nfeedmux_items_stored {items_stored}"
+            "# HELP {name} Time to fetch a source (request and body), failures included.\n# TYPE {name} histogram"
         );
+        let mut cumulative = 0;
+        for (bound, n) in FETCH_BUCKETS.iter().zip(&h.buckets) {
+            cumulative += get(n);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = get(&h.count);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(
             out,
-            "# HELP feedmux_store_bytes Bytes the store occupies on disk.\n# TYPE feedmux_store_bytes gauge\nfeedmux_store_bytes {store_bytes}"
+            "{name}_sum {}",
+            get(&h.sum_micros) as f64 / 1_000_000.0
         );
+        let _ = writeln!(out, "{name}_count {count}");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_histogram_is_cumulative_and_ends_with_every_observation() {
+        let m = Metrics::default();
+        for ms in [10, 80, 80, 700, 200_000] {
+            m.fetch_took(Duration::from_millis(ms));
+        }
+        let text = m.render(0, 0);
+        assert!(text.contains("feedmux_fetch_duration_seconds_bucket{le=\"0.05\"} 1\n"));
+        assert!(text.contains("feedmux_fetch_duration_seconds_bucket{le=\"0.1\"} 3\n"));
+        assert!(text.contains("feedmux_fetch_duration_seconds_bucket{le=\"1\"} 4\n"));
+        assert!(text.contains("feedmux_fetch_duration_seconds_bucket{le=\"120\"} 4\n"));
+        assert!(text.contains("feedmux_fetch_duration_seconds_bucket{le=\"+Inf\"} 5\n"));
+        assert!(text.contains("feedmux_fetch_duration_seconds_count 5\n"));
+        assert!(
+            text.contains("feedmux_fetch_duration_seconds_sum 200.87\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn polls_are_counted_by_source_and_result() {
+        let m = Metrics::default();
+        m.poll("a", PollResult::Ok);
+        m.poll("a", PollResult::Ok);
+        m.poll("b\"x", PollResult::Error);
+        let text = m.render(0, 0);
+        assert!(text.contains("feedmux_polls_total{source=\"a\",result=\"ok\"} 2\n"));
+        assert!(text.contains("feedmux_polls_total{source=\"b\\\"x\",result=\"error\"} 1\n"));
     }
 }

@@ -4,6 +4,7 @@
 //! any stage is recorded on the source's state and returned; it never changes or deletes the
 //! source's stored items, and it never affects another source.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -14,6 +15,7 @@ use crate::config::{Config, Schedule, SourceConfig};
 use crate::dedup::{self, DedupConfig, IngestPlan};
 use crate::fetch::{FetchError, FetchOutcome, Fetched, Fetcher, HttpHints, Validators};
 use crate::filter::FeedFilter;
+use crate::metrics::Metrics;
 use crate::model::{SourceState, SourceStatus};
 use crate::parse::{self, ParseError};
 use crate::schedule::{self, Timing};
@@ -40,7 +42,10 @@ pub struct PollReport {
     pub new_items: usize,
     pub updated_items: usize,
     pub unchanged: usize,
+    /// New items that joined another source's story (`merged_url + merged_text`).
     pub merged: usize,
+    pub merged_url: usize,
+    pub merged_text: usize,
 }
 
 impl PollReport {
@@ -55,6 +60,8 @@ impl PollReport {
 pub struct Pipeline {
     pub fetcher: Fetcher,
     pub store: Store,
+    /// Where fetch durations are recorded.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a refresh needs to know about the source it polls.
@@ -115,7 +122,10 @@ impl Pipeline {
         } else {
             Validators::default()
         };
-        let result = match self.fetcher.fetch(&url, &validators).await {
+        let fetch_started = Instant::now();
+        let fetched = self.fetcher.fetch(&url, &validators).await;
+        self.metrics.fetch_took(fetch_started.elapsed());
+        let result = match fetched {
             Ok(FetchOutcome::NotModified(hints)) => {
                 state.status = SourceStatus::NotModified;
                 after_success(&mut state, &ctx, &hints, None, now);
@@ -319,6 +329,8 @@ pub fn ingest(
         updated_items: plan.updated_items(),
         unchanged: plan.unchanged,
         merged: plan.merged + plan.merged_text,
+        merged_url: plan.merged,
+        merged_text: plan.merged_text,
     })
 }
 

@@ -152,11 +152,19 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Ready once the store is open and every source has been scheduled; not while the last
+/// write to the store failed.
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
+    if !state.ready.load(Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    } else if state.metrics.store_failing.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the last write to the store failed\n",
+        )
+            .into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
     }
 }
 

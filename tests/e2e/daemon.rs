@@ -157,7 +157,7 @@ async fn a_reader_subscribes_gets_304s_and_gzip_and_the_daemon_stops_cleanly() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("feedmux_polls_total{result=\"ok\"} 1"),
+        metrics.contains("feedmux_polls_total{source=\"qbit\",result=\"ok\"} 1"),
         "{metrics}"
     );
     let post = http.post(&url).send().await.unwrap();

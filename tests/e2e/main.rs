@@ -6,6 +6,7 @@ mod daemon;
 mod encodings;
 mod hostile;
 mod ingest;
+mod metrics;
 mod reload;
 mod service;
 mod status;

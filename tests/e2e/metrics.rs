@@ -1,0 +1,215 @@
+//! `/metrics`, `/healthz` and `/readyz` of a running daemon, read the way Prometheus and a
+//! load balancer read them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use feedmux::daemon::{self, Control};
+use feedmux::metrics::Metrics;
+use feedmux::publish::Publisher;
+use feedmux::server::{self, AppState};
+use feedmux::store::Store;
+use reqwest::header;
+use tokio::sync::mpsc;
+
+use crate::upstream::{Page, Upstream};
+use crate::{config, source, tempdir};
+
+/// Parses the text exposition format strictly: every sample belongs to a family declared
+/// by `# TYPE` before it, and every line is a comment or `name{labels} value`.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            types.insert(name.to_owned(), kind.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|f| types.get(*f).map(String::as_str) == Some("histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "no # TYPE before {line}");
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "duplicate series {series}"
+        );
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_count_polls_fetches_items_merges_and_304s() {
+    let upstream = Upstream::start().await;
+    let rss = |items: &str| {
+        format!("<rss version=\"2.0\"><channel><title>t</title><link>https://x.example/</link><description>d</description>{items}</channel></rss>")
+    };
+    upstream.put(
+        "/a.xml",
+        &[("content-type", "application/rss+xml")],
+        rss("<item><guid>1</guid><title>Lumen-4 launched</title><link>https://news.example/lumen-4</link></item>\
+             <item><guid>2</guid><title>Other</title><link>https://news.example/other</link></item>"),
+    );
+    upstream.put(
+        "/b.xml",
+        &[("content-type", "application/rss+xml")],
+        rss("<item><guid>x</guid><title>A new model from Lumen</title><link>https://news.example/lumen-4?utm_source=rss</link></item>"),
+    );
+    upstream.put_page("/broken.xml", Page::new(500, &[], "oops"));
+    let dir = tempdir();
+    // Yearly: each source is polled once, at start-up.
+    let yearly = |name: &str, path: &str| {
+        format!(
+            "{}schedule = \"0 0 0 1 1 *\"\n\n",
+            source(name, &upstream.url(path))
+                .trim_end_matches('\n')
+                .to_owned()
+                + "\n"
+        )
+    };
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}{}{}[[feed]]\nname = \"all\"\n",
+            yearly("a", "/a.xml"),
+            yearly("b", "/b.xml"),
+            yearly("broken", "/broken.xml")
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (control, rx) = mpsc::channel(1);
+    let daemon = tokio::spawn(daemon::run(config, listener, rx));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).send();
+
+    let mut samples = HashMap::new();
+    for _ in 0..100 {
+        samples = parse(&get("/metrics").await.unwrap().text().await.unwrap());
+        if samples.get("feedmux_fetch_duration_seconds_count") == Some(&3.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let feed = get("/feeds/all.atom").await.unwrap();
+    let etag = feed.headers()[header::ETAG].clone();
+    let again = http
+        .get(format!("{base}/feeds/all.atom"))
+        .header(header::IF_NONE_MATCH, etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let response = get("/metrics").await.unwrap();
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let samples_after = parse(&response.text().await.unwrap());
+
+    let s = |name: &str| {
+        *samples_after
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
+    };
+    assert_eq!(s("feedmux_polls_total{source=\"a\",result=\"ok\"}"), 1.0);
+    assert_eq!(s("feedmux_polls_total{source=\"b\",result=\"ok\"}"), 1.0);
+    assert_eq!(
+        s("feedmux_polls_total{source=\"broken\",result=\"error\"}"),
+        1.0
+    );
+    assert_eq!(s("feedmux_items_ingested_total{kind=\"new\"}"), 3.0);
+    assert_eq!(s("feedmux_items_ingested_total{kind=\"updated\"}"), 0.0);
+    assert_eq!(s("feedmux_duplicates_merged_total{kind=\"url\"}"), 1.0);
+    assert_eq!(s("feedmux_duplicates_merged_total{kind=\"text\"}"), 0.0);
+    assert_eq!(s("feedmux_feed_requests_total{response=\"any\"}"), 2.0);
+    assert_eq!(s("feedmux_feed_requests_total{response=\"304\"}"), 1.0);
+    assert_eq!(s("feedmux_items_stored"), 3.0);
+    assert!(s("feedmux_store_bytes") > 0.0);
+    assert_eq!(s("feedmux_store_failing"), 0.0);
+    // Three fetches, each in some bucket; buckets are cumulative and end at the count.
+    assert_eq!(s("feedmux_fetch_duration_seconds_count"), 3.0);
+    let mut buckets: Vec<(f64, f64)> = samples_after
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k.strip_prefix("feedmux_fetch_duration_seconds_bucket{le=\"")?;
+            let le = le.strip_suffix("\"}")?;
+            Some((
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap()
+                },
+                *v,
+            ))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(buckets.len() > 5);
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, 3.0));
+    assert!(s("feedmux_fetch_duration_seconds_sum") > 0.0);
+
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    control.send(Control::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn readyz_answers_503_until_ready_and_while_the_store_fails() {
+    let dir = tempdir();
+    let config = config(dir.path(), "");
+    let store = Store::open(&config.storage.path).unwrap();
+    let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(Metrics::default());
+    let app = server::router(AppState {
+        config: Arc::new(RwLock::new(Arc::new(config))),
+        store,
+        publisher: Arc::new(Publisher::new()),
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        reload_failure: Arc::new(RwLock::new(None)),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/readyz", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let status = || async { reqwest::get(&url).await.unwrap().status().as_u16() };
+    assert_eq!(
+        status().await,
+        503,
+        "not ready before the first scheduling pass"
+    );
+    ready.store(true, Ordering::Release);
+    assert_eq!(status().await, 200);
+    metrics.store_failing.store(true, Ordering::Relaxed);
+    assert_eq!(status().await, 503, "not ready while the store fails");
+}
