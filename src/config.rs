@@ -629,7 +629,8 @@ pub fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(factor)
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` is a valid source, feed or tag name: `[a-z0-9_-]+`.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

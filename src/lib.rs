@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod filter;
 pub mod metrics;
 pub mod model;
+pub mod opml;
 pub mod parse;
 pub mod publish;
 pub mod refresh;

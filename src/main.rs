@@ -81,6 +81,18 @@ enum Command {
         #[arg(long, default_value = "24h")]
         since: String,
     },
+    /// Add the feeds of an OPML subscription list to the config file as sources.
+    ImportOpml {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The OPML file (as exported by a feed reader).
+        file: PathBuf,
+    },
+    /// Write the configured sources as an OPML 2.0 list to stdout.
+    ExportOpml {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Tell whether and why two items were merged into one story.
     Why {
         #[command(flatten)]
@@ -161,7 +173,9 @@ impl Command {
             | Command::Render { config, .. }
             | Command::Sources { config }
             | Command::Stories { config, .. }
-            | Command::Why { config, .. } => config,
+            | Command::Why { config, .. }
+            | Command::ImportOpml { config, .. }
+            | Command::ExportOpml { config } => config,
         }
     }
 }
@@ -202,6 +216,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Why { item_a, item_b, .. } => why(&config, &item_a, &item_b),
         Command::Sources { .. } => {
             sources(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ImportOpml { file, .. } => import_opml(&config, &file),
+        Command::ExportOpml { .. } => {
+            let states = source_states(&config)?;
+            print!("{}", feedmux::opml::write(&config, &states));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -506,5 +526,71 @@ fn sources(config: &Config) -> anyhow::Result<()> {
             s.note(source.url.as_str())
         );
     }
+    Ok(())
+}
+
+/// Adds the feeds of the OPML list `file` to the config file, keeping its comments and
+/// layout; writes nothing when the result would not be a valid config.
+fn import_opml(config: &Config, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let list = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let feeds = match feedmux::opml::parse(&String::from_utf8_lossy(&list)) {
+        Ok(feeds) => feeds,
+        Err(e) => {
+            eprintln!("feedmux: {}: {e}", file.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let path = &config.path;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (new_text, report) = feedmux::opml::add_sources(&text, &feeds)
+        .with_context(|| format!("cannot edit {}", path.display()))?;
+    for (name, url, tags) in &report.added {
+        if tags.is_empty() {
+            println!("added    {name:<28} {url}");
+        } else {
+            println!("added    {name:<28} {url}  tags: {}", tags.join(", "));
+        }
+    }
+    for (url, why) in &report.skipped {
+        println!("skipped  {url}: {why}");
+    }
+    if report.added.is_empty() {
+        println!("nothing to add to {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Err(errors) = config::parse(path, &new_text) {
+        eprintln!(
+            "feedmux: {} left unchanged: with these sources it would not be valid:",
+            path.display()
+        );
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        return Ok(ExitCode::from(2));
+    }
+    write_replacing(path, &new_text)?;
+    println!(
+        "{} added, {} skipped; {} updated (a running feedmux reloads it by itself)",
+        report.added.len(),
+        report.skipped.len(),
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Replaces `path` with `text` in one step (a temporary file beside it, renamed over it), so
+/// a daemon watching the file never reads half of it. The file's permissions are kept.
+fn write_replacing(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "config".into());
+    let temp = path.with_file_name(format!(".{name}.feedmux-new"));
+    std::fs::write(&temp, text).with_context(|| format!("cannot write {}", temp.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&temp, meta.permissions());
+    }
+    std::fs::rename(&temp, path).with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(())
 }

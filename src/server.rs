@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::ReloadFailure;
+use crate::opml;
 use crate::publish::{Format, Publisher};
 use crate::status;
 use crate::store::Store;
@@ -182,10 +183,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-fn attr(s: &str) -> String {
-    html_escape::encode_double_quoted_attribute(s).into_owned()
-}
-
 /// Every configured source with its stored state, as JSON: what `feedmux sources` shows when
 /// the daemon holds the store.
 async fn api_sources(State(state): State<AppState>) -> Response {
@@ -241,33 +238,21 @@ async fn status_page(State(state): State<AppState>) -> Response {
 
 async fn opml(State(state): State<AppState>) -> Response {
     let config = state.config();
-    let mut body = String::from(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<opml version=\"2.0\">\n<head><title>feedmux sources</title></head>\n<body>\n",
-    );
-    for source in &config.sources {
-        let s = state.store.source_state(&source.name).unwrap_or_default();
-        let title = source
-            .title
-            .clone()
-            .or(s.title)
-            .unwrap_or_else(|| source.name.clone());
-        let mut line = format!(
-            "<outline type=\"rss\" text=\"{}\" title=\"{}\" xmlUrl=\"{}\"",
-            attr(&title),
-            attr(&title),
-            attr(source.url.as_str())
-        );
-        if let Some(site) = &s.site_url {
-            line.push_str(&format!(" htmlUrl=\"{}\"", attr(site)));
-        }
-        if !source.tags.is_empty() {
-            line.push_str(&format!(" category=\"{}\"", attr(&source.tags.join(","))));
-        }
-        line.push_str("/>\n");
-        body.push_str(&line);
-    }
-    body.push_str("</body>\n</opml>\n");
-    ([(header::CONTENT_TYPE, "text/x-opml; charset=utf-8")], body).into_response()
+    let states: Vec<(String, crate::model::SourceState)> = config
+        .sources
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                state.store.source_state(&s.name).unwrap_or_default(),
+            )
+        })
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "text/x-opml; charset=utf-8")],
+        opml::write(&config, &states),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod encodings;
 mod hostile;
 mod ingest;
 mod metrics;
+mod opml;
 mod reload;
 mod service;
 mod status;

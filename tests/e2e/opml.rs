@@ -1,0 +1,229 @@
+//! OPML: `feedmux import-opml` adds a reader's subscription list to the config file (its
+//! comments and layout kept, duplicates skipped, names valid and unique, folders as tags),
+//! and `feedmux export-opml` and `GET /opml` give the sources back as a list.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use feedmux::config;
+use feedmux::daemon::{self, Control};
+use feedmux::opml;
+use tokio::sync::mpsc;
+
+use crate::{binary, tempdir};
+
+fn fixture_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/opml")
+        .join(name)
+}
+
+/// The shipped example config (23 sources, many comments), with its store in `dir`.
+fn example_config(dir: &Path) -> PathBuf {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/feedmux.toml"))
+            .unwrap();
+    let text = text.replace(
+        "path = \"./data\"",
+        &format!("path = {:?}", dir.join("store").display().to_string()),
+    );
+    let path = dir.join("feedmux.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn feedmux(config: &Path, args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// Every line of `before` is in `after`, in order and unchanged (comments included); the
+/// lines added are those of new `[[source]]` tables.
+fn assert_only_sources_added(before: &str, after: &str) {
+    let mut kept = before.lines().peekable();
+    for line in after.lines() {
+        if kept.peek() == Some(&line) {
+            kept.next();
+            continue;
+        }
+        assert!(
+            line.is_empty()
+                || line == "[[source]]"
+                || line.starts_with("# ")
+                || ["name = ", "url = ", "tags = "]
+                    .iter()
+                    .any(|k| line.starts_with(k)),
+            "changed or unexpected line {line:?}"
+        );
+    }
+    assert_eq!(kept.next(), None, "a line of the original file is gone");
+}
+
+fn import(config: &Path, fixture: &str) -> String {
+    let out = Command::new(binary())
+        .arg("import-opml")
+        .arg(fixture_path(fixture))
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn importing_opml_lists_keeps_the_config_file_and_skips_what_is_there() {
+    let dir = tempdir();
+    let path = example_config(dir.path());
+    let original = std::fs::read_to_string(&path).unwrap();
+    let before = config::load(&path).unwrap();
+
+    let printed = import(&path, "awesome-rss-feeds-Tech.opml");
+    assert!(printed.contains("26 added, 0 skipped"), "{printed}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_only_sources_added(&original, &text);
+    assert!(text.contains("\n# Ars Technica (imported from OPML)\n[[source]]\nname = \"ars-technica\"\nurl = \"http://feeds.arstechnica.com/arstechnica/index\"\ntags = [\"tech\"]\n"), "{text}");
+    assert!(feedmux(&path, &["check"]).status.success());
+    let after = config::load(&path).unwrap();
+    assert_eq!(after.sources.len(), before.sources.len() + 26);
+    let engadget = after
+        .sources
+        .iter()
+        .find(|s| s.url.as_str() == "https://www.engadget.com/rss.xml")
+        .unwrap();
+    assert_eq!(
+        engadget.name, "engadget-com",
+        "a title that is a URL gives way to the host"
+    );
+    assert!(after.sources[before.sources.len()..]
+        .iter()
+        .all(|s| s.tags == ["tech"]));
+
+    // Folders become tags; accents leave names.
+    let printed = import(&path, "picofeed-google-reader.opml");
+    let after = config::load(&path).unwrap();
+    let science = after
+        .sources
+        .iter()
+        .find(|s| s.url.as_str() == "http://sciencetonnante.wordpress.com/feed/")
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert_eq!(science.name, "science-etonnante");
+    assert_eq!(science.tags, ["culture"]);
+
+    // The same list again: every feed is already a source; the file is not touched.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let printed = import(&path, "awesome-rss-feeds-Tech.opml");
+    assert_eq!(printed.matches("already a source").count(), 26, "{printed}");
+    assert!(printed.contains("nothing to add"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
+#[test]
+fn a_large_list_without_titles_gets_unique_valid_names() {
+    let dir = tempdir();
+    let path = dir.path().join("feedmux.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "# my feeds\n[storage]\npath = {:?}\n",
+            dir.path().join("store").display().to_string()
+        ),
+    )
+    .unwrap();
+    let printed = import(&path, "rsparser-SubsNoTitleAttributes.opml");
+    let list =
+        std::fs::read_to_string(fixture_path("rsparser-SubsNoTitleAttributes.opml")).unwrap();
+    let urls: HashSet<String> = opml::parse(&list)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.url)
+        .collect();
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert!(config.sources.len() > 200);
+    assert_eq!(
+        config.sources.len() + printed.matches("skipped").count() - 1,
+        urls.len(),
+        "each distinct URL is added once:\n{printed}"
+    );
+    let names: HashSet<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.len(), config.sources.len(), "names are unique");
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .starts_with("# my feeds\n"));
+}
+
+#[test]
+fn an_invalid_list_changes_nothing() {
+    let dir = tempdir();
+    let path = example_config(dir.path());
+    let original = std::fs::read_to_string(&path).unwrap();
+    let rss = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples/technews.rss");
+    let out = Command::new(binary())
+        .arg("import-opml")
+        .arg(&rss)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an OPML file"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+}
+
+/// (URL, tags) of each feed in an OPML list.
+fn feeds_of(list: &str) -> Vec<(String, Vec<String>)> {
+    opml::parse(list)
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.url, f.categories))
+        .collect()
+}
+
+#[tokio::test]
+async fn export_opml_and_get_opml_list_every_source_with_its_tags() {
+    let dir = tempdir();
+    let path = example_config(dir.path());
+    let config = config::load(&path).unwrap();
+    let expected: Vec<(String, Vec<String>)> = config
+        .sources
+        .iter()
+        .map(|s| (s.url.to_string(), s.tags.clone()))
+        .collect();
+    assert_eq!(expected.len(), 23);
+
+    let out = feedmux(&path, &["export-opml"]);
+    assert!(out.status.success());
+    let exported = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(feeds_of(&exported), expected);
+
+    // The daemon serves the same list. Its sources are disabled so that nothing is fetched
+    // from the internet; the list does not depend on that.
+    let mut config = config;
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    for s in &mut config.sources {
+        s.enabled = false;
+    }
+    let (control, rx) = mpsc::channel(1);
+    let daemon = tokio::spawn(daemon::run(config, listener, rx));
+    let response = reqwest::get(format!("{base}/opml")).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/x-opml; charset=utf-8"
+    );
+    let served = response.text().await.unwrap();
+    assert_eq!(feeds_of(&served), expected);
+    assert_eq!(served, exported);
+    control.send(Control::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+}
