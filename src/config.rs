@@ -55,6 +55,8 @@ pub const DEFAULT_FEED_LIMIT: usize = 100;
 pub const MAX_FEED_LIMIT: usize = 10_000;
 /// Log level when neither `RUST_LOG` nor `[log] level` says.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// How often retention pruning runs when `[storage] prune_interval` does not say.
+pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// A validated configuration, with every default filled in.
 #[derive(Debug, Clone)]
@@ -80,7 +82,12 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub path: PathBuf,
+    /// Items published longer ago than this many days are pruned.
     pub retention_days: Option<u32>,
+    /// At most this many items are kept (the newest); older ones are pruned.
+    pub max_items: Option<u64>,
+    /// How often pruning runs (also once at start-up).
+    pub prune_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -318,7 +325,9 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawStorage {
     path: Option<String>,
-    retention_days: Option<u32>,
+    retention_days: Option<Spanned<u32>>,
+    max_items: Option<Spanned<u64>>,
+    prune_interval: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -392,7 +401,14 @@ fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
                 .path
                 .unwrap_or_else(|| DEFAULT_STORE_PATH.to_owned()),
         ),
-        retention_days: raw.storage.retention_days,
+        retention_days: positive(raw.storage.retention_days, "retention_days", report),
+        max_items: positive(raw.storage.max_items, "max_items", report),
+        prune_interval: parse_duration_field(
+            raw.storage.prune_interval,
+            DEFAULT_PRUNE_INTERVAL,
+            false,
+            report,
+        ),
     };
     let poll = validate_poll(raw.poll, report);
     let dedup = validate_dedup(raw.dedup, report);
@@ -582,6 +598,23 @@ fn parse_schedule(text: &Spanned<String>, report: &mut Reporter<'_>) -> Option<S
             None
         }
     }
+}
+
+/// A count that must be at least 1 when given.
+fn positive<T: Copy + PartialEq + From<u8>>(
+    raw: Option<Spanned<T>>,
+    key: &str,
+    report: &mut Reporter<'_>,
+) -> Option<T> {
+    let value = raw?;
+    if *value.get_ref() == T::from(0) {
+        report.at(
+            value.span(),
+            format!("{key} must be at least 1 (leave it out to keep everything)"),
+        );
+        return None;
+    }
+    Some(*value.get_ref())
 }
 
 fn parse_duration_field(

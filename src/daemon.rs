@@ -229,6 +229,8 @@ pub async fn run(
     info!(%addr, "serving output feeds");
 
     let mut scheduler = Scheduler::start(&shared);
+    let (pruner_stop, pruner_stop_rx) = watch::channel(false);
+    let pruner = tokio::spawn(prune_loop(shared.clone(), pruner_stop_rx));
     ready.store(true, Ordering::Release);
     service::ready(&serving_status(&shared.config()));
 
@@ -280,7 +282,11 @@ pub async fn run(
     }
     service::stopping();
     info!("stopping: waiting for polls in flight");
+    let _ = pruner_stop.send(true);
     scheduler.stop().await;
+    if let Err(e) = pruner.await {
+        error!(error = %e, "pruning task failed");
+    }
     let _ = server_stop_tx.send(true);
     match server.await {
         Ok(Ok(())) => {}
@@ -290,6 +296,60 @@ pub async fn run(
     store.flush()?;
     info!("stopped cleanly");
     Ok(())
+}
+
+/// Prunes the store by `[storage] retention_days` and `max_items` at start-up and then every
+/// `prune_interval` (all read afresh each time, so a reload applies), until `stop`.
+async fn prune_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let config = shared.config();
+        let storage = &config.storage;
+        if storage.retention_days.is_some() || storage.max_items.is_some() {
+            let now = Utc::now();
+            let cutoff = storage
+                .retention_days
+                .map(|days| now - chrono::Duration::days(i64::from(days)));
+            let max_items = storage.max_items;
+            let store = shared.pipeline.store.clone();
+            let started = std::time::Instant::now();
+            let pruned =
+                tokio::task::spawn_blocking(move || store.prune(cutoff, max_items, now)).await;
+            match pruned {
+                Ok(Ok(lost)) if !lost.is_empty() => {
+                    let total: u64 = lost.values().sum();
+                    info!(
+                        items = total,
+                        sources = lost.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "pruned items past retention"
+                    );
+                    let (store, publisher) =
+                        (shared.pipeline.store.clone(), shared.publisher.clone());
+                    let for_render = config.clone();
+                    match tokio::task::spawn_blocking(move || {
+                        publisher.render_all(&store, &for_render)
+                    })
+                    .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            error!(error = %e, "cannot render output feeds after pruning")
+                        }
+                        Err(e) => error!(error = %e, "rendering task failed"),
+                    }
+                    // Counted once the output feeds no longer show the pruned items.
+                    Metrics::add(&shared.metrics.items_pruned, total);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => error!(error = %e, "pruning failed"),
+                Err(e) => error!(error = %e, "pruning task failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.storage.prune_interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Waits for the next watchdog tick; never, when there is no watchdog.

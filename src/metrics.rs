@@ -61,6 +61,8 @@ pub struct Metrics {
     pub items_updated: AtomicU64,
     pub merged_url: AtomicU64,
     pub merged_text: AtomicU64,
+    /// Items removed by retention.
+    pub items_pruned: AtomicU64,
     pub feed_requests: AtomicU64,
     pub feed_not_modified: AtomicU64,
     /// The last write to the store failed (cleared by the next poll that writes).
@@ -131,6 +133,12 @@ impl Metrics {
                 ("{kind=\"new\"}".into(), get(&self.items_new)),
                 ("{kind=\"updated\"}".into(), get(&self.items_updated)),
             ],
+        );
+        family(
+            "feedmux_items_pruned_total",
+            "counter",
+            "Items removed by retention (retention_days, max_items).",
+            &[(String::new(), get(&self.items_pruned))],
         );
         family(
             "feedmux_duplicates_merged_total",

@@ -13,6 +13,7 @@
 //! | `fingerprints` | item id | [`FingerprintRecord`] in its compact binary form |
 //! | `bands` | LSH band hash (8) + reverse time (8) + item id | empty |
 //! | `sources` | source name | [`SourceState`] as JSON |
+//! | `tombstones` | source name, 0, item id | when retention pruned it (8 bytes, microseconds) |
 //! | `meta` | text key | text value (schema version, feed fingerprints) |
 //!
 //! A poll's writes go in index-first order and are flushed before the poll counts as done, so a
@@ -77,6 +78,7 @@ pub struct Store {
     fingerprints: sled::Tree,
     bands: sled::Tree,
     sources: sled::Tree,
+    tombstones: sled::Tree,
     meta: sled::Tree,
     /// Held from reading the store for a poll's plan until the plan is written, so that two
     /// sources polled at once cannot both claim the same story.
@@ -125,6 +127,7 @@ impl Store {
             fingerprints: tree("fingerprints")?,
             bands: tree("bands")?,
             sources: tree("sources")?,
+            tombstones: tree("tombstones")?,
             meta: tree("meta")?,
             path: path.to_owned(),
             ingest: Arc::new(Mutex::new(())),
@@ -194,11 +197,131 @@ impl Store {
         }
     }
 
-    /// Saves a source's state and flushes; used for polls that store no items.
+    /// Saves a source's state and flushes; used for polls that store no items. Its
+    /// `item_count` is set from the store, so that a state read before pruning never brings
+    /// back a stale count.
     pub fn put_source_state(&self, source: &str, state: &SourceState) -> Result<(), StoreError> {
-        self.sources.insert(source.as_bytes(), encode(state))?;
+        let mut state = state.clone();
+        state.item_count = self.count_of_source(source)?;
+        self.sources.insert(source.as_bytes(), encode(&state))?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Items stored for `source` (keys of the `by_source` index; no item is read).
+    fn count_of_source(&self, source: &str) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for key in self.by_source.scan_prefix(name_prefix(source)).keys() {
+            key?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Whether retention pruned item `id` of `source` (so that it is not ingested again
+    /// while the source's feed still lists it).
+    pub fn is_pruned(&self, source: &str, id: ItemId) -> Result<bool, StoreError> {
+        Ok(self.tombstones.contains_key(tombstone_key(source, id))?)
+    }
+
+    /// Tombstones held, over all sources.
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// Deletes the items published before `cutoff` and those beyond the newest `max_items`,
+    /// with everything that refers to them (indexes, feed memberships, story membership,
+    /// URL claims they hold, fingerprints and LSH bands), leaves a tombstone for each, sets
+    /// the affected sources' counts, and flushes. Serialised with ingestion. Returns how many
+    /// items each source lost.
+    pub fn prune(
+        &self,
+        cutoff: Option<DateTime<Utc>>,
+        max_items: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let _guard = self.ingest_guard();
+        let mut victims: Vec<(Vec<u8>, ItemId)> = Vec::new();
+        for (n, entry) in self.by_time.iter().enumerate() {
+            let (key, _) = entry?;
+            let time = key
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .and_then(time_of_reverse);
+            let id = key.get(8..).and_then(ItemId::from_slice);
+            let (Some(time), Some(id)) = (time, id) else {
+                return Err(StoreError::Corrupt {
+                    what: "time index key",
+                    message: format!("{} bytes", key.len()),
+                });
+            };
+            let too_many = max_items.is_some_and(|max| n as u64 >= max);
+            let too_old = cutoff.is_some_and(|c| time < c);
+            if too_many || too_old {
+                victims.push((key.to_vec(), id));
+            }
+        }
+        let feeds = self.indexed_feeds()?;
+        let pruned_at = now.timestamp_micros().to_be_bytes();
+        let mut lost: HashMap<String, u64> = HashMap::new();
+        for chunk in victims.chunks(WRITE_CHUNK) {
+            let mut items = sled::Batch::default();
+            let mut by_time = sled::Batch::default();
+            let mut by_source = sled::Batch::default();
+            let mut feed_index = sled::Batch::default();
+            let mut stories = sled::Batch::default();
+            let mut fingerprints = sled::Batch::default();
+            let mut bands = sled::Batch::default();
+            let mut urls = sled::Batch::default();
+            let mut tombstones = sled::Batch::default();
+            for (time_key, id) in chunk {
+                by_time.remove(time_key.as_slice());
+                let Some(item) = self.item(*id)? else {
+                    continue; // an index entry left by a crash: nothing else to remove
+                };
+                items.remove(&id.0);
+                by_source.remove(prefixed_key(&item.source, item.published, item.id));
+                for feed in &feeds {
+                    feed_index.remove(prefixed_key(feed, item.published, item.id));
+                }
+                stories.remove(&story_key(item.story, item.id));
+                if let Some(record) = self.fingerprint(item.id)? {
+                    for band in record.fingerprint.bands() {
+                        for at in [item.published, record.published] {
+                            let mut key = Vec::with_capacity(32);
+                            key.extend_from_slice(&band.to_be_bytes());
+                            key.extend_from_slice(&reverse_time(at));
+                            key.extend_from_slice(&item.id.0);
+                            bands.remove(key);
+                        }
+                    }
+                    fingerprints.remove(&item.id.0);
+                }
+                if let Some(url) = &item.canonical_url {
+                    if self.url_claim(url)?.is_some_and(|c| c.item == item.id) {
+                        urls.remove(&url_key(url));
+                    }
+                }
+                tombstones.insert(tombstone_key(&item.source, item.id), &pruned_at);
+                *lost.entry(item.source.clone()).or_default() += 1;
+            }
+            self.tombstones.apply_batch(tombstones)?;
+            self.feed_index.apply_batch(feed_index)?;
+            self.by_source.apply_batch(by_source)?;
+            self.by_time.apply_batch(by_time)?;
+            self.stories.apply_batch(stories)?;
+            self.bands.apply_batch(bands)?;
+            self.fingerprints.apply_batch(fingerprints)?;
+            self.urls.apply_batch(urls)?;
+            self.items.apply_batch(items)?;
+        }
+        for source in lost.keys() {
+            let mut state = self.source_state(source)?;
+            state.item_count = self.count_of_source(source)?;
+            self.sources.insert(source.as_bytes(), encode(&state))?;
+        }
+        self.db.flush()?;
+        Ok(lost)
     }
 
     /// Writes one poll: the plan's items and claims, their feed memberships and the source's
@@ -281,7 +404,21 @@ impl Store {
             urls.insert(&url_key(url), encode(claim));
         }
         self.urls.apply_batch(urls)?;
-        self.sources.insert(source.as_bytes(), encode(state))?;
+        // Tombstones of items the feed no longer lists are not needed any more.
+        let mut gone = sled::Batch::default();
+        let prefix = name_prefix(source);
+        for key in self.tombstones.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let listed = ItemId::from_slice(&key[prefix.len()..])
+                .is_some_and(|id| plan.present.contains(&id));
+            if !listed {
+                gone.remove(key);
+            }
+        }
+        self.tombstones.apply_batch(gone)?;
+        let mut state = state.clone();
+        state.item_count = self.count_of_source(source)?;
+        self.sources.insert(source.as_bytes(), encode(&state))?;
         self.db.flush()?;
         Ok(())
     }
@@ -558,6 +695,12 @@ fn name_prefix(name: &str) -> Vec<u8> {
 fn prefixed_key(name: &str, t: DateTime<Utc>, id: ItemId) -> Vec<u8> {
     let mut key = name_prefix(name);
     key.extend_from_slice(&reverse_time(t));
+    key.extend_from_slice(&id.0);
+    key
+}
+
+fn tombstone_key(source: &str, id: ItemId) -> Vec<u8> {
+    let mut key = name_prefix(source);
     key.extend_from_slice(&id.0);
     key
 }

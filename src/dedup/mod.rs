@@ -242,6 +242,11 @@ pub struct IngestPlan {
     pub merged: usize,
     /// New items that joined another source's story by similar text.
     pub merged_text: usize,
+    /// Entries left out because retention pruned them (a tombstone says so).
+    pub pruned: usize,
+    /// The id of every entry of the poll, so that tombstones of items no longer in the
+    /// source's feed can go.
+    pub present: std::collections::HashSet<ItemId>,
 }
 
 #[derive(Debug)]
@@ -328,6 +333,10 @@ pub fn plan(
         let id = item_id(source, &guid);
         if !seen.insert(id) {
             continue; // the feed repeats a GUID: the first occurrence wins
+        }
+        if store.is_pruned(source, id)? {
+            plan.pruned += 1;
+            continue;
         }
         let hash = content_hash(&entry);
         if let Some(old) = store.item(id)? {
@@ -416,6 +425,7 @@ pub fn plan(
         });
     }
     plan.claims = pending_claims.into_iter().collect();
+    plan.present = seen;
     Ok(plan)
 }
 

@@ -9,6 +9,7 @@ mod ingest;
 mod metrics;
 mod opml;
 mod reload;
+mod retention;
 mod service;
 mod status;
 mod stories;

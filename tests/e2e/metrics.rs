@@ -111,10 +111,15 @@ async fn metrics_count_polls_fetches_items_merges_and_304s() {
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("{base}{path}")).send();
 
-    let mut samples = HashMap::new();
-    for _ in 0..100 {
-        samples = parse(&get("/metrics").await.unwrap().text().await.unwrap());
-        if samples.get("feedmux_fetch_duration_seconds_count") == Some(&3.0) {
+    // Bounded wait until each source's first poll is counted.
+    for _ in 0..150 {
+        let samples = parse(&get("/metrics").await.unwrap().text().await.unwrap());
+        let polls: f64 = samples
+            .iter()
+            .filter(|(k, _)| k.starts_with("feedmux_polls_total{"))
+            .map(|(_, v)| v)
+            .sum();
+        if polls == 3.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -138,7 +143,7 @@ async fn metrics_count_polls_fetches_items_merges_and_304s() {
     let s = |name: &str| {
         *samples_after
             .get(name)
-            .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
+            .unwrap_or_else(|| panic!("no {name} in {samples_after:?}"))
     };
     assert_eq!(s("feedmux_polls_total{source=\"a\",result=\"ok\"}"), 1.0);
     assert_eq!(s("feedmux_polls_total{source=\"b\",result=\"ok\"}"), 1.0);

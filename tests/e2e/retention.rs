@@ -1,0 +1,175 @@
+//! Retention: items past `retention_days` or beyond `max_items` are pruned, stay out while
+//! their source's feed still lists them, and their tombstones go once the feed drops them.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use feedmux::daemon::{self, Control};
+use feedmux::store::Store;
+use tokio::sync::mpsc;
+
+use crate::upstream::Upstream;
+use crate::{config, poll_all, source, tempdir, titles};
+
+fn rss(items: &[(&str, &str, chrono::Duration)]) -> String {
+    let now = Utc::now();
+    let items: String = items
+        .iter()
+        .map(|(guid, title, age)| {
+            format!(
+                "<item><guid>{guid}</guid><title>{title}</title><link>https://r.example/{guid}</link><pubDate>{}</pubDate></item>",
+                (now - *age).to_rfc2822()
+            )
+        })
+        .collect();
+    format!("<rss version=\"2.0\"><channel><title>r</title><link>https://r.example/</link><description>d</description>{items}</channel></rss>")
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[tokio::test]
+async fn old_items_are_pruned_on_schedule_and_not_ingested_again() {
+    let fresh = ("fresh", "Fresh one", chrono::Duration::hours(1));
+    let old1 = ("old1", "Old one", chrono::Duration::days(5));
+    let old2 = ("old2", "Older one", chrono::Duration::days(10));
+    let upstream = Upstream::start().await;
+    let put = |items: &[(&str, &str, chrono::Duration)]| {
+        upstream.put(
+            "/r.xml",
+            &[("content-type", "application/rss+xml")],
+            rss(items),
+        );
+    };
+    put(&[fresh, old1, old2]);
+    let dir = tempdir();
+    let mut config = config(
+        dir.path(),
+        &format!(
+            "{}schedule = \"* * * * * *\"\n\n[[feed]]\nname = \"all\"\n",
+            source("r", &upstream.url("/r.xml"))
+        ),
+    );
+    config.storage.retention_days = Some(3);
+    config.storage.prune_interval = Duration::from_millis(500);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (control, rx) = mpsc::channel(1);
+    let daemon = tokio::spawn(daemon::run(config, listener, rx));
+    let get = |path: &'static str| {
+        let url = format!("{base}{path}");
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+
+    // Ingested, then pruned by the next pass.
+    let mut metrics = String::new();
+    for _ in 0..150 {
+        metrics = get("/metrics").await;
+        if metric(&metrics, "feedmux_items_pruned_total") >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&metrics, "feedmux_items_pruned_total"), 2.0);
+    assert_eq!(metric(&metrics, "feedmux_items_stored"), 1.0);
+    let feed = get("/feeds/all.atom").await;
+    let shown: Vec<String> = crate::read_back(feed.as_bytes())
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(shown, ["Fresh one"]);
+
+    // Polled every second: the feed still lists the pruned items, which stay out.
+    let polls = upstream.requests("/r.xml").len();
+    for _ in 0..100 {
+        if upstream.requests("/r.xml").len() >= polls + 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(upstream.requests("/r.xml").len() >= polls + 3);
+    let metrics = get("/metrics").await;
+    assert_eq!(
+        metric(&metrics, "feedmux_items_ingested_total{kind=\"new\"}"),
+        3.0,
+        "pruned items were ingested again"
+    );
+    assert_eq!(metric(&metrics, "feedmux_items_stored"), 1.0);
+    let sources = get("/api/sources").await;
+    assert!(sources.contains("\"item_count\":1"), "{sources}");
+
+    // The feed drops one of them: its tombstone goes with the next poll.
+    put(&[fresh, old1]);
+    let polls = upstream.requests("/r.xml").len();
+    for _ in 0..100 {
+        if upstream.requests("/r.xml").len() >= polls + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    control.send(Control::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    assert_eq!(store.item_count(), 1);
+    assert_eq!(
+        store.tombstone_count(),
+        1,
+        "only the item still listed keeps one"
+    );
+}
+
+#[tokio::test]
+async fn max_items_keeps_the_newest_and_everything_else_consistent() {
+    let upstream = Upstream::start().await;
+    let items: Vec<(String, String, chrono::Duration)> = (0..5)
+        .map(|i| {
+            (
+                format!("g{i}"),
+                format!("Story number {i}"),
+                chrono::Duration::hours(i + 1),
+            )
+        })
+        .collect();
+    let as_refs: Vec<(&str, &str, chrono::Duration)> = items
+        .iter()
+        .map(|(g, t, a)| (g.as_str(), t.as_str(), *a))
+        .collect();
+    upstream.put(
+        "/r.xml",
+        &[("content-type", "application/rss+xml")],
+        rss(&as_refs),
+    );
+    let dir = tempdir();
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}[[feed]]\nname = \"all\"\n",
+            source("r", &upstream.url("/r.xml"))
+        ),
+    );
+    poll_all(&config).await;
+    assert_eq!(titles(&config, "all").len(), 5);
+
+    {
+        let store = Store::open(&config.storage.path).unwrap();
+        let size_before = store.size_on_disk();
+        let lost = store.prune(None, Some(2), Utc::now()).unwrap();
+        assert_eq!(lost.get("r"), Some(&3));
+        assert_eq!(store.item_count(), 2);
+        assert_eq!(store.source_state("r").unwrap().item_count, 2);
+        assert_eq!(store.tombstone_count(), 3);
+        assert!(store.size_on_disk() > 0 && size_before > 0);
+        // Pruning again removes nothing.
+        assert!(store.prune(None, Some(2), Utc::now()).unwrap().is_empty());
+    }
+    assert_eq!(titles(&config, "all"), ["Story number 0", "Story number 1"]);
+
+    // The source still lists all five: polling it again brings none back.
+    poll_all(&config).await;
+    assert_eq!(titles(&config, "all"), ["Story number 0", "Story number 1"]);
+    let store = Store::open(&config.storage.path).unwrap();
+    assert_eq!(store.item_count(), 2);
+}
