@@ -17,6 +17,8 @@ use crate::text::{html_to_text, is_word_char, matching_form};
 /// A keyword in matching form, with whether each end must sit at a word boundary.
 #[derive(Debug, Clone)]
 struct Keyword {
+    /// As written in the config.
+    text: String,
     folded: String,
     bounded_start: bool,
     bounded_end: bool,
@@ -26,6 +28,7 @@ impl Keyword {
     fn new(text: &str) -> Keyword {
         let folded = matching_form(text);
         Keyword {
+            text: text.to_owned(),
             bounded_start: folded.chars().next().is_some_and(is_word_char),
             bounded_end: folded.chars().next_back().is_some_and(is_word_char),
             folded,
@@ -87,28 +90,101 @@ impl FeedFilter {
 
     /// Whether the feed shows `item`.
     pub fn selects(&self, item: &Item) -> bool {
+        self.decide(item).kept()
+    }
+
+    /// Whether the feed shows `item`, and the rule that decided.
+    pub fn decide(&self, item: &Item) -> Decision<'_> {
         if !self.selects_source(&item.source) {
-            return false;
+            return Decision::Drop(Rule::Source);
         }
         if self.include.is_empty()
             && self.exclude.is_empty()
             && self.include_regex.is_empty()
             && self.exclude_regex.is_empty()
         {
-            return true;
+            return Decision::Keep(Rule::NoRules);
         }
-        self.selects_text(&item_text(item))
+        self.decide_text(&item_text(item))
     }
 
     /// Whether plain `text` passes the keyword and regex rules.
     pub fn selects_text(&self, text: &str) -> bool {
+        self.decide_text(text).kept()
+    }
+
+    /// The keyword and regex rules on plain `text`: an exclude match drops (the first one
+    /// found decides); otherwise, with include rules, the first that matches keeps, and none
+    /// matching drops.
+    pub fn decide_text(&self, text: &str) -> Decision<'_> {
         let folded = matching_form(text);
-        let included = (self.include.is_empty() && self.include_regex.is_empty())
-            || self.include.iter().any(|k| k.occurs_in(&folded))
-            || self.include_regex.iter().any(|r| r.is_match(text));
-        included
-            && !self.exclude.iter().any(|k| k.occurs_in(&folded))
-            && !self.exclude_regex.iter().any(|r| r.is_match(text))
+        if let Some(k) = self.exclude.iter().find(|k| k.occurs_in(&folded)) {
+            return Decision::Drop(Rule::Exclude(&k.text));
+        }
+        if let Some(r) = self.exclude_regex.iter().find(|r| r.is_match(text)) {
+            return Decision::Drop(Rule::ExcludeRegex(r.as_str()));
+        }
+        if self.include.is_empty() && self.include_regex.is_empty() {
+            return Decision::Keep(Rule::NoInclude);
+        }
+        if let Some(k) = self.include.iter().find(|k| k.occurs_in(&folded)) {
+            return Decision::Keep(Rule::Include(&k.text));
+        }
+        if let Some(r) = self.include_regex.iter().find(|r| r.is_match(text)) {
+            return Decision::Keep(Rule::IncludeRegex(r.as_str()));
+        }
+        Decision::Drop(Rule::NoIncludeMatched)
+    }
+}
+
+/// Whether a feed keeps an item, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'a> {
+    Keep(Rule<'a>),
+    Drop(Rule<'a>),
+}
+
+impl Decision<'_> {
+    pub fn kept(&self) -> bool {
+        matches!(self, Decision::Keep(_))
+    }
+
+    pub fn rule(&self) -> Rule<'_> {
+        match self {
+            Decision::Keep(r) | Decision::Drop(r) => *r,
+        }
+    }
+}
+
+/// The rule behind a [`Decision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule<'a> {
+    /// The feed does not draw from the item's source.
+    Source,
+    /// The feed has no keyword or regex rules.
+    NoRules,
+    /// No exclude matched and the feed has no include rules.
+    NoInclude,
+    Include(&'a str),
+    IncludeRegex(&'a str),
+    Exclude(&'a str),
+    ExcludeRegex(&'a str),
+    /// The feed has include rules and none matched.
+    NoIncludeMatched,
+}
+
+impl std::fmt::Display for Rule<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Source => f.write_str("source not selected by the feed"),
+            Rule::NoRules => f.write_str("no keyword rules"),
+            Rule::NoInclude => f.write_str("no exclude matched"),
+            Rule::Include(k) => write!(f, "include {k:?}"),
+            Rule::IncludeRegex(r) => write!(f, "include_regex {r:?}"),
+            Rule::Exclude(k) => write!(f, "exclude {k:?}"),
+            Rule::ExcludeRegex(r) => write!(f, "exclude_regex {r:?}"),
+            Rule::NoIncludeMatched => f.write_str("no include matched"),
+        }
     }
 }
 
@@ -175,6 +251,28 @@ mod tests {
         let f = filter(&["machine learning"], &["Sponsored"]);
         assert!(f.selects_text("Advances in Machine Learning"));
         assert!(!f.selects_text("SPONSORED: machine learning course"));
+    }
+
+    #[test]
+    fn decisions_name_the_rule_as_written() {
+        let f = filter(&["AI", "大模型"], &["Sponsored"]);
+        assert_eq!(
+            f.decide_text("ＡＩ news"),
+            Decision::Keep(Rule::Include("AI"))
+        );
+        assert_eq!(
+            f.decide_text("sponsored: AI course"),
+            Decision::Drop(Rule::Exclude("Sponsored"))
+        );
+        assert_eq!(
+            f.decide_text("phone review"),
+            Decision::Drop(Rule::NoIncludeMatched)
+        );
+        assert_eq!(
+            filter(&[], &["ad"]).decide_text("news"),
+            Decision::Keep(Rule::NoInclude)
+        );
+        assert_eq!(Rule::Include("AI").to_string(), "include \"AI\"");
     }
 
     #[test]

@@ -81,6 +81,18 @@ enum Command {
         #[arg(long, default_value = "24h")]
         since: String,
     },
+    /// Show which stored items an output feed keeps and drops under the config file's
+    /// current rules, and which rule decided (to try rules before reloading).
+    Preview {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The output feed's name.
+        #[arg(long)]
+        feed: String,
+        /// How many of the newest stored items of the feed's sources to judge.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Add the feeds of an OPML subscription list to the config file as sources.
     ImportOpml {
         #[command(flatten)]
@@ -175,6 +187,7 @@ impl Command {
             | Command::Stories { config, .. }
             | Command::Why { config, .. }
             | Command::ImportOpml { config, .. }
+            | Command::Preview { config, .. }
             | Command::ExportOpml { config } => config,
         }
     }
@@ -219,6 +232,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ImportOpml { file, .. } => import_opml(&config, &file),
+        Command::Preview { feed, limit, .. } => preview(&config, &feed, limit),
         Command::ExportOpml { .. } => {
             let states = source_states(&config)?;
             print!("{}", feedmux::opml::write(&config, &states));
@@ -593,4 +607,104 @@ fn write_replacing(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     }
     std::fs::rename(&temp, path).with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(())
+}
+
+/// The newest `limit` stored items of each of `sources`: from the store, or from the running
+/// daemon when it holds the store.
+fn stored_items(
+    config: &Config,
+    sources: &[String],
+    limit: usize,
+) -> anyhow::Result<Vec<feedmux::model::Item>> {
+    let mut items = Vec::new();
+    match Store::open(&config.storage.path) {
+        Ok(store) => {
+            for source in sources {
+                items.extend(store.source_items(source, limit)?);
+            }
+        }
+        Err(StoreError::Locked { .. }) => {
+            let rt = runtime()?;
+            let limit = limit.min(feedmux::server::MAX_API_ITEMS);
+            for source in sources {
+                let path = format!("/api/items?source={source}&limit={limit}");
+                match rt.block_on(ask_daemon(config, &path)) {
+                    Ok(body) => items.extend(
+                        serde_json::from_slice::<Vec<feedmux::model::Item>>(&body)
+                            .context("the daemon's /api/items is not valid")?,
+                    ),
+                    // A source new in the edited file that the daemon does not know yet.
+                    Err(e) if e.to_string().contains("404") => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    items.sort_by(|a, b| b.published.cmp(&a.published).then(a.id.cmp(&b.id)));
+    items.truncate(limit);
+    Ok(items)
+}
+
+/// Judges the newest stored items of a feed's sources by the feed's rules in the config file.
+fn preview(config: &Config, feed: &str, limit: usize) -> anyhow::Result<ExitCode> {
+    let Some(feed_config) = config.feed(feed) else {
+        eprintln!("feedmux: unknown feed {feed:?}");
+        return Ok(ExitCode::from(2));
+    };
+    let filter = feedmux::filter::FeedFilter::new(feed_config);
+    let items = stored_items(config, &feed_config.sources, limit)?;
+    println!(
+        "feed {} ({}): rules of {}, sources: {}",
+        feed_config.name,
+        feed_config.title,
+        config.path.display(),
+        feed_config.sources.join(", ")
+    );
+    let source_width = items
+        .iter()
+        .map(|i| i.source.chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut kept = 0;
+    let mut why_dropped: std::collections::BTreeMap<String, usize> = Default::default();
+    for item in &items {
+        let decision = filter.decide(item);
+        let rule = decision.rule().to_string();
+        if decision.kept() {
+            kept += 1;
+        } else {
+            *why_dropped.entry(rule.clone()).or_default() += 1;
+        }
+        println!(
+            "{}  {}  {:<source_width$}  {:<28}  {}",
+            if decision.kept() { "KEEP" } else { "DROP" },
+            item.published.format("%Y-%m-%d %H:%M"),
+            item.source,
+            rule,
+            item.title
+        );
+    }
+    let reasons: Vec<String> = why_dropped
+        .iter()
+        .map(|(rule, n)| format!("{rule}: {n}"))
+        .collect();
+    println!(
+        "{feed} keeps {kept} and drops {} of the {} newest stored items of its sources{}; it serves the newest {} kept{}",
+        items.len() - kept,
+        items.len(),
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reasons.join(", "))
+        },
+        feed_config.limit,
+        if feed_config.group_stories {
+            ", one per story"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }

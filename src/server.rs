@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/opml", get(opml))
         .route("/api/sources", get(api_sources))
+        .route("/api/items", get(api_items))
         .with_state(state)
 }
 
@@ -200,6 +201,39 @@ async fn api_sources(State(state): State<AppState>) -> Response {
         serde_json::Value::Array(list).to_string(),
     )
         .into_response()
+}
+
+/// Most items `/api/items` gives at once.
+pub const MAX_API_ITEMS: usize = 10_000;
+
+#[derive(serde::Deserialize)]
+struct ItemsQuery {
+    source: String,
+    limit: Option<usize>,
+}
+
+/// The newest stored items of one configured source, as JSON (what `feedmux preview` reads
+/// when the daemon holds the store). `limit` defaults to 200, at most [`MAX_API_ITEMS`].
+async fn api_items(State(state): State<AppState>, Query(query): Query<ItemsQuery>) -> Response {
+    if state.config().source(&query.source).is_none() {
+        return (StatusCode::NOT_FOUND, "no such source\n").into_response();
+    }
+    let limit = query.limit.unwrap_or(200).min(MAX_API_ITEMS);
+    let store = state.store.clone();
+    let items = tokio::task::spawn_blocking(move || store.source_items(&query.source, limit)).await;
+    match items {
+        Ok(Ok(items)) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string(&items).unwrap_or_else(|_| "[]".to_owned()),
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the store: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 async fn status_page(State(state): State<AppState>) -> Response {

@@ -472,6 +472,30 @@ impl Store {
         Ok(times)
     }
 
+    /// The newest `limit` items of `source`, newest first (by the `by_source` index).
+    pub fn source_items(&self, source: &str, limit: usize) -> Result<Vec<Item>, StoreError> {
+        let prefix = name_prefix(source);
+        let skip = prefix.len() + 8;
+        let mut items = Vec::new();
+        for key in self.by_source.scan_prefix(&prefix).keys() {
+            if items.len() >= limit {
+                break;
+            }
+            let key = key?;
+            let id = key
+                .get(skip..)
+                .and_then(ItemId::from_slice)
+                .ok_or(StoreError::Corrupt {
+                    what: "source index key",
+                    message: format!("{} bytes", key.len()),
+                })?;
+            if let Some(item) = self.item(id)? {
+                items.push(item);
+            }
+        }
+        Ok(items)
+    }
+
     /// Ids of every item, newest first.
     pub fn all_items(&self) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
         self.by_time.iter().map(|r| {

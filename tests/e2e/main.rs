@@ -8,6 +8,7 @@ mod hostile;
 mod ingest;
 mod metrics;
 mod opml;
+mod preview;
 mod reload;
 mod retention;
 mod service;
