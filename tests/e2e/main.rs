@@ -6,6 +6,7 @@ mod daemon;
 mod encodings;
 mod hostile;
 mod ingest;
+mod logs;
 mod metrics;
 mod opml;
 mod preview;
