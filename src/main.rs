@@ -109,6 +109,12 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Rewrite the store into fresh files holding only live records (after a large prune);
+    /// the daemon must be stopped.
+    Compact {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Add the feeds of an OPML subscription list to the config file as sources.
     ImportOpml {
         #[command(flatten)]
@@ -268,6 +274,7 @@ impl Command {
             | Command::Why { config, .. }
             | Command::ImportOpml { config, .. }
             | Command::Preview { config, .. }
+            | Command::Compact { config }
             | Command::ExportOpml { config } => config,
         }
     }
@@ -313,6 +320,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::ImportOpml { file, .. } => import_opml(&config, &file),
         Command::Preview { feed, limit, .. } => preview(&config, &feed, limit),
+        Command::Compact { .. } => {
+            let (before, after) = Store::compact(&config.storage.path).map_err(|e| match e {
+                StoreError::Locked { .. } => {
+                    anyhow::anyhow!("{e}: stop the daemon first (systemctl stop feedmux)")
+                }
+                other => other.into(),
+            })?;
+            println!(
+                "{}: {} bytes before, {} after",
+                config.storage.path.display(),
+                before,
+                after
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ExportOpml { .. } => {
             let states = source_states(&config)?;
             print!("{}", feedmux::opml::write(&config, &states));

@@ -653,6 +653,55 @@ impl Store {
         Ok(())
     }
 
+    /// Rewrites the store at `path` into fresh files holding only live records, then puts
+    /// them in its place: sled reuses the space of deleted records but never gives it back to
+    /// the file system, so after a large prune the files stay large until this runs. Needs
+    /// the store to itself (the daemon stopped). Returns the sizes before and after.
+    pub fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
+        let old = Store::open(path)?;
+        let before = old.size_on_disk();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "store".to_owned());
+        let fresh_path = path.with_file_name(format!("{name}.compacting"));
+        let retired_path = path.with_file_name(format!("{name}.before-compacting"));
+        for leftover in [&fresh_path, &retired_path] {
+            if leftover.exists() {
+                std::fs::remove_dir_all(leftover).map_err(|e| io_error(leftover, e))?;
+            }
+        }
+        let fresh = sled::Config::new()
+            .path(&fresh_path)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| open_error(&fresh_path, e))?;
+        for tree_name in old.db.tree_names() {
+            let from = old.db.open_tree(&tree_name)?;
+            let to = fresh.open_tree(&tree_name)?;
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0;
+            for entry in from.iter() {
+                let (k, v) = entry?;
+                batch.insert(k, v);
+                in_batch += 1;
+                if in_batch == 256 {
+                    to.apply_batch(std::mem::take(&mut batch))?;
+                    in_batch = 0;
+                }
+            }
+            to.apply_batch(batch)?;
+        }
+        fresh.flush()?;
+        drop(fresh);
+        drop(old);
+        std::fs::rename(path, &retired_path).map_err(|e| io_error(path, e))?;
+        std::fs::rename(&fresh_path, path).map_err(|e| io_error(&fresh_path, e))?;
+        std::fs::remove_dir_all(&retired_path).map_err(|e| io_error(&retired_path, e))?;
+        let after = Store::open(path)?.size_on_disk();
+        Ok((before, after))
+    }
+
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -673,6 +722,13 @@ fn open_error(path: &Path, e: sled::Error) -> StoreError {
             path: path.to_owned(),
             message,
         }
+    }
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Open {
+        path: path.to_owned(),
+        message: e.to_string(),
     }
 }
 

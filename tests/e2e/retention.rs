@@ -173,3 +173,61 @@ async fn max_items_keeps_the_newest_and_everything_else_consistent() {
     let store = Store::open(&config.storage.path).unwrap();
     assert_eq!(store.item_count(), 2);
 }
+
+#[tokio::test]
+async fn compact_gives_the_space_of_pruned_items_back_and_keeps_the_rest() {
+    let upstream = Upstream::start().await;
+    let body = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(20);
+    let items: String = (0..2000)
+        .map(|i| {
+            format!(
+                "<item><guid>g{i}</guid><title>Story {i}</title><link>https://r.example/{i}</link><description>{body} {i}</description><pubDate>{}</pubDate></item>",
+                (Utc::now() - chrono::Duration::minutes(i)).to_rfc2822()
+            )
+        })
+        .collect();
+    upstream.put(
+        "/r.xml",
+        &[("content-type", "application/rss+xml")],
+        format!("<rss version=\"2.0\"><channel><title>r</title><link>https://r.example/</link><description>d</description>{items}</channel></rss>"),
+    );
+    let dir = tempdir();
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}[[feed]]\nname = \"all\"\n",
+            source("r", &upstream.url("/r.xml"))
+        ),
+    );
+    poll_all(&config).await;
+    let pruned_size = {
+        let store = Store::open(&config.storage.path).unwrap();
+        store.prune(None, Some(10), Utc::now()).unwrap();
+        store.flush().unwrap();
+        store.size_on_disk()
+    };
+    let out = std::process::Command::new(crate::binary())
+        .args(["compact", "--config"])
+        .arg(&config.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = Store::open(&config.storage.path).unwrap();
+    let compacted = store.size_on_disk();
+    println!("store after pruning 1990 of 2000 items: {pruned_size} bytes; compacted: {compacted}");
+    assert!(
+        compacted * 4 < pruned_size,
+        "{pruned_size} bytes before compacting, {compacted} after"
+    );
+    assert_eq!(store.item_count(), 10);
+    assert_eq!(store.tombstone_count(), 1990);
+    assert_eq!(store.source_state("r").unwrap().item_count, 10);
+    drop(store);
+    assert_eq!(titles(&config, "all").len(), 10);
+    assert!(!dir.path().join("store.compacting").exists());
+    assert!(!dir.path().join("store.before-compacting").exists());
+}
