@@ -260,8 +260,18 @@ pub async fn run(
             None | Some(Control::Shutdown) => break,
             Some(Control::Reload) => {
                 service::reloading();
-                if let Some(new) = reload(&shared).await {
-                    scheduler.apply(&shared, &new).await;
+                // A large feed-index rebuild can take a while: the watchdog is still pinged.
+                let work = async {
+                    if let Some(new) = reload(&shared).await {
+                        scheduler.apply(&shared, &new).await;
+                    }
+                };
+                tokio::pin!(work);
+                loop {
+                    tokio::select! {
+                        () = &mut work => break,
+                        _ = tick(&mut watchdog) => service::watchdog(),
+                    }
                 }
                 match &*shared
                     .reload_failure
@@ -475,6 +485,8 @@ struct Scheduler {
     limit: Arc<Semaphore>,
     concurrency: usize,
     tasks: HashMap<String, SourceTask>,
+    /// Tasks of removed sources, told to stop, finishing a poll in flight.
+    retiring: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Scheduler {
@@ -484,32 +496,42 @@ impl Scheduler {
             limit: Arc::new(Semaphore::new(config.poll.concurrency)),
             concurrency: config.poll.concurrency,
             tasks: HashMap::new(),
+            retiring: Vec::new(),
         };
         for source in &config.sources {
-            scheduler.spawn(shared, source.clone(), false);
+            scheduler.spawn(shared, source.clone(), None, false);
         }
         scheduler
     }
 
-    /// Starts polling `source`; `rescheduled`: its schedule changed, so a next poll stored
+    /// Starts polling `source`, once `after` (the source's previous task, told to stop) has
+    /// finished its poll in flight; `rescheduled`: its schedule changed, so a next poll stored
     /// under the old schedule no longer counts.
-    fn spawn(&mut self, shared: &Arc<Shared>, source: SourceConfig, rescheduled: bool) {
-        let state = shared
-            .pipeline
-            .store
-            .source_state(&source.name)
-            .unwrap_or_default();
-        let mut state = state;
-        if rescheduled {
-            state.next_poll = None;
-        }
-        let first = first_poll(&source, &state, Utc::now());
+    fn spawn(
+        &mut self,
+        shared: &Arc<Shared>,
+        source: SourceConfig,
+        after: Option<tokio::task::JoinHandle<()>>,
+        rescheduled: bool,
+    ) {
         let (stop, stop_rx) = watch::channel(false);
         let shared = shared.clone();
         let limit = self.limit.clone();
         let schedule = source.schedule.clone();
         let polled = Arc::new(source.clone());
         let handle = tokio::spawn(async move {
+            if let Some(previous) = after {
+                let _ = previous.await;
+            }
+            let mut state = shared
+                .pipeline
+                .store
+                .source_state(&polled.name)
+                .unwrap_or_default();
+            if rescheduled {
+                state.next_poll = None;
+            }
+            let first = first_poll(&polled, &state, Utc::now());
             schedule::run_source(schedule, first, limit, stop_rx, || {
                 let shared = shared.clone();
                 let source = polled.clone();
@@ -541,7 +563,10 @@ impl Scheduler {
             *self = Scheduler::start(shared);
             return;
         }
-        let mut stopping = Vec::new();
+        // Stopped tasks are not waited for here (a poll in flight may take until its
+        // timeout): a changed source's new task waits for its old one, a removed source's
+        // task is kept in `retiring` until it ends.
+        let mut stopping: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut rescheduled = Vec::new();
         let names: Vec<String> = self.tasks.keys().cloned().collect();
         for name in names {
@@ -566,12 +591,9 @@ impl Scheduler {
             if !keep {
                 if let Some(task) = self.tasks.remove(&name) {
                     let _ = task.stop.send(true);
-                    stopping.push(task.handle);
+                    stopping.insert(name, task.handle);
                 }
             }
-        }
-        for handle in stopping {
-            let _ = handle.await;
         }
         for source in &config.sources {
             if !self.tasks.contains_key(&source.name) {
@@ -583,9 +605,17 @@ impl Scheduler {
                 {
                     info!(source = %source.name, "new source: polling it now");
                 }
-                self.spawn(shared, source.clone(), rescheduled.contains(&source.name));
+                let previous = stopping.remove(&source.name);
+                self.spawn(
+                    shared,
+                    source.clone(),
+                    previous,
+                    rescheduled.contains(&source.name),
+                );
             }
         }
+        self.retiring.retain(|h| !h.is_finished());
+        self.retiring.extend(stopping.into_values());
     }
 
     async fn stop(&mut self) {
@@ -594,6 +624,9 @@ impl Scheduler {
         }
         for (_, task) in self.tasks.drain() {
             let _ = task.handle.await;
+        }
+        for handle in self.retiring.drain(..) {
+            let _ = handle.await;
         }
     }
 }

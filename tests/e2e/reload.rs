@@ -292,3 +292,42 @@ async fn an_invalid_edit_keeps_the_running_config_and_shows_the_error_until_fixe
     assert!(page.contains("Fixed"), "{page}");
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_does_not_wait_for_a_slow_poll_in_flight() {
+    let upstream = upstream_with(&[("/fast.xml", &[("f1", "Fast one")])]).await;
+    let mut slow = crate::upstream::Page::new(
+        200,
+        &[("content-type", "application/rss+xml")],
+        rss(&[("s1", "Slow one")]),
+    );
+    slow.delay = Duration::from_secs(8);
+    upstream.put_page("/slow.xml", slow);
+    let feed = "[[feed]]\nname = \"all\"\n";
+    let daemon = Running::start(&format!(
+        "{}{feed}",
+        source("slow", &upstream.url("/slow.xml"), YEARLY)
+    ))
+    .await;
+    // The slow source's first poll is in flight (its upstream answers after 8 s).
+    for _ in 0..50 {
+        if !upstream.requests("/slow.xml").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(upstream.requests("/slow.xml").len(), 1);
+
+    let started = std::time::Instant::now();
+    daemon.edit(&format!(
+        "{}{feed}",
+        source("fast", &upstream.url("/fast.xml"), YEARLY)
+    ));
+    daemon.wait_for_titles("all", &["Fast one"]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the reload waited for the slow poll: {:?}",
+        started.elapsed()
+    );
+    daemon.stop().await;
+}
