@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use feedmux::dedup::fingerprint::Fingerprint;
-use feedmux::dedup::{best_match, DedupConfig, FingerprintRecord, IngestPlan};
+use feedmux::dedup::fingerprint::{Fingerprint, TermStats};
+use feedmux::dedup::{best_match, DedupConfig, FingerprintRecord, IndexedFingerprint, IngestPlan};
 use feedmux::model::{ItemId, SourceState};
 use feedmux::store::Store;
 
@@ -30,6 +30,15 @@ impl Rng {
     }
 }
 
+/// A fingerprint as planning makes it: counted in the statistics, trimmed, keyed.
+fn planned(rng: &mut Rng, stats: &mut TermStats) -> (Fingerprint, Vec<u32>) {
+    let mut fp = Fingerprint::new(&rng.words(8), &rng.words(30));
+    stats.add(&fp);
+    fp.keep_strongest(stats);
+    let keys = fp.key_terms(stats);
+    (fp, keys)
+}
+
 fn fill(store: &Store, n: usize, rng: &mut Rng) {
     let now = Utc::now();
     let mut done = 0;
@@ -42,31 +51,44 @@ fn fill(store: &Store, n: usize, rng: &mut Rng) {
             id.copy_from_slice(
                 &(k.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)).to_be_bytes(),
             );
-            plan.fingerprints.push((
-                ItemId(id),
-                FingerprintRecord {
+            let mut stats = store.ingest_guard();
+            let (fingerprint, keys) = planned(rng, &mut stats);
+            plan.fingerprints.push(IndexedFingerprint {
+                id: ItemId(id),
+                record: FingerprintRecord {
                     source: format!("s{}", k % 1000),
                     published: now - chrono::Duration::seconds((k % 200_000) as i64),
-                    fingerprint: Fingerprint::new(&rng.words(8), &rng.words(30)),
+                    fingerprint,
                 },
-            ));
+                keys,
+            });
         }
+        let stats = store.ingest_guard();
         store
-            .apply_poll("bench-fill", &plan, &[], &[], &SourceState::default())
+            .apply_poll(
+                "bench-fill",
+                &plan,
+                &[],
+                &[],
+                &SourceState::default(),
+                &stats,
+            )
             .unwrap();
         done += batch;
     }
 }
 
-/// Median time of finding the best match for each probe.
+/// Median time of finding the best match for each probe (the index keys and the scoring).
 fn probe(store: &Store, probes: &[Fingerprint]) -> Duration {
     let config = DedupConfig::default();
     let now = Utc::now();
+    let stats = store.ingest_guard();
     let mut times: Vec<Duration> = probes
         .iter()
         .map(|fp| {
             let t = Instant::now();
-            let _ = best_match(store, "probe", fp, now, &config).unwrap();
+            let keys = fp.key_terms(&stats);
+            let _ = best_match(store, "probe", fp, &keys, now, &config, &stats).unwrap();
             t.elapsed()
         })
         .collect();
@@ -80,8 +102,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let mut probe_stats = TermStats::default();
     let probes: Vec<Fingerprint> = (0..PROBES)
-        .map(|_| Fingerprint::new(&rng.words(8), &rng.words(30)))
+        .map(|_| planned(&mut rng, &mut probe_stats).0)
         .collect();
 
     let empty_dir = tempfile::tempdir().unwrap();

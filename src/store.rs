@@ -11,9 +11,9 @@
 //! | `urls` | hash of canonical URL (16) | [`UrlClaim`] as JSON |
 //! | `stories` | story id (16) + member id (16) | how the member joined ([`StoryLink`] as JSON), or empty for the first |
 //! | `fingerprints` | item id | [`FingerprintRecord`] in its compact binary form |
-//! | `bands` | LSH band hash (8) + reverse time (8) + item id | empty |
+//! | `key_terms` | term hash (4) + reverse time (8) + item id | empty |
 //! | `sources` | source name | [`SourceState`] as JSON |
-//! | `meta` | text key | text value (schema version, feed fingerprints) |
+//! | `meta` | text key | schema version, feed fingerprints, term statistics |
 //!
 //! A poll's writes go in index-first order and are flushed before the poll counts as done, so a
 //! crash leaves at worst an index entry without its item (readers skip those), never an item
@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::dedup::fingerprint::TermStats;
 use crate::dedup::{FingerprintRecord, IngestPlan, StoryLink, UrlClaim};
 use crate::model::{Item, ItemId, SourceState};
 
@@ -34,6 +35,10 @@ use crate::model::{Item, ItemId, SourceState};
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const FINGERPRINT_PREFIX: &str = "feed_fingerprint/";
+const TERM_STATS_KEY: &[u8] = b"term_stats";
+/// Term statistics are written at most this often while ingesting (and at every flush): a
+/// crash loses at most this much of them, which only shifts term weights a little.
+const TERM_STATS_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long `open` waits for a store that is being released: 20 × 50 ms.
 const LOCK_RETRIES: u32 = 20;
 /// Items written per sled batch.
@@ -75,12 +80,15 @@ pub struct Store {
     urls: sled::Tree,
     stories: sled::Tree,
     fingerprints: sled::Tree,
-    bands: sled::Tree,
+    key_terms: sled::Tree,
     sources: sled::Tree,
     meta: sled::Tree,
     /// Held from reading the store for a poll's plan until the plan is written, so that two
-    /// sources polled at once cannot both claim the same story.
-    ingest: Arc<Mutex<()>>,
+    /// sources polled at once cannot both claim the same story; it guards the term statistics
+    /// that planning updates.
+    ingest: Arc<Mutex<TermStats>>,
+    /// When the term statistics were last written.
+    term_stats_saved: Arc<Mutex<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -123,20 +131,31 @@ impl Store {
             urls: tree("urls")?,
             stories: tree("stories")?,
             fingerprints: tree("fingerprints")?,
-            bands: tree("bands")?,
+            key_terms: tree("key_terms")?,
             sources: tree("sources")?,
             meta: tree("meta")?,
             path: path.to_owned(),
-            ingest: Arc::new(Mutex::new(())),
+            ingest: Arc::new(Mutex::new(TermStats::default())),
+            term_stats_saved: Arc::new(Mutex::new(std::time::Instant::now())),
             db,
         };
         store.check_schema()?;
+        // The LSH bands of earlier versions, replaced by key terms.
+        store.db.drop_tree("bands")?;
+        if let Some(bytes) = store.meta.get(TERM_STATS_KEY)? {
+            match TermStats::from_bytes(&bytes) {
+                Some(stats) => *store.ingest_guard() = stats,
+                None => tracing::warn!(
+                    "the stored term statistics are unreadable; starting them afresh (near-duplicate detection is weaker until they refill)"
+                ),
+            }
+        }
         Ok(store)
     }
 
     /// Serialises ingestion: hold the guard from planning a poll's writes until they are
-    /// applied.
-    pub fn ingest_guard(&self) -> MutexGuard<'_, ()> {
+    /// applied. It holds the term statistics, which planning updates.
+    pub fn ingest_guard(&self) -> MutexGuard<'_, TermStats> {
         self.ingest.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -211,6 +230,7 @@ impl Store {
         feeds: &[String],
         memberships: &[FeedMembership],
         state: &SourceState,
+        term_stats: &TermStats,
     ) -> Result<(), StoreError> {
         // Written in chunks: sled holds a whole batch in memory several times over, so one
         // batch for a 20,000-item feed costs a gigabyte; chunks keep a poll's memory flat.
@@ -260,20 +280,20 @@ impl Store {
             self.items.apply_batch(items)?;
         }
         for chunk in plan.fingerprints.chunks(WRITE_CHUNK) {
-            let mut bands = sled::Batch::default();
+            let mut key_terms = sled::Batch::default();
             let mut fingerprints = sled::Batch::default();
-            for (id, record) in chunk {
-                let at = published.get(id).copied().unwrap_or(record.published);
-                for band in record.fingerprint.bands() {
-                    let mut key = Vec::with_capacity(32);
-                    key.extend_from_slice(&band.to_be_bytes());
-                    key.extend_from_slice(&reverse_time(at));
-                    key.extend_from_slice(&id.0);
-                    bands.insert(key, &[]);
+            for indexed in chunk {
+                let id = indexed.id;
+                let at = published
+                    .get(&id)
+                    .copied()
+                    .unwrap_or(indexed.record.published);
+                for term in &indexed.keys {
+                    key_terms.insert(key_term_key(*term, at, id), &[]);
                 }
-                fingerprints.insert(&id.0, record.to_bytes());
+                fingerprints.insert(&id.0, indexed.record.to_bytes());
             }
-            self.bands.apply_batch(bands)?;
+            self.key_terms.apply_batch(key_terms)?;
             self.fingerprints.apply_batch(fingerprints)?;
         }
         let mut urls = sled::Batch::default();
@@ -282,7 +302,23 @@ impl Store {
         }
         self.urls.apply_batch(urls)?;
         self.sources.insert(source.as_bytes(), encode(state))?;
+        if !plan.fingerprints.is_empty() {
+            self.save_term_stats(term_stats, false)?;
+        }
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Writes the term statistics when [`TERM_STATS_SAVE_EVERY`] has passed (or `always`).
+    fn save_term_stats(&self, stats: &TermStats, always: bool) -> Result<(), StoreError> {
+        let mut saved = self
+            .term_stats_saved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if always || saved.elapsed() >= TERM_STATS_SAVE_EVERY {
+            self.meta.insert(TERM_STATS_KEY, stats.to_bytes())?;
+            *saved = std::time::Instant::now();
+        }
         Ok(())
     }
 
@@ -317,30 +353,28 @@ impl Store {
         })
     }
 
-    /// Items sharing an LSH band with `bands`, published within `window` of `published`; at
-    /// most `per_band` from each band, nearest in time first.
+    /// Items keyed by any of `terms`, published within `window` of `published`, each with
+    /// how many of `terms` key it; at most `per_term` for each term, the latest first.
     pub fn candidates(
         &self,
-        bands: &[u64],
+        terms: &[u32],
         published: DateTime<Utc>,
         window: std::time::Duration,
-        per_band: usize,
-    ) -> Result<Vec<ItemId>, StoreError> {
+        per_term: usize,
+    ) -> Result<Vec<(ItemId, usize)>, StoreError> {
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
         let newest = published.checked_add_signed(window).unwrap_or(published);
         let oldest = published.checked_sub_signed(window).unwrap_or(published);
         let mut out = Vec::new();
-        for band in bands {
-            let mut start = band.to_be_bytes().to_vec();
-            start.extend_from_slice(&reverse_time(newest));
-            let mut end = band.to_be_bytes().to_vec();
-            end.extend_from_slice(&reverse_time(oldest));
-            end.extend_from_slice(&[0xFF; 16]);
-            for key in self.bands.range(start..=end).keys().take(per_band) {
+        for term in terms {
+            let start = key_term_key(*term, newest, ItemId([0; 16]));
+            let end = key_term_key(*term, oldest, ItemId([0xFF; 16]));
+            for key in self.key_terms.range(start..=end).keys().take(per_term) {
                 let key = key?;
-                if let Some(id) = ItemId::from_slice(&key[16..]) {
-                    if !out.contains(&id) {
-                        out.push(id);
+                if let Some(id) = ItemId::from_slice(&key[12..]) {
+                    match out.iter_mut().find(|(c, _)| *c == id) {
+                        Some((_, shared)) => *shared += 1,
+                        None => out.push((id, 1)),
                     }
                 }
             }
@@ -458,7 +492,11 @@ impl Store {
             .collect()
     }
 
+    /// Writes everything out, the term statistics included.
     pub fn flush(&self) -> Result<(), StoreError> {
+        let stats = self.ingest_guard();
+        self.save_term_stats(&stats, true)?;
+        drop(stats);
         self.db.flush()?;
         Ok(())
     }
@@ -508,6 +546,14 @@ fn reverse_time(t: DateTime<Utc>) -> [u8; 8] {
 
 fn time_key(t: DateTime<Utc>, id: ItemId) -> Vec<u8> {
     let mut key = Vec::with_capacity(24);
+    key.extend_from_slice(&reverse_time(t));
+    key.extend_from_slice(&id.0);
+    key
+}
+
+fn key_term_key(term: u32, t: DateTime<Utc>, id: ItemId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(28);
+    key.extend_from_slice(&term.to_be_bytes());
     key.extend_from_slice(&reverse_time(t));
     key.extend_from_slice(&id.0);
     key

@@ -7,8 +7,9 @@
 //!   story group of the first. A URL that several items of one source share (a home page or
 //!   section link) identifies nothing and is marked ambiguous.
 //! * Items of different sources whose text is similar enough (see [`fingerprint`]) and that
-//!   were published within `dedup.window` of each other are one story too; candidates come
-//!   from the store's LSH index, never from a scan.
+//!   were published within `dedup.window` of each other are one story too; candidates are
+//!   the items that share one of the new item's rarest terms (the store's key-term index),
+//!   never a scan. Term rarity comes from [`TermStats`], which planning keeps up to date.
 //!
 //! [`plan`] reads the store and returns the writes for one poll as an [`IngestPlan`]; it never
 //! writes. Applying the plan is the store's job.
@@ -26,7 +27,7 @@ use url::Url;
 use crate::model::{Entry, Item, ItemId};
 use crate::store::{Store, StoreError};
 use crate::text::html_to_text;
-use fingerprint::{Fingerprint, Similarity};
+use fingerprint::{Fingerprint, Similarity, Term, TermStats};
 
 /// Query parameters that only track where a click came from.
 const TRACKING_PARAMS: &[&str] = &[
@@ -112,11 +113,13 @@ pub struct DedupConfig {
 }
 
 /// Default `dedup.threshold`, tuned on tests/fixtures/stories.
-pub const DEFAULT_THRESHOLD: f32 = 0.85;
+pub const DEFAULT_THRESHOLD: f32 = 0.50;
 /// Default `dedup.window`.
 pub const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(72 * 3600);
-/// Items read from one LSH band when looking for candidates.
-const CANDIDATES_PER_BAND: usize = 32;
+/// Items read for one key term when looking for candidates.
+const CANDIDATES_PER_TERM: usize = 32;
+/// Candidates scored for a new item at most (those sharing most key terms).
+const MAX_CANDIDATES: usize = 48;
 
 impl Default for DedupConfig {
     fn default() -> Self {
@@ -137,34 +140,39 @@ pub struct FingerprintRecord {
 }
 
 impl FingerprintRecord {
-    /// A compact binary form: version, time, source, title hashes, body signature.
+    /// A compact binary form: version, time, source, title hashes, numbers, terms.
     pub fn to_bytes(&self) -> Vec<u8> {
         let source = self.source.as_bytes();
         let source = &source[..source.len().min(255)];
         let fp = &self.fingerprint;
-        let mut out =
-            Vec::with_capacity(16 + source.len() + 4 * fp.title.len() + 2 * fp.body.len());
-        out.push(1u8);
+        let mut out = Vec::with_capacity(
+            16 + source.len() + 4 * (fp.title.len() + fp.numbers.len()) + 6 * fp.terms.len(),
+        );
+        out.push(RECORD_VERSION);
         out.extend_from_slice(&self.published.timestamp_micros().to_le_bytes());
         out.push(source.len() as u8);
         out.extend_from_slice(source);
-        let titles = fp.title.len().min(u16::MAX as usize);
-        out.extend_from_slice(&(titles as u16).to_le_bytes());
-        for h in &fp.title[..titles] {
-            out.extend_from_slice(&h.to_le_bytes());
-        }
-        out.push(fp.body.len().min(255) as u8);
-        for v in fp.body.iter().take(255) {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.push(fp.numbers.len().min(255) as u8);
-        for n in fp.numbers.iter().take(255) {
-            out.extend_from_slice(&n.to_le_bytes());
+        let put_hashes = |out: &mut Vec<u8>, hashes: &[u32]| {
+            let n = hashes.len().min(255);
+            out.push(n as u8);
+            for h in &hashes[..n] {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        };
+        put_hashes(&mut out, &fp.title);
+        put_hashes(&mut out, &fp.numbers);
+        let n = fp.terms.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        for t in &fp.terms[..n] {
+            out.extend_from_slice(&t.hash.to_le_bytes());
+            out.push(t.in_title);
+            out.push(t.in_body);
         }
         out
     }
 
-    /// Reads [`FingerprintRecord::to_bytes`]'s form; `None` for anything else.
+    /// Reads [`FingerprintRecord::to_bytes`]'s form; `None` for anything else. Records of
+    /// earlier versions have no terms: they are kept but never match.
     pub fn from_bytes(bytes: &[u8]) -> Option<FingerprintRecord> {
         let mut r = bytes;
         let mut take = |n: usize| -> Option<&[u8]> {
@@ -175,38 +183,74 @@ impl FingerprintRecord {
             r = tail;
             Some(head)
         };
-        if take(1)? != [1] {
+        let version = take(1)?[0];
+        if version != 1 && version != RECORD_VERSION {
             return None;
         }
         let micros = i64::from_le_bytes(take(8)?.try_into().ok()?);
         let published = DateTime::<Utc>::from_timestamp_micros(micros)?;
         let source_len = take(1)?[0] as usize;
         let source = String::from_utf8(take(source_len)?.to_vec()).ok()?;
-        let titles = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
-        let title = take(4 * titles)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let bodies = take(1)?[0] as usize;
-        let body = take(2 * bodies)?
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        let count = take(1)?[0] as usize;
-        let numbers = take(4 * count)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let hashes = |bytes: &[u8]| -> Vec<u32> {
+            bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let fingerprint = match version {
+            1 => {
+                // title hashes (u16 count), a body MinHash (u8 count of u16), numbers.
+                let titles = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+                let title = hashes(take(4 * titles)?);
+                let bodies = take(1)?[0] as usize;
+                take(2 * bodies)?;
+                let count = take(1)?[0] as usize;
+                let numbers = hashes(take(4 * count)?);
+                Fingerprint {
+                    title,
+                    numbers,
+                    terms: Vec::new(),
+                }
+            }
+            RECORD_VERSION => {
+                let titles = take(1)?[0] as usize;
+                let title = hashes(take(4 * titles)?);
+                let count = take(1)?[0] as usize;
+                let numbers = hashes(take(4 * count)?);
+                let terms = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+                let terms = take(6 * terms)?
+                    .chunks_exact(6)
+                    .map(|c| Term {
+                        hash: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                        in_title: c[4],
+                        in_body: c[5],
+                    })
+                    .collect();
+                Fingerprint {
+                    title,
+                    numbers,
+                    terms,
+                }
+            }
+            _ => return None,
+        };
         Some(FingerprintRecord {
             source,
             published,
-            fingerprint: Fingerprint {
-                title,
-                body,
-                numbers,
-            },
+            fingerprint,
         })
     }
+}
+
+/// The version of [`FingerprintRecord::to_bytes`]'s form.
+const RECORD_VERSION: u8 = 2;
+
+/// A new item's fingerprint and the terms that key it in the index.
+#[derive(Debug)]
+pub struct IndexedFingerprint {
+    pub id: ItemId,
+    pub record: FingerprintRecord,
+    pub keys: Vec<u32>,
 }
 
 /// Why an item joined a story.
@@ -235,7 +279,7 @@ pub struct IngestPlan {
     /// Canonical URL claims to set.
     pub claims: Vec<(String, UrlClaim)>,
     /// Fingerprints of new items, to index.
-    pub fingerprints: Vec<(ItemId, FingerprintRecord)>,
+    pub fingerprints: Vec<IndexedFingerprint>,
     /// Entries already stored with the same text.
     pub unchanged: usize,
     /// New items that joined another source's story by URL.
@@ -276,23 +320,25 @@ pub fn best_match(
     store: &Store,
     source: &str,
     fingerprint: &Fingerprint,
+    keys: &[u32],
     published: DateTime<Utc>,
     config: &DedupConfig,
+    stats: &TermStats,
 ) -> Result<Option<(ItemId, Similarity)>, StoreError> {
+    let mut candidates = store.candidates(keys, published, config.window, CANDIDATES_PER_TERM)?;
+    // Those sharing most key terms first; a stable sort keeps the nearest in time first.
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
+    candidates.truncate(MAX_CANDIDATES);
+    let weighted = fingerprint.weigh(stats);
     let mut best: Option<(ItemId, Similarity)> = None;
-    for candidate in store.candidates(
-        &fingerprint.bands(),
-        published,
-        config.window,
-        CANDIDATES_PER_BAND,
-    )? {
+    for (candidate, _) in candidates {
         let Some(record) = store.fingerprint(candidate)? else {
             continue;
         };
         if record.source == source {
             continue;
         }
-        let similarity = fingerprint.similarity(&record.fingerprint);
+        let similarity = weighted.similarity(&record.fingerprint.weigh(stats), stats);
         if similarity.score >= config.threshold
             && best.is_none_or(|(_, b)| similarity.score > b.score)
         {
@@ -302,13 +348,15 @@ pub fn best_match(
     Ok(best)
 }
 
-/// Decides what `entries` of `source` change in the store.
+/// Decides what `entries` of `source` change in the store. New items' terms are counted in
+/// `stats` as they are planned.
 pub fn plan(
     store: &Store,
     source: &str,
     entries: Vec<Entry>,
     now: DateTime<Utc>,
     dedup: &DedupConfig,
+    stats: &mut TermStats,
 ) -> Result<IngestPlan, StoreError> {
     let mut plan = IngestPlan::default();
     let canonical: Vec<Option<String>> = entries
@@ -383,13 +431,16 @@ pub fn plan(
             }
         }
         let published = entry.published.unwrap_or(now);
-        let fingerprint = Fingerprint::new(
+        let mut fingerprint = Fingerprint::new(
             &entry.title,
             &body_text(entry.summary_html.as_deref(), entry.content_html.as_deref()),
         );
+        stats.add(&fingerprint);
+        fingerprint.keep_strongest(stats);
+        let keys = fingerprint.key_terms(stats);
         if link.is_none() && dedup.enabled {
             if let Some((with, similarity)) =
-                best_match(store, source, &fingerprint, published, dedup)?
+                best_match(store, source, &fingerprint, &keys, published, dedup, stats)?
             {
                 story = store.item(with)?.map_or(with, |i| i.story);
                 link = Some(StoryLink {
@@ -400,14 +451,15 @@ pub fn plan(
                 plan.merged_text += 1;
             }
         }
-        plan.fingerprints.push((
+        plan.fingerprints.push(IndexedFingerprint {
             id,
-            FingerprintRecord {
+            record: FingerprintRecord {
                 source: source.to_owned(),
                 published,
                 fingerprint,
             },
-        ));
+            keys,
+        });
         pending_stories.insert(id, story);
         plan.writes.push(ItemWrite {
             item: new_item(id, source, guid, entry, canonical.clone(), hash, story, now),
@@ -630,5 +682,23 @@ mod record_tests {
             None
         );
         assert_eq!(FingerprintRecord::from_bytes(b"{\"json\": 1}"), None);
+    }
+
+    #[test]
+    fn records_of_the_first_version_still_read_and_never_match() {
+        // version 1: time, source, title hashes (u16 count), body MinHash, numbers.
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&1_790_000_000_000_000i64.to_le_bytes());
+        v1.extend_from_slice(&[2, b'q', b'b']);
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&7u32.to_le_bytes());
+        v1.extend_from_slice(&[1, 9, 9, 0]);
+        let record = FingerprintRecord::from_bytes(&v1).expect("a version 1 record");
+        assert_eq!(record.source, "qb");
+        assert_eq!(record.fingerprint.title, vec![7]);
+        assert!(record.fingerprint.terms.is_empty());
+        let stats = fingerprint::TermStats::default();
+        let other = Fingerprint::new("anything", "");
+        assert_eq!(record.fingerprint.similarity(&other, &stats).score, 0.0);
     }
 }
