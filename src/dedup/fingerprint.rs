@@ -36,8 +36,8 @@ const TEMPLATE_OVERLAP: f32 = 0.5;
 /// A term at least this fraction of the highest possible idf counts as a rare name.
 const RARE_FRACTION: f32 = 0.8;
 /// Count-min sketch of document frequencies: rows × columns of u32 counters.
-const SKETCH_ROWS: usize = 4;
-const SKETCH_COLUMNS: usize = 1 << 16;
+const SKETCH_ROWS: usize = 2;
+const SKETCH_COLUMNS: usize = 1 << 17;
 
 const STOPWORDS: &[&str] = &[
     "a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "with", "at", "by", "from", "is",

@@ -119,7 +119,7 @@ pub const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(7
 /// Items read for one key term when looking for candidates.
 const CANDIDATES_PER_TERM: usize = 32;
 /// Candidates scored for a new item at most (those sharing most key terms).
-const MAX_CANDIDATES: usize = 48;
+const MAX_CANDIDATES: usize = 32;
 
 impl Default for DedupConfig {
     fn default() -> Self {
