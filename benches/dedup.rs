@@ -59,8 +59,9 @@ fn fill(store: &Store, n: usize, rng: &mut Rng) {
                     source: format!("s{}", k % 1000),
                     published: now - chrono::Duration::seconds((k % 200_000) as i64),
                     fingerprint,
+                    keys,
                 },
-                keys,
+                replaces: None,
             });
         }
         let stats = store.ingest_guard();

@@ -235,11 +235,6 @@ impl Store {
         // Written in chunks: sled holds a whole batch in memory several times over, so one
         // batch for a 20,000-item feed costs a gigabyte; chunks keep a poll's memory flat.
         // The poll still counts as done only after the state is written and flushed.
-        let published: HashMap<ItemId, DateTime<Utc>> = plan
-            .writes
-            .iter()
-            .map(|w| (w.item.id, w.item.published))
-            .collect();
         let mut memberships_of: HashMap<ItemId, Vec<&str>> = HashMap::new();
         for m in memberships {
             memberships_of.entry(m.item).or_default().push(&m.feed);
@@ -284,12 +279,13 @@ impl Store {
             let mut fingerprints = sled::Batch::default();
             for indexed in chunk {
                 let id = indexed.id;
-                let at = published
-                    .get(&id)
-                    .copied()
-                    .unwrap_or(indexed.record.published);
-                for term in &indexed.keys {
-                    key_terms.insert(key_term_key(*term, at, id), &[]);
+                if let Some(old) = &indexed.replaces {
+                    for term in &old.keys {
+                        key_terms.remove(key_term_key(*term, old.published, id));
+                    }
+                }
+                for term in &indexed.record.keys {
+                    key_terms.insert(key_term_key(*term, indexed.record.published, id), &[]);
                 }
                 fingerprints.insert(&id.0, indexed.record.to_bytes());
             }

@@ -31,6 +31,8 @@ const BODY_CHARS: usize = 600;
 pub const MIN_TITLE_SIMILARITY: f32 = 0.1;
 /// How much a template swap or a conflict of numbers between two titles weighs on the score.
 const CONFLICT_FACTOR: f32 = 0.5;
+/// Text similarity from which a swapped title word is taken for rewording, not another story.
+const LEADS_AGREE: f32 = 0.8;
 /// Share of title terms in common from which two titles count as one template.
 const TEMPLATE_OVERLAP: f32 = 0.5;
 /// A term at least this fraction of the highest possible idf counts as a rare name.
@@ -339,8 +341,11 @@ impl Weighted<'_> {
         };
         let title = cosine(title_dot, self.title_norm, other.title_norm);
         let text = cosine(text_dot, self.text_norm, other.text_norm);
-        let conflict =
-            a.numbers_conflict(b) || substitution(&a.title, &b.title) || a.swaps_a_name(b, stats);
+        // A number each title lacks always conflicts; a swapped word or name only while the
+        // leads do not confirm each other (reposts reword titles around one shared lead).
+        let conflict = a.numbers_conflict(b)
+            || (text < LEADS_AGREE
+                && (substitution(&a.title, &b.title) || a.swaps_a_name(b, stats)));
         let score = if title < MIN_TITLE_SIMILARITY {
             0.0
         } else if conflict {

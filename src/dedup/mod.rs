@@ -137,6 +137,8 @@ pub struct FingerprintRecord {
     pub source: String,
     pub published: DateTime<Utc>,
     pub fingerprint: Fingerprint,
+    /// The terms it is indexed under (kept so that an edit can remove them).
+    pub keys: Vec<u32>,
 }
 
 impl FingerprintRecord {
@@ -168,6 +170,7 @@ impl FingerprintRecord {
             out.push(t.in_title);
             out.push(t.in_body);
         }
+        put_hashes(&mut out, &self.keys);
         out
     }
 
@@ -206,11 +209,14 @@ impl FingerprintRecord {
                 take(2 * bodies)?;
                 let count = take(1)?[0] as usize;
                 let numbers = hashes(take(4 * count)?);
-                Fingerprint {
-                    title,
-                    numbers,
-                    terms: Vec::new(),
-                }
+                (
+                    Fingerprint {
+                        title,
+                        numbers,
+                        terms: Vec::new(),
+                    },
+                    Vec::new(),
+                )
             }
             RECORD_VERSION => {
                 let titles = take(1)?[0] as usize;
@@ -226,18 +232,24 @@ impl FingerprintRecord {
                         in_body: c[5],
                     })
                     .collect();
-                Fingerprint {
-                    title,
-                    numbers,
-                    terms,
-                }
+                let count = take(1)?[0] as usize;
+                let keys = hashes(take(4 * count)?);
+                (
+                    Fingerprint {
+                        title,
+                        numbers,
+                        terms,
+                    },
+                    keys,
+                )
             }
             _ => return None,
         };
         Some(FingerprintRecord {
             source,
             published,
-            fingerprint,
+            fingerprint: fingerprint.0,
+            keys: fingerprint.1,
         })
     }
 }
@@ -245,12 +257,12 @@ impl FingerprintRecord {
 /// The version of [`FingerprintRecord::to_bytes`]'s form.
 const RECORD_VERSION: u8 = 2;
 
-/// A new item's fingerprint and the terms that key it in the index.
+/// An item's fingerprint to index; for an edited item, the record it replaces.
 #[derive(Debug)]
 pub struct IndexedFingerprint {
     pub id: ItemId,
     pub record: FingerprintRecord,
-    pub keys: Vec<u32>,
+    pub replaces: Option<FingerprintRecord>,
 }
 
 /// Why an item joined a story.
@@ -278,7 +290,7 @@ pub struct IngestPlan {
     pub writes: Vec<ItemWrite>,
     /// Canonical URL claims to set.
     pub claims: Vec<(String, UrlClaim)>,
-    /// Fingerprints of new items, to index.
+    /// Fingerprints of new and edited items, to index.
     pub fingerprints: Vec<IndexedFingerprint>,
     /// Entries already stored with the same text.
     pub unchanged: usize,
@@ -332,8 +344,15 @@ pub fn best_match(
     let weighted = fingerprint.weigh(stats);
     let mut best: Option<(ItemId, Similarity)> = None;
     for (candidate, _) in candidates {
-        let Some(record) = store.fingerprint(candidate)? else {
-            continue;
+        let record = match store.fingerprint(candidate) {
+            Ok(Some(record)) => record,
+            Ok(None) => continue,
+            // One unreadable record must not stop a poll: that candidate is skipped.
+            Err(StoreError::Corrupt { what, message }) => {
+                tracing::warn!(item = %candidate, "skipping an unreadable {what}: {message}");
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         if record.source == source {
             continue;
@@ -383,6 +402,7 @@ pub fn plan(
                 plan.unchanged += 1;
             } else {
                 let item = updated_item(&old, entry, canonical.clone(), hash, now);
+                plan.fingerprints.push(refingerprint(store, &item, stats));
                 plan.writes.push(ItemWrite {
                     item,
                     previous: Some(old),
@@ -457,8 +477,9 @@ pub fn plan(
                 source: source.to_owned(),
                 published,
                 fingerprint,
+                keys,
             },
-            keys,
+            replaces: None,
         });
         pending_stories.insert(id, story);
         plan.writes.push(ItemWrite {
@@ -469,6 +490,28 @@ pub fn plan(
     }
     plan.claims = pending_claims.into_iter().collect();
     Ok(plan)
+}
+
+/// The fingerprint of an edited item, replacing the stored one (whose index keys go). Its
+/// terms are not counted again in the statistics, and its story does not change.
+fn refingerprint(store: &Store, item: &Item, stats: &TermStats) -> IndexedFingerprint {
+    let mut fingerprint = Fingerprint::new(
+        &item.title,
+        &body_text(item.summary_html.as_deref(), item.content_html.as_deref()),
+    );
+    fingerprint.keep_strongest(stats);
+    let keys = fingerprint.key_terms(stats);
+    IndexedFingerprint {
+        id: item.id,
+        record: FingerprintRecord {
+            source: item.source.clone(),
+            published: item.published,
+            fingerprint,
+            keys,
+        },
+        // Unreadable or missing: nothing to remove.
+        replaces: store.fingerprint(item.id).ok().flatten(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -673,6 +716,7 @@ mod record_tests {
             source: "qbitai".into(),
             published: DateTime::<Utc>::from_timestamp_micros(1_790_000_000_123_456).unwrap(),
             fingerprint: Fingerprint::new("智谱发布 GLM-6 大模型", "智谱今天发布 GLM-6。"),
+            keys: vec![7, 0xDEAD_BEEF],
         };
         let bytes = record.to_bytes();
         assert!(bytes.len() < 200, "{} bytes", bytes.len());

@@ -169,6 +169,34 @@ fn feed_of(items: &[(&str, &str, &str)]) -> String {
     body
 }
 
+/// Writes bg.xml: every item of the labelled set whose text mentions none of `avoid`, as one
+/// source's feed. Returns how many items it has.
+fn write_background(dir: &std::path::Path, avoid: &[&str]) -> usize {
+    let items: Vec<(String, String, String)> = pairs()
+        .iter()
+        .flat_map(|p| [&p.a, &p.b])
+        .filter(|s| {
+            !avoid
+                .iter()
+                .any(|w| s.title.contains(w) || s.summary.contains(w))
+        })
+        .enumerate()
+        .map(|(i, s)| {
+            (
+                s.title.clone(),
+                s.summary.clone(),
+                format!("https://bg.example/{i}"),
+            )
+        })
+        .collect();
+    let borrowed: Vec<(&str, &str, &str)> = items
+        .iter()
+        .map(|(t, s, l)| (t.as_str(), s.as_str(), l.as_str()))
+        .collect();
+    std::fs::write(dir.join("bg.xml"), feed_of(&borrowed)).unwrap();
+    items.len()
+}
+
 /// A rewrite that keeps the story's names and figures merges across sources through the real
 /// pipeline, an unrelated story of the same company does not, and the term statistics that
 /// weigh them survive a restart.
@@ -193,24 +221,7 @@ async fn a_rewrite_from_another_source_is_shown_once_and_term_weights_persist() 
     )
     .unwrap();
     // A day of other news first, as a running store would have seen: term weights need it.
-    let background: Vec<(String, String, String)> = pairs()
-        .iter()
-        .flat_map(|p| [&p.a, &p.b])
-        .filter(|s| !s.title.contains("Qwen") && !s.summary.contains("Qwen"))
-        .enumerate()
-        .map(|(i, s)| {
-            (
-                s.title.clone(),
-                s.summary.clone(),
-                format!("https://bg.example/{i}"),
-            )
-        })
-        .collect();
-    let background: Vec<(&str, &str, &str)> = background
-        .iter()
-        .map(|(t, s, l)| (t.as_str(), s.as_str(), l.as_str()))
-        .collect();
-    std::fs::write(dir.path().join("bg.xml"), feed_of(&background)).unwrap();
+    let background = write_background(dir.path(), &["Qwen"]);
     let config = crate::config(
         dir.path(),
         &format!(
@@ -235,5 +246,68 @@ async fn a_rewrite_from_another_source_is_shown_once_and_term_weights_persist() 
         "{titles:?}"
     );
     let store = feedmux::store::Store::open(&config.storage.path).unwrap();
-    assert_eq!(store.ingest_guard().docs(), background.len() as u64 + 5);
+    assert_eq!(store.ingest_guard().docs(), background as u64 + 5);
+}
+
+/// An edited item is matched by what it says now: its fingerprint and index keys are replaced,
+/// so a report of the new text joins it and a report of the old text does not.
+#[tokio::test]
+async fn an_edited_item_is_matched_by_its_new_text() {
+    let dir = crate::tempdir();
+    write_background(dir.path(), &["Voltaic", "Lumen"]);
+    let first = feed_of(&[(
+        "Voltaic opens a chip design centre in Austin",
+        "Voltaic said on Monday it will open a chip design centre in Austin, Texas, hiring 300 engineers.",
+        "https://a.example/voltaic",
+    )]);
+    let edited = feed_of(&[(
+        "Voltaic raises $400 million to build AI inference chips",
+        "Voltaic, a maker of AI inference chips, raised $400 million in a Series C round led by Northgate Capital.",
+        "https://a.example/voltaic",
+    )]);
+    std::fs::write(dir.path().join("a.xml"), &first).unwrap();
+    std::fs::write(
+        dir.path().join("b.xml"),
+        feed_of(&[(
+            "AI chip startup Voltaic raises $400 million in Series C",
+            "Voltaic raised $400 million in a Series C round led by Northgate Capital to build inference chips.",
+            "https://b.example/1",
+        )]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c.xml"),
+        feed_of(&[(
+            "Voltaic to open Austin chip design centre",
+            "Voltaic will open a chip design centre in Austin, Texas, and hire 300 engineers, the company said on Monday.",
+            "https://c.example/1",
+        )]),
+    )
+    .unwrap();
+    let config = crate::config(
+        dir.path(),
+        &format!(
+            "{}{}{}{}[[feed]]\nname = \"abc\"\nsources = [\"a\", \"b\", \"c\"]\n",
+            crate::source("background", "file:bg.xml"),
+            crate::source("a", "file:a.xml"),
+            crate::source("b", "file:b.xml"),
+            crate::source("c", "file:c.xml")
+        ),
+    );
+    crate::poll(&config, &["background"]).await;
+    crate::poll(&config, &["a"]).await;
+    std::fs::write(dir.path().join("a.xml"), &edited).unwrap();
+    crate::poll(&config, &["a"]).await;
+    crate::poll(&config, &["b"]).await;
+    crate::poll(&config, &["c"]).await;
+    let titles = crate::titles(&config, "abc");
+    assert_eq!(
+        titles.iter().filter(|t| t.contains("$400 million")).count(),
+        1,
+        "the new text and its other report are one story: {titles:?}"
+    );
+    assert!(
+        titles.iter().any(|t| t.contains("Austin")),
+        "the old text's report stands alone: {titles:?}"
+    );
 }
