@@ -31,7 +31,7 @@ const BODY_CHARS: usize = 600;
 pub const MIN_TITLE_SIMILARITY: f32 = 0.1;
 /// How much a template swap or a conflict of numbers between two titles weighs on the score.
 const CONFLICT_FACTOR: f32 = 0.5;
-/// Text similarity from which a swapped title word is taken for rewording, not another story.
+/// Lead similarity from which a swapped title word is taken for rewording, not another story.
 const LEADS_AGREE: f32 = 0.8;
 /// Share of title terms in common from which two titles count as one template.
 const TEMPLATE_OVERLAP: f32 = 0.5;
@@ -313,6 +313,7 @@ impl Fingerprint {
         };
         Weighted {
             title_norm: norm(title_count),
+            body_norm: norm(body_count),
             text_norm: norm(text_count),
             fingerprint: self,
             idf,
@@ -325,13 +326,14 @@ pub struct Weighted<'a> {
     fingerprint: &'a Fingerprint,
     idf: Vec<f32>,
     title_norm: f32,
+    body_norm: f32,
     text_norm: f32,
 }
 
 impl Weighted<'_> {
     pub fn similarity(&self, other: &Weighted<'_>, stats: &TermStats) -> Similarity {
         let (a, b) = (self.fingerprint, other.fingerprint);
-        let (title_dot, text_dot) = self.dots(other);
+        let (title_dot, body_dot, text_dot) = self.dots(other);
         let cosine = |dot: f32, na: f32, nb: f32| {
             if na == 0.0 || nb == 0.0 {
                 0.0
@@ -341,10 +343,11 @@ impl Weighted<'_> {
         };
         let title = cosine(title_dot, self.title_norm, other.title_norm);
         let text = cosine(text_dot, self.text_norm, other.text_norm);
+        let body = cosine(body_dot, self.body_norm, other.body_norm);
         // A number each title lacks always conflicts; a swapped word or name only while the
         // leads do not confirm each other (reposts reword titles around one shared lead).
         let conflict = a.numbers_conflict(b)
-            || (text < LEADS_AGREE
+            || (body < LEADS_AGREE
                 && (substitution(&a.title, &b.title) || a.swaps_a_name(b, stats)));
         let score = if title < MIN_TITLE_SIMILARITY {
             0.0
@@ -361,11 +364,11 @@ impl Weighted<'_> {
         }
     }
 
-    /// Dot products of the title weights and of the text weights (terms are hash-sorted).
-    fn dots(&self, other: &Weighted<'_>) -> (f32, f32) {
+    /// Dot products of the title, body and text weights (terms are hash-sorted).
+    fn dots(&self, other: &Weighted<'_>) -> (f32, f32, f32) {
         let (a, b) = (&self.fingerprint.terms, &other.fingerprint.terms);
         let (mut i, mut j) = (0, 0);
-        let (mut title, mut text) = (0.0f32, 0.0f32);
+        let (mut title, mut body, mut text) = (0.0f32, 0.0f32, 0.0f32);
         while i < a.len() && j < b.len() {
             match a[i].hash.cmp(&b[j].hash) {
                 std::cmp::Ordering::Less => i += 1,
@@ -373,18 +376,23 @@ impl Weighted<'_> {
                 std::cmp::Ordering::Equal => {
                     let idf2 = self.idf[i] * other.idf[j];
                     title += title_count(&a[i]) * title_count(&b[j]) * idf2;
+                    body += body_count(&a[i]) * body_count(&b[j]) * idf2;
                     text += text_count(&a[i]) * text_count(&b[j]) * idf2;
                     i += 1;
                     j += 1;
                 }
             }
         }
-        (title, text)
+        (title, body, text)
     }
 }
 
 fn title_count(t: &Term) -> f32 {
     f32::from(t.in_title)
+}
+
+fn body_count(t: &Term) -> f32 {
+    f32::from(t.in_body)
 }
 
 fn text_count(t: &Term) -> f32 {
