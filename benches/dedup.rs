@@ -1,19 +1,24 @@
 //! Dedup cost benchmark: ingesting items when the near-duplicate index already holds many
 //! items (all inside the time window, the worst case) against ingesting into an empty store,
-//! measured in the same run. `cargo bench --bench dedup` (index size from
-//! `FEEDMUX_BENCH_INDEX`, default 200,000; 1,000,000 takes about 3 minutes to fill).
+//! measured in the same run: the candidate lookup and scoring alone, and a whole ingest of
+//! new items (plan, dedup, write, flush; no parsing). `cargo bench --bench dedup` (index size
+//! from `FEEDMUX_BENCH_INDEX`, default 200,000; 1,000,000 takes a few minutes to fill).
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use feedmux::dedup::fingerprint::{Fingerprint, TermStats};
-use feedmux::dedup::{best_match, DedupConfig, FingerprintRecord, IndexedFingerprint, IngestPlan};
+use feedmux::dedup::{
+    best_match, plan, DedupConfig, FingerprintRecord, IndexedFingerprint, IngestPlan,
+};
+use feedmux::model::Entry;
 use feedmux::model::{ItemId, SourceState};
 use feedmux::store::Store;
 
 const PROBES: usize = 2_000;
 
 /// A cheap deterministic generator (xorshift).
+#[derive(Clone)]
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -97,6 +102,35 @@ fn probe(store: &Store, probes: &[Fingerprint]) -> Duration {
     times[times.len() / 2]
 }
 
+/// Median time per item of ingesting rounds of `per_round` new items from one source.
+fn ingest(store: &Store, rng: &mut Rng, label: &str, rounds: usize, per_round: usize) -> Duration {
+    let config = DedupConfig::default();
+    let mut times: Vec<Duration> = (0..rounds)
+        .map(|round| {
+            let now = Utc::now();
+            let entries: Vec<Entry> = (0..per_round)
+                .map(|i| Entry {
+                    guid: Some(format!("{label}-{round}-{i}")),
+                    url: Some(format!("https://probe.example/{label}/{round}/{i}")),
+                    title: rng.words(8),
+                    summary_html: Some(rng.words(30)),
+                    published: Some(now),
+                    ..Entry::default()
+                })
+                .collect();
+            let t = Instant::now();
+            let mut stats = store.ingest_guard();
+            let planned = plan(store, "probe", entries, now, &config, &mut stats).unwrap();
+            store
+                .apply_poll("probe", &planned, &[], &[], &SourceState::default(), &stats)
+                .unwrap();
+            t.elapsed() / per_round as u32
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
 fn main() {
     let n: usize = std::env::var("FEEDMUX_BENCH_INDEX")
         .ok()
@@ -130,6 +164,28 @@ fn main() {
         "candidate lookup + scoring, median per item", "time"
     );
     println!("{:<48} {:>8.1}µs", "empty index", e.as_secs_f64() * 1e6);
+    println!(
+        "{:<48} {:>8.1}µs",
+        format!("index holding {n} items"),
+        f.as_secs_f64() * 1e6
+    );
+    println!(
+        "ratio full / empty: {:.2}",
+        f.as_secs_f64() / e.as_secs_f64().max(1e-9)
+    );
+
+    // The same new items into each store.
+    let (rounds, per_round) = (20, 100);
+    let mut same = rng.clone();
+    ingest(&empty, &mut rng.clone(), "warm", 3, per_round);
+    ingest(&full, &mut rng.clone(), "warm", 3, per_round);
+    let e = ingest(&empty, &mut same.clone(), "run", rounds, per_round);
+    let f = ingest(&full, &mut same, "run", rounds, per_round);
+    println!(
+        "{:<48} {:>10}",
+        "ingest of a new item (plan + write), median", "time"
+    );
+    println!("{:<48} {:>8.1}µs", "empty store", e.as_secs_f64() * 1e6);
     println!(
         "{:<48} {:>8.1}µs",
         format!("index holding {n} items"),
