@@ -212,8 +212,8 @@ impl Fingerprint {
             .collect();
         numbers.sort_unstable();
         numbers.dedup();
-        let folded = matching_form(body_text);
-        let lead: String = folded.chars().take(BODY_CHARS).collect();
+        let lead: String = body_text.chars().take(BODY_CHARS).collect();
+        let lead = matching_form(&lead);
         let body_terms = terms(&lead);
 
         let mut counts: std::collections::BTreeMap<u32, (u8, u8)> = Default::default();
