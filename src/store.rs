@@ -11,7 +11,7 @@
 //! | `urls` | hash of canonical URL (16) | [`UrlClaim`] as JSON |
 //! | `stories` | story id (16) + member id (16) | how the member joined ([`StoryLink`] as JSON), or empty for the first |
 //! | `fingerprints` | item id | [`FingerprintRecord`] in its compact binary form |
-//! | `key_terms` | term hash (4) + reverse time (8) + item id | empty |
+//! | `key_terms` | term hash (4) + reverse time (8) + item id + source tag (4) | empty |
 //! | `sources` | source name | [`SourceState`] as JSON |
 //! | `meta` | text key | schema version, feed fingerprints, term statistics |
 //!
@@ -281,11 +281,12 @@ impl Store {
                 let id = indexed.id;
                 if let Some(old) = &indexed.replaces {
                     for term in &old.keys {
-                        key_terms.remove(key_term_key(*term, old.published, id));
+                        key_terms.remove(key_term_entry(*term, old.published, id, &old.source));
                     }
                 }
                 for term in &indexed.record.keys {
-                    key_terms.insert(key_term_key(*term, indexed.record.published, id), &[]);
+                    let (at, from) = (indexed.record.published, &indexed.record.source);
+                    key_terms.insert(key_term_entry(*term, at, id, from), &[]);
                 }
                 fingerprints.insert(&id.0, indexed.record.to_bytes());
             }
@@ -349,25 +350,37 @@ impl Store {
         })
     }
 
-    /// Items keyed by any of `terms`, published within `window` of `published`, each with
-    /// how many of `terms` key it; at most `per_term` for each term, the latest first.
+    /// Items of sources other than `source` keyed by any of `terms`, published within
+    /// `window` of `published`, each with how many of `terms` key it; at most `per_term` for
+    /// each term, the latest first. A prolific source's own items never fill the quota.
     pub fn candidates(
         &self,
         terms: &[u32],
         published: DateTime<Utc>,
         window: std::time::Duration,
         per_term: usize,
+        source: &str,
     ) -> Result<Vec<(ItemId, usize)>, StoreError> {
+        let own = source_tag(source);
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
         let newest = published.checked_add_signed(window).unwrap_or(published);
         let oldest = published.checked_sub_signed(window).unwrap_or(published);
         let mut out = Vec::new();
         for term in terms {
             let start = key_term_key(*term, newest, ItemId([0; 16]));
-            let end = key_term_key(*term, oldest, ItemId([0xFF; 16]));
-            for key in self.key_terms.range(start..=end).keys().take(per_term) {
+            let mut end = key_term_key(*term, oldest, ItemId([0xFF; 16]));
+            end.extend_from_slice(&[0xFF; 4]);
+            let others = self
+                .key_terms
+                .range(start..=end)
+                .keys()
+                .filter(|key| match key {
+                    Ok(key) => key.get(28..32) != Some(&own[..]),
+                    Err(_) => true,
+                });
+            for key in others.take(per_term) {
                 let key = key?;
-                if let Some(id) = ItemId::from_slice(&key[12..]) {
+                if let Some(id) = key.get(12..28).and_then(ItemId::from_slice) {
                     match out.iter_mut().find(|(c, _)| *c == id) {
                         Some((_, shared)) => *shared += 1,
                         None => out.push((id, 1)),
@@ -547,8 +560,21 @@ fn time_key(t: DateTime<Utc>, id: ItemId) -> Vec<u8> {
     key
 }
 
+/// A key-term index entry: term, time, item, and a tag of the item's source.
+fn key_term_entry(term: u32, t: DateTime<Utc>, id: ItemId, source: &str) -> Vec<u8> {
+    let mut key = key_term_key(term, t, id);
+    key.extend_from_slice(&source_tag(source));
+    key
+}
+
+/// Four bytes of a hash of a source's name.
+fn source_tag(source: &str) -> [u8; 4] {
+    let digest = Sha256::digest(source.as_bytes());
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
 fn key_term_key(term: u32, t: DateTime<Utc>, id: ItemId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(28);
+    let mut key = Vec::with_capacity(32);
     key.extend_from_slice(&term.to_be_bytes());
     key.extend_from_slice(&reverse_time(t));
     key.extend_from_slice(&id.0);
@@ -581,4 +607,50 @@ fn url_key(canonical: &str) -> [u8; 16] {
     let mut key = [0u8; 16];
     key.copy_from_slice(&digest[..16]);
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::fingerprint::Fingerprint;
+    use crate::dedup::IndexedFingerprint;
+
+    fn indexed(n: u8, source: &str, at: DateTime<Utc>) -> IndexedFingerprint {
+        IndexedFingerprint {
+            id: ItemId([n; 16]),
+            record: FingerprintRecord {
+                source: source.into(),
+                published: at,
+                fingerprint: Fingerprint::new("t", ""),
+                keys: vec![7],
+            },
+            replaces: None,
+        }
+    }
+
+    #[test]
+    fn a_prolific_source_does_not_crowd_others_out_of_the_candidates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("s")).expect("store");
+        let now = Utc::now();
+        let mut plan = IngestPlan::default();
+        plan.fingerprints
+            .push(indexed(200, "other", now - chrono::Duration::hours(2)));
+        for n in 0..40 {
+            plan.fingerprints.push(indexed(n, "busy", now));
+        }
+        let stats = TermStats::default();
+        store
+            .apply_poll("busy", &plan, &[], &[], &SourceState::default(), &stats)
+            .expect("apply");
+        let window = std::time::Duration::from_secs(72 * 3600);
+        let found = store
+            .candidates(&[7], now, window, 32, "busy")
+            .expect("lookup");
+        assert_eq!(found, vec![(ItemId([200; 16]), 1)]);
+        let from_elsewhere = store
+            .candidates(&[7], now, window, 32, "new")
+            .expect("lookup");
+        assert_eq!(from_elsewhere.len(), 32);
+    }
 }

@@ -337,7 +337,8 @@ pub fn best_match(
     config: &DedupConfig,
     stats: &TermStats,
 ) -> Result<Option<(ItemId, Similarity)>, StoreError> {
-    let mut candidates = store.candidates(keys, published, config.window, CANDIDATES_PER_TERM)?;
+    let mut candidates =
+        store.candidates(keys, published, config.window, CANDIDATES_PER_TERM, source)?;
     // Those sharing most key terms first; a stable sort keeps the nearest in time first.
     candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
     candidates.truncate(MAX_CANDIDATES);
