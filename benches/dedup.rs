@@ -1,19 +1,24 @@
 //! Dedup cost benchmark: ingesting items when the near-duplicate index already holds many
 //! items (all inside the time window, the worst case) against ingesting into an empty store,
-//! measured in the same run. `cargo bench --bench dedup` (index size from
-//! `FEEDMUX_BENCH_INDEX`, default 200,000; 1,000,000 takes about 3 minutes to fill).
+//! measured in the same run: the candidate lookup and scoring alone, and a whole ingest of
+//! new items (plan, dedup, write, flush; no parsing). `cargo bench --bench dedup` (index size
+//! from `FEEDMUX_BENCH_INDEX`, default 200,000; 1,000,000 takes a few minutes to fill).
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use feedmux::dedup::fingerprint::Fingerprint;
-use feedmux::dedup::{best_match, DedupConfig, FingerprintRecord, IngestPlan};
+use feedmux::dedup::fingerprint::{Fingerprint, TermStats};
+use feedmux::dedup::{
+    best_match, plan, DedupConfig, FingerprintRecord, IndexedFingerprint, IngestPlan,
+};
+use feedmux::model::Entry;
 use feedmux::model::{ItemId, SourceState};
 use feedmux::store::Store;
 
 const PROBES: usize = 2_000;
 
 /// A cheap deterministic generator (xorshift).
+#[derive(Clone)]
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -30,6 +35,15 @@ impl Rng {
     }
 }
 
+/// A fingerprint as planning makes it: counted in the statistics, trimmed, keyed.
+fn planned(rng: &mut Rng, stats: &mut TermStats) -> (Fingerprint, Vec<u32>) {
+    let mut fp = Fingerprint::new(&rng.words(8), &rng.words(30));
+    stats.add(&fp);
+    fp.keep_strongest(stats);
+    let keys = fp.key_terms(stats);
+    (fp, keys)
+}
+
 fn fill(store: &Store, n: usize, rng: &mut Rng) {
     let now = Utc::now();
     let mut done = 0;
@@ -42,32 +56,75 @@ fn fill(store: &Store, n: usize, rng: &mut Rng) {
             id.copy_from_slice(
                 &(k.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)).to_be_bytes(),
             );
-            plan.fingerprints.push((
-                ItemId(id),
-                FingerprintRecord {
+            let mut stats = store.ingest_guard();
+            let (fingerprint, keys) = planned(rng, &mut stats);
+            plan.fingerprints.push(IndexedFingerprint {
+                id: ItemId(id),
+                record: FingerprintRecord {
                     source: format!("s{}", k % 1000),
                     published: now - chrono::Duration::seconds((k % 200_000) as i64),
-                    fingerprint: Fingerprint::new(&rng.words(8), &rng.words(30)),
+                    fingerprint,
+                    keys,
                 },
-            ));
+                replaces: None,
+            });
         }
+        let stats = store.ingest_guard();
         store
-            .apply_poll("bench-fill", &plan, &[], &[], &SourceState::default())
+            .apply_poll(
+                "bench-fill",
+                &plan,
+                &[],
+                &[],
+                &SourceState::default(),
+                &stats,
+            )
             .unwrap();
         done += batch;
     }
 }
 
-/// Median time of finding the best match for each probe.
+/// Median time of finding the best match for each probe (the index keys and the scoring).
 fn probe(store: &Store, probes: &[Fingerprint]) -> Duration {
     let config = DedupConfig::default();
     let now = Utc::now();
+    let stats = store.ingest_guard();
     let mut times: Vec<Duration> = probes
         .iter()
         .map(|fp| {
             let t = Instant::now();
-            let _ = best_match(store, "probe", fp, now, &config).unwrap();
+            let keys = fp.key_terms(&stats);
+            let _ = best_match(store, "probe", fp, &keys, now, &config, &stats).unwrap();
             t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Median time per item of ingesting rounds of `per_round` new items from one source.
+fn ingest(store: &Store, rng: &mut Rng, label: &str, rounds: usize, per_round: usize) -> Duration {
+    let config = DedupConfig::default();
+    let mut times: Vec<Duration> = (0..rounds)
+        .map(|round| {
+            let now = Utc::now();
+            let entries: Vec<Entry> = (0..per_round)
+                .map(|i| Entry {
+                    guid: Some(format!("{label}-{round}-{i}")),
+                    url: Some(format!("https://probe.example/{label}/{round}/{i}")),
+                    title: rng.words(8),
+                    summary_html: Some(rng.words(30)),
+                    published: Some(now),
+                    ..Entry::default()
+                })
+                .collect();
+            let t = Instant::now();
+            let mut stats = store.ingest_guard();
+            let planned = plan(store, "probe", entries, now, &config, &mut stats).unwrap();
+            store
+                .apply_poll("probe", &planned, &[], &[], &SourceState::default(), &stats)
+                .unwrap();
+            t.elapsed() / per_round as u32
         })
         .collect();
     times.sort();
@@ -80,8 +137,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let mut probe_stats = TermStats::default();
     let probes: Vec<Fingerprint> = (0..PROBES)
-        .map(|_| Fingerprint::new(&rng.words(8), &rng.words(30)))
+        .map(|_| planned(&mut rng, &mut probe_stats).0)
         .collect();
 
     let empty_dir = tempfile::tempdir().unwrap();
@@ -106,6 +164,28 @@ fn main() {
         "candidate lookup + scoring, median per item", "time"
     );
     println!("{:<48} {:>8.1}µs", "empty index", e.as_secs_f64() * 1e6);
+    println!(
+        "{:<48} {:>8.1}µs",
+        format!("index holding {n} items"),
+        f.as_secs_f64() * 1e6
+    );
+    println!(
+        "ratio full / empty: {:.2}",
+        f.as_secs_f64() / e.as_secs_f64().max(1e-9)
+    );
+
+    // The same new items into each store.
+    let (rounds, per_round) = (20, 100);
+    let mut same = rng.clone();
+    ingest(&empty, &mut rng.clone(), "warm", 3, per_round);
+    ingest(&full, &mut rng.clone(), "warm", 3, per_round);
+    let e = ingest(&empty, &mut same.clone(), "run", rounds, per_round);
+    let f = ingest(&full, &mut same, "run", rounds, per_round);
+    println!(
+        "{:<48} {:>10}",
+        "ingest of a new item (plan + write), median", "time"
+    );
+    println!("{:<48} {:>8.1}µs", "empty store", e.as_secs_f64() * 1e6);
     println!(
         "{:<48} {:>8.1}µs",
         format!("index holding {n} items"),

@@ -308,8 +308,15 @@ pub fn ingest(
         now,
     )?;
     let entries = parsed.entries.len();
-    let _guard = store.ingest_guard();
-    let plan = dedup::plan(store, &ctx.name, parsed.entries, now, &ctx.dedup)?;
+    let mut term_stats = store.ingest_guard();
+    let plan = dedup::plan(
+        store,
+        &ctx.name,
+        parsed.entries,
+        now,
+        &ctx.dedup,
+        &mut term_stats,
+    )?;
     let memberships = memberships(filters, &plan);
     let feeds: Vec<String> = filters.iter().map(|f| f.feed.clone()).collect();
 
@@ -321,7 +328,7 @@ pub fn ingest(
     state.item_count = state.item_count.saturating_add(plan.new_items() as u64);
     state.title = parsed.meta.title.or(state.title);
     state.site_url = parsed.meta.site_url.or(state.site_url);
-    store.apply_poll(&ctx.name, &plan, &feeds, &memberships, &state)?;
+    store.apply_poll(&ctx.name, &plan, &feeds, &memberships, &state, &term_stats)?;
     Ok(PollReport {
         not_modified: false,
         entries,

@@ -11,10 +11,10 @@
 //! | `urls` | hash of canonical URL (16) | [`UrlClaim`] as JSON |
 //! | `stories` | story id (16) + member id (16) | how the member joined ([`StoryLink`] as JSON), or empty for the first |
 //! | `fingerprints` | item id | [`FingerprintRecord`] in its compact binary form |
-//! | `bands` | LSH band hash (8) + reverse time (8) + item id | empty |
+//! | `key_terms` | term hash (4) + reverse time (8) + item id + source tag (4) | empty |
 //! | `sources` | source name | [`SourceState`] as JSON |
 //! | `tombstones` | source name, 0, item id | when retention pruned it (8 bytes, microseconds) |
-//! | `meta` | text key | text value (schema version, feed fingerprints) |
+//! | `meta` | text key | schema version, feed fingerprints, term statistics |
 //!
 //! A poll's writes go in index-first order and are flushed before the poll counts as done, so a
 //! crash leaves at worst an index entry without its item (readers skip those), never an item
@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::dedup::fingerprint::TermStats;
 use crate::dedup::{FingerprintRecord, IngestPlan, StoryLink, UrlClaim};
 use crate::model::{Item, ItemId, SourceState};
 
@@ -35,6 +36,10 @@ use crate::model::{Item, ItemId, SourceState};
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const FINGERPRINT_PREFIX: &str = "feed_fingerprint/";
+const TERM_STATS_KEY: &[u8] = b"term_stats";
+/// Term statistics are written at most this often while ingesting (and at every flush): a
+/// crash loses at most this much of them, which only shifts term weights a little.
+const TERM_STATS_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long `open` waits for a store that is being released: 20 × 50 ms.
 const LOCK_RETRIES: u32 = 20;
 /// Items written per sled batch.
@@ -76,13 +81,16 @@ pub struct Store {
     urls: sled::Tree,
     stories: sled::Tree,
     fingerprints: sled::Tree,
-    bands: sled::Tree,
+    key_terms: sled::Tree,
     sources: sled::Tree,
     tombstones: sled::Tree,
     meta: sled::Tree,
     /// Held from reading the store for a poll's plan until the plan is written, so that two
-    /// sources polled at once cannot both claim the same story.
-    ingest: Arc<Mutex<()>>,
+    /// sources polled at once cannot both claim the same story; it guards the term statistics
+    /// that planning updates.
+    ingest: Arc<Mutex<TermStats>>,
+    /// When the term statistics were last written.
+    term_stats_saved: Arc<Mutex<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -125,21 +133,32 @@ impl Store {
             urls: tree("urls")?,
             stories: tree("stories")?,
             fingerprints: tree("fingerprints")?,
-            bands: tree("bands")?,
+            key_terms: tree("key_terms")?,
             sources: tree("sources")?,
             tombstones: tree("tombstones")?,
             meta: tree("meta")?,
             path: path.to_owned(),
-            ingest: Arc::new(Mutex::new(())),
+            ingest: Arc::new(Mutex::new(TermStats::default())),
+            term_stats_saved: Arc::new(Mutex::new(std::time::Instant::now())),
             db,
         };
         store.check_schema()?;
+        // The LSH bands of earlier versions, replaced by key terms.
+        store.db.drop_tree("bands")?;
+        if let Some(bytes) = store.meta.get(TERM_STATS_KEY)? {
+            match TermStats::from_bytes(&bytes) {
+                Some(stats) => *store.ingest_guard() = stats,
+                None => tracing::warn!(
+                    "the stored term statistics are unreadable; starting them afresh (near-duplicate detection is weaker until they refill)"
+                ),
+            }
+        }
         Ok(store)
     }
 
     /// Serialises ingestion: hold the guard from planning a poll's writes until they are
-    /// applied.
-    pub fn ingest_guard(&self) -> MutexGuard<'_, ()> {
+    /// applied. It holds the term statistics, which planning updates.
+    pub fn ingest_guard(&self) -> MutexGuard<'_, TermStats> {
         self.ingest.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -224,6 +243,22 @@ impl Store {
         Ok(self.tombstones.contains_key(tombstone_key(source, id))?)
     }
 
+    /// How many records each tree holds, by tree name (for tests and diagnostics).
+    pub fn record_counts(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("items", self.items.len()),
+            ("by_time", self.by_time.len()),
+            ("by_source", self.by_source.len()),
+            ("feed_index", self.feed_index.len()),
+            ("urls", self.urls.len()),
+            ("stories", self.stories.len()),
+            ("fingerprints", self.fingerprints.len()),
+            ("key_terms", self.key_terms.len()),
+            ("sources", self.sources.len()),
+            ("tombstones", self.tombstones.len()),
+        ]
+    }
+
     /// Tombstones held, over all sources.
     pub fn tombstone_count(&self) -> usize {
         self.tombstones.len()
@@ -231,7 +266,7 @@ impl Store {
 
     /// Deletes the items published before `cutoff` and those beyond the newest `max_items`,
     /// with everything that refers to them (indexes, feed memberships, story membership,
-    /// URL claims they hold, fingerprints and LSH bands), leaves a tombstone for each, sets
+    /// URL claims they hold, fingerprints and key-term index entries), leaves a tombstone for each, sets
     /// the affected sources' counts, and flushes. Serialised with ingestion. Returns how many
     /// items each source lost.
     pub fn prune(
@@ -271,7 +306,7 @@ impl Store {
             let mut feed_index = sled::Batch::default();
             let mut stories = sled::Batch::default();
             let mut fingerprints = sled::Batch::default();
-            let mut bands = sled::Batch::default();
+            let mut key_terms = sled::Batch::default();
             let mut urls = sled::Batch::default();
             let mut tombstones = sled::Batch::default();
             for (time_key, id) in chunk {
@@ -286,17 +321,16 @@ impl Store {
                 }
                 stories.remove(&story_key(item.story, item.id));
                 if let Some(record) = self.fingerprint(item.id)? {
-                    for band in record.fingerprint.bands() {
-                        for at in [item.published, record.published] {
-                            let mut key = Vec::with_capacity(32);
-                            key.extend_from_slice(&band.to_be_bytes());
-                            key.extend_from_slice(&reverse_time(at));
-                            key.extend_from_slice(&item.id.0);
-                            bands.remove(key);
-                        }
+                    for term in &record.keys {
+                        key_terms.remove(key_term_entry(
+                            *term,
+                            record.published,
+                            item.id,
+                            &record.source,
+                        ));
                     }
-                    fingerprints.remove(&item.id.0);
                 }
+                fingerprints.remove(&item.id.0);
                 if let Some(url) = &item.canonical_url {
                     if self.url_claim(url)?.is_some_and(|c| c.item == item.id) {
                         urls.remove(&url_key(url));
@@ -310,7 +344,7 @@ impl Store {
             self.by_source.apply_batch(by_source)?;
             self.by_time.apply_batch(by_time)?;
             self.stories.apply_batch(stories)?;
-            self.bands.apply_batch(bands)?;
+            self.key_terms.apply_batch(key_terms)?;
             self.fingerprints.apply_batch(fingerprints)?;
             self.urls.apply_batch(urls)?;
             self.items.apply_batch(items)?;
@@ -334,15 +368,11 @@ impl Store {
         feeds: &[String],
         memberships: &[FeedMembership],
         state: &SourceState,
+        term_stats: &TermStats,
     ) -> Result<(), StoreError> {
         // Written in chunks: sled holds a whole batch in memory several times over, so one
         // batch for a 20,000-item feed costs a gigabyte; chunks keep a poll's memory flat.
         // The poll still counts as done only after the state is written and flushed.
-        let published: HashMap<ItemId, DateTime<Utc>> = plan
-            .writes
-            .iter()
-            .map(|w| (w.item.id, w.item.published))
-            .collect();
         let mut memberships_of: HashMap<ItemId, Vec<&str>> = HashMap::new();
         for m in memberships {
             memberships_of.entry(m.item).or_default().push(&m.feed);
@@ -383,20 +413,22 @@ impl Store {
             self.items.apply_batch(items)?;
         }
         for chunk in plan.fingerprints.chunks(WRITE_CHUNK) {
-            let mut bands = sled::Batch::default();
+            let mut key_terms = sled::Batch::default();
             let mut fingerprints = sled::Batch::default();
-            for (id, record) in chunk {
-                let at = published.get(id).copied().unwrap_or(record.published);
-                for band in record.fingerprint.bands() {
-                    let mut key = Vec::with_capacity(32);
-                    key.extend_from_slice(&band.to_be_bytes());
-                    key.extend_from_slice(&reverse_time(at));
-                    key.extend_from_slice(&id.0);
-                    bands.insert(key, &[]);
+            for indexed in chunk {
+                let id = indexed.id;
+                if let Some(old) = &indexed.replaces {
+                    for term in &old.keys {
+                        key_terms.remove(key_term_entry(*term, old.published, id, &old.source));
+                    }
                 }
-                fingerprints.insert(&id.0, record.to_bytes());
+                for term in &indexed.record.keys {
+                    let (at, from) = (indexed.record.published, &indexed.record.source);
+                    key_terms.insert(key_term_entry(*term, at, id, from), &[]);
+                }
+                fingerprints.insert(&id.0, indexed.record.to_bytes());
             }
-            self.bands.apply_batch(bands)?;
+            self.key_terms.apply_batch(key_terms)?;
             self.fingerprints.apply_batch(fingerprints)?;
         }
         let mut urls = sled::Batch::default();
@@ -419,7 +451,23 @@ impl Store {
         let mut state = state.clone();
         state.item_count = self.count_of_source(source)?;
         self.sources.insert(source.as_bytes(), encode(&state))?;
+        if !plan.fingerprints.is_empty() {
+            self.save_term_stats(term_stats, false)?;
+        }
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Writes the term statistics when [`TERM_STATS_SAVE_EVERY`] has passed (or `always`).
+    fn save_term_stats(&self, stats: &TermStats, always: bool) -> Result<(), StoreError> {
+        let mut saved = self
+            .term_stats_saved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if always || saved.elapsed() >= TERM_STATS_SAVE_EVERY {
+            self.meta.insert(TERM_STATS_KEY, stats.to_bytes())?;
+            *saved = std::time::Instant::now();
+        }
         Ok(())
     }
 
@@ -507,30 +555,40 @@ impl Store {
         })
     }
 
-    /// Items sharing an LSH band with `bands`, published within `window` of `published`; at
-    /// most `per_band` from each band, nearest in time first.
+    /// Items of sources other than `source` keyed by any of `terms`, published within
+    /// `window` of `published`, each with how many of `terms` key it; at most `per_term` for
+    /// each term, the latest first. A prolific source's own items never fill the quota.
     pub fn candidates(
         &self,
-        bands: &[u64],
+        terms: &[u32],
         published: DateTime<Utc>,
         window: std::time::Duration,
-        per_band: usize,
-    ) -> Result<Vec<ItemId>, StoreError> {
+        per_term: usize,
+        source: &str,
+    ) -> Result<Vec<(ItemId, usize)>, StoreError> {
+        let own = source_tag(source);
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
         let newest = published.checked_add_signed(window).unwrap_or(published);
         let oldest = published.checked_sub_signed(window).unwrap_or(published);
         let mut out = Vec::new();
-        for band in bands {
-            let mut start = band.to_be_bytes().to_vec();
-            start.extend_from_slice(&reverse_time(newest));
-            let mut end = band.to_be_bytes().to_vec();
-            end.extend_from_slice(&reverse_time(oldest));
-            end.extend_from_slice(&[0xFF; 16]);
-            for key in self.bands.range(start..=end).keys().take(per_band) {
+        for term in terms {
+            let start = key_term_key(*term, newest, ItemId([0; 16]));
+            let mut end = key_term_key(*term, oldest, ItemId([0xFF; 16]));
+            end.extend_from_slice(&[0xFF; 4]);
+            let others = self
+                .key_terms
+                .range(start..=end)
+                .keys()
+                .filter(|key| match key {
+                    Ok(key) => key.get(28..32) != Some(&own[..]),
+                    Err(_) => true,
+                });
+            for key in others.take(per_term) {
                 let key = key?;
-                if let Some(id) = ItemId::from_slice(&key[16..]) {
-                    if !out.contains(&id) {
-                        out.push(id);
+                if let Some(id) = key.get(12..28).and_then(ItemId::from_slice) {
+                    match out.iter_mut().find(|(c, _)| *c == id) {
+                        Some((_, shared)) => *shared += 1,
+                        None => out.push((id, 1)),
                     }
                 }
             }
@@ -648,7 +706,11 @@ impl Store {
             .collect()
     }
 
+    /// Writes everything out, the term statistics included.
     pub fn flush(&self) -> Result<(), StoreError> {
+        let stats = self.ingest_guard();
+        self.save_term_stats(&stats, true)?;
+        drop(stats);
         self.db.flush()?;
         Ok(())
     }
@@ -765,6 +827,27 @@ fn time_key(t: DateTime<Utc>, id: ItemId) -> Vec<u8> {
     key
 }
 
+/// A key-term index entry: term, time, item, and a tag of the item's source.
+fn key_term_entry(term: u32, t: DateTime<Utc>, id: ItemId, source: &str) -> Vec<u8> {
+    let mut key = key_term_key(term, t, id);
+    key.extend_from_slice(&source_tag(source));
+    key
+}
+
+/// Four bytes of a hash of a source's name.
+fn source_tag(source: &str) -> [u8; 4] {
+    let digest = Sha256::digest(source.as_bytes());
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
+fn key_term_key(term: u32, t: DateTime<Utc>, id: ItemId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(32);
+    key.extend_from_slice(&term.to_be_bytes());
+    key.extend_from_slice(&reverse_time(t));
+    key.extend_from_slice(&id.0);
+    key
+}
+
 fn name_prefix(name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(name.len() + 1);
     key.extend_from_slice(name.as_bytes());
@@ -797,4 +880,50 @@ fn url_key(canonical: &str) -> [u8; 16] {
     let mut key = [0u8; 16];
     key.copy_from_slice(&digest[..16]);
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::fingerprint::Fingerprint;
+    use crate::dedup::IndexedFingerprint;
+
+    fn indexed(n: u8, source: &str, at: DateTime<Utc>) -> IndexedFingerprint {
+        IndexedFingerprint {
+            id: ItemId([n; 16]),
+            record: FingerprintRecord {
+                source: source.into(),
+                published: at,
+                fingerprint: Fingerprint::new("t", ""),
+                keys: vec![7],
+            },
+            replaces: None,
+        }
+    }
+
+    #[test]
+    fn a_prolific_source_does_not_crowd_others_out_of_the_candidates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("s")).expect("store");
+        let now = Utc::now();
+        let mut plan = IngestPlan::default();
+        plan.fingerprints
+            .push(indexed(200, "other", now - chrono::Duration::hours(2)));
+        for n in 0..40 {
+            plan.fingerprints.push(indexed(n, "busy", now));
+        }
+        let stats = TermStats::default();
+        store
+            .apply_poll("busy", &plan, &[], &[], &SourceState::default(), &stats)
+            .expect("apply");
+        let window = std::time::Duration::from_secs(72 * 3600);
+        let found = store
+            .candidates(&[7], now, window, 32, "busy")
+            .expect("lookup");
+        assert_eq!(found, vec![(ItemId([200; 16]), 1)]);
+        let from_elsewhere = store
+            .candidates(&[7], now, window, 32, "new")
+            .expect("lookup");
+        assert_eq!(from_elsewhere.len(), 32);
+    }
 }

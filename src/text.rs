@@ -83,8 +83,28 @@ pub fn collapse_whitespace(s: &str) -> String {
 /// The form in which texts are compared: NFKC (so full-width and half-width forms are equal),
 /// then Unicode default case folding.
 pub fn matching_form(s: &str) -> String {
-    let nfkc: String = s.nfkc().collect();
-    caseless::default_case_fold_str(&nfkc)
+    let nfkc: std::borrow::Cow<'_, str> = if s.is_ascii()
+        || unicode_normalization::is_nfkc_quick(s.chars())
+            == unicode_normalization::IsNormalized::Yes
+    {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(s.nfkc().collect())
+    };
+    // Case folding maps each character on its own, so the characters that have no case
+    // (ASCII is lowercased by hand; CJK has none) skip the folding tables.
+    let mut out = String::with_capacity(nfkc.len());
+    let mut buf = [0u8; 4];
+    for c in nfkc.chars() {
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+        } else if is_cjk(c) {
+            out.push(c);
+        } else {
+            out.push_str(&caseless::default_case_fold_str(c.encode_utf8(&mut buf)));
+        }
+    }
+    out
 }
 
 /// Whether `c` counts as a word character at a Latin edge of a keyword (a letter or digit
@@ -127,5 +147,19 @@ mod tests {
     fn matching_form_folds_width_and_case() {
         assert_eq!(matching_form("ＡＩ芯片"), "ai芯片");
         assert_eq!(matching_form("Straße"), "strasse");
+        assert_eq!(matching_form("ΣΊΣΥΦΟΣ Ⅻ ﬁ"), "σίσυφοσ xii fi");
+        assert_eq!(matching_form("㍿ Ａ"), "株式会社 a");
+        for s in [
+            "ÀÉÎõü İstanbul",
+            "ǅ ﬀ Ω ẞ",
+            "混元 ＧＰＴ-５ 한국어 カタカナ",
+        ] {
+            let nfkc: String = s.nfkc().collect();
+            assert_eq!(
+                matching_form(s),
+                caseless::default_case_fold_str(&nfkc),
+                "{s}"
+            );
+        }
     }
 }

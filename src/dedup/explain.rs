@@ -126,25 +126,30 @@ pub fn why(
     ));
     match (store.fingerprint(a.id)?, store.fingerprint(b.id)?) {
         (Some(fa), Some(fb)) => {
-            let s = fa.fingerprint.similarity(&fb.fingerprint);
-            let body = s
-                .body
-                .map(|b| format!("{b:.2}"))
-                .unwrap_or_else(|| "n/a (a body is missing)".to_owned());
+            let stats = store.ingest_guard();
+            let s = fa.fingerprint.similarity(&fb.fingerprint, &stats);
             lines.push(format!(
-                "similarity: title {:.2}, body {body}, score {:.2} (threshold {:.2}; bodies count only when titles reach {MIN_TITLE_SIMILARITY:.2})",
-                s.title, s.score, config.threshold
+                "similarity: titles {:.2}, title and lead {:.2}{}, score {:.2} (threshold {:.2}; titles below {MIN_TITLE_SIMILARITY:.2} never merge)",
+                s.title,
+                s.text,
+                if s.conflict {
+                    ", halved: the titles swap a word or a number of one template"
+                } else {
+                    ""
+                },
+                s.score,
+                config.threshold
             ));
-            let bands_a = fa.fingerprint.bands();
+            let keys_a = fa.fingerprint.key_terms(&stats);
             let shared = fb
                 .fingerprint
-                .bands()
+                .key_terms(&stats)
                 .iter()
-                .filter(|x| bands_a.contains(x))
+                .filter(|x| keys_a.contains(x))
                 .count();
             lines.push(format!(
-                "LSH bands shared: {shared} of {} ({})",
-                bands_a.len(),
+                "key terms shared: {shared} of {} ({})",
+                keys_a.len(),
                 if shared > 0 {
                     "they are compared"
                 } else {

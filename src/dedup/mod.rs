@@ -7,8 +7,9 @@
 //!   story group of the first. A URL that several items of one source share (a home page or
 //!   section link) identifies nothing and is marked ambiguous.
 //! * Items of different sources whose text is similar enough (see [`fingerprint`]) and that
-//!   were published within `dedup.window` of each other are one story too; candidates come
-//!   from the store's LSH index, never from a scan.
+//!   were published within `dedup.window` of each other are one story too; candidates are
+//!   the items that share one of the new item's rarest terms (the store's key-term index),
+//!   never a scan. Term rarity comes from [`TermStats`], which planning keeps up to date.
 //!
 //! [`plan`] reads the store and returns the writes for one poll as an [`IngestPlan`]; it never
 //! writes. Applying the plan is the store's job.
@@ -26,7 +27,7 @@ use url::Url;
 use crate::model::{Entry, Item, ItemId};
 use crate::store::{Store, StoreError};
 use crate::text::html_to_text;
-use fingerprint::{Fingerprint, Similarity};
+use fingerprint::{Fingerprint, Similarity, Term, TermStats};
 
 /// Query parameters that only track where a click came from.
 const TRACKING_PARAMS: &[&str] = &[
@@ -112,11 +113,13 @@ pub struct DedupConfig {
 }
 
 /// Default `dedup.threshold`, tuned on tests/fixtures/stories.
-pub const DEFAULT_THRESHOLD: f32 = 0.85;
+pub const DEFAULT_THRESHOLD: f32 = 0.50;
 /// Default `dedup.window`.
 pub const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(72 * 3600);
-/// Items read from one LSH band when looking for candidates.
-const CANDIDATES_PER_BAND: usize = 32;
+/// Items read for one key term when looking for candidates.
+const CANDIDATES_PER_TERM: usize = 32;
+/// Candidates scored for a new item at most (those sharing most key terms).
+const MAX_CANDIDATES: usize = 32;
 
 impl Default for DedupConfig {
     fn default() -> Self {
@@ -134,37 +137,45 @@ pub struct FingerprintRecord {
     pub source: String,
     pub published: DateTime<Utc>,
     pub fingerprint: Fingerprint,
+    /// The terms it is indexed under (kept so that an edit can remove them).
+    pub keys: Vec<u32>,
 }
 
 impl FingerprintRecord {
-    /// A compact binary form: version, time, source, title hashes, body signature.
+    /// A compact binary form: version, time, source, title hashes, numbers, terms.
     pub fn to_bytes(&self) -> Vec<u8> {
         let source = self.source.as_bytes();
         let source = &source[..source.len().min(255)];
         let fp = &self.fingerprint;
-        let mut out =
-            Vec::with_capacity(16 + source.len() + 4 * fp.title.len() + 2 * fp.body.len());
-        out.push(1u8);
+        let mut out = Vec::with_capacity(
+            16 + source.len() + 4 * (fp.title.len() + fp.numbers.len()) + 6 * fp.terms.len(),
+        );
+        out.push(RECORD_VERSION);
         out.extend_from_slice(&self.published.timestamp_micros().to_le_bytes());
         out.push(source.len() as u8);
         out.extend_from_slice(source);
-        let titles = fp.title.len().min(u16::MAX as usize);
-        out.extend_from_slice(&(titles as u16).to_le_bytes());
-        for h in &fp.title[..titles] {
-            out.extend_from_slice(&h.to_le_bytes());
+        let put_hashes = |out: &mut Vec<u8>, hashes: &[u32]| {
+            let n = hashes.len().min(255);
+            out.push(n as u8);
+            for h in &hashes[..n] {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        };
+        put_hashes(&mut out, &fp.title);
+        put_hashes(&mut out, &fp.numbers);
+        let n = fp.terms.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        for t in &fp.terms[..n] {
+            out.extend_from_slice(&t.hash.to_le_bytes());
+            out.push(t.in_title);
+            out.push(t.in_body);
         }
-        out.push(fp.body.len().min(255) as u8);
-        for v in fp.body.iter().take(255) {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.push(fp.numbers.len().min(255) as u8);
-        for n in fp.numbers.iter().take(255) {
-            out.extend_from_slice(&n.to_le_bytes());
-        }
+        put_hashes(&mut out, &self.keys);
         out
     }
 
-    /// Reads [`FingerprintRecord::to_bytes`]'s form; `None` for anything else.
+    /// Reads [`FingerprintRecord::to_bytes`]'s form; `None` for anything else. Records of
+    /// earlier versions have no terms: they are kept but never match.
     pub fn from_bytes(bytes: &[u8]) -> Option<FingerprintRecord> {
         let mut r = bytes;
         let mut take = |n: usize| -> Option<&[u8]> {
@@ -175,38 +186,83 @@ impl FingerprintRecord {
             r = tail;
             Some(head)
         };
-        if take(1)? != [1] {
+        let version = take(1)?[0];
+        if version != 1 && version != RECORD_VERSION {
             return None;
         }
         let micros = i64::from_le_bytes(take(8)?.try_into().ok()?);
         let published = DateTime::<Utc>::from_timestamp_micros(micros)?;
         let source_len = take(1)?[0] as usize;
         let source = String::from_utf8(take(source_len)?.to_vec()).ok()?;
-        let titles = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
-        let title = take(4 * titles)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let bodies = take(1)?[0] as usize;
-        let body = take(2 * bodies)?
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        let count = take(1)?[0] as usize;
-        let numbers = take(4 * count)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let hashes = |bytes: &[u8]| -> Vec<u32> {
+            bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let fingerprint = match version {
+            1 => {
+                // title hashes (u16 count), a body MinHash (u8 count of u16), numbers.
+                let titles = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+                let title = hashes(take(4 * titles)?);
+                let bodies = take(1)?[0] as usize;
+                take(2 * bodies)?;
+                let count = take(1)?[0] as usize;
+                let numbers = hashes(take(4 * count)?);
+                (
+                    Fingerprint {
+                        title,
+                        numbers,
+                        terms: Vec::new(),
+                    },
+                    Vec::new(),
+                )
+            }
+            RECORD_VERSION => {
+                let titles = take(1)?[0] as usize;
+                let title = hashes(take(4 * titles)?);
+                let count = take(1)?[0] as usize;
+                let numbers = hashes(take(4 * count)?);
+                let terms = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+                let terms = take(6 * terms)?
+                    .chunks_exact(6)
+                    .map(|c| Term {
+                        hash: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                        in_title: c[4],
+                        in_body: c[5],
+                    })
+                    .collect();
+                let count = take(1)?[0] as usize;
+                let keys = hashes(take(4 * count)?);
+                (
+                    Fingerprint {
+                        title,
+                        numbers,
+                        terms,
+                    },
+                    keys,
+                )
+            }
+            _ => return None,
+        };
         Some(FingerprintRecord {
             source,
             published,
-            fingerprint: Fingerprint {
-                title,
-                body,
-                numbers,
-            },
+            fingerprint: fingerprint.0,
+            keys: fingerprint.1,
         })
     }
+}
+
+/// The version of [`FingerprintRecord::to_bytes`]'s form.
+const RECORD_VERSION: u8 = 2;
+
+/// An item's fingerprint to index; for an edited item, the record it replaces.
+#[derive(Debug)]
+pub struct IndexedFingerprint {
+    pub id: ItemId,
+    pub record: FingerprintRecord,
+    pub replaces: Option<FingerprintRecord>,
 }
 
 /// Why an item joined a story.
@@ -234,8 +290,8 @@ pub struct IngestPlan {
     pub writes: Vec<ItemWrite>,
     /// Canonical URL claims to set.
     pub claims: Vec<(String, UrlClaim)>,
-    /// Fingerprints of new items, to index.
-    pub fingerprints: Vec<(ItemId, FingerprintRecord)>,
+    /// Fingerprints of new and edited items, to index.
+    pub fingerprints: Vec<IndexedFingerprint>,
     /// Entries already stored with the same text.
     pub unchanged: usize,
     /// New items that joined another source's story by URL.
@@ -281,23 +337,33 @@ pub fn best_match(
     store: &Store,
     source: &str,
     fingerprint: &Fingerprint,
+    keys: &[u32],
     published: DateTime<Utc>,
     config: &DedupConfig,
+    stats: &TermStats,
 ) -> Result<Option<(ItemId, Similarity)>, StoreError> {
+    let mut candidates =
+        store.candidates(keys, published, config.window, CANDIDATES_PER_TERM, source)?;
+    // Those sharing most key terms first; a stable sort keeps the nearest in time first.
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
+    candidates.truncate(MAX_CANDIDATES);
+    let weighted = fingerprint.weigh(stats);
     let mut best: Option<(ItemId, Similarity)> = None;
-    for candidate in store.candidates(
-        &fingerprint.bands(),
-        published,
-        config.window,
-        CANDIDATES_PER_BAND,
-    )? {
-        let Some(record) = store.fingerprint(candidate)? else {
-            continue;
+    for (candidate, _) in candidates {
+        let record = match store.fingerprint(candidate) {
+            Ok(Some(record)) => record,
+            Ok(None) => continue,
+            // One unreadable record must not stop a poll: that candidate is skipped.
+            Err(StoreError::Corrupt { what, message }) => {
+                tracing::warn!(item = %candidate, "skipping an unreadable {what}: {message}");
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         if record.source == source {
             continue;
         }
-        let similarity = fingerprint.similarity(&record.fingerprint);
+        let similarity = weighted.similarity(&record.fingerprint.weigh(stats), stats);
         if similarity.score >= config.threshold
             && best.is_none_or(|(_, b)| similarity.score > b.score)
         {
@@ -307,13 +373,15 @@ pub fn best_match(
     Ok(best)
 }
 
-/// Decides what `entries` of `source` change in the store.
+/// Decides what `entries` of `source` change in the store. New items' terms are counted in
+/// `stats` as they are planned.
 pub fn plan(
     store: &Store,
     source: &str,
     entries: Vec<Entry>,
     now: DateTime<Utc>,
     dedup: &DedupConfig,
+    stats: &mut TermStats,
 ) -> Result<IngestPlan, StoreError> {
     let mut plan = IngestPlan::default();
     let canonical: Vec<Option<String>> = entries
@@ -344,6 +412,7 @@ pub fn plan(
                 plan.unchanged += 1;
             } else {
                 let item = updated_item(&old, entry, canonical.clone(), hash, now);
+                plan.fingerprints.push(refingerprint(store, &item, stats));
                 plan.writes.push(ItemWrite {
                     item,
                     previous: Some(old),
@@ -392,13 +461,16 @@ pub fn plan(
             }
         }
         let published = entry.published.unwrap_or(now);
-        let fingerprint = Fingerprint::new(
+        let mut fingerprint = Fingerprint::new(
             &entry.title,
             &body_text(entry.summary_html.as_deref(), entry.content_html.as_deref()),
         );
+        stats.add(&fingerprint);
+        fingerprint.keep_strongest(stats);
+        let keys = fingerprint.key_terms(stats);
         if link.is_none() && dedup.enabled {
             if let Some((with, similarity)) =
-                best_match(store, source, &fingerprint, published, dedup)?
+                best_match(store, source, &fingerprint, &keys, published, dedup, stats)?
             {
                 story = store.item(with)?.map_or(with, |i| i.story);
                 link = Some(StoryLink {
@@ -409,14 +481,16 @@ pub fn plan(
                 plan.merged_text += 1;
             }
         }
-        plan.fingerprints.push((
+        plan.fingerprints.push(IndexedFingerprint {
             id,
-            FingerprintRecord {
+            record: FingerprintRecord {
                 source: source.to_owned(),
                 published,
                 fingerprint,
+                keys,
             },
-        ));
+            replaces: None,
+        });
         pending_stories.insert(id, story);
         plan.writes.push(ItemWrite {
             item: new_item(id, source, guid, entry, canonical.clone(), hash, story, now),
@@ -427,6 +501,28 @@ pub fn plan(
     plan.claims = pending_claims.into_iter().collect();
     plan.present = seen;
     Ok(plan)
+}
+
+/// The fingerprint of an edited item, replacing the stored one (whose index keys go). Its
+/// terms are not counted again in the statistics, and its story does not change.
+fn refingerprint(store: &Store, item: &Item, stats: &TermStats) -> IndexedFingerprint {
+    let mut fingerprint = Fingerprint::new(
+        &item.title,
+        &body_text(item.summary_html.as_deref(), item.content_html.as_deref()),
+    );
+    fingerprint.keep_strongest(stats);
+    let keys = fingerprint.key_terms(stats);
+    IndexedFingerprint {
+        id: item.id,
+        record: FingerprintRecord {
+            source: item.source.clone(),
+            published: item.published,
+            fingerprint,
+            keys,
+        },
+        // Unreadable or missing: nothing to remove.
+        replaces: store.fingerprint(item.id).ok().flatten(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -631,6 +727,7 @@ mod record_tests {
             source: "qbitai".into(),
             published: DateTime::<Utc>::from_timestamp_micros(1_790_000_000_123_456).unwrap(),
             fingerprint: Fingerprint::new("智谱发布 GLM-6 大模型", "智谱今天发布 GLM-6。"),
+            keys: vec![7, 0xDEAD_BEEF],
         };
         let bytes = record.to_bytes();
         assert!(bytes.len() < 200, "{} bytes", bytes.len());
@@ -640,5 +737,23 @@ mod record_tests {
             None
         );
         assert_eq!(FingerprintRecord::from_bytes(b"{\"json\": 1}"), None);
+    }
+
+    #[test]
+    fn records_of_the_first_version_still_read_and_never_match() {
+        // version 1: time, source, title hashes (u16 count), body MinHash, numbers.
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&1_790_000_000_000_000i64.to_le_bytes());
+        v1.extend_from_slice(&[2, b'q', b'b']);
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&7u32.to_le_bytes());
+        v1.extend_from_slice(&[1, 9, 9, 0]);
+        let record = FingerprintRecord::from_bytes(&v1).expect("a version 1 record");
+        assert_eq!(record.source, "qb");
+        assert_eq!(record.fingerprint.title, vec![7]);
+        assert!(record.fingerprint.terms.is_empty());
+        let stats = fingerprint::TermStats::default();
+        let other = Fingerprint::new("anything", "");
+        assert_eq!(record.fingerprint.similarity(&other, &stats).score, 0.0);
     }
 }

@@ -98,12 +98,22 @@ fn the_demo_shows_one_combined_filtered_feed() {
             .map(|e| e.0)
             .collect();
         assert!(titles.len() >= 10, "{format}: {titles:?}");
-        // technews.rss and zh-daily.json report the same article (one with tracking parameters).
-        let lumen = titles
-            .iter()
-            .filter(|t| t.contains("Lumen-4, an open-weight") || t.contains("外媒：Lumen Labs"))
-            .count();
-        assert_eq!(lumen, 1, "{format}: the Lumen-4 story once: {titles:?}");
+        // technews.rss and zh-daily.json report the same article (one with tracking parameters),
+        // and lab-blog.atom's own announcement is the same story in other words.
+        // Whether the lab's post joins them depends on which arrives first (term weights
+        // change with every item), so only the same-URL pair is held to one entry.
+        let count = |needles: &[&str]| {
+            titles
+                .iter()
+                .filter(|t| needles.iter().any(|n| t.contains(n)))
+                .count()
+        };
+        let lumen_reports = count(&["Lumen-4, an open-weight", "外媒：Lumen Labs"]);
+        let lab_post = count(&["Introducing Lumen-4"]);
+        assert!(
+            lumen_reports <= 1 && lab_post <= 1 && lumen_reports + lab_post >= 1,
+            "{format}: the Lumen-4 story: {titles:?}"
+        );
         // zh-media.rss and zh-daily.json report the 星河-3 launch in other words and links.
         let xinghe = titles.iter().filter(|t| t.contains("星河-3")).count();
         assert_eq!(xinghe, 1, "{format}: the 星河-3 story once: {titles:?}");
@@ -133,11 +143,20 @@ fn the_demo_shows_one_combined_filtered_feed() {
         listing.contains("same URL") && listing.contains("similar"),
         "{listing}"
     );
-    let ids: Vec<&str> = listing
-        .lines()
-        .filter(|l| l.starts_with("  "))
-        .map(|l| l.split_whitespace().next().unwrap())
-        .collect();
+    // Member ids, story by story.
+    let mut groups: Vec<Vec<&str>> = Vec::new();
+    for line in listing.lines() {
+        if line.starts_with("story ") {
+            groups.push(Vec::new());
+        } else if line.starts_with("  ") {
+            let id = line.split_whitespace().next().unwrap();
+            groups
+                .last_mut()
+                .expect("a member line after a story line")
+                .push(id);
+        }
+    }
+    let ids = [groups[0][0], groups[0][1], groups[1][0]];
     let why = Command::new(binary())
         .args(["why", &ids[0][..8], ids[1], "--config"])
         .arg(&demo)

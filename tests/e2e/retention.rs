@@ -172,6 +172,23 @@ async fn max_items_keeps_the_newest_and_everything_else_consistent() {
     assert_eq!(titles(&config, "all"), ["Story number 0", "Story number 1"]);
     let store = Store::open(&config.storage.path).unwrap();
     assert_eq!(store.item_count(), 2);
+
+    // Pruning everything leaves nothing that names an item: no index entry, membership,
+    // URL claim, story link, fingerprint or key term.
+    store
+        .prune(
+            Some(Utc::now() + chrono::Duration::days(1)),
+            None,
+            Utc::now(),
+        )
+        .unwrap();
+    for (tree, n) in store.record_counts() {
+        match tree {
+            "sources" => assert_eq!(n, 1),
+            "tombstones" => assert_eq!(n, 5),
+            _ => assert_eq!(n, 0, "{tree} still holds {n} records"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! Near-duplicate quality on the labelled pairs of tests/fixtures/stories: precision and
-//! recall of "same story" decisions, as the pipeline makes them (an LSH band in common, then
-//! a score at or above the default threshold).
+//! recall of "same story" decisions, as the pipeline makes them (a key term in common, then
+//! a score at or above the default threshold), with term statistics gathered from every item
+//! of the set, as a store that had ingested them would have them.
 
-use feedmux::dedup::fingerprint::Fingerprint;
+use feedmux::dedup::fingerprint::{Fingerprint, TermStats};
 use feedmux::dedup::DEFAULT_THRESHOLD;
 use serde::Deserialize;
 
@@ -33,13 +34,28 @@ fn pairs() -> Vec<Pair> {
         .collect()
 }
 
-/// (score, found by LSH) for a pair.
-fn judge(pair: &Pair) -> (f32, bool) {
-    let a = Fingerprint::new(&pair.a.title, &pair.a.summary);
-    let b = Fingerprint::new(&pair.b.title, &pair.b.summary);
-    let bands = a.bands();
-    let found = b.bands().iter().any(|x| bands.contains(x));
-    (a.similarity(&b).score, found)
+/// Term statistics of every item in the set.
+fn stats_of(pairs: &[Pair]) -> TermStats {
+    let mut stats = TermStats::default();
+    for pair in pairs {
+        for side in [&pair.a, &pair.b] {
+            stats.add(&Fingerprint::new(&side.title, &side.summary));
+        }
+    }
+    stats
+}
+
+/// (score, found through a shared key term) for a pair.
+fn judge(pair: &Pair, stats: &TermStats) -> (f32, bool) {
+    let fingerprint = |side: &Side| {
+        let mut fp = Fingerprint::new(&side.title, &side.summary);
+        fp.keep_strongest(stats);
+        fp
+    };
+    let (a, b) = (fingerprint(&pair.a), fingerprint(&pair.b));
+    let keys = a.key_terms(stats);
+    let found = b.key_terms(stats).iter().any(|x| keys.contains(x));
+    (a.similarity(&b, stats).score, found)
 }
 
 struct Quality {
@@ -50,10 +66,10 @@ struct Quality {
     fn_: usize,
 }
 
-fn quality(pairs: &[&Pair], threshold: f32) -> Quality {
+fn quality(pairs: &[&Pair], stats: &TermStats, threshold: f32) -> Quality {
     let (mut tp, mut fp, mut fn_) = (0, 0, 0);
     for pair in pairs {
-        let (score, found) = judge(pair);
+        let (score, found) = judge(pair, stats);
         let merged = found && score >= threshold;
         match (merged, pair.same) {
             (true, true) => tp += 1,
@@ -83,8 +99,9 @@ fn quality(pairs: &[&Pair], threshold: f32) -> Quality {
 fn near_duplicate_detection_meets_its_precision_and_recall_on_held_out_pairs() {
     let all = pairs();
     assert!(all.len() >= 300, "{} pairs", all.len());
+    let stats = stats_of(&all);
     let test: Vec<&Pair> = all.iter().filter(|p| p.split == "test").collect();
-    let q = quality(&test, DEFAULT_THRESHOLD);
+    let q = quality(&test, &stats, DEFAULT_THRESHOLD);
     println!(
         "held-out pairs: {} — precision {:.3}, recall {:.3} (tp {}, fp {}, fn {})",
         test.len(),
@@ -96,7 +113,7 @@ fn near_duplicate_detection_meets_its_precision_and_recall_on_held_out_pairs() {
     );
     for lang in ["en", "zh", "mixed"] {
         let subset: Vec<&Pair> = test.iter().copied().filter(|p| p.lang == lang).collect();
-        let q = quality(&subset, DEFAULT_THRESHOLD);
+        let q = quality(&subset, &stats, DEFAULT_THRESHOLD);
         println!(
             "  {lang:<5} {:>3} pairs: precision {:.3}, recall {:.3}",
             subset.len(),
@@ -105,20 +122,20 @@ fn near_duplicate_detection_meets_its_precision_and_recall_on_held_out_pairs() {
         );
     }
     for pair in &test {
-        let (score, found) = judge(pair);
+        let (score, found) = judge(pair, &stats);
         let merged = found && score >= DEFAULT_THRESHOLD;
         if merged != pair.same {
             println!(
-                "  miss #{} same={} score={score:.2} lsh={found}: {} / {}",
+                "  miss #{} same={} score={score:.2} key term shared={found}: {} / {}",
                 pair.id, pair.same, pair.a.title, pair.b.title
             );
         }
     }
-    // Precision is held to the target: a wrong merge hides a story. Recall is far
-    // below the 0.90 target (the set's positives are mostly rewrites, which word overlap
-    // cannot see); this floor only guards against regressions until semantic features land.
+    // Precision is held to the target: a wrong merge hides a story. Recall is below
+    // the 0.90 target (many positives are rewrites that share few words, or need knowledge
+    // such as AWS = Amazon); this floor guards the weighted-term measure against regressions.
     assert!(q.precision >= 0.98, "precision {:.3}", q.precision);
-    assert!(q.recall >= 0.05, "recall {:.3}", q.recall);
+    assert!(q.recall >= 0.55, "recall {:.3}", q.recall);
 }
 
 /// The sweep used to choose `dedup.threshold` on the tuning split:
@@ -127,13 +144,170 @@ fn near_duplicate_detection_meets_its_precision_and_recall_on_held_out_pairs() {
 #[ignore]
 fn tune_threshold() {
     let all = pairs();
+    let stats = stats_of(&all);
     let tune: Vec<&Pair> = all.iter().filter(|p| p.split == "tune").collect();
     for step in 6..=20 {
         let t = step as f32 * 0.05;
-        let q = quality(&tune, t);
+        let q = quality(&tune, &stats, t);
         println!(
             "threshold {t:.2}: precision {:.3} recall {:.3} (fp {}, fn {})",
             q.precision, q.recall, q.fp, q.fn_
         );
     }
+}
+
+fn feed_of(items: &[(&str, &str, &str)]) -> String {
+    let mut body = String::from(
+        "<?xml version=\"1.0\"?>\n<rss version=\"2.0\"><channel><title>t</title><link>https://site.example/</link><description>d</description>\n",
+    );
+    for (i, (title, summary, link)) in items.iter().enumerate() {
+        body.push_str(&format!(
+            "<item><guid isPermaLink=\"false\">{i}</guid><title>{title}</title><link>{link}</link><description>{summary}</description><pubDate>Wed, 25 Nov 2026 10:00:00 GMT</pubDate></item>\n"
+        ));
+    }
+    body.push_str("</channel></rss>\n");
+    body
+}
+
+/// Writes bg.xml: every item of the labelled set whose text mentions none of `avoid`, as one
+/// source's feed. Returns how many items it has.
+fn write_background(dir: &std::path::Path, avoid: &[&str]) -> usize {
+    let items: Vec<(String, String, String)> = pairs()
+        .iter()
+        .flat_map(|p| [&p.a, &p.b])
+        .filter(|s| {
+            !avoid
+                .iter()
+                .any(|w| s.title.contains(w) || s.summary.contains(w))
+        })
+        .enumerate()
+        .map(|(i, s)| {
+            (
+                s.title.clone(),
+                s.summary.clone(),
+                format!("https://bg.example/{i}"),
+            )
+        })
+        .collect();
+    let borrowed: Vec<(&str, &str, &str)> = items
+        .iter()
+        .map(|(t, s, l)| (t.as_str(), s.as_str(), l.as_str()))
+        .collect();
+    std::fs::write(dir.join("bg.xml"), feed_of(&borrowed)).unwrap();
+    items.len()
+}
+
+/// A rewrite that keeps the story's names and figures merges across sources through the real
+/// pipeline, an unrelated story of the same company does not, and the term statistics that
+/// weigh them survive a restart.
+#[tokio::test]
+async fn a_rewrite_from_another_source_is_shown_once_and_term_weights_persist() {
+    let dir = crate::tempdir();
+    std::fs::write(
+        dir.path().join("a.xml"),
+        feed_of(&[
+            ("Qwen4 正式发布：原生多模态，支持 100 万 token 上下文", "阿里云今日发布通义千问 Qwen4，原生支持文本、图像、音频和视频输入，上下文窗口达到 100 万 token，已在百炼平台开放调用。", "https://a.example/qwen4"),
+            ("阿里云宣布下调多款大模型 API 价格", "阿里云今天宣布下调多款模型的调用价格，最高降幅 50%。", "https://a.example/price"),
+            ("OpenAI 发布新一代图像模型", "OpenAI 今天发布了新的图像生成模型，支持更长的文字渲染。", "https://a.example/image"),
+        ]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.xml"),
+        feed_of(&[
+            ("阿里发布 Qwen4：原生全模态，上下文长度达 1M", "阿里通义团队推出 Qwen4，原生支持文本、图像、音频和视频输入，上下文窗口达到 100 万 token，开发者可通过阿里云百炼平台调用。", "https://b.example/1"),
+            ("阿里云开发者大会下月在杭州举行", "阿里云宣布开发者大会将于下月在杭州举行，届时将发布更多产品。", "https://b.example/2"),
+        ]),
+    )
+    .unwrap();
+    // A day of other news first, as a running store would have seen: term weights need it.
+    let background = write_background(dir.path(), &["Qwen"]);
+    let config = crate::config(
+        dir.path(),
+        &format!(
+            "{}{}{}[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n",
+            crate::source("background", "file:bg.xml"),
+            crate::source("a", "file:a.xml"),
+            crate::source("b", "file:b.xml")
+        ),
+    );
+    crate::poll(&config, &["background"]).await;
+    crate::poll(&config, &["a"]).await;
+    crate::poll(&config, &["b"]).await;
+    let titles = crate::titles(&config, "ab");
+    assert_eq!(titles.len(), 4, "{titles:?}");
+    assert_eq!(
+        titles.iter().filter(|t| t.contains("Qwen4")).count(),
+        1,
+        "{titles:?}"
+    );
+    assert!(
+        titles.iter().any(|t| t.contains("开发者大会")),
+        "{titles:?}"
+    );
+    let store = feedmux::store::Store::open(&config.storage.path).unwrap();
+    assert_eq!(store.ingest_guard().docs(), background as u64 + 5);
+}
+
+/// An edited item is matched by what it says now: its fingerprint and index keys are replaced,
+/// so a report of the new text joins it and a report of the old text does not.
+#[tokio::test]
+async fn an_edited_item_is_matched_by_its_new_text() {
+    let dir = crate::tempdir();
+    write_background(dir.path(), &["Voltaic", "Lumen"]);
+    let first = feed_of(&[(
+        "Voltaic opens a chip design centre in Austin",
+        "Voltaic said on Monday it will open a chip design centre in Austin, Texas, hiring 300 engineers.",
+        "https://a.example/voltaic",
+    )]);
+    let edited = feed_of(&[(
+        "Voltaic raises $400 million to build AI inference chips",
+        "Voltaic, a maker of AI inference chips, raised $400 million in a Series C round led by Northgate Capital.",
+        "https://a.example/voltaic",
+    )]);
+    std::fs::write(dir.path().join("a.xml"), &first).unwrap();
+    std::fs::write(
+        dir.path().join("b.xml"),
+        feed_of(&[(
+            "AI chip startup Voltaic raises $400 million in Series C",
+            "Voltaic raised $400 million in a Series C round led by Northgate Capital to build inference chips.",
+            "https://b.example/1",
+        )]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c.xml"),
+        feed_of(&[(
+            "Voltaic to open Austin chip design centre",
+            "Voltaic will open a chip design centre in Austin, Texas, and hire 300 engineers, the company said on Monday.",
+            "https://c.example/1",
+        )]),
+    )
+    .unwrap();
+    let config = crate::config(
+        dir.path(),
+        &format!(
+            "{}{}{}{}[[feed]]\nname = \"abc\"\nsources = [\"a\", \"b\", \"c\"]\n",
+            crate::source("background", "file:bg.xml"),
+            crate::source("a", "file:a.xml"),
+            crate::source("b", "file:b.xml"),
+            crate::source("c", "file:c.xml")
+        ),
+    );
+    crate::poll(&config, &["background"]).await;
+    crate::poll(&config, &["a"]).await;
+    std::fs::write(dir.path().join("a.xml"), &edited).unwrap();
+    crate::poll(&config, &["a"]).await;
+    crate::poll(&config, &["b"]).await;
+    crate::poll(&config, &["c"]).await;
+    let titles = crate::titles(&config, "abc");
+    assert_eq!(
+        titles.iter().filter(|t| t.contains("$400 million")).count(),
+        1,
+        "the new text and its other report are one story: {titles:?}"
+    );
+    assert!(
+        titles.iter().any(|t| t.contains("Austin")),
+        "the old text's report stands alone: {titles:?}"
+    );
 }
