@@ -232,7 +232,7 @@ pub async fn run(
     let (pruner_stop, pruner_stop_rx) = watch::channel(false);
     let pruner = tokio::spawn(prune_loop(shared.clone(), pruner_stop_rx));
     ready.store(true, Ordering::Release);
-    service::ready(&serving_status(&shared.config()));
+    service::ready(&serving_status(&shared.config(), addr));
 
     let (file_changed, mut file_changes) = mpsc::channel(1);
     let _watch = match watcher::config_file(&shared.config().path, file_changed) {
@@ -278,11 +278,11 @@ pub async fn run(
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
                 {
-                    None => service::ready(&serving_status(&shared.config())),
+                    None => service::ready(&serving_status(&shared.config(), addr)),
                     Some(failure) => {
                         service::ready(&format!(
                             "{}; config reload refused: {}",
-                            serving_status(&shared.config()),
+                            serving_status(&shared.config(), addr),
                             failure.errors.first().map(String::as_str).unwrap_or("")
                         ));
                     }
@@ -372,13 +372,12 @@ async fn tick(watchdog: &mut Option<tokio::time::Interval>) {
     }
 }
 
-/// The one-line status shown by `systemctl status`.
-fn serving_status(config: &Config) -> String {
+/// The one-line status shown by `systemctl status`, with the address actually bound.
+fn serving_status(config: &Config, addr: std::net::SocketAddr) -> String {
     format!(
-        "serving {} output feeds from {} sources on {}",
+        "serving {} output feeds from {} sources on {addr}",
         config.feeds.len(),
         config.sources.len(),
-        config.server.listen
     )
 }
 

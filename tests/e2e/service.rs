@@ -149,11 +149,17 @@ fn the_real_binary_notifies_ready_watchdog_reloading_and_stopping() {
     let pid = daemon.0.id();
     let mut seen = Vec::new();
     wait_for(&socket, "READY=1", &mut seen);
-    assert!(
-        seen.iter()
-            .any(|l| l.starts_with("STATUS=serving 1 output feeds from 1 sources")),
-        "{seen:?}"
-    );
+    // Ready means serving: the status names the bound address, which answers /readyz.
+    let status = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("STATUS=serving 1 output feeds from 1 sources on "))
+        .unwrap_or_else(|| panic!("{seen:?}"));
+    let addr: std::net::SocketAddr = status.parse().unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /readyz HTTP/1.0\r\n\r\n").unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
     // Pings every WATCHDOG_USEC/2: several within a second.
     seen.clear();
     wait_for(&socket, "WATCHDOG=1", &mut seen);
