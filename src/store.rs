@@ -37,6 +37,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const FINGERPRINT_PREFIX: &str = "feed_fingerprint/";
 const TERM_STATS_KEY: &[u8] = b"term_stats";
+/// How stale a state-only write may get before a flush (see [`Store::put_source_state`]).
+const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Term statistics are written at most this often while ingesting (and at every flush): a
 /// crash loses at most this much of them, which only shifts term weights a little.
 const TERM_STATS_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -91,6 +93,8 @@ pub struct Store {
     ingest: Arc<Mutex<TermStats>>,
     /// When the term statistics were last written.
     term_stats_saved: Arc<Mutex<std::time::Instant>>,
+    /// When a state-only write last flushed.
+    last_flush: Arc<Mutex<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -140,6 +144,7 @@ impl Store {
             path: path.to_owned(),
             ingest: Arc::new(Mutex::new(TermStats::default())),
             term_stats_saved: Arc::new(Mutex::new(std::time::Instant::now())),
+            last_flush: Arc::new(Mutex::new(std::time::Instant::now())),
             db,
         };
         store.check_schema()?;
@@ -216,14 +221,26 @@ impl Store {
         }
     }
 
-    /// Saves a source's state and flushes; used for polls that store no items. Its
-    /// `item_count` is set from the store, so that a state read before pruning never brings
-    /// back a stale count.
+    /// Saves a source's state; used for polls that store no items. It reaches the disk with
+    /// the next flush, at most [`LAZY_FLUSH`] later while the daemon keeps writing, and at
+    /// shutdown: a state lost in a crash only means that source is polled again. Its
+    /// `item_count` is the stored one (such a poll adds no item), so that a state read before
+    /// a prune never brings back a stale count.
     pub fn put_source_state(&self, source: &str, state: &SourceState) -> Result<(), StoreError> {
         let mut state = state.clone();
-        state.item_count = self.count_of_source(source)?;
+        state.item_count = self.source_state(source)?.item_count;
         self.sources.insert(source.as_bytes(), encode(&state))?;
-        self.db.flush()?;
+        self.flush_lazily()
+    }
+
+    /// Flushes when the last flush is [`LAZY_FLUSH`] old: a sweep of thousands of 304s costs
+    /// a handful of flushes, not thousands.
+    fn flush_lazily(&self) -> Result<(), StoreError> {
+        let mut last = self.last_flush.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= LAZY_FLUSH {
+            self.db.flush()?;
+            *last = std::time::Instant::now();
+        }
         Ok(())
     }
 
@@ -448,11 +465,20 @@ impl Store {
             }
         }
         self.tombstones.apply_batch(gone)?;
+        // The count from the stored state (callers hold the ingest guard, as `prune` does),
+        // not from the state the caller read before its fetch.
         let mut state = state.clone();
-        state.item_count = self.count_of_source(source)?;
+        state.item_count = self
+            .source_state(source)?
+            .item_count
+            .saturating_add(plan.new_items() as u64);
         self.sources.insert(source.as_bytes(), encode(&state))?;
         if !plan.fingerprints.is_empty() {
             self.save_term_stats(term_stats, false)?;
+        }
+        if plan.writes.is_empty() && plan.claims.is_empty() && plan.fingerprints.is_empty() {
+            // Nothing but the source's state changed (every item unchanged).
+            return self.flush_lazily();
         }
         self.db.flush()?;
         Ok(())

@@ -247,28 +247,32 @@ impl Fingerprint {
         if self.terms.len() <= MAX_TERMS {
             return;
         }
-        let mut ranked = self.ranked(stats);
-        ranked.truncate(MAX_TERMS);
+        let mut ranked = self.ranked(stats, MAX_TERMS);
         ranked.sort_unstable_by_key(|t| t.hash);
         self.terms = ranked;
     }
 
-    /// The terms, heaviest first (ties by hash, so the order is stable).
-    fn ranked(&self, stats: &TermStats) -> Vec<Term> {
-        let mut ranked = self.terms.clone();
-        ranked.sort_by(|a, b| {
-            weight(b, stats)
-                .total_cmp(&weight(a, stats))
-                .then(a.hash.cmp(&b.hash))
-        });
-        ranked
+    /// The `n` heaviest terms, heaviest first (ties by hash, so the choice is stable). Each
+    /// term's weight is computed once.
+    fn ranked(&self, stats: &TermStats, n: usize) -> Vec<Term> {
+        let mut weighted: Vec<(f32, Term)> =
+            self.terms.iter().map(|t| (weight(t, stats), *t)).collect();
+        let heavier =
+            |a: &(f32, Term), b: &(f32, Term)| b.0.total_cmp(&a.0).then(a.1.hash.cmp(&b.1.hash));
+        if weighted.len() > n {
+            weighted.select_nth_unstable_by(n, heavier);
+            weighted.truncate(n);
+        }
+        weighted.sort_unstable_by(heavier);
+        weighted.into_iter().map(|(_, t)| t).collect()
     }
 
     /// The index keys: the [`KEY_TERMS`] heaviest terms.
     pub fn key_terms(&self, stats: &TermStats) -> Vec<u32> {
-        let mut ranked = self.ranked(stats);
-        ranked.truncate(KEY_TERMS);
-        ranked.into_iter().map(|t| t.hash).collect()
+        self.ranked(stats, KEY_TERMS)
+            .into_iter()
+            .map(|t| t.hash)
+            .collect()
     }
 
     /// Whether the titles are one template (half their terms or more in common) in which
