@@ -200,6 +200,19 @@ impl Store {
         }
     }
 
+    /// An item's content hash, without decoding the rest of it (the common check of a poll:
+    /// is this entry unchanged?).
+    pub fn item_content_hash(&self, id: ItemId) -> Result<Option<u64>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct HashOnly {
+            content_hash: u64,
+        }
+        match self.items.get(id.0)? {
+            Some(bytes) => Ok(Some(decode::<HashOnly>(&bytes, "item")?.content_hash)),
+            None => Ok(None),
+        }
+    }
+
     pub fn item_count(&self) -> usize {
         self.items.len()
     }
