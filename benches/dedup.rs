@@ -77,7 +77,7 @@ fn fill(store: &Store, n: usize, rng: &mut Rng) {
                 &[],
                 &[],
                 &SourceState::default(),
-                &stats,
+                stats,
             )
             .unwrap();
         done += batch;
@@ -122,7 +122,7 @@ fn ingest(store: &Store, rng: &mut Rng, label: &str, rounds: usize, per_round: u
             let mut stats = store.ingest_guard();
             let planned = plan(store, "probe", entries, now, &config, &mut stats).unwrap();
             store
-                .apply_poll("probe", &planned, &[], &[], &SourceState::default(), &stats)
+                .apply_poll("probe", &planned, &[], &[], &SourceState::default(), stats)
                 .unwrap();
             t.elapsed() / per_round as u32
         })

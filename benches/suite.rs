@@ -237,14 +237,18 @@ struct Upstream {
     addr: SocketAddr,
 }
 
+/// Each source's feed, generated once: ten different items per source.
 #[derive(Clone)]
-struct UpstreamBody(Arc<String>);
+struct UpstreamBody(Arc<Vec<Bytes>>);
 
 impl Upstream {
     async fn start() -> Upstream {
         let mut gen = Gen(0x5EED_F00D);
-        let template = String::from_utf8(gen.feed("src-JJJ", 10, Utc::now())).expect("UTF-8");
-        let state = UpstreamBody(Arc::new(template));
+        let now = Utc::now();
+        let bodies = (0..SWEEP_SOURCES)
+            .map(|n| Bytes::from(gen.feed(&format!("src-{n}"), 10, now)))
+            .collect();
+        let state = UpstreamBody(Arc::new(bodies));
         let app = Router::new()
             .route("/f/{n}", get(conditional))
             .route("/f200/{n}", get(always))
@@ -268,7 +272,7 @@ const UPSTREAM_ETAG: &str = "\"v1\"";
 
 async fn conditional(
     State(body): State<UpstreamBody>,
-    UrlPath(n): UrlPath<String>,
+    UrlPath(n): UrlPath<usize>,
     headers: HeaderMap,
 ) -> Response {
     if headers
@@ -280,13 +284,16 @@ async fn conditional(
     always(State(body), UrlPath(n)).await
 }
 
-async fn always(State(body): State<UpstreamBody>, UrlPath(n): UrlPath<String>) -> Response {
+async fn always(State(bodies): State<UpstreamBody>, UrlPath(n): UrlPath<usize>) -> Response {
+    let Some(body) = bodies.0.get(n) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     (
         [
             (header::CONTENT_TYPE, "application/rss+xml"),
             (header::ETAG, UPSTREAM_ETAG),
         ],
-        body.0.replace("JJJ", &n),
+        body.clone(),
     )
         .into_response()
 }

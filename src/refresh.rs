@@ -328,7 +328,7 @@ pub fn ingest(
     state.item_count = state.item_count.saturating_add(plan.new_items() as u64);
     state.title = parsed.meta.title.or(state.title);
     state.site_url = parsed.meta.site_url.or(state.site_url);
-    store.apply_poll(&ctx.name, &plan, &feeds, &memberships, &state, &term_stats)?;
+    store.apply_poll(&ctx.name, &plan, &feeds, &memberships, &state, term_stats)?;
     Ok(PollReport {
         not_modified: false,
         entries,

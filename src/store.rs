@@ -203,6 +203,19 @@ impl Store {
         }
     }
 
+    /// An item's content hash, without decoding the rest of it (the common check of a poll:
+    /// is this entry unchanged?).
+    pub fn item_content_hash(&self, id: ItemId) -> Result<Option<u64>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct HashOnly {
+            content_hash: u64,
+        }
+        match self.items.get(id.0)? {
+            Some(bytes) => Ok(Some(decode::<HashOnly>(&bytes, "item")?.content_hash)),
+            None => Ok(None),
+        }
+    }
+
     pub fn item_count(&self) -> usize {
         self.items.len()
     }
@@ -385,7 +398,7 @@ impl Store {
         feeds: &[String],
         memberships: &[FeedMembership],
         state: &SourceState,
-        term_stats: &TermStats,
+        term_stats: MutexGuard<'_, TermStats>,
     ) -> Result<(), StoreError> {
         // Written in chunks: sled holds a whole batch in memory several times over, so one
         // batch for a 20,000-item feed costs a gigabyte; chunks keep a poll's memory flat.
@@ -474,8 +487,11 @@ impl Store {
             .saturating_add(plan.new_items() as u64);
         self.sources.insert(source.as_bytes(), encode(&state))?;
         if !plan.fingerprints.is_empty() {
-            self.save_term_stats(term_stats, false)?;
+            self.save_term_stats(&term_stats, false)?;
         }
+        // Written: the next poll may plan against it. The flush, the slow part, runs without
+        // the guard, so polls of many sources flush side by side instead of in a queue.
+        drop(term_stats);
         if plan.writes.is_empty() && plan.claims.is_empty() && plan.fingerprints.is_empty() {
             // Nothing but the source's state changed (every item unchanged).
             return self.flush_lazily();
@@ -938,9 +954,9 @@ mod tests {
         for n in 0..40 {
             plan.fingerprints.push(indexed(n, "busy", now));
         }
-        let stats = TermStats::default();
+        let stats = store.ingest_guard();
         store
-            .apply_poll("busy", &plan, &[], &[], &SourceState::default(), &stats)
+            .apply_poll("busy", &plan, &[], &[], &SourceState::default(), stats)
             .expect("apply");
         let window = std::time::Duration::from_secs(72 * 3600);
         let found = store

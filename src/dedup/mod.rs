@@ -407,18 +407,18 @@ pub fn plan(
             continue;
         }
         let hash = content_hash(&entry);
+        if store.item_content_hash(id)? == Some(hash) {
+            plan.unchanged += 1;
+            continue;
+        }
         if let Some(old) = store.item(id)? {
-            if old.content_hash == hash {
-                plan.unchanged += 1;
-            } else {
-                let item = updated_item(&old, entry, canonical.clone(), hash, now);
-                plan.fingerprints.push(refingerprint(store, &item, stats));
-                plan.writes.push(ItemWrite {
-                    item,
-                    previous: Some(old),
-                    link: None,
-                });
-            }
+            let item = updated_item(&old, entry, canonical.clone(), hash, now);
+            plan.fingerprints.push(refingerprint(store, &item, stats));
+            plan.writes.push(ItemWrite {
+                item,
+                previous: Some(old),
+                link: None,
+            });
             continue;
         }
         let mut story = id;
