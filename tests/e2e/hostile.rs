@@ -583,7 +583,8 @@ async fn the_real_binary_survives_every_hostile_upstream_at_once() {
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let mut served = String::new();
-    for _ in 0..100 {
+    // Up to 30 s: the daemon's first polls include a 10,000-item feed and slow upstreams.
+    for _ in 0..300 {
         if let Ok(r) = http.get(format!("{base}/feeds/healthy.atom")).send().await {
             served = r.text().await.unwrap();
             if served.contains("healthy item 2") {
@@ -663,7 +664,9 @@ async fn one_host_gets_at_most_two_requests_at_once_and_a_gap_between_starts() {
     arrivals.sort();
     for pair in arrivals.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(240), "requests {gap:?} apart");
+        // 250 ms apart when they leave; a loaded machine can deliver one of them late, so
+        // the arrivals are held to 200 ms (without the limit they are a millisecond apart).
+        assert!(gap >= Duration::from_millis(200), "requests {gap:?} apart");
     }
 }
 
