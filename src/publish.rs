@@ -417,6 +417,20 @@ fn xml_safe(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Applies [`xml_safe`] to every string of a JSON value.
+fn xml_safe_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let std::borrow::Cow::Owned(clean) = xml_safe(s) {
+                *s = clean;
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(xml_safe_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(xml_safe_json),
+        _ => {}
+    }
+}
+
 struct Xml {
     w: Writer<Vec<u8>>,
 }
@@ -531,8 +545,11 @@ fn atom(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> 
         if let (Some(s), Some(_)) = (summary_text(e), &item.content_html) {
             x.text("summary", &[("type", "text")], &s);
         }
-        if let Some(html) = body_html(e) {
-            x.text("content", &[("type", "html")], &html);
+        match body_html(e) {
+            Some(html) => x.text("content", &[("type", "html")], &html),
+            // RFC 4287 4.1.2: an entry without an alternate link must have content.
+            None if item.url.is_none() => x.text("content", &[("type", "text")], ""),
+            None => {}
         }
         x.open("source", &[]);
         x.text("id", &[], &e.source.feed_url);
@@ -695,6 +712,8 @@ fn json_feed(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec
     if let Some(d) = &feed.description {
         doc["description"] = json!(d);
     }
+    // The same characters leave as in the XML formats, so every format says the same.
+    xml_safe_json(&mut doc);
     let mut out = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     out.push(b'\n');
     out

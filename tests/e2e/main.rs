@@ -7,7 +7,9 @@ mod encodings;
 mod hostile;
 mod ingest;
 mod stories;
+mod tools;
 mod upstream;
+mod validity;
 
 use std::path::{Path, PathBuf};
 
