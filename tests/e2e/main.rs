@@ -6,6 +6,8 @@ mod daemon;
 mod encodings;
 mod hostile;
 mod ingest;
+mod readers;
+mod served;
 mod stories;
 mod tools;
 mod upstream;
