@@ -74,6 +74,12 @@ impl Shared {
     /// Polls one source, counts the result, re-renders its feeds if anything changed, and
     /// answers when the source is next due (`None`: not again, the feed is gone).
     async fn poll(&self, source: &SourceConfig) -> Option<DateTime<Utc>> {
+        let next = self.poll_and_plan(source).await;
+        self.publisher.set_next_poll(&source.name, next);
+        next
+    }
+
+    async fn poll_and_plan(&self, source: &SourceConfig) -> Option<DateTime<Utc>> {
         let config = self.config();
         let filters = self.filters();
         let result = self
@@ -308,6 +314,7 @@ impl Scheduler {
                 .source_state(&source.name)
                 .unwrap_or_default();
             let first = first_poll(&source, &state, Utc::now());
+            shared.publisher.set_next_poll(&source.name, first);
             let shared = shared.clone();
             let limit = limit.clone();
             let stop_rx = stop_rx.clone();

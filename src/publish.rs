@@ -64,13 +64,109 @@ impl Format {
     }
 }
 
-/// One rendered document with its compressed form and validator.
+/// A content coding a rendered document is kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Coding {
+    Identity,
+    Gzip,
+    Brotli,
+}
+
+impl Coding {
+    /// The `Content-Encoding` token, `None` for identity.
+    pub fn token(self) -> Option<&'static str> {
+        match self {
+            Coding::Identity => None,
+            Coding::Gzip => Some("gzip"),
+            Coding::Brotli => Some("br"),
+        }
+    }
+}
+
+/// How hard to compress: cached renderings are compressed once and served many times, so they
+/// get the best ratio; documents rendered for one request get a fast setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effort {
+    Cached,
+    OnDemand,
+}
+
+/// One rendered document with its compressed forms and validator, so that serving it costs
+/// neither rendering nor compression.
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub body: Bytes,
     pub gzip: Bytes,
-    /// A strong ETag, quoted.
+    pub brotli: Bytes,
+    /// A strong ETag of the uncompressed bytes, quoted. Each coding is a different
+    /// representation, so its ETag carries a suffix (see [`Rendered::etag_of`]).
     pub etag: String,
+    etag_gzip: String,
+    etag_brotli: String,
+}
+
+impl Rendered {
+    /// Hashes and compresses `body`.
+    pub fn new(body: Vec<u8>, effort: Effort) -> Rendered {
+        let digest = Sha256::digest(&body);
+        let hash: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let (gzip_level, brotli_quality) = match effort {
+            // Quality 11 is slow on large documents; 9 loses little on them.
+            Effort::Cached if body.len() <= 512 * 1024 => (flate2::Compression::best(), 11),
+            Effort::Cached => (flate2::Compression::default(), 9),
+            Effort::OnDemand => (flate2::Compression::fast(), 4),
+        };
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), gzip_level);
+        let gzip = encoder
+            .write_all(&body)
+            .and_then(|()| encoder.finish())
+            .unwrap_or_default();
+        let mut brotli = Vec::new();
+        {
+            let mut writer = brotli::CompressorWriter::new(&mut brotli, 4096, brotli_quality, 22);
+            if writer
+                .write_all(&body)
+                .and_then(|()| writer.flush())
+                .is_err()
+            {
+                drop(writer);
+                brotli.clear();
+            }
+        }
+        Rendered {
+            body: Bytes::from(body),
+            gzip: Bytes::from(gzip),
+            brotli: Bytes::from(brotli),
+            etag: format!("\"{hash}\""),
+            etag_gzip: format!("\"{hash}-gzip\""),
+            etag_brotli: format!("\"{hash}-br\""),
+        }
+    }
+
+    /// The bytes in `coding`; identity's when that coding could not be produced.
+    pub fn bytes_of(&self, coding: Coding) -> (&Bytes, Coding) {
+        match coding {
+            Coding::Gzip if !self.gzip.is_empty() => (&self.gzip, Coding::Gzip),
+            Coding::Brotli if !self.brotli.is_empty() => (&self.brotli, Coding::Brotli),
+            _ => (&self.body, Coding::Identity),
+        }
+    }
+
+    /// The strong ETag of the representation in `coding`.
+    pub fn etag_of(&self, coding: Coding) -> &str {
+        match coding {
+            Coding::Identity => &self.etag,
+            Coding::Gzip => &self.etag_gzip,
+            Coding::Brotli => &self.etag_brotli,
+        }
+    }
+
+    /// Whether an entity tag a client sent names this document in any coding (a cache that
+    /// stored the gzip form may revalidate a request that would get brotli).
+    pub fn matches(&self, tag: &str) -> bool {
+        let tag = tag.trim().trim_start_matches("W/");
+        tag == "*" || tag == self.etag || tag == self.etag_gzip || tag == self.etag_brotli
+    }
 }
 
 /// The three renderings of one output feed.
@@ -114,15 +210,51 @@ pub enum PublishError {
     UnknownFeed(String),
 }
 
-/// The in-memory cache of rendered output feeds.
+/// The shortest `Cache-Control: max-age` of an output feed, in seconds.
+pub const MIN_MAX_AGE: u64 = 60;
+/// The longest `Cache-Control: max-age` of an output feed, in seconds.
+pub const MAX_MAX_AGE: u64 = 3600;
+
+/// How long a reader may keep a feed whose sources are next polled at `next_poll`: until
+/// then (nothing can change before), within [`MIN_MAX_AGE`]..[`MAX_MAX_AGE`]. With no poll
+/// scheduled the feed changes only on a reload: the longest.
+pub fn max_age(next_poll: Option<DateTime<Utc>>, now: DateTime<Utc>) -> u64 {
+    let Some(next) = next_poll else {
+        return MAX_MAX_AGE;
+    };
+    let secs = (next - now).num_seconds().max(0) as u64;
+    secs.clamp(MIN_MAX_AGE, MAX_MAX_AGE)
+}
+
+/// The in-memory cache of rendered output feeds, and when each source is next polled.
 #[derive(Debug, Default)]
 pub struct Publisher {
     outputs: RwLock<HashMap<String, Arc<RenderedFeed>>>,
+    next_polls: RwLock<HashMap<String, DateTime<Utc>>>,
 }
 
 impl Publisher {
     pub fn new() -> Publisher {
         Publisher::default()
+    }
+
+    /// Records when `source` is next polled (`None`: not at all).
+    pub fn set_next_poll(&self, source: &str, when: Option<DateTime<Utc>>) {
+        let mut polls = self.next_polls.write().unwrap_or_else(|p| p.into_inner());
+        match when {
+            Some(t) => {
+                polls.insert(source.to_owned(), t);
+            }
+            None => {
+                polls.remove(source);
+            }
+        }
+    }
+
+    /// The earliest next poll among `sources`, if any is scheduled.
+    pub fn next_poll_of(&self, sources: &[String]) -> Option<DateTime<Utc>> {
+        let polls = self.next_polls.read().unwrap_or_else(|p| p.into_inner());
+        sources.iter().filter_map(|s| polls.get(s)).min().copied()
     }
 
     /// The cached rendering of `feed`, if any.
@@ -295,7 +427,7 @@ fn render_all(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Re
             Format::Rss => rss(config, feed, entries),
             Format::Json => json_feed(config, feed, entries),
         };
-        formats.insert(format, finish(body));
+        formats.insert(format, Rendered::new(body, Effort::Cached));
     }
     RenderedFeed {
         name: feed.name.clone(),
@@ -303,21 +435,6 @@ fn render_all(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Re
         formats,
         last_modified: Utc::now(),
         entries: entries.len(),
-    }
-}
-
-fn finish(body: Vec<u8>) -> Rendered {
-    let digest = Sha256::digest(&body);
-    let etag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let gzip = encoder
-        .write_all(&body)
-        .and_then(|()| encoder.finish())
-        .unwrap_or_default();
-    Rendered {
-        body: Bytes::from(body),
-        gzip: Bytes::from(gzip),
-        etag: format!("\"{etag}\""),
     }
 }
 

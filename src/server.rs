@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::publish::{feed_url, Format, Publisher};
+use crate::publish::{self, feed_url, Coding, Format, Publisher, Rendered};
 use crate::store::Store;
 
 /// What the routes read.
@@ -68,32 +68,53 @@ async fn feed(
     let Some(doc) = rendered.get(format) else {
         return not_found();
     };
-    let last_modified = httpdate::fmt_http_date(rendered.last_modified.into());
+    let next_poll = state
+        .config()
+        .feed(name)
+        .and_then(|f| state.publisher.next_poll_of(&f.sources));
+    let max_age = publish::max_age(next_poll, Utc::now());
+    serve_document(
+        &state,
+        &headers,
+        doc,
+        format.content_type(),
+        Some(rendered.last_modified),
+        &format!("public, max-age={max_age}"),
+    )
+}
+
+/// Answers with `doc` in the coding the request prefers, or 304 when the request's validators
+/// match; the bytes are already rendered and compressed.
+fn serve_document(
+    state: &AppState,
+    headers: &HeaderMap,
+    doc: &Rendered,
+    content_type: &str,
+    last_modified: Option<DateTime<Utc>>,
+    cache_control: &str,
+) -> Response {
+    let (body, coding) = doc.bytes_of(preferred_coding(headers));
     let mut response_headers = HeaderMap::new();
-    insert(&mut response_headers, header::ETAG, &doc.etag);
-    insert(&mut response_headers, header::LAST_MODIFIED, &last_modified);
+    insert(&mut response_headers, header::ETAG, doc.etag_of(coding));
+    if let Some(t) = last_modified {
+        let http_date = httpdate::fmt_http_date(t.into());
+        insert(&mut response_headers, header::LAST_MODIFIED, &http_date);
+    }
+    insert(&mut response_headers, header::CACHE_CONTROL, cache_control);
     insert(
         &mut response_headers,
-        header::CACHE_CONTROL,
-        "public, max-age=60",
+        header::VARY,
+        "Accept-Encoding, Accept",
     );
-    insert(&mut response_headers, header::VARY, "Accept-Encoding");
-    if not_modified(&headers, &doc.etag, rendered.last_modified) {
+    if not_modified(headers, doc, last_modified) {
         Metrics::add(&state.metrics.feed_not_modified, 1);
         return (StatusCode::NOT_MODIFIED, response_headers).into_response();
     }
-    insert(
-        &mut response_headers,
-        header::CONTENT_TYPE,
-        format.content_type(),
-    );
-    let body = if accepts_gzip(&headers) && !doc.gzip.is_empty() {
-        insert(&mut response_headers, header::CONTENT_ENCODING, "gzip");
-        doc.gzip.clone()
-    } else {
-        doc.body.clone()
-    };
-    (StatusCode::OK, response_headers, body).into_response()
+    insert(&mut response_headers, header::CONTENT_TYPE, content_type);
+    if let Some(token) = coding.token() {
+        insert(&mut response_headers, header::CONTENT_ENCODING, token);
+    }
+    (StatusCode::OK, response_headers, body.clone()).into_response()
 }
 
 fn insert(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {
@@ -107,45 +128,84 @@ fn not_found() -> Response {
 }
 
 /// RFC 9110: `If-None-Match` decides when present; otherwise `If-Modified-Since`.
-fn not_modified(headers: &HeaderMap, etag: &str, last_modified: DateTime<Utc>) -> bool {
+fn not_modified(headers: &HeaderMap, doc: &Rendered, last_modified: Option<DateTime<Utc>>) -> bool {
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
     {
-        return inm
-            .split(',')
-            .map(|t| t.trim().trim_start_matches("W/"))
-            .any(|t| t == "*" || t == etag);
+        return inm.split(',').any(|t| doc.matches(t));
     }
-    if let Some(ims) = headers
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-    {
+    if let (Some(ims), Some(last_modified)) = (
+        headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok()),
+        last_modified,
+    ) {
         let ims: DateTime<Utc> = ims.into();
         return last_modified.timestamp() <= ims.timestamp();
     }
     false
 }
 
-/// Whether `Accept-Encoding` allows gzip (a `q=0` refuses it).
-fn accepts_gzip(headers: &HeaderMap) -> bool {
+/// A header's comma-separated values with their `q` weights (RFC 9110 12.4.2), lowercased.
+fn weighted(headers: &HeaderMap, name: header::HeaderName) -> Vec<(String, f32)> {
     headers
-        .get_all(header::ACCEPT_ENCODING)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';');
-            let name = parts.next().unwrap_or_default().trim();
-            let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q == 0.0)
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let value = parts.next()?.trim().to_ascii_lowercase();
+            if value.is_empty() {
+                return None;
+            }
+            let q = parts
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("q")
+                        .then(|| v.trim().parse::<f32>().ok())?
+                })
+                .next()
+                .unwrap_or(1.0)
+                .clamp(0.0, 1.0);
+            Some((value, q))
         })
+        .collect()
+}
+
+/// The coding `Accept-Encoding` prefers among brotli, gzip and identity: the highest `q`,
+/// brotli before gzip before identity on a tie. `*` stands for every coding not named;
+/// identity is the fallback, acceptable unless refused by name or by `*;q=0`. No header:
+/// identity.
+fn preferred_coding(headers: &HeaderMap) -> Coding {
+    let accepted = weighted(headers, header::ACCEPT_ENCODING);
+    if accepted.is_empty() {
+        return Coding::Identity;
+    }
+    let q_of = |name: &str, default: f32| {
+        accepted
+            .iter()
+            .find(|(v, _)| v == name)
+            .or_else(|| accepted.iter().find(|(v, _)| v == "*"))
+            .map_or(default, |(_, q)| *q)
+    };
+    let candidates = [
+        (Coding::Brotli, q_of("br", 0.0)),
+        (Coding::Gzip, q_of("gzip", 0.0).max(q_of("x-gzip", 0.0))),
+        // Unnamed identity is acceptable but the last choice (RFC 9110 12.5.3).
+        (Coding::Identity, q_of("identity", 0.001)),
+    ];
+    candidates
+        .iter()
+        .filter(|(_, q)| *q > 0.0)
+        .fold(None::<(Coding, f32)>, |best, &(c, q)| match best {
+            Some((_, bq)) if bq >= q => best,
+            _ => Some((c, q)),
+        })
+        .map_or(Coding::Identity, |(c, _)| c)
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -308,23 +368,28 @@ async fn opml(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn gzip_acceptance() {
+    fn coding_for(accept_encoding: &str) -> Coding {
         let mut h = HeaderMap::new();
         h.insert(
             header::ACCEPT_ENCODING,
-            HeaderValue::from_static("br, gzip;q=0.8"),
+            HeaderValue::from_str(accept_encoding).unwrap(),
         );
-        assert!(accepts_gzip(&h));
-        h.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("gzip;q=0, identity"),
-        );
-        assert!(!accepts_gzip(&h));
-        h.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
-        assert!(!accepts_gzip(&h));
+        preferred_coding(&h)
+    }
+
+    #[test]
+    fn content_coding_follows_q_values() {
+        assert_eq!(preferred_coding(&HeaderMap::new()), Coding::Identity);
+        assert_eq!(coding_for("gzip, deflate, br"), Coding::Brotli);
+        assert_eq!(coding_for("gzip, deflate"), Coding::Gzip);
+        assert_eq!(coding_for("br;q=0.5, gzip;q=0.8"), Coding::Gzip);
+        assert_eq!(coding_for("br;q=0, gzip"), Coding::Gzip);
+        assert_eq!(coding_for("gzip;q=0, identity"), Coding::Identity);
+        assert_eq!(coding_for("identity"), Coding::Identity);
+        assert_eq!(coding_for("*"), Coding::Brotli);
+        assert_eq!(coding_for("*;q=0.5, br;q=0.1"), Coding::Gzip);
+        assert_eq!(coding_for("deflate"), Coding::Identity);
+        assert_eq!(coding_for("GZIP ; Q=0.9, identity;q=0.5"), Coding::Gzip);
+        assert_eq!(coding_for("br;q=0.3, identity;q=0.9"), Coding::Identity);
     }
 }
