@@ -19,6 +19,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, FeedConfig};
+use crate::filter::Query;
 use crate::model::{Item, ItemId};
 use crate::store::{Store, StoreError};
 use crate::text::html_to_text;
@@ -276,9 +277,9 @@ impl Publisher {
         let feed_config = config
             .feed(feed)
             .ok_or_else(|| PublishError::UnknownFeed(feed.to_owned()))?;
-        let entries = collect(store, config, feed_config)?;
+        let page = collect_page(store, config, feed_config, &View::default())?;
         let previous = self.get(feed);
-        let mut rendered = render_all(config, feed_config, &entries);
+        let mut rendered = render_all(config, feed_config, &page);
         if let Some(previous) = previous {
             let same = Format::ALL
                 .iter()
@@ -331,12 +332,110 @@ pub fn source_infos(store: &Store, config: &Config) -> HashMap<String, SourceInf
         .collect()
 }
 
-/// The newest entries of `feed`: one per story group, at most `limit`, newest first.
-pub fn collect(
+/// The most entries a reader's query (`?limit=`, `?before=`, `?q=`) returns at once.
+pub const MAX_QUERY_LIMIT: usize = 1000;
+
+/// Where a page of a feed starts: after the index entry of the item published at `published`
+/// with id `id`. Written in URLs as `<microseconds since 1970>-<item id in hex>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub published: DateTime<Utc>,
+    pub id: ItemId,
+}
+
+impl Cursor {
+    fn of(item: &Item) -> Cursor {
+        Cursor {
+            published: item.published,
+            id: item.id,
+        }
+    }
+
+    /// Reads a cursor from its URL form; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let (micros, hex) = text.split_once('-')?;
+        let published = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Cursor {
+            published,
+            id: ItemId(id),
+        })
+    }
+
+    pub fn to_param(self) -> String {
+        format!("{}-{}", self.published.timestamp_micros(), self.id.to_hex())
+    }
+}
+
+/// Which entries a document shows: the whole feed, or what a reader's query asks for.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// `?q=`: the search as written, and as matched.
+    pub query: Option<(String, Query)>,
+    /// `?before=`: the page after this cursor.
+    pub before: Option<Cursor>,
+    /// `?limit=`: at most this many entries (capped at [`MAX_QUERY_LIMIT`]).
+    pub limit: Option<usize>,
+}
+
+impl View {
+    /// Whether this is the feed as configured (served from the cache).
+    pub fn is_whole_feed(&self) -> bool {
+        self.query.is_none() && self.before.is_none() && self.limit.is_none()
+    }
+
+    fn page_size(&self, feed: &FeedConfig) -> usize {
+        match (self.limit, self.is_whole_feed()) {
+            (_, true) => feed.limit,
+            (Some(n), false) => n.min(MAX_QUERY_LIMIT),
+            (None, false) => feed.limit.min(MAX_QUERY_LIMIT),
+        }
+    }
+
+    /// The query string of this view starting at `before` (`""` when it has no parameter).
+    fn query_string(&self, before: Option<Cursor>) -> String {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        if let Some((q, _)) = &self.query {
+            form.append_pair("q", q);
+        }
+        if let Some(n) = self.limit {
+            form.append_pair("limit", &n.min(MAX_QUERY_LIMIT).to_string());
+        }
+        if let Some(c) = before {
+            form.append_pair("before", &c.to_param());
+        }
+        let query = form.finish();
+        if query.is_empty() {
+            query
+        } else {
+            format!("?{query}")
+        }
+    }
+}
+
+/// One page of a feed's entries, and where the next (older) page starts, if there is one.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub entries: Vec<OutputEntry>,
+    pub view: View,
+    pub next: Option<Cursor>,
+}
+
+/// The newest entries of `feed` as `view` selects them: one per story group, newest first.
+/// A story is shown at the place of its newest member in the feed, so walking the pages
+/// shows each story once.
+pub fn collect_page(
     store: &Store,
     config: &Config,
     feed: &FeedConfig,
-) -> Result<Vec<OutputEntry>, StoreError> {
+    view: &View,
+) -> Result<Page, StoreError> {
     let infos = source_infos(store, config);
     let info_of = |source: &str| {
         infos.get(source).cloned().unwrap_or_else(|| SourceInfo {
@@ -345,16 +444,32 @@ pub fn collect(
         })
     };
     let priority_of = |source: &str| config.source(source).map_or(0, |s| s.priority);
+    let query = view.query.as_ref().map(|(_, q)| q);
+    let matches = |item: &Item| query.is_none_or(|q| q.matches(item));
+    let size = view.page_size(feed);
     let mut seen_stories: HashSet<ItemId> = HashSet::new();
     let mut entries = Vec::new();
-    for id in store.feed_items(&feed.name) {
-        if entries.len() >= feed.limit {
+    let mut next = None;
+    let mut last_taken: Option<Cursor> = None;
+    let ids: Box<dyn Iterator<Item = Result<ItemId, StoreError>>> = match view.before {
+        Some(c) => Box::new(store.feed_items_after(&feed.name, c.published, c.id)),
+        None => Box::new(store.feed_items(&feed.name)),
+    };
+    for id in ids {
+        let id = id?;
+        if entries.len() >= size {
+            // There is more: the next page starts after the last entry taken.
+            next = last_taken;
             break;
         }
-        let Some(item) = store.item(id?)? else {
+        let Some(item) = store.item(id)? else {
             continue; // an index entry whose item is gone
         };
+        if !matches(&item) {
+            continue;
+        }
         if !feed.group_stories {
+            last_taken = Some(Cursor::of(&item));
             entries.push(OutputEntry {
                 source: info_of(&item.source),
                 item,
@@ -367,6 +482,7 @@ pub fn collect(
         }
         let member_ids = store.story_members(item.story)?;
         if member_ids.len() <= 1 {
+            last_taken = Some(Cursor::of(&item));
             entries.push(OutputEntry {
                 source: info_of(&item.source),
                 item,
@@ -380,6 +496,21 @@ pub fn collect(
                 members.push(m);
             }
         }
+        if view.before.is_some() {
+            // Shown on an earlier page when a member comes before this item in the feed.
+            let place = |m: &Item| (std::cmp::Reverse(m.published), m.id);
+            let mut earlier = false;
+            for m in &members {
+                if place(m) < place(&item) && matches(m) && in_feed(store, feed, m)? {
+                    earlier = true;
+                    break;
+                }
+            }
+            if earlier {
+                continue;
+            }
+        }
+        last_taken = Some(Cursor::of(&item));
         members.sort_by_key(|m| m.first_seen);
         // The report shown: among the members this feed selects, the highest priority
         // source's, then the earliest.
@@ -412,21 +543,49 @@ pub fn collect(
             .cmp(&a.item.published)
             .then(a.item.id.cmp(&b.item.id))
     });
-    Ok(entries)
+    Ok(Page {
+        entries,
+        view: view.clone(),
+        next,
+    })
+}
+
+/// Renders `view` of `feed` in `format` for one request: sanitised like the cached feed, with
+/// an ETag, compressed quickly.
+pub fn render_view(
+    store: &Store,
+    config: &Config,
+    feed: &str,
+    view: &View,
+    format: Format,
+) -> Result<Rendered, PublishError> {
+    let feed_config = config
+        .feed(feed)
+        .ok_or_else(|| PublishError::UnknownFeed(feed.to_owned()))?;
+    let page = collect_page(store, config, feed_config, view)?;
+    Ok(Rendered::new(
+        render_format(config, feed_config, &page, format),
+        Effort::OnDemand,
+    ))
 }
 
 fn in_feed(store: &Store, feed: &FeedConfig, item: &Item) -> Result<bool, StoreError> {
     Ok(feed.sources.contains(&item.source) && store.feed_contains(&feed.name, item)?)
 }
 
-fn render_all(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> RenderedFeed {
+fn render_format(config: &Config, feed: &FeedConfig, page: &Page, format: Format) -> Vec<u8> {
+    let links = Links::new(config, feed, page, format);
+    match format {
+        Format::Atom => atom(feed, &page.entries, &links),
+        Format::Rss => rss(config, feed, &page.entries, &links),
+        Format::Json => json_feed(config, feed, &page.entries, &links),
+    }
+}
+
+fn render_all(config: &Config, feed: &FeedConfig, page: &Page) -> RenderedFeed {
     let mut formats = HashMap::new();
     for format in Format::ALL {
-        let body = match format {
-            Format::Atom => atom(config, feed, entries),
-            Format::Rss => rss(config, feed, entries),
-            Format::Json => json_feed(config, feed, entries),
-        };
+        let body = render_format(config, feed, page, format);
         formats.insert(format, Rendered::new(body, Effort::Cached));
     }
     RenderedFeed {
@@ -434,7 +593,60 @@ fn render_all(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Re
         title: feed.title.clone(),
         formats,
         last_modified: Utc::now(),
-        entries: entries.len(),
+        entries: page.entries.len(),
+    }
+}
+
+/// The links a document carries about itself and its neighbours (RFC 5005 paging).
+struct Links {
+    /// The document's own URL.
+    self_url: String,
+    /// The logical feed's id: the feed's URL, with its search when it has one.
+    id: String,
+    home: String,
+    /// The page of older entries.
+    next: Option<String>,
+    /// The first page of this view, when this is a later one.
+    first: Option<String>,
+}
+
+impl Links {
+    /// RFC 5005 links: `next` and `prev-archive` to the older entries, `first` back to the
+    /// newest.
+    fn paging(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        if let Some(next) = &self.next {
+            out.push(("next", next.as_str()));
+            out.push(("prev-archive", next.as_str()));
+        }
+        if let Some(first) = &self.first {
+            out.push(("first", first.as_str()));
+        }
+        out
+    }
+
+    fn new(config: &Config, feed: &FeedConfig, page: &Page, format: Format) -> Links {
+        let base = feed_url(config, &feed.name, format);
+        let view = &page.view;
+        let search = View {
+            query: view.query.clone(),
+            ..View::default()
+        };
+        Links {
+            self_url: format!("{base}{}", view.query_string(view.before)),
+            id: format!(
+                "{}{}",
+                feed_url(config, &feed.name, Format::Atom),
+                search.query_string(None)
+            ),
+            home: format!("{}/", config.server.base_url),
+            next: page
+                .next
+                .map(|c| format!("{base}{}", view.query_string(Some(c)))),
+            first: view
+                .before
+                .map(|_| format!("{base}{}", view.query_string(None))),
+        }
     }
 }
 
@@ -595,11 +807,10 @@ impl Xml {
     }
 }
 
-fn atom(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> {
+fn atom(feed: &FeedConfig, entries: &[OutputEntry], links: &Links) -> Vec<u8> {
     let mut x = Xml::new();
     x.open("feed", &[("xmlns", "http://www.w3.org/2005/Atom")]);
-    let self_url = feed_url(config, &feed.name, Format::Atom);
-    x.text("id", &[], &self_url);
+    x.text("id", &[], &links.id);
     x.text("title", &[("type", "text")], &feed.title);
     if let Some(d) = &feed.description {
         x.text("subtitle", &[("type", "text")], d);
@@ -610,14 +821,27 @@ fn atom(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> 
         &[
             ("rel", "self"),
             ("type", "application/atom+xml"),
-            ("href", &self_url),
+            ("href", &links.self_url),
         ],
     );
-    let home = format!("{}/", config.server.base_url);
     x.empty(
         "link",
-        &[("rel", "alternate"), ("type", "text/html"), ("href", &home)],
+        &[
+            ("rel", "alternate"),
+            ("type", "text/html"),
+            ("href", &links.home),
+        ],
     );
+    for (rel, href) in links.paging() {
+        x.empty(
+            "link",
+            &[
+                ("rel", rel),
+                ("type", "application/atom+xml"),
+                ("href", href),
+            ],
+        );
+    }
     x.open("author", &[]);
     x.text("name", &[], &feed.title);
     x.close("author");
@@ -685,7 +909,7 @@ fn atom(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> 
     x.finish()
 }
 
-fn rss(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> {
+fn rss(config: &Config, feed: &FeedConfig, entries: &[OutputEntry], links: &Links) -> Vec<u8> {
     let mut x = Xml::new();
     x.open(
         "rss",
@@ -703,15 +927,24 @@ fn rss(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> {
         .clone()
         .unwrap_or_else(|| format!("{} (feedmux)", feed.title));
     x.text("description", &[], &description);
-    let self_url = feed_url(config, &feed.name, Format::Rss);
     x.empty(
         "atom:link",
         &[
-            ("href", &self_url),
+            ("href", &links.self_url),
             ("rel", "self"),
             ("type", "application/rss+xml"),
         ],
     );
+    for (rel, href) in links.paging() {
+        x.empty(
+            "atom:link",
+            &[
+                ("href", href),
+                ("rel", rel),
+                ("type", "application/rss+xml"),
+            ],
+        );
+    }
     x.text("lastBuildDate", &[], &newest_change(entries).to_rfc2822());
     x.text("generator", &[], &format!("{GENERATOR} {VERSION}"));
     for e in entries {
@@ -751,7 +984,12 @@ fn rss(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> {
     x.finish()
 }
 
-fn json_feed(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> {
+fn json_feed(
+    config: &Config,
+    feed: &FeedConfig,
+    entries: &[OutputEntry],
+    links: &Links,
+) -> Vec<u8> {
     let items: Vec<serde_json::Value> = entries
         .iter()
         .map(|e| {
@@ -823,9 +1061,12 @@ fn json_feed(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec
         "version": "https://jsonfeed.org/version/1.1",
         "title": feed.title,
         "home_page_url": format!("{}/", config.server.base_url),
-        "feed_url": feed_url(config, &feed.name, Format::Json),
+        "feed_url": links.self_url,
         "items": items,
     });
+    if let Some(next) = &links.next {
+        doc["next_url"] = json!(next);
+    }
     if let Some(d) = &feed.description {
         doc["description"] = json!(d);
     }

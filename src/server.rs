@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,8 +16,11 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::filter::Query;
 use crate::metrics::Metrics;
-use crate::publish::{self, feed_url, Coding, Format, Publisher, Rendered};
+use crate::publish::{
+    self, feed_url, Coding, Cursor, Format, PublishError, Publisher, Rendered, View,
+};
 use crate::store::Store;
 
 /// What the routes read.
@@ -55,6 +58,7 @@ pub fn router(state: AppState) -> Router {
 async fn feed(
     State(state): State<AppState>,
     Path(file): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     Metrics::add(&state.metrics.feed_requests, 1);
@@ -65,22 +69,83 @@ async fn feed(
     else {
         return not_found();
     };
-    let Some(doc) = rendered.get(format) else {
-        return not_found();
+    let view = match view_of(query.as_deref().unwrap_or_default()) {
+        Ok(view) => view,
+        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
     };
-    let next_poll = state
-        .config()
+    let config = state.config();
+    let next_poll = config
         .feed(name)
         .and_then(|f| state.publisher.next_poll_of(&f.sources));
-    let max_age = publish::max_age(next_poll, Utc::now());
-    serve_document(
-        &state,
-        &headers,
-        doc,
-        format.content_type(),
-        Some(rendered.last_modified),
-        &format!("public, max-age={max_age}"),
-    )
+    let cache_control = format!(
+        "public, max-age={}",
+        publish::max_age(next_poll, Utc::now())
+    );
+    if view.is_whole_feed() {
+        let Some(doc) = rendered.get(format) else {
+            return not_found();
+        };
+        return serve_document(
+            &state,
+            &headers,
+            doc,
+            format.content_type(),
+            Some(rendered.last_modified),
+            &cache_control,
+        );
+    }
+    // A search or a page: rendered for this request (the store is read off the async threads).
+    let store = state.store.clone();
+    let feed_name = name.to_owned();
+    let rendered = tokio::task::spawn_blocking(move || {
+        publish::render_view(&store, &config, &feed_name, &view, format)
+    })
+    .await;
+    match rendered {
+        Ok(Ok(doc)) => serve_document(
+            &state,
+            &headers,
+            &doc,
+            format.content_type(),
+            None,
+            &cache_control,
+        ),
+        Ok(Err(PublishError::UnknownFeed(_))) => not_found(),
+        Ok(Err(e)) => {
+            tracing::error!(feed = name, error = %e, "cannot render a page of a feed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the store\n").into_response()
+        }
+        Err(e) => {
+            tracing::error!(feed = name, error = %e, "rendering task failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
+        }
+    }
+}
+
+/// The view a feed URL's query string asks for: `q` (a search), `limit` (1 or more, capped
+/// at [`publish::MAX_QUERY_LIMIT`]) and `before` (a page cursor). Other parameters are
+/// ignored (readers add cache-busting ones); a bad value is an error for the reader.
+fn view_of(query: &str) -> Result<View, String> {
+    let mut view = View::default();
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "q" => view.query = Query::parse(&value).map(|q| (value.trim().to_owned(), q)),
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if n >= 1 => view.limit = Some(n.min(publish::MAX_QUERY_LIMIT)),
+                _ => {
+                    return Err(format!(
+                        "limit must be a whole number from 1 (got {value:?})\n"
+                    ))
+                }
+            },
+            "before" => match Cursor::parse(&value) {
+                Some(c) => view.before = Some(c),
+                None => return Err(format!("before is not a page cursor (got {value:?})\n")),
+            },
+            _ => {}
+        }
+    }
+    Ok(view)
 }
 
 /// Answers with `doc` in the coding the request prefers, or 304 when the request's validators

@@ -7,6 +7,7 @@ mod daemon;
 mod encodings;
 mod hostile;
 mod ingest;
+mod paging;
 mod readers;
 mod served;
 mod stories;
