@@ -24,26 +24,34 @@ use crate::model::{Item, ItemId};
 use crate::store::{Store, StoreError};
 use crate::text::html_to_text;
 
+mod html;
+
 const GENERATOR: &str = "feedmux";
 const HOMEPAGE: &str = env!("CARGO_PKG_HOMEPAGE");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The three output formats.
+/// The output formats: the three feed formats, and the page a browser shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     Atom,
     Rss,
     Json,
+    /// The feed as a readable web page (`/feeds/{name}.html`).
+    Html,
 }
 
 impl Format {
+    /// The feed formats, for readers.
     pub const ALL: [Format; 3] = [Format::Atom, Format::Rss, Format::Json];
+    /// Everything rendered into the cache: the feed formats and the HTML view.
+    pub const CACHED: [Format; 4] = [Format::Atom, Format::Rss, Format::Json, Format::Html];
 
     pub fn from_extension(ext: &str) -> Option<Format> {
         match ext {
             "atom" => Some(Format::Atom),
             "rss" => Some(Format::Rss),
             "json" => Some(Format::Json),
+            "html" => Some(Format::Html),
             _ => None,
         }
     }
@@ -53,6 +61,7 @@ impl Format {
             Format::Atom => "atom",
             Format::Rss => "rss",
             Format::Json => "json",
+            Format::Html => "html",
         }
     }
 
@@ -61,7 +70,14 @@ impl Format {
             Format::Atom => "application/atom+xml; charset=utf-8",
             Format::Rss => "application/rss+xml; charset=utf-8",
             Format::Json => "application/feed+json; charset=utf-8",
+            Format::Html => "text/html; charset=utf-8",
         }
+    }
+
+    /// The media type without parameters.
+    pub fn media_type(self) -> &'static str {
+        let full = self.content_type();
+        full.split(';').next().unwrap_or(full)
     }
 }
 
@@ -281,7 +297,7 @@ impl Publisher {
         let previous = self.get(feed);
         let mut rendered = render_all(config, feed_config, &page);
         if let Some(previous) = previous {
-            let same = Format::ALL
+            let same = Format::CACHED
                 .iter()
                 .all(|f| previous.get(*f).map(|r| &r.etag) == rendered.get(*f).map(|r| &r.etag));
             if same {
@@ -423,6 +439,8 @@ impl View {
 #[derive(Debug, Clone)]
 pub struct Page {
     pub entries: Vec<OutputEntry>,
+    /// The feed's sources, as output shows them.
+    pub sources: Vec<SourceInfo>,
     pub view: View,
     pub next: Option<Cursor>,
 }
@@ -543,8 +561,10 @@ pub fn collect_page(
             .cmp(&a.item.published)
             .then(a.item.id.cmp(&b.item.id))
     });
+    let sources = feed.sources.iter().map(|s| info_of(s)).collect();
     Ok(Page {
         entries,
+        sources,
         view: view.clone(),
         next,
     })
@@ -579,12 +599,13 @@ fn render_format(config: &Config, feed: &FeedConfig, page: &Page, format: Format
         Format::Atom => atom(feed, &page.entries, &links),
         Format::Rss => rss(config, feed, &page.entries, &links),
         Format::Json => json_feed(config, feed, &page.entries, &links),
+        Format::Html => html::page(config, feed, page, &links),
     }
 }
 
 fn render_all(config: &Config, feed: &FeedConfig, page: &Page) -> RenderedFeed {
     let mut formats = HashMap::new();
-    for format in Format::ALL {
+    for format in Format::CACHED {
         let body = render_format(config, feed, page, format);
         formats.insert(format, Rendered::new(body, Effort::Cached));
     }

@@ -65,10 +65,15 @@ async fn feed(
     let Some((name, ext)) = file.rsplit_once('.') else {
         return not_found();
     };
-    let (Some(format), Some(rendered)) = (Format::from_extension(ext), state.publisher.get(name))
+    let (Some(mut format), Some(rendered)) =
+        (Format::from_extension(ext), state.publisher.get(name))
     else {
         return not_found();
     };
+    // A browser opening the Atom or RSS feed gets the readable page; readers get the feed.
+    if matches!(format, Format::Atom | Format::Rss) && prefers_html(&headers) {
+        format = Format::Html;
+    }
     let view = match view_of(query.as_deref().unwrap_or_default()) {
         Ok(view) => view,
         Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
@@ -176,6 +181,19 @@ fn serve_document(
         return (StatusCode::NOT_MODIFIED, response_headers).into_response();
     }
     insert(&mut response_headers, header::CONTENT_TYPE, content_type);
+    if content_type.starts_with("text/html") {
+        // The view has no script and loads only its entries' images and media.
+        insert(
+            &mut response_headers,
+            header::CONTENT_SECURITY_POLICY,
+            HTML_VIEW_CSP,
+        );
+        insert(
+            &mut response_headers,
+            header::X_CONTENT_TYPE_OPTIONS,
+            "nosniff",
+        );
+    }
     if let Some(token) = coding.token() {
         insert(&mut response_headers, header::CONTENT_ENCODING, token);
     }
@@ -239,6 +257,39 @@ fn weighted(headers: &HeaderMap, name: header::HeaderName) -> Vec<(String, f32)>
             Some((value, q))
         })
         .collect()
+}
+
+/// What the HTML view may load: its inline style, and images and media over the web.
+const HTML_VIEW_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src http: https:; media-src http: https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Media types a feed reader may ask for.
+const FEED_TYPES: [&str; 7] = [
+    "application/atom+xml",
+    "application/rss+xml",
+    "application/feed+json",
+    "application/rdf+xml",
+    "application/xml",
+    "text/xml",
+    "application/json",
+];
+
+/// Whether `Accept` gives `text/html` a higher `q` than every feed type: what a browser
+/// sends, and never what a feed reader sends (no `Accept`, `*/*`, or feed types first). Each
+/// type's `q` is that of the most specific range that names it.
+fn prefers_html(headers: &HeaderMap) -> bool {
+    let ranges = weighted(headers, header::ACCEPT);
+    let q_of = |media: &str| {
+        let (kind, _) = media.split_once('/').unwrap_or((media, ""));
+        let wildcard = format!("{kind}/*");
+        ranges
+            .iter()
+            .find(|(r, _)| r == media)
+            .or_else(|| ranges.iter().find(|(r, _)| *r == wildcard))
+            .or_else(|| ranges.iter().find(|(r, _)| r == "*/*"))
+            .map_or(0.0, |(_, q)| *q)
+    };
+    let html = q_of("text/html");
+    html > 0.0 && FEED_TYPES.iter().all(|t| q_of(t) < html)
 }
 
 /// The coding `Accept-Encoding` prefers among brotli, gzip and identity: the highest `q`,
@@ -456,5 +507,34 @@ mod tests {
         assert_eq!(coding_for("deflate"), Coding::Identity);
         assert_eq!(coding_for("GZIP ; Q=0.9, identity;q=0.5"), Coding::Gzip);
         assert_eq!(coding_for("br;q=0.3, identity;q=0.9"), Coding::Identity);
+    }
+
+    #[test]
+    fn browsers_prefer_html_and_readers_do_not() {
+        let prefers = |accept: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+            prefers_html(&h)
+        };
+        assert!(!prefers_html(&HeaderMap::new()), "no Accept: the feed");
+        // Chromium and Firefox.
+        assert!(prefers("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"));
+        assert!(prefers(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        // feedparser, a typical reader, curl.
+        assert!(!prefers("application/atom+xml,application/rdf+xml,application/rss+xml,application/x-netcdf,application/xml;q=0.9,text/xml;q=0.2,*/*;q=0.1"));
+        assert!(!prefers(
+            "application/rss+xml, application/atom+xml, text/html;q=0.5"
+        ));
+        assert!(!prefers("*/*"));
+        assert!(
+            !prefers("text/html, application/atom+xml"),
+            "a tie is the feed"
+        );
+        assert!(
+            !prefers("text/*, application/xml"),
+            "text/xml ties text/html"
+        );
     }
 }

@@ -125,6 +125,7 @@ async fn awkward_content_renders_valid_atom_rss_and_json_feed() {
                     let (ok, out) = feedcheck(&["json", file_str, schema.to_str().unwrap()]);
                     assert!(ok, "{feed}.json breaks JSON Feed 1.1:\n{out}\n{}", show());
                 }
+                Format::Html => unreachable!("Format::ALL holds the feed formats"),
             }
             per_format.push(read_back(&bytes));
         }
