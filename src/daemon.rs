@@ -20,7 +20,7 @@ use crate::fetch::{ClientError, Fetcher};
 use crate::filter::FeedFilter;
 use crate::metrics::Metrics;
 use crate::model::{Hold, SourceState};
-use crate::publish::{PublishError, Publisher};
+use crate::publish::{feed_url, Format, PublishError, Publisher};
 use crate::refresh::{Pipeline, PollError, PollReport};
 use crate::schedule;
 use crate::server::{self, AppState};
@@ -134,18 +134,43 @@ impl Shared {
             .collect();
         let store = self.pipeline.store.clone();
         let publisher = self.publisher.clone();
-        let config = config.clone();
+        let for_render = config.clone();
         let result = tokio::task::spawn_blocking(move || {
+            let mut changed = Vec::new();
             for feed in feeds {
-                publisher.render(&store, &config, &feed)?;
+                let rendered = publisher.render(&store, &for_render, &feed)?;
+                changed.push((feed, rendered.changed.clone()));
             }
-            Ok::<_, PublishError>(())
+            Ok::<_, PublishError>(changed)
         })
         .await;
         match result {
-            Ok(Ok(())) => {}
+            Ok(Ok(changed)) => self.ping_hub(config, changed),
             Ok(Err(e)) => error!(source, error = %e, "cannot render output feeds"),
             Err(e) => error!(source, error = %e, "rendering task failed"),
+        }
+    }
+
+    /// Tells the WebSub hub, if one is configured, about every feed URL whose bytes changed.
+    /// The pings run in the background; a failing hub is logged and changes nothing else.
+    fn ping_hub(&self, config: &Config, changed: Vec<(String, Vec<Format>)>) {
+        let Some(websub) = &config.websub else {
+            return;
+        };
+        for (feed, formats) in changed {
+            for format in formats {
+                let topic = feed_url(config, &feed, format);
+                let hub = websub.hub.clone();
+                let fetcher = self.pipeline.fetcher.clone();
+                tokio::spawn(async move {
+                    match fetcher.publish_to_hub(&hub, &topic).await {
+                        Ok(status) => info!(hub = %hub, topic, status, "told the WebSub hub"),
+                        Err(e) => {
+                            warn!(hub = %hub, topic, error = %e, "WebSub publish ping failed")
+                        }
+                    }
+                });
+            }
         }
     }
 }
@@ -271,11 +296,20 @@ async fn reload(shared: &Arc<Shared>) -> bool {
     let rebuilt = tokio::task::spawn_blocking(move || {
         sync_feed_indexes(&store, &for_render)?;
         publisher.render_all(&store, &for_render)?;
-        Ok::<_, DaemonError>(())
+        let changed: Vec<(String, Vec<Format>)> = for_render
+            .feeds
+            .iter()
+            .filter_map(|f| {
+                publisher
+                    .get(&f.name)
+                    .map(|r| (f.name.clone(), r.changed.clone()))
+            })
+            .collect();
+        Ok::<_, DaemonError>(changed)
     })
     .await;
     match rebuilt {
-        Ok(Ok(())) => {}
+        Ok(Ok(changed)) => shared.ping_hub(&new, changed),
         Ok(Err(e)) => {
             error!(error = %e, "config reload failed while rebuilding output feeds");
             return false;

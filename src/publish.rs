@@ -195,6 +195,9 @@ pub struct RenderedFeed {
     /// When the rendered content last changed.
     pub last_modified: DateTime<Utc>,
     pub entries: usize,
+    /// The feed formats whose bytes differ from the rendering this one replaced (empty for
+    /// the first rendering): what a WebSub hub is told about.
+    pub changed: Vec<Format>,
 }
 
 impl RenderedFeed {
@@ -297,9 +300,14 @@ impl Publisher {
         let previous = self.get(feed);
         let mut rendered = render_all(config, feed_config, &page);
         if let Some(previous) = previous {
+            let etag = |r: &RenderedFeed, f: Format| r.get(f).map(|d| d.etag.clone());
+            rendered.changed = Format::ALL
+                .into_iter()
+                .filter(|f| etag(&previous, *f) != etag(&rendered, *f))
+                .collect();
             let same = Format::CACHED
                 .iter()
-                .all(|f| previous.get(*f).map(|r| &r.etag) == rendered.get(*f).map(|r| &r.etag));
+                .all(|f| etag(&previous, *f) == etag(&rendered, *f));
             if same {
                 rendered.last_modified = previous.last_modified;
             }
@@ -615,6 +623,7 @@ fn render_all(config: &Config, feed: &FeedConfig, page: &Page) -> RenderedFeed {
         formats,
         last_modified: Utc::now(),
         entries: page.entries.len(),
+        changed: Vec::new(),
     }
 }
 
@@ -629,13 +638,18 @@ struct Links {
     next: Option<String>,
     /// The first page of this view, when this is a later one.
     first: Option<String>,
+    /// The WebSub hub, when one is configured.
+    hub: Option<String>,
 }
 
 impl Links {
-    /// RFC 5005 links: `next` and `prev-archive` to the older entries, `first` back to the
-    /// newest.
+    /// The WebSub hub, then RFC 5005 links: `next` and `prev-archive` to the older entries,
+    /// `first` back to the newest.
     fn paging(&self) -> Vec<(&'static str, &str)> {
         let mut out = Vec::new();
+        if let Some(hub) = &self.hub {
+            out.push(("hub", hub.as_str()));
+        }
         if let Some(next) = &self.next {
             out.push(("next", next.as_str()));
             out.push(("prev-archive", next.as_str()));
@@ -667,6 +681,7 @@ impl Links {
             first: view
                 .before
                 .map(|_| format!("{base}{}", view.query_string(None))),
+            hub: config.websub.as_ref().map(|w| w.hub.to_string()),
         }
     }
 }
@@ -854,6 +869,10 @@ fn atom(feed: &FeedConfig, entries: &[OutputEntry], links: &Links) -> Vec<u8> {
         ],
     );
     for (rel, href) in links.paging() {
+        if rel == "hub" {
+            x.empty("link", &[("rel", rel), ("href", href)]);
+            continue;
+        }
         x.empty(
             "link",
             &[
@@ -957,6 +976,10 @@ fn rss(config: &Config, feed: &FeedConfig, entries: &[OutputEntry], links: &Link
         ],
     );
     for (rel, href) in links.paging() {
+        if rel == "hub" {
+            x.empty("atom:link", &[("href", href), ("rel", rel)]);
+            continue;
+        }
         x.empty(
             "atom:link",
             &[
@@ -1087,6 +1110,9 @@ fn json_feed(
     });
     if let Some(next) = &links.next {
         doc["next_url"] = json!(next);
+    }
+    if let Some(hub) = &links.hub {
+        doc["hubs"] = json!([{ "type": "WebSub", "url": hub }]);
     }
     if let Some(d) = &feed.description {
         doc["description"] = json!(d);

@@ -15,6 +15,7 @@ mod stories;
 mod tools;
 mod upstream;
 mod validity;
+mod websub;
 
 use std::path::{Path, PathBuf};
 

@@ -85,7 +85,7 @@ async fn awkward_content_renders_valid_atom_rss_and_json_feed() {
     let config = config(
         dir.path(),
         &format!(
-            "{}{}[[feed]]\nname = \"awk\"\ntitle = \"Awkward & <odd> ]]> feed 中文\"\ndescription = \"<b>not bold</b> & \\u0001 control\"\n\n[[feed]]\nname = \"empty\"\ntitle = \"Nothing\"\ninclude = [\"no-such-keyword-anywhere\"]\n",
+            "[websub]\nhub = \"https://hub.example/websub?a=1&b=2\"\n\n{}{}[[feed]]\nname = \"awk\"\ntitle = \"Awkward & <odd> ]]> feed 中文\"\ndescription = \"<b>not bold</b> & \\u0001 control\"\n\n[[feed]]\nname = \"empty\"\ntitle = \"Nothing\"\ninclude = [\"no-such-keyword-anywhere\"]\n",
             source("rss", &upstream.url("/awk.xml")),
             source("json", &upstream.url("/awk.json"))
         ),
@@ -166,6 +166,8 @@ async fn awkward_content_renders_valid_atom_rss_and_json_feed() {
     // The long item arrives whole, and the CDATA end marker inside content survives.
     let atom = String::from_utf8(render(&config, "awk", Format::Atom)).unwrap();
     assert!(atom.len() > 200_000, "{}", atom.len());
+    // The WebSub hub link is part of what was validated.
+    assert!(atom.contains("<link rel=\"hub\" href=\"https://hub.example/websub?a=1&amp;b=2\"/>"));
     // `]]>` in content: HTML-escaped by the sanitiser, then XML-escaped.
     assert!(
         atom.contains("a]]&amp;gt;b"),
