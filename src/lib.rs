@@ -16,6 +16,7 @@ pub mod model;
 pub mod parse;
 pub mod publish;
 pub mod refresh;
+pub mod sanitise;
 pub mod schedule;
 pub mod server;
 pub mod store;

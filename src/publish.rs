@@ -729,7 +729,16 @@ fn body_html(entry: &OutputEntry) -> Option<String> {
         .content_html
         .as_deref()
         .or(entry.item.summary_html.as_deref())
-        .map(ammonia::clean);
+        .map(|html| {
+            // Stored HTML was cleaned on the way in; cleaning again on the way out keeps
+            // items stored by older versions (or under an older policy) safe too.
+            let base = entry
+                .item
+                .url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok());
+            crate::sanitise::clean(html, base.as_ref())
+        });
     let also = also_html(entry);
     match (main, also) {
         (None, None) => None,

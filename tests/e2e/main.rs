@@ -16,6 +16,7 @@ mod tools;
 mod upstream;
 mod validity;
 mod websub;
+mod xss;
 
 use std::path::{Path, PathBuf};
 
