@@ -1,9 +1,12 @@
 //! The HTTP server: read-only routes over what the daemon already has.
 //!
-//! Output feeds are served from the publisher's cache (conditional requests answered with 304,
-//! gzip when the client accepts it); the status page and OPML read the config and the source
-//! states. Nothing here fetches, parses or renders feeds, and no route changes anything. axum
-//! is used here and nowhere else.
+//! Output feeds are served from the publisher's cache: the coding `Accept-Encoding` prefers
+//! (brotli, gzip, none), 304 for matching validators, `max-age` until the feed's next poll,
+//! and the HTML view for a browser asking for `.atom` or `.rss` (`Accept`). Searches and pages
+//! (`?q=`, `?limit=`, `?before=`) are the one thing rendered per request, by
+//! `publish::render_view` on a blocking thread. The status page and OPML read the config and
+//! the source states. Nothing here fetches or parses feeds, and no route changes anything.
+//! axum is used here and nowhere else.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
