@@ -120,6 +120,9 @@ pub struct Rendered {
     pub etag: String,
     etag_gzip: String,
     etag_brotli: String,
+    /// When these bytes were first rendered (cached documents only): moves only when the
+    /// bytes change.
+    pub last_modified: Option<DateTime<Utc>>,
 }
 
 impl Rendered {
@@ -157,6 +160,7 @@ impl Rendered {
             etag: format!("\"{hash}\""),
             etag_gzip: format!("\"{hash}-gzip\""),
             etag_brotli: format!("\"{hash}-br\""),
+            last_modified: None,
         }
     }
 
@@ -192,7 +196,7 @@ pub struct RenderedFeed {
     pub name: String,
     pub title: String,
     pub formats: HashMap<Format, Rendered>,
-    /// When the rendered content last changed.
+    /// When the feed formats' content last changed.
     pub last_modified: DateTime<Utc>,
     pub entries: usize,
     /// The feed formats whose bytes differ from the rendering this one replaced (empty for
@@ -305,10 +309,13 @@ impl Publisher {
                 .into_iter()
                 .filter(|f| etag(&previous, *f) != etag(&rendered, *f))
                 .collect();
-            let same = Format::CACHED
-                .iter()
-                .all(|f| etag(&previous, *f) == etag(&rendered, *f));
-            if same {
+            // Each document keeps its Last-Modified while its bytes stay the same.
+            for (format, doc) in rendered.formats.iter_mut() {
+                if let Some(before) = previous.get(*format).filter(|p| p.etag == doc.etag) {
+                    doc.last_modified = before.last_modified;
+                }
+            }
+            if rendered.changed.is_empty() {
                 rendered.last_modified = previous.last_modified;
             }
         }
@@ -613,15 +620,18 @@ fn render_format(config: &Config, feed: &FeedConfig, page: &Page, format: Format
 
 fn render_all(config: &Config, feed: &FeedConfig, page: &Page) -> RenderedFeed {
     let mut formats = HashMap::new();
+    let now = Utc::now();
     for format in Format::CACHED {
         let body = render_format(config, feed, page, format);
-        formats.insert(format, Rendered::new(body, Effort::Cached));
+        let mut doc = Rendered::new(body, Effort::Cached);
+        doc.last_modified = Some(now);
+        formats.insert(format, doc);
     }
     RenderedFeed {
         name: feed.name.clone(),
         title: feed.title.clone(),
         formats,
-        last_modified: Utc::now(),
+        last_modified: now,
         entries: page.entries.len(),
         changed: Vec::new(),
     }

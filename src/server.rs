@@ -93,14 +93,7 @@ async fn feed(
         let Some(doc) = rendered.get(format) else {
             return not_found();
         };
-        return serve_document(
-            &state,
-            &headers,
-            doc,
-            format.content_type(),
-            Some(rendered.last_modified),
-            &cache_control,
-        );
+        return serve_document(&state, &headers, doc, format.content_type(), &cache_control);
     }
     // A search or a page: rendered for this request (the store is read off the async threads).
     let store = state.store.clone();
@@ -115,7 +108,6 @@ async fn feed(
             &headers,
             &doc,
             format.content_type(),
-            None,
             &cache_control,
         ),
         Ok(Err(PublishError::UnknownFeed(_))) => not_found(),
@@ -163,13 +155,12 @@ fn serve_document(
     headers: &HeaderMap,
     doc: &Rendered,
     content_type: &str,
-    last_modified: Option<DateTime<Utc>>,
     cache_control: &str,
 ) -> Response {
     let (body, coding) = doc.bytes_of(preferred_coding(headers));
     let mut response_headers = HeaderMap::new();
     insert(&mut response_headers, header::ETAG, doc.etag_of(coding));
-    if let Some(t) = last_modified {
+    if let Some(t) = doc.last_modified {
         let http_date = httpdate::fmt_http_date(t.into());
         insert(&mut response_headers, header::LAST_MODIFIED, &http_date);
     }
@@ -179,7 +170,7 @@ fn serve_document(
         header::VARY,
         "Accept-Encoding, Accept",
     );
-    if not_modified(headers, doc, last_modified) {
+    if not_modified(headers, doc) {
         Metrics::add(&state.metrics.feed_not_modified, 1);
         return (StatusCode::NOT_MODIFIED, response_headers).into_response();
     }
@@ -214,7 +205,7 @@ fn not_found() -> Response {
 }
 
 /// RFC 9110: `If-None-Match` decides when present; otherwise `If-Modified-Since`.
-fn not_modified(headers: &HeaderMap, doc: &Rendered, last_modified: Option<DateTime<Utc>>) -> bool {
+fn not_modified(headers: &HeaderMap, doc: &Rendered) -> bool {
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -226,7 +217,7 @@ fn not_modified(headers: &HeaderMap, doc: &Rendered, last_modified: Option<DateT
             .get(header::IF_MODIFIED_SINCE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok()),
-        last_modified,
+        doc.last_modified,
     ) {
         let ims: DateTime<Utc> = ims.into();
         return last_modified.timestamp() <= ims.timestamp();
