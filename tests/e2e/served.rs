@@ -1,22 +1,40 @@
 //! A daemon running in the test process on 127.0.0.1:0, as readers and browsers reach it.
+//!
+//! sled 0.34 guards every database of a process with one global reader-writer lock: a batch
+//! write in one store waits for readers in all of them, and a store flushing (holding a read
+//! guard while its I/O threads need another) then never finishes. Two in-process daemons
+//! started side by side deadlocked that way, so the tests here take turns ([`sled_turn`]);
+//! a separate process per store, as in production, is not affected by the other stores.
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use feedmux::config;
 use feedmux::daemon::{self, Control};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
+
+/// Waits until no other test of these modules has a store open in this process.
+pub async fn sled_turn() -> OwnedMutexGuard<()> {
+    static TURN: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
+    TURN.get_or_init(|| Arc::new(Mutex::new(())))
+        .clone()
+        .lock_owned()
+        .await
+}
 
 pub struct Served {
     pub base: String,
     control: mpsc::Sender<Control>,
     task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+    _turn: OwnedMutexGuard<()>,
 }
 
 impl Served {
     /// Starts the daemon on a config of `tables` (sources, feeds, extra sections) whose
     /// `base_url` is the address it listens on; the store lives in `dir`.
     pub async fn start(dir: &Path, tables: &str) -> Served {
+        let turn = sled_turn().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let text = format!(
@@ -32,6 +50,7 @@ impl Served {
             base,
             control,
             task,
+            _turn: turn,
         }
     }
 

@@ -70,6 +70,7 @@ fn awkward_json() -> String {
 
 #[tokio::test]
 async fn awkward_content_renders_valid_atom_rss_and_json_feed() {
+    let _turn = crate::served::sled_turn().await;
     let upstream = Upstream::start().await;
     upstream.put(
         "/awk.xml",

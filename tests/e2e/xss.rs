@@ -203,6 +203,7 @@ async fn xss_vectors_come_out_harmless_in_every_format_and_the_html_view() {
     atom.push_str("<entry><id>urn:x:badlink</id><title>Bad Atom link</title><link href=\"data:text/html,hi\"/><updated>2026-11-25T00:00:00Z</updated><author><name>N</name></author><content>x</content></entry>\n</feed>\n");
     let json = serde_json::json!({"version": "https://jsonfeed.org/version/1.1", "title": "J", "items": json_items});
 
+    let _turn = crate::served::sled_turn().await;
     let upstream = Upstream::start().await;
     upstream.put("/r.xml", &[("content-type", "application/rss+xml")], rss);
     upstream.put("/a.xml", &[("content-type", "application/atom+xml")], atom);
