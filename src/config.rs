@@ -70,6 +70,15 @@ pub struct Config {
     pub log_level: String,
     pub sources: Vec<SourceConfig>,
     pub feeds: Vec<FeedConfig>,
+    /// `[websub]`: the hub output feeds name and ping when they change, if any.
+    pub websub: Option<WebSubConfig>,
+}
+
+/// `[websub]`: a WebSub hub (W3C WebSub) for push subscribers.
+#[derive(Debug, Clone)]
+pub struct WebSubConfig {
+    /// The hub's URL: advertised as `rel="hub"` and sent `hub.mode=publish` pings.
+    pub hub: Url,
 }
 
 #[derive(Debug, Clone)]
@@ -312,6 +321,14 @@ struct RawConfig {
     sources: Vec<Spanned<RawSource>>,
     #[serde(default, rename = "feed")]
     feeds: Vec<Spanned<RawFeed>>,
+    #[serde(default)]
+    websub: Option<RawWebSub>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebSub {
+    hub: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -430,6 +447,21 @@ fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
         .collect();
     let sources = validate_sources(raw.sources, &poll.schedule, config_dir, report);
     let feeds = validate_feeds(raw.feeds, &sources, &declared, report);
+    let websub = raw
+        .websub
+        .and_then(|w| match Url::parse(w.hub.get_ref().trim()) {
+            Ok(hub) if matches!(hub.scheme(), "http" | "https") => Some(WebSubConfig { hub }),
+            _ => {
+                report.at(
+                    w.hub.span(),
+                    format!(
+                        "invalid websub hub {:?}: expected an http(s) URL",
+                        w.hub.get_ref()
+                    ),
+                );
+                None
+            }
+        });
     Config {
         path: path.to_owned(),
         server,
@@ -439,6 +471,7 @@ fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
         log_level,
         sources,
         feeds,
+        websub,
     }
 }
 
@@ -916,6 +949,28 @@ mod tests {
         assert_eq!(c.server.base_url, "http://127.0.0.1:8080");
         assert_eq!(c.sources[0].schedule.text, DEFAULT_SCHEDULE);
         assert_eq!(c.storage.path, PathBuf::from(DEFAULT_STORE_PATH));
+    }
+
+    #[test]
+    fn websub_hub_is_optional_strict_and_located() {
+        let source = "[[source]]\nname = \"a\"\nurl = \"https://example.com/feed\"\n";
+        let c = parse(Path::new("t.toml"), source).unwrap();
+        assert!(c.websub.is_none());
+        let c = parse(
+            Path::new("t.toml"),
+            &format!("[websub]\nhub = \"https://hub.example/\"\n{source}"),
+        )
+        .unwrap();
+        assert_eq!(c.websub.unwrap().hub.as_str(), "https://hub.example/");
+        let e = errors(&format!("[websub]\nhub = \"ftp://hub.example/\"\n{source}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("t.toml:2:7: invalid websub hub"), "{e:?}");
+        let e = errors(&format!(
+            "[websub]\nhub = \"https://h/\"\nlease = 3\n{source}"
+        ));
+        assert!(e.len() == 1 && e[0].contains("lease"), "{e:?}");
+        let e = errors(&format!("[websub]\n{source}"));
+        assert!(e.len() == 1 && e[0].contains("hub"), "{e:?}");
     }
 
     #[test]

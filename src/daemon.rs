@@ -21,7 +21,7 @@ use crate::fetch::{ClientError, Fetcher};
 use crate::filter::FeedFilter;
 use crate::metrics::{Metrics, PollResult};
 use crate::model::{Hold, ReloadFailure, SourceState};
-use crate::publish::{PublishError, Publisher};
+use crate::publish::{feed_url, Format, PublishError, Publisher};
 use crate::refresh::{Pipeline, PollError, PollReport};
 use crate::schedule;
 use crate::server::{self, AppState};
@@ -79,6 +79,12 @@ impl Shared {
     /// Polls one source, counts the result, re-renders its feeds if anything changed, and
     /// answers when the source is next due (`None`: not again, the feed is gone).
     async fn poll(&self, source: &SourceConfig) -> Option<DateTime<Utc>> {
+        let next = self.poll_and_plan(source).await;
+        self.publisher.set_next_poll(&source.name, next);
+        next
+    }
+
+    async fn poll_and_plan(&self, source: &SourceConfig) -> Option<DateTime<Utc>> {
         let config = self.config();
         let filters = self.filters();
         let result = self
@@ -143,18 +149,43 @@ impl Shared {
             .collect();
         let store = self.pipeline.store.clone();
         let publisher = self.publisher.clone();
-        let config = config.clone();
+        let for_render = config.clone();
         let result = tokio::task::spawn_blocking(move || {
+            let mut changed = Vec::new();
             for feed in feeds {
-                publisher.render(&store, &config, &feed)?;
+                let rendered = publisher.render(&store, &for_render, &feed)?;
+                changed.push((feed, rendered.changed.clone()));
             }
-            Ok::<_, PublishError>(())
+            Ok::<_, PublishError>(changed)
         })
         .await;
         match result {
-            Ok(Ok(())) => {}
+            Ok(Ok(changed)) => self.ping_hub(config, changed),
             Ok(Err(e)) => error!(source, error = %e, "cannot render output feeds"),
             Err(e) => error!(source, error = %e, "rendering task failed"),
+        }
+    }
+
+    /// Tells the WebSub hub, if one is configured, about every feed URL whose bytes changed.
+    /// The pings run in the background; a failing hub is logged and changes nothing else.
+    fn ping_hub(&self, config: &Config, changed: Vec<(String, Vec<Format>)>) {
+        let Some(websub) = &config.websub else {
+            return;
+        };
+        for (feed, formats) in changed {
+            for format in formats {
+                let topic = feed_url(config, &feed, format);
+                let hub = websub.hub.clone();
+                let fetcher = self.pipeline.fetcher.clone();
+                tokio::spawn(async move {
+                    match fetcher.publish_to_hub(&hub, &topic).await {
+                        Ok(status) => info!(hub = %hub, topic, status, "told the WebSub hub"),
+                        Err(e) => {
+                            warn!(hub = %hub, topic, error = %e, "WebSub publish ping failed")
+                        }
+                    }
+                });
+            }
         }
     }
 }
@@ -414,11 +445,20 @@ async fn reload(shared: &Arc<Shared>) -> Option<Arc<Config>> {
     let rebuilt = tokio::task::spawn_blocking(move || {
         sync_feed_indexes(&store, &for_render)?;
         publisher.render_all(&store, &for_render)?;
-        Ok::<_, DaemonError>(())
+        let changed: Vec<(String, Vec<Format>)> = for_render
+            .feeds
+            .iter()
+            .filter_map(|f| {
+                publisher
+                    .get(&f.name)
+                    .map(|r| (f.name.clone(), r.changed.clone()))
+            })
+            .collect();
+        Ok::<_, DaemonError>(changed)
     })
     .await;
     match rebuilt {
-        Ok(Ok(())) => {}
+        Ok(Ok(changed)) => shared.ping_hub(&new, changed),
         Ok(Err(e)) => {
             return refuse(vec![format!(
                 "rebuilding the output feeds for the new config failed: {e}"
@@ -531,6 +571,7 @@ impl Scheduler {
                 state.next_poll = None;
             }
             let first = first_poll(&polled, &state, Utc::now());
+            shared.publisher.set_next_poll(&polled.name, first);
             schedule::run_source(schedule, first, limit, stop_rx, || {
                 let shared = shared.clone();
                 let source = polled.clone();

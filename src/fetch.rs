@@ -7,7 +7,8 @@
 //! host). Redirects are followed here, at most [`MAX_REDIRECTS`], with loops detected. The body
 //! is read with an idle timeout between chunks and a size limit counted on the decompressed
 //! bytes as they stream, so a gzip bomb stops at the limit. This module knows nothing about feed
-//! formats and never touches the store. reqwest is used here and nowhere else.
+//! formats and never touches the store. It also sends WebSub publish pings
+//! ([`Fetcher::publish_to_hub`]). reqwest is used here and nowhere else.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -202,6 +203,36 @@ impl Fetcher {
                 hosts: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// Tells a WebSub hub that `topic` changed: `POST hub.mode=publish&hub.url=<topic>`
+    /// (the publish ping hubs such as PubSubHubbub and WebSub.Rocks accept). Any 2xx is
+    /// success; the hub then fetches the topic itself.
+    pub async fn publish_to_hub(&self, hub: &Url, topic: &str) -> Result<u16, FetchError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("hub.mode", "publish")
+            .append_pair("hub.url", topic)
+            .finish();
+        let response = self
+            .client
+            .post(hub.clone())
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.classify(e))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(status.as_u16())
+        } else {
+            Err(FetchError::Status {
+                status,
+                retry_after: None,
+            })
+        }
     }
 
     /// Fetches `url`, sending `validators` as `If-None-Match` / `If-Modified-Since`.

@@ -4,7 +4,8 @@
 //! for one item: is it from a selected source, does it match an `include` keyword or regex (when
 //! any are given), and does it match no `exclude` keyword or regex. Keywords follow the
 //! contract: NFKC and case folding, whole-word at Latin edges, anywhere for CJK. Regexes run on
-//! the item's plain text as written. This module does not read the store and does not render.
+//! the item's plain text as written. A reader's search ([`Query`]) matches its terms by the same
+//! rules. This module does not read the store and does not render.
 
 use std::collections::HashSet;
 
@@ -188,6 +189,44 @@ impl std::fmt::Display for Rule<'_> {
     }
 }
 
+/// A reader's search (`?q=`): words, or `"quoted phrases"`, that must all occur in an item's
+/// title, summary or content, each matched as an `include` keyword is.
+#[derive(Debug, Clone)]
+pub struct Query {
+    terms: Vec<Keyword>,
+}
+
+impl Query {
+    /// The search `q` asks for; `None` when it holds no term.
+    pub fn parse(q: &str) -> Option<Query> {
+        let mut terms = Vec::new();
+        for (i, part) in q.split('"').enumerate() {
+            if i % 2 == 1 {
+                // Inside quotes: one phrase.
+                let phrase = part.split_whitespace().collect::<Vec<_>>().join(" ");
+                if !phrase.is_empty() {
+                    terms.push(Keyword::new(&phrase));
+                }
+            } else {
+                terms.extend(part.split_whitespace().map(Keyword::new));
+            }
+        }
+        terms.retain(|k| !k.folded.is_empty());
+        (!terms.is_empty()).then_some(Query { terms })
+    }
+
+    /// Whether every term occurs in `item`'s title, summary or content.
+    pub fn matches(&self, item: &Item) -> bool {
+        self.matches_text(&item_text(item))
+    }
+
+    /// Whether every term occurs in plain `text`.
+    pub fn matches_text(&self, text: &str) -> bool {
+        let folded = matching_form(text);
+        self.terms.iter().all(|k| k.occurs_in(&folded))
+    }
+}
+
 /// The text filters look at: title, summary and content, as plain text.
 fn item_text(item: &Item) -> String {
     let mut text = item.title.clone();
@@ -280,5 +319,17 @@ mod tests {
         let f = filter(&[], &[]);
         assert!(f.selects_text("anything at all"));
         assert!(f.selects_text(""));
+    }
+
+    #[test]
+    fn a_query_needs_every_term_matched_as_a_keyword() {
+        let q = Query::parse("ai 芯片").unwrap();
+        assert!(q.matches_text("ＡＩ芯片 launch"));
+        assert!(!q.matches_text("OpenAI 芯片"), "AI is a whole word");
+        assert!(!q.matches_text("AI chips"), "every term must occur");
+        let phrase = Query::parse("\"AI chips\" new").unwrap();
+        assert!(phrase.matches_text("New AI chips"));
+        assert!(!phrase.matches_text("New chips for AI"));
+        assert!(Query::parse("  \"\" ").is_none());
     }
 }

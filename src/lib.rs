@@ -17,6 +17,7 @@ pub mod opml;
 pub mod parse;
 pub mod publish;
 pub mod refresh;
+pub mod sanitise;
 pub mod schedule;
 pub mod server;
 pub mod service;

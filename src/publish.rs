@@ -19,30 +19,39 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, FeedConfig};
+use crate::filter::Query;
 use crate::model::{Item, ItemId};
 use crate::store::{Store, StoreError};
 use crate::text::html_to_text;
+
+mod html;
 
 const GENERATOR: &str = "feedmux";
 const HOMEPAGE: &str = env!("CARGO_PKG_HOMEPAGE");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The three output formats.
+/// The output formats: the three feed formats, and the page a browser shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     Atom,
     Rss,
     Json,
+    /// The feed as a readable web page (`/feeds/{name}.html`).
+    Html,
 }
 
 impl Format {
+    /// The feed formats, for readers.
     pub const ALL: [Format; 3] = [Format::Atom, Format::Rss, Format::Json];
+    /// Everything rendered into the cache: the feed formats and the HTML view.
+    pub const CACHED: [Format; 4] = [Format::Atom, Format::Rss, Format::Json, Format::Html];
 
     pub fn from_extension(ext: &str) -> Option<Format> {
         match ext {
             "atom" => Some(Format::Atom),
             "rss" => Some(Format::Rss),
             "json" => Some(Format::Json),
+            "html" => Some(Format::Html),
             _ => None,
         }
     }
@@ -52,6 +61,7 @@ impl Format {
             Format::Atom => "atom",
             Format::Rss => "rss",
             Format::Json => "json",
+            Format::Html => "html",
         }
     }
 
@@ -60,17 +70,124 @@ impl Format {
             Format::Atom => "application/atom+xml; charset=utf-8",
             Format::Rss => "application/rss+xml; charset=utf-8",
             Format::Json => "application/feed+json; charset=utf-8",
+            Format::Html => "text/html; charset=utf-8",
+        }
+    }
+
+    /// The media type without parameters.
+    pub fn media_type(self) -> &'static str {
+        let full = self.content_type();
+        full.split(';').next().unwrap_or(full)
+    }
+}
+
+/// A content coding a rendered document is kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Coding {
+    Identity,
+    Gzip,
+    Brotli,
+}
+
+impl Coding {
+    /// The `Content-Encoding` token, `None` for identity.
+    pub fn token(self) -> Option<&'static str> {
+        match self {
+            Coding::Identity => None,
+            Coding::Gzip => Some("gzip"),
+            Coding::Brotli => Some("br"),
         }
     }
 }
 
-/// One rendered document with its compressed form and validator.
+/// How hard to compress: cached renderings are compressed once and served many times, so they
+/// get the best ratio; documents rendered for one request get a fast setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effort {
+    Cached,
+    OnDemand,
+}
+
+/// One rendered document with its compressed forms and validator, so that serving it costs
+/// neither rendering nor compression.
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub body: Bytes,
     pub gzip: Bytes,
-    /// A strong ETag, quoted.
+    pub brotli: Bytes,
+    /// A strong ETag of the uncompressed bytes, quoted. Each coding is a different
+    /// representation, so its ETag carries a suffix (see [`Rendered::etag_of`]).
     pub etag: String,
+    etag_gzip: String,
+    etag_brotli: String,
+    /// When these bytes were first rendered (cached documents only): moves only when the
+    /// bytes change.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+impl Rendered {
+    /// Hashes and compresses `body`.
+    pub fn new(body: Vec<u8>, effort: Effort) -> Rendered {
+        let digest = Sha256::digest(&body);
+        let hash: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        // Brotli quality 11 takes most of a second on 128 KiB (measured: 0.77 s, against
+        // 0.07 s for 512 KiB at quality 9, which compressed feed XML as well): 9 it is.
+        let (gzip_level, brotli_quality) = match effort {
+            Effort::Cached => (flate2::Compression::best(), 9),
+            Effort::OnDemand => (flate2::Compression::fast(), 4),
+        };
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), gzip_level);
+        let gzip = encoder
+            .write_all(&body)
+            .and_then(|()| encoder.finish())
+            .unwrap_or_default();
+        let mut brotli = Vec::new();
+        {
+            let mut writer = brotli::CompressorWriter::new(&mut brotli, 4096, brotli_quality, 22);
+            if writer
+                .write_all(&body)
+                .and_then(|()| writer.flush())
+                .is_err()
+            {
+                drop(writer);
+                brotli.clear();
+            }
+        }
+        Rendered {
+            body: Bytes::from(body),
+            gzip: Bytes::from(gzip),
+            brotli: Bytes::from(brotli),
+            etag: format!("\"{hash}\""),
+            etag_gzip: format!("\"{hash}-gzip\""),
+            etag_brotli: format!("\"{hash}-br\""),
+            last_modified: None,
+        }
+    }
+
+    /// The bytes in `coding`; identity's when that coding could not be produced.
+    pub fn bytes_of(&self, coding: Coding) -> (&Bytes, Coding) {
+        match coding {
+            Coding::Gzip if !self.gzip.is_empty() => (&self.gzip, Coding::Gzip),
+            Coding::Brotli if !self.brotli.is_empty() => (&self.brotli, Coding::Brotli),
+            _ => (&self.body, Coding::Identity),
+        }
+    }
+
+    /// The strong ETag of the representation in `coding`.
+    pub fn etag_of(&self, coding: Coding) -> &str {
+        match coding {
+            Coding::Identity => &self.etag,
+            Coding::Gzip => &self.etag_gzip,
+            Coding::Brotli => &self.etag_brotli,
+        }
+    }
+
+    /// Whether an entity tag a client sent names this document in any coding (a cache that
+    /// stored the gzip form may revalidate a request that would get brotli).
+    pub fn matches(&self, tag: &str) -> bool {
+        let tag = tag.trim().trim_start_matches("W/");
+        tag == "*" || tag == self.etag || tag == self.etag_gzip || tag == self.etag_brotli
+    }
 }
 
 /// The three renderings of one output feed.
@@ -79,9 +196,12 @@ pub struct RenderedFeed {
     pub name: String,
     pub title: String,
     pub formats: HashMap<Format, Rendered>,
-    /// When the rendered content last changed.
+    /// When the feed formats' content last changed.
     pub last_modified: DateTime<Utc>,
     pub entries: usize,
+    /// The feed formats whose bytes differ from the rendering this one replaced (empty for
+    /// the first rendering): what a WebSub hub is told about.
+    pub changed: Vec<Format>,
 }
 
 impl RenderedFeed {
@@ -114,15 +234,51 @@ pub enum PublishError {
     UnknownFeed(String),
 }
 
-/// The in-memory cache of rendered output feeds.
+/// The shortest `Cache-Control: max-age` of an output feed, in seconds.
+pub const MIN_MAX_AGE: u64 = 60;
+/// The longest `Cache-Control: max-age` of an output feed, in seconds.
+pub const MAX_MAX_AGE: u64 = 3600;
+
+/// How long a reader may keep a feed whose sources are next polled at `next_poll`: until
+/// then (nothing can change before), within [`MIN_MAX_AGE`]..[`MAX_MAX_AGE`]. With no poll
+/// scheduled the feed changes only on a reload: the longest.
+pub fn max_age(next_poll: Option<DateTime<Utc>>, now: DateTime<Utc>) -> u64 {
+    let Some(next) = next_poll else {
+        return MAX_MAX_AGE;
+    };
+    let secs = (next - now).num_seconds().max(0) as u64;
+    secs.clamp(MIN_MAX_AGE, MAX_MAX_AGE)
+}
+
+/// The in-memory cache of rendered output feeds, and when each source is next polled.
 #[derive(Debug, Default)]
 pub struct Publisher {
     outputs: RwLock<HashMap<String, Arc<RenderedFeed>>>,
+    next_polls: RwLock<HashMap<String, DateTime<Utc>>>,
 }
 
 impl Publisher {
     pub fn new() -> Publisher {
         Publisher::default()
+    }
+
+    /// Records when `source` is next polled (`None`: not at all).
+    pub fn set_next_poll(&self, source: &str, when: Option<DateTime<Utc>>) {
+        let mut polls = self.next_polls.write().unwrap_or_else(|p| p.into_inner());
+        match when {
+            Some(t) => {
+                polls.insert(source.to_owned(), t);
+            }
+            None => {
+                polls.remove(source);
+            }
+        }
+    }
+
+    /// The earliest next poll among `sources`, if any is scheduled.
+    pub fn next_poll_of(&self, sources: &[String]) -> Option<DateTime<Utc>> {
+        let polls = self.next_polls.read().unwrap_or_else(|p| p.into_inner());
+        sources.iter().filter_map(|s| polls.get(s)).min().copied()
     }
 
     /// The cached rendering of `feed`, if any.
@@ -144,14 +300,22 @@ impl Publisher {
         let feed_config = config
             .feed(feed)
             .ok_or_else(|| PublishError::UnknownFeed(feed.to_owned()))?;
-        let entries = collect(store, config, feed_config)?;
+        let page = collect_page(store, config, feed_config, &View::default())?;
         let previous = self.get(feed);
-        let mut rendered = render_all(config, feed_config, &entries);
+        let mut rendered = render_all(config, feed_config, &page);
         if let Some(previous) = previous {
-            let same = Format::ALL
-                .iter()
-                .all(|f| previous.get(*f).map(|r| &r.etag) == rendered.get(*f).map(|r| &r.etag));
-            if same {
+            let etag = |r: &RenderedFeed, f: Format| r.get(f).map(|d| d.etag.clone());
+            rendered.changed = Format::ALL
+                .into_iter()
+                .filter(|f| etag(&previous, *f) != etag(&rendered, *f))
+                .collect();
+            // Each document keeps its Last-Modified while its bytes stay the same.
+            for (format, doc) in rendered.formats.iter_mut() {
+                if let Some(before) = previous.get(*format).filter(|p| p.etag == doc.etag) {
+                    doc.last_modified = before.last_modified;
+                }
+            }
+            if rendered.changed.is_empty() {
                 rendered.last_modified = previous.last_modified;
             }
         }
@@ -199,12 +363,112 @@ pub fn source_infos(store: &Store, config: &Config) -> HashMap<String, SourceInf
         .collect()
 }
 
-/// The newest entries of `feed`: one per story group, at most `limit`, newest first.
-pub fn collect(
+/// The most entries a reader's query (`?limit=`, `?before=`, `?q=`) returns at once.
+pub const MAX_QUERY_LIMIT: usize = 1000;
+
+/// Where a page of a feed starts: after the index entry of the item published at `published`
+/// with id `id`. Written in URLs as `<microseconds since 1970>-<item id in hex>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub published: DateTime<Utc>,
+    pub id: ItemId,
+}
+
+impl Cursor {
+    fn of(item: &Item) -> Cursor {
+        Cursor {
+            published: item.published,
+            id: item.id,
+        }
+    }
+
+    /// Reads a cursor from its URL form; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let (micros, hex) = text.split_once('-')?;
+        let published = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Cursor {
+            published,
+            id: ItemId(id),
+        })
+    }
+
+    pub fn to_param(self) -> String {
+        format!("{}-{}", self.published.timestamp_micros(), self.id.to_hex())
+    }
+}
+
+/// Which entries a document shows: the whole feed, or what a reader's query asks for.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// `?q=`: the search as written, and as matched.
+    pub query: Option<(String, Query)>,
+    /// `?before=`: the page after this cursor.
+    pub before: Option<Cursor>,
+    /// `?limit=`: at most this many entries (capped at [`MAX_QUERY_LIMIT`]).
+    pub limit: Option<usize>,
+}
+
+impl View {
+    /// Whether this is the feed as configured (served from the cache).
+    pub fn is_whole_feed(&self) -> bool {
+        self.query.is_none() && self.before.is_none() && self.limit.is_none()
+    }
+
+    fn page_size(&self, feed: &FeedConfig) -> usize {
+        match (self.limit, self.is_whole_feed()) {
+            (_, true) => feed.limit,
+            (Some(n), false) => n.min(MAX_QUERY_LIMIT),
+            (None, false) => feed.limit.min(MAX_QUERY_LIMIT),
+        }
+    }
+
+    /// The query string of this view starting at `before` (`""` when it has no parameter).
+    fn query_string(&self, before: Option<Cursor>) -> String {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        if let Some((q, _)) = &self.query {
+            form.append_pair("q", q);
+        }
+        if let Some(n) = self.limit {
+            form.append_pair("limit", &n.min(MAX_QUERY_LIMIT).to_string());
+        }
+        if let Some(c) = before {
+            form.append_pair("before", &c.to_param());
+        }
+        let query = form.finish();
+        if query.is_empty() {
+            query
+        } else {
+            format!("?{query}")
+        }
+    }
+}
+
+/// One page of a feed's entries, and where the next (older) page starts, if there is one.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub entries: Vec<OutputEntry>,
+    /// The feed's sources, as output shows them.
+    pub sources: Vec<SourceInfo>,
+    pub view: View,
+    pub next: Option<Cursor>,
+}
+
+/// The newest entries of `feed` as `view` selects them: one per story group, newest first.
+/// A story is shown at the place of its newest member in the feed, so walking the pages
+/// shows each story once.
+pub fn collect_page(
     store: &Store,
     config: &Config,
     feed: &FeedConfig,
-) -> Result<Vec<OutputEntry>, StoreError> {
+    view: &View,
+) -> Result<Page, StoreError> {
     let infos = source_infos(store, config);
     let info_of = |source: &str| {
         infos.get(source).cloned().unwrap_or_else(|| SourceInfo {
@@ -213,16 +477,32 @@ pub fn collect(
         })
     };
     let priority_of = |source: &str| config.source(source).map_or(0, |s| s.priority);
+    let query = view.query.as_ref().map(|(_, q)| q);
+    let matches = |item: &Item| query.is_none_or(|q| q.matches(item));
+    let size = view.page_size(feed);
     let mut seen_stories: HashSet<ItemId> = HashSet::new();
     let mut entries = Vec::new();
-    for id in store.feed_items(&feed.name) {
-        if entries.len() >= feed.limit {
+    let mut next = None;
+    let mut last_taken: Option<Cursor> = None;
+    let ids: Box<dyn Iterator<Item = Result<ItemId, StoreError>>> = match view.before {
+        Some(c) => Box::new(store.feed_items_after(&feed.name, c.published, c.id)),
+        None => Box::new(store.feed_items(&feed.name)),
+    };
+    for id in ids {
+        let id = id?;
+        if entries.len() >= size {
+            // There is more: the next page starts after the last entry taken.
+            next = last_taken;
             break;
         }
-        let Some(item) = store.item(id?)? else {
+        let Some(item) = store.item(id)? else {
             continue; // an index entry whose item is gone
         };
+        if !matches(&item) {
+            continue;
+        }
         if !feed.group_stories {
+            last_taken = Some(Cursor::of(&item));
             entries.push(OutputEntry {
                 source: info_of(&item.source),
                 item,
@@ -235,6 +515,7 @@ pub fn collect(
         }
         let member_ids = store.story_members(item.story)?;
         if member_ids.len() <= 1 {
+            last_taken = Some(Cursor::of(&item));
             entries.push(OutputEntry {
                 source: info_of(&item.source),
                 item,
@@ -248,6 +529,21 @@ pub fn collect(
                 members.push(m);
             }
         }
+        if view.before.is_some() {
+            // Shown on an earlier page when a member comes before this item in the feed.
+            let place = |m: &Item| (std::cmp::Reverse(m.published), m.id);
+            let mut earlier = false;
+            for m in &members {
+                if place(m) < place(&item) && matches(m) && in_feed(store, feed, m)? {
+                    earlier = true;
+                    break;
+                }
+            }
+            if earlier {
+                continue;
+            }
+        }
+        last_taken = Some(Cursor::of(&item));
         members.sort_by_key(|m| m.first_seen);
         // The report shown: among the members this feed selects, the highest priority
         // source's, then the earliest.
@@ -280,44 +576,123 @@ pub fn collect(
             .cmp(&a.item.published)
             .then(a.item.id.cmp(&b.item.id))
     });
-    Ok(entries)
+    let sources = feed.sources.iter().map(|s| info_of(s)).collect();
+    Ok(Page {
+        entries,
+        sources,
+        view: view.clone(),
+        next,
+    })
+}
+
+/// Renders `view` of `feed` in `format` for one request: sanitised like the cached feed, with
+/// an ETag, compressed quickly.
+pub fn render_view(
+    store: &Store,
+    config: &Config,
+    feed: &str,
+    view: &View,
+    format: Format,
+) -> Result<Rendered, PublishError> {
+    let feed_config = config
+        .feed(feed)
+        .ok_or_else(|| PublishError::UnknownFeed(feed.to_owned()))?;
+    let page = collect_page(store, config, feed_config, view)?;
+    Ok(Rendered::new(
+        render_format(config, feed_config, &page, format),
+        Effort::OnDemand,
+    ))
 }
 
 fn in_feed(store: &Store, feed: &FeedConfig, item: &Item) -> Result<bool, StoreError> {
     Ok(feed.sources.contains(&item.source) && store.feed_contains(&feed.name, item)?)
 }
 
-fn render_all(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> RenderedFeed {
+fn render_format(config: &Config, feed: &FeedConfig, page: &Page, format: Format) -> Vec<u8> {
+    let links = Links::new(config, feed, page, format);
+    match format {
+        Format::Atom => atom(feed, &page.entries, &links),
+        Format::Rss => rss(config, feed, &page.entries, &links),
+        Format::Json => json_feed(config, feed, &page.entries, &links),
+        Format::Html => html::page(config, feed, page, &links),
+    }
+}
+
+fn render_all(config: &Config, feed: &FeedConfig, page: &Page) -> RenderedFeed {
     let mut formats = HashMap::new();
-    for format in Format::ALL {
-        let body = match format {
-            Format::Atom => atom(config, feed, entries),
-            Format::Rss => rss(config, feed, entries),
-            Format::Json => json_feed(config, feed, entries),
-        };
-        formats.insert(format, finish(body));
+    let now = Utc::now();
+    for format in Format::CACHED {
+        let body = render_format(config, feed, page, format);
+        let mut doc = Rendered::new(body, Effort::Cached);
+        doc.last_modified = Some(now);
+        formats.insert(format, doc);
     }
     RenderedFeed {
         name: feed.name.clone(),
         title: feed.title.clone(),
         formats,
-        last_modified: Utc::now(),
-        entries: entries.len(),
+        last_modified: now,
+        entries: page.entries.len(),
+        changed: Vec::new(),
     }
 }
 
-fn finish(body: Vec<u8>) -> Rendered {
-    let digest = Sha256::digest(&body);
-    let etag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let gzip = encoder
-        .write_all(&body)
-        .and_then(|()| encoder.finish())
-        .unwrap_or_default();
-    Rendered {
-        body: Bytes::from(body),
-        gzip: Bytes::from(gzip),
-        etag: format!("\"{etag}\""),
+/// The links a document carries about itself and its neighbours (RFC 5005 paging).
+struct Links {
+    /// The document's own URL.
+    self_url: String,
+    /// The logical feed's id: the feed's URL, with its search when it has one.
+    id: String,
+    home: String,
+    /// The page of older entries.
+    next: Option<String>,
+    /// The first page of this view, when this is a later one.
+    first: Option<String>,
+    /// The WebSub hub, when one is configured.
+    hub: Option<String>,
+}
+
+impl Links {
+    /// The WebSub hub, then RFC 5005 links: `next` and `prev-archive` to the older entries,
+    /// `first` back to the newest.
+    fn paging(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        if let Some(hub) = &self.hub {
+            out.push(("hub", hub.as_str()));
+        }
+        if let Some(next) = &self.next {
+            out.push(("next", next.as_str()));
+            out.push(("prev-archive", next.as_str()));
+        }
+        if let Some(first) = &self.first {
+            out.push(("first", first.as_str()));
+        }
+        out
+    }
+
+    fn new(config: &Config, feed: &FeedConfig, page: &Page, format: Format) -> Links {
+        let base = feed_url(config, &feed.name, format);
+        let view = &page.view;
+        let search = View {
+            query: view.query.clone(),
+            ..View::default()
+        };
+        Links {
+            self_url: format!("{base}{}", view.query_string(view.before)),
+            id: format!(
+                "{}{}",
+                feed_url(config, &feed.name, Format::Atom),
+                search.query_string(None)
+            ),
+            home: format!("{}/", config.server.base_url),
+            next: page
+                .next
+                .map(|c| format!("{base}{}", view.query_string(Some(c)))),
+            first: view
+                .before
+                .map(|_| format!("{base}{}", view.query_string(None))),
+            hub: config.websub.as_ref().map(|w| w.hub.to_string()),
+        }
     }
 }
 
@@ -364,7 +739,16 @@ fn body_html(entry: &OutputEntry) -> Option<String> {
         .content_html
         .as_deref()
         .or(entry.item.summary_html.as_deref())
-        .map(ammonia::clean);
+        .map(|html| {
+            // Stored HTML was cleaned on the way in; cleaning again on the way out keeps
+            // items stored by older versions (or under an older policy) safe too.
+            let base = entry
+                .item
+                .url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok());
+            crate::sanitise::clean(html, base.as_ref())
+        });
     let also = also_html(entry);
     match (main, also) {
         (None, None) => None,
@@ -417,6 +801,20 @@ fn xml_safe(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Applies [`xml_safe`] to every string of a JSON value.
+fn xml_safe_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let std::borrow::Cow::Owned(clean) = xml_safe(s) {
+                *s = clean;
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(xml_safe_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(xml_safe_json),
+        _ => {}
+    }
+}
+
 struct Xml {
     w: Writer<Vec<u8>>,
 }
@@ -464,11 +862,10 @@ impl Xml {
     }
 }
 
-fn atom(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> {
+fn atom(feed: &FeedConfig, entries: &[OutputEntry], links: &Links) -> Vec<u8> {
     let mut x = Xml::new();
     x.open("feed", &[("xmlns", "http://www.w3.org/2005/Atom")]);
-    let self_url = feed_url(config, &feed.name, Format::Atom);
-    x.text("id", &[], &self_url);
+    x.text("id", &[], &links.id);
     x.text("title", &[("type", "text")], &feed.title);
     if let Some(d) = &feed.description {
         x.text("subtitle", &[("type", "text")], d);
@@ -479,14 +876,31 @@ fn atom(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> 
         &[
             ("rel", "self"),
             ("type", "application/atom+xml"),
-            ("href", &self_url),
+            ("href", &links.self_url),
         ],
     );
-    let home = format!("{}/", config.server.base_url);
     x.empty(
         "link",
-        &[("rel", "alternate"), ("type", "text/html"), ("href", &home)],
+        &[
+            ("rel", "alternate"),
+            ("type", "text/html"),
+            ("href", &links.home),
+        ],
     );
+    for (rel, href) in links.paging() {
+        if rel == "hub" {
+            x.empty("link", &[("rel", rel), ("href", href)]);
+            continue;
+        }
+        x.empty(
+            "link",
+            &[
+                ("rel", rel),
+                ("type", "application/atom+xml"),
+                ("href", href),
+            ],
+        );
+    }
     x.open("author", &[]);
     x.text("name", &[], &feed.title);
     x.close("author");
@@ -531,8 +945,11 @@ fn atom(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> 
         if let (Some(s), Some(_)) = (summary_text(e), &item.content_html) {
             x.text("summary", &[("type", "text")], &s);
         }
-        if let Some(html) = body_html(e) {
-            x.text("content", &[("type", "html")], &html);
+        match body_html(e) {
+            Some(html) => x.text("content", &[("type", "html")], &html),
+            // RFC 4287 4.1.2: an entry without an alternate link must have content.
+            None if item.url.is_none() => x.text("content", &[("type", "text")], ""),
+            None => {}
         }
         x.open("source", &[]);
         x.text("id", &[], &e.source.feed_url);
@@ -551,7 +968,7 @@ fn atom(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> 
     x.finish()
 }
 
-fn rss(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> {
+fn rss(config: &Config, feed: &FeedConfig, entries: &[OutputEntry], links: &Links) -> Vec<u8> {
     let mut x = Xml::new();
     x.open(
         "rss",
@@ -569,15 +986,28 @@ fn rss(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> {
         .clone()
         .unwrap_or_else(|| format!("{} (feedmux)", feed.title));
     x.text("description", &[], &description);
-    let self_url = feed_url(config, &feed.name, Format::Rss);
     x.empty(
         "atom:link",
         &[
-            ("href", &self_url),
+            ("href", &links.self_url),
             ("rel", "self"),
             ("type", "application/rss+xml"),
         ],
     );
+    for (rel, href) in links.paging() {
+        if rel == "hub" {
+            x.empty("atom:link", &[("href", href), ("rel", rel)]);
+            continue;
+        }
+        x.empty(
+            "atom:link",
+            &[
+                ("href", href),
+                ("rel", rel),
+                ("type", "application/rss+xml"),
+            ],
+        );
+    }
     x.text("lastBuildDate", &[], &newest_change(entries).to_rfc2822());
     x.text("generator", &[], &format!("{GENERATOR} {VERSION}"));
     for e in entries {
@@ -617,7 +1047,12 @@ fn rss(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> {
     x.finish()
 }
 
-fn json_feed(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec<u8> {
+fn json_feed(
+    config: &Config,
+    feed: &FeedConfig,
+    entries: &[OutputEntry],
+    links: &Links,
+) -> Vec<u8> {
     let items: Vec<serde_json::Value> = entries
         .iter()
         .map(|e| {
@@ -689,12 +1124,20 @@ fn json_feed(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> Vec
         "version": "https://jsonfeed.org/version/1.1",
         "title": feed.title,
         "home_page_url": format!("{}/", config.server.base_url),
-        "feed_url": feed_url(config, &feed.name, Format::Json),
+        "feed_url": links.self_url,
         "items": items,
     });
+    if let Some(next) = &links.next {
+        doc["next_url"] = json!(next);
+    }
+    if let Some(hub) = &links.hub {
+        doc["hubs"] = json!([{ "type": "WebSub", "url": hub }]);
+    }
     if let Some(d) = &feed.description {
         doc["description"] = json!(d);
     }
+    // The same characters leave as in the XML formats, so every format says the same.
+    xml_safe_json(&mut doc);
     let mut out = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     out.push(b'\n');
     out

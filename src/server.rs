@@ -1,14 +1,17 @@
 //! The HTTP server: read-only routes over what the daemon already has.
 //!
-//! Output feeds are served from the publisher's cache (conditional requests answered with 304,
-//! gzip when the client accepts it); the status page (built by `status`, off the async
-//! threads) and OPML read the config and the source states. Nothing here fetches, parses or renders feeds, and no route changes anything. axum
-//! is used here and nowhere else.
+//! Output feeds are served from the publisher's cache: the coding `Accept-Encoding` prefers
+//! (brotli, gzip, none), 304 for matching validators, `max-age` until the feed's next poll,
+//! and the HTML view for a browser asking for `.atom` or `.rss` (`Accept`). Searches and pages
+//! (`?q=`, `?limit=`, `?before=`) are the one thing rendered per request, by
+//! `publish::render_view` on a blocking thread. The status page (built by `status`, off the
+//! async threads) and OPML read the config and the source states. Nothing here fetches or
+//! parses feeds, and no route changes anything. axum is used here and nowhere else.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query as UrlQuery, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,10 +19,11 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::filter::Query;
 use crate::metrics::Metrics;
 use crate::model::ReloadFailure;
 use crate::opml;
-use crate::publish::{Format, Publisher};
+use crate::publish::{self, Coding, Cursor, Format, PublishError, Publisher, Rendered, View};
 use crate::status;
 use crate::store::Store;
 
@@ -61,45 +65,137 @@ pub fn router(state: AppState) -> Router {
 async fn feed(
     State(state): State<AppState>,
     Path(file): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     Metrics::add(&state.metrics.feed_requests, 1);
     let Some((name, ext)) = file.rsplit_once('.') else {
         return not_found();
     };
-    let (Some(format), Some(rendered)) = (Format::from_extension(ext), state.publisher.get(name))
+    let (Some(mut format), Some(rendered)) =
+        (Format::from_extension(ext), state.publisher.get(name))
     else {
         return not_found();
     };
-    let Some(doc) = rendered.get(format) else {
-        return not_found();
+    // A browser opening the Atom or RSS feed gets the readable page; readers get the feed.
+    if matches!(format, Format::Atom | Format::Rss) && prefers_html(&headers) {
+        format = Format::Html;
+    }
+    let view = match view_of(query.as_deref().unwrap_or_default()) {
+        Ok(view) => view,
+        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
     };
-    let last_modified = httpdate::fmt_http_date(rendered.last_modified.into());
+    let config = state.config();
+    let next_poll = config
+        .feed(name)
+        .and_then(|f| state.publisher.next_poll_of(&f.sources));
+    let cache_control = format!(
+        "public, max-age={}",
+        publish::max_age(next_poll, Utc::now())
+    );
+    if view.is_whole_feed() {
+        let Some(doc) = rendered.get(format) else {
+            return not_found();
+        };
+        return serve_document(&state, &headers, doc, format.content_type(), &cache_control);
+    }
+    // A search or a page: rendered for this request (the store is read off the async threads).
+    let store = state.store.clone();
+    let feed_name = name.to_owned();
+    let rendered = tokio::task::spawn_blocking(move || {
+        publish::render_view(&store, &config, &feed_name, &view, format)
+    })
+    .await;
+    match rendered {
+        Ok(Ok(doc)) => serve_document(
+            &state,
+            &headers,
+            &doc,
+            format.content_type(),
+            &cache_control,
+        ),
+        Ok(Err(PublishError::UnknownFeed(_))) => not_found(),
+        Ok(Err(e)) => {
+            tracing::error!(feed = name, error = %e, "cannot render a page of a feed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the store\n").into_response()
+        }
+        Err(e) => {
+            tracing::error!(feed = name, error = %e, "rendering task failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
+        }
+    }
+}
+
+/// The view a feed URL's query string asks for: `q` (a search), `limit` (1 or more, capped
+/// at [`publish::MAX_QUERY_LIMIT`]) and `before` (a page cursor). Other parameters are
+/// ignored (readers add cache-busting ones); a bad value is an error for the reader.
+fn view_of(query: &str) -> Result<View, String> {
+    let mut view = View::default();
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "q" => view.query = Query::parse(&value).map(|q| (value.trim().to_owned(), q)),
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if n >= 1 => view.limit = Some(n.min(publish::MAX_QUERY_LIMIT)),
+                _ => {
+                    return Err(format!(
+                        "limit must be a whole number from 1 (got {value:?})\n"
+                    ))
+                }
+            },
+            "before" => match Cursor::parse(&value) {
+                Some(c) => view.before = Some(c),
+                None => return Err(format!("before is not a page cursor (got {value:?})\n")),
+            },
+            _ => {}
+        }
+    }
+    Ok(view)
+}
+
+/// Answers with `doc` in the coding the request prefers, or 304 when the request's validators
+/// match; the bytes are already rendered and compressed.
+fn serve_document(
+    state: &AppState,
+    headers: &HeaderMap,
+    doc: &Rendered,
+    content_type: &str,
+    cache_control: &str,
+) -> Response {
+    let (body, coding) = doc.bytes_of(preferred_coding(headers));
     let mut response_headers = HeaderMap::new();
-    insert(&mut response_headers, header::ETAG, &doc.etag);
-    insert(&mut response_headers, header::LAST_MODIFIED, &last_modified);
+    insert(&mut response_headers, header::ETAG, doc.etag_of(coding));
+    if let Some(t) = doc.last_modified {
+        let http_date = httpdate::fmt_http_date(t.into());
+        insert(&mut response_headers, header::LAST_MODIFIED, &http_date);
+    }
+    insert(&mut response_headers, header::CACHE_CONTROL, cache_control);
     insert(
         &mut response_headers,
-        header::CACHE_CONTROL,
-        "public, max-age=60",
+        header::VARY,
+        "Accept-Encoding, Accept",
     );
-    insert(&mut response_headers, header::VARY, "Accept-Encoding");
-    if not_modified(&headers, &doc.etag, rendered.last_modified) {
+    if not_modified(headers, doc) {
         Metrics::add(&state.metrics.feed_not_modified, 1);
         return (StatusCode::NOT_MODIFIED, response_headers).into_response();
     }
-    insert(
-        &mut response_headers,
-        header::CONTENT_TYPE,
-        format.content_type(),
-    );
-    let body = if accepts_gzip(&headers) && !doc.gzip.is_empty() {
-        insert(&mut response_headers, header::CONTENT_ENCODING, "gzip");
-        doc.gzip.clone()
-    } else {
-        doc.body.clone()
-    };
-    (StatusCode::OK, response_headers, body).into_response()
+    insert(&mut response_headers, header::CONTENT_TYPE, content_type);
+    if content_type.starts_with("text/html") {
+        // The view has no script and loads only its entries' images and media.
+        insert(
+            &mut response_headers,
+            header::CONTENT_SECURITY_POLICY,
+            HTML_VIEW_CSP,
+        );
+        insert(
+            &mut response_headers,
+            header::X_CONTENT_TYPE_OPTIONS,
+            "nosniff",
+        );
+    }
+    if let Some(token) = coding.token() {
+        insert(&mut response_headers, header::CONTENT_ENCODING, token);
+    }
+    (StatusCode::OK, response_headers, body.clone()).into_response()
 }
 
 fn insert(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {
@@ -113,45 +209,117 @@ fn not_found() -> Response {
 }
 
 /// RFC 9110: `If-None-Match` decides when present; otherwise `If-Modified-Since`.
-fn not_modified(headers: &HeaderMap, etag: &str, last_modified: DateTime<Utc>) -> bool {
+fn not_modified(headers: &HeaderMap, doc: &Rendered) -> bool {
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
     {
-        return inm
-            .split(',')
-            .map(|t| t.trim().trim_start_matches("W/"))
-            .any(|t| t == "*" || t == etag);
+        return inm.split(',').any(|t| doc.matches(t));
     }
-    if let Some(ims) = headers
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-    {
+    if let (Some(ims), Some(last_modified)) = (
+        headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok()),
+        doc.last_modified,
+    ) {
         let ims: DateTime<Utc> = ims.into();
         return last_modified.timestamp() <= ims.timestamp();
     }
     false
 }
 
-/// Whether `Accept-Encoding` allows gzip (a `q=0` refuses it).
-fn accepts_gzip(headers: &HeaderMap) -> bool {
+/// A header's comma-separated values with their `q` weights (RFC 9110 12.4.2), lowercased.
+fn weighted(headers: &HeaderMap, name: header::HeaderName) -> Vec<(String, f32)> {
     headers
-        .get_all(header::ACCEPT_ENCODING)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';');
-            let name = parts.next().unwrap_or_default().trim();
-            let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q == 0.0)
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let value = parts.next()?.trim().to_ascii_lowercase();
+            if value.is_empty() {
+                return None;
+            }
+            let q = parts
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("q")
+                        .then(|| v.trim().parse::<f32>().ok())?
+                })
+                .next()
+                .unwrap_or(1.0)
+                .clamp(0.0, 1.0);
+            Some((value, q))
         })
+        .collect()
+}
+
+/// What the HTML view may load: its inline style, and images and media over the web.
+const HTML_VIEW_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src http: https:; media-src http: https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Media types a feed reader may ask for.
+const FEED_TYPES: [&str; 7] = [
+    "application/atom+xml",
+    "application/rss+xml",
+    "application/feed+json",
+    "application/rdf+xml",
+    "application/xml",
+    "text/xml",
+    "application/json",
+];
+
+/// Whether `Accept` gives `text/html` a higher `q` than every feed type: what a browser
+/// sends, and never what a feed reader sends (no `Accept`, `*/*`, or feed types first). Each
+/// type's `q` is that of the most specific range that names it.
+fn prefers_html(headers: &HeaderMap) -> bool {
+    let ranges = weighted(headers, header::ACCEPT);
+    let q_of = |media: &str| {
+        let (kind, _) = media.split_once('/').unwrap_or((media, ""));
+        let wildcard = format!("{kind}/*");
+        ranges
+            .iter()
+            .find(|(r, _)| r == media)
+            .or_else(|| ranges.iter().find(|(r, _)| *r == wildcard))
+            .or_else(|| ranges.iter().find(|(r, _)| r == "*/*"))
+            .map_or(0.0, |(_, q)| *q)
+    };
+    let html = q_of("text/html");
+    html > 0.0 && FEED_TYPES.iter().all(|t| q_of(t) < html)
+}
+
+/// The coding `Accept-Encoding` prefers among brotli, gzip and identity: the highest `q`,
+/// brotli before gzip before identity on a tie. `*` stands for every coding not named;
+/// identity is the fallback, acceptable unless refused by name or by `*;q=0`. No header:
+/// identity.
+fn preferred_coding(headers: &HeaderMap) -> Coding {
+    let accepted = weighted(headers, header::ACCEPT_ENCODING);
+    if accepted.is_empty() {
+        return Coding::Identity;
+    }
+    let q_of = |name: &str, default: f32| {
+        accepted
+            .iter()
+            .find(|(v, _)| v == name)
+            .or_else(|| accepted.iter().find(|(v, _)| v == "*"))
+            .map_or(default, |(_, q)| *q)
+    };
+    let candidates = [
+        (Coding::Brotli, q_of("br", 0.0)),
+        (Coding::Gzip, q_of("gzip", 0.0).max(q_of("x-gzip", 0.0))),
+        // Unnamed identity is acceptable but the last choice (RFC 9110 12.5.3).
+        (Coding::Identity, q_of("identity", 0.001)),
+    ];
+    candidates
+        .iter()
+        .filter(|(_, q)| *q > 0.0)
+        .fold(None::<(Coding, f32)>, |best, &(c, q)| match best {
+            Some((_, bq)) if bq >= q => best,
+            _ => Some((c, q)),
+        })
+        .map_or(Coding::Identity, |(c, _)| c)
 }
 
 /// Ready once the store is open and every source has been scheduled; not while the last
@@ -214,7 +382,10 @@ struct ItemsQuery {
 
 /// The newest stored items of one configured source, as JSON (what `feedmux preview` reads
 /// when the daemon holds the store). `limit` defaults to 200, at most [`MAX_API_ITEMS`].
-async fn api_items(State(state): State<AppState>, Query(query): Query<ItemsQuery>) -> Response {
+async fn api_items(
+    State(state): State<AppState>,
+    UrlQuery(query): UrlQuery<ItemsQuery>,
+) -> Response {
     if state.config().source(&query.source).is_none() {
         return (StatusCode::NOT_FOUND, "no such source\n").into_response();
     }
@@ -293,23 +464,57 @@ async fn opml(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn gzip_acceptance() {
+    fn coding_for(accept_encoding: &str) -> Coding {
         let mut h = HeaderMap::new();
         h.insert(
             header::ACCEPT_ENCODING,
-            HeaderValue::from_static("br, gzip;q=0.8"),
+            HeaderValue::from_str(accept_encoding).unwrap(),
         );
-        assert!(accepts_gzip(&h));
-        h.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("gzip;q=0, identity"),
+        preferred_coding(&h)
+    }
+
+    #[test]
+    fn content_coding_follows_q_values() {
+        assert_eq!(preferred_coding(&HeaderMap::new()), Coding::Identity);
+        assert_eq!(coding_for("gzip, deflate, br"), Coding::Brotli);
+        assert_eq!(coding_for("gzip, deflate"), Coding::Gzip);
+        assert_eq!(coding_for("br;q=0.5, gzip;q=0.8"), Coding::Gzip);
+        assert_eq!(coding_for("br;q=0, gzip"), Coding::Gzip);
+        assert_eq!(coding_for("gzip;q=0, identity"), Coding::Identity);
+        assert_eq!(coding_for("identity"), Coding::Identity);
+        assert_eq!(coding_for("*"), Coding::Brotli);
+        assert_eq!(coding_for("*;q=0.5, br;q=0.1"), Coding::Gzip);
+        assert_eq!(coding_for("deflate"), Coding::Identity);
+        assert_eq!(coding_for("GZIP ; Q=0.9, identity;q=0.5"), Coding::Gzip);
+        assert_eq!(coding_for("br;q=0.3, identity;q=0.9"), Coding::Identity);
+    }
+
+    #[test]
+    fn browsers_prefer_html_and_readers_do_not() {
+        let prefers = |accept: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+            prefers_html(&h)
+        };
+        assert!(!prefers_html(&HeaderMap::new()), "no Accept: the feed");
+        // Chromium and Firefox.
+        assert!(prefers("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"));
+        assert!(prefers(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        // feedparser, a typical reader, curl.
+        assert!(!prefers("application/atom+xml,application/rdf+xml,application/rss+xml,application/x-netcdf,application/xml;q=0.9,text/xml;q=0.2,*/*;q=0.1"));
+        assert!(!prefers(
+            "application/rss+xml, application/atom+xml, text/html;q=0.5"
+        ));
+        assert!(!prefers("*/*"));
+        assert!(
+            !prefers("text/html, application/atom+xml"),
+            "a tie is the feed"
         );
-        assert!(!accepts_gzip(&h));
-        h.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
+        assert!(
+            !prefers("text/*, application/xml"),
+            "text/xml ties text/html"
         );
-        assert!(!accepts_gzip(&h));
     }
 }

@@ -55,6 +55,7 @@ fn media_type(format: Format) -> &'static str {
         Format::Atom => "application/atom+xml",
         Format::Rss => "application/rss+xml",
         Format::Json => "application/feed+json",
+        Format::Html => "text/html",
     }
 }
 
@@ -63,6 +64,7 @@ fn label(format: Format) -> &'static str {
         Format::Atom => "Atom",
         Format::Rss => "RSS",
         Format::Json => "JSON Feed",
+        Format::Html => "Web page",
     }
 }
 
@@ -248,8 +250,10 @@ pub fn page(
             .get(&feed.name)
             .map(|r| r.entries.to_string())
             .unwrap_or_else(|| "—".to_owned());
+        // The three formats to subscribe to, then the feed as a web page.
         let links: String = Format::ALL
             .iter()
+            .chain([Format::Html].iter())
             .map(|f| {
                 format!(
                     "<a href=\"{}\" type=\"{}\">{}</a>",

@@ -526,6 +526,34 @@ impl Store {
         })
     }
 
+    /// Ids in the index of output feed `feed` that come after the entry of an item published
+    /// at `published` with id `id` (newest first, as [`Store::feed_items`]); the item itself
+    /// need not be there any more.
+    pub fn feed_items_after(
+        &self,
+        feed: &str,
+        published: DateTime<Utc>,
+        id: ItemId,
+    ) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
+        let prefix = name_prefix(feed);
+        let skip = prefix.len() + 8;
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xff; 25]);
+        let start = prefixed_key(feed, published, id);
+        self.feed_index
+            .range((
+                std::ops::Bound::Excluded(start),
+                std::ops::Bound::Included(end),
+            ))
+            .map(move |r| {
+                let (key, _) = r?;
+                ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
+                    what: "feed index key",
+                    message: format!("{} bytes", key.len()),
+                })
+            })
+    }
+
     /// Whether `item` is in the index of output feed `feed`.
     pub fn feed_contains(&self, feed: &str, item: &Item) -> Result<bool, StoreError> {
         Ok(self

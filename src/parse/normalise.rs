@@ -177,13 +177,9 @@ fn sanitise_or_escape(body: &str, is_html: bool, base: &Url) -> String {
     }
 }
 
-/// Sanitises HTML with ammonia, making relative URLs absolute against `base`.
+/// Sanitises HTML (see [`crate::sanitise`]), making relative URLs absolute against `base`.
 pub fn sanitise(html: &str, base: &Url) -> String {
-    ammonia::Builder::default()
-        .url_relative(ammonia::UrlRelative::RewriteWithBase(base.clone()))
-        .link_rel(Some("noopener noreferrer"))
-        .clean(html)
-        .to_string()
+    crate::sanitise::clean(html, Some(base))
 }
 
 fn fallback_title(html: Option<&str>, url: Option<&str>) -> String {

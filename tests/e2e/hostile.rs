@@ -597,14 +597,23 @@ async fn the_real_binary_survives_every_hostile_upstream_at_once() {
         served.contains("healthy item 2") && served.contains("moved item 0"),
         "{served}"
     );
-    assert_eq!(
-        http.get(format!("{base}/readyz"))
+    // Ready once the first scheduling pass has run, which may be a moment after the server
+    // first answers.
+    let mut ready = 0;
+    for _ in 0..50 {
+        ready = http
+            .get(format!("{base}/readyz"))
             .send()
             .await
             .unwrap()
-            .status(),
-        200
-    );
+            .status()
+            .as_u16();
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200);
     let status_page = http
         .get(format!("{base}/"))
         .send()

@@ -1,6 +1,8 @@
 //! End-to-end tests: real upstream servers on 127.0.0.1, the real pipeline, and output read
 //! back the way a feed reader reads it.
 
+mod browser;
+mod caching;
 mod cli;
 mod daemon;
 mod encodings;
@@ -9,13 +11,20 @@ mod ingest;
 mod logs;
 mod metrics;
 mod opml;
+mod paging;
 mod preview;
+mod readers;
 mod reload;
 mod retention;
+mod served;
 mod service;
 mod status;
 mod stories;
+mod tools;
 mod upstream;
+mod validity;
+mod websub;
+mod xss;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,277 @@
+//! Cheap to poll: a reader revalidating or fetching a feed costs the daemon no rendering and
+//! no compression; validators change only with the content; max-age follows the next poll.
+
+use std::io::Read;
+use std::time::Duration;
+
+use reqwest::header;
+
+use crate::served::Served;
+use crate::tempdir;
+use crate::upstream::Upstream;
+
+fn client() -> reqwest::Client {
+    // No automatic decompression: the test looks at the bytes on the wire.
+    reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .build()
+        .unwrap()
+}
+
+fn rss(titles: &[&str]) -> String {
+    let mut body = String::from("<rss version=\"2.0\"><channel><title>T</title><link>https://t.example/</link><description>d</description>");
+    for (i, t) in titles.iter().enumerate() {
+        body.push_str(&format!(
+            "<item><guid>{i}</guid><title>{t}</title><link>https://t.example/{i}</link><description>{}</description><pubDate>Wed, 25 Nov 2026 0{i}:00:00 GMT</pubDate></item>",
+            "Some words to compress. ".repeat(40)
+        ));
+    }
+    body + "</channel></rss>"
+}
+
+async fn get(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(header::HeaderName, &str)],
+) -> reqwest::Response {
+    let mut request = http.get(url);
+    for (k, v) in headers {
+        request = request.header(k.clone(), *v);
+    }
+    request.send().await.unwrap()
+}
+
+fn header_of(r: &reqwest::Response, name: header::HeaderName) -> String {
+    r.headers()
+        .get(&name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brotli_and_gzip_are_chosen_by_q_value_and_every_coding_revalidates() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/t.xml",
+        &[("content-type", "application/rss+xml")],
+        rss(&["One", "Two"]),
+    );
+    let dir = tempdir();
+    let served = Served::start(
+        dir.path(),
+        &format!(
+            "[[source]]\nname = \"t\"\nurl = \"{}\"\n\n[[feed]]\nname = \"all\"\n",
+            upstream.url("/t.xml")
+        ),
+    )
+    .await;
+    served.wait_for("all", 2).await;
+    let http = client();
+    for format in ["atom", "rss", "json"] {
+        let url = served.url(&format!("/feeds/all.{format}"));
+        let plain = get(&http, &url, &[]).await;
+        assert_eq!(plain.status(), 200);
+        assert_eq!(header_of(&plain, header::CONTENT_ENCODING), "");
+        assert_eq!(header_of(&plain, header::VARY), "Accept-Encoding, Accept");
+        let plain_etag = header_of(&plain, header::ETAG);
+        let plain_body = plain.bytes().await.unwrap();
+
+        let br = get(
+            &http,
+            &url,
+            &[(header::ACCEPT_ENCODING, "gzip, deflate, br")],
+        )
+        .await;
+        assert_eq!(header_of(&br, header::CONTENT_ENCODING), "br", "{url}");
+        let br_etag = header_of(&br, header::ETAG);
+        assert_ne!(br_etag, plain_etag, "each coding is its own representation");
+        let compressed = br.bytes().await.unwrap();
+        assert!(
+            compressed.len() * 3 < plain_body.len(),
+            "{} vs {}",
+            compressed.len(),
+            plain_body.len()
+        );
+        let mut unpacked = Vec::new();
+        brotli::Decompressor::new(&compressed[..], 4096)
+            .read_to_end(&mut unpacked)
+            .unwrap();
+        assert_eq!(unpacked, plain_body, "brotli body of {url}");
+
+        let gz = get(
+            &http,
+            &url,
+            &[(header::ACCEPT_ENCODING, "br;q=0.2, gzip;q=0.9")],
+        )
+        .await;
+        assert_eq!(header_of(&gz, header::CONTENT_ENCODING), "gzip", "{url}");
+        let gz_etag = header_of(&gz, header::ETAG);
+        let compressed = gz.bytes().await.unwrap();
+        let mut unpacked = Vec::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_end(&mut unpacked)
+            .unwrap();
+        assert_eq!(unpacked, plain_body, "gzip body of {url}");
+
+        let refused = get(
+            &http,
+            &url,
+            &[(header::ACCEPT_ENCODING, "br;q=0, gzip;q=0")],
+        )
+        .await;
+        assert_eq!(header_of(&refused, header::CONTENT_ENCODING), "");
+        assert_eq!(refused.bytes().await.unwrap(), plain_body);
+
+        // Every ETag revalidates, whatever coding the new request would get.
+        for (etag, accept) in [
+            (&plain_etag, "br"),
+            (&gz_etag, "br"),
+            (&br_etag, "identity"),
+        ] {
+            let r = get(
+                &http,
+                &url,
+                &[
+                    (header::IF_NONE_MATCH, etag),
+                    (header::ACCEPT_ENCODING, accept),
+                ],
+            )
+            .await;
+            assert_eq!(r.status(), 304, "{url} {etag} {accept}");
+            assert!(r.bytes().await.unwrap().is_empty());
+        }
+        let r = get(
+            &http,
+            &url,
+            &[(header::IF_NONE_MATCH, "\"nope\", \"other\"")],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let last_modified = header_of(&r, header::LAST_MODIFIED);
+        let r = get(&http, &url, &[(header::IF_MODIFIED_SINCE, &last_modified)]).await;
+        assert_eq!(r.status(), 304, "If-Modified-Since {last_modified}");
+        let r = get(
+            &http,
+            &url,
+            &[(header::IF_MODIFIED_SINCE, "Thu, 01 Jan 2015 00:00:00 GMT")],
+        )
+        .await;
+        assert_eq!(r.status(), 200, "modified since 2015");
+    }
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validators_change_only_when_the_content_does() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/t.xml",
+        &[("content-type", "application/rss+xml")],
+        rss(&["One"]),
+    );
+    let dir = tempdir();
+    // Polled every second: unchanged polls must not move the validators.
+    let served = Served::start(
+        dir.path(),
+        &format!("[[source]]\nname = \"t\"\nurl = \"{}\"\nschedule = \"* * * * * *\"\n\n[[feed]]\nname = \"all\"\n", upstream.url("/t.xml")),
+    )
+    .await;
+    served.wait_for("all", 1).await;
+    let http = client();
+    let url = served.url("/feeds/all.atom");
+    let first = get(&http, &url, &[]).await;
+    let (etag, last_modified) = (
+        header_of(&first, header::ETAG),
+        header_of(&first, header::LAST_MODIFIED),
+    );
+    let polls_before = upstream.requests("/t.xml").len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        upstream.requests("/t.xml").len() > polls_before,
+        "the source was polled again"
+    );
+    let again = get(&http, &url, &[]).await;
+    assert_eq!(
+        header_of(&again, header::ETAG),
+        etag,
+        "unchanged content, same ETag"
+    );
+    assert_eq!(header_of(&again, header::LAST_MODIFIED), last_modified);
+
+    upstream.put(
+        "/t.xml",
+        &[("content-type", "application/rss+xml")],
+        rss(&["One", "Two"]),
+    );
+    served.wait_for("all", 2).await;
+    let changed = get(&http, &url, &[(header::IF_NONE_MATCH, &etag)]).await;
+    assert_eq!(changed.status(), 200, "the old ETag no longer matches");
+    assert_ne!(header_of(&changed, header::ETAG), etag);
+    let new_lm = httpdate::parse_http_date(&header_of(&changed, header::LAST_MODIFIED)).unwrap();
+    let old_lm = httpdate::parse_http_date(&last_modified).unwrap();
+    assert!(new_lm > old_lm, "Last-Modified moved with the content");
+    served.stop().await;
+}
+
+fn max_age_of(r: &reqwest::Response) -> u64 {
+    let cc = header_of(r, header::CACHE_CONTROL);
+    cc.split(',')
+        .find_map(|d| d.trim().strip_prefix("max-age="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no max-age in {cc:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_lasts_until_the_next_poll_of_the_feeds_sources() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/t.xml",
+        &[("content-type", "application/rss+xml")],
+        rss(&["One"]),
+    );
+    let url = upstream.url("/t.xml");
+    let dir = tempdir();
+    let served = Served::start(
+        dir.path(),
+        &format!(
+            "[[source]]\nname = \"fast\"\nurl = \"{url}\"\nschedule = \"*/5 * * * * *\"\n\n\
+             [[source]]\nname = \"ten\"\nurl = \"{url}?ten\"\nschedule = \"0 */10 * * * *\"\n\n\
+             [[source]]\nname = \"daily\"\nurl = \"{url}?daily\"\nschedule = \"0 0 0 29 2 *\"\n\n\
+             [[source]]\nname = \"off\"\nurl = \"{url}?off\"\nenabled = false\n\n\
+             [[feed]]\nname = \"fast\"\nsources = [\"fast\", \"daily\"]\n\n\
+             [[feed]]\nname = \"ten\"\nsources = [\"ten\"]\n\n\
+             [[feed]]\nname = \"daily\"\nsources = [\"daily\"]\n\n\
+             [[feed]]\nname = \"off\"\nsources = [\"off\"]\n"
+        ),
+    )
+    .await;
+    served.wait_for("fast", 1).await;
+    served.wait_for("daily", 1).await;
+    served.wait_for("ten", 1).await;
+    let http = client();
+    let age = |feed: &'static str| {
+        let http = http.clone();
+        let url = served.url(&format!("/feeds/{feed}.rss"));
+        async move { max_age_of(&get(&http, &url, &[]).await) }
+    };
+    // Polled every 5 s: the shortest max-age.
+    assert_eq!(age("fast").await, 60);
+    // Every 10 minutes: until the next slot (up to a tenth of the interval of jitter).
+    let ten = age("ten").await;
+    assert!((60..=660).contains(&ten), "{ten}");
+    let now = chrono::Utc::now();
+    let to_slot = 600 - (now.timestamp() % 600) as u64;
+    if to_slot < 590 {
+        // (Just after a slot, the poll may have been planned for the slot that just passed.)
+        assert!(
+            ten + 5 >= to_slot.max(60) && ten <= (to_slot + 60).max(60),
+            "{ten} vs {to_slot}"
+        );
+    }
+    // Once a day: bounded to an hour.
+    assert_eq!(age("daily").await, 3600);
+    // Nothing scheduled: only a reload changes it.
+    assert_eq!(age("off").await, 3600);
+    served.stop().await;
+}

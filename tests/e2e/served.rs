@@ -1,0 +1,90 @@
+//! A daemon running in the test process on 127.0.0.1:0, as readers and browsers reach it.
+//!
+//! sled 0.34 guards every database of a process with one global reader-writer lock: a batch
+//! write in one store waits for readers in all of them, and a store flushing (holding a read
+//! guard while its I/O threads need another) then never finishes. Two in-process daemons
+//! started side by side deadlocked that way, so the tests here take turns ([`sled_turn`]);
+//! a separate process per store, as in production, is not affected by the other stores.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use feedmux::config;
+use feedmux::daemon::{self, Control};
+use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
+
+/// Waits until no other test of these modules has a store open in this process.
+pub async fn sled_turn() -> OwnedMutexGuard<()> {
+    static TURN: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
+    TURN.get_or_init(|| Arc::new(Mutex::new(())))
+        .clone()
+        .lock_owned()
+        .await
+}
+
+pub struct Served {
+    pub base: String,
+    control: mpsc::Sender<Control>,
+    task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl Served {
+    /// Starts the daemon on a config of `tables` (sources, feeds, extra sections) whose
+    /// `base_url` is the address it listens on; the store lives in `dir`.
+    pub async fn start(dir: &Path, tables: &str) -> Served {
+        let turn = sled_turn().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nbase_url = \"{base}\"\n[storage]\npath = {:?}\n[poll]\nper_host_interval = \"0s\"\n{tables}",
+            dir.join("store").display().to_string()
+        );
+        let path = dir.join("feedmux.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let (control, rx) = mpsc::channel(1);
+        let task = tokio::spawn(daemon::run(config, listener, rx));
+        Served {
+            base,
+            control,
+            task,
+            _turn: turn,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits (bounded) until `/feeds/{feed}.json` lists `entries` items.
+    pub async fn wait_for(&self, feed: &str, entries: usize) {
+        let http = reqwest::Client::new();
+        let url = self.url(&format!("/feeds/{feed}.json"));
+        let mut seen = 0;
+        for _ in 0..200 {
+            if let Ok(r) = http.get(&url).send().await {
+                let body = r.bytes().await.unwrap_or_default();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    seen = v["items"].as_array().map_or(0, |a| a.len());
+                    if seen >= entries {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{url} has {seen} entries, not {entries}, after 10 s");
+    }
+
+    /// Stops the daemon cleanly.
+    pub async fn stop(self) {
+        self.control.send(Control::Shutdown).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
