@@ -2,13 +2,11 @@
 //! and `.rss` directly, and is shown the readable page with the feed's items; feed readers
 //! asking for the same URLs get the feed. `FEEDMUX_SKIP_BROWSER=1` skips the Chromium part.
 
-use std::time::Duration;
-
 use reqwest::header;
 
 use crate::served::Served;
 use crate::tempdir;
-use crate::tools::require;
+use crate::tools::{browser_skipped, chromium_dom};
 use crate::upstream::Upstream;
 
 const ITEMS: [(&str, &str); 3] = [
@@ -104,44 +102,9 @@ async fn the_feed_url_answers_browsers_with_the_page_and_readers_with_the_feed()
     served.stop().await;
 }
 
-/// Runs headless Chromium on `url` and returns the DOM it built.
-async fn chromium_dom(url: &str) -> String {
-    let chromium = require("chromium", "Debian chromium");
-    let profile = tempdir();
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::process::Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-dev-shm-usage",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("--dump-dom")
-            .arg(url)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("chromium took over 90 s")
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "chromium failed on {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_shows_the_feeds_items() {
-    if std::env::var_os("FEEDMUX_SKIP_BROWSER").is_some_and(|v| v == "1") {
-        eprintln!("FEEDMUX_SKIP_BROWSER=1: not running Chromium");
+    if browser_skipped() {
         return;
     }
     let (_upstream, _dir, served) = start().await;

@@ -3,59 +3,15 @@
 //! charts; output feeds with subscribe links and autodiscovery; everything escaped).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use feedmux::daemon::{self, Control};
 use tokio::sync::mpsc;
 
+use crate::tools::{browser_skipped, chromium_dom};
 use crate::upstream::{Page, Upstream};
 use crate::{config, tempdir};
-
-/// Chromium (Debian package `chromium`, installed by `.ci/run`), or `None` when
-/// FEEDMUX_SKIP_BROWSER=1 says to skip; missing otherwise fails the test.
-pub fn chromium() -> Option<String> {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Some(name.to_owned());
-        }
-    }
-    if std::env::var("FEEDMUX_SKIP_BROWSER").as_deref() == Ok("1") {
-        eprintln!("chromium missing; skipped because FEEDMUX_SKIP_BROWSER=1");
-        return None;
-    }
-    panic!("chromium not found: install the Debian package `chromium` (.ci/run does), or set FEEDMUX_SKIP_BROWSER=1 to skip");
-}
-
-/// The DOM Chromium builds from `url`.
-fn dump_dom(browser: &str, url: &str) -> String {
-    let profile = tempdir();
-    let out = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--dump-dom", url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn rss_item(guid: &str, title: &str, at: DateTime<Utc>) -> String {
     format!(
@@ -75,9 +31,9 @@ fn row<'a>(dom: &'a str, source: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_sources_feeds_and_charts_in_a_browser() {
-    let Some(browser) = chromium() else {
+    if browser_skipped() {
         return;
-    };
+    }
     let now = Utc::now();
     let dates = [
         now - chrono::Duration::minutes(30),
@@ -137,9 +93,7 @@ async fn the_status_page_shows_sources_feeds_and_charts_in_a_browser() {
     assert!(!raw.contains("stylesheet"), "styles are inline");
 
     let url = format!("{base}/");
-    let dom = tokio::task::spawn_blocking(move || dump_dom(&browser, &url))
-        .await
-        .unwrap();
+    let dom = chromium_dom(&url).await;
 
     // Autodiscovery: each output feed in each of its three formats.
     for feed in ["ai", "all"] {

@@ -66,3 +66,47 @@ pub fn xmllint_atom(file: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Whether FEEDMUX_SKIP_BROWSER=1 asks to skip the Chromium tests (said on stderr).
+pub fn browser_skipped() -> bool {
+    let skip = std::env::var_os("FEEDMUX_SKIP_BROWSER").is_some_and(|v| v == "1");
+    if skip {
+        eprintln!("FEEDMUX_SKIP_BROWSER=1: not running Chromium");
+    }
+    skip
+}
+
+/// The DOM headless Chromium (Debian `chromium`) builds from `url`, with the flags this
+/// machine's closed network needs and a fresh profile.
+pub async fn chromium_dom(url: &str) -> String {
+    let chromium = require("chromium", "Debian chromium");
+    let profile = crate::tempdir();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(url)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("chromium took over 90 s")
+    .unwrap_or_else(|e| panic!("cannot run chromium: {e}"));
+    assert!(
+        out.status.success(),
+        "chromium failed on {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
