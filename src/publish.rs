@@ -287,6 +287,12 @@ fn in_feed(store: &Store, feed: &FeedConfig, item: &Item) -> Result<bool, StoreE
     Ok(feed.sources.contains(&item.source) && store.feed_contains(&feed.name, item)?)
 }
 
+/// Renders `entries` as `feed` in every format, without a store or the cache: what the
+/// property tests and fuzz targets drive with arbitrary items.
+pub fn render_entries(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> RenderedFeed {
+    render_all(config, feed, entries)
+}
+
 fn render_all(config: &Config, feed: &FeedConfig, entries: &[OutputEntry]) -> RenderedFeed {
     let mut formats = HashMap::new();
     for format in Format::ALL {

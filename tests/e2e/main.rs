@@ -6,6 +6,7 @@ mod daemon;
 mod encodings;
 mod hostile;
 mod ingest;
+mod properties;
 mod stories;
 mod upstream;
 
