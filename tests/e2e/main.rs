@@ -2,11 +2,13 @@
 //! back the way a feed reader reads it.
 
 mod cli;
+mod crash;
 mod daemon;
 mod encodings;
 mod hostile;
 mod ingest;
 mod properties;
+mod real;
 mod stories;
 mod upstream;
 
