@@ -17,6 +17,7 @@ pub mod parse;
 pub mod publish;
 pub mod refresh;
 pub mod schedule;
+pub mod serve;
 pub mod server;
 pub mod store;
 pub mod text;

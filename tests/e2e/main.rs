@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod daemon;
 mod encodings;
+mod exposure;
 mod hostile;
 mod ingest;
 mod properties;
