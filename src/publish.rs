@@ -214,12 +214,19 @@ pub fn collect(
     };
     let priority_of = |source: &str| config.source(source).map_or(0, |s| s.priority);
     let mut seen_stories: HashSet<ItemId> = HashSet::new();
+    let mut seen_items: HashSet<ItemId> = HashSet::new();
     let mut entries = Vec::new();
     for id in store.feed_items(&feed.name) {
         if entries.len() >= feed.limit {
             break;
         }
-        let Some(item) = store.item(id?)? else {
+        let id = id?;
+        // A poll cut short (crash, full disk) can leave an index entry at another time than
+        // the item it was retried with: the item is shown once, at its newest entry.
+        if !seen_items.insert(id) {
+            continue;
+        }
+        let Some(item) = store.item(id)? else {
             continue; // an index entry whose item is gone
         };
         if !feed.group_stories {

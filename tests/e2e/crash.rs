@@ -176,3 +176,77 @@ async fn the_daemon_killed_at_random_moments_loses_and_duplicates_nothing() {
         kills + 1
     );
 }
+
+/// A poll cut short after its index batch (a crash, a full disk) and retried later gives its
+/// dateless items a new time: the item then has two index entries and must still be shown
+/// once (found by the full-disk test).
+#[test]
+fn an_item_indexed_twice_by_a_retried_poll_is_shown_once() {
+    use chrono::{Duration as Days, TimeZone, Utc};
+    use feedmux::dedup::{fingerprint::TermStats, IngestPlan, ItemWrite};
+    use feedmux::publish::{Format, Publisher};
+    use feedmux::store::{FeedMembership, Store};
+
+    let dir = tempdir();
+    let config = crate::config(
+        dir.path(),
+        "[[source]]\nname = \"s\"\nurl = \"https://s.example/feed\"\n[[feed]]\nname = \"all\"\ngroup_stories = false\n",
+    );
+    let store = Store::open(&config.storage.path).unwrap();
+    feedmux::daemon::sync_feed_indexes(&store, &config).unwrap();
+    let first = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+    let id = feedmux::dedup::item_id("s", "g1");
+    let item = |at| feedmux::model::Item {
+        id,
+        source: "s".into(),
+        guid: "g1".into(),
+        url: Some("https://s.example/1".into()),
+        canonical_url: None,
+        title: "the one entry".into(),
+        summary_html: None,
+        content_html: None,
+        authors: vec![],
+        categories: vec![],
+        enclosures: vec![],
+        published: at,
+        updated: None,
+        first_seen: at,
+        modified: at,
+        content_hash: 1,
+        story: id,
+    };
+    let membership = [FeedMembership {
+        feed: "all".into(),
+        item: id,
+    }];
+    for at in [first, first + Days::minutes(5)] {
+        let plan = IngestPlan {
+            writes: vec![ItemWrite {
+                item: item(at),
+                previous: None,
+                link: None,
+            }],
+            ..IngestPlan::default()
+        };
+        store
+            .apply_poll(
+                "s",
+                &plan,
+                &["all".into()],
+                &membership,
+                &Default::default(),
+                &TermStats::default(),
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        store.feed_items("all").count(),
+        2,
+        "the retry left two index entries"
+    );
+    let rendered = Publisher::new().render(&store, &config, "all").unwrap();
+    for format in Format::ALL {
+        let entries = crate::read_back(&rendered.get(format).unwrap().body);
+        assert_eq!(entries.len(), 1, "{format:?}: {entries:?}");
+    }
+}

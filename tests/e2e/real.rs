@@ -78,7 +78,6 @@ impl RealDaemon {
     }
 
     /// The resident set size of the process, in KiB, from /proc.
-    #[allow(dead_code)]
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
