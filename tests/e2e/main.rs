@@ -6,6 +6,7 @@ mod crash;
 mod daemon;
 mod encodings;
 mod exposure;
+mod fuzz_corpus;
 mod faults;
 mod hostile;
 mod ingest;
