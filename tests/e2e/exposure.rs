@@ -259,7 +259,7 @@ async fn a_slowloris_client_does_not_block_readers() {
         .await;
         assert_eq!(status(&answer), "200", "{answer}");
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(2),
             "a reader waited {:?}",
             started.elapsed()
         );
