@@ -251,11 +251,10 @@ pub async fn run(
     let (server_stop_tx, mut server_stop_rx) = watch::channel(false);
     let addr = listener.local_addr().map_err(DaemonError::Server)?;
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop_rx.wait_for(|s| *s).await;
-            })
-            .await
+        crate::serve::serve(listener, app, crate::serve::Limits::default(), async move {
+            let _ = server_stop_rx.wait_for(|s| *s).await;
+        })
+        .await
     });
     info!(%addr, "serving output feeds");
 

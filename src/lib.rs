@@ -19,6 +19,7 @@ pub mod publish;
 pub mod refresh;
 pub mod sanitise;
 pub mod schedule;
+pub mod serve;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -446,16 +446,19 @@ pub fn plan(
                     pending_claims.insert(url.clone(), claim);
                 }
                 Some(claim) if !shared_here => {
-                    story = match pending_stories.get(&claim.item) {
+                    let claimed_story = match pending_stories.get(&claim.item) {
                         Some(s) => *s,
                         None => store.item(claim.item)?.map_or(claim.item, |i| i.story),
                     };
-                    link = Some(StoryLink {
-                        kind: MergeKind::Url,
-                        with: claim.item,
-                        score: 1.0,
-                    });
-                    plan.merged += 1;
+                    if !story_holds_source(store, claimed_story, source, &pending_stories)? {
+                        story = claimed_story;
+                        link = Some(StoryLink {
+                            kind: MergeKind::Url,
+                            with: claim.item,
+                            score: 1.0,
+                        });
+                        plan.merged += 1;
+                    }
                 }
                 Some(_) => {}
             }
@@ -472,13 +475,16 @@ pub fn plan(
             if let Some((with, similarity)) =
                 best_match(store, source, &fingerprint, &keys, published, dedup, stats)?
             {
-                story = store.item(with)?.map_or(with, |i| i.story);
-                link = Some(StoryLink {
-                    kind: MergeKind::Text,
-                    with,
-                    score: similarity.score,
-                });
-                plan.merged_text += 1;
+                let matched_story = store.item(with)?.map_or(with, |i| i.story);
+                if !story_holds_source(store, matched_story, source, &pending_stories)? {
+                    story = matched_story;
+                    link = Some(StoryLink {
+                        kind: MergeKind::Text,
+                        with,
+                        score: similarity.score,
+                    });
+                    plan.merged_text += 1;
+                }
             }
         }
         plan.fingerprints.push(IndexedFingerprint {
@@ -523,6 +529,26 @@ fn refingerprint(store: &Store, item: &Item, stats: &TermStats) -> IndexedFinger
         // Unreadable or missing: nothing to remove.
         replaces: store.fingerprint(item.id).ok().flatten(),
     }
+}
+
+/// Whether `story` already holds an item of `source`, stored or planned in this poll (whose
+/// items are all of `source`): a second one must not join it, or two items of one source
+/// (different GUIDs) would show as one entry.
+fn story_holds_source(
+    store: &Store,
+    story: ItemId,
+    source: &str,
+    pending_stories: &HashMap<ItemId, ItemId>,
+) -> Result<bool, StoreError> {
+    if pending_stories.values().any(|s| *s == story) {
+        return Ok(true);
+    }
+    for member in store.story_members(story)? {
+        if store.item(member)?.is_some_and(|m| m.source == source) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[allow(clippy::too_many_arguments)]

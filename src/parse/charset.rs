@@ -71,8 +71,11 @@ impl Charset {
 pub fn decode<'a>(body: &'a [u8], content_type: Option<&str>) -> Decoded<'a> {
     let (charset, source, bom_len) = choose(body, content_type);
     let text = charset.decode(&body[bom_len..]);
-    let text = rewrite_declared_encoding(text);
+    // Controls first: one before the declaration would hide it from the rewrite.
     let text = drop_forbidden_controls(text);
+    let text = rewrite_declared_encoding(text);
+    let text = drop_stray_declarations(text);
+    let text = declarations_name_utf8(text);
     let utf8 = match text {
         Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
         Cow::Owned(s) => Cow::Owned(s.into_bytes()),
@@ -221,6 +224,106 @@ fn rewrite_declared_encoding(text: Cow<'_, str>) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Removes every XML declaration (`<?xml ...?>`) that is not at the start of the document, or
+/// that the rewrite could not read, outside CDATA sections and comments. Such a declaration is malformed XML, and the XML
+/// parser under feed-rs panics on one that names an encoding (found by fuzzing).
+fn drop_stray_declarations(text: Cow<'_, str>) -> Cow<'_, str> {
+    let is_declaration = |rest: &str| {
+        rest.starts_with("<?xml")
+            && rest[5..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_whitespace() || c == '?')
+    };
+    // The leading declaration stays when it is one the rewrite could read (short, plain, and
+    // now naming UTF-8 or nothing); any other is dropped too (found by fuzzing: the parser
+    // panics on its encoding once its look-ahead is used up).
+    let readable = xml_declaration(text.as_bytes()).is_some_and(plain_declaration)
+        && declared_encoding(text.as_bytes()).is_none_or(|e| e.eq_ignore_ascii_case("utf-8"));
+    let leading = if readable {
+        text.len() - text.trim_start().len()
+    } else {
+        usize::MAX
+    };
+    let stray = |from: usize| {
+        text[from..]
+            .match_indices("<?xml")
+            .any(|(at, _)| from + at != leading)
+    };
+    if !stray(0) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while at < text.len() {
+        let rest = &text[at..];
+        let skip_to = |open: &str, close: &str| {
+            rest.starts_with(open)
+                .then(|| rest.find(close).map_or(rest.len(), |end| end + close.len()))
+        };
+        if let Some(len) = skip_to("<![CDATA[", "]]>").or_else(|| skip_to("<!--", "-->")) {
+            out.push_str(&rest[..len]);
+            at += len;
+        } else if at != leading && is_declaration(rest) {
+            at += rest.find("?>").map_or(rest.len(), |end| end + 2);
+        } else {
+            let c = rest.chars().next().unwrap_or_default();
+            out.push(c);
+            at += c.len_utf8();
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Makes every XML declaration left anywhere in the text (where the scan above took it for
+/// a comment or CDATA, but the XML parser may not) name UTF-8: the parser under feed-rs
+/// panics when a declaration it meets late names another encoding, and the text is UTF-8 now.
+fn declarations_name_utf8(text: Cow<'_, str>) -> Cow<'_, str> {
+    static DECLARATION: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    static ENCODING: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    if !text.contains("<?xml") {
+        return text;
+    }
+    let declaration =
+        DECLARATION.get_or_init(|| regex::Regex::new(r"(?s)<\?xml.*?\?>").expect("a valid regex"));
+    let encoding = ENCODING.get_or_init(|| {
+        regex::Regex::new(r#"encoding\s*=\s*("[^"]*"|'[^']*')"#).expect("a valid regex")
+    });
+    let named = |d: &str| {
+        encoding
+            .captures_iter(d)
+            .any(|c| !c[1].trim_matches(['"', '\'']).eq_ignore_ascii_case("utf-8"))
+    };
+    if !declaration.find_iter(&text).any(|d| named(d.as_str())) {
+        return text;
+    }
+    Cow::Owned(
+        declaration
+            .replace_all(&text, |c: &regex::Captures<'_>| {
+                encoding
+                    .replace_all(&c[0], "encoding=\"UTF-8\"")
+                    .into_owned()
+            })
+            .into_owned(),
+    )
+}
+
+/// Whether `decl` (from `<?xml` to the first `>`) is a declaration the XML parser reads as
+/// this module does: it ends with `?>` and holds only names, `=`, quotes, spaces and the
+/// characters of version and encoding values, and names an encoding at most once.
+fn plain_declaration(decl: &[u8]) -> bool {
+    decl.len() <= 128
+        && decl.ends_with(b"?>")
+        && decl.windows(8).filter(|w| w == b"encoding").count() <= 1
+        && decl[5..decl.len() - 2].iter().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b' ' | b'\t' | b'\r' | b'\n' | b'=' | b'"' | b'\'' | b'.' | b'-' | b'_' | b':'
+                )
+        })
+}
+
 /// XML 1.0 allows tab, LF and CR among the C0 controls; the rest (and DEL's C1 neighbours
 /// are fine) make strict parsers stop, so they are dropped.
 fn drop_forbidden_controls(text: Cow<'_, str>) -> Cow<'_, str> {
@@ -237,6 +340,39 @@ mod tests {
 
     fn utf8(d: &Decoded<'_>) -> String {
         String::from_utf8(d.utf8.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn stray_declarations_are_dropped_outside_cdata() {
+        let body = "\u{0}<?xml version=\"1.0\" encoding=\"big5\"?><rss><a><?xml version=\"1.0\" encoding=\"big5\"?>x</a><![CDATA[<?xml version=\"1.0\"?>]]></rss>";
+        assert_eq!(
+            utf8(&decode(body.as_bytes(), None)),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss><a>x</a><![CDATA[<?xml version=\"1.0\"?>]]></rss>"
+        );
+    }
+
+    #[test]
+    fn declarations_the_scan_leaves_name_utf8() {
+        let body = "<rss><!-- <?xml version=\"1.0\" encoding='big5'?> --><a>é</a></rss>";
+        assert_eq!(
+            utf8(&decode(body.as_bytes(), None)),
+            "<rss><!-- <?xml version=\"1.0\" encoding=\"UTF-8\"?> --><a>é</a></rss>"
+        );
+    }
+
+    #[test]
+    fn an_unreadably_long_declaration_is_dropped() {
+        let body = format!(
+            "<?xml version=\"{}1.0\" encoding=\"iso-8859-1\"?><rss/>",
+            " ".repeat(600)
+        );
+        assert_eq!(utf8(&decode(body.as_bytes(), None)), "<rss/>");
+        let body = "<?xml version=\"-->1.0\" encoding=\"iso-8859-1\"?><rss/>";
+        assert_eq!(utf8(&decode(body.as_bytes(), None)), "<rss/>");
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\" encoding=\"big5\"?><rss/>";
+        assert_eq!(utf8(&decode(body.as_bytes(), None)), "<rss/>");
+        let body = "<?xml versi\"on/a\",\n\"b\": <?xml version=\"1.0\" encoding=\"big5\"?><rss/>";
+        assert_eq!(utf8(&decode(body.as_bytes(), None)), "<rss/>");
     }
 
     #[test]

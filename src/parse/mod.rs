@@ -52,9 +52,12 @@ pub fn parse_feed(
         // that survives an edit of the title.
         .id_generator(|_, _, _| String::new())
         .build();
-    let feed = parser
-        .parse(utf8.as_ref())
-        .map_err(|e| classify(e, &utf8, base))?;
+    // A panic inside the foreign parser (one was found by fuzzing) must fail this one feed,
+    // not the task that polls the source.
+    let feed =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parser.parse(utf8.as_ref())))
+            .map_err(|_| ParseError::Malformed("the XML parser gave up on this document".into()))?
+            .map_err(|e| classify(e, &utf8, base))?;
     Ok(normalise::feed(feed, base, now))
 }
 

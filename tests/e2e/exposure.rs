@@ -1,0 +1,315 @@
+//! The HTTP surface as an attacker meets it: read-only, bound to loopback by default, request
+//! size, header size and slow-client limits, and no way out of `/feeds/` through a feed name.
+//! Requests go over raw TCP where a client library would tidy them up.
+
+use std::time::{Duration, Instant};
+
+use feedmux::daemon::{self, Control};
+use feedmux::serve::{self, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::upstream::Upstream;
+use crate::{config, source, tempdir};
+
+/// A daemon in this process with one source and one feed `all`, serving on a free port.
+async fn daemon_with_a_feed() -> (String, mpsc::Sender<Control>, tempfile::TempDir, Upstream) {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/f.xml",
+        &[("content-type", "application/rss+xml")],
+        "<rss version=\"2.0\"><channel><title>t</title><link>https://x.example/</link><description>d</description>\
+         <item><guid>1</guid><title>one</title><link>https://x.example/1</link></item></channel></rss>",
+    );
+    let dir = tempdir();
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}[[feed]]\nname = \"all\"\n",
+            source("s", &upstream.url("/f.xml"))
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (control, rx) = mpsc::channel(1);
+    tokio::spawn(daemon::run(config, listener, rx));
+    // Bounded wait until it serves.
+    for _ in 0..100 {
+        if raw(
+            &addr,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .starts_with("HTTP/1.1 200")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (addr, control, dir, upstream)
+}
+
+/// Sends `request` as is and reads the answer until the server closes (at most 5 s).
+async fn raw(addr: &str, request: &[u8]) -> String {
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    if stream.write_all(request).await.is_err() {
+        return String::new();
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn status(answer: &str) -> &str {
+    answer.get(9..12).unwrap_or("")
+}
+
+#[tokio::test]
+async fn only_get_and_head_are_answered() {
+    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    for method in [
+        "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "BREW",
+    ] {
+        for path in ["/", "/feeds/all.atom", "/healthz", "/no/such/path"] {
+            let answer = raw(
+                &addr,
+                format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await;
+            assert_eq!(status(&answer), "405", "{method} {path}: {answer}");
+            assert!(
+                answer.to_ascii_lowercase().contains("allow: get, head"),
+                "{answer}"
+            );
+        }
+    }
+    let head = raw(
+        &addr,
+        b"HEAD /feeds/all.atom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&head), "200", "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+    let _ = control.send(Control::Shutdown).await;
+}
+
+#[tokio::test]
+async fn a_request_body_is_refused() {
+    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    let with_length = raw(
+        &addr,
+        b"GET /feeds/all.atom HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(status(&with_length), "413", "{with_length}");
+    let chunked = raw(
+        &addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&chunked), "413", "{chunked}");
+    // A large body is not read: the answer comes, and the connection closes, at once.
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 413"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let _ = control.send(Control::Shutdown).await;
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    let big = format!(
+        "GET /feeds/all.atom HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let answer = raw(&addr, big.as_bytes()).await;
+    assert!(
+        answer.is_empty() || status(&answer) == "431",
+        "64 KiB of headers: {}",
+        &answer[..answer.len().min(200)]
+    );
+    let many = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\n\r\n",
+        (0..400)
+            .map(|n| format!("X-H{n}: {n}\r\n"))
+            .collect::<String>()
+    );
+    let answer = raw(&addr, many.as_bytes()).await;
+    assert!(
+        answer.is_empty() || status(&answer) == "431",
+        "400 headers: {}",
+        &answer[..answer.len().min(200)]
+    );
+    // Headers of ordinary size still pass.
+    let fine = format!(
+        "GET /feeds/all.atom HTTP/1.1\r\nHost: x\r\nUser-Agent: {}\r\nConnection: close\r\n\r\n",
+        "r".repeat(4000)
+    );
+    assert_eq!(status(&raw(&addr, fine.as_bytes()).await), "200");
+    let _ = control.send(Control::Shutdown).await;
+}
+
+#[tokio::test]
+async fn feed_names_cannot_reach_files() {
+    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    for path in [
+        "/feeds/..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/feeds/..%2F..%2F..%2F..%2Fetc%2Fpasswd.atom",
+        "/feeds/../../../../etc/passwd",
+        "/feeds/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/feeds/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/feeds/%252e%252e%252fetc%252fpasswd",
+        "/feeds/..%5c..%5c..%5cetc%5cpasswd",
+        "/feeds/all.atom%00.json",
+        "/feeds/all.atom/../../../etc/passwd",
+        "/feeds/..",
+        "/feeds/.atom",
+        "/feeds/%2fetc%2fpasswd",
+        "//etc/passwd",
+        "/../../etc/passwd",
+        "/feeds/Cargo.toml",
+        "/feeds/feedmux.toml",
+        "/feeds/store",
+    ] {
+        let answer = raw(
+            &addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(matches!(status(&answer), "404" | "400"), "{path}: {answer}");
+        for secret in ["root:", "[storage]", "[package]", "[[source]]"] {
+            assert!(!answer.contains(secret), "{path} leaked {secret}: {answer}");
+        }
+    }
+    let _ = control.send(Control::Shutdown).await;
+}
+
+#[test]
+fn the_default_bind_is_loopback() {
+    let dir = tempdir();
+    let path = dir.path().join("feedmux.toml");
+    let config = feedmux::config::parse(&path, "[storage]\npath = \"store\"\n").unwrap();
+    assert!(
+        config.server.listen.ip().is_loopback(),
+        "{}",
+        config.server.listen
+    );
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+}
+
+/// A slowloris client: opens `n` connections and sends each a request head that never ends,
+/// one byte at a time (some send nothing at all).
+async fn slowloris(addr: &str, n: usize) -> Vec<tokio::task::JoinHandle<Option<Duration>>> {
+    let mut held = Vec::new();
+    for i in 0..n {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            break;
+        };
+        held.push(tokio::spawn(async move {
+            let started = Instant::now();
+            if i % 4 != 0 {
+                stream
+                    .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                    .await
+                    .ok()?;
+            }
+            let mut buf = [0u8; 256];
+            // Until the server closes the connection (returns how long that took), or 20 s.
+            for _ in 0..100 {
+                if i % 4 != 0 && stream.write_all(b"X").await.is_err() {
+                    return Some(started.elapsed());
+                }
+                match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                    Ok(Ok(_)) => return Some(started.elapsed()), // an error answer, then close
+                    Err(_) => {}
+                }
+            }
+            None
+        }));
+    }
+    held
+}
+
+/// With the daemon's default limits, hundreds of half-sent requests leave readers unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_does_not_block_readers() {
+    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    let held = slowloris(&addr, 400).await;
+    assert!(held.len() >= 300, "opened only {} connections", held.len());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let answer = raw(
+            &addr,
+            b"GET /feeds/all.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status(&answer), "200", "{answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a reader waited {:?}",
+            started.elapsed()
+        );
+    }
+    for h in held {
+        h.abort();
+    }
+    let _ = control.send(Control::Shutdown).await;
+}
+
+/// More slow clients than connection slots: the header read timeout frees the slots, so a
+/// reader is served within about that timeout, and every slow connection is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_cut_off_by_the_header_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let limits = Limits {
+        max_connections: 16,
+        header_read_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve::serve(listener, app, limits, async {
+        let _ = stopped.await;
+    }));
+    let held = slowloris(&addr, 48).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let answer = raw(
+        &addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&answer), "200", "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the reader waited {:?} behind slow clients",
+        started.elapsed()
+    );
+    let mut cut = 0;
+    for h in held {
+        let closed_after = h.await.unwrap();
+        assert!(
+            closed_after.is_some_and(|d| d < Duration::from_secs(8)),
+            "a slow connection was held: {closed_after:?}"
+        );
+        cut += 1;
+    }
+    assert_eq!(cut, 48);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -1,0 +1,458 @@
+//! Faults around the daemon: its disk fills up or turns read-only, an upstream resets every
+//! connection, a source's host does not resolve. The real binary keeps serving what it has,
+//! says what is wrong (log, `/api/sources`), and recovers without a restart once the fault
+//! is gone.
+//!
+//! The disk faults mount a small tmpfs for the store, which needs root (CI runs as root); where
+//! mounting is impossible the test says so and skips.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::real::{free_port, RealDaemon};
+use crate::tempdir;
+use crate::upstream::Upstream;
+
+/// A tmpfs mounted at a directory, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_owned()))
+    }
+
+    fn remount(&self, options: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {options}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn rss(source: &str, from: usize, to: usize, body_bytes: usize) -> String {
+    let filler = "x".repeat(body_bytes);
+    let items: String = (from..to)
+        .rev()
+        .map(|n| {
+            format!(
+                "<item><guid>{source}-{n}</guid><title>{source} entry {n}</title>\
+                 <link>https://{source}.example/{n}</link><description>&lt;p&gt;{n} {filler}&lt;/p&gt;</description></item>"
+            )
+        })
+        .collect();
+    format!("<rss version=\"2.0\"><channel><title>{source}</title><link>https://{source}.example/</link><description>d</description>{items}</channel></rss>")
+}
+
+fn write_config(dir: &Path, port: u16, store: &Path, sources: &[(&str, String)]) {
+    let tables: String = sources
+        .iter()
+        .map(|(name, url)| format!("[[source]]\nname = \"{name}\"\nurl = \"{url}\"\n\n"))
+        .collect();
+    std::fs::write(
+        dir.join("feedmux.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = {:?}\n\
+             [poll]\nschedule = \"* * * * * *\"\nper_host_interval = \"0s\"\nbackoff_base = \"1s\"\nbackoff_max = \"2s\"\nconnect_timeout = \"2s\"\ntimeout = \"5s\"\n\
+             {tables}[[feed]]\nname = \"all\"\nlimit = 10000\ngroup_stories = false\n",
+            store.display().to_string()
+        ),
+    )
+    .unwrap();
+}
+
+/// Titles served in `/feeds/all.json`, or `None` when it does not answer 200.
+async fn titles(http: &reqwest::Client, base: &str) -> Option<Vec<String>> {
+    let r = http
+        .get(format!("{base}/feeds/all.json"))
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
+    Some(
+        doc["items"]
+            .as_array()?
+            .iter()
+            .map(|i| i["title"].as_str().unwrap_or_default().to_owned())
+            .collect(),
+    )
+}
+
+/// The last error of each source, from `/api/sources`.
+async fn last_errors(http: &reqwest::Client, base: &str) -> Vec<(String, Option<String>)> {
+    let r = http
+        .get(format!("{base}/api/sources"))
+        .send()
+        .await
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["state"]["last_error"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+/// Waits (at most `limit`) until `check` holds for the served titles.
+async fn wait_for(
+    http: &reqwest::Client,
+    base: &str,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        if let Some(t) = titles(http, base).await {
+            if check(&t) {
+                return t;
+            }
+            if started.elapsed() > limit {
+                panic!("{what}: not within {limit:?}; serving {} entries", t.len());
+            }
+        } else if started.elapsed() > limit {
+            panic!("{what}: the feed is not served");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// Which disk fault to cause. (A store turning read-only under a running daemon cannot be
+/// produced here: the kernel refuses to remount a filesystem read-only while files on it are
+/// open for writing; a store that is read-only at start is tested below.)
+#[derive(Clone, Copy, Debug)]
+enum DiskFault {
+    Full,
+}
+
+/// Runs the daemon with its store on a 4 MiB tmpfs, serves 5 entries, causes `fault` while
+/// 200 more arrive, and checks that the 5 are still served and the fault is logged. Returns
+/// the daemon, the disk and the upstream with the fault still in place; `None` when no tmpfs
+/// can be mounted here.
+async fn with_disk_fault(
+    dir: &Path,
+    fault: DiskFault,
+    http: &reqwest::Client,
+) -> Option<(RealDaemon, Tmpfs, Upstream)> {
+    let Some(disk) = Tmpfs::mount(&dir.join("disk"), "4m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount permission)");
+        return None;
+    };
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/big.xml",
+        &[("content-type", "application/rss+xml")],
+        rss("big", 0, 5, 100),
+    );
+    let port = free_port();
+    write_config(
+        dir,
+        port,
+        &disk.0.join("store"),
+        &[("big", upstream.url("/big.xml"))],
+    );
+    let mut daemon = RealDaemon::start(dir, port);
+    daemon.wait_ready(http, Duration::from_secs(30)).await;
+    let base = daemon.base();
+    wait_for(http, &base, Duration::from_secs(10), "first entries", |t| {
+        t.len() == 5
+    })
+    .await;
+    // 200 entries of 40 KB (8 MB) do not fit in what is left of 4 MB.
+    upstream.put(
+        "/big.xml",
+        &[("content-type", "application/rss+xml")],
+        rss("big", 0, 200, 40_000),
+    );
+    let expected = match fault {
+        DiskFault::Full => "No space left on device",
+    };
+    let started = Instant::now();
+    while !daemon.log_text().contains(expected) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{fault:?}: not logged:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = daemon.log_text();
+    assert!(log.contains("poll failed"), "{log}");
+    // Readers are still served everything they had.
+    for _ in 0..10 {
+        let served = titles(http, &base).await.expect("served during the fault");
+        assert_eq!(served.len(), 5, "{fault:?}: {served:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some((daemon, disk, upstream))
+}
+
+/// A full disk: the daemon keeps serving what it has and logs the fault; when space returns,
+/// a restart (what `Restart=on-failure` or an operator does) finds every entry served before,
+/// shown once, and polling brings the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_keeps_serving_and_loses_nothing() {
+    for fault in [DiskFault::Full] {
+        let dir = tempdir();
+        let http = http();
+        let Some((mut daemon, disk, _upstream)) = with_disk_fault(dir.path(), fault, &http).await
+        else {
+            return;
+        };
+        disk.remount("rw,size=256m");
+        daemon.kill();
+        let mut daemon = RealDaemon::start(dir.path(), daemon.port);
+        daemon.wait_ready(&http, Duration::from_secs(30)).await;
+        let started = Instant::now();
+        let titles = wait_for(
+            &http,
+            &daemon.base(),
+            Duration::from_secs(20),
+            "recovery after a restart",
+            |t| t.len() == 200,
+        )
+        .await;
+        println!(
+            "{fault:?}: served throughout; all 200 entries {:?} after the restart",
+            started.elapsed()
+        );
+        for n in 0..5 {
+            assert!(
+                titles.contains(&format!("big entry {n}")),
+                "{fault:?}: lost {n}"
+            );
+        }
+        daemon.kill();
+    }
+}
+
+/// A store on a read-only filesystem: the daemon says so and exits non-zero (nothing to serve
+/// from, and a supervisor should see it); once writable, it starts with everything it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_store_is_refused_clearly_and_loses_nothing() {
+    let dir = tempdir();
+    let http = http();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "64m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount permission)");
+        return;
+    };
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/f.xml",
+        &[("content-type", "application/rss+xml")],
+        rss("f", 0, 5, 100),
+    );
+    let port = free_port();
+    write_config(
+        dir.path(),
+        port,
+        &disk.0.join("store"),
+        &[("f", upstream.url("/f.xml"))],
+    );
+    let mut daemon = RealDaemon::start(dir.path(), port);
+    daemon.wait_ready(&http, Duration::from_secs(30)).await;
+    wait_for(
+        &http,
+        &daemon.base(),
+        Duration::from_secs(10),
+        "entries",
+        |t| t.len() == 5,
+    )
+    .await;
+    daemon.kill();
+    disk.remount("ro");
+    let mut daemon = RealDaemon::start(dir.path(), port);
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the daemon exits on a read-only store");
+    assert!(!status.success());
+    let log = daemon.log_text();
+    assert!(log.contains("Read-only file system"), "{log}");
+    println!(
+        "read-only store: refused with {status}: {}",
+        log.lines().last().unwrap_or_default()
+    );
+    disk.remount("rw");
+    let mut daemon = RealDaemon::start(dir.path(), port);
+    daemon.wait_ready(&http, Duration::from_secs(30)).await;
+    assert_eq!(titles(&http, &daemon.base()).await.unwrap().len(), 5);
+    daemon.kill();
+}
+
+/// The goal: recovery without a restart once space returns. Today sled keeps the first I/O
+/// error of a write for good (every later write returns it), so this fails; see README,
+/// "Faults".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known limitation: sled stays failed after a write error until the store is reopened"]
+async fn a_full_disk_recovers_without_restart() {
+    let dir = tempdir();
+    let http = http();
+    let Some((daemon, disk, _upstream)) = with_disk_fault(dir.path(), DiskFault::Full, &http).await
+    else {
+        return;
+    };
+    disk.remount("size=256m");
+    wait_for(
+        &http,
+        &daemon.base(),
+        Duration::from_secs(20),
+        "recovery without a restart",
+        |t| t.len() == 200,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_and_unresolvable_hosts_fail_one_source_and_the_rest_goes_on() {
+    // An upstream that accepts and resets every connection, until it is told to serve.
+    let resetter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_addr = resetter.local_addr().unwrap();
+    let healthy = Upstream::start().await;
+    healthy.put(
+        "/ok.xml",
+        &[("content-type", "application/rss+xml")],
+        rss("ok", 0, 3, 10),
+    );
+    let stop_resetting = Arc::new(AtomicBool::new(false));
+    let resets = Arc::new(AtomicUsize::new(0));
+    {
+        let stop = stop_resetting.clone();
+        let resets = resets.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let Ok((mut stream, _)) = resetter.accept().await else {
+                    continue;
+                };
+                if stop.load(Ordering::SeqCst) {
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let body = rss("flaky", 0, 2, 10);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(body.as_bytes()).await;
+                } else {
+                    // Linger 0: closing sends RST instead of FIN.
+                    #[allow(deprecated)]
+                    let _ = stream.set_linger(Some(Duration::ZERO));
+                    resets.fetch_add(1, Ordering::SeqCst);
+                    drop(stream);
+                }
+            }
+        });
+    }
+    let dir = tempdir();
+    let port = free_port();
+    write_config(
+        dir.path(),
+        port,
+        &dir.path().join("store"),
+        &[
+            ("ok", healthy.url("/ok.xml")),
+            ("flaky", format!("http://{reset_addr}/flaky.xml")),
+            ("nowhere", "http://nonexistent.invalid/feed.xml".to_owned()),
+        ],
+    );
+    let mut daemon = RealDaemon::start(dir.path(), port);
+    let http = http();
+    daemon.wait_ready(&http, Duration::from_secs(30)).await;
+    let base = daemon.base();
+    wait_for(
+        &http,
+        &base,
+        Duration::from_secs(10),
+        "the healthy source",
+        |t| t.len() == 3,
+    )
+    .await;
+    let started = Instant::now();
+    let errors = loop {
+        let errors = last_errors(&http, &base).await;
+        let failing = errors.iter().filter(|(_, e)| e.is_some()).count();
+        if failing == 2 || started.elapsed() > Duration::from_secs(10) {
+            break errors;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("faults reported: {errors:?}");
+    let error_of = |name: &str| {
+        errors
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, e)| e.clone())
+            .unwrap_or_else(|| panic!("{name}: no error reported: {errors:?}"))
+    };
+    let flaky = error_of("flaky");
+    let nowhere = error_of("nowhere");
+    assert!(resets.load(Ordering::SeqCst) >= 1);
+    assert!(
+        errors.iter().any(|(n, e)| n == "ok" && e.is_none()),
+        "the healthy source is unaffected: {errors:?}"
+    );
+    assert!(!flaky.is_empty() && !nowhere.is_empty());
+    let log = daemon.log_text();
+    assert!(log.contains("flaky") && log.contains("nowhere"), "{log}");
+
+    // The upstream comes back: its entries arrive without a restart (backoff is 1–2 s here).
+    stop_resetting.store(true, Ordering::SeqCst);
+    let recovered = Instant::now();
+    wait_for(
+        &http,
+        &base,
+        Duration::from_secs(15),
+        "the flaky source after it healed",
+        |t| t.len() == 5,
+    )
+    .await;
+    println!(
+        "connection resets: recovered {:?} after the upstream healed",
+        recovered.elapsed()
+    );
+    let errors = last_errors(&http, &base).await;
+    assert!(
+        errors.iter().any(|(n, e)| n == "flaky" && e.is_none()),
+        "the error is cleared once polls succeed: {errors:?}"
+    );
+    daemon.kill();
+}
