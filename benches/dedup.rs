@@ -159,19 +159,12 @@ fn main() {
     probe(&full, &probes);
     let e = probe(&empty, &probes);
     let f = probe(&full, &probes);
-    println!(
-        "{:<48} {:>10}",
-        "candidate lookup + scoring, median per item", "time"
-    );
-    println!("{:<48} {:>8.1}µs", "empty index", e.as_secs_f64() * 1e6);
-    println!(
-        "{:<48} {:>8.1}µs",
-        format!("index holding {n} items"),
-        f.as_secs_f64() * 1e6
-    );
-    println!(
-        "ratio full / empty: {:.2}",
-        f.as_secs_f64() / e.as_secs_f64().max(1e-9)
+    report(
+        "candidate lookup + scoring, median per item",
+        "empty index",
+        n,
+        e,
+        f,
     );
 
     // The same new items into each store.
@@ -181,18 +174,26 @@ fn main() {
     ingest(&full, &mut rng.clone(), "warm", 3, per_round);
     let e = ingest(&empty, &mut same.clone(), "run", rounds, per_round);
     let f = ingest(&full, &mut same, "run", rounds, per_round);
-    println!(
-        "{:<48} {:>10}",
-        "ingest of a new item (plan + write), median", "time"
+    report(
+        "ingest of a new item (plan + write), median",
+        "empty store",
+        n,
+        e,
+        f,
     );
-    println!("{:<48} {:>8.1}µs", "empty store", e.as_secs_f64() * 1e6);
+}
+
+/// Prints one measurement: empty against full, and their ratio.
+fn report(what: &str, empty_label: &str, n: usize, empty: Duration, full: Duration) {
+    println!("{what:<48} {:>10}", "time");
+    println!("{empty_label:<48} {:>8.1}µs", empty.as_secs_f64() * 1e6);
     println!(
         "{:<48} {:>8.1}µs",
         format!("index holding {n} items"),
-        f.as_secs_f64() * 1e6
+        full.as_secs_f64() * 1e6
     );
     println!(
         "ratio full / empty: {:.2}",
-        f.as_secs_f64() / e.as_secs_f64().max(1e-9)
+        full.as_secs_f64() / empty.as_secs_f64().max(1e-9)
     );
 }

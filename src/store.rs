@@ -64,6 +64,15 @@ pub enum StoreError {
     Corrupt { what: &'static str, message: String },
 }
 
+/// What the store holds of an item, against a new version of it.
+#[derive(Debug)]
+pub enum Stored {
+    Missing,
+    Unchanged,
+    /// Stored with other content: the stored version.
+    Changed(Box<Item>),
+}
+
 /// One item's membership of an output feed, written with the item.
 #[derive(Debug, Clone)]
 pub struct FeedMembership {
@@ -203,17 +212,20 @@ impl Store {
         }
     }
 
-    /// An item's content hash, without decoding the rest of it (the common check of a poll:
-    /// is this entry unchanged?).
-    pub fn item_content_hash(&self, id: ItemId) -> Result<Option<u64>, StoreError> {
+    /// The stored version of an item, compared with an entry's content hash with one read:
+    /// an unchanged item (the common case of a poll) is recognised without decoding it.
+    pub fn stored_version(&self, id: ItemId, content_hash: u64) -> Result<Stored, StoreError> {
         #[derive(serde::Deserialize)]
         struct HashOnly {
             content_hash: u64,
         }
-        match self.items.get(id.0)? {
-            Some(bytes) => Ok(Some(decode::<HashOnly>(&bytes, "item")?.content_hash)),
-            None => Ok(None),
+        let Some(bytes) = self.items.get(id.0)? else {
+            return Ok(Stored::Missing);
+        };
+        if decode::<HashOnly>(&bytes, "item")?.content_hash == content_hash {
+            return Ok(Stored::Unchanged);
         }
+        Ok(Stored::Changed(Box::new(decode(&bytes, "item")?)))
     }
 
     pub fn item_count(&self) -> usize {

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::model::{Entry, Item, ItemId};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Stored};
 use crate::text::html_to_text;
 use fingerprint::{Fingerprint, Similarity, Term, TermStats};
 
@@ -407,19 +407,23 @@ pub fn plan(
             continue;
         }
         let hash = content_hash(&entry);
-        if store.item_content_hash(id)? == Some(hash) {
-            plan.unchanged += 1;
-            continue;
-        }
-        if let Some(old) = store.item(id)? {
-            let item = updated_item(&old, entry, canonical.clone(), hash, now);
-            plan.fingerprints.push(refingerprint(store, &item, stats));
-            plan.writes.push(ItemWrite {
-                item,
-                previous: Some(old),
-                link: None,
-            });
-            continue;
+        match store.stored_version(id, hash)? {
+            Stored::Unchanged => {
+                plan.unchanged += 1;
+                continue;
+            }
+            Stored::Changed(old) => {
+                let old = *old;
+                let item = updated_item(&old, entry, canonical.clone(), hash, now);
+                plan.fingerprints.push(refingerprint(store, &item, stats));
+                plan.writes.push(ItemWrite {
+                    item,
+                    previous: Some(old),
+                    link: None,
+                });
+                continue;
+            }
+            Stored::Missing => {}
         }
         let mut story = id;
         let mut link = None;
