@@ -17,6 +17,10 @@ use feedmux::model::{Hold, SourceState};
 use feedmux::publish::{Format, Publisher};
 use feedmux::store::{Store, StoreError};
 
+/// mimalloc: glibc's allocator took a quarter of ingest time in profiles (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "feedmux",
