@@ -15,9 +15,9 @@ use feedmux::model::Entry;
 use feedmux::model::{ItemId, SourceState};
 use feedmux::store::Store;
 
-/// The allocator the `feedmux` binary uses, so the figures are the product's.
+/// The allocator the `feedmux` binary uses (jemalloc), so the figures are the product's.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const PROBES: usize = 2_000;
 

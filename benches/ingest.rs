@@ -17,9 +17,9 @@ use feedmux::schedule::Timing;
 use feedmux::store::Store;
 use url::Url;
 
-/// The allocator the `feedmux` binary uses, so the figures are the product's.
+/// The allocator the `feedmux` binary uses (jemalloc), so the figures are the product's.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const ITEMS: usize = 5_000;
 

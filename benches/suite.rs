@@ -35,9 +35,9 @@ use feedmux::store::Store;
 use url::Url;
 
 /// Items per generated feed (the 5,000-item RSS 2.0 feed).
-/// The allocator the `feedmux` binary uses, so the figures are the product's.
+/// The allocator the `feedmux` binary uses (jemalloc), so the figures are the product's.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const FEED_ITEMS: usize = 5_000;
 /// Sources polled by the daemon in the memory row.

@@ -17,9 +17,9 @@ use feedmux::model::{Hold, SourceState};
 use feedmux::publish::{Format, Publisher};
 use feedmux::store::{Store, StoreError};
 
-/// mimalloc: glibc's allocator took a quarter of ingest time in profiles (BENCHMARKS.md).
+/// jemalloc: glibc's allocator took a quarter of ingest time in profiles (BENCHMARKS.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(
