@@ -16,6 +16,10 @@
 //! | `tombstones` | source name, 0, item id | when retention pruned it (8 bytes, microseconds) |
 //! | `meta` | text key | schema version, feed fingerprints, term statistics |
 //!
+//! The key-term entries and fingerprints of recently published items are also kept in memory
+//! ([`recent`]), so that near-duplicate lookups, nearly all about the last few days, do not
+//! read sled.
+//!
 //! A poll's writes go in index-first order and are flushed before the poll counts as done, so a
 //! crash leaves at worst an index entry without its item (readers skip those), never an item
 //! that no index lists. sled is used here and nowhere else; this module knows nothing of HTTP
@@ -31,6 +35,9 @@ use sha2::{Digest, Sha256};
 use crate::dedup::fingerprint::TermStats;
 use crate::dedup::{FingerprintRecord, IngestPlan, StoryLink, UrlClaim};
 use crate::model::{Item, ItemId, SourceState};
+
+mod recent;
+use recent::RecentIndex;
 
 /// The layout version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -100,6 +107,8 @@ pub struct Store {
     /// sources polled at once cannot both claim the same story; it guards the term statistics
     /// that planning updates.
     ingest: Arc<Mutex<TermStats>>,
+    /// The dedup index of recently published items, in memory.
+    recent: Arc<Mutex<RecentIndex>>,
     /// When the term statistics were last written.
     term_stats_saved: Arc<Mutex<std::time::Instant>>,
     /// When a state-only write last flushed.
@@ -152,6 +161,7 @@ impl Store {
             meta: tree("meta")?,
             path: path.to_owned(),
             ingest: Arc::new(Mutex::new(TermStats::default())),
+            recent: Arc::new(Mutex::new(RecentIndex::new(recent::DEFAULT_CAPACITY))),
             term_stats_saved: Arc::new(Mutex::new(std::time::Instant::now())),
             last_flush: Arc::new(Mutex::new(std::time::Instant::now())),
             db,
@@ -174,6 +184,12 @@ impl Store {
     /// applied. It holds the term statistics, which planning updates.
     pub fn ingest_guard(&self) -> MutexGuard<'_, TermStats> {
         self.ingest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps at most `items` recently published items' dedup entries in memory (0: none,
+    /// every lookup reads sled). The index refills on its next use.
+    pub fn keep_recent_in_memory(&self, items: usize) {
+        *self.recent() = RecentIndex::new(items);
     }
 
     pub fn path(&self) -> &Path {
@@ -390,6 +406,10 @@ impl Store {
             self.fingerprints.apply_batch(fingerprints)?;
             self.urls.apply_batch(urls)?;
             self.items.apply_batch(items)?;
+            let mut recent = self.recent();
+            for (_, id) in chunk {
+                recent.remove(*id);
+            }
         }
         for source in lost.keys() {
             let mut state = self.source_state(source)?;
@@ -472,6 +492,18 @@ impl Store {
             }
             self.key_terms.apply_batch(key_terms)?;
             self.fingerprints.apply_batch(fingerprints)?;
+        }
+        if !plan.fingerprints.is_empty() {
+            let mut recent = self.recent();
+            if !recent.is_warm() {
+                // Before adding: the fill reads what sled holds, these included.
+                self.warm_recent(&mut recent)?;
+            }
+            for indexed in &plan.fingerprints {
+                let record = Arc::new(indexed.record.clone());
+                recent.insert(indexed.id, record, source_tag(&indexed.record.source));
+            }
+            recent.forget_out_of_reach(Utc::now().timestamp_micros());
         }
         let mut urls = sled::Batch::default();
         for (url, claim) in &plan.claims {
@@ -649,12 +681,38 @@ impl Store {
         source: &str,
     ) -> Result<Vec<(ItemId, usize)>, StoreError> {
         let own = source_tag(source);
+        let mut recent = self.recent();
+        recent.set_window(window);
+        if !recent.is_warm() {
+            self.warm_recent(&mut recent)?;
+        }
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
         let newest = published.checked_add_signed(window).unwrap_or(published);
         let oldest = published.checked_sub_signed(window).unwrap_or(published);
-        let mut out = Vec::new();
+        let (from, to) = (oldest.timestamp_micros(), newest.timestamp_micros());
+        // Published at or after this, memory has them all; before it, sled does.
+        let covered = recent.covered_from();
+        let mut out: Vec<(ItemId, usize)> = Vec::new();
+        let mut count = |id: ItemId| match out.iter_mut().find(|(c, _)| *c == id) {
+            Some((_, shared)) => *shared += 1,
+            None => out.push((id, 1)),
+        };
         for term in terms {
-            let start = key_term_key(*term, newest, ItemId([0; 16]));
+            let mut taken = 0;
+            for posting in recent
+                .postings(*term, from, to)
+                .filter(|p| p.source != own)
+                .take(per_term)
+            {
+                count(posting.id);
+                taken += 1;
+            }
+            if taken == per_term || from >= covered {
+                continue;
+            }
+            let upper = DateTime::from_timestamp_micros(to.min(covered.saturating_sub(1)))
+                .unwrap_or(newest);
+            let start = key_term_key(*term, upper, ItemId([0; 16]));
             let mut end = key_term_key(*term, oldest, ItemId([0xFF; 16]));
             end.extend_from_slice(&[0xFF; 4]);
             let others = self
@@ -665,20 +723,82 @@ impl Store {
                     Ok(key) => key.get(28..32) != Some(&own[..]),
                     Err(_) => true,
                 });
-            for key in others.take(per_term) {
+            for key in others.take(per_term - taken) {
                 let key = key?;
                 if let Some(id) = key.get(12..28).and_then(ItemId::from_slice) {
-                    match out.iter_mut().find(|(c, _)| *c == id) {
-                        Some((_, shared)) => *shared += 1,
-                        None => out.push((id, 1)),
-                    }
+                    count(id);
                 }
             }
         }
         Ok(out)
     }
 
+    fn recent(&self) -> MutexGuard<'_, RecentIndex> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fills the recent index from sled: the fingerprints of items published within its
+    /// reach of now (or later), newest first, up to its capacity.
+    fn warm_recent(&self, recent: &mut RecentIndex) -> Result<(), StoreError> {
+        let since = Utc::now().timestamp_micros().saturating_sub(recent.reach());
+        let mut covered = since;
+        for key in self.by_time.iter().keys() {
+            let key = key?;
+            let time = key
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .and_then(time_of_reverse);
+            let (Some(time), Some(id)) = (time, key.get(8..).and_then(ItemId::from_slice)) else {
+                continue;
+            };
+            let micros = time.timestamp_micros();
+            if micros < since {
+                break;
+            }
+            if recent.len() >= recent.capacity() {
+                // Everything after this item's time is in; from it on, sled answers.
+                covered = micros.saturating_add(1);
+                break;
+            }
+            match self.fingerprint_in_sled(id) {
+                Ok(Some(record)) => {
+                    let tag = source_tag(&record.source);
+                    recent.insert_any(id, Arc::new(record), tag);
+                }
+                Ok(None) => {}
+                Err(StoreError::Corrupt { what, message }) => {
+                    tracing::warn!(item = %id, "skipping an unreadable {what}: {message}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        recent.warmed(covered);
+        tracing::debug!(
+            items = recent.len(),
+            "filled the in-memory index of recent items"
+        );
+        Ok(())
+    }
+
     pub fn fingerprint(&self, id: ItemId) -> Result<Option<FingerprintRecord>, StoreError> {
+        match self.recent().get(id) {
+            Some(record) => Ok(Some((*record).clone())),
+            None => self.fingerprint_in_sled(id),
+        }
+    }
+
+    /// An item's fingerprint, shared with the recent index when it is there.
+    pub fn shared_fingerprint(
+        &self,
+        id: ItemId,
+    ) -> Result<Option<Arc<FingerprintRecord>>, StoreError> {
+        if let Some(record) = self.recent().get(id) {
+            return Ok(Some(record));
+        }
+        Ok(self.fingerprint_in_sled(id)?.map(Arc::new))
+    }
+
+    fn fingerprint_in_sled(&self, id: ItemId) -> Result<Option<FingerprintRecord>, StoreError> {
         match self.fingerprints.get(id.0)? {
             Some(bytes) => {
                 FingerprintRecord::from_bytes(&bytes)
@@ -968,7 +1088,7 @@ fn url_key(canonical: &str) -> [u8; 16] {
 mod tests {
     use super::*;
     use crate::dedup::fingerprint::Fingerprint;
-    use crate::dedup::IndexedFingerprint;
+    use crate::dedup::{IndexedFingerprint, ItemWrite};
 
     fn indexed(n: u8, source: &str, at: DateTime<Utc>) -> IndexedFingerprint {
         IndexedFingerprint {
@@ -981,6 +1101,129 @@ mod tests {
             },
             replaces: None,
         }
+    }
+
+    fn written(
+        n: u8,
+        source: &str,
+        at: DateTime<Utc>,
+        keys: Vec<u32>,
+    ) -> (ItemWrite, IndexedFingerprint) {
+        let id = ItemId([
+            n,
+            n.wrapping_mul(7),
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+            7,
+            8,
+            9,
+            10,
+            11,
+            12,
+            13,
+            14,
+        ]);
+        let item = Item {
+            id,
+            source: source.into(),
+            guid: format!("g{n}"),
+            url: None,
+            canonical_url: None,
+            title: format!("item {n}"),
+            summary_html: None,
+            content_html: None,
+            authors: vec![],
+            categories: vec![],
+            enclosures: vec![],
+            published: at,
+            updated: None,
+            first_seen: at,
+            modified: at,
+            content_hash: 0,
+            story: id,
+        };
+        let mut indexed = indexed(n, source, at);
+        indexed.id = id;
+        indexed.record.keys = keys;
+        let write = ItemWrite {
+            item,
+            previous: None,
+            link: None,
+        };
+        (write, indexed)
+    }
+
+    /// Whatever part of the window memory holds, lookups find what sled alone finds.
+    #[test]
+    fn lookups_through_memory_find_what_sled_finds() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("s")).expect("store");
+        let now = Utc::now();
+        let window = std::time::Duration::from_secs(72 * 3600);
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let sources = ["a", "b", "c"];
+        // Two polls: the first before the index is warm, the second after.
+        for poll in 0..2u8 {
+            let mut plan = IngestPlan::default();
+            for k in 0..60u8 {
+                let n = poll * 60 + k;
+                let hours = (next() % 200) as i64 - 20; // some in the future, most in the past
+                let keys = (0..3).map(|_| (next() % 6) as u32).collect();
+                let (write, indexed) = written(
+                    n,
+                    sources[n as usize % 3],
+                    now - chrono::Duration::hours(hours),
+                    keys,
+                );
+                plan.writes.push(write);
+                plan.fingerprints.push(indexed);
+            }
+            let stats = store.ingest_guard();
+            store
+                .apply_poll("a", &plan, &[], &[], &SourceState::default(), stats)
+                .expect("apply");
+            if poll == 0 {
+                store.candidates(&[0], now, window, 8, "x").expect("warm");
+            }
+        }
+        let lookups: Vec<(Vec<u32>, DateTime<Utc>, &str)> = (0..40)
+            .map(|k| {
+                let at = now - chrono::Duration::hours((next() % 150) as i64);
+                (vec![k % 6, (k + 1) % 6], at, sources[k as usize % 3])
+            })
+            .collect();
+        let answers = |store: &Store| -> Vec<Vec<(ItemId, usize)>> {
+            lookups
+                .iter()
+                .map(|(terms, at, source)| {
+                    let mut found = store
+                        .candidates(terms, *at, window, 8, source)
+                        .expect("lookup");
+                    found.sort();
+                    found
+                })
+                .collect()
+        };
+        let warm = answers(&store);
+        store.keep_recent_in_memory(0);
+        let sled_only = answers(&store);
+        store.keep_recent_in_memory(25);
+        let partly = answers(&store);
+        assert!(sled_only.iter().any(|found| found.len() > 3));
+        for (k, (a, b)) in warm.iter().zip(&sled_only).enumerate() {
+            assert_eq!(a, b, "lookup {k}: {:?}", lookups[k]);
+        }
+        assert_eq!(partly, sled_only);
     }
 
     #[test]

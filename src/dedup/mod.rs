@@ -350,7 +350,7 @@ pub fn best_match(
     let weighted = fingerprint.weigh(stats);
     let mut best: Option<(ItemId, Similarity)> = None;
     for (candidate, _) in candidates {
-        let record = match store.fingerprint(candidate) {
+        let record = match store.shared_fingerprint(candidate) {
             Ok(Some(record)) => record,
             Ok(None) => continue,
             // One unreadable record must not stop a poll: that candidate is skipped.

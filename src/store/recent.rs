@@ -1,0 +1,267 @@
+//! The recent part of the near-duplicate index, in memory.
+//!
+//! Looking for an item's near duplicates reads the key-term index and the fingerprints of
+//! the candidates it names. In sled each of those is a random read, and with a large store
+//! most of them miss sled's cache; yet almost every lookup asks about the last few days. This
+//! index keeps a copy of the key-term entries and fingerprints of recently published items,
+//! so that those lookups read memory only.
+//!
+//! Invariant: every indexed item published at or after [`RecentIndex::covered_from`] is here
+//! (items published earlier may be here too, and are ignored). Lookups take what they need
+//! at or after that time from here and the rest from sled. The index starts covering nothing;
+//! it is filled from sled (newest first) on the first lookup, and afterwards kept up by the
+//! store's writes. It keeps items published up to twice the dedup window ago (an item
+//! published a window ago still finds its candidates here) and drops older ones and, past its
+//! capacity, the oldest ones, raising `covered_from` as it does. It is the store's: nothing else sees it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::dedup::FingerprintRecord;
+use crate::model::ItemId;
+
+/// Items the recent index holds at most by default: about 60 MB at the most.
+pub const DEFAULT_CAPACITY: usize = 50_000;
+
+/// One key-term entry: when the item was published (microseconds), which item, and a tag of
+/// its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Posting {
+    pub micros: i64,
+    pub id: ItemId,
+    pub source: [u8; 4],
+}
+
+#[derive(Debug)]
+pub(super) struct RecentIndex {
+    capacity: usize,
+    /// See the module's invariant; `i64::MAX` while nothing is covered.
+    covered_from: i64,
+    /// Whether the index has been filled from sled.
+    warm: bool,
+    /// How far back it keeps items (microseconds): twice the dedup window.
+    reach: i64,
+    records: HashMap<ItemId, Arc<FingerprintRecord>>,
+    by_time: BTreeSet<(i64, ItemId)>,
+    /// Each key term's entries, newest first (then by id, as in sled).
+    by_term: HashMap<u32, Vec<Posting>>,
+}
+
+impl RecentIndex {
+    pub fn new(capacity: usize) -> RecentIndex {
+        RecentIndex {
+            capacity,
+            covered_from: i64::MAX,
+            warm: false,
+            reach: reach_of(crate::dedup::DEFAULT_WINDOW),
+            records: HashMap::new(),
+            by_time: BTreeSet::new(),
+            by_term: HashMap::new(),
+        }
+    }
+
+    pub fn covered_from(&self) -> i64 {
+        self.covered_from
+    }
+
+    pub fn is_warm(&self) -> bool {
+        self.warm
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How far back from now the index keeps items (microseconds).
+    pub fn reach(&self) -> i64 {
+        self.reach
+    }
+
+    /// Follows the configured dedup window.
+    pub fn set_window(&mut self, window: std::time::Duration) {
+        self.reach = reach_of(window);
+    }
+
+    /// Forgets items published longer ago than its reach before `now` (microseconds).
+    pub fn forget_out_of_reach(&mut self, now: i64) {
+        if self.warm {
+            self.forget_before(now.saturating_sub(self.reach));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Marks the fill from sled as done: everything published at or after `from` is here.
+    /// (The fill inserts with [`RecentIndex::insert_any`], newest first.)
+    pub fn warmed(&mut self, from: i64) {
+        self.warm = true;
+        self.covered_from = from;
+        self.evict_over_capacity();
+    }
+
+    /// Adds or replaces an item written to the store; one published before the covered time
+    /// is left to sled.
+    pub fn insert(&mut self, id: ItemId, record: Arc<FingerprintRecord>, source: [u8; 4]) {
+        if record.published.timestamp_micros() < self.covered_from {
+            // A replaced version may be here; it must not be found any more.
+            self.remove(id);
+            return;
+        }
+        self.insert_any(id, record, source);
+        self.evict_over_capacity();
+    }
+
+    /// Adds or replaces an item whatever its time (the fill from sled).
+    pub fn insert_any(&mut self, id: ItemId, record: Arc<FingerprintRecord>, source: [u8; 4]) {
+        self.remove(id);
+        let micros = record.published.timestamp_micros();
+        for term in &record.keys {
+            let postings = self.by_term.entry(*term).or_default();
+            // The order of sled's keys: newest first, then by id.
+            let at = postings
+                .partition_point(|p| p.micros > micros || (p.micros == micros && p.id < id));
+            if postings.get(at).is_some_and(|p| p.id == id) {
+                continue; // a term listed twice is one entry, as in sled
+            }
+            postings.insert(at, Posting { micros, id, source });
+        }
+        self.by_time.insert((micros, id));
+        self.records.insert(id, record);
+    }
+
+    pub fn remove(&mut self, id: ItemId) {
+        let Some(record) = self.records.remove(&id) else {
+            return;
+        };
+        let micros = record.published.timestamp_micros();
+        self.by_time.remove(&(micros, id));
+        for term in &record.keys {
+            if let Some(postings) = self.by_term.get_mut(term) {
+                postings.retain(|p| p.id != id);
+                if postings.is_empty() {
+                    self.by_term.remove(term);
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, id: ItemId) -> Option<Arc<FingerprintRecord>> {
+        self.records.get(&id).cloned()
+    }
+
+    /// Forgets items published before `micros`; they are looked up in sled from now on.
+    pub fn forget_before(&mut self, micros: i64) {
+        while let Some(&(oldest, id)) = self.by_time.first() {
+            if oldest >= micros {
+                break;
+            }
+            self.remove(id);
+        }
+        if self.warm {
+            self.covered_from = self.covered_from.max(micros);
+        }
+    }
+
+    fn evict_over_capacity(&mut self) {
+        while self.records.len() > self.capacity {
+            let Some(&(oldest, id)) = self.by_time.first() else {
+                break;
+            };
+            self.remove(id);
+            self.covered_from = self.covered_from.max(oldest.saturating_add(1));
+        }
+    }
+
+    /// The entries of `term` published within `from..=to` (microseconds, and not before the
+    /// covered time), newest first.
+    pub fn postings(&self, term: u32, from: i64, to: i64) -> impl Iterator<Item = &Posting> {
+        let from = from.max(self.covered_from);
+        self.by_term
+            .get(&term)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .skip_while(move |p| p.micros > to)
+            .take_while(move |p| p.micros >= from)
+    }
+}
+
+fn reach_of(window: std::time::Duration) -> i64 {
+    i64::try_from(window.as_micros().saturating_mul(2)).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::fingerprint::Fingerprint;
+    use chrono::{DateTime, Utc};
+
+    fn record(at_micros: i64, keys: &[u32]) -> Arc<FingerprintRecord> {
+        Arc::new(FingerprintRecord {
+            source: "s".into(),
+            published: DateTime::<Utc>::from_timestamp_micros(at_micros).unwrap(),
+            fingerprint: Fingerprint::default(),
+            keys: keys.to_vec(),
+        })
+    }
+
+    fn id(n: u8) -> ItemId {
+        ItemId([n; 16])
+    }
+
+    fn found(index: &RecentIndex, term: u32, from: i64, to: i64) -> Vec<u8> {
+        index.postings(term, from, to).map(|p| p.id.0[0]).collect()
+    }
+
+    #[test]
+    fn postings_come_newest_first_within_the_range() {
+        let mut index = RecentIndex::new(10);
+        index.warmed(0);
+        for (n, at) in [(1, 100), (2, 300), (3, 200), (4, 400)] {
+            index.insert(id(n), record(at, &[7]), [0; 4]);
+        }
+        assert_eq!(found(&index, 7, 0, 1_000), vec![4, 2, 3, 1]);
+        assert_eq!(found(&index, 7, 150, 350), vec![2, 3]);
+        assert!(found(&index, 8, 0, 1_000).is_empty());
+    }
+
+    #[test]
+    fn a_replaced_item_is_found_by_its_new_terms_only() {
+        let mut index = RecentIndex::new(10);
+        index.warmed(0);
+        index.insert(id(1), record(100, &[7, 8]), [0; 4]);
+        index.insert(id(1), record(100, &[9]), [0; 4]);
+        assert!(found(&index, 7, 0, 1_000).is_empty());
+        assert_eq!(found(&index, 9, 0, 1_000), vec![1]);
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn past_capacity_the_oldest_go_and_the_covered_time_rises() {
+        let mut index = RecentIndex::new(2);
+        index.warmed(0);
+        for (n, at) in [(1, 100), (2, 200), (3, 300)] {
+            index.insert(id(n), record(at, &[7]), [0; 4]);
+        }
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.covered_from(), 101);
+        // An item older than the covered time is left to sled.
+        index.insert(id(4), record(50, &[7]), [0; 4]);
+        assert_eq!(found(&index, 7, 0, 1_000), vec![3, 2]);
+    }
+
+    #[test]
+    fn nothing_is_covered_until_warmed() {
+        let mut index = RecentIndex::new(10);
+        index.insert(id(1), record(100, &[7]), [0; 4]);
+        assert!(found(&index, 7, 0, 1_000).is_empty());
+        index.insert_any(id(1), record(100, &[7]), [0; 4]);
+        index.warmed(50);
+        assert_eq!(found(&index, 7, 0, 1_000), vec![1]);
+        index.forget_before(150);
+        assert_eq!(index.covered_from(), 150);
+        assert!(found(&index, 7, 0, 1_000).is_empty());
+    }
+}
