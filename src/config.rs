@@ -369,6 +369,7 @@ struct RawDedup {
     enabled: Option<bool>,
     threshold: Option<Spanned<f64>>,
     window: Option<Spanned<String>>,
+    memory_items: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -604,6 +605,7 @@ fn validate_dedup(raw: RawDedup, report: &mut Reporter<'_>) -> DedupConfig {
         enabled: raw.enabled.unwrap_or(defaults.enabled),
         threshold,
         window: parse_duration_field(raw.window, defaults.window, false, report),
+        memory_items: raw.memory_items.unwrap_or(defaults.memory_items),
     }
 }
 

@@ -223,6 +223,7 @@ pub async fn run(
     mut control: mpsc::Receiver<Control>,
 ) -> Result<(), DaemonError> {
     let store = Store::open(&config.storage.path)?;
+    store.keep_recent_in_memory(config.dedup.memory_items);
     let ready = Arc::new(AtomicBool::new(false));
     sync_feed_indexes(&store, &config)?;
     let publisher = Arc::new(Publisher::new());
@@ -438,6 +439,9 @@ async fn reload(shared: &Arc<Shared>) -> Option<Arc<Config>> {
         warn!("{change} changes only on restart");
     }
     let store = shared.pipeline.store.clone();
+    if new.dedup.memory_items != current.dedup.memory_items {
+        store.keep_recent_in_memory(new.dedup.memory_items);
+    }
     let publisher = shared.publisher.clone();
     let new = Arc::new(new);
     let for_render = new.clone();
@@ -721,6 +725,7 @@ pub async fn poll_once(
     force: bool,
 ) -> Result<Vec<PollOutcome>, DaemonError> {
     let store = Store::open(&config.storage.path)?;
+    store.keep_recent_in_memory(config.dedup.memory_items);
     sync_feed_indexes(&store, config)?;
     let pipeline = Pipeline {
         fetcher: Fetcher::new(&config.poll)?,

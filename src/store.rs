@@ -161,7 +161,9 @@ impl Store {
             meta: tree("meta")?,
             path: path.to_owned(),
             ingest: Arc::new(Mutex::new(TermStats::default())),
-            recent: Arc::new(Mutex::new(RecentIndex::new(recent::DEFAULT_CAPACITY))),
+            recent: Arc::new(Mutex::new(RecentIndex::new(
+                crate::dedup::DEFAULT_MEMORY_ITEMS,
+            ))),
             term_stats_saved: Arc::new(Mutex::new(std::time::Instant::now())),
             last_flush: Arc::new(Mutex::new(std::time::Instant::now())),
             db,

@@ -110,10 +110,14 @@ pub struct DedupConfig {
     pub threshold: f32,
     /// Only items published at most this far apart can merge.
     pub window: std::time::Duration,
+    /// Recently published items whose dedup entries are kept in memory at most.
+    pub memory_items: usize,
 }
 
 /// Default `dedup.threshold`, tuned on tests/fixtures/stories.
 pub const DEFAULT_THRESHOLD: f32 = 0.50;
+/// Default `dedup.memory_items`: about 60 MB at the most.
+pub const DEFAULT_MEMORY_ITEMS: usize = 50_000;
 /// Default `dedup.window`.
 pub const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(72 * 3600);
 /// Items read for one key term when looking for candidates.
@@ -127,6 +131,7 @@ impl Default for DedupConfig {
             enabled: true,
             threshold: DEFAULT_THRESHOLD,
             window: DEFAULT_WINDOW,
+            memory_items: DEFAULT_MEMORY_ITEMS,
         }
     }
 }

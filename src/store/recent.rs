@@ -20,9 +20,6 @@ use std::sync::Arc;
 use crate::dedup::FingerprintRecord;
 use crate::model::ItemId;
 
-/// Items the recent index holds at most by default: about 60 MB at the most.
-pub const DEFAULT_CAPACITY: usize = 50_000;
-
 /// One key-term entry: when the item was published (microseconds), which item, and a tag of
 /// its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -202,6 +202,16 @@ fn write_background(dir: &std::path::Path, avoid: &[&str]) -> usize {
 /// weigh them survive a restart.
 #[tokio::test]
 async fn a_rewrite_from_another_source_is_shown_once_and_term_weights_persist() {
+    rewrite_shown_once("").await;
+}
+
+/// The same with no recent items kept in memory: every lookup reads sled, same result.
+#[tokio::test]
+async fn a_rewrite_is_found_with_the_in_memory_index_turned_off() {
+    rewrite_shown_once("[dedup]\nmemory_items = 0\n").await;
+}
+
+async fn rewrite_shown_once(dedup_section: &str) {
     let dir = crate::tempdir();
     std::fs::write(
         dir.path().join("a.xml"),
@@ -225,7 +235,7 @@ async fn a_rewrite_from_another_source_is_shown_once_and_term_weights_persist() 
     let config = crate::config(
         dir.path(),
         &format!(
-            "{}{}{}[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n",
+            "{}{}{}[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n\n{dedup_section}",
             crate::source("background", "file:bg.xml"),
             crate::source("a", "file:a.xml"),
             crate::source("b", "file:b.xml")
