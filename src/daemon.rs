@@ -48,6 +48,8 @@ pub enum DaemonError {
     Publish(#[from] PublishError),
     #[error("HTTP server failed: {0}")]
     Server(std::io::Error),
+    #[error("the store at {0} failed a write and this process cannot open it again (sled still holds the failed database); exiting so that the supervisor restarts feedmux, which loses nothing")]
+    StoreStuck(std::path::PathBuf),
 }
 
 /// The parts every task shares.
@@ -59,6 +61,10 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Why the last reload was refused, until one succeeds.
     reload_failure: Arc<RwLock<Option<ReloadFailure>>>,
+    /// Wakes [`recover_store`] after a write failed in a way only reopening the store clears.
+    reopen: tokio::sync::Notify,
+    /// Told by [`recover_store`] when only a restart can bring the store back.
+    store_stuck: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -100,8 +106,8 @@ impl Shared {
             }
             Err(e) => {
                 self.metrics.poll(&source.name, PollResult::Error);
-                if matches!(e, PollError::Store(_)) {
-                    self.metrics.store_failing.store(true, Ordering::Relaxed);
+                if let PollError::Store(e) = &e {
+                    self.store_failed(e);
                 }
             }
         }
@@ -123,6 +129,17 @@ impl Shared {
         }))
     }
 
+    /// Records a failed write to the store and, when only reopening the store clears the
+    /// error, wakes [`recover_store`].
+    fn store_failed(&self, e: &StoreError) {
+        if self.metrics.store_failed(&e.to_string(), Utc::now()) {
+            error!(error = %e, "the store failed a write; serving what is stored until it recovers");
+        }
+        if e.needs_reopen() {
+            self.reopen.notify_one();
+        }
+    }
+
     fn count(&self, source: &str, report: &PollReport) {
         let m = &self.metrics;
         m.poll(
@@ -133,7 +150,15 @@ impl Shared {
                 PollResult::Ok
             },
         );
-        m.store_failing.store(false, Ordering::Relaxed);
+        if let Some(fault) = m.store_succeeded() {
+            info!(
+                source,
+                since = %fault.since,
+                failed_writes = fault.failed_writes,
+                reopen_attempts = fault.reopen_attempts,
+                "store recovered: writes succeed again"
+            );
+        }
         Metrics::add(&m.items_new, report.new_items as u64);
         Metrics::add(&m.items_updated, report.updated_items as u64);
         Metrics::add(&m.merged_url, report.merged_url as u64);
@@ -240,6 +265,8 @@ pub async fn run(
         publisher: publisher.clone(),
         metrics,
         reload_failure: Arc::new(RwLock::new(None)),
+        reopen: tokio::sync::Notify::new(),
+        store_stuck: tokio::sync::Notify::new(),
     });
     let app = server::router(AppState {
         config: shared.config.clone(),
@@ -261,7 +288,8 @@ pub async fn run(
 
     let mut scheduler = Scheduler::start(&shared);
     let (pruner_stop, pruner_stop_rx) = watch::channel(false);
-    let pruner = tokio::spawn(prune_loop(shared.clone(), pruner_stop_rx));
+    let pruner = tokio::spawn(prune_loop(shared.clone(), pruner_stop_rx.clone()));
+    let recovery = tokio::spawn(recover_store(shared.clone(), pruner_stop_rx));
     ready.store(true, Ordering::Release);
     service::ready(&serving_status(&shared.config(), addr));
 
@@ -275,9 +303,14 @@ pub async fn run(
     };
     // The watchdog is pinged from this loop, so a loop that stops turning stops the pings.
     let mut watchdog = service::watchdog_interval().map(tokio::time::interval);
+    let mut stuck = false;
     loop {
         let message = tokio::select! {
             message = control.recv() => message,
+            () = shared.store_stuck.notified() => {
+                stuck = true;
+                None
+            }
             Some(()) = file_changes.recv() => {
                 info!("the config file changed: reloading it");
                 Some(Control::Reload)
@@ -328,11 +361,17 @@ pub async fn run(
     if let Err(e) = pruner.await {
         error!(error = %e, "pruning task failed");
     }
+    if let Err(e) = recovery.await {
+        error!(error = %e, "store recovery task failed");
+    }
     let _ = server_stop_tx.send(true);
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(DaemonError::Server(e)),
         Err(e) => error!(error = %e, "server task failed"),
+    }
+    if stuck {
+        return Err(DaemonError::StoreStuck(store.path().to_owned()));
     }
     store.flush()?;
     info!("stopped cleanly");
@@ -382,13 +421,127 @@ async fn prune_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     Metrics::add(&shared.metrics.items_pruned, total);
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => error!(error = %e, "pruning failed"),
+                Ok(Err(e)) => {
+                    error!(error = %e, "pruning failed");
+                    shared.store_failed(&e);
+                }
                 Err(e) => error!(error = %e, "pruning task failed"),
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(config.storage.prune_interval) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// The wait before the first attempt to reopen a failing store; it doubles with each attempt
+/// until a write succeeds, up to [`REOPEN_MAX_DELAY`].
+pub const REOPEN_FIRST_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait between two attempts to reopen a failing store.
+pub const REOPEN_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reopens refused by the failed database's lock (the disk having room) before the daemon
+/// gives up and exits for a restart.
+pub const REOPEN_LOCKED_ATTEMPTS: u32 = 3;
+
+/// The wait before reopen attempt `attempt` (1 for the first).
+fn reopen_delay(attempt: u32) -> std::time::Duration {
+    REOPEN_FIRST_DELAY
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(REOPEN_MAX_DELAY)
+}
+
+/// Recovers a store whose writes fail with an error sled keeps until the database is reopened
+/// (a full disk): woken by a failed write, it waits ([`reopen_delay`]), reopens the store in
+/// place (every handle sees the new database) and renders every output feed again from it, so
+/// that items the failed poll did write are shown. The next write tells whether that worked:
+/// [`Shared::count`] logs `store recovered` and clears the fault; another failure wakes this
+/// task again, with a longer wait. Meanwhile polls fail with the store's error and readers get
+/// the feeds rendered before. Runs until `stop`.
+async fn recover_store(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Failed writes counted when the store was last reopened: a wake-up from a failure before
+    // that reopen is stale.
+    let mut failed_at_reopen = None;
+    // Reopens refused because the failed database still holds the store's lock.
+    let mut locked = 0;
+    loop {
+        tokio::select! {
+            () = shared.reopen.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(fault) = shared.metrics.store_fault() else {
+            failed_at_reopen = None;
+            continue;
+        };
+        if failed_at_reopen == Some(fault.failed_writes) {
+            continue;
+        }
+        let Some(fault) = shared.metrics.store_reopen_attempted() else {
+            continue;
+        };
+        let attempt = fault.reopen_attempts;
+        let delay = reopen_delay(attempt);
+        warn!(
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            error = %fault.error,
+            "store failing since {}: reopening it in {delay:?}",
+            fault.since
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let store = shared.pipeline.store.clone();
+        let reopened = tokio::task::spawn_blocking(move || store.reopen()).await;
+        failed_at_reopen = None;
+        match reopened {
+            Ok(Ok(())) => {
+                failed_at_reopen = shared.metrics.store_fault().map(|f| f.failed_writes);
+                info!(
+                    attempt,
+                    "store reopened; the next poll's write shows whether it recovered"
+                );
+            }
+            Ok(Err(e @ StoreError::Locked { .. })) => {
+                // The disk has room (the reopen checks that first), but sled cannot let the
+                // failed database go: sometimes a flush after its I/O error waits forever,
+                // holding the store's lock. Only a new process can open the store then.
+                locked += 1;
+                if locked >= REOPEN_LOCKED_ATTEMPTS {
+                    error!(attempt, error = %e, "the failed store cannot be released in this process: stopping so that the supervisor restarts feedmux");
+                    shared.store_stuck.notify_one();
+                    return;
+                }
+                warn!(attempt, error = %e, "cannot reopen the store yet: the failed database is still being released");
+                shared.reopen.notify_one();
+                continue;
+            }
+            Ok(Err(e)) => {
+                warn!(attempt, error = %e, "cannot reopen the store yet");
+                shared.reopen.notify_one();
+                continue;
+            }
+            Err(e) => {
+                error!(attempt, error = %e, "store reopening task failed");
+                shared.reopen.notify_one();
+                continue;
+            }
+        }
+        // Items the failed poll wrote before the error may be in the reopened store, which the
+        // next poll finds unchanged: render them now, as a restart would.
+        let (store, publisher, config) = (
+            shared.pipeline.store.clone(),
+            shared.publisher.clone(),
+            shared.config(),
+        );
+        match tokio::task::spawn_blocking(move || publisher.render_all(&store, &config)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(error = %e, "cannot render output feeds after reopening the store")
+            }
+            Err(e) => error!(error = %e, "rendering task failed"),
         }
     }
 }

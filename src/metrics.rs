@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 /// Upper bounds (seconds) of the fetch duration histogram's buckets.
 pub const FETCH_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
@@ -67,6 +69,21 @@ pub struct Metrics {
     pub feed_not_modified: AtomicU64,
     /// The last write to the store failed (cleared by the next poll that writes).
     pub store_failing: AtomicBool,
+    /// What is known of the store's failure while it lasts, for the status page.
+    store_fault: Mutex<Option<StoreFault>>,
+}
+
+/// A store failing its writes, from the first failed write until one succeeds again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFault {
+    /// The first failed write.
+    pub since: DateTime<Utc>,
+    /// The error of the first failed write (later ones follow from it).
+    pub error: String,
+    /// Failed writes so far.
+    pub failed_writes: u64,
+    /// Times the daemon tried to reopen the store so far.
+    pub reopen_attempts: u32,
 }
 
 /// A label value, escaped as the text format wants.
@@ -86,6 +103,54 @@ impl Metrics {
     pub fn poll(&self, source: &str, result: PollResult) {
         let mut polls = self.polls.lock().unwrap_or_else(|p| p.into_inner());
         *polls.entry((source.to_owned(), result)).or_default() += 1;
+    }
+
+    /// Records a write to the store that failed at `now` with `error`; answers whether the
+    /// store was working until then.
+    pub fn store_failed(&self, error: &str, now: DateTime<Utc>) -> bool {
+        self.store_failing.store(true, Ordering::Relaxed);
+        let mut fault = self.store_fault.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *fault {
+            Some(f) => {
+                f.failed_writes += 1;
+                false
+            }
+            None => {
+                *fault = Some(StoreFault {
+                    since: now,
+                    error: error.to_owned(),
+                    failed_writes: 1,
+                    reopen_attempts: 0,
+                });
+                true
+            }
+        }
+    }
+
+    /// Records a write to the store that succeeded; answers the fault it ends, if any.
+    pub fn store_succeeded(&self) -> Option<StoreFault> {
+        self.store_failing.store(false, Ordering::Relaxed);
+        self.store_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Counts an attempt to reopen the failing store; answers the fault as it is now (`None`
+    /// when the store is not failing).
+    pub fn store_reopen_attempted(&self) -> Option<StoreFault> {
+        let mut fault = self.store_fault.lock().unwrap_or_else(|p| p.into_inner());
+        let f = fault.as_mut()?;
+        f.reopen_attempts += 1;
+        Some(f.clone())
+    }
+
+    /// The store's current fault, if it is failing.
+    pub fn store_fault(&self) -> Option<StoreFault> {
+        self.store_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Records how long one fetch took (the HTTP request and body, or the failure).

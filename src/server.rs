@@ -415,8 +415,16 @@ async fn status_page(State(state): State<AppState>) -> Response {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let (store, publisher) = (state.store.clone(), state.publisher.clone());
+    let store_fault = state.metrics.store_fault();
     let page = tokio::task::spawn_blocking(move || {
-        status::page(&config, &store, &publisher, failure.as_ref(), Utc::now())
+        status::page(
+            &config,
+            &store,
+            &publisher,
+            failure.as_ref(),
+            store_fault.as_ref(),
+            Utc::now(),
+        )
     })
     .await;
     match page {

@@ -1,7 +1,7 @@
 //! The status page at `/`: one self-contained HTML document (inline CSS and SVG, no script,
 //! nothing fetched from elsewhere) showing every output feed with its subscribe links and
 //! autodiscovery tags, every source with its state, polls, last error and a 30-day chart of
-//! its items, and a refused config reload if there is one.
+//! its items, a refused config reload and a failing store if there are.
 //!
 //! It reads the config, the store's source states and `by_source` index, and the publisher's
 //! cache; it changes nothing and renders no feed. Every text that comes from a config, a feed
@@ -12,6 +12,7 @@ use std::fmt::Write;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use crate::config::{Config, SourceConfig};
+use crate::metrics::StoreFault;
 use crate::model::{Hold, ReloadFailure, SourceState, SourceStatus};
 use crate::publish::{feed_url, Format, Publisher};
 use crate::schedule;
@@ -187,6 +188,7 @@ pub fn page(
     store: &Store,
     publisher: &Publisher,
     reload_failure: Option<&ReloadFailure>,
+    store_fault: Option<&StoreFault>,
     now: DateTime<Utc>,
 ) -> Result<String, StoreError> {
     let mut html = String::with_capacity(16 * 1024);
@@ -206,11 +208,16 @@ pub fn page(
 
     let mut states = Vec::with_capacity(config.sources.len());
     for source in &config.sources {
-        let state = store.source_state(&source.name)?;
-        let times = store.source_item_times(
-            &source.name,
-            now - Duration::days(CHART_DAYS as i64 - 1) - Duration::hours(24),
-        )?;
+        let since = now - Duration::days(CHART_DAYS as i64 - 1) - Duration::hours(24);
+        let read = store
+            .source_state(&source.name)
+            .and_then(|state| Ok((state, store.source_item_times(&source.name, since)?)));
+        let (state, times) = match read {
+            Ok(read) => read,
+            // A failing store may be closed while it is reopened: the page still says why.
+            Err(_) if store_fault.is_some() => (SourceState::default(), Vec::new()),
+            Err(e) => return Err(e),
+        };
         states.push((source, state, times));
     }
     let failing = states
@@ -231,6 +238,16 @@ pub fn page(
         config.feeds.len(),
         store.item_count()
     );
+
+    if let Some(fault) = store_fault {
+        let _ = writeln!(
+            html,
+            "<section class=\"alert\" id=\"store-error\"><p><strong>The store is failing its writes</strong> since {}: feedmux serves the feeds it has, polls fail until it recovers, and it reopens the store by itself ({} attempts so far; what was stored stays). Free space on its disk if it is full.</p><ul><li>{}</li></ul></section>",
+            esc(&fault.since.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+            fault.reopen_attempts,
+            esc(&fault.error)
+        );
+    }
 
     if let Some(failure) = reload_failure {
         let _ = write!(

@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -51,6 +51,9 @@ const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 const TERM_STATS_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long `open` waits for a store that is being released: 20 × 50 ms.
 const LOCK_RETRIES: u32 = 20;
+/// What [`Store::reopen`] first writes to check that the disk has room again (sled starts new
+/// segments of 512 KiB when it opens).
+const ROOM_PROBE_BYTES: usize = 2 * 1024 * 1024;
 /// Items written per sled batch.
 const WRITE_CHUNK: usize = 32;
 /// Chunks written between flushes of a large poll (sled keeps dirty pages until a flush).
@@ -67,8 +70,22 @@ pub enum StoreError {
     NewerSchema { path: PathBuf, found: u32 },
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
+    #[error("the store at {path} is closed after a write error; feedmux is reopening it")]
+    Closed { path: PathBuf },
     #[error("corrupt record in the store ({what}): {message}")]
     Corrupt { what: &'static str, message: String },
+}
+
+impl StoreError {
+    /// Whether the database failed in a way only reopening it clears: an I/O error of sled
+    /// (a full disk: sled keeps the first one and fails every later flush with it), or the
+    /// store closed after one ([`StoreError::Closed`]).
+    pub fn needs_reopen(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sled(sled::Error::Io(_)) | StoreError::Closed { .. }
+        )
+    }
 }
 
 /// What the store holds of an item, against a new version of it.
@@ -87,11 +104,9 @@ pub struct FeedMembership {
     pub item: ItemId,
 }
 
-/// A handle on the open store; cheap to clone.
-#[derive(Clone)]
-pub struct Store {
+/// The open sled database and its trees; replaced as a whole by [`Store::reopen`].
+struct Trees {
     db: sled::Db,
-    path: PathBuf,
     items: sled::Tree,
     by_time: sled::Tree,
     by_source: sled::Tree,
@@ -103,6 +118,60 @@ pub struct Store {
     sources: sled::Tree,
     tombstones: sled::Tree,
     meta: sled::Tree,
+    /// Set when a write failed with an I/O error or the store is reopened: see the `Drop`.
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Trees {
+    /// A failed database is let go on a thread of its own. sled's drop flushes, and a flush
+    /// after an I/O error can wait forever for a wake-up sled never sends (it records the
+    /// error without waking the threads waiting for the log); a later flush that finds the
+    /// error does wake them. So the handles go to a thread that drops them while another
+    /// keeps flushing one tree until that ends, which releases the store's file lock for
+    /// [`Store::reopen`]. A healthy database is dropped here, flushed as before.
+    fn drop(&mut self) {
+        if !*self.failed.get_mut() {
+            return;
+        }
+        // Clones: the fields dropped after this only lower the counts.
+        let handles = (
+            self.db.clone(),
+            [
+                self.items.clone(),
+                self.by_time.clone(),
+                self.by_source.clone(),
+                self.feed_index.clone(),
+                self.urls.clone(),
+                self.stories.clone(),
+                self.fingerprints.clone(),
+                self.key_terms.clone(),
+                self.sources.clone(),
+                self.tombstones.clone(),
+            ],
+        );
+        let kicker = self.meta.clone();
+        let released = std::thread::Builder::new()
+            .name("store-release".into())
+            .spawn(move || {
+                let dropping = std::thread::spawn(move || drop(handles));
+                while !dropping.is_finished() {
+                    let _ = kicker.flush();
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            });
+        if let Err(e) = released {
+            tracing::error!(error = %e, "cannot start a thread to release the failed store");
+        }
+    }
+}
+
+/// A handle on the open store; cheap to clone. Every clone sees the same database, also after
+/// [`Store::reopen`] replaced it.
+#[derive(Clone)]
+pub struct Store {
+    /// `None` only between dropping a failed database and opening it again.
+    trees: Arc<RwLock<Option<Arc<Trees>>>>,
+    path: PathBuf,
     /// Held from reading the store for a poll's plan until the plan is written, so that two
     /// sources polled at once cannot both claim the same story; it guards the term statistics
     /// that planning updates.
@@ -138,27 +207,9 @@ impl Store {
     }
 
     fn open_once(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(64 * 1024 * 1024)
-            // Every write path flushes itself (a poll is durable once flushed); without sled's
-            // background flusher, dropping the store releases its lock at once.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| open_error(path, e))?;
-        let tree = |name: &str| db.open_tree(name);
+        let trees = open_trees(path)?;
         let store = Store {
-            items: tree("items")?,
-            by_time: tree("by_time")?,
-            by_source: tree("by_source")?,
-            feed_index: tree("feed_index")?,
-            urls: tree("urls")?,
-            stories: tree("stories")?,
-            fingerprints: tree("fingerprints")?,
-            key_terms: tree("key_terms")?,
-            sources: tree("sources")?,
-            tombstones: tree("tombstones")?,
-            meta: tree("meta")?,
+            trees: Arc::new(RwLock::new(Some(Arc::new(trees)))),
             path: path.to_owned(),
             ingest: Arc::new(Mutex::new(TermStats::default())),
             recent: Arc::new(Mutex::new(RecentIndex::new(
@@ -166,12 +217,11 @@ impl Store {
             ))),
             term_stats_saved: Arc::new(Mutex::new(std::time::Instant::now())),
             last_flush: Arc::new(Mutex::new(std::time::Instant::now())),
-            db,
         };
         store.check_schema()?;
         // The LSH bands of earlier versions, replaced by key terms.
-        store.db.drop_tree("bands")?;
-        if let Some(bytes) = store.meta.get(TERM_STATS_KEY)? {
+        store.trees()?.db.drop_tree("bands")?;
+        if let Some(bytes) = store.trees()?.meta.get(TERM_STATS_KEY)? {
             match TermStats::from_bytes(&bytes) {
                 Some(stats) => *store.ingest_guard() = stats,
                 None => tracing::warn!(
@@ -180,6 +230,94 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Runs `write`; when it fails with an I/O error, closes the store (every call answers
+    /// [`StoreError::Closed`] until [`Store::reopen`]). A sled database that failed a write
+    /// goes on taking writes in memory, fails only their flush, and can spin in a read that
+    /// tries to split a node it cannot write: nothing may use it any more.
+    fn guarded<T>(&self, write: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let trees = self.trees()?;
+        let result = write();
+        if let Err(e) = &result {
+            if matches!(e, StoreError::Sled(sled::Error::Io(_))) {
+                trees
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let mut slot = self.trees.write().unwrap_or_else(|p| p.into_inner());
+                // Unless another thread reopened it meanwhile.
+                if slot.as_ref().is_some_and(|open| Arc::ptr_eq(open, &trees)) {
+                    *slot = None;
+                    tracing::warn!(error = %e, "closed the store after a failed write");
+                }
+            }
+        }
+        result
+    }
+
+    /// Writes [`ROOM_PROBE_BYTES`] to a scratch file in the store's directory, syncs and
+    /// removes it: whether sled would find room to open the database again.
+    fn probe_room(&self) -> Result<(), StoreError> {
+        use std::io::Write;
+        let probe = self.path.join(".room-probe");
+        let written = std::fs::File::create(&probe).and_then(|mut file| {
+            let chunk = vec![0u8; 64 * 1024];
+            for _ in 0..ROOM_PROBE_BYTES / chunk.len() {
+                file.write_all(&chunk)?;
+            }
+            file.sync_all()
+        });
+        let _ = std::fs::remove_file(&probe);
+        written.map_err(|e| StoreError::Open {
+            path: self.path.clone(),
+            message: format!("no room to write on its disk yet ({e})"),
+        })
+    }
+
+    /// The open database, or [`StoreError::Closed`] while [`Store::reopen`] could not open it.
+    fn trees(&self) -> Result<Arc<Trees>, StoreError> {
+        self.trees
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Closed {
+                path: self.path.clone(),
+            })
+    }
+
+    /// Drops the database and opens the same path again, for every clone of this handle: sled
+    /// keeps the first I/O error of a write (a full disk) until reopened, and a write that
+    /// fails so closes the store (see [`Store::guarded`]). Holds the ingest guard, so no poll
+    /// or prune is half-way through its writes; what sled had not flushed is lost, as in a
+    /// crash (a poll is done only once flushed). First the disk must take
+    /// [`ROOM_PROBE_BYTES`] (written and removed again); until it does, nothing changes. If
+    /// the open itself fails the store stays closed (every call answers
+    /// [`StoreError::Closed`]) until a later `reopen` succeeds. The in-memory term statistics
+    /// are kept.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        self.probe_room()?;
+        let _ingest = self.ingest_guard();
+        let mut slot = self.trees.write().unwrap_or_else(|p| p.into_inner());
+        // The old database releases its lock once the last clone of it is dropped; readers
+        // hold one only for the length of a call, and `open` waits for them briefly.
+        if let Some(old) = slot.take() {
+            old.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut attempts = 0;
+        let trees = loop {
+            match open_trees(&self.path) {
+                Err(StoreError::Locked { .. }) if attempts < LOCK_RETRIES => {
+                    attempts += 1;
+                    std::thread::sleep(LOCK_RETRY_DELAY);
+                }
+                other => break other?,
+            }
+        };
+        *slot = Some(Arc::new(trees));
+        // What sled had not flushed is gone: the in-memory index refills from what it kept.
+        let capacity = self.recent().capacity();
+        *self.recent() = RecentIndex::new(capacity);
+        Ok(())
     }
 
     /// Serialises ingestion: hold the guard from planning a poll's writes until they are
@@ -199,7 +337,7 @@ impl Store {
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
-        match self.meta.get(SCHEMA_KEY)? {
+        match self.trees()?.meta.get(SCHEMA_KEY)? {
             Some(v) => {
                 let found: u32 = std::str::from_utf8(&v)
                     .ok()
@@ -216,7 +354,8 @@ impl Store {
                 }
             }
             None => {
-                self.meta
+                self.trees()?
+                    .meta
                     .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())?;
             }
         }
@@ -224,7 +363,7 @@ impl Store {
     }
 
     pub fn item(&self, id: ItemId) -> Result<Option<Item>, StoreError> {
-        match self.items.get(id.0)? {
+        match self.trees()?.items.get(id.0)? {
             Some(bytes) => Ok(Some(decode(&bytes, "item")?)),
             None => Ok(None),
         }
@@ -237,7 +376,7 @@ impl Store {
         struct HashOnly {
             content_hash: u64,
         }
-        let Some(bytes) = self.items.get(id.0)? else {
+        let Some(bytes) = self.trees()?.items.get(id.0)? else {
             return Ok(Stored::Missing);
         };
         if decode::<HashOnly>(&bytes, "item")?.content_hash == content_hash {
@@ -247,18 +386,18 @@ impl Store {
     }
 
     pub fn item_count(&self) -> usize {
-        self.items.len()
+        self.trees().map_or(0, |t| t.items.len())
     }
 
     pub fn url_claim(&self, canonical: &str) -> Result<Option<UrlClaim>, StoreError> {
-        match self.urls.get(url_key(canonical))? {
+        match self.trees()?.urls.get(url_key(canonical))? {
             Some(bytes) => Ok(Some(decode(&bytes, "url claim")?)),
             None => Ok(None),
         }
     }
 
     pub fn source_state(&self, source: &str) -> Result<SourceState, StoreError> {
-        match self.sources.get(source.as_bytes())? {
+        match self.trees()?.sources.get(source.as_bytes())? {
             Some(bytes) => decode(&bytes, "source state"),
             None => Ok(SourceState::default()),
         }
@@ -270,9 +409,19 @@ impl Store {
     /// `item_count` is the stored one (such a poll adds no item), so that a state read before
     /// a prune never brings back a stale count.
     pub fn put_source_state(&self, source: &str, state: &SourceState) -> Result<(), StoreError> {
+        self.guarded(|| self.put_source_state_unguarded(source, state))
+    }
+
+    fn put_source_state_unguarded(
+        &self,
+        source: &str,
+        state: &SourceState,
+    ) -> Result<(), StoreError> {
         let mut state = state.clone();
         state.item_count = self.source_state(source)?.item_count;
-        self.sources.insert(source.as_bytes(), encode(&state))?;
+        self.trees()?
+            .sources
+            .insert(source.as_bytes(), encode(&state))?;
         self.flush_lazily()
     }
 
@@ -281,7 +430,7 @@ impl Store {
     fn flush_lazily(&self) -> Result<(), StoreError> {
         let mut last = self.last_flush.lock().unwrap_or_else(|p| p.into_inner());
         if last.elapsed() >= LAZY_FLUSH {
-            self.db.flush()?;
+            flush_waking(&self.trees()?.db)?;
             *last = std::time::Instant::now();
         }
         Ok(())
@@ -290,7 +439,12 @@ impl Store {
     /// Items stored for `source` (keys of the `by_source` index; no item is read).
     fn count_of_source(&self, source: &str) -> Result<u64, StoreError> {
         let mut n = 0;
-        for key in self.by_source.scan_prefix(name_prefix(source)).keys() {
+        for key in self
+            .trees()?
+            .by_source
+            .scan_prefix(name_prefix(source))
+            .keys()
+        {
             key?;
             n += 1;
         }
@@ -300,28 +454,34 @@ impl Store {
     /// Whether retention pruned item `id` of `source` (so that it is not ingested again
     /// while the source's feed still lists it).
     pub fn is_pruned(&self, source: &str, id: ItemId) -> Result<bool, StoreError> {
-        Ok(self.tombstones.contains_key(tombstone_key(source, id))?)
+        Ok(self
+            .trees()?
+            .tombstones
+            .contains_key(tombstone_key(source, id))?)
     }
 
     /// How many records each tree holds, by tree name (for tests and diagnostics).
     pub fn record_counts(&self) -> Vec<(&'static str, usize)> {
+        let Ok(t) = self.trees() else {
+            return Vec::new();
+        };
         vec![
-            ("items", self.items.len()),
-            ("by_time", self.by_time.len()),
-            ("by_source", self.by_source.len()),
-            ("feed_index", self.feed_index.len()),
-            ("urls", self.urls.len()),
-            ("stories", self.stories.len()),
-            ("fingerprints", self.fingerprints.len()),
-            ("key_terms", self.key_terms.len()),
-            ("sources", self.sources.len()),
-            ("tombstones", self.tombstones.len()),
+            ("items", t.items.len()),
+            ("by_time", t.by_time.len()),
+            ("by_source", t.by_source.len()),
+            ("feed_index", t.feed_index.len()),
+            ("urls", t.urls.len()),
+            ("stories", t.stories.len()),
+            ("fingerprints", t.fingerprints.len()),
+            ("key_terms", t.key_terms.len()),
+            ("sources", t.sources.len()),
+            ("tombstones", t.tombstones.len()),
         ]
     }
 
     /// Tombstones held, over all sources.
     pub fn tombstone_count(&self) -> usize {
-        self.tombstones.len()
+        self.trees().map_or(0, |t| t.tombstones.len())
     }
 
     /// Deletes the items published before `cutoff` and those beyond the newest `max_items`,
@@ -335,9 +495,20 @@ impl Store {
         max_items: Option<u64>,
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, u64>, StoreError> {
+        self.guarded(|| self.prune_unguarded(cutoff, max_items, now))
+    }
+
+    fn prune_unguarded(
+        &self,
+        cutoff: Option<DateTime<Utc>>,
+        max_items: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, u64>, StoreError> {
         let _guard = self.ingest_guard();
+        // One database for the whole sweep, even if another thread reopens the store.
+        let trees = self.trees()?;
         let mut victims: Vec<(Vec<u8>, ItemId)> = Vec::new();
-        for (n, entry) in self.by_time.iter().enumerate() {
+        for (n, entry) in trees.by_time.iter().enumerate() {
             let (key, _) = entry?;
             let time = key
                 .get(..8)
@@ -399,15 +570,15 @@ impl Store {
                 tombstones.insert(tombstone_key(&item.source, item.id), &pruned_at);
                 *lost.entry(item.source.clone()).or_default() += 1;
             }
-            self.tombstones.apply_batch(tombstones)?;
-            self.feed_index.apply_batch(feed_index)?;
-            self.by_source.apply_batch(by_source)?;
-            self.by_time.apply_batch(by_time)?;
-            self.stories.apply_batch(stories)?;
-            self.key_terms.apply_batch(key_terms)?;
-            self.fingerprints.apply_batch(fingerprints)?;
-            self.urls.apply_batch(urls)?;
-            self.items.apply_batch(items)?;
+            trees.tombstones.apply_batch(tombstones)?;
+            trees.feed_index.apply_batch(feed_index)?;
+            trees.by_source.apply_batch(by_source)?;
+            trees.by_time.apply_batch(by_time)?;
+            trees.stories.apply_batch(stories)?;
+            trees.key_terms.apply_batch(key_terms)?;
+            trees.fingerprints.apply_batch(fingerprints)?;
+            trees.urls.apply_batch(urls)?;
+            trees.items.apply_batch(items)?;
             let mut recent = self.recent();
             for (_, id) in chunk {
                 recent.remove(*id);
@@ -416,9 +587,9 @@ impl Store {
         for source in lost.keys() {
             let mut state = self.source_state(source)?;
             state.item_count = self.count_of_source(source)?;
-            self.sources.insert(source.as_bytes(), encode(&state))?;
+            trees.sources.insert(source.as_bytes(), encode(&state))?;
         }
-        self.db.flush()?;
+        flush_waking(&trees.db)?;
         Ok(lost)
     }
 
@@ -434,6 +605,22 @@ impl Store {
         state: &SourceState,
         term_stats: MutexGuard<'_, TermStats>,
     ) -> Result<(), StoreError> {
+        self.guarded(|| {
+            self.apply_poll_unguarded(source, plan, feeds, memberships, state, term_stats)
+        })
+    }
+
+    fn apply_poll_unguarded(
+        &self,
+        source: &str,
+        plan: &IngestPlan,
+        feeds: &[String],
+        memberships: &[FeedMembership],
+        state: &SourceState,
+        term_stats: MutexGuard<'_, TermStats>,
+    ) -> Result<(), StoreError> {
+        // One database for the whole poll, flush included, even if the store is reopened.
+        let trees = self.trees()?;
         // Written in chunks: sled holds a whole batch in memory several times over, so one
         // batch for a 20,000-item feed costs a gigabyte; chunks keep a poll's memory flat.
         // The poll still counts as done only after the state is written and flushed.
@@ -443,7 +630,7 @@ impl Store {
         }
         for (n, chunk) in plan.writes.chunks(WRITE_CHUNK).enumerate() {
             if n > 0 && n % FLUSH_EVERY_CHUNKS == 0 {
-                self.db.flush()?;
+                flush_waking(&trees.db)?;
             }
             let mut by_time = sled::Batch::default();
             let mut by_source = sled::Batch::default();
@@ -470,11 +657,11 @@ impl Store {
                 }
                 items.insert(&item.id.0, encode(item));
             }
-            self.by_time.apply_batch(by_time)?;
-            self.by_source.apply_batch(by_source)?;
-            self.feed_index.apply_batch(feed_index)?;
-            self.stories.apply_batch(stories)?;
-            self.items.apply_batch(items)?;
+            trees.by_time.apply_batch(by_time)?;
+            trees.by_source.apply_batch(by_source)?;
+            trees.feed_index.apply_batch(feed_index)?;
+            trees.stories.apply_batch(stories)?;
+            trees.items.apply_batch(items)?;
         }
         for chunk in plan.fingerprints.chunks(WRITE_CHUNK) {
             let mut key_terms = sled::Batch::default();
@@ -492,8 +679,8 @@ impl Store {
                 }
                 fingerprints.insert(&id.0, indexed.record.to_bytes());
             }
-            self.key_terms.apply_batch(key_terms)?;
-            self.fingerprints.apply_batch(fingerprints)?;
+            trees.key_terms.apply_batch(key_terms)?;
+            trees.fingerprints.apply_batch(fingerprints)?;
         }
         if !plan.fingerprints.is_empty() {
             let mut recent = self.recent();
@@ -511,11 +698,11 @@ impl Store {
         for (url, claim) in &plan.claims {
             urls.insert(&url_key(url), encode(claim));
         }
-        self.urls.apply_batch(urls)?;
+        trees.urls.apply_batch(urls)?;
         // Tombstones of items the feed no longer lists are not needed any more.
         let mut gone = sled::Batch::default();
         let prefix = name_prefix(source);
-        for key in self.tombstones.scan_prefix(&prefix).keys() {
+        for key in trees.tombstones.scan_prefix(&prefix).keys() {
             let key = key?;
             let listed = ItemId::from_slice(&key[prefix.len()..])
                 .is_some_and(|id| plan.present.contains(&id));
@@ -523,7 +710,7 @@ impl Store {
                 gone.remove(key);
             }
         }
-        self.tombstones.apply_batch(gone)?;
+        trees.tombstones.apply_batch(gone)?;
         // The count from the stored state (callers hold the ingest guard, as `prune` does),
         // not from the state the caller read before its fetch.
         let mut state = state.clone();
@@ -531,7 +718,7 @@ impl Store {
             .source_state(source)?
             .item_count
             .saturating_add(plan.new_items() as u64);
-        self.sources.insert(source.as_bytes(), encode(&state))?;
+        trees.sources.insert(source.as_bytes(), encode(&state))?;
         if !plan.fingerprints.is_empty() {
             self.save_term_stats(&term_stats, false)?;
         }
@@ -542,7 +729,7 @@ impl Store {
             // Nothing but the source's state changed (every item unchanged).
             return self.flush_lazily();
         }
-        self.db.flush()?;
+        flush_waking(&trees.db)?;
         Ok(())
     }
 
@@ -553,7 +740,9 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if always || saved.elapsed() >= TERM_STATS_SAVE_EVERY {
-            self.meta.insert(TERM_STATS_KEY, stats.to_bytes())?;
+            self.trees()?
+                .meta
+                .insert(TERM_STATS_KEY, stats.to_bytes())?;
             *saved = std::time::Instant::now();
         }
         Ok(())
@@ -563,13 +752,14 @@ impl Store {
     pub fn feed_items(&self, feed: &str) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
         let prefix = name_prefix(feed);
         let skip = prefix.len() + 8;
-        self.feed_index.scan_prefix(prefix).map(move |r| {
-            let (key, _) = r?;
-            ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
-                what: "feed index key",
-                message: format!("{} bytes", key.len()),
+        self.iter_of(|t| t.feed_index.scan_prefix(prefix))
+            .map(move |r| {
+                let (key, _) = r?;
+                ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
+                    what: "feed index key",
+                    message: format!("{} bytes", key.len()),
+                })
             })
-        })
     }
 
     /// Ids in the index of output feed `feed` that come after the entry of an item published
@@ -586,23 +776,25 @@ impl Store {
         let mut end = prefix.clone();
         end.extend_from_slice(&[0xff; 25]);
         let start = prefixed_key(feed, published, id);
-        self.feed_index
-            .range((
+        self.iter_of(|t| {
+            t.feed_index.range((
                 std::ops::Bound::Excluded(start),
                 std::ops::Bound::Included(end),
             ))
-            .map(move |r| {
-                let (key, _) = r?;
-                ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
-                    what: "feed index key",
-                    message: format!("{} bytes", key.len()),
-                })
+        })
+        .map(move |r| {
+            let (key, _) = r?;
+            ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
+                what: "feed index key",
+                message: format!("{} bytes", key.len()),
             })
+        })
     }
 
     /// Whether `item` is in the index of output feed `feed`.
     pub fn feed_contains(&self, feed: &str, item: &Item) -> Result<bool, StoreError> {
         Ok(self
+            .trees()?
             .feed_index
             .contains_key(prefixed_key(feed, item.published, item.id))?)
     }
@@ -616,7 +808,7 @@ impl Store {
     ) -> Result<Vec<DateTime<Utc>>, StoreError> {
         let prefix = name_prefix(source);
         let mut times = Vec::new();
-        for entry in self.by_source.scan_prefix(&prefix) {
+        for entry in self.trees()?.by_source.scan_prefix(&prefix) {
             let (key, _) = entry?;
             let Some(t) = key
                 .get(prefix.len()..prefix.len() + 8)
@@ -641,7 +833,7 @@ impl Store {
         let prefix = name_prefix(source);
         let skip = prefix.len() + 8;
         let mut items = Vec::new();
-        for key in self.by_source.scan_prefix(&prefix).keys() {
+        for key in self.trees()?.by_source.scan_prefix(&prefix).keys() {
             if items.len() >= limit {
                 break;
             }
@@ -662,7 +854,7 @@ impl Store {
 
     /// Ids of every item, newest first.
     pub fn all_items(&self) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
-        self.by_time.iter().map(|r| {
+        self.iter_of(|t| t.by_time.iter()).map(|r| {
             let (key, _) = r?;
             ItemId::from_slice(&key[8..]).ok_or(StoreError::Corrupt {
                 what: "time index key",
@@ -717,7 +909,8 @@ impl Store {
             let start = key_term_key(*term, upper, ItemId([0; 16]));
             let mut end = key_term_key(*term, oldest, ItemId([0xFF; 16]));
             end.extend_from_slice(&[0xFF; 4]);
-            let others = self
+            let trees = self.trees()?;
+            let others = trees
                 .key_terms
                 .range(start..=end)
                 .keys()
@@ -744,7 +937,7 @@ impl Store {
     fn warm_recent(&self, recent: &mut RecentIndex) -> Result<(), StoreError> {
         let since = Utc::now().timestamp_micros().saturating_sub(recent.reach());
         let mut covered = since;
-        for key in self.by_time.iter().keys() {
+        for key in self.trees()?.by_time.iter().keys() {
             let key = key?;
             let time = key
                 .get(..8)
@@ -801,7 +994,7 @@ impl Store {
     }
 
     fn fingerprint_in_sled(&self, id: ItemId) -> Result<Option<FingerprintRecord>, StoreError> {
-        match self.fingerprints.get(id.0)? {
+        match self.trees()?.fingerprints.get(id.0)? {
             Some(bytes) => {
                 FingerprintRecord::from_bytes(&bytes)
                     .map(Some)
@@ -819,7 +1012,8 @@ impl Store {
         &self,
         story: ItemId,
     ) -> Result<Vec<(ItemId, Option<StoryLink>)>, StoreError> {
-        self.stories
+        self.trees()?
+            .stories
             .scan_prefix(story.0)
             .map(|r| {
                 let (key, value) = r?;
@@ -839,7 +1033,8 @@ impl Store {
 
     /// The members of a story group, in no particular order.
     pub fn story_members(&self, story: ItemId) -> Result<Vec<ItemId>, StoreError> {
-        self.stories
+        self.trees()?
+            .stories
             .scan_prefix(story.0)
             .map(|r| {
                 let (key, _) = r?;
@@ -854,6 +1049,7 @@ impl Store {
     /// The fingerprint of the selection rules the feed's index was built with.
     pub fn feed_fingerprint(&self, feed: &str) -> Result<Option<String>, StoreError> {
         Ok(self
+            .trees()?
             .meta
             .get(format!("{FINGERPRINT_PREFIX}{feed}"))?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
@@ -870,7 +1066,7 @@ impl Store {
         self.drop_feed_index(feed)?;
         let mut batch = sled::Batch::default();
         let mut count = 0;
-        for entry in self.items.iter() {
+        for entry in self.trees()?.items.iter() {
             let (_, bytes) = entry?;
             let item: Item = decode(&bytes, "item")?;
             if selects(&item) {
@@ -878,29 +1074,37 @@ impl Store {
                 count += 1;
             }
         }
-        self.feed_index.apply_batch(batch)?;
-        self.meta.insert(
+        self.trees()?.feed_index.apply_batch(batch)?;
+        self.trees()?.meta.insert(
             format!("{FINGERPRINT_PREFIX}{feed}"),
             fingerprint.as_bytes(),
         )?;
-        self.db.flush()?;
+        flush_waking(&self.trees()?.db)?;
         Ok(count)
     }
 
     /// Removes a feed's index and fingerprint (the feed left the config).
     pub fn drop_feed_index(&self, feed: &str) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for key in self.feed_index.scan_prefix(name_prefix(feed)).keys() {
+        for key in self
+            .trees()?
+            .feed_index
+            .scan_prefix(name_prefix(feed))
+            .keys()
+        {
             batch.remove(key?);
         }
-        self.feed_index.apply_batch(batch)?;
-        self.meta.remove(format!("{FINGERPRINT_PREFIX}{feed}"))?;
+        self.trees()?.feed_index.apply_batch(batch)?;
+        self.trees()?
+            .meta
+            .remove(format!("{FINGERPRINT_PREFIX}{feed}"))?;
         Ok(())
     }
 
     /// Names of the feeds that have an index.
     pub fn indexed_feeds(&self) -> Result<Vec<String>, StoreError> {
-        self.meta
+        self.trees()?
+            .meta
             .scan_prefix(FINGERPRINT_PREFIX)
             .keys()
             .map(|k| {
@@ -912,10 +1116,14 @@ impl Store {
 
     /// Writes everything out, the term statistics included.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.guarded(|| self.flush_unguarded())
+    }
+
+    fn flush_unguarded(&self) -> Result<(), StoreError> {
         let stats = self.ingest_guard();
         self.save_term_stats(&stats, true)?;
         drop(stats);
-        self.db.flush()?;
+        flush_waking(&self.trees()?.db)?;
         Ok(())
     }
 
@@ -942,8 +1150,9 @@ impl Store {
             .flush_every_ms(None)
             .open()
             .map_err(|e| open_error(&fresh_path, e))?;
-        for tree_name in old.db.tree_names() {
-            let from = old.db.open_tree(&tree_name)?;
+        let old_trees = old.trees()?;
+        for tree_name in old_trees.db.tree_names() {
+            let from = old_trees.db.open_tree(&tree_name)?;
             let to = fresh.open_tree(&tree_name)?;
             let mut batch = sled::Batch::default();
             let mut in_batch = 0;
@@ -960,6 +1169,7 @@ impl Store {
         }
         fresh.flush()?;
         drop(fresh);
+        drop(old_trees);
         drop(old);
         std::fs::rename(path, &retired_path).map_err(|e| io_error(path, e))?;
         std::fs::rename(&fresh_path, path).map_err(|e| io_error(&fresh_path, e))?;
@@ -968,10 +1178,83 @@ impl Store {
         Ok((before, after))
     }
 
+    /// The entries `pick` iterates over in the open database, or the one error of a closed
+    /// store.
+    fn iter_of(
+        &self,
+        pick: impl FnOnce(&Trees) -> sled::Iter,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> {
+        let (iter, closed) = match self.trees() {
+            Ok(t) => (Some(pick(&t)), None),
+            Err(e) => (None, Some(e)),
+        };
+        closed.into_iter().map(Err).chain(
+            iter.into_iter()
+                .flatten()
+                .map(|r| r.map_err(StoreError::from)),
+        )
+    }
+
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.trees()
+            .ok()
+            .and_then(|t| t.db.size_on_disk().ok())
+            .unwrap_or(0)
     }
+}
+
+/// Opens the sled database at `path` and its trees.
+fn open_trees(path: &Path) -> Result<Trees, StoreError> {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(64 * 1024 * 1024)
+        // Every write path flushes itself (a poll is durable once flushed); without sled's
+        // background flusher, dropping the store releases its lock at once.
+        .flush_every_ms(None)
+        .open()
+        .map_err(|e| open_error(path, e))?;
+    let tree = |name: &str| db.open_tree(name);
+    Ok(Trees {
+        items: tree("items")?,
+        by_time: tree("by_time")?,
+        by_source: tree("by_source")?,
+        feed_index: tree("feed_index")?,
+        urls: tree("urls")?,
+        stories: tree("stories")?,
+        fingerprints: tree("fingerprints")?,
+        key_terms: tree("key_terms")?,
+        sources: tree("sources")?,
+        tombstones: tree("tombstones")?,
+        meta: tree("meta")?,
+        failed: std::sync::atomic::AtomicBool::new(false),
+        db,
+    })
+}
+
+/// How long a flush may wait before another one is started beside it.
+const FLUSH_KICK_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Flushes `db`. After a write to the disk failed, sled 0.34 can leave a flush waiting forever
+/// (it records the error without waking the threads waiting for the log; a later flush that
+/// finds the error wakes them, see `Trees`'s `Drop`), which would hang the poll before it could
+/// report the failure. So while this flush waits, another is started every two seconds.
+fn flush_waking(db: &sled::Db) -> Result<usize, sled::Error> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let kicker = scope.spawn(|| loop {
+            std::thread::park_timeout(FLUSH_KICK_AFTER);
+            if done.load(Ordering::Acquire) {
+                break;
+            }
+            let _ = db.flush();
+        });
+        let result = db.flush();
+        done.store(true, Ordering::Release);
+        kicker.thread().unpark();
+        result
+    })
 }
 
 fn open_error(path: &Path, e: sled::Error) -> StoreError {
