@@ -5,6 +5,7 @@
 //! cargo bench --bench suite                      # every row, 1,000,000 stored items
 //! FEEDMUX_SUITE_ITEMS=200000 cargo bench --bench suite
 //! FEEDMUX_SUITE_ROWS=serve,poll cargo bench --bench suite
+//! FEEDMUX_SUITE_KEEP=1 keeps the stores and their configs afterwards (for profiling)
 //! ```
 //!
 //! Rows: `ingest`, `serve` (plain and gzip), `poll` (304 and 200 sweeps), `scale`, `memory`,
@@ -59,7 +60,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let work = tempfile::tempdir().expect("a temporary directory");
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let work = temp.path();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -77,13 +79,13 @@ fn main() {
         || rows.contains("memory")
         || rows.contains("startup")
     {
-        let big = BigStore::create(work.path(), &upstream, stored);
+        let big = BigStore::create(work, &upstream, stored);
         if rows.contains("ingest") {
             ingest_row(&big, &mut table);
         }
         big.fill_to(stored);
         if rows.contains("scale") {
-            scale_row(work.path(), &big, &mut table);
+            scale_row(work, &big, &mut table);
         }
         if rows.contains("memory") {
             memory_row(&big, &mut table);
@@ -93,12 +95,16 @@ fn main() {
         }
     }
     if rows.contains("serve") {
-        serve_rows(work.path(), &runtime, &mut table);
+        serve_rows(work, &runtime, &mut table);
     }
     if rows.contains("poll") {
-        poll_rows(work.path(), &runtime, &upstream, &mut table);
+        poll_rows(work, &runtime, &upstream, &mut table);
     }
     table.print();
+    // FEEDMUX_SUITE_KEEP=1 keeps the stores and configs, for profiling afterwards.
+    if std::env::var_os("FEEDMUX_SUITE_KEEP").is_some() {
+        println!("kept {}", temp.keep().display());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -366,6 +372,8 @@ impl BigStore {
             let k = self.feeds.get();
             self.ingest_feed(&store, &format!("gen-{k}"));
             self.feeds.set(k + 1);
+            // As the daemon does after a poll that stored something.
+            store.checkpoint_if_due().expect("checkpoint");
         }
         store.flush().expect("flush");
         println!(

@@ -65,6 +65,8 @@ struct Shared {
     reopen: tokio::sync::Notify,
     /// Told by [`recover_store`] when only a restart can bring the store back.
     store_stuck: tokio::sync::Notify,
+    /// Set while a [`Store::checkpoint_if_due`] runs.
+    checkpointing: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -102,6 +104,7 @@ impl Shared {
                 self.count(&source.name, &report);
                 if report.changed() {
                     self.render_feeds_of(&config, &source.name).await;
+                    self.checkpoint_store();
                 }
             }
             Err(e) => {
@@ -165,6 +168,22 @@ impl Shared {
         Metrics::add(&m.merged_text, report.merged_text as u64);
     }
 
+    /// Lets the store reopen itself in the background when it has written enough since it
+    /// was opened (one at a time; see [`Store::checkpoint_if_due`]).
+    fn checkpoint_store(&self) {
+        if self.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.pipeline.store.clone();
+        let running = self.checkpointing.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.checkpoint_if_due() {
+                error!(error = %e, "reopening the store for a snapshot failed; it is reopened as after a failed write");
+            }
+            running.store(false, Ordering::Release);
+        });
+    }
+
     async fn render_feeds_of(&self, config: &Arc<Config>, source: &str) {
         let feeds: Vec<String> = config
             .feeds
@@ -178,8 +197,11 @@ impl Shared {
         let result = tokio::task::spawn_blocking(move || {
             let mut changed = Vec::new();
             for feed in feeds {
-                let rendered = publisher.render(&store, &for_render, &feed)?;
-                changed.push((feed, rendered.changed.clone()));
+                if let Some(formats) =
+                    publisher.render_when_free(&store, for_render.clone(), &feed)?
+                {
+                    changed.push((feed, formats));
+                }
             }
             Ok::<_, PublishError>(changed)
         })
@@ -267,6 +289,7 @@ pub async fn run(
         reload_failure: Arc::new(RwLock::new(None)),
         reopen: tokio::sync::Notify::new(),
         store_stuck: tokio::sync::Notify::new(),
+        checkpointing: Arc::new(AtomicBool::new(false)),
     });
     let app = server::router(AppState {
         config: shared.config.clone(),

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
@@ -143,7 +143,14 @@ impl Rendered {
             .unwrap_or_default();
         let mut brotli = Vec::new();
         {
-            let mut writer = brotli::CompressorWriter::new(&mut brotli, 4096, brotli_quality, 22);
+            // A window as large as the body compresses as well as any larger one, and the
+            // encoder's memory grows with the window.
+            let lgwin = (body.len().max(1) as u64)
+                .next_power_of_two()
+                .trailing_zeros()
+                .clamp(16, 22);
+            let mut writer =
+                brotli::CompressorWriter::new(&mut brotli, 4096, brotli_quality, lgwin);
             if writer
                 .write_all(&body)
                 .and_then(|()| writer.flush())
@@ -255,6 +262,16 @@ pub fn max_age(next_poll: Option<DateTime<Utc>>, now: DateTime<Utc>) -> u64 {
 pub struct Publisher {
     outputs: RwLock<HashMap<String, Arc<RenderedFeed>>>,
     next_polls: RwLock<HashMap<String, DateTime<Utc>>>,
+    /// One per feed: see [`Publisher::render_when_free`].
+    gates: Mutex<HashMap<String, Arc<RenderGate>>>,
+}
+
+/// Keeps renders of one feed from running side by side.
+#[derive(Debug, Default)]
+struct RenderGate {
+    running: Mutex<()>,
+    /// A render was asked for after the running one started (with the newest config).
+    pending: Mutex<Option<Arc<Config>>>,
 }
 
 impl Publisher {
@@ -291,6 +308,58 @@ impl Publisher {
     }
 
     /// Renders `feed` from the store and swaps it into the cache.
+    /// Renders `feed` unless a render of it is running; then that render runs once more when
+    /// it ends, with the newest `config`, and this call returns `None` at once. So when many
+    /// sources of a feed finish their polls together, the feed is rendered once or twice, not
+    /// once per poll side by side (each render holds its compressors' windows). Returns the
+    /// formats whose bytes changed over the renders this call ran.
+    pub fn render_when_free(
+        &self,
+        store: &Store,
+        config: Arc<Config>,
+        feed: &str,
+    ) -> Result<Option<Vec<Format>>, PublishError> {
+        let gate = self
+            .gates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(feed.to_owned())
+            .or_default()
+            .clone();
+        *gate.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
+        let mut changed: Option<Vec<Format>> = None;
+        loop {
+            let Ok(_running) = gate.running.try_lock() else {
+                return Ok(changed); // the running render sees the request when it ends
+            };
+            loop {
+                let next = gate
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                let Some(config) = next else { break };
+                let rendered = self.render(store, &config, feed)?;
+                let all = changed.get_or_insert_with(Vec::new);
+                for format in &rendered.changed {
+                    if !all.contains(format) {
+                        all.push(*format);
+                    }
+                }
+            }
+            drop(_running);
+            // A request that came between the last check and the release would be lost.
+            if gate
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+            {
+                return Ok(changed);
+            }
+        }
+    }
+
     pub fn render(
         &self,
         store: &Store,
@@ -1159,4 +1228,52 @@ fn json_feed(
     let mut out = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     out.push(b'\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Store, Arc<Config>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = format!(
+            "[storage]\npath = {:?}\n\n[[source]]\nname = \"a\"\nurl = \"https://a.example/feed.xml\"\n\n[[feed]]\nname = \"all\"\n",
+            dir.path().join("store")
+        );
+        let config =
+            crate::config::parse(&dir.path().join("feedmux.toml"), &text).expect("a valid config");
+        let store = Store::open(&config.storage.path).expect("store");
+        (dir, store, Arc::new(config))
+    }
+
+    #[test]
+    fn a_render_asked_for_while_one_runs_runs_after_it_not_beside_it() {
+        let (_dir, store, config) = setup();
+        let publisher = Publisher::new();
+        let first = publisher
+            .render_when_free(&store, config.clone(), "all")
+            .expect("render");
+        assert!(first.is_some(), "a free feed is rendered at once");
+        let gate = publisher
+            .gates
+            .lock()
+            .expect("gates")
+            .get("all")
+            .cloned()
+            .expect("a gate");
+        {
+            let _running = gate.running.lock().expect("gate");
+            let folded = publisher
+                .render_when_free(&store, config.clone(), "all")
+                .expect("render");
+            assert_eq!(folded, None, "left to the running render");
+            assert!(gate.pending.lock().expect("pending").is_some());
+        }
+        // The next caller (or the running render, on its way out) takes the pending request.
+        assert!(publisher
+            .render_when_free(&store, config, "all")
+            .expect("render")
+            .is_some());
+        assert!(gate.pending.lock().expect("pending").is_none());
+    }
 }

@@ -54,6 +54,8 @@ const LOCK_RETRIES: u32 = 20;
 /// What [`Store::reopen`] first writes to check that the disk has room again (sled starts new
 /// segments of 512 KiB when it opens).
 const ROOM_PROBE_BYTES: usize = 2 * 1024 * 1024;
+/// Item bytes written after which [`Store::checkpoint_if_due`] reopens the database.
+const CHECKPOINT_AFTER_BYTES: u64 = 256 * 1024 * 1024;
 /// Items written per sled batch.
 const WRITE_CHUNK: usize = 32;
 /// Chunks written between flushes of a large poll (sled keeps dirty pages until a flush).
@@ -120,6 +122,8 @@ struct Trees {
     meta: sled::Tree,
     /// Set when a write failed with an I/O error or the store is reopened: see the `Drop`.
     failed: std::sync::atomic::AtomicBool,
+    /// Bytes of items written since the database was opened (see [`Store::checkpoint_if_due`]).
+    written: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Trees {
@@ -318,6 +322,54 @@ impl Store {
         let capacity = self.recent().capacity();
         *self.recent() = RecentIndex::new(capacity);
         Ok(())
+    }
+
+    /// Closes and opens the database again once [`CHECKPOINT_AFTER_BYTES`] of items were
+    /// written since it was opened, so that the next start stays quick and small: sled 0.34
+    /// writes the snapshot of its page table only when it opens a database, and opening replays
+    /// (and holds in memory while it does) every part of the log written since the last
+    /// snapshot. Skipped while any other call uses the database (its lock would not be let go)
+    /// and while the store is closed after a fault. Returns whether it reopened.
+    pub fn checkpoint_if_due(&self) -> Result<bool, StoreError> {
+        self.checkpoint_after(CHECKPOINT_AFTER_BYTES)
+    }
+
+    fn checkpoint_after(&self, bytes: u64) -> Result<bool, StoreError> {
+        let written = self
+            .trees()?
+            .written
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if written < bytes {
+            return Ok(false);
+        }
+        let _ingest = self.ingest_guard();
+        let mut slot = self.trees.write().unwrap_or_else(|p| p.into_inner());
+        let Some(current) = slot.as_ref() else {
+            return Ok(false);
+        };
+        if Arc::strong_count(current) > 1 {
+            return Ok(false);
+        }
+        flush_waking(&current.db)?;
+        // The last handle: dropping it closes the database and lets its lock go.
+        drop(slot.take());
+        let mut attempts = 0;
+        let trees = loop {
+            match open_trees(&self.path) {
+                Err(StoreError::Locked { .. }) if attempts < LOCK_RETRIES => {
+                    attempts += 1;
+                    std::thread::sleep(LOCK_RETRY_DELAY);
+                }
+                // Left closed: the daemon's recovery reopens it, as after a failed write.
+                other => break other?,
+            }
+        };
+        *slot = Some(Arc::new(trees));
+        tracing::info!(
+            written_mib = written / (1024 * 1024),
+            "reopened the store so that it writes a snapshot (keeps the next start quick)"
+        );
+        Ok(true)
     }
 
     /// Serialises ingestion: hold the guard from planning a poll's writes until they are
@@ -655,7 +707,11 @@ impl Store {
                 for feed in memberships_of.get(&item.id).into_iter().flatten() {
                     feed_index.insert(prefixed_key(feed, item.published, item.id), &[]);
                 }
-                items.insert(&item.id.0, encode(item));
+                let bytes = encode(item);
+                trees
+                    .written
+                    .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                items.insert(&item.id.0, bytes);
             }
             trees.by_time.apply_batch(by_time)?;
             trees.by_source.apply_batch(by_source)?;
@@ -1228,6 +1284,7 @@ fn open_trees(path: &Path) -> Result<Trees, StoreError> {
         tombstones: tree("tombstones")?,
         meta: tree("meta")?,
         failed: std::sync::atomic::AtomicBool::new(false),
+        written: std::sync::atomic::AtomicU64::new(0),
         db,
     })
 }
@@ -1440,6 +1497,43 @@ mod tests {
             link: None,
         };
         (write, indexed)
+    }
+
+    #[test]
+    fn a_checkpoint_reopens_only_when_due_and_unused_and_keeps_everything() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("s")).expect("store");
+        let now = Utc::now();
+        let mut plan = IngestPlan::default();
+        for n in 0..10 {
+            let (write, indexed) = written(n, "a", now, vec![u32::from(n)]);
+            plan.writes.push(write);
+            plan.fingerprints.push(indexed);
+        }
+        let stats = store.ingest_guard();
+        store
+            .apply_poll("a", &plan, &[], &[], &SourceState::default(), stats)
+            .expect("apply");
+        assert!(
+            !store.checkpoint_if_due().expect("checkpoint"),
+            "not due yet"
+        );
+        let in_use = store.trees().expect("open");
+        assert!(!store.checkpoint_after(1).expect("checkpoint"), "in use");
+        drop(in_use);
+        let clone = store.clone();
+        assert!(
+            clone.checkpoint_after(1).expect("checkpoint"),
+            "due and unused"
+        );
+        assert!(
+            !store.checkpoint_after(1).expect("checkpoint"),
+            "the count starts again"
+        );
+        assert_eq!(store.item_count(), 10);
+        for write in &plan.writes {
+            assert!(store.item(write.item.id).expect("read").is_some());
+        }
     }
 
     /// Whatever part of the window memory holds, lookups find what sled alone finds.
