@@ -6,6 +6,7 @@
 //! each source is polled, and [`refresh`] the one place that runs a source through every stage.
 //! [`daemon`] wires them together; [`config`] reads the TOML file. See ARCHITECTURE.md.
 
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dedup;
