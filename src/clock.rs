@@ -88,6 +88,12 @@ pub struct ClockJump {
 }
 
 impl ClockJump {
+    /// The signed amount in whole seconds, rounded.
+    pub fn seconds(&self) -> i64 {
+        let ms = self.by.num_milliseconds();
+        (ms + 500 * ms.signum()) / 1000
+    }
+
     pub fn forward(&self) -> bool {
         self.by > chrono::Duration::zero()
     }
@@ -109,7 +115,8 @@ impl ClockJump {
 /// A positive duration in words a reader takes in at a glance: "75 s", "3 h 0 min",
 /// "30 days 2 h".
 pub fn human(d: chrono::Duration) -> String {
-    let s = d.num_seconds().max(0);
+    // To the nearest second: a jump measured a few microseconds short of 30 days is 30 days.
+    let s = (d.num_milliseconds().saturating_add(500) / 1000).max(0);
     match s {
         0..120 => format!("{s} s"),
         120..3600 => format!("{} min", s / 60),
@@ -245,6 +252,7 @@ mod tests {
         assert_eq!(jump.by, chrono::Duration::hours(3));
         assert_eq!(jump.at, now);
         assert_eq!(jump.describe(), "forward by 3 h 0 min");
+        assert_eq!(jump.seconds(), 3 * 3600);
         assert_eq!(watch.check().1, None, "answered once");
 
         clock.step(-chrono::Duration::days(30) - chrono::Duration::hours(2));
@@ -285,5 +293,9 @@ mod tests {
         assert_eq!(human(chrono::Duration::minutes(42)), "42 min");
         assert_eq!(human(chrono::Duration::minutes(185)), "3 h 5 min");
         assert_eq!(human(chrono::Duration::days(30)), "30 days 0 h");
+        assert_eq!(
+            human(chrono::Duration::days(30) - chrono::Duration::microseconds(5)),
+            "30 days 0 h"
+        );
     }
 }

@@ -267,7 +267,7 @@ fn filters_of(config: &Config) -> Vec<FeedFilter> {
 
 /// Logs and counts a jump of the wall clock.
 fn clock_jumped(metrics: &Metrics, jump: &ClockJump) {
-    let jump_secs = jump.by.num_seconds();
+    let jump_secs = jump.seconds();
     if jump.forward() {
         warn!(
             jump_secs,
@@ -496,7 +496,7 @@ async fn prune_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             announced = Some(jump.noticed);
             let resumes = chrono::Duration::from_std(RETENTION_SETTLE).unwrap_or_default();
             warn!(
-                jump_secs = jump.by.num_seconds(),
+                jump_secs = jump.seconds(),
                 "not pruning items by age: the clock jumped {} at {}; pruning by age resumes once it has kept time until {}",
                 jump.describe(),
                 jump.at.format("%Y-%m-%d %H:%M:%S UTC"),
