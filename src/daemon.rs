@@ -5,6 +5,11 @@
 //! schedule. [`Control`] messages reload the config (validated first; an invalid one leaves the
 //! running config in place) or stop cleanly: polls in flight finish, the server stops, the
 //! store is flushed. [`poll_once`] is the same pipeline without the server, for `feedmux poll`.
+//!
+//! The daemon owns the [`Clock`] every stage dates things by ([`run_with_clock`] takes one;
+//! [`run`] uses the system's) and watches it: a jump of the wall clock is logged
+//! (`clock jumped`), counted, shown on the status page, and pauses pruning by age until the
+//! clock has kept time for [`RETENTION_SETTLE`]. It is not a fault: `/readyz` stays 200.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +21,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::clock::{self, Clock, ClockJump, ClockWatch};
 use crate::config::{self, Config, SourceConfig};
 use crate::fetch::{ClientError, Fetcher};
 use crate::filter::FeedFilter;
@@ -67,9 +73,24 @@ struct Shared {
     store_stuck: tokio::sync::Notify,
     /// Set while a [`Store::checkpoint_if_due`] runs.
     checkpointing: Arc<AtomicBool>,
+    /// The clock everything is dated by, and its jumps.
+    clock: Arc<ClockWatch>,
 }
 
 impl Shared {
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.clock().now()
+    }
+
+    /// Reads the clock, and reports a jump since the last look (log, metrics).
+    fn check_clock(&self) -> DateTime<Utc> {
+        let (now, jump) = self.clock.check();
+        if let Some(jump) = jump {
+            clock_jumped(&self.metrics, &jump);
+        }
+        now
+    }
+
     fn config(&self) -> Arc<Config> {
         self.config
             .read()
@@ -119,23 +140,26 @@ impl Shared {
             Err(e) => {
                 error!(source = %source.name, error = %e, "cannot read the source's state");
                 return Some(
-                    Utc::now()
+                    self.now()
                         + chrono::Duration::from_std(config.poll.backoff_base).unwrap_or_default(),
                 );
             }
         };
-        if state.hold(source.url.as_str(), Utc::now()) == Some(Hold::Gone) {
+        let now = self.now();
+        if state.hold(source.url.as_str(), now) == Some(Hold::Gone) {
             return None;
         }
-        Some(state.next_poll.unwrap_or_else(|| {
-            schedule::next_slot(&source.schedule, Utc::now()).unwrap_or_else(Utc::now)
-        }))
+        Some(
+            state
+                .next_poll
+                .unwrap_or_else(|| schedule::next_slot(&source.schedule, now).unwrap_or(now)),
+        )
     }
 
     /// Records a failed write to the store and, when only reopening the store clears the
     /// error, wakes [`recover_store`].
     fn store_failed(&self, e: &StoreError) {
-        if self.metrics.store_failed(&e.to_string(), Utc::now()) {
+        if self.metrics.store_failed(&e.to_string(), self.now()) {
             error!(error = %e, "the store failed a write; serving what is stored until it recovers");
         }
         if e.needs_reopen() {
@@ -263,11 +287,51 @@ fn filters_of(config: &Config) -> Vec<FeedFilter> {
     config.feeds.iter().map(FeedFilter::new).collect()
 }
 
+/// Logs and counts a jump of the wall clock.
+fn clock_jumped(metrics: &Metrics, jump: &ClockJump) {
+    let jump_secs = jump.seconds();
+    if jump.forward() {
+        warn!(
+            jump_secs,
+            at = %jump.at,
+            "clock jumped {}: polling goes on by the schedule; items are not pruned by age until the clock has kept time for {}",
+            jump.describe(),
+            clock::human(chrono::Duration::from_std(RETENTION_SETTLE).unwrap_or_default())
+        );
+    } else {
+        warn!(
+            jump_secs,
+            at = %jump.at,
+            "clock jumped {}: polling goes on by the schedule; what is first seen now is dated by the new clock",
+            jump.describe()
+        );
+    }
+    metrics.clock_jumped(jump.forward());
+}
+
+/// How often the daemon compares the wall clock with the monotonic clock.
+pub const CLOCK_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// After a forward jump, items are not pruned by age until the clock has kept time this long
+/// (a wrong step is usually corrected within minutes; a VM resumed after days keeps its time).
+pub const RETENTION_SETTLE: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long the status page shows a jump of the clock.
+pub const CLOCK_JUMP_SHOWN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Runs the daemon until a [`Control::Shutdown`] arrives or `control` closes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    control: mpsc::Receiver<Control>,
+) -> Result<(), DaemonError> {
+    run_with_clock(config, listener, control, clock::system()).await
+}
+
+/// [`run`], with every time of day read from `clock` (tests step a [`clock::SteppedClock`]).
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
     mut control: mpsc::Receiver<Control>,
+    clock: Arc<dyn Clock>,
 ) -> Result<(), DaemonError> {
     let store = Store::open(&config.storage.path)?;
     store.keep_recent_in_memory(config.dedup.memory_items);
@@ -282,6 +346,7 @@ pub async fn run(
             fetcher: Fetcher::new(&config.poll)?,
             store: store.clone(),
             metrics: metrics.clone(),
+            clock: clock.clone(),
         },
         config: Arc::new(RwLock::new(Arc::new(config))),
         publisher: publisher.clone(),
@@ -290,6 +355,7 @@ pub async fn run(
         reopen: tokio::sync::Notify::new(),
         store_stuck: tokio::sync::Notify::new(),
         checkpointing: Arc::new(AtomicBool::new(false)),
+        clock: Arc::new(ClockWatch::new(clock)),
     });
     let app = server::router(AppState {
         config: shared.config.clone(),
@@ -298,6 +364,7 @@ pub async fn run(
         metrics: shared.metrics.clone(),
         ready: ready.clone(),
         reload_failure: shared.reload_failure.clone(),
+        clock: shared.clock.clone(),
     });
     let (server_stop_tx, mut server_stop_rx) = watch::channel(false);
     let addr = listener.local_addr().map_err(DaemonError::Server)?;
@@ -312,7 +379,8 @@ pub async fn run(
     let mut scheduler = Scheduler::start(&shared);
     let (pruner_stop, pruner_stop_rx) = watch::channel(false);
     let pruner = tokio::spawn(prune_loop(shared.clone(), pruner_stop_rx.clone()));
-    let recovery = tokio::spawn(recover_store(shared.clone(), pruner_stop_rx));
+    let recovery = tokio::spawn(recover_store(shared.clone(), pruner_stop_rx.clone()));
+    let clock_watch = tokio::spawn(watch_clock(shared.clone(), pruner_stop_rx));
     ready.store(true, Ordering::Release);
     service::ready(&serving_status(&shared.config(), addr));
 
@@ -387,6 +455,9 @@ pub async fn run(
     if let Err(e) = recovery.await {
         error!(error = %e, "store recovery task failed");
     }
+    if let Err(e) = clock_watch.await {
+        error!(error = %e, "clock watching task failed");
+    }
     let _ = server_stop_tx.send(true);
     match server.await {
         Ok(Ok(())) => {}
@@ -401,17 +472,62 @@ pub async fn run(
     Ok(())
 }
 
+/// Compares the wall clock with the monotonic one every [`CLOCK_CHECK_INTERVAL`] until `stop`,
+/// reporting jumps ([`Shared::check_clock`]).
+async fn watch_clock(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CLOCK_CHECK_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        shared.check_clock();
+    }
+}
+
+/// The age before which a retention sweep at `now` prunes: `retention_days` before `now`,
+/// unless the clock jumped forward within [`RETENTION_SETTLE`] (`settling`): items merely
+/// "old" by a jumped clock are not pruned, in case the jump is undone.
+fn retention_cutoff(
+    retention_days: Option<u32>,
+    now: DateTime<Utc>,
+    settling: Option<&ClockJump>,
+) -> Option<DateTime<Utc>> {
+    if settling.is_some() {
+        return None;
+    }
+    let days = chrono::Duration::days(i64::from(retention_days?));
+    now.checked_sub_signed(days)
+}
+
 /// Prunes the store by `[storage] retention_days` and `max_items` at start-up and then every
-/// `prune_interval` (all read afresh each time, so a reload applies), until `stop`.
+/// `prune_interval` (all read afresh each time, so a reload applies), until `stop`. After a
+/// forward jump of the clock, pruning by age waits until the clock has kept time for
+/// [`RETENTION_SETTLE`] (`max_items` still applies).
 async fn prune_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // The jump a pause of pruning by age was last logged for.
+    let mut announced = None;
     loop {
         let config = shared.config();
         let storage = &config.storage;
-        if storage.retention_days.is_some() || storage.max_items.is_some() {
-            let now = Utc::now();
-            let cutoff = storage
-                .retention_days
-                .map(|days| now - chrono::Duration::days(i64::from(days)));
+        // The time of the sweep is read with a look for a jump, so a jump just before it
+        // cannot go unnoticed.
+        let now = shared.check_clock();
+        let settling = storage
+            .retention_days
+            .and(shared.clock.last_forward_jump(RETENTION_SETTLE));
+        if let Some(jump) = settling.filter(|j| announced != Some(j.noticed)) {
+            announced = Some(jump.noticed);
+            let resumes = chrono::Duration::from_std(RETENTION_SETTLE).unwrap_or_default();
+            warn!(
+                jump_secs = jump.seconds(),
+                "not pruning items by age: the clock jumped {} at {}; pruning by age resumes once it has kept time until {}",
+                jump.describe(),
+                jump.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                (jump.at + resumes).format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
+        let cutoff = retention_cutoff(storage.retention_days, now, settling.as_ref());
+        if cutoff.is_some() || storage.max_items.is_some() {
             let max_items = storage.max_items;
             let store = shared.pipeline.store.clone();
             let started = std::time::Instant::now();
@@ -602,7 +718,7 @@ async fn reload(shared: &Arc<Shared>) -> Option<Arc<Config>> {
             .reload_failure
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(ReloadFailure {
-            at: Utc::now(),
+            at: shared.now(),
             errors,
         });
         None
@@ -749,9 +865,10 @@ impl Scheduler {
             if rescheduled {
                 state.next_poll = None;
             }
-            let first = first_poll(&polled, &state, Utc::now());
+            let first = first_poll(&polled, &state, shared.now());
             shared.publisher.set_next_poll(&polled.name, first);
-            schedule::run_source(schedule, first, limit, stop_rx, || {
+            let clock = shared.clock.clock().clone();
+            schedule::run_source(schedule, clock, first, limit, stop_rx, || {
                 let shared = shared.clone();
                 let source = polled.clone();
                 async move { shared.poll(&source).await }
@@ -853,12 +970,31 @@ impl Scheduler {
 /// When a source is first polled after start-up or a reload: never if it is disabled or its
 /// feed is gone; not
 /// before a backoff or Retry-After ends, nor before a next poll already pushed later by the
-/// publisher's hints; else at its schedule's first due time.
+/// publisher's hints; else at its schedule's first due time. A clock behind the source's last
+/// poll (set back since) reads the stored times as if that poll had just happened, instead of
+/// waiting for the clock to catch up.
 fn first_poll(
     source: &SourceConfig,
     state: &SourceState,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
+    let rebased;
+    let state = match state.last_poll {
+        Some(last) if last > now => {
+            let shift = now - last;
+            let mut moved = state.clone();
+            for t in [
+                &mut moved.last_poll,
+                &mut moved.next_poll,
+                &mut moved.hold_until,
+            ] {
+                *t = t.and_then(|t| t.checked_add_signed(shift));
+            }
+            rebased = moved;
+            &rebased
+        }
+        _ => state,
+    };
     match hold_of(source, state, now) {
         Some(Hold::Gone | Hold::Disabled) => return None,
         Some(Hold::Until(t)) => return Some(t),
@@ -907,6 +1043,7 @@ pub async fn poll_once(
         fetcher: Fetcher::new(&config.poll)?,
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
+        clock: clock::system(),
     };
     let filters = Arc::new(filters_of(config));
     let config = Arc::new(config.clone());
@@ -955,4 +1092,78 @@ pub async fn poll_once(
     outcomes.sort_by(|a, b| a.source.cmp(&b.source));
     store.flush()?;
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn hourly_source() -> SourceConfig {
+        let text = "[[source]]\nname = \"a\"\nurl = \"https://a.example/feed\"\nschedule = \"0 0 * * * *\"\n";
+        let config = config::parse(std::path::Path::new("feedmux.toml"), text).unwrap();
+        config.sources[0].clone()
+    }
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, h, m, 0).unwrap()
+    }
+
+    /// The clock was set back a day since the last poll (10:30, next at 11:00, held until
+    /// 10:50 by a backoff): after a restart or reload the source is due within the hour by
+    /// the new clock, the hold kept for what was left of it, not a day later.
+    #[test]
+    fn a_clock_set_back_does_not_hold_a_source_until_it_catches_up() {
+        let source = hourly_source();
+        let state = SourceState {
+            last_poll: Some(at(10, 30)),
+            next_poll: Some(at(11, 0)),
+            hold_until: Some(at(10, 50)),
+            ..SourceState::default()
+        };
+        let day = chrono::Duration::days(1);
+        // A day behind, at 10:40 of the day before: the last poll is read as just now, so
+        // the hold ends 20 min later (as it would have), and then the next poll 30 min after.
+        let ten = chrono::Duration::minutes(10);
+        assert_eq!(
+            first_poll(&source, &state, at(10, 40) - day),
+            Some(at(10, 50) - day + ten)
+        );
+        let unheld = SourceState {
+            hold_until: None,
+            ..state.clone()
+        };
+        assert_eq!(
+            first_poll(&source, &unheld, at(10, 40) - day),
+            Some(at(11, 0) - day + ten)
+        );
+        // Without a jump, as before: the hold, then the stored next poll.
+        assert_eq!(first_poll(&source, &state, at(10, 40)), Some(at(10, 50)));
+        assert_eq!(first_poll(&source, &state, at(10, 55)), Some(at(11, 0)));
+    }
+
+    /// After a forward jump, the age cutoff of retention waits for the clock to settle;
+    /// without one it is `retention_days` before now.
+    #[tokio::test(start_paused = true)]
+    async fn retention_does_not_prune_by_age_after_a_forward_jump_until_the_clock_settles() {
+        let clock = Arc::new(clock::SteppedClock::new(at(10, 0)));
+        let watch = ClockWatch::new(clock.clone());
+        let cutoff = |watch: &ClockWatch| {
+            let (now, _) = watch.check();
+            let settling = watch.last_forward_jump(RETENTION_SETTLE);
+            retention_cutoff(Some(3), now, settling.as_ref())
+        };
+        assert_eq!(cutoff(&watch), Some(at(10, 0) - chrono::Duration::days(3)));
+        clock.step(chrono::Duration::days(30));
+        assert_eq!(cutoff(&watch), None, "the sweep right after the jump");
+        tokio::time::sleep(RETENTION_SETTLE / 2).await;
+        assert_eq!(cutoff(&watch), None, "half an hour later");
+        // A backward jump (the forward one undone) does not end the wait early.
+        clock.step(-chrono::Duration::days(30));
+        assert_eq!(cutoff(&watch), None);
+        tokio::time::sleep(RETENTION_SETTLE / 2 + std::time::Duration::from_secs(1)).await;
+        let now = clock.now();
+        assert_eq!(cutoff(&watch), Some(now - chrono::Duration::days(3)));
+        assert_eq!(retention_cutoff(None, now, None), None);
+    }
 }

@@ -4,8 +4,10 @@
 //! [`fetch`] -> [`parse`] -> [`dedup`] -> [`store`] -> [`publish`] -> [`server`], with
 //! [`filter`] deciding which stored items each output feed shows, [`schedule`] deciding when
 //! each source is polled, and [`refresh`] the one place that runs a source through every stage.
-//! [`daemon`] wires them together; [`config`] reads the TOML file. See ARCHITECTURE.md.
+//! [`daemon`] wires them together and holds the [`clock`] everything is dated by; [`config`]
+//! reads the TOML file. See ARCHITECTURE.md.
 
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dedup;

@@ -499,8 +499,11 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 fn stories(config: &Config, since: std::time::Duration) -> anyhow::Result<()> {
     let store = open_store(config)?;
-    let since =
-        chrono::Utc::now() - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
+    // A span longer than the calendar (`--since 1000000y`) means everything.
+    let since = chrono::Duration::from_std(since)
+        .ok()
+        .and_then(|since| chrono::Utc::now().checked_sub_signed(since))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
     let groups = feedmux::dedup::explain::stories(&store, since)?;
     if groups.is_empty() {
         println!("no story was reported by more than one source in that time");

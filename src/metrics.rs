@@ -71,6 +71,9 @@ pub struct Metrics {
     pub store_failing: AtomicBool,
     /// What is known of the store's failure while it lasts, for the status page.
     store_fault: Mutex<Option<StoreFault>>,
+    /// Jumps of the wall clock noticed, forward and backward.
+    clock_jumps_forward: AtomicU64,
+    clock_jumps_backward: AtomicU64,
 }
 
 /// A store failing its writes, from the first failed write until one succeeds again.
@@ -151,6 +154,16 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Counts a jump of the wall clock.
+    pub fn clock_jumped(&self, forward: bool) {
+        let counter = if forward {
+            &self.clock_jumps_forward
+        } else {
+            &self.clock_jumps_backward
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long one fetch took (the HTTP request and body, or the failure).
@@ -243,6 +256,21 @@ impl Metrics {
                 String::new(),
                 u64::from(self.store_failing.load(Ordering::Relaxed)),
             )],
+        );
+        family(
+            "feedmux_clock_jumps_total",
+            "counter",
+            "Jumps of the wall clock (more than a minute off the monotonic clock), by direction.",
+            &[
+                (
+                    "{direction=\"forward\"}".into(),
+                    get(&self.clock_jumps_forward),
+                ),
+                (
+                    "{direction=\"backward\"}".into(),
+                    get(&self.clock_jumps_backward),
+                ),
+            ],
         );
         let h = &self.fetch_duration;
         let name = "feedmux_fetch_duration_seconds";

@@ -257,6 +257,16 @@ pub fn max_age(next_poll: Option<DateTime<Utc>>, now: DateTime<Utc>) -> u64 {
     secs.clamp(MIN_MAX_AGE, MAX_MAX_AGE)
 }
 
+/// The Last-Modified of a document changed at `now` whose previous version was last modified
+/// at `before`: `now`, or a second after `before` if the clock is behind it (HTTP dates have
+/// whole seconds).
+pub fn modified_after(before: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    match before.and_then(|b| b.checked_add_signed(chrono::Duration::seconds(1))) {
+        Some(after) if after > now => after,
+        _ => now,
+    }
+}
+
 /// The in-memory cache of rendered output feeds, and when each source is next polled.
 #[derive(Debug, Default)]
 pub struct Publisher {
@@ -378,15 +388,27 @@ impl Publisher {
                 .into_iter()
                 .filter(|f| etag(&previous, *f) != etag(&rendered, *f))
                 .collect();
-            // Each document keeps its Last-Modified while its bytes stay the same.
+            // Each document keeps its Last-Modified while its bytes stay the same, and a
+            // changed one gets a later one even if the clock was set back meanwhile (else a
+            // reader sending only If-Modified-Since would get 304 until it caught up).
             for (format, doc) in rendered.formats.iter_mut() {
-                if let Some(before) = previous.get(*format).filter(|p| p.etag == doc.etag) {
-                    doc.last_modified = before.last_modified;
+                match previous.get(*format) {
+                    Some(before) if before.etag == doc.etag => {
+                        doc.last_modified = before.last_modified;
+                    }
+                    Some(before) => {
+                        doc.last_modified = doc
+                            .last_modified
+                            .map(|now| modified_after(before.last_modified, now));
+                    }
+                    None => {}
                 }
             }
-            if rendered.changed.is_empty() {
-                rendered.last_modified = previous.last_modified;
-            }
+            rendered.last_modified = if rendered.changed.is_empty() {
+                previous.last_modified
+            } else {
+                modified_after(Some(previous.last_modified), rendered.last_modified)
+            };
         }
         let rendered = Arc::new(rendered);
         self.outputs
@@ -1275,5 +1297,34 @@ mod tests {
             .expect("render")
             .is_some());
         assert!(gate.pending.lock().expect("pending").is_none());
+    }
+
+    use chrono::TimeZone;
+
+    /// A clock set back a month behind the stored next poll, or jumped a month past it: the
+    /// `max-age` readers get stays within its bounds.
+    #[test]
+    fn max_age_stays_within_bounds_with_a_clock_far_from_the_next_poll() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let month = chrono::Duration::days(30);
+        assert_eq!(max_age(Some(now + month), now), MAX_MAX_AGE);
+        assert_eq!(max_age(Some(now - month), now), MIN_MAX_AGE);
+        assert_eq!(max_age(Some(DateTime::<Utc>::MAX_UTC), now), MAX_MAX_AGE);
+        assert_eq!(max_age(Some(DateTime::<Utc>::MIN_UTC), now), MIN_MAX_AGE);
+    }
+
+    /// A feed changed after the clock was set back still gets a later Last-Modified, so a
+    /// reader sending If-Modified-Since gets the change, not a 304.
+    #[test]
+    fn last_modified_moves_forward_when_the_clock_was_set_back() {
+        let before = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let behind = before - chrono::Duration::days(1);
+        assert_eq!(
+            modified_after(Some(before), behind),
+            before + chrono::Duration::seconds(1)
+        );
+        let later = before + chrono::Duration::minutes(5);
+        assert_eq!(modified_after(Some(before), later), later);
+        assert_eq!(modified_after(None, behind), behind);
     }
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn, Instrument};
 use url::Url;
 
+use crate::clock::Clock;
 use crate::config::{Config, Schedule, SourceConfig};
 use crate::dedup::{self, DedupConfig, IngestPlan};
 use crate::fetch::{FetchError, FetchOutcome, Fetched, Fetcher, HttpHints, Validators};
@@ -62,6 +63,8 @@ pub struct Pipeline {
     pub store: Store,
     /// Where fetch durations are recorded.
     pub metrics: Arc<Metrics>,
+    /// What a poll, and the items it first sees, are dated by.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// What a refresh needs to know about the source it polls.
@@ -110,7 +113,7 @@ impl Pipeline {
     ) -> Result<PollReport, PollError> {
         let started = Instant::now();
         let mut state = self.store.source_state(&ctx.name)?;
-        let now = Utc::now();
+        let now = self.clock.now();
         state.last_poll = Some(now);
         let url_text = state.poll_url(&ctx.configured_url);
         let url = Url::parse(&url_text).map_err(|e| PollError::Internal(e.to_string()))?;

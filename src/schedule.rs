@@ -12,6 +12,11 @@
 //! concurrency limit, poll, repeat. A source whose slot passed while feedmux was not running (or
 //! that was never polled) is due at once. The scheduler knows nothing about HTTP, parsing or the
 //! store: it calls the poll function it is given, which answers when the source is next due.
+//!
+//! Times of day come from the daemon's [`Clock`]; waits are slept on tokio's monotonic clock,
+//! so a jump of the wall clock during a wait changes nothing, and [`wait_until`] reads a due
+//! time against both the wall clock when it was computed and now, taking the shorter wait: a
+//! jump can make a poll earlier (once), never postpone it until the wall clock catches up.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +26,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::{watch, Semaphore};
 
+use crate::clock::Clock;
 use crate::config::Schedule;
 
 /// The largest jitter added to a slot.
@@ -66,6 +72,12 @@ fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+/// `t + d`, or the latest representable time if that overflows.
+fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(chrono(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// The next poll after a success at `now`: the cron slot, pushed later by the latest of
 /// `hints` (each clamped to `now + max_interval`).
 pub fn next_after_success(
@@ -74,7 +86,7 @@ pub fn next_after_success(
     hints: &[Option<DateTime<Utc>>],
     timing: &Timing,
 ) -> DateTime<Utc> {
-    let cap = now + chrono(timing.max_interval);
+    let cap = later(now, timing.max_interval);
     let slot = next_slot(schedule, now).unwrap_or(cap);
     match hints.iter().flatten().max() {
         Some(hint) => slot.max((*hint).min(cap)),
@@ -113,9 +125,9 @@ pub fn next_after_failure(
     seed: &str,
     timing: &Timing,
 ) -> (DateTime<Utc>, DateTime<Utc>) {
-    let mut hold = now + chrono(backoff(failures, seed, timing));
+    let mut hold = later(now, backoff(failures, seed, timing));
     if let Some(asked) = retry_after {
-        hold = hold.max(asked.min(now + chrono(timing.max_interval)));
+        hold = hold.max(asked.min(later(now, timing.max_interval)));
     }
     let slot = next_slot(schedule, now).unwrap_or(hold);
     (slot.max(hold), hold)
@@ -135,11 +147,32 @@ pub fn jitter(schedule: &Schedule, now: DateTime<Utc>) -> Duration {
     Duration::from_millis(millis)
 }
 
+/// How long to wait, now, for `due`, computed at `computed` (wall clock, monotonic clock):
+/// the shorter of `due` read on today's wall clock and read on the wall clock as it was then
+/// (plus the monotonic time since). Without a jump in between both are the same; a backward
+/// jump would make the first a wait until the clock catches up, a forward one the second a
+/// wait of the whole jump. Never negative.
+pub fn wait_until(
+    due: DateTime<Utc>,
+    computed: (DateTime<Utc>, tokio::time::Instant),
+    now: (DateTime<Utc>, tokio::time::Instant),
+) -> Duration {
+    let by_now = due - now.0;
+    let since = now.1.saturating_duration_since(computed.1);
+    let by_then = (due - computed.0).checked_sub(&chrono(since));
+    let wait = match by_then {
+        Some(by_then) => by_now.min(by_then),
+        None => by_now,
+    };
+    wait.to_std().unwrap_or(Duration::ZERO)
+}
+
 /// Polls one source until `stop` turns true. The first poll is at `first`; `poll` runs with a
 /// permit of `limit` held and answers when the source is next due (`None`: never, e.g. the
-/// feed is gone).
+/// feed is gone). `clock` is the one `first` and the answers of `poll` are read on.
 pub async fn run_source<F, Fut>(
     schedule: Schedule,
+    clock: Arc<dyn Clock>,
     first: Option<DateTime<Utc>>,
     limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
@@ -152,10 +185,12 @@ pub async fn run_source<F, Fut>(
         let _ = stop.wait_for(|s| *s).await;
         return;
     };
+    // When `due` was computed, on both clocks (the poll reads the time when it starts).
+    let mut computed = (clock.now(), tokio::time::Instant::now());
     let mut first = true;
     loop {
-        let now = Utc::now();
-        let mut wait = (due - now).to_std().unwrap_or(Duration::ZERO);
+        let now = clock.now();
+        let mut wait = wait_until(due, computed, (now, tokio::time::Instant::now()));
         if !first || wait > Duration::ZERO {
             wait += jitter(&schedule, now);
         } else {
@@ -171,6 +206,7 @@ pub async fn run_source<F, Fut>(
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.wait_for(|s| *s) => return,
         };
+        computed = (clock.now(), tokio::time::Instant::now());
         let next = poll().await;
         drop(permit);
         if *stop.borrow() {
@@ -335,6 +371,7 @@ mod loop_tests {
         let counter = polls.clone();
         let task = tokio::spawn(run_source(
             hourly(),
+            crate::clock::system(),
             Some(Utc::now()),
             Arc::new(Semaphore::new(1)),
             stop,
@@ -362,6 +399,7 @@ mod loop_tests {
         let counter = polls.clone();
         let task = tokio::spawn(run_source(
             hourly(),
+            crate::clock::system(),
             None,
             Arc::new(Semaphore::new(1)),
             stop,
@@ -374,5 +412,178 @@ mod loop_tests {
         stop_tx.send(true).unwrap();
         task.await.unwrap();
         assert_eq!(polls.load(Ordering::SeqCst), 0);
+    }
+
+    /// Polls of sources on an hourly schedule, each answering its next poll from `clock` as
+    /// the pipeline does; `jump_in_poll` steps the clock by that much during the given poll
+    /// (1 for the first) of every source, after it read the time.
+    /// When a poll happened: on the monotonic clock, and by the clock it was given.
+    type PollTime = (tokio::time::Instant, DateTime<Utc>);
+
+    struct Polled {
+        /// (monotonic, wall-clock) time of each poll, per source.
+        times: Vec<Arc<std::sync::Mutex<Vec<PollTime>>>>,
+        stop: watch::Sender<bool>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    }
+
+    fn start_polling(
+        clock: &Arc<crate::clock::SteppedClock>,
+        sources: usize,
+        jump_in_poll: Option<(usize, chrono::Duration)>,
+    ) -> Polled {
+        let (stop, stop_rx) = watch::channel(false);
+        let limit = Arc::new(Semaphore::new(2));
+        let mut times = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..sources {
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            times.push(seen.clone());
+            let clock = clock.clone();
+            let dyn_clock: Arc<dyn Clock> = clock.clone();
+            tasks.push(tokio::spawn(run_source(
+                hourly(),
+                dyn_clock,
+                Some(clock.now()),
+                limit.clone(),
+                stop_rx.clone(),
+                move || {
+                    let (clock, seen) = (clock.clone(), seen.clone());
+                    async move {
+                        let now = clock.now();
+                        let n = {
+                            let mut seen = seen.lock().unwrap();
+                            seen.push((tokio::time::Instant::now(), now));
+                            seen.len()
+                        };
+                        let timing = Timing {
+                            max_interval: Duration::from_secs(24 * 3600),
+                            backoff_base: Duration::from_secs(300),
+                            backoff_max: Duration::from_secs(6 * 3600),
+                        };
+                        let next = next_after_success(&hourly(), now, &[], &timing);
+                        // The fetch takes a few seconds; the clock may jump meanwhile.
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        if let Some((at, by)) = jump_in_poll {
+                            if n == at {
+                                clock.step(by);
+                            }
+                        }
+                        Some(next)
+                    }
+                },
+            )));
+        }
+        Polled { times, stop, tasks }
+    }
+
+    impl Polled {
+        fn of(&self, source: usize) -> Vec<PollTime> {
+            self.times[source].lock().unwrap().clone()
+        }
+
+        async fn stop(self) {
+            self.stop.send(true).unwrap();
+            for task in self.tasks {
+                task.await.unwrap();
+            }
+        }
+    }
+
+    fn start() -> DateTime<Utc> {
+        use chrono::TimeZone;
+        Utc.with_ymd_and_hms(2026, 11, 26, 10, 7, 0).unwrap()
+    }
+
+    /// The wall clock jumps 3 days 3 h 20 min forward while three hourly sources wait: none
+    /// polls at once, each polls once when its wait ends (off its cron slot, by the jumped
+    /// clock), then on its slots again; no two polls of a source come close together.
+    #[tokio::test(start_paused = true)]
+    async fn a_forward_jump_makes_each_source_poll_once_then_follow_its_schedule() {
+        use chrono::Timelike;
+        let clock = Arc::new(crate::clock::SteppedClock::new(start()));
+        let polled = start_polling(&clock, 3, None);
+        tokio::time::sleep(Duration::from_secs(2 * 3600 + 30 * 60)).await;
+        let jumped = tokio::time::Instant::now();
+        clock.step(chrono::Duration::days(3) + chrono::Duration::minutes(200));
+        tokio::time::sleep(Duration::from_secs(6 * 3600)).await;
+        for source in 0..3 {
+            let polls = polled.of(source);
+            for pair in polls.windows(2) {
+                assert!(
+                    pair[1].0 - pair[0].0 >= Duration::from_secs(30 * 60),
+                    "source {source}: polls {:?} apart: {polls:?}",
+                    pair[1].0 - pair[0].0
+                );
+            }
+            let after: Vec<DateTime<Utc>> = polls
+                .iter()
+                .filter(|(mono, _)| *mono > jumped)
+                .map(|(_, wall)| *wall)
+                .collect();
+            assert!(
+                after.len() >= 6,
+                "source {source}: {} polls in 6 h after the jump",
+                after.len()
+            );
+            let off_slot = after.iter().filter(|t| t.minute() != 0).count();
+            assert_eq!(off_slot, 1, "source {source}: {after:?}");
+            assert!(after[0] > start() + chrono::Duration::days(3));
+        }
+        polled.stop().await;
+    }
+
+    /// The wall clock is set back a day in the middle of each source's second poll (after it
+    /// computed its next poll by the old time), and once more while they wait: every source
+    /// goes on polling every hour, with the times of the new clock, instead of waiting days
+    /// for the clock to catch up.
+    #[tokio::test(start_paused = true)]
+    async fn a_backward_jump_does_not_stop_polling() {
+        let clock = Arc::new(crate::clock::SteppedClock::new(start()));
+        let polled = start_polling(&clock, 2, Some((2, -chrono::Duration::days(1))));
+        tokio::time::sleep(Duration::from_secs(3 * 3600 + 20 * 60)).await;
+        clock.step(-chrono::Duration::days(1));
+        tokio::time::sleep(Duration::from_secs(6 * 3600)).await;
+        for source in 0..2 {
+            let polls = polled.of(source);
+            assert!(polls.len() >= 9, "source {source}: {polls:?}");
+            for pair in polls.windows(2) {
+                assert!(
+                    pair[1].0 - pair[0].0 <= Duration::from_secs(61 * 60),
+                    "source {source}: {:?} without a poll: {polls:?}",
+                    pair[1].0 - pair[0].0
+                );
+            }
+            let last = polls.last().unwrap().1;
+            assert!(
+                last < start() - chrono::Duration::days(1) + chrono::Duration::hours(10),
+                "the last poll saw {last}, the new clock's time"
+            );
+        }
+        polled.stop().await;
+    }
+
+    #[test]
+    fn a_due_time_is_read_on_the_clock_that_gives_the_shorter_wait() {
+        use chrono::TimeZone;
+        let t = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let m = tokio::time::Instant::now();
+        let due = t + chrono::Duration::minutes(15);
+        let min = Duration::from_secs(60);
+        // No jump: 15 min, less the minute that passed.
+        assert_eq!(
+            wait_until(due, (t, m), (t + chrono::Duration::minutes(1), m + min)),
+            Duration::from_secs(14 * 60)
+        );
+        // The clock went back a day: still 14 min, not a day and 14 min.
+        assert_eq!(
+            wait_until(due, (t, m), (t - chrono::Duration::days(1), m + min)),
+            Duration::from_secs(14 * 60)
+        );
+        // It went forward a day: due at once.
+        assert_eq!(
+            wait_until(due, (t, m), (t + chrono::Duration::days(1), m + min)),
+            Duration::ZERO
+        );
     }
 }

@@ -18,6 +18,7 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
 
+use crate::clock::ClockWatch;
 use crate::config::Config;
 use crate::filter::Query;
 use crate::metrics::Metrics;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Why the last config reload was refused, if it was.
     pub reload_failure: Arc<RwLock<Option<ReloadFailure>>>,
+    /// The daemon's clock (times of day, `max-age`) and its recent jumps (the status page).
+    pub clock: Arc<ClockWatch>,
 }
 
 impl AppState {
@@ -91,7 +94,7 @@ async fn feed(
         .and_then(|f| state.publisher.next_poll_of(&f.sources));
     let cache_control = format!(
         "public, max-age={}",
-        publish::max_age(next_poll, Utc::now())
+        publish::max_age(next_poll, state.clock.clock().now())
     );
     if view.is_whole_feed() {
         let Some(doc) = rendered.get(format) else {
@@ -416,14 +419,19 @@ async fn status_page(State(state): State<AppState>) -> Response {
         .clone();
     let (store, publisher) = (state.store.clone(), state.publisher.clone());
     let store_fault = state.metrics.store_fault();
+    let clock_jump = state.clock.last_jump(crate::daemon::CLOCK_JUMP_SHOWN);
+    let now = state.clock.clock().now();
     let page = tokio::task::spawn_blocking(move || {
         status::page(
             &config,
             &store,
             &publisher,
-            failure.as_ref(),
-            store_fault.as_ref(),
-            Utc::now(),
+            status::Faults {
+                reload_failure: failure.as_ref(),
+                store_fault: store_fault.as_ref(),
+                clock_jump: clock_jump.as_ref(),
+            },
+            now,
         )
     })
     .await;

@@ -1,7 +1,8 @@
 //! The status page at `/`: one self-contained HTML document (inline CSS and SVG, no script,
 //! nothing fetched from elsewhere) showing every output feed with its subscribe links and
 //! autodiscovery tags, every source with its state, polls, last error and a 30-day chart of
-//! its items, a refused config reload and a failing store if there are.
+//! its items, a refused config reload, a failing store and a recent jump of the clock if there
+//! are.
 //!
 //! It reads the config, the store's source states and `by_source` index, and the publisher's
 //! cache; it changes nothing and renders no feed. Every text that comes from a config, a feed
@@ -11,6 +12,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
+use crate::clock::ClockJump;
 use crate::config::{Config, SourceConfig};
 use crate::metrics::StoreFault;
 use crate::model::{Hold, ReloadFailure, SourceState, SourceStatus};
@@ -46,6 +48,7 @@ a{color:var(--bar)}
 .sub a{display:inline-block;margin-right:8px;padding:1px 8px;border:1px solid var(--line);border-radius:10px;text-decoration:none;font-size:13px}
 svg.chart{display:block}svg.chart rect{fill:var(--bar)}svg.chart rect.zero{fill:var(--line)}
 .alert{border:1px solid var(--bad);border-left-width:5px;border-radius:6px;padding:10px 14px;margin:14px 0;background:var(--card)}
+.alert.notice{border-color:var(--off)}
 .alert p{margin:0 0 6px}.alert ul{margin:0;padding-left:20px;color:var(--bad);font-family:ui-monospace,monospace;font-size:13px}
 footer{margin-top:28px;color:var(--muted);font-size:13px}
 ";
@@ -182,15 +185,30 @@ fn next_poll(
     }
 }
 
+/// What is wrong or unusual, shown at the top of the status page.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults<'a> {
+    /// Why the last reload was refused, until one succeeds.
+    pub reload_failure: Option<&'a ReloadFailure>,
+    /// The store failing its writes, while it does.
+    pub store_fault: Option<&'a StoreFault>,
+    /// A recent jump of the wall clock (information, not a failure).
+    pub clock_jump: Option<&'a ClockJump>,
+}
+
 /// The whole status page.
 pub fn page(
     config: &Config,
     store: &Store,
     publisher: &Publisher,
-    reload_failure: Option<&ReloadFailure>,
-    store_fault: Option<&StoreFault>,
+    faults: Faults<'_>,
     now: DateTime<Utc>,
 ) -> Result<String, StoreError> {
+    let Faults {
+        reload_failure,
+        store_fault,
+        clock_jump,
+    } = faults;
     let mut html = String::with_capacity(16 * 1024);
     html.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>feedmux status</title>\n");
     for feed in &config.feeds {
@@ -246,6 +264,20 @@ pub fn page(
             esc(&fault.since.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
             fault.reopen_attempts,
             esc(&fault.error)
+        );
+    }
+
+    if let Some(jump) = clock_jump {
+        let _ = writeln!(
+            html,
+            "<section class=\"alert notice\" id=\"clock-jump\"><p><strong>The system clock jumped {}</strong> at {} (the time of day moved that much more than the time that passed). feedmux goes on polling by the schedule and serving; {}</p></section>",
+            esc(&jump.describe()),
+            esc(&jump.at.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+            if jump.forward() {
+                "items are not pruned by age until the clock has kept time for an hour, in case the jump is undone."
+            } else {
+                "what is first seen now is dated by the new clock."
+            }
         );
     }
 

@@ -4,6 +4,7 @@
 mod browser;
 mod caching;
 mod cli;
+mod clock;
 mod crash;
 mod daemon;
 mod encodings;

@@ -203,6 +203,7 @@ async fn readyz_answers_503_until_ready_and_while_the_store_fails() {
         metrics: metrics.clone(),
         ready: ready.clone(),
         reload_failure: Arc::new(RwLock::new(None)),
+        clock: Arc::new(feedmux::clock::ClockWatch::new(feedmux::clock::system())),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/readyz", listener.local_addr().unwrap());

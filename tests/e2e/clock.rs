@@ -1,0 +1,230 @@
+//! Clock jumps: a daemon in this process whose clock the test steps (the machine's clock is
+//! never touched). A jump is reported (log, metrics, status page) without failing `/readyz`,
+//! prunes nothing merely "old" by the jumped clock, and polling and serving go on.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use feedmux::clock::SteppedClock;
+use feedmux::daemon::{self, Control};
+use tokio::sync::mpsc;
+
+use crate::upstream::Upstream;
+use crate::{config, read_back, source, tempdir};
+
+/// Log lines written by the daemon's tasks on this test's thread.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn rss(items: &[(&str, Option<chrono::Duration>)]) -> String {
+    let now = Utc::now();
+    let items: String = items
+        .iter()
+        .map(|(title, age)| {
+            let date = age
+                .map(|a| format!("<pubDate>{}</pubDate>", (now - a).to_rfc2822()))
+                .unwrap_or_default();
+            format!("<item><guid>{title}</guid><title>{title}</title><link>https://c.example/{}</link>{date}</item>", title.replace(' ', "-"))
+        })
+        .collect();
+    format!("<rss version=\"2.0\"><channel><title>c</title><link>https://c.example/</link><description>d</description>{items}</channel></rss>")
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// The clock jumps 30 days forward under a daemon keeping 3 days of items, then 31 days back
+/// (a day behind the real time): nothing is pruned, each jump is logged, counted and shown on
+/// the status page while `/readyz` answers 200, and the source goes on being polled and its
+/// new item served, dated by the clock.
+#[tokio::test]
+async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
+    let _turn = crate::served::sled_turn().await;
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    let fresh = ("Fresh one", Some(chrono::Duration::hours(1)));
+    let older = ("Two days old", Some(chrono::Duration::days(2)));
+    let upstream = Upstream::start().await;
+    let rss_type = [("content-type", "application/rss+xml")];
+    upstream.put("/c.xml", &rss_type, rss(&[fresh, older]));
+    let dir = tempdir();
+    let mut config = config(
+        dir.path(),
+        &format!(
+            "{}schedule = \"* * * * * *\"\n\n[[feed]]\nname = \"all\"\n",
+            source("c", &upstream.url("/c.xml"))
+        ),
+    );
+    config.storage.retention_days = Some(3);
+    config.storage.prune_interval = Duration::from_millis(300);
+    let clock = Arc::new(SteppedClock::new(Utc::now()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (control, rx) = mpsc::channel(1);
+    let daemon = tokio::spawn(daemon::run_with_clock(config, listener, rx, clock.clone()));
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let request = http.get(format!("{base}{path}"));
+        async move { request.send().await.unwrap() }
+    };
+    let text = |path: &'static str| {
+        let response = get(path);
+        async move { response.await.text().await.unwrap() }
+    };
+    let titles = || async {
+        let mut titles: Vec<String> = read_back(text("/feeds/all.atom").await.as_bytes())
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        titles.sort();
+        titles
+    };
+    // Waits (at most 15 s) until `check` holds for /metrics; returns them.
+    let metrics_once = |check: &'static dyn Fn(&str) -> bool| async move {
+        let mut metrics = String::new();
+        for _ in 0..150 {
+            metrics = text("/metrics").await;
+            if check(&metrics) {
+                return metrics;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("/metrics never became as expected:\n{metrics}");
+    };
+    let polls = || upstream.requests("/c.xml").len();
+    let wait_for_polls = |n: usize| async move {
+        let until = polls() + n;
+        for _ in 0..150 {
+            if polls() >= until {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("fewer than {n} polls in 15 s");
+    };
+
+    metrics_once(&|m| metric(m, "feedmux_items_stored") == 2.0).await;
+    assert_eq!(titles().await, ["Fresh one", "Two days old"]);
+
+    // 30 days forward: both items are "past retention" by the jumped clock.
+    clock.step(chrono::Duration::days(30));
+    let metrics =
+        metrics_once(&|m| metric(m, "feedmux_clock_jumps_total{direction=\"forward\"}") == 1.0)
+            .await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "feedmux_clock_jumps_total{direction=\"backward\"}"
+        ),
+        0.0
+    );
+    // Several polls and retention sweeps (every 300 ms) later: nothing pruned, all served.
+    wait_for_polls(3).await;
+    let metrics = text("/metrics").await;
+    assert_eq!(metric(&metrics, "feedmux_items_pruned_total"), 0.0);
+    assert_eq!(metric(&metrics, "feedmux_items_stored"), 2.0);
+    assert_eq!(titles().await, ["Fresh one", "Two days old"]);
+    assert_eq!(get("/readyz").await.status(), 200);
+    let status = text("/").await;
+    assert!(
+        status.contains("The system clock jumped forward by 30 days 0 h</strong>"),
+        "{status}"
+    );
+    let log = logs.text();
+    assert!(log.contains("clock jumped forward by 30 days 0 h"), "{log}");
+    assert!(log.contains("jump_secs=2592000"), "{log}");
+    assert!(log.contains("not pruning items by age"), "{log}");
+
+    // 31 days back, a day behind the real time: a new undated item is still polled, dated by
+    // the clock, and served.
+    clock.step(-chrono::Duration::days(31));
+    metrics_once(&|m| metric(m, "feedmux_clock_jumps_total{direction=\"backward\"}") == 1.0).await;
+    upstream.put(
+        "/c.xml",
+        &rss_type,
+        rss(&[fresh, older, ("After the jump", None)]),
+    );
+    let mut shown = Vec::new();
+    for _ in 0..150 {
+        shown = titles().await;
+        if shown.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(shown, ["After the jump", "Fresh one", "Two days old"]);
+    let json: serde_json::Value = serde_json::from_str(&text("/feeds/all.json").await).unwrap();
+    let new_item = json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["title"] == "After the jump")
+        .unwrap()
+        .clone();
+    let published =
+        chrono::DateTime::parse_from_rfc3339(new_item["date_published"].as_str().unwrap()).unwrap();
+    let behind = Utc::now() - published.with_timezone(&Utc);
+    assert!(
+        behind > chrono::Duration::hours(23) && behind < chrono::Duration::hours(25),
+        "first seen a day behind the real time, by the clock: {published}"
+    );
+    wait_for_polls(2).await;
+    let response = get("/feeds/all.atom").await;
+    let cache_control = response.headers()["cache-control"].to_str().unwrap();
+    let max_age: u64 = cache_control
+        .rsplit("max-age=")
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!((60..=3600).contains(&max_age), "{cache_control}");
+    assert_eq!(get("/readyz").await.status(), 200);
+    let metrics = text("/metrics").await;
+    assert_eq!(metric(&metrics, "feedmux_items_pruned_total"), 0.0);
+    assert_eq!(metric(&metrics, "feedmux_items_stored"), 3.0);
+    let status = text("/").await;
+    assert!(
+        status.contains("The system clock jumped backward by 31 days 0 h</strong>"),
+        "{status}"
+    );
+    let log = logs.text();
+    assert!(
+        log.contains("clock jumped backward by 31 days 0 h"),
+        "{log}"
+    );
+    println!(
+        "{} polls in all; forward jump 30 days, backward 31 days; 0 items pruned",
+        polls()
+    );
+
+    control.send(Control::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+}
