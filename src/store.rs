@@ -17,7 +17,7 @@
 //! | `meta` | text key | schema version, feed fingerprints, term statistics |
 //!
 //! The key-term entries and fingerprints of recently published items are also kept in memory
-//! ([`recent`]), so that near-duplicate lookups, nearly all about the last few days, do not
+//! (`store::recent`), so that near-duplicate lookups, nearly all about the last few days, do not
 //! read sled.
 //!
 //! A poll's writes go in index-first order and are flushed before the poll counts as done, so a
@@ -291,10 +291,10 @@ impl Store {
 
     /// Drops the database and opens the same path again, for every clone of this handle: sled
     /// keeps the first I/O error of a write (a full disk) until reopened, and a write that
-    /// fails so closes the store (see [`Store::guarded`]). Holds the ingest guard, so no poll
+    /// fails so closes the store (see `Store::guarded`). Holds the ingest guard, so no poll
     /// or prune is half-way through its writes; what sled had not flushed is lost, as in a
     /// crash (a poll is done only once flushed). First the disk must take
-    /// [`ROOM_PROBE_BYTES`] (written and removed again); until it does, nothing changes. If
+    /// `ROOM_PROBE_BYTES` (2 MiB) (written and removed again); until it does, nothing changes. If
     /// the open itself fails the store stays closed (every call answers
     /// [`StoreError::Closed`]) until a later `reopen` succeeds. The in-memory term statistics
     /// are kept.
@@ -324,7 +324,7 @@ impl Store {
         Ok(())
     }
 
-    /// Closes and opens the database again once [`CHECKPOINT_AFTER_BYTES`] of items were
+    /// Closes and opens the database again once `CHECKPOINT_AFTER_BYTES` (256 MiB) of items were
     /// written since it was opened, so that the next start stays quick and small: sled 0.34
     /// writes the snapshot of its page table only when it opens a database, and opening replays
     /// (and holds in memory while it does) every part of the log written since the last
@@ -456,7 +456,7 @@ impl Store {
     }
 
     /// Saves a source's state; used for polls that store no items. It reaches the disk with
-    /// the next flush, at most [`LAZY_FLUSH`] later while the daemon keeps writing, and at
+    /// the next flush, at most `LAZY_FLUSH` (1 s) later while the daemon keeps writing, and at
     /// shutdown: a state lost in a crash only means that source is polled again. Its
     /// `item_count` is the stored one (such a poll adds no item), so that a state read before
     /// a prune never brings back a stale count.
