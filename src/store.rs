@@ -198,20 +198,7 @@ impl Store {
     /// Opens (or creates) the store at `path`. A store another handle is still releasing (sled
     /// finishes background work after a drop) is waited for, briefly.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let mut attempts = 0;
-        loop {
-            match Store::open_once(path) {
-                Err(StoreError::Locked { .. }) if attempts < LOCK_RETRIES => {
-                    attempts += 1;
-                    std::thread::sleep(LOCK_RETRY_DELAY);
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn open_once(path: &Path) -> Result<Store, StoreError> {
-        let trees = open_trees(path)?;
+        let trees = open_trees_waiting(path)?;
         let store = Store {
             trees: Arc::new(RwLock::new(Some(Arc::new(trees)))),
             path: path.to_owned(),
@@ -307,17 +294,7 @@ impl Store {
         if let Some(old) = slot.take() {
             old.failed.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut attempts = 0;
-        let trees = loop {
-            match open_trees(&self.path) {
-                Err(StoreError::Locked { .. }) if attempts < LOCK_RETRIES => {
-                    attempts += 1;
-                    std::thread::sleep(LOCK_RETRY_DELAY);
-                }
-                other => break other?,
-            }
-        };
-        *slot = Some(Arc::new(trees));
+        *slot = Some(Arc::new(open_trees_waiting(&self.path)?));
         // What sled had not flushed is gone: the in-memory index refills from what it kept.
         let capacity = self.recent().capacity();
         *self.recent() = RecentIndex::new(capacity);
@@ -353,18 +330,8 @@ impl Store {
         flush_waking(&current.db)?;
         // The last handle: dropping it closes the database and lets its lock go.
         drop(slot.take());
-        let mut attempts = 0;
-        let trees = loop {
-            match open_trees(&self.path) {
-                Err(StoreError::Locked { .. }) if attempts < LOCK_RETRIES => {
-                    attempts += 1;
-                    std::thread::sleep(LOCK_RETRY_DELAY);
-                }
-                // Left closed: the daemon's recovery reopens it, as after a failed write.
-                other => break other?,
-            }
-        };
-        *slot = Some(Arc::new(trees));
+        // On failure it is left closed: the daemon's recovery reopens it, as after a failed write.
+        *slot = Some(Arc::new(open_trees_waiting(&self.path)?));
         tracing::info!(
             written_mib = written / (1024 * 1024),
             "reopened the store so that it writes a snapshot (keeps the next start quick)"
@@ -1257,6 +1224,21 @@ impl Store {
             .ok()
             .and_then(|t| t.db.size_on_disk().ok())
             .unwrap_or(0)
+    }
+}
+
+/// [`open_trees`], waiting briefly for a database another handle is still releasing (sled
+/// finishes background work after a drop).
+fn open_trees_waiting(path: &Path) -> Result<Trees, StoreError> {
+    let mut attempts = 0;
+    loop {
+        match open_trees(path) {
+            Err(StoreError::Locked { .. }) if attempts < LOCK_RETRIES => {
+                attempts += 1;
+                std::thread::sleep(LOCK_RETRY_DELAY);
+            }
+            other => return other,
+        }
     }
 }
 
