@@ -1091,6 +1091,10 @@ pub async fn poll_once(
     }
     outcomes.sort_by(|a, b| a.source.cmp(&b.source));
     store.flush()?;
+    // As the daemon does after polls that stored something: the next open stays quick.
+    if let Err(e) = store.checkpoint_if_due() {
+        warn!(error = %e, "reopening the store for a snapshot failed");
+    }
     Ok(outcomes)
 }
 
