@@ -195,7 +195,9 @@ impl Shared {
     /// Lets the store reopen itself in the background when it has written enough since it
     /// was opened (one at a time; see [`Store::checkpoint_if_due`]).
     fn checkpoint_store(&self) {
-        if self.checkpointing.swap(true, Ordering::AcqRel) {
+        if !self.pipeline.store.checkpoint_is_due()
+            || self.checkpointing.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let store = self.pipeline.store.clone();

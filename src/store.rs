@@ -311,6 +311,14 @@ impl Store {
         self.checkpoint_after(CHECKPOINT_AFTER_BYTES)
     }
 
+    /// Whether [`Store::checkpoint_if_due`] would reopen now (a cheap check, for callers that
+    /// run it on another thread).
+    pub fn checkpoint_is_due(&self) -> bool {
+        self.trees().is_ok_and(|t| {
+            t.written.load(std::sync::atomic::Ordering::Relaxed) >= CHECKPOINT_AFTER_BYTES
+        })
+    }
+
     fn checkpoint_after(&self, bytes: u64) -> Result<bool, StoreError> {
         let written = self
             .trees()?
@@ -909,6 +917,8 @@ impl Store {
         let (from, to) = (oldest.timestamp_micros(), newest.timestamp_micros());
         // Published at or after this, memory has them all; before it, sled does.
         let covered = recent.covered_from();
+        // Opened only when some term needs sled.
+        let mut trees: Option<Arc<Trees>> = None;
         let mut out: Vec<(ItemId, usize)> = Vec::new();
         let mut count = |id: ItemId| match out.iter_mut().find(|(c, _)| *c == id) {
             Some((_, shared)) => *shared += 1,
@@ -932,7 +942,10 @@ impl Store {
             let start = key_term_key(*term, upper, ItemId([0; 16]));
             let mut end = key_term_key(*term, oldest, ItemId([0xFF; 16]));
             end.extend_from_slice(&[0xFF; 4]);
-            let trees = self.trees()?;
+            let trees = match &trees {
+                Some(t) => t,
+                None => trees.insert(self.trees()?),
+            };
             let others = trees
                 .key_terms
                 .range(start..=end)

@@ -84,18 +84,7 @@ async fn sixty_four_readers_while_polling_many_sources() {
     // Warm-up: every source polled once.
     let started = Instant::now();
     loop {
-        let r = http
-            .get(format!("{base}/api/sources"))
-            .send()
-            .await
-            .unwrap();
-        let list: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-        let polled = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| !s["state"]["last_success"].is_null())
-            .count();
+        let polled = sources_with(&http, &base, "last_success").await;
         if polled == sources {
             break;
         }
@@ -187,18 +176,7 @@ async fn sixty_four_readers_while_polling_many_sources() {
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     let errors = errors.lock().unwrap().clone();
-    let r = http
-        .get(format!("{base}/api/sources"))
-        .send()
-        .await
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-    let failing = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| !s["state"]["last_error"].is_null())
-        .count();
+    let failing = sources_with(&http, &base, "last_error").await;
     println!(
         "load: {sources} sources (warm-up {warm_up:.1?}), {READERS} readers for {seconds} s: {} requests ({:.0}/s, {} MB), {} errors; latency p50 {:.1?} p99 {:.1?} max {:.1?}; RSS {} before, {} a third in, {} at the end (MiB); {failing} sources failing",
         latencies.len(),
@@ -236,4 +214,19 @@ async fn sixty_four_readers_while_polling_many_sources() {
         "RSS grew from {rss_start} to {rss_end} KiB under load"
     );
     daemon.kill();
+}
+
+/// How many sources `/api/sources` lists with `field` of their state set.
+async fn sources_with(http: &reqwest::Client, base: &str, field: &str) -> usize {
+    let r = http
+        .get(format!("{base}/api/sources"))
+        .send()
+        .await
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["state"][field].is_null())
+        .count()
 }
