@@ -70,7 +70,7 @@ fn main() {
         configured_url: "https://bench.example/feed.xml".into(),
         schedule: Schedule {
             text: "0 */15 * * * *".into(),
-            cron: "0 */15 * * * *".parse().unwrap(),
+            cron: std::sync::Arc::new("0 */15 * * * *".parse().unwrap()),
         },
         timing: Timing {
             max_interval: Duration::from_secs(86_400),

@@ -4,7 +4,8 @@
 //! ```text
 //! cargo bench --bench suite                      # every row, 1,000,000 stored items
 //! FEEDMUX_SUITE_ITEMS=200000 cargo bench --bench suite
-//! FEEDMUX_SUITE_ROWS=serve,poll cargo bench --bench suite
+//! FEEDMUX_SUITE_ROWS=serve,poll cargo bench --bench suite   (poll304 or poll200: one sweep)
+//! FEEDMUX_SUITE_SWEEPS=50 measures the poll rows over 50 sweeps, not 3 (for profiling)
 //! FEEDMUX_SUITE_KEEP=1 keeps the stores and their configs afterwards (for profiling)
 //! ```
 //!
@@ -97,8 +98,12 @@ fn main() {
     if rows.contains("serve") {
         serve_rows(work, &runtime, &mut table);
     }
-    if rows.contains("poll") {
-        poll_rows(work, &runtime, &upstream, &mut table);
+    let polls: Vec<&str> = ["304", "200"]
+        .into_iter()
+        .filter(|k| rows.contains("poll") || rows.contains(&format!("poll{k}")))
+        .collect();
+    if !polls.is_empty() {
+        poll_rows(work, &runtime, &upstream, &polls, &mut table);
     }
     table.print();
     // FEEDMUX_SUITE_KEEP=1 keeps the stores and configs, for profiling afterwards.
@@ -844,12 +849,21 @@ fn poll_rows(
     work: &Path,
     runtime: &tokio::runtime::Runtime,
     upstream: &Upstream,
+    kinds: &[&str],
     table: &mut Table,
 ) {
-    for (path, label, target) in [
-        ("/f/", "poll sweep, 304", "≥ 0.8"),
-        ("/f200/", "poll sweep, 200 (20 KB)", "≥ 0.8"),
+    // FEEDMUX_SUITE_SWEEPS: how many sweeps the figure is the median of (more, for profiling).
+    let sweeps: usize = std::env::var("FEEDMUX_SUITE_SWEEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for (kind, path, label, target) in [
+        ("304", "/f/", "poll sweep, 304", "≥ 0.8"),
+        ("200", "/f200/", "poll sweep, 200 (20 KB)", "≥ 0.8"),
     ] {
+        if !kinds.contains(&kind) {
+            continue;
+        }
         let dir = work.join(format!("poll{}", path.trim_matches('/')));
         std::fs::create_dir_all(&dir).expect("a directory");
         let mut text = format!(
@@ -866,36 +880,59 @@ fn poll_rows(
         let config_path = dir.join("feedmux.toml");
         std::fs::write(&config_path, text).expect("write the config");
         let config = feedmux::config::load(&config_path).expect("a valid config");
-        let sweep = |config: &Config| {
-            let t = Instant::now();
-            let outcomes = runtime
-                .block_on(feedmux::daemon::poll_once(config, &[], true))
-                .expect("a sweep");
-            let took = t.elapsed();
+        let check = |outcomes: Vec<feedmux::daemon::PollOutcome>| {
             let failed = outcomes
                 .iter()
                 .filter(|o| !matches!(&o.polled, feedmux::daemon::Polled::Done(Ok(_))))
                 .count();
             assert_eq!(failed, 0, "every poll of the sweep succeeds");
-            took
         };
-        // The first sweep stores every source's items and validators. The second opens the
-        // store after those writes, which sled replays (`poll_once` is the CLI's path and opens
-        // the store each time; the daemon keeps it open): it is shown, not measured. The
-        // figure is the median of the three sweeps after it.
-        let first = sweep(&config);
-        let second = sweep(&config);
-        let ours = median((0..3).map(|_| sweep(&config)).collect());
+        // `feedmux poll`: opens the store (sled replays what the last sweep wrote), sweeps.
+        let cli_sweep = |config: &Config| {
+            let t = Instant::now();
+            check(
+                runtime
+                    .block_on(feedmux::daemon::poll_once(config, &[], true))
+                    .expect("a sweep"),
+            );
+            t.elapsed()
+        };
+        // The first sweep stores every source's items and validators. The second is the CLI's
+        // (shown beside the figure). Then, after a warm-up of each, sweeps with the store kept
+        // open (as the daemon keeps it) alternate with the bare loop's; each figure is the
+        // median of its sweeps.
+        let first = cli_sweep(&config);
+        let cli = cli_sweep(&config);
+        eprintln!(
+            "  {label}: first sweep {}, `feedmux poll` {}",
+            ms(first),
+            ms(cli)
+        );
+        let sweeper = feedmux::daemon::Sweeper::open(&config).expect("open the store");
+        let open_sweep = || {
+            let t = Instant::now();
+            check(runtime.block_on(sweeper.sweep(&[], true)).expect("a sweep"));
+            t.elapsed()
+        };
         let client = reqwest::Client::new();
-        let bare = runtime.block_on(bare_sweep(&client, &urls));
+        open_sweep();
+        runtime.block_on(bare_sweep(&client, &urls));
+        // Alternated, so that both figures see the same moments of a shared machine.
+        let (mut ours, mut bare) = (Vec::new(), Vec::new());
+        for _ in 0..sweeps {
+            ours.push(open_sweep());
+            bare.push(runtime.block_on(bare_sweep(&client, &urls)));
+        }
+        let (ours, bare) = (median(ours), median(bare));
+        drop(sweeper);
         table.add(
             label,
             format!(
-                "{SWEEP_SOURCES} sources in {} ({:.0}/s; first sweep {}, second {})",
+                "{SWEEP_SOURCES} sources in {} ({:.0}/s; first sweep {}; `feedmux poll`, which opens the store, {})",
                 ms(ours),
                 SWEEP_SOURCES as f64 / ours.as_secs_f64(),
                 ms(first),
-                ms(second)
+                ms(cli)
             ),
             format!(
                 "bare reqwest loop {} ({:.0}/s)",

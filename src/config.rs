@@ -114,11 +114,12 @@ pub struct PollConfig {
     pub backoff_max: Duration,
 }
 
-/// A cron schedule together with the text it was written as.
+/// A cron schedule together with the text it was written as. Cheap to clone (every poll
+/// carries its source's schedule; a parsed cron schedule is seven ordered sets).
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub text: String,
-    pub cron: cron::Schedule,
+    pub cron: std::sync::Arc<cron::Schedule>,
 }
 
 impl PartialEq for Schedule {
@@ -612,7 +613,9 @@ fn validate_dedup(raw: RawDedup, report: &mut Reporter<'_>) -> DedupConfig {
 fn default_schedule() -> Schedule {
     Schedule {
         text: DEFAULT_SCHEDULE.to_owned(),
-        cron: cron::Schedule::from_str(DEFAULT_SCHEDULE).expect("the default schedule is valid"),
+        cron: std::sync::Arc::new(
+            cron::Schedule::from_str(DEFAULT_SCHEDULE).expect("the default schedule is valid"),
+        ),
     }
 }
 
@@ -621,7 +624,7 @@ fn parse_schedule(text: &Spanned<String>, report: &mut Reporter<'_>) -> Option<S
     match cron::Schedule::from_str(trimmed) {
         Ok(cron) => Some(Schedule {
             text: trimmed.to_owned(),
-            cron,
+            cron: std::sync::Arc::new(cron),
         }),
         Err(e) => {
             report.at(

@@ -1038,66 +1038,105 @@ pub async fn poll_once(
     names: &[String],
     force: bool,
 ) -> Result<Vec<PollOutcome>, DaemonError> {
-    let store = Store::open(&config.storage.path)?;
-    store.keep_recent_in_memory(config.dedup.memory_items);
-    sync_feed_indexes(&store, config)?;
-    let pipeline = Pipeline {
-        fetcher: Fetcher::new(&config.poll)?,
-        store: store.clone(),
-        metrics: Arc::new(Metrics::default()),
-        clock: clock::system(),
-    };
-    let filters = Arc::new(filters_of(config));
-    let config = Arc::new(config.clone());
-    let limit = Arc::new(Semaphore::new(config.poll.concurrency));
-    let mut tasks = JoinSet::new();
-    for source in config
-        .sources
-        .iter()
-        .filter(|s| names.is_empty() || names.contains(&s.name))
-    {
-        let (pipeline, filters, config, limit, source) = (
-            pipeline.clone(),
-            filters.clone(),
-            config.clone(),
-            limit.clone(),
-            source.clone(),
-        );
-        if !force {
-            let state = store.source_state(&source.name)?;
-            if let Some(hold) = hold_of(&source, &state, Utc::now()) {
-                tasks.spawn(async move {
-                    PollOutcome {
-                        source: source.name.clone(),
-                        polled: Polled::Skipped(hold),
-                    }
-                });
-                continue;
-            }
-        }
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let result = pipeline.refresh_source(&config, &filters, &source).await;
-            PollOutcome {
-                source: source.name.clone(),
-                polled: Polled::Done(result),
-            }
-        });
-    }
-    let mut outcomes = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(outcome) => outcomes.push(outcome),
-            Err(e) => error!(error = %e, "poll task failed"),
-        }
-    }
-    outcomes.sort_by(|a, b| a.source.cmp(&b.source));
-    store.flush()?;
+    let sweeper = Sweeper::open(config)?;
+    let outcomes = sweeper.sweep(names, force).await?;
     // As the daemon does after polls that stored something: the next open stays quick.
-    if let Err(e) = store.checkpoint_if_due() {
+    if let Err(e) = sweeper.store.checkpoint_if_due() {
         warn!(error = %e, "reopening the store for a snapshot failed");
     }
     Ok(outcomes)
+}
+
+/// Polls configured sources on demand with one open store: [`poll_once`] (the `feedmux poll`
+/// command) sweeps once; the benchmark sweeps many times, as the daemon polls with its store
+/// kept open.
+pub struct Sweeper {
+    store: Store,
+    pipeline: Pipeline,
+    filters: Arc<Vec<FeedFilter>>,
+    config: Arc<Config>,
+}
+
+impl Sweeper {
+    /// Opens the configured store and brings its output-feed indexes up to date.
+    pub fn open(config: &Config) -> Result<Sweeper, DaemonError> {
+        let store = Store::open(&config.storage.path)?;
+        store.keep_recent_in_memory(config.dedup.memory_items);
+        sync_feed_indexes(&store, config)?;
+        let pipeline = Pipeline {
+            fetcher: Fetcher::new(&config.poll)?,
+            store: store.clone(),
+            metrics: Arc::new(Metrics::default()),
+            clock: clock::system(),
+        };
+        Ok(Sweeper {
+            store,
+            pipeline,
+            filters: Arc::new(filters_of(config)),
+            config: Arc::new(config.clone()),
+        })
+    }
+
+    /// Polls the given sources once each (all when `names` is empty), at most
+    /// `poll.concurrency` at a time, and flushes the store. Sources that are disabled, gone,
+    /// in backoff or under a Retry-After are skipped unless `force`.
+    pub async fn sweep(
+        &self,
+        names: &[String],
+        force: bool,
+    ) -> Result<Vec<PollOutcome>, DaemonError> {
+        let limit = Arc::new(Semaphore::new(self.config.poll.concurrency));
+        let mut tasks = JoinSet::new();
+        for source in self
+            .config
+            .sources
+            .iter()
+            .filter(|s| names.is_empty() || names.contains(&s.name))
+        {
+            if !force {
+                let state = self.store.source_state(&source.name)?;
+                if let Some(hold) = hold_of(source, &state, Utc::now()) {
+                    let name = source.name.clone();
+                    tasks.spawn(async move {
+                        PollOutcome {
+                            source: name,
+                            polled: Polled::Skipped(hold),
+                        }
+                    });
+                    continue;
+                }
+            }
+            // The permit is taken before the task starts: at most `concurrency` polls exist
+            // at once, however many sources there are.
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                break;
+            };
+            let (pipeline, filters, config, source) = (
+                self.pipeline.clone(),
+                self.filters.clone(),
+                self.config.clone(),
+                source.clone(),
+            );
+            tasks.spawn(async move {
+                let _permit = permit;
+                let result = pipeline.refresh_source(&config, &filters, &source).await;
+                PollOutcome {
+                    source: source.name,
+                    polled: Polled::Done(result),
+                }
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => error!(error = %e, "poll task failed"),
+            }
+        }
+        outcomes.sort_by(|a, b| a.source.cmp(&b.source));
+        self.store.flush()?;
+        Ok(outcomes)
+    }
 }
 
 #[cfg(test)]

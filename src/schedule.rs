@@ -231,7 +231,7 @@ mod tests {
     fn every_15_minutes() -> Schedule {
         Schedule {
             text: "0 */15 * * * *".into(),
-            cron: cron::Schedule::from_str("0 */15 * * * *").unwrap(),
+            cron: std::sync::Arc::new(cron::Schedule::from_str("0 */15 * * * *").unwrap()),
         }
     }
 
@@ -341,7 +341,7 @@ mod tests {
         }
         let every_second = Schedule {
             text: "* * * * * *".into(),
-            cron: cron::Schedule::from_str("* * * * * *").unwrap(),
+            cron: std::sync::Arc::new(cron::Schedule::from_str("* * * * * *").unwrap()),
         };
         for _ in 0..100 {
             assert!(jitter(&every_second, now) <= Duration::from_millis(100));
@@ -358,7 +358,7 @@ mod loop_tests {
     fn hourly() -> Schedule {
         Schedule {
             text: "0 0 * * * *".into(),
-            cron: cron::Schedule::from_str("0 0 * * * *").unwrap(),
+            cron: std::sync::Arc::new(cron::Schedule::from_str("0 0 * * * *").unwrap()),
         }
     }
 

@@ -124,6 +124,56 @@ struct Trees {
     failed: std::sync::atomic::AtomicBool,
     /// Bytes of items written since the database was opened (see [`Store::checkpoint_if_due`]).
     written: std::sync::atomic::AtomicU64,
+    /// The source states read or written through this database, kept in memory: every poll
+    /// reads its source's state and writes it back, and decoding it from sled each time was
+    /// a third of a 304 poll's cost. Only sources with a stored state are kept.
+    states: Mutex<HashMap<String, SourceState>>,
+}
+
+impl Trees {
+    fn states(&self) -> MutexGuard<'_, HashMap<String, SourceState>> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state_in(
+        &self,
+        states: &mut HashMap<String, SourceState>,
+        source: &str,
+    ) -> Result<SourceState, StoreError> {
+        if let Some(state) = states.get(source) {
+            return Ok(state.clone());
+        }
+        let Some(bytes) = self.sources.get(source.as_bytes())? else {
+            return Ok(SourceState::default());
+        };
+        let state: SourceState = decode(&bytes, "source state")?;
+        states.insert(source.to_owned(), state.clone());
+        Ok(state)
+    }
+
+    fn state(&self, source: &str) -> Result<SourceState, StoreError> {
+        self.state_in(&mut self.states(), source)
+    }
+
+    /// Writes the state `change` makes of the stored one (sled first, then the kept copy),
+    /// one writer at a time, so that no two writes of one source's state interleave.
+    fn update_state(
+        &self,
+        source: &str,
+        change: impl FnOnce(SourceState) -> SourceState,
+    ) -> Result<(), StoreError> {
+        let mut states = self.states();
+        let next = change(self.state_in(&mut states, source)?);
+        self.sources.insert(source.as_bytes(), encode(&next))?;
+        states.insert(source.to_owned(), next);
+        Ok(())
+    }
+
+    /// Flushes the database.
+    fn flush(&self) -> Result<(), StoreError> {
+        flush_waking(&self.db)?;
+        Ok(())
+    }
 }
 
 impl Drop for Trees {
@@ -335,7 +385,7 @@ impl Store {
         if Arc::strong_count(current) > 1 {
             return Ok(false);
         }
-        flush_waking(&current.db)?;
+        current.flush()?;
         // The last handle: dropping it closes the database and lets its lock go.
         drop(slot.take());
         // On failure it is left closed: the daemon's recovery reopens it, as after a failed write.
@@ -424,10 +474,7 @@ impl Store {
     }
 
     pub fn source_state(&self, source: &str) -> Result<SourceState, StoreError> {
-        match self.trees()?.sources.get(source.as_bytes())? {
-            Some(bytes) => decode(&bytes, "source state"),
-            None => Ok(SourceState::default()),
-        }
+        self.trees()?.state(source)
     }
 
     /// Saves a source's state; used for polls that store no items. It reaches the disk with
@@ -444,20 +491,24 @@ impl Store {
         source: &str,
         state: &SourceState,
     ) -> Result<(), StoreError> {
-        let mut state = state.clone();
-        state.item_count = self.source_state(source)?.item_count;
-        self.trees()?
-            .sources
-            .insert(source.as_bytes(), encode(&state))?;
+        self.trees()?.update_state(source, |stored| SourceState {
+            item_count: stored.item_count,
+            ..state.clone()
+        })?;
         self.flush_lazily()
     }
 
     /// Flushes when the last flush is [`LAZY_FLUSH`] old: a sweep of thousands of 304s costs
     /// a handful of flushes, not thousands.
     fn flush_lazily(&self) -> Result<(), StoreError> {
-        let mut last = self.last_flush.lock().unwrap_or_else(|p| p.into_inner());
+        // Another caller flushing now is as good: no second thread waits for it.
+        let mut last = match self.last_flush.try_lock() {
+            Ok(last) => last,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
         if last.elapsed() >= LAZY_FLUSH {
-            flush_waking(&self.trees()?.db)?;
+            self.trees()?.flush()?;
             *last = std::time::Instant::now();
         }
         Ok(())
@@ -612,11 +663,13 @@ impl Store {
             }
         }
         for source in lost.keys() {
-            let mut state = self.source_state(source)?;
-            state.item_count = self.count_of_source(source)?;
-            trees.sources.insert(source.as_bytes(), encode(&state))?;
+            let item_count = self.count_of_source(source)?;
+            trees.update_state(source, |stored| SourceState {
+                item_count,
+                ..stored
+            })?;
         }
-        flush_waking(&trees.db)?;
+        trees.flush()?;
         Ok(lost)
     }
 
@@ -657,7 +710,7 @@ impl Store {
         }
         for (n, chunk) in plan.writes.chunks(WRITE_CHUNK).enumerate() {
             if n > 0 && n % FLUSH_EVERY_CHUNKS == 0 {
-                flush_waking(&trees.db)?;
+                trees.flush()?;
             }
             let mut by_time = sled::Batch::default();
             let mut by_source = sled::Batch::default();
@@ -744,12 +797,10 @@ impl Store {
         trees.tombstones.apply_batch(gone)?;
         // The count from the stored state (callers hold the ingest guard, as `prune` does),
         // not from the state the caller read before its fetch.
-        let mut state = state.clone();
-        state.item_count = self
-            .source_state(source)?
-            .item_count
-            .saturating_add(plan.new_items() as u64);
-        trees.sources.insert(source.as_bytes(), encode(&state))?;
+        trees.update_state(source, |stored| SourceState {
+            item_count: stored.item_count.saturating_add(plan.new_items() as u64),
+            ..state.clone()
+        })?;
         if !plan.fingerprints.is_empty() {
             self.save_term_stats(&term_stats, false)?;
         }
@@ -760,7 +811,7 @@ impl Store {
             // Nothing but the source's state changed (every item unchanged).
             return self.flush_lazily();
         }
-        flush_waking(&trees.db)?;
+        trees.flush()?;
         Ok(())
     }
 
@@ -1115,7 +1166,7 @@ impl Store {
             format!("{FINGERPRINT_PREFIX}{feed}"),
             fingerprint.as_bytes(),
         )?;
-        flush_waking(&self.trees()?.db)?;
+        self.trees()?.flush()?;
         Ok(count)
     }
 
@@ -1159,8 +1210,7 @@ impl Store {
         let stats = self.ingest_guard();
         self.save_term_stats(&stats, true)?;
         drop(stats);
-        flush_waking(&self.trees()?.db)?;
-        Ok(())
+        self.trees()?.flush()
     }
 
     /// Rewrites the store at `path` into fresh files holding only live records, then puts
@@ -1280,6 +1330,7 @@ fn open_trees(path: &Path) -> Result<Trees, StoreError> {
         meta: tree("meta")?,
         failed: std::sync::atomic::AtomicBool::new(false),
         written: std::sync::atomic::AtomicU64::new(0),
+        states: Mutex::new(HashMap::new()),
         db,
     })
 }
@@ -1529,6 +1580,51 @@ mod tests {
         for write in &plan.writes {
             assert!(store.item(write.item.id).expect("read").is_some());
         }
+    }
+
+    /// Source states are kept in memory, but every write reaches sled: a store opened again
+    /// reads what was written, and a state-only write keeps the count that a poll and a
+    /// prune set, not the one in the state its caller read before them.
+    #[test]
+    fn source_states_kept_in_memory_are_written_through() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s");
+        let store = Store::open(&path).expect("store");
+        let now = Utc::now();
+        let read_before_poll = store.source_state("a").expect("state");
+        let mut plan = IngestPlan::default();
+        for n in 0..4 {
+            let (write, indexed) =
+                written(n, "a", now - chrono::Duration::hours(i64::from(n)), vec![]);
+            plan.writes.push(write);
+            plan.fingerprints.push(indexed);
+        }
+        let stats = store.ingest_guard();
+        store
+            .apply_poll("a", &plan, &[], &[], &SourceState::default(), stats)
+            .expect("apply");
+        assert_eq!(store.source_state("a").expect("state").item_count, 4);
+        let lost = store.prune(None, Some(3), now).expect("prune");
+        assert_eq!(lost.get("a"), Some(&1));
+        let polled = SourceState {
+            etag: Some("\"v2\"".into()),
+            last_poll: Some(now),
+            ..read_before_poll
+        };
+        store.put_source_state("a", &polled).expect("put");
+        let expected = SourceState {
+            item_count: 3,
+            ..polled
+        };
+        assert_eq!(store.source_state("a").expect("state"), expected);
+        store.flush().expect("flush");
+        drop(store);
+        let again = Store::open(&path).expect("store opened again");
+        assert_eq!(again.source_state("a").expect("state"), expected);
+        assert_eq!(
+            again.source_state("b").expect("state"),
+            SourceState::default()
+        );
     }
 
     /// Whatever part of the window memory holds, lookups find what sled alone finds.
