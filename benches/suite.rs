@@ -42,6 +42,9 @@ use url::Url;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const FEED_ITEMS: usize = 5_000;
+/// Threads filling the big store, and the seed its feeds are generated from.
+const FILL_THREADS: usize = 2;
+const FILL_SEED: u64 = 0x1234_5678_9ABC_DEF1;
 /// Sources polled by the daemon in the memory row.
 const LIVE_SOURCES: usize = 1_000;
 /// Sources of the poll sweep.
@@ -369,17 +372,34 @@ impl BigStore {
         Store::open(&self.config.storage.path).expect("open the store")
     }
 
-    /// Ingests generated feeds until `target` items are stored (one year back from now).
+    /// Ingests generated feeds until `target` items are stored (one year back from now), on
+    /// two threads: parsing and sanitising run side by side, the store's writes one at a time
+    /// (as the daemon's polls of different sources do).
     fn fill_to(&self, target: usize) {
         let store = self.store();
         let t = Instant::now();
-        while self.feeds.get() * FEED_ITEMS < target {
-            let k = self.feeds.get();
-            self.ingest_feed(&store, &format!("gen-{k}"));
-            self.feeds.set(k + 1);
-            // As the daemon does after a poll that stored something.
-            store.checkpoint_if_due().expect("checkpoint");
-        }
+        let wanted = target.div_ceil(FEED_ITEMS).max(self.feeds.get());
+        let next = std::sync::atomic::AtomicUsize::new(self.feeds.get());
+        let (config, filters) = (&self.config, &self.filters);
+        std::thread::scope(|scope| {
+            for _ in 0..FILL_THREADS {
+                scope.spawn(|| loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if k >= wanted {
+                        break;
+                    }
+                    let name = format!("gen-{k}");
+                    let newest = Utc::now() - chrono::Duration::hours(40 * k as i64 % (365 * 24));
+                    // Each feed its own generator, so the data do not depend on thread timing.
+                    let seed = FILL_SEED ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let body = Gen(seed.max(1)).feed(&name, FEED_ITEMS, newest);
+                    ingest_bytes(&store, config, filters, &name, body);
+                    // As the daemon does after a poll that stored something.
+                    store.checkpoint_if_due().expect("checkpoint");
+                });
+            }
+        });
+        self.feeds.set(wanted);
         store.flush().expect("flush");
         println!(
             "  store filled to {} items in {:.0} s ({} MB on disk)",
@@ -387,15 +407,6 @@ impl BigStore {
             t.elapsed().as_secs_f64(),
             store.size_on_disk() / 1_000_000
         );
-    }
-
-    /// Ingests a new generated feed as source `name`; returns how long the ingest took (the
-    /// generation not counted).
-    fn ingest_feed(&self, store: &Store, name: &str) -> Duration {
-        let k = self.feeds.get();
-        let newest = Utc::now() - chrono::Duration::hours(40 * k as i64 % (365 * 24));
-        let body = self.gen.borrow_mut().feed(name, FEED_ITEMS, newest);
-        ingest_bytes(store, &self.config, &self.filters, name, body)
     }
 }
 

@@ -171,7 +171,9 @@ impl Shared {
         let m = &self.metrics;
         m.poll(
             source,
-            if report.not_modified {
+            if report.same_body {
+                PollResult::SameBody
+            } else if report.not_modified {
                 PollResult::NotModified
             } else {
                 PollResult::Ok

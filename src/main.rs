@@ -443,6 +443,10 @@ async fn poll(config: Config, sources: Vec<String>, force: bool) -> anyhow::Resu
             Polled::Done(result) => result,
         };
         match result {
+            Ok(r) if r.same_body => println!(
+                "{:<24} not modified (the same body as the last poll)",
+                o.source
+            ),
             Ok(r) if r.not_modified => println!("{:<24} not modified", o.source),
             Ok(r) => println!(
                 "{:<24} ok: {} entries, {} new, {} updated, {} merged into other sources' stories",

@@ -20,6 +20,8 @@ pub const FETCH_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 pub enum PollResult {
     Ok,
     NotModified,
+    /// A 200 with the body of the last poll.
+    SameBody,
     Error,
 }
 
@@ -28,6 +30,7 @@ impl PollResult {
         match self {
             PollResult::Ok => "ok",
             PollResult::NotModified => "not_modified",
+            PollResult::SameBody => "same_body",
             PollResult::Error => "error",
         }
     }

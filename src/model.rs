@@ -183,6 +183,14 @@ pub struct SourceState {
     /// The configured URL that answered 410 Gone.
     #[serde(default)]
     pub gone_url: Option<String>,
+    /// What identifies the last body that was parsed and stored (see `refresh::body_digest`):
+    /// a 200 with the same body again is not parsed again.
+    #[serde(default)]
+    pub body_digest: Option<String>,
+    /// The feed's own `<ttl>` (RSS) in that body, in seconds: it still pushes the next poll
+    /// back when the body is not parsed again.
+    #[serde(default)]
+    pub feed_ttl_secs: Option<u64>,
 }
 
 /// Why a source is not polled now.

@@ -38,7 +38,10 @@ pub enum PollError {
 /// What a successful poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollReport {
+    /// Nothing changed: a 304, or a 200 with the body of the last poll (`same_body`).
     pub not_modified: bool,
+    /// A 200 whose body is the one the last poll parsed and stored; not parsed again.
+    pub same_body: bool,
     pub entries: usize,
     pub new_items: usize,
     pub updated_items: usize,
@@ -139,13 +142,30 @@ impl Pipeline {
                 })
             }
             Ok(FetchOutcome::Fetched(fetched)) => {
-                self.ingest_blocking(&ctx, filters, *fetched, state.clone(), now)
-                    .await
+                let digest = body_digest(&fetched);
+                if state.body_digest.as_deref() == Some(digest.as_str()) {
+                    unchanged_body(&mut state, &ctx, &fetched, now);
+                    self.store.put_source_state(&ctx.name, &state)?;
+                    Ok(PollReport {
+                        not_modified: true,
+                        same_body: true,
+                        ..PollReport::default()
+                    })
+                } else {
+                    self.ingest_blocking(&ctx, filters, *fetched, state.clone(), now, digest)
+                        .await
+                }
             }
             Err(e) => Err(PollError::Fetch(e)),
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {
+            Ok(r) if r.same_body => info!(
+                url = %url,
+                elapsed_ms,
+                status = 200,
+                "not modified: the same body as the last poll (not parsed again)"
+            ),
             Ok(r) if r.not_modified => info!(url = %url, elapsed_ms, status = 304, "not modified"),
             Ok(r) => info!(
                 url = %url,
@@ -171,6 +191,7 @@ impl Pipeline {
         fetched: Fetched,
         state: SourceState,
         now: DateTime<Utc>,
+        digest: String,
     ) -> Result<PollReport, PollError> {
         let store = self.store.clone();
         let filters: Vec<FeedFilter> = filters
@@ -182,6 +203,10 @@ impl Pipeline {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _guard = span.enter();
+            let state = SourceState {
+                body_digest: Some(digest),
+                ..state
+            };
             ingest(&store, &filters, &ctx, &fetched, state, now)
         })
         .await
@@ -268,6 +293,39 @@ fn after_success(
     ));
 }
 
+/// What identifies a fetched body: its bytes, the URL its relative links resolve against,
+/// its declared type (the charset decides its text) and this release of feedmux (a newer one
+/// may read the same bytes differently). A 128-bit xxh3 hash: fast enough to cost nothing
+/// beside the request, and a collision needs a server crafting one against its own feed.
+pub fn body_digest(fetched: &Fetched) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for part in [
+        env!("CARGO_PKG_VERSION").as_bytes(),
+        fetched.final_url.as_str().as_bytes(),
+        fetched
+            .content_type
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes(),
+    ] {
+        hasher.update(part);
+        hasher.update(&[0]);
+    }
+    hasher.update(&fetched.body);
+    format!("{:032x}", hasher.digest128())
+}
+
+/// Updates `state` after a 200 whose body is the one the last poll stored: as after a 304,
+/// with the new validators and the feed's `<ttl>` from that body.
+fn unchanged_body(state: &mut SourceState, ctx: &SourceCtx, fetched: &Fetched, now: DateTime<Utc>) {
+    state.status = SourceStatus::NotModified;
+    let ttl = state.feed_ttl_secs.map(std::time::Duration::from_secs);
+    after_success(state, ctx, &fetched.hints, ttl, now);
+    state.etag = fetched.validators.etag.clone();
+    state.last_modified = fetched.validators.last_modified.clone();
+    state.validators_for = Some(fetched.requested_url.to_string());
+}
+
 /// A permanent redirect to the same place on [`REDIRECTS_TO_MOVE`] polls in a row moves the
 /// source there (in the store; the config file is not rewritten).
 fn track_redirect(state: &mut SourceState, ctx: &SourceCtx, hints: &HttpHints) {
@@ -329,11 +387,13 @@ pub fn ingest(
     state.last_modified = fetched.validators.last_modified.clone();
     state.validators_for = Some(fetched.requested_url.to_string());
     state.item_count = state.item_count.saturating_add(plan.new_items() as u64);
+    state.feed_ttl_secs = parsed.meta.ttl.map(|t| t.as_secs());
     state.title = parsed.meta.title.or(state.title);
     state.site_url = parsed.meta.site_url.or(state.site_url);
     store.apply_poll(&ctx.name, &plan, &feeds, &memberships, &state, term_stats)?;
     Ok(PollReport {
         not_modified: false,
+        same_body: false,
         entries,
         new_items: plan.new_items(),
         updated_items: plan.updated_items(),

@@ -338,6 +338,74 @@ async fn a_second_poll_sends_the_stored_validators_and_a_304_changes_nothing() {
     assert_eq!(state.item_count, 1);
 }
 
+/// A server without validators answers 200 with the same bytes every time: the second poll
+/// sees the body it stored last time and neither parses it again nor loses the feed's
+/// `<ttl>`; a changed body, or the same bytes declared in another charset, is parsed.
+#[tokio::test]
+async fn a_200_with_the_last_body_is_not_parsed_again_and_a_changed_one_is() {
+    let upstream = Upstream::start().await;
+    let with_ttl = |items: &[(&str, &str, &str)]| {
+        rss(items).replace(
+            "<description>d</description>",
+            "<description>d</description><ttl>600</ttl>",
+        )
+    };
+    let first = with_ttl(&[("1", "Hello", "https://e.example/1")]);
+    upstream.put(
+        "/same",
+        &[("content-type", "application/rss+xml")],
+        first.clone(),
+    );
+    let dir = tempdir();
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}[[feed]]\nname = \"all\"\n",
+            source("same", &upstream.url("/same"))
+        ),
+    );
+    let report = |outcomes: Vec<(String, Result<feedmux::refresh::PollReport, _>)>| {
+        outcomes.into_iter().next().unwrap().1.unwrap()
+    };
+    let polled = report(poll(&config, &[]).await);
+    assert_eq!((polled.new_items, polled.same_body), (1, false));
+
+    let before = chrono::Utc::now();
+    let again = report(poll(&config, &[]).await);
+    assert!(again.same_body && again.not_modified, "{again:?}");
+    assert_eq!((again.entries, again.new_items), (0, 0));
+    let state = Store::open(&config.storage.path)
+        .unwrap()
+        .source_state("same")
+        .unwrap();
+    let next = state.next_poll.unwrap();
+    assert!(
+        next >= before + chrono::Duration::minutes(590),
+        "the feed's ttl of 600 minutes still holds the next poll back: {next}"
+    );
+    assert_eq!(state.item_count, 1);
+
+    upstream.put(
+        "/same",
+        &[("content-type", "application/rss+xml; charset=iso-8859-1")],
+        first,
+    );
+    let recoded = report(poll(&config, &[]).await);
+    assert!(!recoded.same_body, "another charset is another text");
+
+    upstream.put(
+        "/same",
+        &[("content-type", "application/rss+xml")],
+        with_ttl(&[
+            ("1", "Hello", "https://e.example/1"),
+            ("2", "World", "https://e.example/2"),
+        ]),
+    );
+    let changed = report(poll(&config, &[]).await);
+    assert_eq!((changed.same_body, changed.new_items), (false, 1));
+    assert_eq!(titles(&config, "all").len(), 2);
+}
+
 #[tokio::test]
 async fn a_failing_source_keeps_its_items_and_others_keep_working() {
     let upstream = Upstream::start().await;
