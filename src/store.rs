@@ -1545,21 +1545,31 @@ mod tests {
         (write, indexed)
     }
 
-    #[test]
-    fn a_checkpoint_reopens_only_when_due_and_unused_and_keeps_everything() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("s")).expect("store");
-        let now = Utc::now();
+    /// Writes new items `(n, published, key terms)` of `source` as one poll; returns the plan.
+    fn apply_new(
+        store: &Store,
+        source: &str,
+        items: impl Iterator<Item = (u8, DateTime<Utc>, Vec<u32>)>,
+    ) -> IngestPlan {
         let mut plan = IngestPlan::default();
-        for n in 0..10 {
-            let (write, indexed) = written(n, "a", now, vec![u32::from(n)]);
+        for (n, at, keys) in items {
+            let (write, indexed) = written(n, source, at, keys);
             plan.writes.push(write);
             plan.fingerprints.push(indexed);
         }
         let stats = store.ingest_guard();
         store
-            .apply_poll("a", &plan, &[], &[], &SourceState::default(), stats)
+            .apply_poll(source, &plan, &[], &[], &SourceState::default(), stats)
             .expect("apply");
+        plan
+    }
+
+    #[test]
+    fn a_checkpoint_reopens_only_when_due_and_unused_and_keeps_everything() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("s")).expect("store");
+        let now = Utc::now();
+        let plan = apply_new(&store, "a", (0..10).map(|n| (n, now, vec![u32::from(n)])));
         assert!(
             !store.checkpoint_if_due().expect("checkpoint"),
             "not due yet"
@@ -1592,17 +1602,8 @@ mod tests {
         let store = Store::open(&path).expect("store");
         let now = Utc::now();
         let read_before_poll = store.source_state("a").expect("state");
-        let mut plan = IngestPlan::default();
-        for n in 0..4 {
-            let (write, indexed) =
-                written(n, "a", now - chrono::Duration::hours(i64::from(n)), vec![]);
-            plan.writes.push(write);
-            plan.fingerprints.push(indexed);
-        }
-        let stats = store.ingest_guard();
-        store
-            .apply_poll("a", &plan, &[], &[], &SourceState::default(), stats)
-            .expect("apply");
+        let hours_ago = |n: u8| now - chrono::Duration::hours(i64::from(n));
+        apply_new(&store, "a", (0..4).map(|n| (n, hours_ago(n), vec![])));
         assert_eq!(store.source_state("a").expect("state").item_count, 4);
         let lost = store.prune(None, Some(3), now).expect("prune");
         assert_eq!(lost.get("a"), Some(&1));
