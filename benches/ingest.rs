@@ -67,7 +67,7 @@ fn main() {
     };
     let ctx = SourceCtx {
         name: "bench".into(),
-        configured_url: "https://bench.example/feed.xml".into(),
+        configured_url: url::Url::parse("https://bench.example/feed.xml").unwrap(),
         schedule: Schedule {
             text: "0 */15 * * * *".into(),
             cron: std::sync::Arc::new("0 */15 * * * *".parse().unwrap()),

@@ -75,7 +75,7 @@ pub struct Pipeline {
 pub struct SourceCtx {
     pub name: String,
     /// The URL in the config (the poll may go to where it permanently moved).
-    pub configured_url: String,
+    pub configured_url: Url,
     pub schedule: Schedule,
     pub timing: Timing,
     pub dedup: DedupConfig,
@@ -85,7 +85,7 @@ impl SourceCtx {
     pub fn new(source: &SourceConfig, config: &Config) -> SourceCtx {
         SourceCtx {
             name: source.name.clone(),
-            configured_url: source.url.to_string(),
+            configured_url: source.url.clone(),
             schedule: source.schedule.clone(),
             timing: Timing::from(&config.poll),
             dedup: config.dedup,
@@ -118,8 +118,12 @@ impl Pipeline {
         let mut state = self.store.source_state(&ctx.name)?;
         let now = self.clock.now();
         state.last_poll = Some(now);
-        let url_text = state.poll_url(&ctx.configured_url);
-        let url = Url::parse(&url_text).map_err(|e| PollError::Internal(e.to_string()))?;
+        let url_text = state.poll_url(ctx.configured_url.as_str());
+        let url = if url_text == ctx.configured_url.as_str() {
+            ctx.configured_url.clone()
+        } else {
+            Url::parse(&url_text).map_err(|e| PollError::Internal(e.to_string()))?
+        };
         let validators = if state.validators_for.as_deref() == Some(url_text.as_str()) {
             Validators {
                 etag: state.etag.clone(),
@@ -229,7 +233,7 @@ impl Pipeline {
         }
         if matches!(error, PollError::Fetch(FetchError::Gone)) {
             state.status = SourceStatus::Gone;
-            state.gone_url = Some(ctx.configured_url.clone());
+            state.gone_url = Some(ctx.configured_url.to_string());
             state.next_poll = None;
             state.hold_until = None;
             warn!(
@@ -342,12 +346,12 @@ fn track_redirect(state: &mut SourceState, ctx: &SourceCtx, hints: &HttpHints) {
     }
     if state.redirect_count >= REDIRECTS_TO_MOVE {
         warn!(
-            from = %state.poll_url(&ctx.configured_url),
+            from = %state.poll_url(ctx.configured_url.as_str()),
             to = %target,
             "the feed has moved permanently; polling its new address from now on (update the config to make it stick)"
         );
         state.effective_url = Some(target);
-        state.moved_from = Some(ctx.configured_url.clone());
+        state.moved_from = Some(ctx.configured_url.to_string());
         state.redirect_candidate = None;
         state.redirect_count = 0;
     }
