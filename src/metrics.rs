@@ -327,8 +327,10 @@ mod tests {
         m.poll("a", PollResult::Ok);
         m.poll("a", PollResult::Ok);
         m.poll("b\"x", PollResult::Error);
+        m.poll("a", PollResult::SameBody);
         let text = m.render(0, 0);
         assert!(text.contains("feedmux_polls_total{source=\"a\",result=\"ok\"} 2\n"));
+        assert!(text.contains("feedmux_polls_total{source=\"a\",result=\"same_body\"} 1\n"));
         assert!(text.contains("feedmux_polls_total{source=\"b\\\"x\",result=\"error\"} 1\n"));
     }
 }
