@@ -128,6 +128,10 @@ struct Trees {
     /// reads its source's state and writes it back, and decoding it from sled each time was
     /// a third of a 304 poll's cost. Only sources with a stored state are kept.
     states: Mutex<HashMap<String, SourceState>>,
+    /// One lock per source, held while its state is written, so that two writes of one
+    /// source's state never interleave while writes of different sources run side by side
+    /// (a sled insert under one lock for all made concurrent polls wait for each other).
+    state_writers: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl Trees {
@@ -135,37 +139,41 @@ impl Trees {
         self.states.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn state_in(
-        &self,
-        states: &mut HashMap<String, SourceState>,
-        source: &str,
-    ) -> Result<SourceState, StoreError> {
-        if let Some(state) = states.get(source) {
+    /// The kept state of `source`, read from sled on first use. A state read from sled never
+    /// replaces one a writer kept meanwhile.
+    fn state(&self, source: &str) -> Result<SourceState, StoreError> {
+        if let Some(state) = self.states().get(source) {
             return Ok(state.clone());
         }
         let Some(bytes) = self.sources.get(source.as_bytes())? else {
             return Ok(SourceState::default());
         };
         let state: SourceState = decode(&bytes, "source state")?;
-        states.insert(source.to_owned(), state.clone());
-        Ok(state)
+        Ok(self
+            .states()
+            .entry(source.to_owned())
+            .or_insert(state)
+            .clone())
     }
 
-    fn state(&self, source: &str) -> Result<SourceState, StoreError> {
-        self.state_in(&mut self.states(), source)
-    }
-
-    /// Writes the state `change` makes of the stored one (sled first, then the kept copy),
-    /// one writer at a time, so that no two writes of one source's state interleave.
+    /// Writes the state `change` makes of the stored one: sled first, then the kept copy,
+    /// under the source's own lock.
     fn update_state(
         &self,
         source: &str,
         change: impl FnOnce(SourceState) -> SourceState,
     ) -> Result<(), StoreError> {
-        let mut states = self.states();
-        let next = change(self.state_in(&mut states, source)?);
+        let writer = self
+            .state_writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(source.to_owned())
+            .or_default()
+            .clone();
+        let _writing = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let next = change(self.state(source)?);
         self.sources.insert(source.as_bytes(), encode(&next))?;
-        states.insert(source.to_owned(), next);
+        self.states().insert(source.to_owned(), next);
         Ok(())
     }
 
@@ -1331,6 +1339,7 @@ fn open_trees(path: &Path) -> Result<Trees, StoreError> {
         failed: std::sync::atomic::AtomicBool::new(false),
         written: std::sync::atomic::AtomicU64::new(0),
         states: Mutex::new(HashMap::new()),
+        state_writers: Mutex::new(HashMap::new()),
         db,
     })
 }
@@ -1626,6 +1635,45 @@ mod tests {
             again.source_state("b").expect("state"),
             SourceState::default()
         );
+    }
+
+    /// Polls of different sources write their states side by side, with readers beside
+    /// them: each source's last write is what memory and, after a reopen, sled hold.
+    #[test]
+    fn states_written_side_by_side_each_keep_their_last_write() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s");
+        let store = Store::open(&path).expect("store");
+        let state_of = |round: u32| SourceState {
+            consecutive_failures: round,
+            ..SourceState::default()
+        };
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let store = store.clone();
+                scope.spawn(move || {
+                    for round in 0..200 {
+                        for source in [format!("own-{t}"), "shared".to_owned()] {
+                            store
+                                .put_source_state(&source, &state_of(round))
+                                .expect("put");
+                            store.source_state(&source).expect("read");
+                        }
+                    }
+                });
+            }
+        });
+        let expect_all = |store: &Store| {
+            for t in 0..4 {
+                let state = store.source_state(&format!("own-{t}")).expect("state");
+                assert_eq!(state, state_of(199), "own-{t}");
+            }
+            assert_eq!(store.source_state("shared").expect("state"), state_of(199));
+        };
+        expect_all(&store);
+        store.flush().expect("flush");
+        drop(store);
+        expect_all(&Store::open(&path).expect("store opened again"));
     }
 
     /// Whatever part of the window memory holds, lookups find what sled alone finds.
