@@ -324,6 +324,18 @@ pub fn body_digest(fetched: &Fetched) -> String {
 fn unchanged_body(state: &mut SourceState, ctx: &SourceCtx, fetched: &Fetched, now: DateTime<Utc>) {
     state.status = SourceStatus::NotModified;
     let ttl = state.feed_ttl_secs.map(std::time::Duration::from_secs);
+    after_body(state, ctx, fetched, ttl, now);
+}
+
+/// [`after_success`] for a poll that got a body (`ttl`: the feed's own), keeping the
+/// response's validators for the next conditional request.
+fn after_body(
+    state: &mut SourceState,
+    ctx: &SourceCtx,
+    fetched: &Fetched,
+    ttl: Option<std::time::Duration>,
+    now: DateTime<Utc>,
+) {
     after_success(state, ctx, &fetched.hints, ttl, now);
     state.etag = fetched.validators.etag.clone();
     state.last_modified = fetched.validators.last_modified.clone();
@@ -386,10 +398,7 @@ pub fn ingest(
     let feeds: Vec<String> = filters.iter().map(|f| f.feed.clone()).collect();
 
     state.status = SourceStatus::Ok;
-    after_success(&mut state, ctx, &fetched.hints, parsed.meta.ttl, now);
-    state.etag = fetched.validators.etag.clone();
-    state.last_modified = fetched.validators.last_modified.clone();
-    state.validators_for = Some(fetched.requested_url.to_string());
+    after_body(&mut state, ctx, fetched, parsed.meta.ttl, now);
     state.item_count = state.item_count.saturating_add(plan.new_items() as u64);
     state.feed_ttl_secs = parsed.meta.ttl.map(|t| t.as_secs());
     state.title = parsed.meta.title.or(state.title);

@@ -99,14 +99,8 @@ async fn titles(http: &reqwest::Client, base: &str) -> Option<Vec<String>> {
 
 /// The last error of each source, from `/api/sources`.
 async fn last_errors(http: &reqwest::Client, base: &str) -> Vec<(String, Option<String>)> {
-    let r = http
-        .get(format!("{base}/api/sources"))
-        .send()
+    crate::api_sources(http, base)
         .await
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-    list.as_array()
-        .unwrap()
         .iter()
         .map(|s| {
             (

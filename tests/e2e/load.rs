@@ -218,14 +218,8 @@ async fn sixty_four_readers_while_polling_many_sources() {
 
 /// How many sources `/api/sources` lists with `field` of their state set.
 async fn sources_with(http: &reqwest::Client, base: &str, field: &str) -> usize {
-    let r = http
-        .get(format!("{base}/api/sources"))
-        .send()
+    crate::api_sources(http, base)
         .await
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-    list.as_array()
-        .unwrap()
         .iter()
         .filter(|s| !s["state"][field].is_null())
         .count()

@@ -66,6 +66,19 @@ pub fn config(dir: &Path, tables: &str) -> Config {
     config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
+/// What a running daemon's `/api/sources` lists: one object per source, with its `state`.
+pub async fn api_sources(http: &reqwest::Client, base: &str) -> Vec<serde_json::Value> {
+    let r = http
+        .get(format!("{base}/api/sources"))
+        .send()
+        .await
+        .unwrap();
+    match serde_json::from_slice(&r.bytes().await.unwrap()).unwrap() {
+        serde_json::Value::Array(list) => list,
+        other => panic!("/api/sources is not a list: {other}"),
+    }
+}
+
 pub fn source(name: &str, url: &str) -> String {
     format!("[[source]]\nname = {name:?}\nurl = {url:?}\n\n")
 }
