@@ -371,6 +371,7 @@ struct RawDedup {
     threshold: Option<Spanned<f64>>,
     window: Option<Spanned<String>>,
     memory_items: Option<usize>,
+    index_age: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -602,11 +603,28 @@ fn validate_dedup(raw: RawDedup, report: &mut Reporter<'_>) -> DedupConfig {
         Some(t) => *t.get_ref() as f32,
         None => defaults.threshold,
     };
+    // An error about the two is shown at index_age, or at window when index_age is unset.
+    let span = (raw.index_age.as_ref())
+        .or(raw.window.as_ref())
+        .map(|s| s.span());
+    let window = parse_duration_field(raw.window, defaults.window, false, report);
+    let mut index_age = parse_duration_field(raw.index_age, defaults.index_age, false, report);
+    if index_age < window {
+        let shown = |d: Duration| humantime::format_duration(d).to_string();
+        let message = format!(
+            "dedup.index_age ({}) must be at least dedup.window ({}): items published within the window of each other are matched by their text",
+            shown(index_age),
+            shown(window)
+        );
+        report.at(span.unwrap_or_default(), message);
+        index_age = window;
+    }
     DedupConfig {
         enabled: raw.enabled.unwrap_or(defaults.enabled),
         threshold,
-        window: parse_duration_field(raw.window, defaults.window, false, report),
+        window,
         memory_items: raw.memory_items.unwrap_or(defaults.memory_items),
+        index_age,
     }
 }
 
@@ -976,6 +994,32 @@ mod tests {
         assert!(e.len() == 1 && e[0].contains("lease"), "{e:?}");
         let e = errors(&format!("[websub]\n{source}"));
         assert!(e.len() == 1 && e[0].contains("hub"), "{e:?}");
+    }
+
+    #[test]
+    fn dedup_index_age_defaults_to_30_days_and_reaches_at_least_the_window() {
+        let source = "[[source]]\nname = \"a\"\nurl = \"https://example.com/feed\"\n";
+        let c = parse(Path::new("t.toml"), source).unwrap();
+        assert_eq!(c.dedup.index_age, Duration::from_secs(30 * 86_400));
+        let c = parse(
+            Path::new("t.toml"),
+            &format!("[dedup]\nindex_age = \"1y\"\n{source}"),
+        )
+        .unwrap();
+        assert!(c.dedup.index_age > Duration::from_secs(365 * 86_400));
+        let e = errors(&format!("[dedup]\nindex_age = \"2d\"\n{source}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "t.toml:2:13: dedup.index_age (2days) must be at least dedup.window (3days)"
+            ),
+            "{e:?}"
+        );
+        let e = errors(&format!("[dedup]\nwindow = \"40d\"\n{source}"));
+        assert!(
+            e.len() == 1 && e[0].starts_with("t.toml:2:10: dedup.index_age (30days)"),
+            "{e:?}"
+        );
     }
 
     #[test]

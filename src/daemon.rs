@@ -571,10 +571,42 @@ async fn prune_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 Err(e) => error!(error = %e, "pruning task failed"),
             }
         }
+        // Not while the clock may have jumped: the index of items only "old" by a jumped clock
+        // would go.
+        if shared.clock.last_forward_jump(RETENTION_SETTLE).is_none() {
+            drop_aged_text_index(&shared, &config, now).await;
+        }
         tokio::select! {
             _ = tokio::time::sleep(config.storage.prune_interval) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Drops the text index entries of items published more than `dedup.index_age` before `now`
+/// (see [`Store::drop_text_index_before`]).
+async fn drop_aged_text_index(shared: &Shared, config: &Config, now: DateTime<Utc>) {
+    let Some(before) = chrono::Duration::from_std(config.dedup.index_age)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+    else {
+        return;
+    };
+    let store = shared.pipeline.store.clone();
+    let started = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || store.drop_text_index_before(before)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(items)) => info!(
+            items,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "items published before {} are now matched by link only (dedup.index_age): dropped their text index entries",
+            before.format("%Y-%m-%d %H:%M UTC")
+        ),
+        Ok(Err(e)) => {
+            error!(error = %e, "cannot drop aged text index entries");
+            shared.store_failed(&e);
+        }
+        Err(e) => error!(error = %e, "text index task failed"),
     }
 }
 

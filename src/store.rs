@@ -14,7 +14,10 @@
 //! | `key_terms` | term hash (4) + reverse time (8) + item id + source tag (4) | empty |
 //! | `sources` | source name | [`SourceState`] as JSON |
 //! | `tombstones` | source name, 0, item id | when retention pruned it (8 bytes, microseconds) |
-//! | `meta` | text key | schema version, feed fingerprints, term statistics |
+//! | `meta` | text key | schema version, feed fingerprints, term statistics, text index cursor |
+//!
+//! `fingerprints` and `key_terms` (the text index) hold only items published since the text
+//! index cursor, which [`Store::drop_text_index_before`] moves (`dedup.index_age`).
 //!
 //! The key-term entries and fingerprints of recently published items are also kept in memory
 //! (`store::recent`), so that near-duplicate lookups, nearly all about the last few days, do not
@@ -33,7 +36,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::dedup::fingerprint::TermStats;
-use crate::dedup::{FingerprintRecord, IngestPlan, StoryLink, UrlClaim};
+use crate::dedup::{FingerprintRecord, IndexedFingerprint, IngestPlan, StoryLink, UrlClaim};
 use crate::model::{Item, ItemId, SourceState};
 
 mod recent;
@@ -44,6 +47,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const FINGERPRINT_PREFIX: &str = "feed_fingerprint/";
 const TERM_STATS_KEY: &[u8] = b"term_stats";
+/// Where [`Store::drop_text_index_before`] records how far it got (microseconds, big-endian).
+const TEXT_INDEX_FROM_KEY: &[u8] = b"text_index_from";
+/// Items whose text index entries one slice of [`Store::drop_text_index_before`] drops at
+/// most, holding the ingest guard.
+const TEXT_INDEX_SLICE: usize = 1024;
 /// How stale a state-only write may get before a flush (see [`Store::put_source_state`]).
 const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Term statistics are written at most this often while ingesting (and at every flush): a
@@ -132,6 +140,10 @@ struct Trees {
     /// source's state never interleave while writes of different sources run side by side
     /// (a sled insert under one lock for all made concurrent polls wait for each other).
     state_writers: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// No item published before this (microseconds) has text index entries (key terms,
+    /// fingerprint): [`Store::drop_text_index_before`] moves it forward, and a poll does not
+    /// index an item older than it.
+    text_index_from: std::sync::atomic::AtomicI64,
 }
 
 impl Trees {
@@ -681,6 +693,109 @@ impl Store {
         Ok(lost)
     }
 
+    /// Drops the text index entries (key terms and fingerprint) of items published before
+    /// `before`, so that they are matched by link only: oldest first, from where the last
+    /// call stopped, in slices that each hold the ingest guard only briefly. Items published
+    /// before `before` are not indexed by later polls either. Returns how many items' entries
+    /// went.
+    pub fn drop_text_index_before(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.guarded(|| {
+            let trees = self.trees()?;
+            let mut dropped = 0;
+            let mut resume: Option<Vec<u8>> = None;
+            while let Some((n, last)) = self.drop_text_index_slice(&trees, before, resume)? {
+                dropped += n;
+                resume = Some(last);
+            }
+            let before = before.timestamp_micros();
+            let from = &trees.text_index_from;
+            if from.load(std::sync::atomic::Ordering::Relaxed) < before {
+                from.store(before, std::sync::atomic::Ordering::Relaxed);
+                trees
+                    .meta
+                    .insert(TEXT_INDEX_FROM_KEY, &before.to_be_bytes())?;
+                trees.flush()?;
+            }
+            Ok(dropped)
+        })
+    }
+
+    /// One slice of [`Store::drop_text_index_before`]: up to [`TEXT_INDEX_SLICE`] items
+    /// published before `before`, oldest first, from the cursor or after the time-index key
+    /// `resume`. Returns how many had entries and the last key seen, or `None` when none
+    /// was left.
+    fn drop_text_index_slice(
+        &self,
+        trees: &Trees,
+        before: DateTime<Utc>,
+        resume: Option<Vec<u8>>,
+    ) -> Result<Option<(usize, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let _guard = self.ingest_guard();
+        let from = trees
+            .text_index_from
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if from >= before.timestamp_micros() {
+            return Ok(None);
+        }
+        // by_time runs newest first: the items published before `before` lie after its key,
+        // those published at or after the cursor up to the cursor's last key.
+        let newest = Bound::Excluded(time_key(before, ItemId([0xFF; 16])));
+        let oldest = match (resume, DateTime::from_timestamp_micros(from)) {
+            (Some(key), _) => Bound::Excluded(key),
+            (None, Some(from)) if from.timestamp_micros() > 0 => {
+                Bound::Included(time_key(from, ItemId([0xFF; 16])))
+            }
+            (None, _) => Bound::Unbounded,
+        };
+        let mut last = None;
+        let mut dropped = 0;
+        let mut key_terms = sled::Batch::default();
+        let mut fingerprints = sled::Batch::default();
+        let mut gone = Vec::new();
+        for key in trees
+            .by_time
+            .range((newest, oldest))
+            .keys()
+            .rev()
+            .take(TEXT_INDEX_SLICE)
+        {
+            let key = key?;
+            if let Some(id) = key.get(8..).and_then(ItemId::from_slice) {
+                if let Some(record) = self.fingerprint_in_sled(id)? {
+                    for term in &record.keys {
+                        let entry = key_term_entry(*term, record.published, id, &record.source);
+                        key_terms.remove(entry);
+                    }
+                    fingerprints.remove(&id.0);
+                    gone.push(id);
+                    dropped += 1;
+                }
+            }
+            if let Some(time) = key
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .and_then(time_of_reverse)
+            {
+                // Every item published before this one's time has been seen.
+                let micros = time.timestamp_micros();
+                if micros > from {
+                    trees
+                        .text_index_from
+                        .store(micros, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            last = Some(key.to_vec());
+        }
+        trees.key_terms.apply_batch(key_terms)?;
+        trees.fingerprints.apply_batch(fingerprints)?;
+        let mut recent = self.recent();
+        for id in gone {
+            recent.remove(id);
+        }
+        Ok(last.map(|last| (dropped, last)))
+    }
+
     /// Writes one poll: the plan's items and claims, their feed memberships and the source's
     /// new state, then flushes. `feeds` names every output feed the source belongs to, so that
     /// an edited item leaves the feeds it no longer matches.
@@ -755,6 +870,18 @@ impl Store {
             trees.stories.apply_batch(stories)?;
             trees.items.apply_batch(items)?;
         }
+        // Items published before this are matched by link only: their text is not indexed.
+        let index_from = plan
+            .index_from
+            .map_or(i64::MIN, |t| t.timestamp_micros())
+            .max(
+                trees
+                    .text_index_from
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+        let indexed_now = |indexed: &&IndexedFingerprint| {
+            indexed.record.published.timestamp_micros() >= index_from
+        };
         for chunk in plan.fingerprints.chunks(WRITE_CHUNK) {
             let mut key_terms = sled::Batch::default();
             let mut fingerprints = sled::Batch::default();
@@ -764,6 +891,10 @@ impl Store {
                     for term in &old.keys {
                         key_terms.remove(key_term_entry(*term, old.published, id, &old.source));
                     }
+                    fingerprints.remove(&id.0);
+                }
+                if !indexed_now(&indexed) {
+                    continue;
                 }
                 for term in &indexed.record.keys {
                     let (at, from) = (indexed.record.published, &indexed.record.source);
@@ -781,6 +912,10 @@ impl Store {
                 self.warm_recent(&mut recent)?;
             }
             for indexed in &plan.fingerprints {
+                if !indexed_now(&indexed) {
+                    recent.remove(indexed.id);
+                    continue;
+                }
                 let record = Arc::new(indexed.record.clone());
                 recent.insert(indexed.id, record, source_tag(&indexed.record.source));
             }
@@ -1340,7 +1475,21 @@ fn open_trees(path: &Path) -> Result<Trees, StoreError> {
         written: std::sync::atomic::AtomicU64::new(0),
         states: Mutex::new(HashMap::new()),
         state_writers: Mutex::new(HashMap::new()),
+        text_index_from: std::sync::atomic::AtomicI64::new(i64::MIN),
         db,
+    })
+    .and_then(|trees| {
+        if let Some(bytes) = trees.meta.get(TEXT_INDEX_FROM_KEY)? {
+            let from = <[u8; 8]>::try_from(bytes.as_ref()).map_err(|_| StoreError::Corrupt {
+                what: "text index cursor",
+                message: format!("{} bytes", bytes.len()),
+            })?;
+            trees.text_index_from.store(
+                i64::from_be_bytes(from),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        Ok(trees)
     })
 }
 
@@ -1485,7 +1634,7 @@ fn url_key(canonical: &str) -> [u8; 16] {
 mod tests {
     use super::*;
     use crate::dedup::fingerprint::Fingerprint;
-    use crate::dedup::{IndexedFingerprint, ItemWrite};
+    use crate::dedup::ItemWrite;
 
     fn indexed(n: u8, source: &str, at: DateTime<Utc>) -> IndexedFingerprint {
         IndexedFingerprint {
@@ -1571,6 +1720,83 @@ mod tests {
             .apply_poll(source, &plan, &[], &[], &SourceState::default(), stats)
             .expect("apply");
         plan
+    }
+
+    /// Items published more than `dedup.index_age` ago are matched by link only: a poll does
+    /// not index them, dropping the index of items that reach the age removes their entries
+    /// and nothing else, and a reopened store still indexes nothing older than that.
+    #[test]
+    fn the_text_index_reaches_back_only_to_its_age() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s");
+        let store = Store::open(&path).expect("store");
+        let now = Utc::now();
+        let days = chrono::Duration::days;
+        let window = std::time::Duration::from_secs(72 * 3600);
+        // Items 0-4 published 40 days ago, 5-9 20 days ago, 10-14 a day ago; item n's only
+        // key term is 1000 + n.
+        let age_of = |n: u8| days([40, 20, 1][usize::from(n / 5)]);
+        let mut plan = IngestPlan {
+            index_from: Some(now - days(30)),
+            ..IngestPlan::default()
+        };
+        let mut ids = Vec::new();
+        for n in 0..15u8 {
+            let (write, indexed) = written(n, "a", now - age_of(n), vec![1000 + u32::from(n)]);
+            ids.push(write.item.id);
+            plan.writes.push(write);
+            plan.fingerprints.push(indexed);
+        }
+        let stats = store.ingest_guard();
+        store
+            .apply_poll("a", &plan, &[], &[], &SourceState::default(), stats)
+            .expect("apply");
+        let found = |store: &Store, n: u8| {
+            let hits = store
+                .candidates(&[1000 + u32::from(n)], now - age_of(n), window, 32, "b")
+                .expect("candidates");
+            hits.iter().any(|(id, _)| *id == ids[usize::from(n)])
+        };
+        let count = |store: &Store, tree: &str| {
+            store
+                .record_counts()
+                .into_iter()
+                .find(|(name, _)| *name == tree)
+                .map(|(_, n)| n)
+        };
+        assert_eq!(count(&store, "fingerprints"), Some(10));
+        assert_eq!(count(&store, "key_terms"), Some(10));
+        assert!(!found(&store, 2) && found(&store, 7) && found(&store, 12));
+
+        // Ten days later than the poll's cut, the 20-day-old items go too.
+        assert_eq!(
+            store.drop_text_index_before(now - days(10)).expect("drop"),
+            5
+        );
+        assert_eq!(count(&store, "fingerprints"), Some(5));
+        assert_eq!(count(&store, "key_terms"), Some(5));
+        assert_eq!(count(&store, "items"), Some(15), "items stay");
+        assert!(!found(&store, 7) && found(&store, 12));
+        assert!(store.fingerprint(ids[7]).expect("read").is_none());
+        assert_eq!(
+            store.drop_text_index_before(now - days(10)).expect("again"),
+            0
+        );
+
+        // After a reopen, a poll planned without an age still indexes nothing older.
+        drop(store);
+        let store = Store::open(&path).expect("reopen");
+        apply_new(
+            &store,
+            "c",
+            [
+                (20, now - days(15), vec![1020]),
+                (21, now - days(5), vec![1021]),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(count(&store, "fingerprints"), Some(6));
+        assert_eq!(count(&store, "items"), Some(17));
     }
 
     #[test]

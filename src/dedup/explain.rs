@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::fingerprint::MIN_TITLE_SIMILARITY;
-use super::{DedupConfig, MergeKind, StoryLink};
+use super::fingerprint::{Fingerprint, MIN_TITLE_SIMILARITY};
+use super::{item_fingerprint, DedupConfig, MergeKind, StoryLink};
 use crate::model::{Item, ItemId};
 use crate::store::{Store, StoreError};
 
@@ -124,41 +124,48 @@ pub fn why(
         window.num_hours(),
         if gap <= window { "within" } else { "outside" }
     ));
-    match (store.fingerprint(a.id)?, store.fingerprint(b.id)?) {
-        (Some(fa), Some(fb)) => {
-            let stats = store.ingest_guard();
-            let s = fa.fingerprint.similarity(&fb.fingerprint, &stats);
-            lines.push(format!(
-                "similarity: titles {:.2}, title and lead {:.2}{}, score {:.2} (threshold {:.2}; titles below {MIN_TITLE_SIMILARITY:.2} never merge)",
-                s.title,
-                s.text,
-                if s.conflict {
-                    ", halved: the titles swap a word or a number of one template"
-                } else {
-                    ""
-                },
-                s.score,
-                config.threshold
-            ));
-            let keys_a = fa.fingerprint.key_terms(&stats);
-            let shared = fb
-                .fingerprint
-                .key_terms(&stats)
-                .iter()
-                .filter(|x| keys_a.contains(x))
-                .count();
-            lines.push(format!(
-                "key terms shared: {shared} of {} ({})",
-                keys_a.len(),
-                if shared > 0 {
-                    "they are compared"
-                } else {
-                    "they are never compared"
-                }
-            ));
+    let stats = store.ingest_guard();
+    let mut fingerprint_of = |item: &Item| -> Result<Fingerprint, StoreError> {
+        if let Some(record) = store.fingerprint(item.id)? {
+            return Ok(record.fingerprint);
         }
-        _ => lines.push("no fingerprint stored for one of them".to_owned()),
-    }
+        let who = if item.id == a.id { "A" } else { "B" };
+        lines.push(format!(
+            "{who} is not in the text index (published more than dedup.index_age = {} ago, it is matched by link only); its fingerprint is computed from the stored item",
+            humantime::format_duration(config.index_age)
+        ));
+        Ok(item_fingerprint(item, &stats))
+    };
+    let (fa, fb) = (fingerprint_of(a)?, fingerprint_of(b)?);
+    let s = fa.similarity(&fb, &stats);
+    lines.push(format!(
+        "similarity: titles {:.2}, title and lead {:.2}{}, score {:.2} (threshold {:.2}; titles below {MIN_TITLE_SIMILARITY:.2} never merge)",
+        s.title,
+        s.text,
+        if s.conflict {
+            ", halved: the titles swap a word or a number of one template"
+        } else {
+            ""
+        },
+        s.score,
+        config.threshold
+    ));
+    let keys_a = fa.key_terms(&stats);
+    let shared = fb
+        .key_terms(&stats)
+        .iter()
+        .filter(|x| keys_a.contains(x))
+        .count();
+    lines.push(format!(
+        "key terms shared: {shared} of {} ({})",
+        keys_a.len(),
+        if shared > 0 {
+            "they are compared"
+        } else {
+            "they are never compared"
+        }
+    ));
+    drop(stats);
     lines.push(format!(
         "verdict: {}",
         if grouped { "one story" } else { "two stories" }

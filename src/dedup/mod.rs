@@ -112,6 +112,9 @@ pub struct DedupConfig {
     pub window: std::time::Duration,
     /// Recently published items whose dedup entries are kept in memory at most.
     pub memory_items: usize,
+    /// Items published longer ago than this are matched by link only: their text is not
+    /// indexed, and the index entries of items that reach this age are dropped.
+    pub index_age: std::time::Duration,
 }
 
 /// Default `dedup.threshold`, tuned on tests/fixtures/stories.
@@ -120,6 +123,8 @@ pub const DEFAULT_THRESHOLD: f32 = 0.50;
 pub const DEFAULT_MEMORY_ITEMS: usize = 50_000;
 /// Default `dedup.window`.
 pub const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(72 * 3600);
+/// Default `dedup.index_age`: 30 days.
+pub const DEFAULT_INDEX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 /// Items read for one key term when looking for candidates.
 const CANDIDATES_PER_TERM: usize = 32;
 /// Candidates scored for a new item at most (those sharing most key terms).
@@ -132,6 +137,7 @@ impl Default for DedupConfig {
             threshold: DEFAULT_THRESHOLD,
             window: DEFAULT_WINDOW,
             memory_items: DEFAULT_MEMORY_ITEMS,
+            index_age: DEFAULT_INDEX_AGE,
         }
     }
 }
@@ -297,6 +303,9 @@ pub struct IngestPlan {
     pub claims: Vec<(String, UrlClaim)>,
     /// Fingerprints of new and edited items, to index.
     pub fingerprints: Vec<IndexedFingerprint>,
+    /// Fingerprints of items published before this are not indexed (`dedup.index_age`
+    /// before the poll); `None` indexes them all.
+    pub index_from: Option<DateTime<Utc>>,
     /// Entries already stored with the same text.
     pub unchanged: usize,
     /// New items that joined another source's story by URL.
@@ -388,7 +397,12 @@ pub fn plan(
     dedup: &DedupConfig,
     stats: &mut TermStats,
 ) -> Result<IngestPlan, StoreError> {
-    let mut plan = IngestPlan::default();
+    let mut plan = IngestPlan {
+        index_from: chrono::Duration::from_std(dedup.index_age)
+            .ok()
+            .and_then(|age| now.checked_sub_signed(age)),
+        ..IngestPlan::default()
+    };
     let canonical: Vec<Option<String>> = entries
         .iter()
         .map(|e| e.url.as_deref().and_then(canonical_url))
@@ -521,11 +535,7 @@ pub fn plan(
 /// The fingerprint of an edited item, replacing the stored one (whose index keys go). Its
 /// terms are not counted again in the statistics, and its story does not change.
 fn refingerprint(store: &Store, item: &Item, stats: &TermStats) -> IndexedFingerprint {
-    let mut fingerprint = Fingerprint::new(
-        &item.title,
-        &body_text(item.summary_html.as_deref(), item.content_html.as_deref()),
-    );
-    fingerprint.keep_strongest(stats);
+    let fingerprint = item_fingerprint(item, stats);
     let keys = fingerprint.key_terms(stats);
     IndexedFingerprint {
         id: item.id,
@@ -538,6 +548,16 @@ fn refingerprint(store: &Store, item: &Item, stats: &TermStats) -> IndexedFinger
         // Unreadable or missing: nothing to remove.
         replaces: store.fingerprint(item.id).ok().flatten(),
     }
+}
+
+/// The fingerprint of a stored item, as indexing it would compute it.
+pub(crate) fn item_fingerprint(item: &Item, stats: &TermStats) -> Fingerprint {
+    let mut fingerprint = Fingerprint::new(
+        &item.title,
+        &body_text(item.summary_html.as_deref(), item.content_html.as_deref()),
+    );
+    fingerprint.keep_strongest(stats);
+    fingerprint
 }
 
 /// Whether `story` already holds an item of `source`, stored or planned in this poll (whose

@@ -156,13 +156,24 @@ fn tune_threshold() {
     }
 }
 
+/// The publication date of every item `feed_of` writes: a day before the tests started, so
+/// that the items are well inside `dedup.index_age` whenever the tests run.
+fn published() -> &'static str {
+    static DATE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DATE.get_or_init(|| (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc2822())
+}
+
 fn feed_of(items: &[(&str, &str, &str)]) -> String {
+    feed_dated(items, published())
+}
+
+fn feed_dated(items: &[(&str, &str, &str)], date: &str) -> String {
     let mut body = String::from(
         "<?xml version=\"1.0\"?>\n<rss version=\"2.0\"><channel><title>t</title><link>https://site.example/</link><description>d</description>\n",
     );
     for (i, (title, summary, link)) in items.iter().enumerate() {
         body.push_str(&format!(
-            "<item><guid isPermaLink=\"false\">{i}</guid><title>{title}</title><link>{link}</link><description>{summary}</description><pubDate>Wed, 25 Nov 2026 10:00:00 GMT</pubDate></item>\n"
+            "<item><guid isPermaLink=\"false\">{i}</guid><title>{title}</title><link>{link}</link><description>{summary}</description><pubDate>{date}</pubDate></item>\n"
         ));
     }
     body.push_str("</channel></rss>\n");
@@ -320,4 +331,96 @@ async fn an_edited_item_is_matched_by_its_new_text() {
         titles.iter().any(|t| t.contains("Austin")),
         "the old text's report stands alone: {titles:?}"
     );
+}
+
+/// Reports of a story published more than `dedup.index_age` ago are matched by link only: a
+/// rewrite 40 days old shows twice under the default 30 days (two reports linking one article
+/// still once), and once with 60 days. The daemon drops the text index of items as they reach
+/// the age, and `feedmux why` says so; the stories already formed stay.
+#[tokio::test]
+async fn reports_older_than_the_index_age_are_matched_by_link_only() {
+    let dated = (chrono::Utc::now() - chrono::Duration::days(40)).to_rfc2822();
+    let write_sources = |dir: &std::path::Path| {
+        std::fs::write(
+            dir.join("a.xml"),
+            feed_dated(&[
+                ("Qwen4 正式发布：原生多模态，支持 100 万 token 上下文", "阿里云今日发布通义千问 Qwen4，原生支持文本、图像、音频和视频输入，上下文窗口达到 100 万 token，已在百炼平台开放调用。", "https://a.example/qwen4"),
+                ("阿里云宣布下调多款大模型 API 价格", "阿里云今天宣布下调多款模型的调用价格，最高降幅 50%。", "https://a.example/price"),
+            ], &dated),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("b.xml"),
+            feed_dated(&[
+                ("阿里发布 Qwen4：原生全模态，上下文长度达 1M", "阿里通义团队推出 Qwen4，原生支持文本、图像、音频和视频输入，上下文窗口达到 100 万 token，开发者可通过阿里云百炼平台调用。", "https://b.example/1"),
+                ("阿里云大模型降价", "据阿里云消息，多款模型调用价格下调。", "https://a.example/price?utm_source=b"),
+            ], &dated),
+        )
+        .unwrap();
+        write_background(dir, &["Qwen"]);
+    };
+    let tables = format!(
+        "{}{}{}[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n",
+        crate::source("background", "file:bg.xml"),
+        crate::source("a", "file:a.xml"),
+        crate::source("b", "file:b.xml")
+    );
+    let poll_in_order = |config: feedmux::config::Config| async move {
+        for name in ["background", "a", "b"] {
+            crate::poll(&config, &[name]).await;
+        }
+        config
+    };
+    let qwen4 = |titles: &[String]| titles.iter().filter(|t| t.contains("Qwen4")).count();
+
+    let by_default = crate::tempdir();
+    write_sources(by_default.path());
+    let config = poll_in_order(crate::config(by_default.path(), &tables)).await;
+    let titles = crate::titles(&config, "ab");
+    assert_eq!(qwen4(&titles), 2, "{titles:?}");
+    assert_eq!(titles.len(), 3, "the same link still once: {titles:?}");
+
+    let longer = crate::tempdir();
+    write_sources(longer.path());
+    let config = poll_in_order(crate::config(
+        longer.path(),
+        &format!("{tables}\n[dedup]\nindex_age = \"60d\"\n"),
+    ))
+    .await;
+    let titles = crate::titles(&config, "ab");
+    assert_eq!((qwen4(&titles), titles.len()), (1, 2), "{titles:?}");
+
+    // The daemon, told 35 days, drops the index of the 40-day-old items when it starts.
+    let mut config = config;
+    config.dedup.index_age = std::time::Duration::from_secs(35 * 86_400);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (control, rx) = tokio::sync::mpsc::channel(1);
+    let daemon = tokio::spawn(feedmux::daemon::run(config.clone(), listener, rx));
+    control
+        .send(feedmux::daemon::Control::Shutdown)
+        .await
+        .unwrap();
+    daemon.await.unwrap().unwrap();
+    let store = feedmux::store::Store::open(&config.storage.path).unwrap();
+    let report_of = |source: &str| {
+        let items = store.source_items(source, 10).unwrap();
+        items
+            .into_iter()
+            .find(|i| i.title.contains("Qwen4"))
+            .unwrap()
+    };
+    let (a, b) = (report_of("a"), report_of("b"));
+    assert!(store.fingerprint(a.id).unwrap().is_none());
+    let why = feedmux::dedup::explain::why(&store, &a, &b, &config.dedup).unwrap();
+    assert!(
+        why.iter()
+            .filter(|l| l.contains("is not in the text index"))
+            .count()
+            == 2
+            && why.last().is_some_and(|l| l == "verdict: one story"),
+        "{why:?}"
+    );
+    drop(store);
+    let titles = crate::titles(&config, "ab");
+    assert_eq!((qwen4(&titles), titles.len()), (1, 2), "{titles:?}");
 }
