@@ -342,7 +342,8 @@ pub async fn run_with_clock(
     let ready = Arc::new(AtomicBool::new(false));
     sync_feed_indexes(&store, &config)?;
     let publisher = Arc::new(Publisher::new());
-    publisher.render_all(&store, &config)?;
+    // Compressed once the daemon serves: until then (a fraction of a second) uncompressed.
+    publisher.render_all_uncompressed(&store, &config)?;
     let metrics = Arc::new(Metrics::default());
     let shared = Arc::new(Shared {
         filters: RwLock::new(Arc::new(filters_of(&config))),
@@ -387,6 +388,8 @@ pub async fn run_with_clock(
     let clock_watch = tokio::spawn(watch_clock(shared.clone(), pruner_stop_rx));
     ready.store(true, Ordering::Release);
     service::ready(&serving_status(&shared.config(), addr));
+    let compressing = shared.publisher.clone();
+    tokio::task::spawn_blocking(move || compressing.compress_all());
 
     let (file_changed, mut file_changes) = mpsc::channel(1);
     let _watch = match watcher::config_file(&shared.config().path, file_changed) {
