@@ -27,6 +27,7 @@ fn feed() -> Vec<u8> {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<rss version=\"2.0\"><channel><title>Bench</title><link>https://bench.example/</link><description>bench</description>\n");
     let en = "Researchers describe a new training method for large language models that reduces the compute needed for alignment while keeping quality on standard benchmarks. ";
     let zh = "研究人员提出一种新的大模型训练方法，在保持基准测试表现的同时显著降低对齐所需的算力，并公开了代码与数据。";
+    let newest = Utc::now() - chrono::Duration::hours(1);
     for i in 0..ITEMS {
         let (title, para) = if i % 2 == 0 {
             (format!("AI model release number {i}"), en)
@@ -40,9 +41,9 @@ fn feed() -> Vec<u8> {
             body.push_str("&lt;a href=\"/more\"&gt;more&lt;/a&gt;&lt;/p&gt;");
         }
         out.push_str(&format!(
-            "<item><title>{title}</title><link>https://bench.example/posts/{i}?utm_source=rss</link><guid>bench-{i}</guid><pubDate>Wed, 25 Nov 2026 10:{:02}:{:02} GMT</pubDate><description>{body}</description></item>\n",
-            (i / 60) % 60,
-            i % 60
+            "<item><title>{title}</title><link>https://bench.example/posts/{i}?utm_source=rss</link><guid>bench-{i}</guid><pubDate>{}</pubDate><description>{body}</description></item>\n",
+            // A second apart, the newest an hour ago: inside dedup.index_age whenever run.
+            (newest - chrono::Duration::seconds(i as i64)).to_rfc2822()
         ));
     }
     out.push_str("</channel></rss>\n");

@@ -7,6 +7,7 @@
 //! FEEDMUX_SUITE_ROWS=serve,poll cargo bench --bench suite   (poll304 or poll200: one sweep)
 //! FEEDMUX_SUITE_SWEEPS=50 measures the poll rows over 50 sweeps, not 3 (for profiling)
 //! FEEDMUX_SUITE_KEEP=1 keeps the stores and their configs afterwards (for profiling)
+//! FEEDMUX_SUITE_DAEMON_LOG=FILE appends the daemons' stderr to FILE
 //! ```
 //!
 //! Rows: `ingest`, `serve` (plain and gzip), `poll` (304 and 200 sweeps), `scale`, `memory`,
@@ -545,6 +546,19 @@ struct Daemon {
     addr: SocketAddr,
 }
 
+/// Where the daemons' stderr goes: FEEDMUX_SUITE_DAEMON_LOG names a file to append it to (for
+/// diagnosis, e.g. with `_RJEM_MALLOC_CONF=stats_print:true`), else nowhere.
+fn daemon_log() -> Stdio {
+    let Some(path) = std::env::var_os("FEEDMUX_SUITE_DAEMON_LOG") else {
+        return Stdio::null();
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 impl Daemon {
     /// Starts `feedmux run` with `config` (whose listen address is rewritten to a free port).
     fn start(config: &Path) -> Daemon {
@@ -564,7 +578,7 @@ impl Daemon {
             .arg(&run_config)
             .current_dir(config.parent().expect("a directory"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(daemon_log())
             .spawn()
             .expect("start feedmux");
         Daemon {

@@ -21,6 +21,13 @@ use feedmux::store::{Store, StoreError};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options (read at start; `_RJEM_MALLOC_CONF` in the environment overrides them):
+/// freed memory goes back to the system after a second, not ten, so the daemon's resident
+/// size follows what it uses (the memory row at 300,000 items: 356 -> 338 MiB peak, at no
+/// measurable ingest cost; returning it at once cost a third of ingest speed).
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_OPTIONS: &[u8; 20] = b"dirty_decay_ms:1000\0";
+
 #[derive(Parser)]
 #[command(
     name = "feedmux",
