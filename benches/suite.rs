@@ -814,28 +814,35 @@ fn raw_client() -> reqwest::Client {
         .expect("a client")
 }
 
+/// The body of `url` in `encoding`. A daemon that just started serves its feeds uncompressed
+/// until it has compressed them (a fraction of a second): asked again until it is compressed.
 async fn fetch(client: &reqwest::Client, url: &str, encoding: Option<&str>) -> Bytes {
-    let mut request = client.get(url);
-    if let Some(e) = encoding {
-        request = request.header("Accept-Encoding", e);
-    }
-    let response = request.send().await.expect("a response");
-    assert!(
-        response.status().is_success(),
-        "{url}: {}",
-        response.status()
-    );
-    if let Some(e) = encoding {
-        assert_eq!(
-            response
-                .headers()
-                .get("content-encoding")
-                .and_then(|v| v.to_str().ok()),
-            Some(e),
-            "{url} is served {e}-compressed"
+    let since = Instant::now();
+    loop {
+        let mut request = client.get(url);
+        if let Some(e) = encoding {
+            request = request.header("Accept-Encoding", e);
+        }
+        let response = request.send().await.expect("a response");
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
         );
+        let coding = response
+            .headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if coding.as_deref() == encoding {
+            return response.bytes().await.expect("a body");
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{url} is not served {encoding:?}-compressed (got {coding:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    response.bytes().await.expect("a body")
 }
 
 /// The ceiling: axum returning fixed bytes, nothing else.

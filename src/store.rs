@@ -1715,11 +1715,16 @@ mod tests {
             plan.writes.push(write);
             plan.fingerprints.push(indexed);
         }
+        apply(store, source, &plan);
+        plan
+    }
+
+    /// Writes `plan` as a poll of `source` that keeps the default state.
+    fn apply(store: &Store, source: &str, plan: &IngestPlan) {
         let stats = store.ingest_guard();
         store
-            .apply_poll(source, &plan, &[], &[], &SourceState::default(), stats)
+            .apply_poll(source, plan, &[], &[], &SourceState::default(), stats)
             .expect("apply");
-        plan
     }
 
     /// Items published more than `dedup.index_age` ago are matched by link only: a poll does
@@ -1747,10 +1752,7 @@ mod tests {
             plan.writes.push(write);
             plan.fingerprints.push(indexed);
         }
-        let stats = store.ingest_guard();
-        store
-            .apply_poll("a", &plan, &[], &[], &SourceState::default(), stats)
-            .expect("apply");
+        apply(&store, "a", &plan);
         let found = |store: &Store, n: u8| {
             let hits = store
                 .candidates(&[1000 + u32::from(n)], now - age_of(n), window, 32, "b")
@@ -1933,10 +1935,7 @@ mod tests {
                 plan.writes.push(write);
                 plan.fingerprints.push(indexed);
             }
-            let stats = store.ingest_guard();
-            store
-                .apply_poll("a", &plan, &[], &[], &SourceState::default(), stats)
-                .expect("apply");
+            apply(&store, "a", &plan);
             if poll == 0 {
                 store.candidates(&[0], now, window, 8, "x").expect("warm");
             }
