@@ -696,8 +696,9 @@ impl Store {
     /// Drops the text index entries (key terms and fingerprint) of items published before
     /// `before`, so that they are matched by link only: oldest first, from where the last
     /// call stopped, in slices that each hold the ingest guard only briefly. Items published
-    /// before `before` are not indexed by later polls either. Returns how many items' entries
-    /// went.
+    /// before `before` are not indexed by later polls either; a `before` earlier than the
+    /// last one (a longer age) lets polls index from it again. Returns how many items'
+    /// entries went.
     pub fn drop_text_index_before(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
         self.guarded(|| {
             let trees = self.trees()?;
@@ -707,9 +708,11 @@ impl Store {
                 dropped += n;
                 resume = Some(last);
             }
+            // Moved back as well when the age was made longer: nothing before an earlier time
+            // is indexed either, and polls index from it again.
             let before = before.timestamp_micros();
             let from = &trees.text_index_from;
-            if from.load(std::sync::atomic::Ordering::Relaxed) < before {
+            if from.load(std::sync::atomic::Ordering::Relaxed) != before {
                 from.store(before, std::sync::atomic::Ordering::Relaxed);
                 trees
                     .meta
@@ -1729,7 +1732,8 @@ mod tests {
 
     /// Items published more than `dedup.index_age` ago are matched by link only: a poll does
     /// not index them, dropping the index of items that reach the age removes their entries
-    /// and nothing else, and a reopened store still indexes nothing older than that.
+    /// and nothing else, a reopened store still indexes nothing older than that, and a longer
+    /// age lets polls index older items again.
     #[test]
     fn the_text_index_reaches_back_only_to_its_age() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1799,6 +1803,14 @@ mod tests {
         );
         assert_eq!(count(&store, "fingerprints"), Some(6));
         assert_eq!(count(&store, "items"), Some(17));
+
+        // The age made longer (60 days): items of 40 days are indexed again when polled.
+        assert_eq!(
+            store.drop_text_index_before(now - days(60)).expect("drop"),
+            0
+        );
+        apply_new(&store, "c", [(22, now - days(40), vec![1022])].into_iter());
+        assert_eq!(count(&store, "fingerprints"), Some(7));
     }
 
     #[test]
