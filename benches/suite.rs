@@ -403,8 +403,7 @@ impl BigStore {
         self.feeds.set(wanted);
         // As the daemon's pruning pass does: the items past dedup.index_age, never indexed
         // by these polls, are recorded as such, so that a start does not look for them.
-        let index_from =
-            Utc::now() - chrono::Duration::from_std(config.dedup.index_age).expect("age");
+        let index_from = config.dedup.index_from(Utc::now()).expect("an index age");
         store
             .drop_text_index_before(index_from)
             .expect("drop the aged text index");

@@ -589,10 +589,7 @@ async fn prune_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 /// Drops the text index entries of items published more than `dedup.index_age` before `now`
 /// (see [`Store::drop_text_index_before`]).
 async fn drop_aged_text_index(shared: &Shared, config: &Config, now: DateTime<Utc>) {
-    let Some(before) = chrono::Duration::from_std(config.dedup.index_age)
-        .ok()
-        .and_then(|age| now.checked_sub_signed(age))
-    else {
+    let Some(before) = config.dedup.index_from(now) else {
         return;
     };
     let store = shared.pipeline.store.clone();

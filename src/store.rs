@@ -608,12 +608,7 @@ impl Store {
         let mut victims: Vec<(Vec<u8>, ItemId)> = Vec::new();
         for (n, entry) in trees.by_time.iter().enumerate() {
             let (key, _) = entry?;
-            let time = key
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .and_then(time_of_reverse);
-            let id = key.get(8..).and_then(ItemId::from_slice);
-            let (Some(time), Some(id)) = (time, id) else {
+            let Some((time, id)) = parse_time_key(&key) else {
                 return Err(StoreError::Corrupt {
                     what: "time index key",
                     message: format!("{} bytes", key.len()),
@@ -764,7 +759,7 @@ impl Store {
             .take(TEXT_INDEX_SLICE)
         {
             let key = key?;
-            if let Some(id) = key.get(8..).and_then(ItemId::from_slice) {
+            if let Some((time, id)) = parse_time_key(&key) {
                 if let Some(record) = self.fingerprint_in_sled(id)? {
                     for term in &record.keys {
                         let entry = key_term_entry(*term, record.published, id, &record.source);
@@ -774,12 +769,6 @@ impl Store {
                     gone.push(id);
                     dropped += 1;
                 }
-            }
-            if let Some(time) = key
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .and_then(time_of_reverse)
-            {
                 // Every item published before this one's time has been seen.
                 let micros = time.timestamp_micros();
                 if micros > from {
@@ -1038,11 +1027,7 @@ impl Store {
         let mut times = Vec::new();
         for entry in self.trees()?.by_source.scan_prefix(&prefix) {
             let (key, _) = entry?;
-            let Some(t) = key
-                .get(prefix.len()..prefix.len() + 8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .and_then(time_of_reverse)
-            else {
+            let Some(t) = time_at(&key, prefix.len()) else {
                 return Err(StoreError::Corrupt {
                     what: "source index key",
                     message: format!("{} bytes", key.len()),
@@ -1172,11 +1157,7 @@ impl Store {
         let mut covered = since;
         for key in self.trees()?.by_time.iter().keys() {
             let key = key?;
-            let time = key
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .and_then(time_of_reverse);
-            let (Some(time), Some(id)) = (time, key.get(8..).and_then(ItemId::from_slice)) else {
+            let Some((time, id)) = parse_time_key(&key) else {
                 continue;
             };
             let micros = time.timestamp_micros();
@@ -1569,6 +1550,18 @@ fn reverse_time(t: DateTime<Utc>) -> [u8; 8] {
 fn time_of_reverse(bytes: [u8; 8]) -> Option<DateTime<Utc>> {
     let micros = i64::MAX - i64::try_from(u64::from_be_bytes(bytes)).ok()?;
     DateTime::from_timestamp_micros(micros)
+}
+
+/// The time of the [`reverse_time`] key part at `at` in `key`.
+fn time_at(key: &[u8], at: usize) -> Option<DateTime<Utc>> {
+    key.get(at..at.checked_add(8)?)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .and_then(time_of_reverse)
+}
+
+/// The time and item of a [`time_key`].
+fn parse_time_key(key: &[u8]) -> Option<(DateTime<Utc>, ItemId)> {
+    Some((time_at(key, 0)?, key.get(8..).and_then(ItemId::from_slice)?))
 }
 
 fn time_key(t: DateTime<Utc>, id: ItemId) -> Vec<u8> {

@@ -130,6 +130,15 @@ const CANDIDATES_PER_TERM: usize = 32;
 /// Candidates scored for a new item at most (those sharing most key terms).
 const MAX_CANDIDATES: usize = 32;
 
+impl DedupConfig {
+    /// The publication time before which items are not in the text index at `now`.
+    pub fn index_from(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        chrono::Duration::from_std(self.index_age)
+            .ok()
+            .and_then(|age| now.checked_sub_signed(age))
+    }
+}
+
 impl Default for DedupConfig {
     fn default() -> Self {
         DedupConfig {
@@ -398,9 +407,7 @@ pub fn plan(
     stats: &mut TermStats,
 ) -> Result<IngestPlan, StoreError> {
     let mut plan = IngestPlan {
-        index_from: chrono::Duration::from_std(dedup.index_age)
-            .ok()
-            .and_then(|age| now.checked_sub_signed(age)),
+        index_from: dedup.index_from(now),
         ..IngestPlan::default()
     };
     let canonical: Vec<Option<String>> = entries
