@@ -680,9 +680,10 @@ async fn recover_store(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 );
             }
             Ok(Err(e @ StoreError::Locked { .. })) => {
-                // The disk has room (the reopen checks that first), but sled cannot let the
-                // failed database go: sometimes a flush after its I/O error waits forever,
-                // holding the store's lock. Only a new process can open the store then.
+                // The disk has room (the reopen checks that first), but the failed database
+                // still holds the store's lock. The vendored sled lets a failed database go
+                // (see vendor/sled/FEEDMUX.md); should one still hang, only a new process
+                // can open the store.
                 locked += 1;
                 if locked >= REOPEN_LOCKED_ATTEMPTS {
                     error!(attempt, error = %e, "the failed store cannot be released in this process: stopping so that the supervisor restarts feedmux");

@@ -128,8 +128,6 @@ struct Trees {
     sources: sled::Tree,
     tombstones: sled::Tree,
     meta: sled::Tree,
-    /// Set when a write failed with an I/O error or the store is reopened: see the `Drop`.
-    failed: std::sync::atomic::AtomicBool,
     /// Bytes of items written since the database was opened (see [`Store::checkpoint_if_due`]).
     written: std::sync::atomic::AtomicU64,
     /// The source states read or written through this database, kept in memory: every poll
@@ -191,51 +189,8 @@ impl Trees {
 
     /// Flushes the database.
     fn flush(&self) -> Result<(), StoreError> {
-        flush_waking(&self.db)?;
+        self.db.flush()?;
         Ok(())
-    }
-}
-
-impl Drop for Trees {
-    /// A failed database is let go on a thread of its own. sled's drop flushes, and a flush
-    /// after an I/O error can wait forever for a wake-up sled never sends (it records the
-    /// error without waking the threads waiting for the log); a later flush that finds the
-    /// error does wake them. So the handles go to a thread that drops them while another
-    /// keeps flushing one tree until that ends, which releases the store's file lock for
-    /// [`Store::reopen`]. A healthy database is dropped here, flushed as before.
-    fn drop(&mut self) {
-        if !*self.failed.get_mut() {
-            return;
-        }
-        // Clones: the fields dropped after this only lower the counts.
-        let handles = (
-            self.db.clone(),
-            [
-                self.items.clone(),
-                self.by_time.clone(),
-                self.by_source.clone(),
-                self.feed_index.clone(),
-                self.urls.clone(),
-                self.stories.clone(),
-                self.fingerprints.clone(),
-                self.key_terms.clone(),
-                self.sources.clone(),
-                self.tombstones.clone(),
-            ],
-        );
-        let kicker = self.meta.clone();
-        let released = std::thread::Builder::new()
-            .name("store-release".into())
-            .spawn(move || {
-                let dropping = std::thread::spawn(move || drop(handles));
-                while !dropping.is_finished() {
-                    let _ = kicker.flush();
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-            });
-        if let Err(e) = released {
-            tracing::error!(error = %e, "cannot start a thread to release the failed store");
-        }
     }
 }
 
@@ -295,16 +250,13 @@ impl Store {
 
     /// Runs `write`; when it fails with an I/O error, closes the store (every call answers
     /// [`StoreError::Closed`] until [`Store::reopen`]). A sled database that failed a write
-    /// goes on taking writes in memory, fails only their flush, and can spin in a read that
-    /// tries to split a node it cannot write: nothing may use it any more.
+    /// keeps the error and fails every later write and flush with it until it is opened
+    /// again: nothing may use it any more.
     fn guarded<T>(&self, write: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
         let trees = self.trees()?;
         let result = write();
         if let Err(e) = &result {
             if matches!(e, StoreError::Sled(sled::Error::Io(_))) {
-                trees
-                    .failed
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 let mut slot = self.trees.write().unwrap_or_else(|p| p.into_inner());
                 // Unless another thread reopened it meanwhile.
                 if slot.as_ref().is_some_and(|open| Arc::ptr_eq(open, &trees)) {
@@ -361,9 +313,7 @@ impl Store {
         let mut slot = self.trees.write().unwrap_or_else(|p| p.into_inner());
         // The old database releases its lock once the last clone of it is dropped; readers
         // hold one only for the length of a call, and `open` waits for them briefly.
-        if let Some(old) = slot.take() {
-            old.failed.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+        drop(slot.take());
         *slot = Some(Arc::new(open_trees_waiting(&self.path)?));
         // What sled had not flushed is gone: the in-memory index refills from what it kept.
         let capacity = self.recent().capacity();
@@ -1455,7 +1405,6 @@ fn open_trees(path: &Path) -> Result<Trees, StoreError> {
         sources: tree("sources")?,
         tombstones: tree("tombstones")?,
         meta: tree("meta")?,
-        failed: std::sync::atomic::AtomicBool::new(false),
         written: std::sync::atomic::AtomicU64::new(0),
         states: Mutex::new(HashMap::new()),
         state_writers: Mutex::new(HashMap::new()),
@@ -1474,31 +1423,6 @@ fn open_trees(path: &Path) -> Result<Trees, StoreError> {
             );
         }
         Ok(trees)
-    })
-}
-
-/// How long a flush may wait before another one is started beside it.
-const FLUSH_KICK_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Flushes `db`. After a write to the disk failed, sled 0.34 can leave a flush waiting forever
-/// (it records the error without waking the threads waiting for the log; a later flush that
-/// finds the error wakes them, see `Trees`'s `Drop`), which would hang the poll before it could
-/// report the failure. So while this flush waits, another is started every two seconds.
-fn flush_waking(db: &sled::Db) -> Result<usize, sled::Error> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let done = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let kicker = scope.spawn(|| loop {
-            std::thread::park_timeout(FLUSH_KICK_AFTER);
-            if done.load(Ordering::Acquire) {
-                break;
-            }
-            let _ = db.flush();
-        });
-        let result = db.flush();
-        done.store(true, Ordering::Release);
-        kicker.thread().unpark();
-        result
     })
 }
 

@@ -361,12 +361,23 @@ impl Log {
             let blob_id =
                 if over_blob_threshold { Some(reservation_lsn) } else { None };
 
-            self.iobufs.encapsulate(
+            if let Err(e) = self.iobufs.encapsulate(
                 item,
                 message_header,
                 destination,
                 blob_id,
-            )?;
+            ) {
+                // feedmux patch: this reservation has claimed a writer slot
+                // in `iobuf` that nothing will release, so the buffer can
+                // never be written and every flush would wait for it forever
+                // (e.g. a blob write failing on a full disk). Record the
+                // error as a write failure would, and wake those waiting.
+                self.config.set_global_error(e.clone());
+                let intervals = self.iobufs.intervals.lock();
+                drop(intervals);
+                let _notified = self.iobufs.interval_updated.notify_all();
+                return Err(e);
+            }
 
             M.log_reservation_success();
 
@@ -442,6 +453,12 @@ impl Log {
                         lsn, e
                     );
                     iobufs.config.set_global_error(e);
+                    // feedmux patch: wake the threads waiting for this
+                    // buffer to become stable, as the other write path does,
+                    // so that they see the error instead of waiting forever.
+                    let intervals = iobufs.intervals.lock();
+                    drop(intervals);
+                    let _notified = iobufs.interval_updated.notify_all();
                 }
             })?;
 
