@@ -283,7 +283,7 @@ impl Store {
         let _ = std::fs::remove_file(&probe);
         written.map_err(|e| StoreError::Open {
             path: self.path.clone(),
-            message: format!("no room to write on its disk yet ({e})"),
+            message: format!("{} ({e})", probe_failure(e.kind())),
         })
     }
 
@@ -1424,6 +1424,17 @@ fn open_trees(path: &Path) -> Result<Trees, StoreError> {
         }
         Ok(trees)
     })
+}
+
+/// What a failed write of the room probe says about the store's disk, for the log.
+fn probe_failure(kind: std::io::ErrorKind) -> &'static str {
+    use std::io::ErrorKind;
+    match kind {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => "no room to write on its disk yet",
+        ErrorKind::ReadOnlyFilesystem => "its disk is still read-only",
+        ErrorKind::NotFound => "its directory is missing (is its disk mounted?)",
+        _ => "cannot write on its disk yet",
+    }
 }
 
 fn open_error(path: &Path, e: sled::Error) -> StoreError {

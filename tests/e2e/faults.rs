@@ -3,8 +3,8 @@
 //! says what is wrong (log, `/api/sources`), and recovers without a restart once the fault
 //! is gone.
 //!
-//! The disk faults mount a small tmpfs for the store, which needs root (CI runs as root); where
-//! mounting is impossible the test says so and skips.
+//! The disk faults mount a small tmpfs (or an ext4 loop device) for the store, which needs root
+//! (CI runs as root); where mounting is impossible the test says so and skips.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +43,89 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A small ext4 filesystem in an image file on a loop device, mounted with
+/// `errors=remount-ro` (the usual default of Debian's root filesystem): when ext4 finds an error
+/// it turns the filesystem read-only at once, open files or not, as a failing disk does.
+/// Unmounted and detached on drop.
+struct Ext4Disk {
+    image: PathBuf,
+    device: String,
+    at: PathBuf,
+}
+
+impl Ext4Disk {
+    /// `None` (with the reason printed) where loop devices, mkfs.ext4 or mounting are not
+    /// available.
+    fn mount(image: &Path, at: &Path) -> Option<Ext4Disk> {
+        let run = |cmd: &mut Command| -> Option<String> {
+            let out = cmd.output().ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        };
+        let file = std::fs::File::create(image).ok()?;
+        file.set_len(64 * 1024 * 1024).ok()?;
+        drop(file);
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image))?;
+        let device = run(Command::new("losetup").args(["-f", "--show"]).arg(image))?;
+        std::fs::create_dir_all(at).ok()?;
+        let disk = Ext4Disk {
+            image: image.to_owned(),
+            device,
+            at: at.to_owned(),
+        };
+        disk.mount_again().then_some(disk)
+    }
+
+    fn mount_again(&self) -> bool {
+        Command::new("mount")
+            .args(["-t", "ext4", "-o", "errors=remount-ro", &self.device])
+            .arg(&self.at)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Makes ext4 record an error (its sysfs test hook), which turns it read-only under every
+    /// open file.
+    fn fail(&self) {
+        let name = Path::new(&self.device).file_name().unwrap();
+        let hook = Path::new("/sys/fs/ext4")
+            .join(name)
+            .join("trigger_fs_error");
+        std::fs::write(&hook, "feedmux fault test").expect("ext4's trigger_fs_error hook");
+    }
+
+    /// Whether the filesystem could be unmounted (nothing has a file on it open).
+    fn unmount(&self) -> bool {
+        Command::new("umount")
+            .arg(&self.at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// What an operator does: check and repair the filesystem, then mount it again.
+    fn repair_and_mount(&self) {
+        // e2fsck: 0 clean, 1 errors corrected; more is a failure.
+        let status = Command::new("e2fsck")
+            .args(["-f", "-y", &self.device])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("e2fsck");
+        assert!(matches!(status.code(), Some(0 | 1)), "e2fsck: {status}");
+        assert!(self.mount_again(), "mount {} again", self.device);
+    }
+}
+
+impl Drop for Ext4Disk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        let _ = std::fs::remove_file(&self.image);
     }
 }
 
@@ -142,9 +225,9 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-/// Which disk fault to cause. (A store turning read-only under a running daemon cannot be
-/// produced here: the kernel refuses to remount a filesystem read-only while files on it are
-/// open for writing; a store that is read-only at start is tested below.)
+/// Which disk fault to cause. (A store turning read-only under a running daemon is caused with
+/// ext4's error handling instead, see `Ext4Disk`: the kernel refuses to remount a tmpfs
+/// read-only while files on it are open for writing.)
 #[derive(Clone, Copy, Debug)]
 enum DiskFault {
     Full,
@@ -312,6 +395,133 @@ async fn a_read_only_store_is_refused_clearly_and_loses_nothing() {
     let mut daemon = RealDaemon::start(dir.path(), port);
     daemon.wait_ready(&http, Duration::from_secs(30)).await;
     assert_eq!(titles(&http, &daemon.base()).await.unwrap().len(), 5);
+    daemon.kill();
+}
+
+/// The store's filesystem turns read-only under the running daemon (ext4 found an error and
+/// remounted itself read-only; the files stay open): the daemon keeps serving its 5 entries,
+/// reports `Read-only file system` (log, `/readyz` 503, status page) and lets go of every file
+/// of the store, so that the operator can unmount, repair (`e2fsck`) and mount it again; then
+/// it reopens the store by itself and the 5 new entries arrive, with no restart, nothing lost
+/// and nothing shown twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_turned_read_only_under_the_daemon_recovers_once_remounted() {
+    let dir = tempdir();
+    let http = http();
+    let Some(disk) = Ext4Disk::mount(&dir.path().join("disk.img"), &dir.path().join("disk")) else {
+        eprintln!("SKIPPED: cannot make and mount an ext4 loop device here (needs root, loop devices, mkfs.ext4)");
+        return;
+    };
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/f.xml",
+        &[("content-type", "application/rss+xml")],
+        rss("f", 0, 5, 100),
+    );
+    let port = free_port();
+    write_config(
+        dir.path(),
+        port,
+        &disk.at.join("store"),
+        &[("f", upstream.url("/f.xml"))],
+    );
+    let mut daemon = RealDaemon::start(dir.path(), port);
+    daemon.wait_ready(&http, Duration::from_secs(30)).await;
+    let base = daemon.base();
+    wait_for(&http, &base, Duration::from_secs(10), "entries", |t| {
+        t.len() == 5
+    })
+    .await;
+
+    disk.fail();
+    upstream.put(
+        "/f.xml",
+        &[("content-type", "application/rss+xml")],
+        rss("f", 0, 10, 100),
+    );
+    let started = Instant::now();
+    while !daemon
+        .log_text()
+        .lines()
+        .any(|l| l.contains("poll failed") && l.contains("Read-only file system"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no poll failure naming the read-only store:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let readyz = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("id=\"store-error\"") && page.contains("Read-only file system"),
+        "the status page shows the store fault:\n{page}"
+    );
+    assert_eq!(titles(&http, &base).await.unwrap().len(), 5);
+
+    // The daemon has closed the store: the filesystem can be unmounted while it runs.
+    let started = Instant::now();
+    while !disk.unmount() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the daemon keeps files of the failed store open:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        titles(&http, &base).await.unwrap().len(),
+        5,
+        "served while the disk is away"
+    );
+    disk.repair_and_mount();
+    let repaired = Instant::now();
+    let titles = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            panic!(
+                "the daemon exited ({status}) instead of recovering:\n{}",
+                daemon.log_text()
+            );
+        }
+        match titles(&http, &base).await {
+            Some(t) if t.len() == 10 => break t,
+            _ => {}
+        }
+        assert!(
+            repaired.elapsed() < Duration::from_secs(90),
+            "not recovered:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for n in 0..10 {
+        let title = format!("f entry {n}");
+        assert_eq!(titles.iter().filter(|t| **t == title).count(), 1, "{title}");
+    }
+    let started = Instant::now();
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not ready again:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(daemon.log_text().contains("store recovered"));
+    println!(
+        "read-only under the daemon: served throughout, files let go, all 10 entries {:?} after the disk was mounted again, without a restart",
+        repaired.elapsed()
+    );
     daemon.kill();
 }
 
