@@ -10,6 +10,13 @@
 //! [`ClockWatch::check`] answers it, signed (forward is positive), once it exceeds
 //! [`JUMP_THRESHOLD`]. What the daemon does about one is in `daemon` (log, metrics, status
 //! page, a pause of age-based retention) and README "Reliability → Faults".
+//!
+//! A jump while the daemon runs is one thing; a clock that was already wrong when it started
+//! is another, and only the outside world can tell. Every feed server dates its answers
+//! (HTTP `Date`, plus `Age` when a cache answered): [`ClockWatch::compare_with_server`] keeps
+//! the last difference to each server, and [`ClockWatch::skew`] answers the median, which
+//! one server with a wrong clock cannot move. A clock more than [`SKEW_THRESHOLD`] ahead of
+//! the servers pauses pruning by age, as a forward jump does.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -140,8 +147,51 @@ pub fn jump_between(
     (by.abs() > limit).then_some(by)
 }
 
+/// How far the clock may be from the feed servers' before it is called wrong: HTTP dates are
+/// whole seconds, a cache's `Age` is approximate, and minutes off harm nothing here.
+pub const SKEW_THRESHOLD: Duration = Duration::from_secs(10 * 60);
+
+/// Servers whose last answer is kept for comparing clocks (the most recent ones).
+const SKEW_SERVERS: usize = 32;
+
+/// How the clock compares with the feed servers' clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockSkew {
+    /// This clock minus the servers' (the median over servers): positive when it is ahead.
+    pub ahead_by: chrono::Duration,
+    /// How many servers the median is over.
+    pub servers: usize,
+}
+
+impl ClockSkew {
+    /// Whether it is off by more than [`SKEW_THRESHOLD`].
+    pub fn is_wrong(&self) -> bool {
+        self.ahead_by.abs() > chrono::Duration::from_std(SKEW_THRESHOLD).unwrap_or_default()
+    }
+
+    /// Whether it is ahead by more than [`SKEW_THRESHOLD`]: items would look older than they
+    /// are.
+    pub fn is_ahead(&self) -> bool {
+        self.is_wrong() && self.ahead_by > chrono::Duration::zero()
+    }
+
+    /// "3 h 0 min ahead of the feed servers' clocks (median of 4)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} the feed servers' clocks (median of {})",
+            human(self.ahead_by.abs()),
+            if self.ahead_by > chrono::Duration::zero() {
+                "ahead of"
+            } else {
+                "behind"
+            },
+            self.servers
+        )
+    }
+}
+
 /// Compares the wall clock with the monotonic one at every [`check`](ClockWatch::check), and
-/// keeps the last jump it saw.
+/// keeps the last jump it saw; and compares it with the feed servers' clocks.
 #[derive(Debug)]
 pub struct ClockWatch {
     clock: Arc<dyn Clock>,
@@ -152,6 +202,8 @@ pub struct ClockWatch {
 struct WatchState {
     last: (DateTime<Utc>, Instant),
     jumps: Vec<ClockJump>,
+    /// Per server (`host:port`), the last `our time - their time`, oldest first.
+    servers: std::collections::VecDeque<(String, chrono::Duration)>,
 }
 
 impl ClockWatch {
@@ -162,6 +214,7 @@ impl ClockWatch {
             state: Mutex::new(WatchState {
                 last,
                 jumps: Vec::new(),
+                servers: std::collections::VecDeque::new(),
             }),
         }
     }
@@ -182,6 +235,8 @@ impl ClockWatch {
         });
         state.last = now;
         if let Some(jump) = jump {
+            // What the servers said was against the clock before the jump.
+            state.servers.clear();
             state.jumps.push(jump);
             // Only the recent ones matter; a clock that keeps jumping must not grow this.
             if state.jumps.len() > 16 {
@@ -189,6 +244,29 @@ impl ClockWatch {
             }
         }
         (now.0, jump)
+    }
+
+    /// Records that `server` (`host:port`) dated its answer `theirs` when this clock read
+    /// `ours`. Answers how the clock compares with the servers now.
+    pub fn compare_with_server(
+        &self,
+        server: &str,
+        theirs: DateTime<Utc>,
+        ours: DateTime<Utc>,
+    ) -> Option<ClockSkew> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let ahead_by = ours.signed_duration_since(theirs);
+        state.servers.retain(|(name, _)| name != server);
+        state.servers.push_back((server.to_owned(), ahead_by));
+        if state.servers.len() > SKEW_SERVERS {
+            state.servers.pop_front();
+        }
+        median_skew(&state.servers)
+    }
+
+    /// How the clock compares with the feed servers heard from; `None` before the first.
+    pub fn skew(&self) -> Option<ClockSkew> {
+        median_skew(&self.state.lock().unwrap_or_else(|p| p.into_inner()).servers)
     }
 
     /// The last jump noticed within `within` (monotonic) of now.
@@ -217,10 +295,74 @@ impl ClockWatch {
     }
 }
 
+/// The median of the servers' differences (the lower middle one of an even count).
+fn median_skew(
+    servers: &std::collections::VecDeque<(String, chrono::Duration)>,
+) -> Option<ClockSkew> {
+    let mut skews: Vec<chrono::Duration> = servers.iter().map(|(_, d)| *d).collect();
+    skews.sort();
+    let middle = *skews.get(skews.len().checked_sub(1)? / 2)?;
+    Some(ClockSkew {
+        ahead_by: middle,
+        servers: skews.len(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// The median over servers decides: one server with a wrong clock does not make this one
+    /// wrong, most servers agreeing does; a server answering again replaces its old answer.
+    #[test]
+    fn the_clock_is_compared_with_the_median_of_the_servers() {
+        let watch = ClockWatch::new(Arc::new(SteppedClock::new(start())));
+        assert_eq!(watch.skew(), None, "nothing heard yet");
+        let ours = start();
+        let at = |ahead_mins: i64| ours - chrono::Duration::minutes(ahead_mins);
+        let skew = watch
+            .compare_with_server("a.example:443", at(0), ours)
+            .unwrap();
+        assert!(!skew.is_wrong());
+        // One server 3 hours behind us: the median of two is the lower one, still right.
+        let skew = watch
+            .compare_with_server("b.example:443", at(180), ours)
+            .unwrap();
+        assert_eq!((skew.ahead_by, skew.servers), (chrono::Duration::zero(), 2));
+        assert!(!skew.is_wrong());
+        // Two of three see us 3 hours ahead: we are.
+        let skew = watch
+            .compare_with_server("c.example:443", at(181), ours)
+            .unwrap();
+        assert_eq!(skew.ahead_by, chrono::Duration::minutes(180));
+        assert!(skew.is_wrong() && skew.is_ahead());
+        assert_eq!(
+            skew.describe(),
+            "3 h 0 min ahead of the feed servers' clocks (median of 3)"
+        );
+        // The clock is put right: each server's new answer replaces its old one.
+        let ours = ours - chrono::Duration::hours(3);
+        watch.compare_with_server("b.example:443", ours, ours);
+        let skew =
+            watch.compare_with_server("c.example:443", ours + chrono::Duration::seconds(2), ours);
+        assert_eq!(skew.map(|s| (s.is_wrong(), s.servers)), Some((false, 3)));
+        // Behind by 20 minutes is wrong, but not ahead.
+        let watch = ClockWatch::new(Arc::new(SteppedClock::new(start())));
+        let skew = watch
+            .compare_with_server("a.example:443", ours + chrono::Duration::minutes(20), ours)
+            .unwrap();
+        assert!(skew.is_wrong() && !skew.is_ahead());
+        assert_eq!(
+            skew.describe(),
+            "20 min behind the feed servers' clocks (median of 1)"
+        );
+        // A handful of minutes is within what HTTP dates and caches allow.
+        let skew = watch
+            .compare_with_server("a.example:443", ours + chrono::Duration::minutes(9), ours)
+            .unwrap();
+        assert!(!skew.is_wrong());
+    }
 
     fn start() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap()

@@ -9,7 +9,9 @@
 //! The daemon owns the [`Clock`] every stage dates things by ([`run_with_clock`] takes one;
 //! [`run`] uses the system's) and watches it: a jump of the wall clock is logged
 //! (`clock jumped`), counted, shown on the status page, and pauses pruning by age until the
-//! clock has kept time for [`RETENTION_SETTLE`]. It is not a fault: `/readyz` stays 200.
+//! clock has kept time for [`RETENTION_SETTLE`]. It also compares the clock with the feed
+//! servers' (each poll's `Date`): a clock found ahead of them, or not yet compared after a
+//! start, pauses pruning by age too (`AgePause`). Neither is a fault: `/readyz` stays 200.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +30,7 @@ use crate::filter::FeedFilter;
 use crate::metrics::{Metrics, PollResult};
 use crate::model::{Hold, ReloadFailure, SourceState};
 use crate::publish::{feed_url, Format, PublishError, Publisher};
-use crate::refresh::{Pipeline, PollError, PollReport};
+use crate::refresh::{Pipeline, PollError, PollReport, ServerClock};
 use crate::schedule;
 use crate::server::{self, AppState};
 use crate::service;
@@ -73,8 +75,13 @@ struct Shared {
     store_stuck: tokio::sync::Notify,
     /// Set while a [`Store::checkpoint_if_due`] runs.
     checkpointing: Arc<AtomicBool>,
-    /// The clock everything is dated by, and its jumps.
+    /// The clock everything is dated by, its jumps, and how it compares with the servers'.
     clock: Arc<ClockWatch>,
+    /// Whether the clock was last found wrong against the servers' (logged when it changes).
+    clock_wrong: AtomicBool,
+    /// When the daemon started (monotonic): pruning by age waits for the clock to be
+    /// compared with a server's, at most [`RETENTION_SETTLE`] after this.
+    started: tokio::time::Instant,
 }
 
 impl Shared {
@@ -89,6 +96,51 @@ impl Shared {
             clock_jumped(&self.metrics, &jump);
         }
         now
+    }
+
+    /// Compares the clock with a server's, and logs when it turns wrong or right.
+    fn compare_clock(&self, server_clock: &ServerClock) {
+        let Some(skew) = self.clock.compare_with_server(
+            &server_clock.server,
+            server_clock.theirs,
+            server_clock.ours,
+        ) else {
+            return;
+        };
+        let wrong = skew.is_wrong();
+        if self.clock_wrong.swap(wrong, Ordering::AcqRel) == wrong {
+            return;
+        }
+        let ahead_secs = skew.ahead_by.num_seconds();
+        if !wrong {
+            info!(
+                ahead_secs,
+                "the system clock agrees with the feed servers' clocks again"
+            );
+        } else if skew.is_ahead() {
+            warn!(
+                ahead_secs,
+                servers = skew.servers,
+                "the system clock is {}: items are not pruned by age while it is ahead; set the clock right (NTP)",
+                skew.describe()
+            );
+        } else {
+            warn!(
+                ahead_secs,
+                servers = skew.servers,
+                "the system clock is {}: what is first seen now is dated by it; set the clock right (NTP)",
+                skew.describe()
+            );
+        }
+    }
+
+    /// Why pruning by age must wait now, if it must.
+    fn age_pause(&self, config: &Config) -> Option<AgePause> {
+        let servers = config
+            .sources
+            .iter()
+            .any(|s| s.enabled && matches!(s.url.scheme(), "http" | "https"));
+        age_pause(&self.clock, self.started.elapsed(), servers)
     }
 
     fn config(&self) -> Arc<Config> {
@@ -168,6 +220,9 @@ impl Shared {
     }
 
     fn count(&self, source: &str, report: &PollReport) {
+        if let Some(server_clock) = &report.server_clock {
+            self.compare_clock(server_clock);
+        }
         let m = &self.metrics;
         m.poll(
             source,
@@ -361,6 +416,8 @@ pub async fn run_with_clock(
         store_stuck: tokio::sync::Notify::new(),
         checkpointing: Arc::new(AtomicBool::new(false)),
         clock: Arc::new(ClockWatch::new(clock)),
+        clock_wrong: AtomicBool::new(false),
+        started: tokio::time::Instant::now(),
     });
     let app = server::router(AppState {
         config: shared.config.clone(),
@@ -491,15 +548,65 @@ async fn watch_clock(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Why pruning by age waits: items merely "old" by a wrong clock must not go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AgePause {
+    /// The clock jumped forward within [`RETENTION_SETTLE`]: in case the jump is undone.
+    Jumped(ClockJump),
+    /// The clock is ahead of the feed servers' by more than [`clock::SKEW_THRESHOLD`].
+    Ahead(clock::ClockSkew),
+    /// Not compared with a server's clock yet, within [`RETENTION_SETTLE`] of the start, while
+    /// some source is polled over HTTP: a clock already wrong at start would prune by its
+    /// time. (With only `file:` sources no server can vouch for it.)
+    Unchecked,
+}
+
+impl AgePause {
+    /// Said once in the log when pruning by age starts to wait for this reason.
+    fn describe(&self) -> String {
+        match self {
+            AgePause::Jumped(jump) => format!(
+                "the clock jumped {} at {}; pruning by age resumes once it has kept time until {}",
+                jump.describe(),
+                jump.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                (jump.at + chrono::Duration::from_std(RETENTION_SETTLE).unwrap_or_default())
+                    .format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            AgePause::Ahead(skew) => format!(
+                "the clock is {}; pruning by age resumes once it agrees",
+                skew.describe()
+            ),
+            AgePause::Unchecked => "the clock has not been compared with a feed server's yet; pruning by age waits for the first answer (at most an hour)".to_owned(),
+        }
+    }
+}
+
+/// Why pruning by age must wait, `since_start` after the daemon started, if it must;
+/// `servers` tells whether any source is polled over HTTP (a server could vouch for the
+/// clock).
+fn age_pause(
+    watch: &ClockWatch,
+    since_start: std::time::Duration,
+    servers: bool,
+) -> Option<AgePause> {
+    if let Some(jump) = watch.last_forward_jump(RETENTION_SETTLE) {
+        return Some(AgePause::Jumped(jump));
+    }
+    match watch.skew() {
+        Some(skew) if skew.is_ahead() => Some(AgePause::Ahead(skew)),
+        Some(_) => None,
+        None => (servers && since_start < RETENTION_SETTLE).then_some(AgePause::Unchecked),
+    }
+}
+
 /// The age before which a retention sweep at `now` prunes: `retention_days` before `now`,
-/// unless the clock jumped forward within [`RETENTION_SETTLE`] (`settling`): items merely
-/// "old" by a jumped clock are not pruned, in case the jump is undone.
+/// unless pruning by age must wait (`paused`, see [`AgePause`]).
 fn retention_cutoff(
     retention_days: Option<u32>,
     now: DateTime<Utc>,
-    settling: Option<&ClockJump>,
+    paused: Option<&AgePause>,
 ) -> Option<DateTime<Utc>> {
-    if settling.is_some() {
+    if paused.is_some() {
         return None;
     }
     let days = chrono::Duration::days(i64::from(retention_days?));
@@ -511,7 +618,7 @@ fn retention_cutoff(
 /// forward jump of the clock, pruning by age waits until the clock has kept time for
 /// [`RETENTION_SETTLE`] (`max_items` still applies).
 async fn prune_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    // The jump a pause of pruning by age was last logged for.
+    // The pause of pruning by age last logged.
     let mut announced = None;
     loop {
         let config = shared.config();
@@ -519,21 +626,18 @@ async fn prune_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         // The time of the sweep is read with a look for a jump, so a jump just before it
         // cannot go unnoticed.
         let now = shared.check_clock();
-        let settling = storage
-            .retention_days
-            .and(shared.clock.last_forward_jump(RETENTION_SETTLE));
-        if let Some(jump) = settling.filter(|j| announced != Some(j.noticed)) {
-            announced = Some(jump.noticed);
-            let resumes = chrono::Duration::from_std(RETENTION_SETTLE).unwrap_or_default();
-            warn!(
-                jump_secs = jump.seconds(),
-                "not pruning items by age: the clock jumped {} at {}; pruning by age resumes once it has kept time until {}",
-                jump.describe(),
-                jump.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                (jump.at + resumes).format("%Y-%m-%d %H:%M:%S UTC")
-            );
+        let paused = shared.age_pause(&config);
+        let pause = storage.retention_days.and(paused.clone());
+        if pause.is_some() && pause != announced {
+            let reason = pause.as_ref().map(AgePause::describe).unwrap_or_default();
+            if matches!(pause, Some(AgePause::Unchecked)) {
+                info!("not pruning items by age yet: {reason}");
+            } else {
+                warn!("not pruning items by age: {reason}");
+            }
+            announced = pause.clone();
         }
-        let cutoff = retention_cutoff(storage.retention_days, now, settling.as_ref());
+        let cutoff = retention_cutoff(storage.retention_days, now, pause.as_ref());
         if cutoff.is_some() || storage.max_items.is_some() {
             let max_items = storage.max_items;
             let store = shared.pipeline.store.clone();
@@ -574,9 +678,8 @@ async fn prune_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 Err(e) => error!(error = %e, "pruning task failed"),
             }
         }
-        // Not while the clock may have jumped: the index of items only "old" by a jumped clock
-        // would go.
-        if shared.clock.last_forward_jump(RETENTION_SETTLE).is_none() {
+        // Not while the clock may be wrong: the index of items only "old" by it would go.
+        if paused.is_none() {
             drop_aged_text_index(&shared, &config, now).await;
         }
         tokio::select! {
@@ -1228,10 +1331,11 @@ mod tests {
     async fn retention_does_not_prune_by_age_after_a_forward_jump_until_the_clock_settles() {
         let clock = Arc::new(clock::SteppedClock::new(at(10, 0)));
         let watch = ClockWatch::new(clock.clone());
+        // Long after the start, so that only the jump can pause it.
         let cutoff = |watch: &ClockWatch| {
             let (now, _) = watch.check();
-            let settling = watch.last_forward_jump(RETENTION_SETTLE);
-            retention_cutoff(Some(3), now, settling.as_ref())
+            let paused = age_pause(watch, RETENTION_SETTLE, true);
+            retention_cutoff(Some(3), now, paused.as_ref())
         };
         assert_eq!(cutoff(&watch), Some(at(10, 0) - chrono::Duration::days(3)));
         clock.step(chrono::Duration::days(30));
@@ -1245,5 +1349,49 @@ mod tests {
         let now = clock.now();
         assert_eq!(cutoff(&watch), Some(now - chrono::Duration::days(3)));
         assert_eq!(retention_cutoff(None, now, None), None);
+    }
+
+    /// Pruning by age waits at start until the clock has been compared with a server's (at
+    /// most `RETENTION_SETTLE`), and while the servers find it ahead; not while it is behind.
+    #[tokio::test(start_paused = true)]
+    async fn pruning_by_age_waits_for_the_servers_to_vouch_for_the_clock() {
+        let clock = Arc::new(clock::SteppedClock::new(at(10, 0)));
+        let watch = ClockWatch::new(clock.clone());
+        let just_started = std::time::Duration::from_secs(5);
+        assert_eq!(
+            age_pause(&watch, just_started, true),
+            Some(AgePause::Unchecked)
+        );
+        assert_eq!(
+            age_pause(&watch, RETENTION_SETTLE, true),
+            None,
+            "no server in an hour"
+        );
+        assert_eq!(
+            age_pause(&watch, just_started, false),
+            None,
+            "only file: sources: no server to ask"
+        );
+        let ours = clock.now();
+        let servers = |behind: chrono::Duration| {
+            for server in ["a:443", "b:443", "c:443"] {
+                watch.compare_with_server(server, ours - behind, ours);
+            }
+        };
+        servers(chrono::Duration::days(2));
+        let paused = age_pause(&watch, just_started, true);
+        assert!(
+            matches!(paused, Some(AgePause::Ahead(s)) if s.servers == 3),
+            "{paused:?}"
+        );
+        assert_eq!(retention_cutoff(Some(3), ours, paused.as_ref()), None);
+        servers(chrono::Duration::seconds(1));
+        assert_eq!(age_pause(&watch, just_started, true), None);
+        servers(-chrono::Duration::days(2));
+        assert_eq!(
+            age_pause(&watch, just_started, true),
+            None,
+            "behind: items look younger"
+        );
     }
 }

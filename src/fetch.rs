@@ -57,6 +57,9 @@ pub struct HttpHints {
     pub retry_after: Option<DateTime<Utc>>,
     /// Set when every redirect on the way was permanent (301/308): the URL they led to.
     pub permanent_redirect: Option<Url>,
+    /// The time on the server's clock when it answered: its `Date`, plus the `Age` a cache
+    /// added (for comparing clocks, see `clock::ClockWatch::compare_with_server`).
+    pub server_time: Option<DateTime<Utc>>,
 }
 
 /// A body fetched successfully.
@@ -290,6 +293,7 @@ impl Fetcher {
             expires: http_date(&headers, header::EXPIRES),
             retry_after: retry_after(&headers, Utc::now()),
             permanent_redirect: (visited.len() > 1 && all_permanent).then(|| current.clone()),
+            server_time: server_time(&headers),
         };
         if status == StatusCode::NOT_MODIFIED {
             return Ok(FetchOutcome::NotModified(hints));
@@ -405,6 +409,17 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> 
         .map(str::to_owned)
 }
 
+/// `Date` plus `Age` (seconds a cache held the answer): the server's time when it answered.
+fn server_time(headers: &HeaderMap) -> Option<DateTime<Utc>> {
+    let date = http_date(headers, header::DATE)?;
+    let age = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    date.checked_add_signed(chrono::Duration::seconds(i64::from(age)))
+}
+
 fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<DateTime<Utc>> {
     let text = header_text(headers, name)?;
     httpdate::parse_http_date(&text)
@@ -469,6 +484,24 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn the_servers_time_is_its_date_plus_a_caches_age() {
+        let date = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let sent = [("date", "Thu, 26 Nov 2026 12:00:00 GMT")];
+        assert_eq!(server_time(&headers(&sent)), Some(date));
+        let cached = [("date", "Thu, 26 Nov 2026 12:00:00 GMT"), ("age", "300")];
+        assert_eq!(
+            server_time(&headers(&cached)),
+            Some(date + chrono::Duration::minutes(5))
+        );
+        let odd_age = [("date", "Thu, 26 Nov 2026 12:00:00 GMT"), ("age", "soon")];
+        assert_eq!(server_time(&headers(&odd_age)), Some(date));
+        assert_eq!(server_time(&headers(&[("date", "yesterday")])), None);
+        assert_eq!(server_time(&headers(&[])), None);
     }
 
     #[test]

@@ -50,6 +50,16 @@ pub struct PollReport {
     pub merged: usize,
     pub merged_url: usize,
     pub merged_text: usize,
+    /// The server (`host:port`) and its clock when it answered, with ours at that moment.
+    pub server_clock: Option<ServerClock>,
+}
+
+/// A server's clock as its answer dated it (HTTP `Date` plus `Age`), and ours when it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerClock {
+    pub server: String,
+    pub theirs: DateTime<Utc>,
+    pub ours: DateTime<Utc>,
 }
 
 impl PollReport {
@@ -135,6 +145,11 @@ impl Pipeline {
         let fetch_started = Instant::now();
         let fetched = self.fetcher.fetch(&url, &validators).await;
         self.metrics.fetch_took(fetch_started.elapsed());
+        let server_clock = match &fetched {
+            Ok(FetchOutcome::NotModified(hints)) => server_clock(&url, hints, &*self.clock),
+            Ok(FetchOutcome::Fetched(f)) => server_clock(&f.final_url, &f.hints, &*self.clock),
+            Err(_) => None,
+        };
         let result = match fetched {
             Ok(FetchOutcome::NotModified(hints)) => {
                 state.status = SourceStatus::NotModified;
@@ -161,7 +176,11 @@ impl Pipeline {
                 }
             }
             Err(e) => Err(PollError::Fetch(e)),
-        };
+        }
+        .map(|report| PollReport {
+            server_clock,
+            ..report
+        });
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {
             Ok(r) if r.same_body => info!(
@@ -260,6 +279,20 @@ impl Pipeline {
             warn!(error = %e, "cannot record the failure in the store");
         }
     }
+}
+
+/// The clock of the server that answered `url`, when its answer was dated.
+fn server_clock(url: &Url, hints: &HttpHints, clock: &dyn Clock) -> Option<ServerClock> {
+    let theirs = hints.server_time?;
+    Some(ServerClock {
+        server: format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        ),
+        theirs,
+        ours: clock.now(),
+    })
 }
 
 /// Updates `state` after a poll that reached the feed (200 or 304): failures reset, redirect
@@ -414,6 +447,8 @@ pub fn ingest(
         merged: plan.merged + plan.merged_text,
         merged_url: plan.merged,
         merged_text: plan.merged_text,
+        // Filled in by the caller, which saw the answer.
+        server_clock: None,
     })
 }
 

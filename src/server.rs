@@ -342,9 +342,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state
+    let mut body = state
         .metrics
         .render(state.store.item_count() as u64, state.store.size_on_disk());
+    if let Some(skew) = state.clock.skew() {
+        body.push_str(&format!(
+            "# HELP feedmux_clock_skew_seconds The system clock minus the feed servers' clocks (median over the servers last heard from; HTTP Date plus Age).\n# TYPE feedmux_clock_skew_seconds gauge\nfeedmux_clock_skew_seconds {}\n",
+            skew.ahead_by.num_seconds()
+        ));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -420,6 +426,7 @@ async fn status_page(State(state): State<AppState>) -> Response {
     let (store, publisher) = (state.store.clone(), state.publisher.clone());
     let store_fault = state.metrics.store_fault();
     let clock_jump = state.clock.last_jump(crate::daemon::CLOCK_JUMP_SHOWN);
+    let clock_skew = state.clock.skew();
     let now = state.clock.clock().now();
     let page = tokio::task::spawn_blocking(move || {
         status::page(
@@ -430,6 +437,7 @@ async fn status_page(State(state): State<AppState>) -> Response {
                 reload_failure: failure.as_ref(),
                 store_fault: store_fault.as_ref(),
                 clock_jump: clock_jump.as_ref(),
+                clock_skew: clock_skew.as_ref(),
             },
             now,
         )

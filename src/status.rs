@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
-use crate::clock::ClockJump;
+use crate::clock::{ClockJump, ClockSkew};
 use crate::config::{Config, SourceConfig};
 use crate::metrics::StoreFault;
 use crate::model::{Hold, ReloadFailure, SourceState, SourceStatus};
@@ -194,6 +194,8 @@ pub struct Faults<'a> {
     pub store_fault: Option<&'a StoreFault>,
     /// A recent jump of the wall clock (information, not a failure).
     pub clock_jump: Option<&'a ClockJump>,
+    /// The clock compared with the feed servers' (shown when it is wrong).
+    pub clock_skew: Option<&'a ClockSkew>,
 }
 
 /// The whole status page.
@@ -208,6 +210,7 @@ pub fn page(
         reload_failure,
         store_fault,
         clock_jump,
+        clock_skew,
     } = faults;
     let mut html = String::with_capacity(16 * 1024);
     html.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>feedmux status</title>\n");
@@ -277,6 +280,19 @@ pub fn page(
                 "items are not pruned by age until the clock has kept time for an hour, in case the jump is undone."
             } else {
                 "what is first seen now is dated by the new clock."
+            }
+        );
+    }
+
+    if let Some(skew) = clock_skew.filter(|s| s.is_wrong()) {
+        let _ = writeln!(
+            html,
+            "<section class=\"alert notice\" id=\"clock-skew\"><p><strong>The system clock is {}</strong> (their HTTP <code>Date</code> headers). feedmux dates what it first sees by this clock; {} Set the clock right (NTP: <code>timedatectl set-ntp true</code>).</p></section>",
+            esc(&skew.describe()),
+            if skew.is_ahead() {
+                "items are not pruned by age while it is ahead."
+            } else {
+                "items are pruned later than they would be."
             }
         );
     }

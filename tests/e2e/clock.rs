@@ -228,3 +228,129 @@ async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
     control.send(Control::Shutdown).await.unwrap();
     daemon.await.unwrap().unwrap();
 }
+
+/// The clock is already 30 days ahead when the daemon starts (a bad RTC, a restored VM): the
+/// first retention pass waits until a feed server's `Date` has been compared with it, then
+/// every pass waits while it is ahead; the skew is logged, shown on the status page and in
+/// `/metrics`, and `/readyz` stays 200. Once the clock is set right, pruning by age resumes:
+/// the item really past the 3 days goes, the fresh one stays.
+#[tokio::test]
+async fn a_clock_wrong_at_start_is_found_by_the_servers_dates_and_prunes_nothing() {
+    let _turn = crate::served::sled_turn().await;
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/c.xml",
+        &[("content-type", "application/rss+xml")],
+        rss(&[
+            ("Fresh one", Some(chrono::Duration::hours(1))),
+            ("Five days old", Some(chrono::Duration::days(5))),
+        ]),
+    );
+    let dir = tempdir();
+    let mut config = config(
+        dir.path(),
+        &format!(
+            "{}schedule = \"* * * * * *\"\n\n[[feed]]\nname = \"all\"\n",
+            source("c", &upstream.url("/c.xml"))
+        ),
+    );
+    config.storage.retention_days = Some(3);
+    config.storage.prune_interval = Duration::from_millis(300);
+    let clock = Arc::new(SteppedClock::new(Utc::now() + chrono::Duration::days(30)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (control, rx) = mpsc::channel(1);
+    let daemon = tokio::spawn(daemon::run_with_clock(config, listener, rx, clock.clone()));
+    let http = reqwest::Client::new();
+    let text = |path: &'static str| {
+        let request = http.get(format!("{base}{path}"));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let wait_until = |what: &'static str, check: &'static dyn Fn(&str) -> bool, path| async move {
+        let mut body = String::new();
+        for _ in 0..150 {
+            body = text(path).await;
+            if check(&body) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what} not seen within 15 s:\n{body}");
+    };
+
+    let status = wait_until(
+        "the skew on the status page",
+        &|p| p.contains("id=\"clock-skew\""),
+        "/",
+    )
+    .await;
+    assert!(
+        status.contains("The system clock is 30 days 0 h ahead of the feed servers' clocks (median of 1)</strong>"),
+        "{status}"
+    );
+    let metrics = text("/metrics").await;
+    let skew = metric(&metrics, "feedmux_clock_skew_seconds");
+    assert!((skew - 2_592_000.0).abs() < 10.0, "{skew}");
+    // Many retention passes (every 300 ms) and polls (every second) later: nothing pruned.
+    let polls = upstream.requests("/c.xml").len();
+    for _ in 0..100 {
+        if upstream.requests("/c.xml").len() >= polls + 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = text("/metrics").await;
+    assert_eq!(metric(&metrics, "feedmux_items_stored"), 2.0);
+    assert_eq!(metric(&metrics, "feedmux_items_pruned_total"), 0.0);
+    let response = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let log = logs.text();
+    assert!(
+        log.contains("not pruning items by age yet: the clock has not been compared"),
+        "the first pass waited for a server's answer:\n{log}"
+    );
+    assert!(
+        log.contains("the system clock is 30 days 0 h ahead of the feed servers' clocks"),
+        "{log}"
+    );
+    assert!(
+        log.contains("not pruning items by age: the clock is 30 days 0 h ahead"),
+        "{log}"
+    );
+
+    // The clock is set right: the next answer agrees, and pruning by age resumes.
+    clock.step(-chrono::Duration::days(30));
+    wait_until(
+        "the item past retention pruned",
+        &|m| metric(m, "feedmux_items_pruned_total") == 1.0,
+        "/metrics",
+    )
+    .await;
+    let mut shown: Vec<String> = read_back(text("/feeds/all.atom").await.as_bytes())
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    shown.sort();
+    assert_eq!(shown, ["Fresh one"]);
+    assert!(!text("/").await.contains("id=\"clock-skew\""));
+    let log = logs.text();
+    assert!(
+        log.contains("the system clock agrees with the feed servers' clocks again"),
+        "{log}"
+    );
+    println!(
+        "clock 30 days ahead at start: 0 items pruned while it was; 1 (5 days old) once set right"
+    );
+
+    control.send(Control::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+}
