@@ -209,8 +209,10 @@ pub struct Store {
     recent: Arc<Mutex<RecentIndex>>,
     /// When the term statistics were last written.
     term_stats_saved: Arc<Mutex<std::time::Instant>>,
-    /// When a state-only write last flushed.
+    /// When a state-only write last started a flush.
     last_flush: Arc<Mutex<std::time::Instant>>,
+    /// The error of the last flush started in the background, for the next write to report.
+    flush_error: Arc<Mutex<Option<StoreError>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -233,6 +235,7 @@ impl Store {
             ))),
             term_stats_saved: Arc::new(Mutex::new(std::time::Instant::now())),
             last_flush: Arc::new(Mutex::new(std::time::Instant::now())),
+            flush_error: Arc::new(Mutex::new(None)),
         };
         store.check_schema()?;
         // The LSH bands of earlier versions, replaced by key terms.
@@ -448,8 +451,8 @@ impl Store {
     }
 
     /// Saves a source's state; used for polls that store no items. It reaches the disk with
-    /// the next flush, at most `LAZY_FLUSH` (1 s) later while the daemon keeps writing, and at
-    /// shutdown: a state lost in a crash only means that source is polled again. Its
+    /// the next flush, started at most `LAZY_FLUSH` (1 s) later (on a thread of its own) while
+    /// the daemon keeps writing, and at shutdown: a state lost in a crash only means that source is polled again. Its
     /// `item_count` is the stored one (such a poll adds no item), so that a state read before
     /// a prune never brings back a stale count.
     pub fn put_source_state(&self, source: &str, state: &SourceState) -> Result<(), StoreError> {
@@ -468,18 +471,41 @@ impl Store {
         self.flush_lazily()
     }
 
-    /// Flushes when the last flush is [`LAZY_FLUSH`] old: a sweep of thousands of 304s costs
-    /// a handful of flushes, not thousands.
+    /// Starts a flush on a thread of its own when the last one started [`LAZY_FLUSH`] ago: a
+    /// sweep of thousands of 304s costs a handful of flushes, not thousands, and none of
+    /// them waits for the disk (a flush ends in `fdatasync`). A background flush that failed
+    /// is reported by the next write, which then closes the store as a failed write does.
     fn flush_lazily(&self) -> Result<(), StoreError> {
-        // Another caller flushing now is as good: no second thread waits for it.
+        if let Some(e) = self
+            .flush_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Err(e);
+        }
+        // Another caller starting a flush now is as good.
         let mut last = match self.last_flush.try_lock() {
             Ok(last) => last,
             Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
-        if last.elapsed() >= LAZY_FLUSH {
+        if last.elapsed() < LAZY_FLUSH {
+            return Ok(());
+        }
+        *last = std::time::Instant::now();
+        let (trees, failed) = (self.trees()?, self.flush_error.clone());
+        let flush = move || {
+            if let Err(e) = trees.flush() {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("store-flush".into())
+            .spawn(flush)
+        {
+            tracing::warn!(error = %e, "cannot start a thread to flush the store; flushing here");
             self.trees()?.flush()?;
-            *last = std::time::Instant::now();
         }
         Ok(())
     }
