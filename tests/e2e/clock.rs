@@ -30,6 +30,19 @@ impl Write for Logs {
 }
 
 impl Logs {
+    /// Captures what the daemon's tasks on this test's thread log, at INFO and above, until
+    /// the guard is dropped.
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
@@ -49,6 +62,21 @@ fn rss(items: &[(&str, Option<chrono::Duration>)]) -> String {
     format!("<rss version=\"2.0\"><channel><title>c</title><link>https://c.example/</link><description>d</description>{items}</channel></rss>")
 }
 
+/// A daemon config polling `url` every second as source `c` into feed `all`, keeping 3 days
+/// of items, with a retention pass every 300 ms.
+fn keeping_three_days(dir: &std::path::Path, url: &str) -> feedmux::config::Config {
+    let mut config = config(
+        dir,
+        &format!(
+            "{}schedule = \"* * * * * *\"\n\n[[feed]]\nname = \"all\"\n",
+            source("c", url)
+        ),
+    );
+    config.storage.retention_days = Some(3);
+    config.storage.prune_interval = Duration::from_millis(300);
+    config
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -62,14 +90,7 @@ fn metric(text: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
     let _turn = crate::served::sled_turn().await;
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (logs, _logging) = Logs::capture();
 
     let fresh = ("Fresh one", Some(chrono::Duration::hours(1)));
     let older = ("Two days old", Some(chrono::Duration::days(2)));
@@ -77,15 +98,7 @@ async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
     let rss_type = [("content-type", "application/rss+xml")];
     upstream.put("/c.xml", &rss_type, rss(&[fresh, older]));
     let dir = tempdir();
-    let mut config = config(
-        dir.path(),
-        &format!(
-            "{}schedule = \"* * * * * *\"\n\n[[feed]]\nname = \"all\"\n",
-            source("c", &upstream.url("/c.xml"))
-        ),
-    );
-    config.storage.retention_days = Some(3);
-    config.storage.prune_interval = Duration::from_millis(300);
+    let config = keeping_three_days(dir.path(), &upstream.url("/c.xml"));
     let clock = Arc::new(SteppedClock::new(Utc::now()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -237,14 +250,7 @@ async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
 #[tokio::test]
 async fn a_clock_wrong_at_start_is_found_by_the_servers_dates_and_prunes_nothing() {
     let _turn = crate::served::sled_turn().await;
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (logs, _logging) = Logs::capture();
 
     let upstream = Upstream::start().await;
     upstream.put(
@@ -256,15 +262,7 @@ async fn a_clock_wrong_at_start_is_found_by_the_servers_dates_and_prunes_nothing
         ]),
     );
     let dir = tempdir();
-    let mut config = config(
-        dir.path(),
-        &format!(
-            "{}schedule = \"* * * * * *\"\n\n[[feed]]\nname = \"all\"\n",
-            source("c", &upstream.url("/c.xml"))
-        ),
-    );
-    config.storage.retention_days = Some(3);
-    config.storage.prune_interval = Duration::from_millis(300);
+    let config = keeping_three_days(dir.path(), &upstream.url("/c.xml"));
     let clock = Arc::new(SteppedClock::new(Utc::now() + chrono::Duration::days(30)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
