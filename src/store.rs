@@ -318,6 +318,8 @@ impl Store {
         // hold one only for the length of a call, and `open` waits for them briefly.
         drop(slot.take());
         *slot = Some(Arc::new(open_trees_waiting(&self.path)?));
+        // A background flush of the old database may have failed: not this one's fault.
+        *self.flush_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         // What sled had not flushed is gone: the in-memory index refills from what it kept.
         let capacity = self.recent().capacity();
         *self.recent() = RecentIndex::new(capacity);
@@ -451,9 +453,9 @@ impl Store {
     }
 
     /// Saves a source's state; used for polls that store no items. It reaches the disk with
-    /// the next flush, started at most `LAZY_FLUSH` (1 s) later (on a thread of its own) while
-    /// the daemon keeps writing, and at shutdown: a state lost in a crash only means that source is polled again. Its
-    /// `item_count` is the stored one (such a poll adds no item), so that a state read before
+    /// the next flush, started at most `LAZY_FLUSH` (1 s) later (on a thread of its own)
+    /// while the daemon keeps writing, and at shutdown: a state lost in a crash only means
+    /// that source is polled again. Its `item_count` is the stored one (such a poll adds no item), so that a state read before
     /// a prune never brings back a stale count.
     pub fn put_source_state(&self, source: &str, state: &SourceState) -> Result<(), StoreError> {
         self.guarded(|| self.put_source_state_unguarded(source, state))
