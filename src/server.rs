@@ -337,8 +337,28 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response()
     } else {
-        (StatusCode::OK, "ready\n").into_response()
+        (StatusCode::OK, ready_text(&state.clock)).into_response()
     }
+}
+
+/// `ready`, and what is wrong with the clock if anything is: a fault worth knowing about
+/// that does not stop feedmux from serving, so `/readyz` still answers 200.
+fn ready_text(clock: &ClockWatch) -> String {
+    let mut text = String::from("ready\n");
+    if let Some(jump) = clock.last_jump(crate::daemon::CLOCK_JUMP_SHOWN) {
+        text.push_str(&format!(
+            "warning: the system clock jumped {} at {}\n",
+            jump.describe(),
+            jump.at.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+    }
+    if let Some(skew) = clock.skew().filter(|s| s.is_wrong()) {
+        text.push_str(&format!(
+            "warning: the system clock is {}\n",
+            skew.describe()
+        ));
+    }
+    text
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -166,7 +166,13 @@ async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
     assert_eq!(metric(&metrics, "feedmux_items_pruned_total"), 0.0);
     assert_eq!(metric(&metrics, "feedmux_items_stored"), 2.0);
     assert_eq!(titles().await, ["Fresh one", "Two days old"]);
-    assert_eq!(get("/readyz").await.status(), 200);
+    let readyz = get("/readyz").await;
+    assert_eq!(readyz.status(), 200);
+    let readyz = readyz.text().await.unwrap();
+    assert!(
+        readyz.starts_with("ready\nwarning: the system clock jumped forward by 30 days 0 h at "),
+        "{readyz}"
+    );
     let status = text("/").await;
     assert!(
         status.contains("The system clock jumped forward by 30 days 0 h</strong>"),
@@ -311,6 +317,10 @@ async fn a_clock_wrong_at_start_is_found_by_the_servers_dates_and_prunes_nothing
     assert_eq!(metric(&metrics, "feedmux_items_pruned_total"), 0.0);
     let response = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "ready\nwarning: the system clock is 30 days 0 h ahead of the feed servers' clocks (median of 1)\n"
+    );
     let log = logs.text();
     assert!(
         log.contains("not pruning items by age yet: the clock has not been compared"),
@@ -340,6 +350,10 @@ async fn a_clock_wrong_at_start_is_found_by_the_servers_dates_and_prunes_nothing
     shown.sort();
     assert_eq!(shown, ["Fresh one"]);
     assert!(!text("/").await.contains("id=\"clock-skew\""));
+    assert!(
+        !text("/readyz").await.contains("ahead of the feed servers"),
+        "the warning goes once the clock agrees"
+    );
     let log = logs.text();
     assert!(
         log.contains("the system clock agrees with the feed servers' clocks again"),
