@@ -154,7 +154,7 @@ impl Pipeline {
             Ok(FetchOutcome::NotModified(hints)) => {
                 state.status = SourceStatus::NotModified;
                 after_success(&mut state, &ctx, &hints, None, now);
-                self.store.put_source_state(&ctx.name, &state)?;
+                self.store.put_source_state(&ctx.name, state)?;
                 Ok(PollReport {
                     not_modified: true,
                     ..PollReport::default()
@@ -164,14 +164,14 @@ impl Pipeline {
                 let digest = body_digest(&fetched);
                 if state.body_digest.as_deref() == Some(digest.as_str()) {
                     unchanged_body(&mut state, &ctx, &fetched, now);
-                    self.store.put_source_state(&ctx.name, &state)?;
+                    self.store.put_source_state(&ctx.name, state)?;
                     Ok(PollReport {
                         not_modified: true,
                         same_body: true,
                         ..PollReport::default()
                     })
                 } else {
-                    self.ingest_blocking(&ctx, filters, *fetched, state.clone(), now, digest)
+                    self.ingest_blocking(&ctx, filters, *fetched, state, now, digest)
                         .await
                 }
             }
@@ -275,7 +275,7 @@ impl Pipeline {
             state.next_poll = Some(next);
             state.hold_until = Some(hold);
         }
-        if let Err(e) = self.store.put_source_state(&ctx.name, &state) {
+        if let Err(e) = self.store.put_source_state(&ctx.name, state) {
             warn!(error = %e, "cannot record the failure in the store");
         }
     }

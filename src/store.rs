@@ -173,17 +173,50 @@ impl Trees {
         source: &str,
         change: impl FnOnce(SourceState) -> SourceState,
     ) -> Result<(), StoreError> {
-        let writer = self
-            .state_writers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(source.to_owned())
-            .or_default()
-            .clone();
+        let writer = self.state_writer(source);
         let _writing = writer.lock().unwrap_or_else(|p| p.into_inner());
         let next = change(self.state(source)?);
+        self.write_state(source, next)
+    }
+
+    /// Writes `state` with the stored item count (a poll that stores no item), under the
+    /// source's own lock: as [`Trees::update_state`], without copying the stored state.
+    fn put_state_keeping_count(&self, source: &str, state: SourceState) -> Result<(), StoreError> {
+        let writer = self.state_writer(source);
+        let _writing = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = self.states().get(source).map(|kept| kept.item_count);
+        let item_count = match kept {
+            Some(count) => count,
+            None => self.state(source)?.item_count,
+        };
+        self.write_state(
+            source,
+            SourceState {
+                item_count,
+                ..state
+            },
+        )
+    }
+
+    /// The lock held while `source`'s state is written.
+    fn state_writer(&self, source: &str) -> Arc<Mutex<()>> {
+        let mut writers = self.state_writers.lock().unwrap_or_else(|p| p.into_inner());
+        match writers.get(source) {
+            Some(writer) => writer.clone(),
+            None => writers.entry(source.to_owned()).or_default().clone(),
+        }
+    }
+
+    /// sled first, then the kept copy; the caller holds the source's lock.
+    fn write_state(&self, source: &str, next: SourceState) -> Result<(), StoreError> {
         self.sources.insert(source.as_bytes(), encode(&next))?;
-        self.states().insert(source.to_owned(), next);
+        let mut states = self.states();
+        match states.get_mut(source) {
+            Some(kept) => *kept = next,
+            None => {
+                states.insert(source.to_owned(), next);
+            }
+        }
         Ok(())
     }
 
@@ -457,20 +490,11 @@ impl Store {
     /// while the daemon keeps writing, and at shutdown: a state lost in a crash only means
     /// that source is polled again. Its `item_count` is the stored one (such a poll adds no item), so that a state read before
     /// a prune never brings back a stale count.
-    pub fn put_source_state(&self, source: &str, state: &SourceState) -> Result<(), StoreError> {
-        self.guarded(|| self.put_source_state_unguarded(source, state))
-    }
-
-    fn put_source_state_unguarded(
-        &self,
-        source: &str,
-        state: &SourceState,
-    ) -> Result<(), StoreError> {
-        self.trees()?.update_state(source, |stored| SourceState {
-            item_count: stored.item_count,
-            ..state.clone()
-        })?;
-        self.flush_lazily()
+    pub fn put_source_state(&self, source: &str, state: SourceState) -> Result<(), StoreError> {
+        self.guarded(|| {
+            self.trees()?.put_state_keeping_count(source, state)?;
+            self.flush_lazily()
+        })
     }
 
     /// Starts a flush on a thread of its own when the last one started [`LAZY_FLUSH`] ago: a
@@ -1817,7 +1841,7 @@ mod tests {
             last_poll: Some(now),
             ..read_before_poll
         };
-        store.put_source_state("a", &polled).expect("put");
+        store.put_source_state("a", polled.clone()).expect("put");
         let expected = SourceState {
             item_count: 3,
             ..polled
@@ -1851,7 +1875,7 @@ mod tests {
                     for round in 0..200 {
                         for source in [format!("own-{t}"), "shared".to_owned()] {
                             store
-                                .put_source_state(&source, &state_of(round))
+                                .put_source_state(&source, state_of(round))
                                 .expect("put");
                             store.source_state(&source).expect("read");
                         }
