@@ -22,7 +22,7 @@ use crate::clock::ClockWatch;
 use crate::config::Config;
 use crate::filter::Query;
 use crate::metrics::Metrics;
-use crate::model::ReloadFailure;
+use crate::model::{ReloadFailure, SourceState, SourceStatus};
 use crate::opml;
 use crate::publish::{self, Coding, Cursor, Format, PublishError, Publisher, Rendered, View};
 use crate::status;
@@ -337,8 +337,42 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response()
     } else {
-        (StatusCode::OK, ready_text(&state.clock)).into_response()
+        let mut text = ready_text(&state.clock);
+        text.push_str(&failing_sources_text(&state.config(), &state.store));
+        (StatusCode::OK, text).into_response()
     }
+}
+
+/// At most this many failing sources are named in `/readyz`.
+const READYZ_FAILING_SHOWN: usize = 10;
+
+/// A `warning:` line for each failing source (at most [`READYZ_FAILING_SHOWN`], then a
+/// count): the others go on, so `/readyz` still answers 200.
+fn failing_sources_text(config: &Config, store: &Store) -> String {
+    let failing: Vec<(String, SourceState)> = config
+        .sources
+        .iter()
+        .filter(|s| s.enabled)
+        .filter_map(|s| Some((s.name.clone(), store.source_state(&s.name).ok()?)))
+        .filter(|(_, st)| st.status == SourceStatus::Failing)
+        .collect();
+    let mut text = String::new();
+    for (name, st) in failing.iter().take(READYZ_FAILING_SHOWN) {
+        text.push_str(&format!(
+            "warning: source {name} failing{}: {}\n",
+            st.failing_since
+                .map(|t| format!(" since {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default(),
+            st.last_error.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    if failing.len() > READYZ_FAILING_SHOWN {
+        text.push_str(&format!(
+            "warning: and {} more sources failing (see /api/sources)\n",
+            failing.len() - READYZ_FAILING_SHOWN
+        ));
+    }
+    text
 }
 
 /// `ready`, and what is wrong with the clock if anything is: a fault worth knowing about

@@ -673,6 +673,18 @@ async fn resets_and_unresolvable_hosts_fail_one_source_and_the_rest_goes_on() {
     assert!(!flaky.is_empty() && !nowhere.is_empty());
     let log = daemon.log_text();
     assert!(log.contains("flaky") && log.contains("nowhere"), "{log}");
+    // `/readyz` names them and stays 200: the other sources are served and polled.
+    let readyz = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 200);
+    let readyz = readyz.text().await.unwrap();
+    assert!(readyz.starts_with("ready\n"), "{readyz}");
+    for name in ["flaky", "nowhere"] {
+        assert!(
+            readyz.contains(&format!("warning: source {name} failing since ")),
+            "{readyz}"
+        );
+    }
+    assert!(!readyz.contains("source ok "), "{readyz}");
 
     // The upstream comes back: its entries arrive without a restart (backoff is 1–2 s here).
     stop_resetting.store(true, Ordering::SeqCst);
@@ -693,6 +705,12 @@ async fn resets_and_unresolvable_hosts_fail_one_source_and_the_rest_goes_on() {
     assert!(
         errors.iter().any(|(n, e)| n == "flaky" && e.is_none()),
         "the error is cleared once polls succeed: {errors:?}"
+    );
+    let readyz = http.get(format!("{base}/readyz")).send().await.unwrap();
+    let readyz = readyz.text().await.unwrap();
+    assert!(
+        !readyz.contains("source flaky") && readyz.contains("source nowhere"),
+        "{readyz}"
     );
     daemon.kill();
 }
