@@ -256,8 +256,13 @@ impl ClockWatch {
     ) -> Option<ClockSkew> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let ahead_by = ours.signed_duration_since(theirs);
-        state.servers.retain(|(name, _)| name != server);
-        state.servers.push_back((server.to_owned(), ahead_by));
+        // A server heard from again moves to the back with its new answer.
+        let known = state.servers.iter().position(|(name, _)| name == server);
+        let name = match known.and_then(|i| state.servers.remove(i)) {
+            Some((name, _)) => name,
+            None => server.to_owned(),
+        };
+        state.servers.push_back((name, ahead_by));
         if state.servers.len() > SKEW_SERVERS {
             state.servers.pop_front();
         }

@@ -626,18 +626,24 @@ async fn prune_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         // The time of the sweep is read with a look for a jump, so a jump just before it
         // cannot go unnoticed.
         let now = shared.check_clock();
+        // Also holds back the text index drop below, which does not depend on retention.
         let paused = shared.age_pause(&config);
-        let pause = storage.retention_days.and(paused.clone());
-        if pause.is_some() && pause != announced {
-            let reason = pause.as_ref().map(AgePause::describe).unwrap_or_default();
-            if matches!(pause, Some(AgePause::Unchecked)) {
+        let retention_paused = storage.retention_days.and(paused.clone());
+        if let Some(pause) = retention_paused
+            .as_ref()
+            .filter(|p| announced.as_ref() != Some(*p))
+        {
+            let reason = pause.describe();
+            if *pause == AgePause::Unchecked {
                 info!("not pruning items by age yet: {reason}");
             } else {
                 warn!("not pruning items by age: {reason}");
             }
-            announced = pause.clone();
         }
-        let cutoff = retention_cutoff(storage.retention_days, now, pause.as_ref());
+        if retention_paused.is_some() {
+            announced = retention_paused.clone();
+        }
+        let cutoff = retention_cutoff(storage.retention_days, now, retention_paused.as_ref());
         if cutoff.is_some() || storage.max_items.is_some() {
             let max_items = storage.max_items;
             let store = shared.pipeline.store.clone();
