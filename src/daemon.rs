@@ -320,6 +320,39 @@ impl Shared {
     }
 }
 
+/// Re-derives the near-duplicate index when this version cuts text into terms differently
+/// from the one that built it ([`crate::dedup::fingerprint::TERMS_VERSION`]): the term
+/// statistics afresh from the indexed items, then each one's fingerprint and index keys
+/// under them, so that reports stored before an upgrade are still found by reports that
+/// arrive after it. Holds the ingest guard throughout; says in the log what it did. Returns
+/// how many items were re-derived, or `None` when the index was current.
+pub fn upgrade_text_index(store: &Store) -> Result<Option<usize>, StoreError> {
+    use crate::dedup::fingerprint::TERMS_VERSION;
+    if store.terms_version()? == TERMS_VERSION {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let mut guard = store.ingest_guard();
+    let items = store.text_indexed_items()?;
+    let stats = crate::dedup::recount_term_stats(store, &items)?;
+    let mut rederived = 0;
+    for chunk in items.chunks(REDERIVE_CHUNK) {
+        let records = crate::dedup::rederive_fingerprints(store, chunk, &stats)?;
+        rederived += records.len();
+        store.replace_fingerprints(&records)?;
+    }
+    store.finish_text_index_rebuild(&mut guard, stats, TERMS_VERSION)?;
+    tracing::info!(
+        items = rederived,
+        took_ms = started.elapsed().as_millis() as u64,
+        "re-derived the near-duplicate index with this version's text terms"
+    );
+    Ok(Some(rederived))
+}
+
+/// Items re-derived per write by [`upgrade_text_index`].
+const REDERIVE_CHUNK: usize = 1024;
+
 /// Makes the store's output-feed indexes match the config: feeds whose selection rules
 /// changed (or that are new) are rebuilt, feeds that left the config are dropped.
 pub fn sync_feed_indexes(store: &Store, config: &Config) -> Result<(), StoreError> {
@@ -393,6 +426,7 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
 ) -> Result<(), DaemonError> {
     let store = Store::open(&config.storage.path)?;
+    upgrade_text_index(&store)?;
     store.keep_recent_in_memory(config.dedup.memory_items);
     let ready = Arc::new(AtomicBool::new(false));
     sync_feed_indexes(&store, &config)?;
@@ -1205,6 +1239,7 @@ impl Sweeper {
     /// Opens the configured store and brings its output-feed indexes up to date.
     pub fn open(config: &Config) -> Result<Sweeper, DaemonError> {
         let store = Store::open(&config.storage.path)?;
+        upgrade_text_index(&store)?;
         store.keep_recent_in_memory(config.dedup.memory_items);
         sync_feed_indexes(&store, config)?;
         let pipeline = Pipeline {
@@ -1399,5 +1434,134 @@ mod tests {
             None,
             "behind: items look younger"
         );
+    }
+}
+
+#[cfg(test)]
+mod text_index_upgrade_tests {
+    use super::upgrade_text_index;
+    use crate::dedup::fingerprint::{Fingerprint, TERMS_VERSION};
+    use crate::dedup::{
+        item_id, plan, DedupConfig, FingerprintRecord, IndexedFingerprint, IngestPlan, MergeKind,
+    };
+    use crate::model::{Entry, SourceState};
+    use crate::store::Store;
+    use chrono::{DateTime, Utc};
+
+    fn entry(guid: &str, title: &str, body: &str, at: DateTime<Utc>) -> Entry {
+        Entry {
+            guid: Some(guid.to_owned()),
+            url: Some(format!("https://{guid}.example/story")),
+            title: title.to_owned(),
+            summary_html: Some(body.to_owned()),
+            published: Some(at),
+            ..Entry::default()
+        }
+    }
+
+    fn planned(store: &Store, source: &str, entries: Vec<Entry>, now: DateTime<Utc>) -> IngestPlan {
+        let mut stats = store.ingest_guard();
+        plan(
+            store,
+            source,
+            entries,
+            now,
+            &DedupConfig::default(),
+            &mut stats,
+        )
+        .expect("plan")
+    }
+
+    fn poll(store: &Store, source: &str, entries: Vec<Entry>, now: DateTime<Utc>) {
+        let plan = planned(store, source, entries, now);
+        let stats = store.ingest_guard();
+        store
+            .apply_poll(source, &plan, &[], &[], &SourceState::default(), stats)
+            .expect("apply");
+    }
+
+    /// A store whose text index was built with another way of cutting terms has it
+    /// re-derived once: its old items are then found by new reports again.
+    #[test]
+    fn an_index_built_with_older_terms_is_rederived_and_matches_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("s")).expect("store");
+        let now = Utc::now();
+        let hour = chrono::Duration::hours(1);
+        let background = [
+            (
+                "b1",
+                "Nvidia unveils a new inference chip",
+                "Nvidia unveiled a chip for inference workloads.",
+            ),
+            (
+                "b2",
+                "Anthropic raises a Series F round",
+                "Anthropic raised money from new investors.",
+            ),
+            (
+                "b3",
+                "百度发布文心大模型新版本",
+                "百度今天发布了文心大模型的新版本。",
+            ),
+            (
+                "b4",
+                "智谱开源新一代模型权重",
+                "智谱今天开源了新一代模型的权重。",
+            ),
+        ];
+        let mut entries: Vec<Entry> = background
+            .iter()
+            .map(|(g, t, b)| entry(g, t, b, now - hour * 3))
+            .collect();
+        let title = "Snowflake buys observability startup Tracelight for $250M";
+        let body = "Snowflake agreed to acquire Tracelight, a startup that monitors AI agents in production, for $250 million in cash.";
+        entries.push(entry("first", title, body, now - hour * 2));
+        poll(&store, "wire", entries, now);
+        let first = item_id("wire", "first");
+
+        // As an older version would have indexed it: other terms, other keys.
+        let mut stats = store.ingest_guard().clone();
+        let old = Fingerprint::new("words of another era", "nothing a new report shares");
+        stats.add(&old);
+        let keys = old.key_terms(&stats);
+        let record = |fingerprint: Fingerprint, keys: Vec<u32>| FingerprintRecord {
+            source: "wire".into(),
+            published: now - hour * 2,
+            fingerprint,
+            keys,
+        };
+        let current = store.fingerprint(first).expect("read").expect("indexed");
+        store
+            .replace_fingerprints(&[IndexedFingerprint {
+                id: first,
+                record: record(old, keys),
+                replaces: Some(current),
+            }])
+            .expect("replace");
+        assert_eq!(store.terms_version().expect("version"), TERMS_VERSION);
+        store.forget_terms_version().expect("forget");
+        assert_eq!(store.terms_version().expect("version"), 1);
+
+        let rewrite = || {
+            vec![entry(
+                "again",
+                "Snowflake to acquire observability startup Tracelight for $250 million",
+                "Snowflake will acquire Tracelight, which monitors AI agents in production, for $250M in cash.",
+                now - hour,
+            )]
+        };
+        let before = planned(&store, "other", rewrite(), now);
+        assert!(
+            before.writes[0].link.is_none(),
+            "the old index cannot match"
+        );
+
+        assert_eq!(upgrade_text_index(&store).expect("upgrade"), Some(5));
+        assert_eq!(store.terms_version().expect("version"), TERMS_VERSION);
+        let after = planned(&store, "other", rewrite(), now);
+        let link = after.writes[0].link.expect("matched after the upgrade");
+        assert_eq!((link.kind, link.with), (MergeKind::Text, first));
+        assert_eq!(upgrade_text_index(&store).expect("second run"), None);
     }
 }

@@ -14,7 +14,7 @@
 //! | `key_terms` | term hash (4) + reverse time (8) + item id + source tag (4) | empty |
 //! | `sources` | source name | [`SourceState`] as JSON |
 //! | `tombstones` | source name, 0, item id | when retention pruned it (8 bytes, microseconds) |
-//! | `meta` | text key | schema version, feed fingerprints, term statistics, text index cursor |
+//! | `meta` | text key | schema version, feed fingerprints, term statistics and the terms version they were built with, text index cursor |
 //!
 //! `fingerprints` and `key_terms` (the text index) hold only items published since the text
 //! index cursor, which [`Store::drop_text_index_before`] moves (`dedup.index_age`).
@@ -49,6 +49,8 @@ const FINGERPRINT_PREFIX: &str = "feed_fingerprint/";
 const TERM_STATS_KEY: &[u8] = b"term_stats";
 /// Where [`Store::drop_text_index_before`] records how far it got (microseconds, big-endian).
 const TEXT_INDEX_FROM_KEY: &[u8] = b"text_index_from";
+/// The version of the way text is cut into terms that the text index was built with.
+const TERMS_VERSION_KEY: &[u8] = b"terms_version";
 /// Items whose text index entries one slice of [`Store::drop_text_index_before`] drops at
 /// most, holding the ingest guard.
 const TEXT_INDEX_SLICE: usize = 1024;
@@ -443,6 +445,14 @@ impl Store {
                     .meta
                     .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())?;
             }
+        }
+        // A new store's text index is built with this version's terms from the start.
+        let trees = self.trees()?;
+        if trees.meta.get(TERMS_VERSION_KEY)?.is_none() && trees.fingerprints.is_empty() {
+            let version = crate::dedup::fingerprint::TERMS_VERSION;
+            trees
+                .meta
+                .insert(TERMS_VERSION_KEY, &version.to_be_bytes())?;
         }
         Ok(())
     }
@@ -1328,6 +1338,102 @@ impl Store {
                 Ok(String::from_utf8_lossy(&k[FINGERPRINT_PREFIX.len()..]).into_owned())
             })
             .collect()
+    }
+
+    /// The version of the way text is cut into terms ([`crate::dedup::fingerprint::TERMS_VERSION`])
+    /// that the text index and term statistics were built with: 1 when none was recorded.
+    pub fn terms_version(&self) -> Result<u32, StoreError> {
+        Ok(match self.trees()?.meta.get(TERMS_VERSION_KEY)? {
+            Some(bytes) => bytes
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "terms version",
+                    message: format!("{} bytes", bytes.len()),
+                })?,
+            None => 1,
+        })
+    }
+
+    /// Makes the store look built by a version that cut text into terms another way.
+    #[cfg(test)]
+    pub(crate) fn forget_terms_version(&self) -> Result<(), StoreError> {
+        self.trees()?.meta.remove(TERMS_VERSION_KEY)?;
+        Ok(())
+    }
+
+    /// The ids of the items whose text is indexed (those with a fingerprint).
+    pub fn text_indexed_items(&self) -> Result<Vec<ItemId>, StoreError> {
+        self.trees()?
+            .fingerprints
+            .iter()
+            .keys()
+            .filter_map(|k| match k {
+                Ok(k) => <[u8; 16]>::try_from(k.as_ref())
+                    .ok()
+                    .map(|id| Ok(ItemId(id))),
+                Err(e) => Some(Err(e.into())),
+            })
+            .collect()
+    }
+
+    /// Replaces indexed items' fingerprints and key-term entries with re-derived ones (each
+    /// [`IndexedFingerprint`] names the record it replaces). Part of
+    /// [`crate::daemon::upgrade_text_index`]; the caller holds the ingest guard.
+    pub fn replace_fingerprints(&self, chunk: &[IndexedFingerprint]) -> Result<(), StoreError> {
+        self.guarded(|| {
+            let trees = self.trees()?;
+            let mut key_terms = sled::Batch::default();
+            let mut fingerprints = sled::Batch::default();
+            for indexed in chunk {
+                let id = indexed.id;
+                if let Some(old) = &indexed.replaces {
+                    for term in &old.keys {
+                        key_terms.remove(key_term_entry(*term, old.published, id, &old.source));
+                    }
+                }
+                let record = &indexed.record;
+                for term in &record.keys {
+                    key_terms.insert(
+                        key_term_entry(*term, record.published, id, &record.source),
+                        &[],
+                    );
+                }
+                fingerprints.insert(&id.0, record.to_bytes());
+            }
+            trees.key_terms.apply_batch(key_terms)?;
+            trees.fingerprints.apply_batch(fingerprints)?;
+            let mut recent = self.recent();
+            if recent.is_warm() {
+                for indexed in chunk {
+                    let record = Arc::new(indexed.record.clone());
+                    recent.insert(indexed.id, record, source_tag(&indexed.record.source));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Ends a rebuild of the text index: keeps `stats` (in place of the guarded ones) and
+    /// `version`, forgets the in-memory copy of the old index, and flushes.
+    pub fn finish_text_index_rebuild(
+        &self,
+        guard: &mut MutexGuard<'_, TermStats>,
+        stats: TermStats,
+        version: u32,
+    ) -> Result<(), StoreError> {
+        self.guarded(|| {
+            **guard = stats;
+            self.save_term_stats(guard, true)?;
+            let trees = self.trees()?;
+            trees
+                .meta
+                .insert(TERMS_VERSION_KEY, &version.to_be_bytes())?;
+            let capacity = self.recent().capacity();
+            *self.recent() = RecentIndex::new(capacity);
+            trees.flush()
+        })
     }
 
     /// Writes everything out, the term statistics included.

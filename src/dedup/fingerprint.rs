@@ -1,9 +1,10 @@
 //! Story fingerprints: what two reports of the same story have in common, as numbers.
 //!
 //! A title is normalised (NFKC, case folding, a site's prefix like 【独家】 or "Exclusive:" and
-//! suffix like " | 量子位" removed). Title and the lead of the body are cut into terms: Latin
-//! words (stopwords dropped, a plural "s" trimmed) and pairs of adjacent Chinese, Japanese or
-//! Korean characters. Two items are compared by the cosine similarity of their terms, each
+//! suffix like " | 量子位" removed), and its numbers and dates are written one way ("100 万",
+//! "1M" and "一百万" alike; see [`super::numbers`]). Title and the lead of the body are cut
+//! into terms: Latin words (stopwords dropped, stemmed: "predicts", "predicting" → "predict")
+//! and pairs of adjacent Chinese, Japanese or Korean characters. Two items are compared by the cosine similarity of their terms, each
 //! weighted by how often it occurs and by how rare it is among stored items (inverse document
 //! frequency from [`TermStats`]): a shared model or company name counts for much, a shared
 //! "发布" or "AI" for little, and a site's standard lead-in, which all its items carry, for
@@ -18,8 +19,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::numbers::canonical_numbers;
 use crate::text::{is_cjk, matching_form};
 
+/// The version of the way text is cut into terms. A store whose text index was built with
+/// another has it re-derived at start (`daemon::upgrade_text_index`). 2: numbers and dates
+/// in one form, English words stemmed.
+pub const TERMS_VERSION: u32 = 2;
 /// Terms kept of an item (the strongest by weight).
 pub const MAX_TERMS: usize = 64;
 /// Terms of an item that key it in the candidate index.
@@ -94,6 +100,8 @@ pub struct Fingerprint {
 pub struct Similarity {
     /// Weighted cosine similarity of the titles' terms.
     pub title: f32,
+    /// Weighted cosine similarity of the body leads' terms.
+    pub body: f32,
     /// Weighted cosine similarity of all terms (title and body lead).
     pub text: f32,
     /// Whether the titles swap a word or a number of one template.
@@ -201,19 +209,19 @@ impl TermStats {
 impl Fingerprint {
     /// Every term of the title and the body's lead; see [`Fingerprint::keep_strongest`].
     pub fn new(title: &str, body_text: &str) -> Fingerprint {
-        let cleaned = clean_title(title);
+        let cleaned = canonical_numbers(&clean_title(title));
         let title_terms = terms(&cleaned);
         let mut numbers: Vec<u32> = tokens(&cleaned)
             .into_iter()
             .filter_map(|t| match t {
-                Token::Word(w) if w.chars().all(|c| c.is_ascii_digit()) => Some(short(hash_str(w))),
+                Token::Word(w) if is_number(w) => Some(short(hash_str(w))),
                 _ => None,
             })
             .collect();
         numbers.sort_unstable();
         numbers.dedup();
         let lead: String = body_text.chars().take(BODY_CHARS).collect();
-        let lead = matching_form(&lead);
+        let lead = canonical_numbers(&matching_form(&lead));
         let body_terms = terms(&lead);
 
         let mut counts: std::collections::BTreeMap<u32, (u8, u8)> = Default::default();
@@ -247,14 +255,19 @@ impl Fingerprint {
         if self.terms.len() <= MAX_TERMS {
             return;
         }
-        let mut ranked = self.ranked(stats, MAX_TERMS);
+        let mut ranked = self.ranked(stats, MAX_TERMS, weight);
         ranked.sort_unstable_by_key(|t| t.hash);
         self.terms = ranked;
     }
 
     /// The `n` heaviest terms, heaviest first (ties by hash, so the choice is stable). Each
     /// term's weight is computed once.
-    fn ranked(&self, stats: &TermStats, n: usize) -> Vec<Term> {
+    fn ranked(
+        &self,
+        stats: &TermStats,
+        n: usize,
+        weight: fn(&Term, &TermStats) -> f32,
+    ) -> Vec<Term> {
         let mut weighted: Vec<(f32, Term)> =
             self.terms.iter().map(|t| (weight(t, stats), *t)).collect();
         let heavier =
@@ -269,7 +282,7 @@ impl Fingerprint {
 
     /// The index keys: the [`KEY_TERMS`] heaviest terms.
     pub fn key_terms(&self, stats: &TermStats) -> Vec<u32> {
-        self.ranked(stats, KEY_TERMS)
+        self.ranked(stats, KEY_TERMS, weight)
             .into_iter()
             .map(|t| t.hash)
             .collect()
@@ -362,6 +375,7 @@ impl Weighted<'_> {
         };
         Similarity {
             title,
+            body,
             text,
             conflict,
             score,
@@ -489,7 +503,8 @@ fn tokens(text: &str) -> Vec<Token<'_>> {
                 out.push(Token::Word(&text[s..i]));
             }
             out.push(Token::Cjk(c));
-        } else if c.is_alphanumeric() {
+        } else if c.is_alphanumeric() || c == '.' && word_start.is_some() && decimal_point(text, i)
+        {
             word_start.get_or_insert(i);
         } else if let Some(s) = word_start.take() {
             out.push(Token::Word(&text[s..i]));
@@ -499,6 +514,19 @@ fn tokens(text: &str) -> Vec<Token<'_>> {
         out.push(Token::Word(&text[s..]));
     }
     out
+}
+
+/// Whether the '.' at byte `i` stands between two digits ("27.1").
+fn decimal_point(text: &str, i: usize) -> bool {
+    let before = text[..i].chars().next_back();
+    let after = text[i + 1..].chars().next();
+    before.is_some_and(|c| c.is_ascii_digit()) && after.is_some_and(|c| c.is_ascii_digit())
+}
+
+/// Whether a word is a number in [`canonical_numbers`]'s form.
+fn is_number(word: &str) -> bool {
+    word.starts_with(|c: char| c.is_ascii_digit())
+        && word.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -517,7 +545,7 @@ fn terms(text: &str) -> Vec<u32> {
         match t {
             Token::Word(w) if STOPWORDS.contains(w) => {}
             Token::Word(w) if w.chars().count() == 1 && !w.chars().all(|c| c.is_ascii_digit()) => {}
-            Token::Word(w) => out.push(short(hash_str(singular(w)))),
+            Token::Word(w) => out.push(short(hash_str(&stem(w)))),
             Token::Cjk(c) => match toks.get(i + 1) {
                 Some(Token::Cjk(d)) => out.push(short(hash_pair(*c, *d))),
                 _ => {
@@ -532,11 +560,16 @@ fn terms(text: &str) -> Vec<u32> {
     out
 }
 
-/// "models" → "model"; short words and "ss" endings are left alone.
-fn singular(word: &str) -> &str {
-    match word.strip_suffix('s') {
-        Some(stem) if word.len() > 4 && !stem.ends_with('s') => stem,
-        _ => word,
+/// The English stem of a word of Latin letters ("predicts", "predicting" → "predict");
+/// other words as they are.
+fn stem(word: &str) -> std::borrow::Cow<'_, str> {
+    static ENGLISH: std::sync::LazyLock<rust_stemmers::Stemmer> = std::sync::LazyLock::new(|| {
+        rust_stemmers::Stemmer::create(rust_stemmers::Algorithm::English)
+    });
+    if word.bytes().all(|b| b.is_ascii_lowercase()) {
+        ENGLISH.stem(word)
+    } else {
+        std::borrow::Cow::Borrowed(word)
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod explain;
 pub mod fingerprint;
+mod numbers;
 
 use std::collections::HashMap;
 
@@ -565,6 +566,35 @@ pub(crate) fn item_fingerprint(item: &Item, stats: &TermStats) -> Fingerprint {
     );
     fingerprint.keep_strongest(stats);
     fingerprint
+}
+
+/// Term statistics counted afresh over `items` (the store's indexed items), for re-deriving
+/// the text index after the way text is cut into terms changed ([`fingerprint::TERMS_VERSION`]).
+pub fn recount_term_stats(store: &Store, items: &[ItemId]) -> Result<TermStats, StoreError> {
+    let mut stats = TermStats::default();
+    for id in items {
+        if let Some(item) = store.item(*id)? {
+            let body = body_text(item.summary_html.as_deref(), item.content_html.as_deref());
+            stats.add(&Fingerprint::new(&item.title, &body));
+        }
+    }
+    Ok(stats)
+}
+
+/// The fingerprints and index keys of `items` derived anew under `stats`, each naming the
+/// record it replaces; items no longer stored are left out.
+pub fn rederive_fingerprints(
+    store: &Store,
+    items: &[ItemId],
+    stats: &TermStats,
+) -> Result<Vec<IndexedFingerprint>, StoreError> {
+    let mut out = Vec::with_capacity(items.len());
+    for id in items {
+        if let Some(item) = store.item(*id)? {
+            out.push(refingerprint(store, &item, stats));
+        }
+    }
+    Ok(out)
 }
 
 /// Whether `story` already holds an item of `source`, stored or planned in this poll (whose

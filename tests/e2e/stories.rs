@@ -135,7 +135,7 @@ fn near_duplicate_detection_meets_its_precision_and_recall_on_held_out_pairs() {
     // the 0.90 target (many positives are rewrites that share few words, or need knowledge
     // such as AWS = Amazon); this floor guards the weighted-term measure against regressions.
     assert!(q.precision >= 0.98, "precision {:.3}", q.precision);
-    assert!(q.recall >= 0.55, "recall {:.3}", q.recall);
+    assert!(q.recall >= 0.65, "recall {:.3}", q.recall);
 }
 
 /// The sweep used to choose `dedup.threshold` on the tuning split:
