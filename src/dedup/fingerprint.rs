@@ -209,7 +209,8 @@ impl TermStats {
 impl Fingerprint {
     /// Every term of the title and the body's lead; see [`Fingerprint::keep_strongest`].
     pub fn new(title: &str, body_text: &str) -> Fingerprint {
-        let cleaned = canonical_numbers(&clean_title(title));
+        let cleaned = clean_title(title);
+        let cleaned = canonical_numbers(&cleaned);
         let title_terms = terms(&cleaned);
         let mut numbers: Vec<u32> = tokens(&cleaned)
             .into_iter()
@@ -221,7 +222,8 @@ impl Fingerprint {
         numbers.sort_unstable();
         numbers.dedup();
         let lead: String = body_text.chars().take(BODY_CHARS).collect();
-        let lead = canonical_numbers(&matching_form(&lead));
+        let lead = matching_form(&lead);
+        let lead = canonical_numbers(&lead);
         let body_terms = terms(&lead);
 
         let mut counts: std::collections::BTreeMap<u32, (u8, u8)> = Default::default();

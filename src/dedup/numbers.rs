@@ -44,25 +44,42 @@ const MONTHS: &[&str] = &[
 ];
 
 /// The text with every number and date it recognises in its one form. Words that merely
-/// contain digits ("gpt4", "k3", "top5") are left alone.
-pub fn canonical_numbers(text: &str) -> String {
+/// contain digits ("gpt4", "k3", "top5") are left alone. Text without a digit or a Chinese
+/// numeral is returned as it is.
+pub fn canonical_numbers(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(may_start_number) {
+        return std::borrow::Cow::Borrowed(text);
+    }
     let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len() + 16);
     let mut i = 0;
     while i < chars.len() {
+        let c = chars[i];
         let after_word = i > 0 && chars[i - 1].is_alphanumeric() && !is_cjk_char(chars[i - 1]);
-        if let Some((written, next)) = read_date(&chars, i, after_word) {
-            push_word(&mut out, &written);
-            i = next;
-        } else if let Some((number, next)) = read_number(&chars, i, after_word) {
-            push_word(&mut out, &number);
-            i = next;
+        let may_start = may_start_number(c) || c.is_ascii_alphabetic() && !after_word;
+        let found = if may_start {
+            read_date(&chars, i, after_word).or_else(|| read_number(&chars, i, after_word))
         } else {
-            out.push(chars[i]);
-            i += 1;
+            None
+        };
+        match found {
+            Some((written, next)) => {
+                push_word(&mut out, &written);
+                i = next;
+            }
+            None => {
+                out.push(c);
+                i += 1;
+            }
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
+}
+
+/// Whether a number can start with `c` (an English month name starts a date only before a
+/// day's digits, so text without these has nothing to rewrite).
+fn may_start_number(c: char) -> bool {
+    c.is_ascii_digit() || chinese_digit(c).is_some() || chinese_unit(c).is_some()
 }
 
 /// Appends `word` as a word of its own.
@@ -340,30 +357,25 @@ fn read_chinese_date(chars: &[char], i: usize) -> Option<(String, usize)> {
     }
 }
 
-/// The month whose name (or first three letters, "sept" too) is the word at `i`.
+/// The month whose name (or first three letters, "sept" too, with an optional period) is
+/// the word at `i`: (month, end).
 fn month_at(chars: &[char], i: usize) -> Option<(u32, usize)> {
     let len = chars[i..]
         .iter()
         .take_while(|c| c.is_ascii_alphabetic())
         .count();
-    if len < 3 {
+    if !(3..=9).contains(&len) {
         return None;
     }
-    let word: String = chars[i..i + len].iter().collect();
-    let word = word.strip_suffix('.').unwrap_or(&word);
-    MONTHS
-        .iter()
-        .position(|m| {
-            *m == word
-                || (word.len() == 3 && m.starts_with(word))
-                || word == "sept" && *m == "september"
-        })
-        .map(|m| {
-            (
-                m as u32 + 1,
-                i + len + usize::from(chars.get(i + len) == Some(&'.')),
-            )
-        })
+    let word = &chars[i..i + len];
+    let is = |name: &str| name.len() == len && name.chars().zip(word).all(|(a, b)| a == *b);
+    let month = MONTHS.iter().position(|m| {
+        is(m)
+            || len == 3 && m.chars().zip(word).all(|(a, b)| a == *b)
+            || *m == "september" && is("sept")
+    })?;
+    let end = i + len + usize::from(chars.get(i + len) == Some(&'.'));
+    Some((month as u32 + 1, end))
 }
 
 /// ", 2026" or " 2026" after a date: (year, end).
