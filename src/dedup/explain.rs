@@ -142,10 +142,9 @@ pub fn why(
         "similarity: titles {:.2}, title and lead {:.2}{}, score {:.2} (threshold {:.2}; titles below {MIN_TITLE_SIMILARITY:.2} never merge)",
         s.title,
         s.text,
-        if s.conflict {
-            ", halved: the titles swap a word or a number of one template"
-        } else {
-            ""
+        match s.conflict {
+            Some(conflict) => format!(", halved: {conflict}"),
+            None => String::new(),
         },
         s.score,
         config.threshold

@@ -135,7 +135,7 @@ fn near_duplicate_detection_meets_its_precision_and_recall_on_held_out_pairs() {
     // the 0.90 target (many positives are rewrites that share few words, or need knowledge
     // such as AWS = Amazon); this floor guards the weighted-term measure against regressions.
     assert!(q.precision >= 0.98, "precision {:.3}", q.precision);
-    assert!(q.recall >= 0.65, "recall {:.3}", q.recall);
+    assert!(q.recall >= 0.70, "recall {:.3}", q.recall);
 }
 
 /// The sweep used to choose `dedup.threshold` on the tuning split:
@@ -423,4 +423,38 @@ async fn reports_older_than_the_index_age_are_matched_by_link_only() {
     drop(store);
     let titles = crate::titles(&config, "ab");
     assert_eq!((qwen4(&titles), titles.len()), (1, 2), "{titles:?}");
+}
+
+/// Every pair's figures, tab-separated (id, split, language, label, title, lead and text
+/// similarity, conflict: 0 none, 1 numbers, 2 words, 3 name; key term shared, score), for
+/// studying the method: `cargo test --test e2e dump_features -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn dump_features() {
+    let all = pairs();
+    let stats = stats_of(&all);
+    for pair in &all {
+        let fingerprint = |side: &Side| {
+            let mut fp = Fingerprint::new(&side.title, &side.summary);
+            fp.keep_strongest(&stats);
+            fp
+        };
+        let (a, b) = (fingerprint(&pair.a), fingerprint(&pair.b));
+        let keys = a.key_terms(&stats);
+        let found = b.key_terms(&stats).iter().any(|x| keys.contains(x));
+        let s = a.similarity(&b, &stats);
+        println!(
+            "F\t{}\t{}\t{}\t{}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\t{:.3}",
+            pair.id,
+            pair.split,
+            pair.lang,
+            pair.same,
+            s.title,
+            s.body,
+            s.text,
+            s.conflict.map_or(0, |c| c as u8 + 1),
+            found as u8,
+            s.score
+        );
+    }
 }
