@@ -146,8 +146,8 @@ fn tune_threshold() {
     let all = pairs();
     let stats = stats_of(&all);
     let tune: Vec<&Pair> = all.iter().filter(|p| p.split == "tune").collect();
-    for step in 6..=20 {
-        let t = step as f32 * 0.05;
+    for step in 30..=100 {
+        let t = step as f32 * 0.01;
         let q = quality(&tune, &stats, t);
         println!(
             "threshold {t:.2}: precision {:.3} recall {:.3} (fp {}, fn {})",
