@@ -2,7 +2,7 @@
 //!
 //! A title is normalised (NFKC, case folding, a site's prefix like 【独家】 or "Exclusive:" and
 //! suffix like " | 量子位" removed), and its numbers and dates are written one way ("100 万",
-//! "1M" and "一百万" alike; see [`super::numbers`]). Title and the lead of the body are cut
+//! "1M" and "一百万" alike; see the `numbers` module). Title and the lead of the body are cut
 //! into terms: Latin words (stopwords dropped, stemmed: "predicts", "predicting" → "predict")
 //! and pairs of adjacent Chinese, Japanese or Korean characters. Two items are compared by the cosine similarity of their terms, each
 //! weighted by how often it occurs and by how rare it is among stored items (inverse document
