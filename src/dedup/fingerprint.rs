@@ -4,11 +4,11 @@
 //! suffix like " | 量子位" removed), and its numbers and dates are written one way ("100 万",
 //! "1M" and "一百万" alike; see the `numbers` module). Title and the lead of the body are cut
 //! into terms: Latin words (stopwords dropped, stemmed: "predicts", "predicting" → "predict")
-//! and pairs of adjacent Chinese, Japanese or Korean characters. Two items are compared by the cosine similarity of their terms, each
-//! weighted by how often it occurs and by how rare it is among stored items (inverse document
-//! frequency from [`TermStats`]): a shared model or company name counts for much, a shared
-//! "发布" or "AI" for little, and a site's standard lead-in, which all its items carry, for
-//! almost nothing. Titles that share a template but swap a word or a number (第十批/第十一批,
+//! and pairs of adjacent Chinese, Japanese or Korean characters. Two items are compared by
+//! the cosine similarity of their terms, each weighted by how often it occurs and by how rare
+//! it is among stored items (inverse document frequency from [`TermStats`]): a shared model or
+//! company name counts for much, a shared "发布" or "AI" for little, and a site's standard
+//! lead-in, which all its items carry, for almost nothing. Titles that share a template but swap a word or a number (第十批/第十一批,
 //! Loopwise/Tidewell with the rest alike, 11月5日/11月6日) have their score halved
 //! ([`Conflict`]), unless their leads agree (a repost that rewords its title).
 //!
