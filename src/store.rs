@@ -883,29 +883,11 @@ impl Store {
                     .text_index_from
                     .load(std::sync::atomic::Ordering::Relaxed),
             );
-        let indexed_now = |indexed: &&IndexedFingerprint| {
+        let indexed_now = |indexed: &IndexedFingerprint| {
             indexed.record.published.timestamp_micros() >= index_from
         };
         for chunk in plan.fingerprints.chunks(WRITE_CHUNK) {
-            let mut key_terms = sled::Batch::default();
-            let mut fingerprints = sled::Batch::default();
-            for indexed in chunk {
-                let id = indexed.id;
-                if let Some(old) = &indexed.replaces {
-                    for term in &old.keys {
-                        key_terms.remove(key_term_entry(*term, old.published, id, &old.source));
-                    }
-                    fingerprints.remove(&id.0);
-                }
-                if !indexed_now(&indexed) {
-                    continue;
-                }
-                for term in &indexed.record.keys {
-                    let (at, from) = (indexed.record.published, &indexed.record.source);
-                    key_terms.insert(key_term_entry(*term, at, id, from), &[]);
-                }
-                fingerprints.insert(&id.0, indexed.record.to_bytes());
-            }
+            let (key_terms, fingerprints) = text_index_writes(chunk, indexed_now);
             trees.key_terms.apply_batch(key_terms)?;
             trees.fingerprints.apply_batch(fingerprints)?;
         }
@@ -916,7 +898,7 @@ impl Store {
                 self.warm_recent(&mut recent)?;
             }
             for indexed in &plan.fingerprints {
-                if !indexed_now(&indexed) {
+                if !indexed_now(indexed) {
                     recent.remove(indexed.id);
                     continue;
                 }
@@ -1384,24 +1366,7 @@ impl Store {
     pub fn replace_fingerprints(&self, chunk: &[IndexedFingerprint]) -> Result<(), StoreError> {
         self.guarded(|| {
             let trees = self.trees()?;
-            let mut key_terms = sled::Batch::default();
-            let mut fingerprints = sled::Batch::default();
-            for indexed in chunk {
-                let id = indexed.id;
-                if let Some(old) = &indexed.replaces {
-                    for term in &old.keys {
-                        key_terms.remove(key_term_entry(*term, old.published, id, &old.source));
-                    }
-                }
-                let record = &indexed.record;
-                for term in &record.keys {
-                    key_terms.insert(
-                        key_term_entry(*term, record.published, id, &record.source),
-                        &[],
-                    );
-                }
-                fingerprints.insert(&id.0, record.to_bytes());
-            }
+            let (key_terms, fingerprints) = text_index_writes(chunk, |_| true);
             trees.key_terms.apply_batch(key_terms)?;
             trees.fingerprints.apply_batch(fingerprints)?;
             let mut recent = self.recent();
@@ -1665,6 +1630,37 @@ fn time_key(t: DateTime<Utc>, id: ItemId) -> Vec<u8> {
 }
 
 /// A key-term index entry: term, time, item, and a tag of the item's source.
+/// The writes that index `chunk`: each replaced record's key-term entries and fingerprint go,
+/// then each record that `indexed_now` accepts is indexed under its keys.
+fn text_index_writes(
+    chunk: &[IndexedFingerprint],
+    indexed_now: impl Fn(&IndexedFingerprint) -> bool,
+) -> (sled::Batch, sled::Batch) {
+    let mut key_terms = sled::Batch::default();
+    let mut fingerprints = sled::Batch::default();
+    for indexed in chunk {
+        let id = indexed.id;
+        if let Some(old) = &indexed.replaces {
+            for term in &old.keys {
+                key_terms.remove(key_term_entry(*term, old.published, id, &old.source));
+            }
+            fingerprints.remove(&id.0);
+        }
+        if !indexed_now(indexed) {
+            continue;
+        }
+        let record = &indexed.record;
+        for term in &record.keys {
+            key_terms.insert(
+                key_term_entry(*term, record.published, id, &record.source),
+                &[],
+            );
+        }
+        fingerprints.insert(&id.0, record.to_bytes());
+    }
+    (key_terms, fingerprints)
+}
+
 fn key_term_entry(term: u32, t: DateTime<Utc>, id: ItemId, source: &str) -> Vec<u8> {
     let mut key = key_term_key(term, t, id);
     key.extend_from_slice(&source_tag(source));
