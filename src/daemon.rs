@@ -324,7 +324,9 @@ impl Shared {
 /// from the one that built it ([`crate::dedup::fingerprint::TERMS_VERSION`]): the term
 /// statistics afresh from the indexed items, then each one's fingerprint and index keys
 /// under them, so that reports stored before an upgrade are still found by reports that
-/// arrive after it. Holds the ingest guard throughout; says in the log what it did. Returns
+/// arrive after it. Holds the ingest guard throughout; tells the service manager it is still
+/// starting after each slice (a big store takes longer than the start timeout) and says in
+/// the log what it did. Returns
 /// how many items were re-derived, or `None` when the index was current.
 pub fn upgrade_text_index(store: &Store) -> Result<Option<usize>, StoreError> {
     use crate::dedup::fingerprint::TERMS_VERSION;
@@ -334,9 +336,20 @@ pub fn upgrade_text_index(store: &Store) -> Result<Option<usize>, StoreError> {
     let started = std::time::Instant::now();
     let mut guard = store.ingest_guard();
     let items = store.text_indexed_items()?;
-    let stats = crate::dedup::recount_term_stats(store, &items)?;
+    let total = items.len();
+    let mut stats = crate::dedup::fingerprint::TermStats::default();
+    for (n, chunk) in items.chunks(REDERIVE_CHUNK).enumerate() {
+        crate::service::still_starting(&format!(
+            "upgrading the near-duplicate index: counting terms, {} of {total} items",
+            n * REDERIVE_CHUNK
+        ));
+        crate::dedup::count_terms(store, chunk, &mut stats)?;
+    }
     let mut rederived = 0;
     for chunk in items.chunks(REDERIVE_CHUNK) {
+        crate::service::still_starting(&format!(
+            "upgrading the near-duplicate index: {rederived} of {total} items re-derived"
+        ));
         let records = crate::dedup::rederive_fingerprints(store, chunk, &stats)?;
         rederived += records.len();
         store.replace_fingerprints(&records)?;

@@ -39,6 +39,20 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
+/// Start-up work that takes long is still going (a one-time upgrade of the store): the
+/// service manager's start timeout is pushed to [`STARTING_GRACE`] from now, with a status
+/// line saying how far it got, so that a big store is not killed half-way and started again.
+pub fn still_starting(status: &str) {
+    let grace = u32::try_from(STARTING_GRACE.as_micros()).unwrap_or(u32::MAX);
+    send(&[
+        NotifyState::ExtendTimeoutUsec(grace),
+        NotifyState::Status(status),
+    ]);
+}
+
+/// How long past each [`still_starting`] call the service manager waits for the next sign.
+pub const STARTING_GRACE: Duration = Duration::from_secs(60);
+
 /// A new status line, without a change of state.
 pub fn status(status: &str) {
     send(&[NotifyState::Status(status)]);
@@ -55,4 +69,42 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// The main loop is alive (`WATCHDOG=1`).
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long start-up says it is still going: the start timeout is extended and the status
+    /// says how far it got.
+    #[test]
+    fn still_starting_extends_the_start_timeout_with_a_status() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        // Other tests running meanwhile may notify this socket too: ours is found among them.
+        std::env::set_var("NOTIFY_SOCKET", &path);
+        still_starting("upgrading: 1024 of 5000 items");
+        std::env::remove_var("NOTIFY_SOCKET");
+        let mut buf = [0u8; 4096];
+        let mut seen = Vec::new();
+        loop {
+            let n = socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("{e}; seen {seen:?}"));
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if message
+                .lines()
+                .any(|l| l == "STATUS=upgrading: 1024 of 5000 items")
+            {
+                let lines: Vec<&str> = message.lines().collect();
+                assert!(lines.contains(&"EXTEND_TIMEOUT_USEC=60000000"), "{lines:?}");
+                break;
+            }
+            seen.push(message);
+        }
+    }
 }

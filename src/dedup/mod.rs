@@ -568,17 +568,20 @@ pub(crate) fn item_fingerprint(item: &Item, stats: &TermStats) -> Fingerprint {
     fingerprint
 }
 
-/// Term statistics counted afresh over `items` (the store's indexed items), for re-deriving
-/// the text index after the way text is cut into terms changed ([`fingerprint::TERMS_VERSION`]).
-pub fn recount_term_stats(store: &Store, items: &[ItemId]) -> Result<TermStats, StoreError> {
-    let mut stats = TermStats::default();
+/// Counts `items` (indexed items of the store) into `stats`, for re-deriving the text index
+/// after the way text is cut into terms changed ([`fingerprint::TERMS_VERSION`]).
+pub fn count_terms(
+    store: &Store,
+    items: &[ItemId],
+    stats: &mut TermStats,
+) -> Result<(), StoreError> {
     for id in items {
         if let Some(item) = store.item(*id)? {
             let body = body_text(item.summary_html.as_deref(), item.content_html.as_deref());
             stats.add(&Fingerprint::new(&item.title, &body));
         }
     }
-    Ok(stats)
+    Ok(())
 }
 
 /// The fingerprints and index keys of `items` derived anew under `stats`, each naming the
