@@ -326,8 +326,8 @@ impl Shared {
 /// under them, so that reports stored before an upgrade are still found by reports that
 /// arrive after it. Holds the ingest guard throughout; tells the service manager it is still
 /// starting after each slice (a big store takes longer than the start timeout) and says in
-/// the log what it did. Returns
-/// how many items were re-derived, or `None` when the index was current.
+/// the log what it did. Returns how many items were re-derived, or `None` when the index was
+/// current.
 pub fn upgrade_text_index(store: &Store) -> Result<Option<usize>, StoreError> {
     use crate::dedup::fingerprint::TERMS_VERSION;
     if store.terms_version()? == TERMS_VERSION {
@@ -337,6 +337,8 @@ pub fn upgrade_text_index(store: &Store) -> Result<Option<usize>, StoreError> {
     let mut guard = store.ingest_guard();
     let items = store.text_indexed_items()?;
     let total = items.len();
+    // Two passes over the items: every key depends on the finished statistics, and keeping
+    // each fingerprint between the passes would hold the whole index in memory.
     let mut stats = crate::dedup::fingerprint::TermStats::default();
     for (n, chunk) in items.chunks(REDERIVE_CHUNK).enumerate() {
         crate::service::still_starting(&format!(

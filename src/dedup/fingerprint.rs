@@ -8,9 +8,10 @@
 //! the cosine similarity of their terms, each weighted by how often it occurs and by how rare
 //! it is among stored items (inverse document frequency from [`TermStats`]): a shared model or
 //! company name counts for much, a shared "发布" or "AI" for little, and a site's standard
-//! lead-in, which all its items carry, for almost nothing. Titles that share a template but swap a word or a number (第十批/第十一批,
-//! Loopwise/Tidewell with the rest alike, 11月5日/11月6日) have their score halved
-//! ([`Conflict`]), unless their leads agree (a repost that rewords its title).
+//! lead-in, which all its items carry, for almost nothing. Titles that share a template but
+//! swap a word or a number (第十批/第十一批, Loopwise/Tidewell with the rest alike,
+//! 11月5日/11月6日) have their score halved ([`Conflict`]), unless their leads agree (a
+//! repost that rewords its title).
 //!
 //! A fingerprint keeps its [`MAX_TERMS`] strongest terms; its [`KEY_TERMS`] strongest are its
 //! index keys, so a new item is compared with the items that share a rare term, never with
@@ -288,19 +289,14 @@ impl Fingerprint {
         if self.terms.len() <= MAX_TERMS {
             return;
         }
-        let mut ranked = self.ranked(stats, MAX_TERMS, weight);
+        let mut ranked = self.ranked(stats, MAX_TERMS);
         ranked.sort_unstable_by_key(|t| t.hash);
         self.terms = ranked;
     }
 
     /// The `n` heaviest terms, heaviest first (ties by hash, so the choice is stable). Each
     /// term's weight is computed once.
-    fn ranked(
-        &self,
-        stats: &TermStats,
-        n: usize,
-        weight: fn(&Term, &TermStats) -> f32,
-    ) -> Vec<Term> {
+    fn ranked(&self, stats: &TermStats, n: usize) -> Vec<Term> {
         let mut weighted: Vec<(f32, Term)> =
             self.terms.iter().map(|t| (weight(t, stats), *t)).collect();
         let heavier =
@@ -315,7 +311,7 @@ impl Fingerprint {
 
     /// The index keys: the [`KEY_TERMS`] heaviest terms.
     pub fn key_terms(&self, stats: &TermStats) -> Vec<u32> {
-        self.ranked(stats, KEY_TERMS, weight)
+        self.ranked(stats, KEY_TERMS)
             .into_iter()
             .map(|t| t.hash)
             .collect()

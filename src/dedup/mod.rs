@@ -560,12 +560,17 @@ fn refingerprint(store: &Store, item: &Item, stats: &TermStats) -> IndexedFinger
 
 /// The fingerprint of a stored item, as indexing it would compute it.
 pub(crate) fn item_fingerprint(item: &Item, stats: &TermStats) -> Fingerprint {
-    let mut fingerprint = Fingerprint::new(
-        &item.title,
-        &body_text(item.summary_html.as_deref(), item.content_html.as_deref()),
-    );
+    let mut fingerprint = every_term_of(item);
     fingerprint.keep_strongest(stats);
     fingerprint
+}
+
+/// A stored item's fingerprint with every term (before [`Fingerprint::keep_strongest`]).
+fn every_term_of(item: &Item) -> Fingerprint {
+    Fingerprint::new(
+        &item.title,
+        &body_text(item.summary_html.as_deref(), item.content_html.as_deref()),
+    )
 }
 
 /// Counts `items` (indexed items of the store) into `stats`, for re-deriving the text index
@@ -577,8 +582,7 @@ pub fn count_terms(
 ) -> Result<(), StoreError> {
     for id in items {
         if let Some(item) = store.item(*id)? {
-            let body = body_text(item.summary_html.as_deref(), item.content_html.as_deref());
-            stats.add(&Fingerprint::new(&item.title, &body));
+            stats.add(&every_term_of(&item));
         }
     }
     Ok(())

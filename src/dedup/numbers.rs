@@ -5,6 +5,8 @@
 //!
 //! Works on text in matching form (NFKC, case-folded). Pure functions only.
 
+use crate::text::is_cjk;
+
 /// Multipliers written after a number, longest first: (word, power of ten).
 const CJK_MULTIPLIERS: &[(&str, u32)] = &[
     ("万亿", 12),
@@ -55,7 +57,7 @@ pub fn canonical_numbers(text: &str) -> std::borrow::Cow<'_, str> {
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        let after_word = i > 0 && chars[i - 1].is_alphanumeric() && !is_cjk_char(chars[i - 1]);
+        let after_word = i > 0 && chars[i - 1].is_alphanumeric() && !is_cjk(chars[i - 1]);
         let may_start = may_start_number(c) || c.is_ascii_alphabetic() && !after_word;
         let found = if may_start {
             read_date(&chars, i, after_word).or_else(|| read_number(&chars, i, after_word))
@@ -89,10 +91,6 @@ fn push_word(out: &mut String, word: &str) {
     }
     out.push_str(word);
     out.push(' ');
-}
-
-fn is_cjk_char(c: char) -> bool {
-    crate::text::is_cjk(c)
 }
 
 /// A number at `i`: Arabic digits (with thousands commas and a decimal point) and a
