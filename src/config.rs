@@ -20,6 +20,7 @@ use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::dedup::meaning::MeaningModel;
 use crate::dedup::DedupConfig;
 use url::Url;
 
@@ -372,6 +373,8 @@ struct RawDedup {
     window: Option<Spanned<String>>,
     memory_items: Option<usize>,
     index_age: Option<Spanned<String>>,
+    model: Option<Spanned<String>>,
+    meaning_threshold: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -431,7 +434,7 @@ fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
         ),
     };
     let poll = validate_poll(raw.poll, report);
-    let dedup = validate_dedup(raw.dedup, report);
+    let dedup = validate_dedup(raw.dedup, path.parent().unwrap_or(Path::new(".")), report);
     let log_level = match raw.log.level {
         Some(level) => {
             let text = level.get_ref().trim().to_owned();
@@ -589,8 +592,31 @@ fn validate_poll(raw: RawPoll, report: &mut Reporter<'_>) -> PollConfig {
     }
 }
 
-fn validate_dedup(raw: RawDedup, report: &mut Reporter<'_>) -> DedupConfig {
+fn validate_dedup(raw: RawDedup, config_dir: &Path, report: &mut Reporter<'_>) -> DedupConfig {
     let defaults = DedupConfig::default();
+    let meaning_threshold = match raw.meaning_threshold {
+        Some(t) if !(0.0..=1.0).contains(t.get_ref()) || *t.get_ref() == 0.0 => {
+            report.at(
+                t.span(),
+                "dedup.meaning_threshold must be above 0 and at most 1".to_owned(),
+            );
+            defaults.meaning_threshold
+        }
+        Some(t) => *t.get_ref() as f32,
+        None => defaults.meaning_threshold,
+    };
+    // A model that cannot be loaded is a config error: the daemon keeps its running config
+    // on reload, and refuses to start with it.
+    let model = raw.model.and_then(|m| {
+        let path = config_dir.join(m.get_ref().trim());
+        match MeaningModel::load(&path) {
+            Ok(model) => Some(model),
+            Err(e) => {
+                report.at(m.span(), format!("dedup.model {}: {e}", path.display()));
+                None
+            }
+        }
+    });
     let threshold = match raw.threshold {
         Some(t) if !(0.0..=1.0).contains(t.get_ref()) || *t.get_ref() == 0.0 => {
             report.at(
@@ -625,6 +651,8 @@ fn validate_dedup(raw: RawDedup, report: &mut Reporter<'_>) -> DedupConfig {
         window,
         memory_items: raw.memory_items.unwrap_or(defaults.memory_items),
         index_age,
+        model,
+        meaning_threshold,
     }
 }
 

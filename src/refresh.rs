@@ -98,7 +98,7 @@ impl SourceCtx {
             configured_url: source.url.clone(),
             schedule: source.schedule.clone(),
             timing: Timing::from(&config.poll),
-            dedup: config.dedup,
+            dedup: config.dedup.clone(),
         }
     }
 }

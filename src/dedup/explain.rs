@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::fingerprint::{Fingerprint, MIN_TITLE_SIMILARITY};
-use super::{item_fingerprint, DedupConfig, MergeKind, StoryLink};
+use super::fingerprint::{Conflict, Fingerprint, MIN_TITLE_SIMILARITY};
+use super::{item_fingerprint, item_meaning, DedupConfig, MergeKind, StoryLink};
 use crate::model::{Item, ItemId};
 use crate::store::{Store, StoreError};
 
@@ -134,7 +134,9 @@ pub fn why(
             "{who} is not in the text index (published more than dedup.index_age = {} ago, it is matched by link only); its fingerprint is computed from the stored item",
             humantime::format_duration(config.index_age)
         ));
-        Ok(item_fingerprint(item, &stats))
+        let mut fingerprint = item_fingerprint(item, &stats);
+        fingerprint.meaning = item_meaning(config.model.as_ref(), item);
+        Ok(fingerprint)
     };
     let (fa, fb) = (fingerprint_of(a)?, fingerprint_of(b)?);
     let s = fa.similarity(&fb, &stats);
@@ -149,6 +151,23 @@ pub fn why(
         s.score,
         config.threshold
     ));
+    lines.push(match (s.meaning, &config.model) {
+        (Some(m), _) => format!(
+            "meaning: {m:.3} (dedup.meaning_threshold {:.4}){}",
+            config.meaning_threshold,
+            if m < config.meaning_threshold {
+                ": below"
+            } else if s.conflict == Some(Conflict::Numbers) {
+                ": reached, but the titles disagree on a number"
+            } else {
+                ": reached, enough on its own"
+            }
+        ),
+        (None, None) => "meaning: not compared (no dedup.model)".to_owned(),
+        (None, Some(_)) => {
+            "meaning: not compared (an item was indexed before dedup.model was set)".to_owned()
+        }
+    });
     let keys_a = fa.key_terms(&stats);
     let shared = fb
         .key_terms(&stats)

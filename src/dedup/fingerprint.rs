@@ -21,6 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::meaning::Meaning;
 use super::numbers::canonical_numbers;
 use crate::text::{is_cjk, matching_form};
 
@@ -33,7 +34,7 @@ pub const MAX_TERMS: usize = 64;
 /// Terms of an item that key it in the candidate index.
 pub const KEY_TERMS: usize = 6;
 /// Characters of body text that count (the lead, where reposts agree most).
-const BODY_CHARS: usize = 600;
+pub(crate) const BODY_CHARS: usize = 600;
 /// Below this title similarity two items never merge, whatever their bodies share: a common
 /// boilerplate paragraph must not make unrelated stories one.
 pub const MIN_TITLE_SIMILARITY: f32 = 0.1;
@@ -101,6 +102,8 @@ pub struct Fingerprint {
     pub numbers: Vec<u32>,
     /// Title and body terms, sorted by hash; at most [`MAX_TERMS`] once trimmed.
     pub terms: Vec<Term>,
+    /// What the title and lead mean, when `dedup.model` is set (see [`super::meaning`]).
+    pub meaning: Option<Meaning>,
 }
 
 /// Why two titles look like one template told of two stories; such a pair has its score
@@ -140,6 +143,20 @@ pub struct Similarity {
     pub conflict: Option<Conflict>,
     /// The combined score compared with `dedup.threshold`.
     pub score: f32,
+    /// Cosine similarity of the two items' meanings, when both have one.
+    pub meaning: Option<f32>,
+}
+
+impl Similarity {
+    /// Whether the two items are one story: their words agree (`score` reaches `threshold`),
+    /// or their meanings agree (reaching `meaning_threshold`) and the titles do not disagree
+    /// on a number. A swapped word or name does not veto meaning: the model reads the whole
+    /// title and lead, so a different product or company already lowers it.
+    pub fn same_story(&self, threshold: f32, meaning_threshold: f32) -> bool {
+        self.score >= threshold
+            || (self.meaning.is_some_and(|m| m >= meaning_threshold)
+                && self.conflict != Some(Conflict::Numbers))
+    }
 }
 
 /// How common each term is among the items seen: a count-min sketch of document frequencies
@@ -273,6 +290,7 @@ impl Fingerprint {
         Fingerprint {
             title,
             numbers,
+            meaning: None,
             terms: counts
                 .into_iter()
                 .map(|(hash, (in_title, in_body))| Term {
@@ -408,12 +426,17 @@ impl Weighted<'_> {
         } else {
             text
         };
+        let meaning = match (&a.meaning, &b.meaning) {
+            (Some(x), Some(y)) => Some(x.cosine(y)),
+            _ => None,
+        };
         Similarity {
             title,
             body,
             text,
             conflict,
             score,
+            meaning,
         }
     }
 

@@ -16,6 +16,7 @@
 
 pub mod explain;
 pub mod fingerprint;
+pub mod meaning;
 mod numbers;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::model::{Entry, Item, ItemId};
 use crate::store::{Store, StoreError, Stored};
 use crate::text::html_to_text;
 use fingerprint::{Fingerprint, Similarity, Term, TermStats};
+use meaning::{Meaning, MeaningModel};
 
 /// Query parameters that only track where a click came from.
 const TRACKING_PARAMS: &[&str] = &[
@@ -102,7 +104,7 @@ pub struct UrlClaim {
 }
 
 /// The settings of `[dedup]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DedupConfig {
     /// Whether items of different sources with similar text are merged (same-URL merging is
     /// always on).
@@ -116,10 +118,17 @@ pub struct DedupConfig {
     /// Items published longer ago than this are matched by link only: their text is not
     /// indexed, and the index entries of items that reach this age are dropped.
     pub index_age: std::time::Duration,
+    /// The sentence model (`dedup.model`), if one is configured.
+    pub model: Option<MeaningModel>,
+    /// The cosine of two items' meanings at or above which they are one story (unless their
+    /// titles disagree on a number).
+    pub meaning_threshold: f32,
 }
 
 /// Default `dedup.threshold`, tuned on tests/fixtures/stories.
 pub const DEFAULT_THRESHOLD: f32 = 0.50;
+/// Default `dedup.meaning_threshold`, tuned on tests/fixtures/stories with e5-small.
+pub const DEFAULT_MEANING_THRESHOLD: f32 = 0.965;
 /// Default `dedup.memory_items`: about 60 MB at the most.
 pub const DEFAULT_MEMORY_ITEMS: usize = 50_000;
 /// Default `dedup.window`.
@@ -148,6 +157,8 @@ impl Default for DedupConfig {
             window: DEFAULT_WINDOW,
             memory_items: DEFAULT_MEMORY_ITEMS,
             index_age: DEFAULT_INDEX_AGE,
+            model: None,
+            meaning_threshold: DEFAULT_MEANING_THRESHOLD,
         }
     }
 }
@@ -192,6 +203,10 @@ impl FingerprintRecord {
             out.push(t.in_body);
         }
         put_hashes(&mut out, &self.keys);
+        let meaning = fp.meaning.as_ref().map_or(&[][..], |m| &m.0[..]);
+        let n = meaning.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        out.extend(meaning[..n].iter().map(|v| *v as u8));
         out
     }
 
@@ -208,7 +223,7 @@ impl FingerprintRecord {
             Some(head)
         };
         let version = take(1)?[0];
-        if version != 1 && version != RECORD_VERSION {
+        if !(1..=RECORD_VERSION).contains(&version) {
             return None;
         }
         let micros = i64::from_le_bytes(take(8)?.try_into().ok()?);
@@ -235,11 +250,12 @@ impl FingerprintRecord {
                         title,
                         numbers,
                         terms: Vec::new(),
+                        meaning: None,
                     },
                     Vec::new(),
                 )
             }
-            RECORD_VERSION => {
+            _ => {
                 let titles = take(1)?[0] as usize;
                 let title = hashes(take(4 * titles)?);
                 let count = take(1)?[0] as usize;
@@ -255,16 +271,25 @@ impl FingerprintRecord {
                     .collect();
                 let count = take(1)?[0] as usize;
                 let keys = hashes(take(4 * count)?);
+                // Version 3 adds the meaning (a u16 length, then the bytes).
+                let meaning = if version >= 3 {
+                    let n = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+                    Some(take(n)?.iter().map(|b| *b as i8).collect::<Vec<i8>>())
+                        .filter(|m| !m.is_empty())
+                        .map(Meaning)
+                } else {
+                    None
+                };
                 (
                     Fingerprint {
                         title,
                         numbers,
                         terms,
+                        meaning,
                     },
                     keys,
                 )
             }
-            _ => return None,
         };
         Some(FingerprintRecord {
             source,
@@ -275,8 +300,8 @@ impl FingerprintRecord {
     }
 }
 
-/// The version of [`FingerprintRecord::to_bytes`]'s form.
-const RECORD_VERSION: u8 = 2;
+/// The version of [`FingerprintRecord::to_bytes`]'s form (2 had no meaning; 1 had no terms).
+const RECORD_VERSION: u8 = 3;
 
 /// An item's fingerprint to index; for an edited item, the record it replaces.
 #[derive(Debug)]
@@ -388,8 +413,9 @@ pub fn best_match(
             continue;
         }
         let similarity = weighted.similarity(&record.fingerprint.weigh(stats), stats);
-        if similarity.score >= config.threshold
-            && best.is_none_or(|(_, b)| similarity.score > b.score)
+        let strength = |s: &Similarity| (s.score, s.meaning.unwrap_or(0.0));
+        if similarity.same_story(config.threshold, config.meaning_threshold)
+            && best.is_none_or(|(_, b)| strength(&similarity) > strength(&b))
         {
             best = Some((candidate, similarity));
         }
@@ -442,7 +468,9 @@ pub fn plan(
             Stored::Changed(old) => {
                 let old = *old;
                 let item = updated_item(&old, entry, canonical.clone(), hash, now);
-                plan.fingerprints.push(refingerprint(store, &item, stats));
+                let mut indexed = refingerprint(store, &item, stats);
+                indexed.record.fingerprint.meaning = item_meaning(dedup.model.as_ref(), &item);
+                plan.fingerprints.push(indexed);
                 plan.writes.push(ItemWrite {
                     item,
                     previous: Some(old),
@@ -495,10 +523,9 @@ pub fn plan(
             }
         }
         let published = entry.published.unwrap_or(now);
-        let mut fingerprint = Fingerprint::new(
-            &entry.title,
-            &body_text(entry.summary_html.as_deref(), entry.content_html.as_deref()),
-        );
+        let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
+        let mut fingerprint = Fingerprint::new(&entry.title, &body);
+        fingerprint.meaning = meaning_of(dedup.model.as_ref(), &entry.title, &body);
         stats.add(&fingerprint);
         fingerprint.keep_strongest(stats);
         let keys = fingerprint.key_terms(stats);
@@ -540,10 +567,27 @@ pub fn plan(
     Ok(plan)
 }
 
-/// The fingerprint of an edited item, replacing the stored one (whose index keys go). Its
-/// terms are not counted again in the statistics, and its story does not change.
+/// The meaning of an item's title and lead, if a model is configured.
+fn meaning_of(model: Option<&MeaningModel>, title: &str, body: &str) -> Option<Meaning> {
+    let lead: String = body.chars().take(fingerprint::BODY_CHARS).collect();
+    model.map(|m| m.meaning_of(title, &lead))
+}
+
+/// [`meaning_of`] a stored item.
+pub(crate) fn item_meaning(model: Option<&MeaningModel>, item: &Item) -> Option<Meaning> {
+    let body = body_text(item.summary_html.as_deref(), item.content_html.as_deref());
+    meaning_of(model, &item.title, &body)
+}
+
+/// The fingerprint of a stored item, replacing the stored one (whose index keys go). Its
+/// terms are not counted again in the statistics, and its story does not change. Its meaning
+/// is the stored one: the caller sets a new one when the text changed.
 fn refingerprint(store: &Store, item: &Item, stats: &TermStats) -> IndexedFingerprint {
-    let fingerprint = item_fingerprint(item, stats);
+    let replaces = store.fingerprint(item.id).ok().flatten();
+    let mut fingerprint = item_fingerprint(item, stats);
+    fingerprint.meaning = replaces
+        .as_ref()
+        .and_then(|r| r.fingerprint.meaning.clone());
     let keys = fingerprint.key_terms(stats);
     IndexedFingerprint {
         id: item.id,
@@ -554,7 +598,7 @@ fn refingerprint(store: &Store, item: &Item, stats: &TermStats) -> IndexedFinger
             keys,
         },
         // Unreadable or missing: nothing to remove.
-        replaces: store.fingerprint(item.id).ok().flatten(),
+        replaces,
     }
 }
 
