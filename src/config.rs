@@ -1025,6 +1025,37 @@ mod tests {
     }
 
     #[test]
+    fn a_dedup_model_that_cannot_be_loaded_is_a_located_config_error() {
+        let source = "[[source]]\nname = \"a\"\nurl = \"https://example.com/feed\"\n";
+        let c = parse(Path::new("t.toml"), source).unwrap();
+        assert!(c.dedup.model.is_none());
+        assert_eq!(
+            c.dedup.meaning_threshold,
+            crate::dedup::DEFAULT_MEANING_THRESHOLD
+        );
+        let e = errors(&format!("[dedup]\nmodel = \"no-such-model.bin\"\n{source}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "t.toml:2:9: dedup.model no-such-model.bin: cannot read the model file"
+            ),
+            "{e:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("page.html"), "<html>404</html>").unwrap();
+        let e = match parse(
+            &dir.path().join("t.toml"),
+            &format!("[dedup]\nmodel = \"page.html\"\n{source}"),
+        ) {
+            Ok(_) => panic!("an HTML page is no model"),
+            Err(e) => e.0[0].to_string(),
+        };
+        assert!(e.contains("not an E5S1 model file"), "{e}");
+        let e = errors(&format!("[dedup]\nmeaning_threshold = 1.5\n{source}"));
+        assert!(e.len() == 1 && e[0].contains("meaning_threshold"), "{e:?}");
+    }
+
+    #[test]
     fn dedup_index_age_defaults_to_30_days_and_reaches_at_least_the_window() {
         let source = "[[source]]\nname = \"a\"\nurl = \"https://example.com/feed\"\n";
         let c = parse(Path::new("t.toml"), source).unwrap();

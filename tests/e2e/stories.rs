@@ -275,6 +275,11 @@ fn feed_dated(items: &[(&str, &str, &str)], date: &str) -> String {
 /// Writes bg.xml: every item of the labelled set whose text mentions none of `avoid`, as one
 /// source's feed. Returns how many items it has.
 fn write_background(dir: &std::path::Path, avoid: &[&str]) -> usize {
+    write_background_of(dir, avoid, usize::MAX)
+}
+
+/// [`write_background`] with at most `limit` items.
+fn write_background_of(dir: &std::path::Path, avoid: &[&str], limit: usize) -> usize {
     let items: Vec<(String, String, String)> = pairs()
         .iter()
         .flat_map(|p| [&p.a, &p.b])
@@ -283,6 +288,7 @@ fn write_background(dir: &std::path::Path, avoid: &[&str]) -> usize {
                 .iter()
                 .any(|w| s.title.contains(w) || s.summary.contains(w))
         })
+        .take(limit)
         .enumerate()
         .map(|(i, s)| {
             (
@@ -541,6 +547,85 @@ fn dump_features() {
             found as u8,
             s.score,
             s.meaning.unwrap_or(0.0)
+        );
+    }
+}
+
+/// Through the daemon's pipeline: a report reworded so that it shares few words with the
+/// first joins it when `dedup.model` is set, and stays apart without; another story of the
+/// same company stays apart either way. `feedmux why` gives the meaning.
+#[tokio::test]
+async fn a_reworded_report_is_shown_once_with_the_sentence_model() {
+    let model = meaning_model();
+    let write = |dir: &std::path::Path| {
+        std::fs::write(
+            dir.join("a.xml"),
+            feed_of(&[
+                ("Loomstack lays off 200 in its AI research division", "Loomstack is laying off about 200 employees in its AI research group as part of a reorganisation, according to an internal memo seen by reporters.", "https://a.example/layoffs"),
+                ("Loomstack opens an engineering office in Singapore", "Loomstack will open an engineering office in Singapore next year, its first in Asia, the company said.", "https://a.example/singapore"),
+            ]),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("b.xml"),
+            feed_of(&[(
+                "Loomstack cuts AI research jobs",
+                "Loomstack is cutting around 200 jobs in its AI research group in a reorganisation, according to a memo sent to staff.",
+                "https://b.example/1",
+            )]),
+        )
+        .unwrap();
+        // Fewer items of other news than elsewhere: each is embedded, about 50 ms apiece.
+        write_background_of(dir, &["Loomstack"], 160);
+    };
+    let tables = format!(
+        "{}{}{}[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n",
+        crate::source("background", "file:bg.xml"),
+        crate::source("a", "file:a.xml"),
+        crate::source("b", "file:b.xml")
+    );
+    let layoffs = |titles: &[String]| titles.iter().filter(|t| t.contains("research")).count();
+    for with_model in [false, true] {
+        let dir = crate::tempdir();
+        write(dir.path());
+        let dedup = if with_model {
+            format!(
+                "\n[dedup]\nmodel = {:?}\n",
+                model.path().display().to_string()
+            )
+        } else {
+            String::new()
+        };
+        let config = crate::config(dir.path(), &format!("{tables}{dedup}"));
+        assert_eq!(config.dedup.model.is_some(), with_model);
+        for name in ["background", "a", "b"] {
+            crate::poll(&config, &[name]).await;
+        }
+        let titles = crate::titles(&config, "ab");
+        assert!(titles.iter().any(|t| t.contains("Singapore")), "{titles:?}");
+        if !with_model {
+            assert_eq!(
+                layoffs(&titles),
+                2,
+                "words alone keep them apart: {titles:?}"
+            );
+            continue;
+        }
+        let store = feedmux::store::Store::open(&config.storage.path).unwrap();
+        let report_of = |source: &str| {
+            let items = store.source_items(source, 10).unwrap();
+            items
+                .into_iter()
+                .find(|i| i.title.contains("research"))
+                .unwrap()
+        };
+        let (a, b) = (report_of("a"), report_of("b"));
+        let why = feedmux::dedup::explain::why(&store, &a, &b, &config.dedup).unwrap();
+        assert!(
+            why.iter()
+                .any(|l| l.starts_with("meaning: ") && l.ends_with("enough on its own"))
+                && why.last().is_some_and(|l| l == "verdict: one story"),
+            "{why:?}"
         );
     }
 }
