@@ -418,11 +418,13 @@ pub fn ingest(
         now,
     )?;
     let entries = parsed.entries.len();
+    let meanings = dedup::meanings(store, &ctx.name, &parsed.entries, &ctx.dedup)?;
     let mut term_stats = store.ingest_guard();
-    let plan = dedup::plan(
+    let plan = dedup::plan_with_meanings(
         store,
         &ctx.name,
         parsed.entries,
+        meanings,
         now,
         &ctx.dedup,
         &mut term_stats,

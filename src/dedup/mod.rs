@@ -423,6 +423,37 @@ pub fn best_match(
     Ok(best)
 }
 
+/// Meanings of the entries that are new or changed in the store, by item id: the slow part of
+/// planning (about 50 ms an entry), computed before [`Store::ingest_guard`] is taken so that
+/// other sources' polls are not held up meanwhile. Empty without `dedup.model`.
+pub fn meanings(
+    store: &Store,
+    source: &str,
+    entries: &[Entry],
+    dedup: &DedupConfig,
+) -> Result<HashMap<ItemId, Meaning>, StoreError> {
+    let mut out = HashMap::new();
+    let Some(model) = dedup.model.as_ref() else {
+        return Ok(out);
+    };
+    for entry in entries {
+        let id = item_id(source, &guid_of(entry));
+        if out.contains_key(&id)
+            || matches!(
+                store.stored_version(id, content_hash(entry))?,
+                Stored::Unchanged
+            )
+        {
+            continue;
+        }
+        let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
+        if let Some(meaning) = meaning_of(Some(model), &entry.title, &body) {
+            out.insert(id, meaning);
+        }
+    }
+    Ok(out)
+}
+
 /// Decides what `entries` of `source` change in the store. New items' terms are counted in
 /// `stats` as they are planned.
 pub fn plan(
@@ -433,6 +464,25 @@ pub fn plan(
     dedup: &DedupConfig,
     stats: &mut TermStats,
 ) -> Result<IngestPlan, StoreError> {
+    plan_with_meanings(store, source, entries, HashMap::new(), now, dedup, stats)
+}
+
+/// [`plan`] with the entries' [`meanings`] computed beforehand; an entry missing from them
+/// (none were computed, or the store changed since) gets its meaning here.
+pub fn plan_with_meanings(
+    store: &Store,
+    source: &str,
+    entries: Vec<Entry>,
+    mut meanings: HashMap<ItemId, Meaning>,
+    now: DateTime<Utc>,
+    dedup: &DedupConfig,
+    stats: &mut TermStats,
+) -> Result<IngestPlan, StoreError> {
+    let mut meaning_for = |id: ItemId, title: &str, body: &str| {
+        meanings
+            .remove(&id)
+            .or_else(|| meaning_of(dedup.model.as_ref(), title, body))
+    };
     let mut plan = IngestPlan {
         index_from: dedup.index_from(now),
         ..IngestPlan::default()
@@ -469,7 +519,8 @@ pub fn plan(
                 let old = *old;
                 let item = updated_item(&old, entry, canonical.clone(), hash, now);
                 let mut indexed = refingerprint(store, &item, stats);
-                indexed.record.fingerprint.meaning = item_meaning(dedup.model.as_ref(), &item);
+                let body = body_text(item.summary_html.as_deref(), item.content_html.as_deref());
+                indexed.record.fingerprint.meaning = meaning_for(id, &item.title, &body);
                 plan.fingerprints.push(indexed);
                 plan.writes.push(ItemWrite {
                     item,
@@ -525,7 +576,7 @@ pub fn plan(
         let published = entry.published.unwrap_or(now);
         let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
         let mut fingerprint = Fingerprint::new(&entry.title, &body);
-        fingerprint.meaning = meaning_of(dedup.model.as_ref(), &entry.title, &body);
+        fingerprint.meaning = meaning_for(id, &entry.title, &body);
         stats.add(&fingerprint);
         fingerprint.keep_strongest(stats);
         let keys = fingerprint.key_terms(stats);

@@ -629,3 +629,57 @@ async fn a_reworded_report_is_shown_once_with_the_sentence_model() {
         );
     }
 }
+
+/// Meanings are computed before the ingest lock, for new and edited entries only: a second
+/// poll of the same feed computes none, an edit computes one.
+#[test]
+fn meanings_are_computed_only_for_new_and_edited_entries() {
+    let dir = crate::tempdir();
+    let store = feedmux::store::Store::open(&dir.path().join("store")).unwrap();
+    let dedup = feedmux::dedup::DedupConfig {
+        model: Some(meaning_model()),
+        ..Default::default()
+    };
+    let entry = |guid: &str, title: &str| feedmux::model::Entry {
+        guid: Some(guid.to_owned()),
+        title: title.to_owned(),
+        summary_html: Some(format!("<p>{title}, the company said.</p>")),
+        ..Default::default()
+    };
+    let first = vec![
+        entry("1", "Loomstack opens an office in Singapore"),
+        entry("2", "Loomstack hires a new chief scientist"),
+    ];
+    let meanings = feedmux::dedup::meanings(&store, "a", &first, &dedup).unwrap();
+    assert_eq!(meanings.len(), 2);
+    let now = chrono::Utc::now();
+    let mut stats = store.ingest_guard();
+    let plan = feedmux::dedup::plan_with_meanings(
+        &store,
+        "a",
+        first.clone(),
+        meanings,
+        now,
+        &dedup,
+        &mut stats,
+    )
+    .unwrap();
+    assert!(plan.fingerprints.iter().all(|f| f
+        .record
+        .fingerprint
+        .meaning
+        .as_ref()
+        .is_some_and(|m| m.0.len() == 384)));
+    store
+        .apply_poll("a", &plan, &[], &[], &Default::default(), stats)
+        .unwrap();
+    assert!(feedmux::dedup::meanings(&store, "a", &first, &dedup)
+        .unwrap()
+        .is_empty());
+    let edited = vec![
+        entry("1", "Loomstack opens an office in Singapore"),
+        entry("2", "Loomstack names a new chief scientist"),
+    ];
+    let again = feedmux::dedup::meanings(&store, "a", &edited, &dedup).unwrap();
+    assert_eq!(again.len(), 1);
+}
