@@ -432,13 +432,14 @@ pub fn meanings(
     entries: &[Entry],
     dedup: &DedupConfig,
 ) -> Result<HashMap<ItemId, Meaning>, StoreError> {
-    let mut out = HashMap::new();
     let Some(model) = dedup.model.as_ref() else {
-        return Ok(out);
+        return Ok(HashMap::new());
     };
+    let mut wanted: Vec<(ItemId, &str, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for entry in entries {
         let id = item_id(source, &guid_of(entry));
-        if out.contains_key(&id)
+        if !seen.insert(id)
             || matches!(
                 store.stored_version(id, content_hash(entry))?,
                 Stored::Unchanged
@@ -447,11 +448,33 @@ pub fn meanings(
             continue;
         }
         let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
-        if let Some(meaning) = meaning_of(Some(model), &entry.title, &body) {
-            out.insert(id, meaning);
-        }
+        wanted.push((id, &entry.title, body));
     }
-    Ok(out)
+    // Every core takes a share: a first poll can bring a hundred new entries.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, wanted.len().max(1));
+    let share = wanted.len().div_ceil(threads).max(1);
+    let embed = |part: &[(ItemId, &str, String)]| -> Vec<(ItemId, Meaning)> {
+        part.iter()
+            .filter_map(|(id, title, body)| Some((*id, meaning_of(Some(model), title, body)?)))
+            .collect()
+    };
+    Ok(std::thread::scope(|scope| {
+        let workers: Vec<_> = wanted
+            .chunks(share)
+            .skip(1)
+            .map(|part| scope.spawn(move || embed(part)))
+            .collect();
+        let mut out: HashMap<ItemId, Meaning> = embed(wanted.chunks(share).next().unwrap_or(&[]))
+            .into_iter()
+            .collect();
+        for worker in workers {
+            // A worker that panicked leaves its entries to be embedded while planning.
+            out.extend(worker.join().unwrap_or_default());
+        }
+        out
+    }))
 }
 
 /// Decides what `entries` of `source` change in the store. New items' terms are counted in
