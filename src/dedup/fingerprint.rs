@@ -427,7 +427,7 @@ impl Weighted<'_> {
             text
         };
         let meaning = match (&a.meaning, &b.meaning) {
-            (Some(x), Some(y)) => Some(x.cosine(y)),
+            (Some(x), Some(y)) => x.cosine(y),
             _ => None,
         };
         Similarity {

@@ -21,6 +21,8 @@ pub const MAX_TOKENS: usize = 160;
 #[derive(Clone)]
 pub struct MeaningModel {
     path: PathBuf,
+    /// Names the model file's contents, so that meanings of two models are never compared.
+    tag: u32,
     model: Arc<feedmux_meaning::Model>,
 }
 
@@ -55,9 +57,11 @@ impl MeaningModel {
                 return Ok(model.clone());
             }
         }
+        let bytes = std::fs::read(path).map_err(feedmux_meaning::LoadError::Io)?;
         let model = MeaningModel {
             path: path.to_owned(),
-            model: Arc::new(feedmux_meaning::Model::load(path)?),
+            tag: xxhash_rust::xxh3::xxh3_64(&bytes) as u32,
+            model: Arc::new(feedmux_meaning::Model::from_bytes(&bytes)?),
         };
         *loaded = Some((path.to_owned(), modified, model.clone()));
         Ok(model)
@@ -67,6 +71,11 @@ impl MeaningModel {
         &self.path
     }
 
+    /// What names this model's meanings ([`Meaning::model`]).
+    pub fn tag(&self) -> u32 {
+        self.tag
+    }
+
     /// The meaning of an item's cleaned title and body lead.
     pub fn meaning_of(&self, title: &str, lead: &str) -> Meaning {
         let text = if lead.is_empty() {
@@ -74,42 +83,49 @@ impl MeaningModel {
         } else {
             format!("{title}. {lead}")
         };
-        Meaning::from_unit(&self.model.embed(&text, MAX_TOKENS))
+        Meaning::from_unit(self.tag, &self.model.embed(&text, MAX_TOKENS))
     }
 }
 
 /// A unit vector rounded to bytes (its largest component becomes ±127): 384 bytes for e5-small.
 /// The rounding moves a cosine by well under 0.001.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meaning(pub Vec<i8>);
+pub struct Meaning {
+    /// The tag of the model that computed it ([`MeaningModel::tag`]).
+    pub model: u32,
+    pub values: Vec<i8>,
+}
 
 impl Meaning {
-    fn from_unit(v: &[f32]) -> Meaning {
+    fn from_unit(model: u32, v: &[f32]) -> Meaning {
         let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let scale = if max > 0.0 { 127.0 / max } else { 0.0 };
-        Meaning(
-            v.iter()
+        Meaning {
+            model,
+            values: v
+                .iter()
                 .map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8)
                 .collect(),
-        )
+        }
     }
 
-    /// Cosine similarity; 0 when the lengths differ (vectors of two different models).
-    pub fn cosine(&self, other: &Meaning) -> f32 {
-        if self.0.len() != other.0.len() || self.0.is_empty() {
-            return 0.0;
+    /// Cosine similarity; `None` for meanings of two different models, which say nothing
+    /// about each other (after `dedup.model` names another file).
+    pub fn cosine(&self, other: &Meaning) -> Option<f32> {
+        if self.model != other.model || self.values.len() != other.values.len() {
+            return None;
         }
         let (mut dot, mut na, mut nb) = (0i64, 0i64, 0i64);
-        for (a, b) in self.0.iter().zip(&other.0) {
+        for (a, b) in self.values.iter().zip(&other.values) {
             let (a, b) = (i64::from(*a), i64::from(*b));
             dot += a * b;
             na += a * a;
             nb += b * b;
         }
         if na == 0 || nb == 0 {
-            return 0.0;
+            return Some(0.0);
         }
-        (dot as f64 / ((na as f64).sqrt() * (nb as f64).sqrt())) as f32
+        Some((dot as f64 / ((na as f64).sqrt() * (nb as f64).sqrt())) as f32)
     }
 }
 
@@ -129,11 +145,18 @@ mod tests {
         };
         let (a, b) = (unit(&a), unit(&b));
         let exact: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        let rounded = Meaning::from_unit(&a).cosine(&Meaning::from_unit(&b));
+        let rounded = Meaning::from_unit(7, &a)
+            .cosine(&Meaning::from_unit(7, &b))
+            .unwrap();
         assert!((exact - rounded).abs() < 0.001, "{exact} vs {rounded}");
-        assert!((Meaning::from_unit(&a).cosine(&Meaning::from_unit(&a)) - 1.0).abs() < 1e-6);
-        assert_eq!(Meaning(vec![1, 2]).cosine(&Meaning(vec![1, 2, 3])), 0.0);
-        assert_eq!(Meaning::default().cosine(&Meaning::default()), 0.0);
+        let same = Meaning::from_unit(7, &a).cosine(&Meaning::from_unit(7, &a));
+        assert!((same.unwrap() - 1.0).abs() < 1e-6);
+        // Another model's meaning is not compared at all.
+        assert_eq!(
+            Meaning::from_unit(8, &a).cosine(&Meaning::from_unit(7, &a)),
+            None
+        );
+        assert_eq!(Meaning::default().cosine(&Meaning::default()), Some(0.0));
     }
 
     #[test]

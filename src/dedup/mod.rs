@@ -203,10 +203,16 @@ impl FingerprintRecord {
             out.push(t.in_body);
         }
         put_hashes(&mut out, &self.keys);
-        let meaning = fp.meaning.as_ref().map_or(&[][..], |m| &m.0[..]);
-        let n = meaning.len().min(u16::MAX as usize);
+        let (model, values) = fp
+            .meaning
+            .as_ref()
+            .map_or((0, &[][..]), |m| (m.model, &m.values[..]));
+        let n = values.len().min(u16::MAX as usize);
         out.extend_from_slice(&(n as u16).to_le_bytes());
-        out.extend(meaning[..n].iter().map(|v| *v as u8));
+        if n > 0 {
+            out.extend_from_slice(&model.to_le_bytes());
+            out.extend(values[..n].iter().map(|v| *v as u8));
+        }
         out
     }
 
@@ -271,12 +277,17 @@ impl FingerprintRecord {
                     .collect();
                 let count = take(1)?[0] as usize;
                 let keys = hashes(take(4 * count)?);
-                // Version 3 adds the meaning (a u16 length, then the bytes).
-                let meaning = if version >= 3 {
-                    let n = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
-                    Some(take(n)?.iter().map(|b| *b as i8).collect::<Vec<i8>>())
-                        .filter(|m| !m.is_empty())
-                        .map(Meaning)
+                // Version 3 adds the meaning: a u16 length, then (if not 0) the model's tag
+                // and the bytes.
+                let n = if version >= 3 {
+                    u16::from_le_bytes(take(2)?.try_into().ok()?) as usize
+                } else {
+                    0
+                };
+                let meaning = if n > 0 {
+                    let model = u32::from_le_bytes(take(4)?.try_into().ok()?);
+                    let values = take(n)?.iter().map(|b| *b as i8).collect();
+                    Some(Meaning { model, values })
                 } else {
                     None
                 };
@@ -948,12 +959,40 @@ mod record_tests {
         };
         let bytes = record.to_bytes();
         assert!(bytes.len() < 200, "{} bytes", bytes.len());
-        assert_eq!(FingerprintRecord::from_bytes(&bytes), Some(record));
+        assert_eq!(FingerprintRecord::from_bytes(&bytes), Some(record.clone()));
         assert_eq!(
             FingerprintRecord::from_bytes(&bytes[..bytes.len() - 1]),
             None
         );
         assert_eq!(FingerprintRecord::from_bytes(b"{\"json\": 1}"), None);
+
+        // With a meaning: its model's tag and bytes come back; cut short, the record is refused.
+        let mut with = record.clone();
+        with.fingerprint.meaning = Some(Meaning {
+            model: 0xABCD_0123,
+            values: (0..384).map(|i| ((i % 255) - 127) as i8).collect(),
+        });
+        let bytes = with.to_bytes();
+        assert_eq!(FingerprintRecord::from_bytes(&bytes), Some(with));
+        assert_eq!(
+            FingerprintRecord::from_bytes(&bytes[..bytes.len() - 1]),
+            None
+        );
+    }
+
+    #[test]
+    fn records_of_version_2_still_read_without_a_meaning() {
+        let record = FingerprintRecord {
+            source: "qbitai".into(),
+            published: DateTime::<Utc>::from_timestamp_micros(1_790_000_000_123_456).unwrap(),
+            fingerprint: Fingerprint::new("智谱发布 GLM-6 大模型", "智谱今天发布 GLM-6。"),
+            keys: vec![7],
+        };
+        // Version 2 is version 3 without the meaning's length at the end.
+        let mut v2 = record.to_bytes();
+        v2[0] = 2;
+        v2.truncate(v2.len() - 2);
+        assert_eq!(FingerprintRecord::from_bytes(&v2), Some(record));
     }
 
     #[test]

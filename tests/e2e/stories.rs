@@ -669,7 +669,7 @@ fn meanings_are_computed_only_for_new_and_edited_entries() {
         .fingerprint
         .meaning
         .as_ref()
-        .is_some_and(|m| m.0.len() == 384)));
+        .is_some_and(|m| m.values.len() == 384)));
     store
         .apply_poll("a", &plan, &[], &[], &Default::default(), stats)
         .unwrap();
