@@ -368,6 +368,59 @@ pub fn upgrade_text_index(store: &Store) -> Result<Option<usize>, StoreError> {
 /// Items re-derived per write by [`upgrade_text_index`].
 const REDERIVE_CHUNK: usize = 1024;
 
+/// Gives the indexed items of the last `dedup.window` this model's meaning when they have
+/// none or another model's: after `dedup.model` is first set or names another file. Runs
+/// beside polling (a poll that edits one of the items meanwhile wins); returns how many
+/// items it gave a meaning.
+pub fn backfill_meanings(
+    store: &Store,
+    dedup: &crate::dedup::DedupConfig,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    if dedup.model.is_none() {
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    let mut added = 0;
+    for chunk in store.text_indexed_items()?.chunks(BACKFILL_CHUNK) {
+        let records = crate::dedup::meanings_to_add(store, chunk, dedup, now)?;
+        if records.is_empty() {
+            continue;
+        }
+        let _guard = store.ingest_guard();
+        let unchanged: Vec<_> = records
+            .into_iter()
+            .filter(|r| store.fingerprint(r.id).ok().flatten() == r.replaces)
+            .collect();
+        store.replace_fingerprints(&unchanged)?;
+        added += unchanged.len();
+    }
+    if added > 0 {
+        info!(
+            items = added,
+            took_ms = started.elapsed().as_millis() as u64,
+            "gave the items of the last dedup.window a meaning with dedup.model"
+        );
+    }
+    Ok(added)
+}
+
+/// Items looked at per write by [`backfill_meanings`].
+const BACKFILL_CHUNK: usize = 256;
+
+/// [`backfill_meanings`] on a blocking thread, its error logged: the daemon serves and polls
+/// meanwhile.
+fn spawn_backfill(store: Store, dedup: crate::dedup::DedupConfig, now: DateTime<Utc>) {
+    if dedup.model.is_none() {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = backfill_meanings(&store, &dedup, now) {
+            warn!(error = %e, "could not give recent items a meaning: they are matched by their words");
+        }
+    });
+}
+
 /// Makes the store's output-feed indexes match the config: feeds whose selection rules
 /// changed (or that are new) are rebuilt, feeds that left the config are dropped.
 pub fn sync_feed_indexes(store: &Store, config: &Config) -> Result<(), StoreError> {
@@ -496,6 +549,11 @@ pub async fn run_with_clock(
     service::ready(&serving_status(&shared.config(), addr));
     let compressing = shared.publisher.clone();
     tokio::task::spawn_blocking(move || compressing.compress_all());
+    spawn_backfill(
+        shared.pipeline.store.clone(),
+        shared.config().dedup.clone(),
+        shared.clock.clock().now(),
+    );
 
     let (file_changed, mut file_changes) = mpsc::channel(1);
     let _watch = match watcher::config_file(&shared.config().path, file_changed) {
@@ -928,6 +986,9 @@ async fn reload(shared: &Arc<Shared>) -> Option<Arc<Config>> {
     let store = shared.pipeline.store.clone();
     if new.dedup.memory_items != current.dedup.memory_items {
         store.keep_recent_in_memory(new.dedup.memory_items);
+    }
+    if new.dedup.model != current.dedup.model {
+        spawn_backfill(store.clone(), new.dedup.clone(), shared.clock.clock().now());
     }
     let publisher = shared.publisher.clone();
     let new = Arc::new(new);

@@ -461,31 +461,88 @@ pub fn meanings(
         let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
         wanted.push((id, &entry.title, body));
     }
-    // Every core takes a share: a first poll can bring a hundred new entries.
+    Ok(embed_on_every_core(model, &wanted).into_iter().collect())
+}
+
+/// The meanings of `(id, title, body)` texts, every core taking a share (a first poll can
+/// bring a hundred new entries). A text whose worker failed is left out (planning embeds it).
+fn embed_on_every_core(
+    model: &MeaningModel,
+    texts: &[(ItemId, &str, String)],
+) -> Vec<(ItemId, Meaning)> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, wanted.len().max(1));
-    let share = wanted.len().div_ceil(threads).max(1);
+        .clamp(1, texts.len().max(1));
+    let share = texts.len().div_ceil(threads).max(1);
     let embed = |part: &[(ItemId, &str, String)]| -> Vec<(ItemId, Meaning)> {
         part.iter()
             .filter_map(|(id, title, body)| Some((*id, meaning_of(Some(model), title, body)?)))
             .collect()
     };
-    Ok(std::thread::scope(|scope| {
-        let workers: Vec<_> = wanted
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = texts
             .chunks(share)
             .skip(1)
             .map(|part| scope.spawn(move || embed(part)))
             .collect();
-        let mut out: HashMap<ItemId, Meaning> = embed(wanted.chunks(share).next().unwrap_or(&[]))
-            .into_iter()
-            .collect();
+        let mut out = embed(texts.chunks(share).next().unwrap_or(&[]));
         for worker in workers {
-            // A worker that panicked leaves its entries to be embedded while planning.
             out.extend(worker.join().unwrap_or_default());
         }
         out
-    }))
+    })
+}
+
+/// For indexed `items` published within `dedup.window` of `now` whose stored meaning is
+/// missing or another model's (the model was just configured or changed): their records with
+/// this model's meaning, each naming the record it replaces. Stories formed so far can then
+/// be joined by meaning at once, not only by reports that arrive a window later.
+pub fn meanings_to_add(
+    store: &Store,
+    items: &[ItemId],
+    dedup: &DedupConfig,
+    now: DateTime<Utc>,
+) -> Result<Vec<IndexedFingerprint>, StoreError> {
+    let Some(model) = dedup.model.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let window = chrono::Duration::from_std(dedup.window).unwrap_or(chrono::Duration::MAX);
+    let since = now
+        .checked_sub_signed(window)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let mut records = HashMap::new();
+    let mut texts = Vec::new();
+    for id in items {
+        let Some(record) = store.fingerprint(*id)? else {
+            continue;
+        };
+        let current = record.fingerprint.meaning.as_ref().map(|m| m.model);
+        if record.published < since || current == Some(model.tag()) {
+            continue;
+        }
+        if let Some(item) = store.item(*id)? {
+            let body = body_text(item.summary_html.as_deref(), item.content_html.as_deref());
+            texts.push((*id, item.title, body));
+            records.insert(*id, record);
+        }
+    }
+    let borrowed: Vec<(ItemId, &str, String)> = texts
+        .iter()
+        .map(|(id, title, body)| (*id, title.as_str(), body.clone()))
+        .collect();
+    Ok(embed_on_every_core(model, &borrowed)
+        .into_iter()
+        .filter_map(|(id, meaning)| {
+            let old = records.remove(&id)?;
+            let mut record = old.clone();
+            record.fingerprint.meaning = Some(meaning);
+            Some(IndexedFingerprint {
+                id,
+                record,
+                replaces: Some(old),
+            })
+        })
+        .collect())
 }
 
 /// Decides what `entries` of `source` change in the store. New items' terms are counted in

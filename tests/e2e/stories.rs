@@ -683,3 +683,69 @@ fn meanings_are_computed_only_for_new_and_edited_entries() {
     let again = feedmux::dedup::meanings(&store, "a", &edited, &dedup).unwrap();
     assert_eq!(again.len(), 1);
 }
+
+/// Setting `dedup.model` on a store that already holds the first report: the daemon gives the
+/// items of the last window a meaning, so the reworded report that arrives next joins it; a
+/// second pass finds nothing to do.
+#[tokio::test]
+async fn items_stored_before_the_model_was_set_get_a_meaning() {
+    let model = meaning_model();
+    let dir = crate::tempdir();
+    std::fs::write(
+        dir.path().join("a.xml"),
+        feed_of(&[(
+            "Loomstack lays off 200 in its AI research division",
+            "Loomstack is laying off about 200 employees in its AI research group as part of a reorganisation, according to an internal memo seen by reporters.",
+            "https://a.example/layoffs",
+        )]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.xml"),
+        feed_of(&[(
+            "Loomstack cuts AI research jobs",
+            "Loomstack is cutting around 200 jobs in its AI research group in a reorganisation, according to a memo sent to staff.",
+            "https://b.example/1",
+        )]),
+    )
+    .unwrap();
+    write_background_of(dir.path(), &["Loomstack"], 160);
+    let tables = format!(
+        "{}{}{}[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n",
+        crate::source("background", "file:bg.xml"),
+        crate::source("a", "file:a.xml"),
+        crate::source("b", "file:b.xml")
+    );
+    let words = crate::config(dir.path(), &tables);
+    crate::poll(&words, &["background"]).await;
+    crate::poll(&words, &["a"]).await;
+
+    let meant = crate::config(
+        dir.path(),
+        &format!(
+            "{tables}\n[dedup]\nmodel = {:?}\n",
+            model.path().display().to_string()
+        ),
+    );
+    {
+        let store = feedmux::store::Store::open(&meant.storage.path).unwrap();
+        let now = chrono::Utc::now();
+        let added = feedmux::daemon::backfill_meanings(&store, &meant.dedup, now).unwrap();
+        assert!(added >= 1, "{added}");
+        let a = store.source_items("a", 1).unwrap().remove(0);
+        let meaning = store
+            .fingerprint(a.id)
+            .unwrap()
+            .unwrap()
+            .fingerprint
+            .meaning;
+        assert_eq!(meaning.map(|m| m.model), Some(model.tag()));
+        assert_eq!(
+            feedmux::daemon::backfill_meanings(&store, &meant.dedup, now).unwrap(),
+            0
+        );
+    }
+    crate::poll(&meant, &["b"]).await;
+    let titles = crate::titles(&meant, "ab");
+    assert_eq!(titles.len(), 1, "{titles:?}");
+}
