@@ -1073,6 +1073,36 @@ impl Store {
     /// Items of sources other than `source` keyed by any of `terms`, published within
     /// `window` of `published`, each with how many of `terms` key it; at most `per_term` for
     /// each term, the latest first. A prolific source's own items never fill the quota.
+    /// Calls `visit` with the record of each item of another source than `source` published
+    /// within `window` of `published`, newest first, at most `limit` of them, from the recent
+    /// index in memory only (items before its covered time, or all with `dedup.memory_items =
+    /// 0`, are not visited). For looking by meaning, which has no index key to follow.
+    pub fn visit_recent(
+        &self,
+        published: DateTime<Utc>,
+        window: std::time::Duration,
+        source: &str,
+        limit: usize,
+        mut visit: impl FnMut(ItemId, &FingerprintRecord),
+    ) -> Result<(), StoreError> {
+        let mut recent = self.recent();
+        recent.set_window(window);
+        if !recent.is_warm() {
+            self.warm_recent(&mut recent)?;
+        }
+        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let newest = published.checked_add_signed(window).unwrap_or(published);
+        let oldest = published.checked_sub_signed(window).unwrap_or(published);
+        for (id, record) in recent
+            .published_within(oldest.timestamp_micros(), newest.timestamp_micros())
+            .filter(|(_, r)| r.source != source)
+            .take(limit)
+        {
+            visit(id, record);
+        }
+        Ok(())
+    }
+
     pub fn candidates(
         &self,
         terms: &[u32],

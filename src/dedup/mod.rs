@@ -128,7 +128,7 @@ pub struct DedupConfig {
 /// Default `dedup.threshold`, tuned on tests/fixtures/stories.
 pub const DEFAULT_THRESHOLD: f32 = 0.50;
 /// Default `dedup.meaning_threshold`, tuned on tests/fixtures/stories with e5-small.
-pub const DEFAULT_MEANING_THRESHOLD: f32 = 0.965;
+pub const DEFAULT_MEANING_THRESHOLD: f32 = 0.9675;
 /// Default `dedup.memory_items`: about 60 MB at the most.
 pub const DEFAULT_MEMORY_ITEMS: usize = 50_000;
 /// Default `dedup.window`.
@@ -139,6 +139,11 @@ pub const DEFAULT_INDEX_AGE: std::time::Duration = std::time::Duration::from_sec
 const CANDIDATES_PER_TERM: usize = 32;
 /// Candidates scored for a new item at most (those sharing most key terms).
 const MAX_CANDIDATES: usize = 32;
+/// Recent items of the window whose meanings a new item's is compared with, at most (newest
+/// first): about 2 ms.
+const MEANING_SCAN: usize = 20_000;
+/// Candidates found by meaning alone that are scored, at most (the closest).
+const MEANING_CANDIDATES: usize = 8;
 
 impl DedupConfig {
     /// The publication time before which items are not in the text index at `now`.
@@ -407,6 +412,33 @@ pub fn best_match(
     // Those sharing most key terms first; a stable sort keeps the nearest in time first.
     candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
     candidates.truncate(MAX_CANDIDATES);
+    // Reports that share no rare term ("递表" / "递交上市申请", a name in another script) are
+    // found by meaning: the recent items of the window, whose meanings are compared directly.
+    if let Some(meaning) = &fingerprint.meaning {
+        let mut close: Vec<(ItemId, f32)> = Vec::new();
+        store.visit_recent(
+            published,
+            config.window,
+            source,
+            MEANING_SCAN,
+            |id, record| {
+                let cosine = record
+                    .fingerprint
+                    .meaning
+                    .as_ref()
+                    .and_then(|m| meaning.cosine(m));
+                if let Some(c) = cosine.filter(|c| *c >= config.meaning_threshold) {
+                    close.push((id, c));
+                }
+            },
+        )?;
+        close.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (id, _) in close.into_iter().take(MEANING_CANDIDATES) {
+            if !candidates.iter().any(|(c, _)| *c == id) {
+                candidates.push((id, 0));
+            }
+        }
+    }
     let weighted = fingerprint.weigh(stats);
     let mut best: Option<(ItemId, Similarity)> = None;
     for (candidate, _) in candidates {

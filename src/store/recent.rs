@@ -171,6 +171,25 @@ impl RecentIndex {
         }
     }
 
+    /// The records of items published within `from..=to` (microseconds, and not before the
+    /// covered time), newest first.
+    pub fn published_within(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> impl Iterator<Item = (ItemId, &Arc<FingerprintRecord>)> {
+        let from = from.max(self.covered_from);
+        let range = if from <= to {
+            Some((from, ItemId([0; 16]))..=(to, ItemId([0xFF; 16])))
+        } else {
+            None
+        };
+        range
+            .into_iter()
+            .flat_map(move |r| self.by_time.range(r).rev())
+            .filter_map(|(_, id)| Some((*id, self.records.get(id)?)))
+    }
+
     /// The entries of `term` published within `from..=to` (microseconds, and not before the
     /// covered time), newest first.
     pub fn postings(&self, term: u32, from: i64, to: i64) -> impl Iterator<Item = &Posting> {
