@@ -3,7 +3,10 @@
 //! measured in the same run: the candidate lookup and scoring alone, and a whole ingest of
 //! new items (plan, dedup, write, flush; no parsing). `cargo bench --bench dedup` (index size
 //! from `FEEDMUX_BENCH_INDEX`, default 200,000; 1,000,000 takes a minute or two to fill;
-//! `FEEDMUX_BENCH_SPAN_HOURS=8760` spreads the items over a year instead of the window).
+//! `FEEDMUX_BENCH_SPAN_HOURS=8760` spreads the items over a year instead of the window;
+//! `FEEDMUX_BENCH_MEANINGS=1` gives every item and probe a meaning, as `dedup.model` would,
+//! random and so never close: the lookup then also scans the recent items' meanings in full,
+//! its worst case).
 
 use std::time::{Duration, Instant};
 
@@ -40,9 +43,20 @@ impl Rng {
     }
 }
 
+/// Whether fingerprints get a (random) meaning: `FEEDMUX_BENCH_MEANINGS=1`.
+fn with_meanings() -> bool {
+    std::env::var("FEEDMUX_BENCH_MEANINGS").is_ok_and(|v| v == "1")
+}
+
 /// A fingerprint as planning makes it: counted in the statistics, trimmed, keyed.
 fn planned(rng: &mut Rng, stats: &mut TermStats) -> (Fingerprint, Vec<u32>) {
     let mut fp = Fingerprint::new(&rng.words(8), &rng.words(30));
+    if with_meanings() {
+        fp.meaning = Some(feedmux::dedup::meaning::Meaning {
+            model: 1,
+            values: (0..384).map(|_| rng.next() as i8).collect(),
+        });
+    }
     stats.add(&fp);
     fp.keep_strongest(stats);
     let keys = fp.key_terms(stats);

@@ -115,18 +115,22 @@ impl Meaning {
         if self.model != other.model || self.values.len() != other.values.len() {
             return None;
         }
-        let (mut dot, mut na, mut nb) = (0i64, 0i64, 0i64);
-        for (a, b) in self.values.iter().zip(&other.values) {
-            let (a, b) = (i64::from(*a), i64::from(*b));
-            dot += a * b;
-            na += a * a;
-            nb += b * b;
-        }
+        let (a, b) = (&self.values, &other.values);
+        let (dot, na, nb) = (dot_i8(a, b), dot_i8(a, a), dot_i8(b, b));
         if na == 0 || nb == 0 {
             return Some(0.0);
         }
-        Some((dot as f64 / ((na as f64).sqrt() * (nb as f64).sqrt())) as f32)
+        Some((f64::from(dot) / (f64::from(na).sqrt() * f64::from(nb).sqrt())) as f32)
     }
+}
+
+/// Dot product of two byte vectors. A vector of up to 130,000 bytes cannot overflow (127² a
+/// component); the compiler vectorises this form.
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| i32::from(*x) * i32::from(*y))
+        .fold(0i32, i32::wrapping_add)
 }
 
 #[cfg(test)]
