@@ -525,12 +525,14 @@ fn stories(config: &Config, since: std::time::Duration) -> anyhow::Result<()> {
             let how = match link {
                 None => "first".to_owned(),
                 Some(l) => format!(
-                    "{} {:.2}",
+                    "{} {:.2}{}",
                     match l.kind {
                         feedmux::dedup::MergeKind::Url => "same URL",
                         feedmux::dedup::MergeKind::Text => "similar",
                     },
-                    l.score
+                    l.score,
+                    l.meaning
+                        .map_or(String::new(), |m| format!(" meaning {m:.3}"))
                 ),
             };
             println!(

@@ -96,13 +96,15 @@ pub fn why(
                 match link {
                     None => lines.push(format!("{who} leads the story group")),
                     Some(l) => lines.push(format!(
-                        "{who} joined the group by {} with {} (score {:.2})",
+                        "{who} joined the group by {} with {} (score {:.2}{})",
                         match l.kind {
                             MergeKind::Url => "the same canonical URL",
                             MergeKind::Text => "similar text",
                         },
                         l.with,
-                        l.score
+                        l.score,
+                        l.meaning
+                            .map_or(String::new(), |m| format!(", meaning {m:.3}"))
                     )),
                 }
             }
@@ -174,11 +176,14 @@ pub fn why(
         .iter()
         .filter(|x| keys_a.contains(x))
         .count();
+    let close_in_meaning = s.meaning.is_some_and(|m| m >= config.meaning_threshold);
     lines.push(format!(
         "key terms shared: {shared} of {} ({})",
         keys_a.len(),
         if shared > 0 {
             "they are compared"
+        } else if close_in_meaning {
+            "they are compared by meaning, among the recent items held in memory"
         } else {
             "they are never compared"
         }

@@ -342,7 +342,11 @@ pub enum MergeKind {
 pub struct StoryLink {
     pub kind: MergeKind,
     pub with: ItemId,
+    /// The word score (1 for a URL).
     pub score: f32,
+    /// How close the two meanings were, when both items had one (`dedup.model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meaning: Option<f32>,
 }
 
 /// The writes one poll makes.
@@ -689,6 +693,7 @@ pub fn plan_with_meanings(
                             kind: MergeKind::Url,
                             with: claim.item,
                             score: 1.0,
+                            meaning: None,
                         });
                         plan.merged += 1;
                     }
@@ -714,6 +719,7 @@ pub fn plan_with_meanings(
                         kind: MergeKind::Text,
                         with,
                         score: similarity.score,
+                        meaning: similarity.meaning,
                     });
                     plan.merged_text += 1;
                 }

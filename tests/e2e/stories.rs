@@ -627,6 +627,12 @@ async fn a_reworded_report_is_shown_once_with_the_sentence_model() {
         let why = feedmux::dedup::explain::why(&store, &a, &b, &config.dedup).unwrap();
         assert!(
             why.iter()
+                .any(|l| l.contains("joined the group by similar text")
+                    && l.contains(", meaning 0.9")),
+            "{why:#?}"
+        );
+        assert!(
+            why.iter()
                 .any(|l| l.starts_with("meaning: ") && l.ends_with("enough on its own"))
                 && why.last().is_some_and(|l| l == "verdict: one story"),
             "{why:?}"

@@ -179,7 +179,10 @@ fn read_tokenizer(r: &mut Reader<'_>, vocab: usize) -> Result<Tokenizer, LoadErr
         bytes: r.take(map_len, "normalisation map")?,
         at: 0,
     };
-    let mut normalise: HashMap<char, Box<[char]>> = HashMap::with_capacity(entries);
+    // Each entry takes at least 5 bytes: a count beyond that is a damaged file, not a reason
+    // to reserve memory.
+    let mut normalise: HashMap<char, Box<[char]>> =
+        HashMap::with_capacity(entries.min(map_len / 5));
     for _ in 0..entries {
         let from = map.u32("normalised code point")?;
         let n = map.u8("replacement length")? as usize;

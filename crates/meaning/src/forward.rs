@@ -483,7 +483,10 @@ mod tests {
         for i in 0..=870 {
             let x = -(i as f32) / 10.0;
             let (ours, exact) = (exp_of_negative(x), x.exp());
-            assert!((ours - exact).abs() <= 1e-6 * exact, "e^{x}: {ours} vs {exact}");
+            assert!(
+                (ours - exact).abs() <= 1e-6 * exact,
+                "e^{x}: {ours} vs {exact}"
+            );
         }
     }
 
