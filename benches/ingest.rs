@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use feedmux::config::FeedConfig;
-use feedmux::config::Schedule;
 use feedmux::fetch::{Fetched, Validators};
 use feedmux::filter::FeedFilter;
 use feedmux::model::SourceState;
-use feedmux::refresh::{ingest, SourceCtx};
-use feedmux::schedule::Timing;
+use feedmux::refresh::ingest;
 use feedmux::store::Store;
 use url::Url;
+
+mod common;
+use common::{bench_source, median};
 
 /// The allocator the `feedmux` binary uses (jemalloc), so the figures are the product's.
 #[global_allocator]
@@ -50,11 +51,6 @@ fn feed() -> Vec<u8> {
     out.into_bytes()
 }
 
-fn median(mut runs: Vec<Duration>) -> Duration {
-    runs.sort();
-    runs[runs.len() / 2]
-}
-
 fn main() {
     let body = Bytes::from(feed());
     println!("feed: {ITEMS} items, {} bytes", body.len());
@@ -66,20 +62,7 @@ fn main() {
         validators: Validators::default(),
         hints: Default::default(),
     };
-    let ctx = SourceCtx {
-        name: "bench".into(),
-        configured_url: url::Url::parse("https://bench.example/feed.xml").unwrap(),
-        schedule: Schedule {
-            text: "0 */15 * * * *".into(),
-            cron: std::sync::Arc::new("0 */15 * * * *".parse().unwrap()),
-        },
-        timing: Timing {
-            max_interval: Duration::from_secs(86_400),
-            backoff_base: Duration::from_secs(300),
-            backoff_max: Duration::from_secs(6 * 3600),
-        },
-        dedup: Default::default(),
-    };
+    let ctx = bench_source(Default::default());
     let filter = FeedFilter::new(&FeedConfig {
         name: "ai".into(),
         title: "AI".into(),

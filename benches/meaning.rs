@@ -8,15 +8,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use feedmux::config::Schedule;
 use feedmux::dedup::meaning::MeaningModel;
 use feedmux::dedup::DedupConfig;
 use feedmux::fetch::{Fetched, Validators};
 use feedmux::model::SourceState;
-use feedmux::refresh::{ingest, SourceCtx};
-use feedmux::schedule::Timing;
+use feedmux::refresh::ingest;
 use feedmux::store::Store;
 use url::Url;
+
+mod common;
+use common::{bench_source, median};
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -57,28 +58,6 @@ fn feed(items: &[(String, String)]) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn median(mut runs: Vec<Duration>) -> Duration {
-    runs.sort();
-    runs[runs.len() / 2]
-}
-
-fn ctx(dedup: DedupConfig) -> SourceCtx {
-    SourceCtx {
-        name: "bench".into(),
-        configured_url: Url::parse("https://bench.example/feed.xml").unwrap(),
-        schedule: Schedule {
-            text: "0 */15 * * * *".into(),
-            cron: std::sync::Arc::new("0 */15 * * * *".parse().unwrap()),
-        },
-        timing: Timing {
-            max_interval: Duration::from_secs(86_400),
-            backoff_base: Duration::from_secs(300),
-            backoff_max: Duration::from_secs(6 * 3600),
-        },
-        dedup,
-    }
-}
-
 fn main() {
     let path = std::env::var_os("FEEDMUX_MEANING_MODEL")
         .map(std::path::PathBuf::from)
@@ -103,8 +82,8 @@ fn main() {
         validators: Validators::default(),
         hints: Default::default(),
     };
-    let words = ctx(DedupConfig::default());
-    let meant = ctx(DedupConfig {
+    let words = bench_source(DedupConfig::default());
+    let meant = bench_source(DedupConfig {
         model: Some(model.clone()),
         ..DedupConfig::default()
     });

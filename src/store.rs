@@ -1085,6 +1085,27 @@ impl Store {
         limit: usize,
         mut visit: impl FnMut(ItemId, &FingerprintRecord),
     ) -> Result<(), StoreError> {
+        let (recent, span) = self.recent_around(published, window)?;
+        for (id, record) in recent
+            .published_within(
+                span.oldest.timestamp_micros(),
+                span.newest.timestamp_micros(),
+            )
+            .filter(|(_, r)| r.source != source)
+            .take(limit)
+        {
+            visit(id, record);
+        }
+        Ok(())
+    }
+
+    /// The recent index, warmed and following `window`, and the span of `window` either side
+    /// of `published`.
+    fn recent_around(
+        &self,
+        published: DateTime<Utc>,
+        window: std::time::Duration,
+    ) -> Result<(MutexGuard<'_, RecentIndex>, Span), StoreError> {
         let mut recent = self.recent();
         recent.set_window(window);
         if !recent.is_warm() {
@@ -1093,14 +1114,7 @@ impl Store {
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
         let newest = published.checked_add_signed(window).unwrap_or(published);
         let oldest = published.checked_sub_signed(window).unwrap_or(published);
-        for (id, record) in recent
-            .published_within(oldest.timestamp_micros(), newest.timestamp_micros())
-            .filter(|(_, r)| r.source != source)
-            .take(limit)
-        {
-            visit(id, record);
-        }
-        Ok(())
+        Ok((recent, Span { oldest, newest }))
     }
 
     pub fn candidates(
@@ -1112,14 +1126,7 @@ impl Store {
         source: &str,
     ) -> Result<Vec<(ItemId, usize)>, StoreError> {
         let own = source_tag(source);
-        let mut recent = self.recent();
-        recent.set_window(window);
-        if !recent.is_warm() {
-            self.warm_recent(&mut recent)?;
-        }
-        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-        let newest = published.checked_add_signed(window).unwrap_or(published);
-        let oldest = published.checked_sub_signed(window).unwrap_or(published);
+        let (recent, Span { oldest, newest }) = self.recent_around(published, window)?;
         let (from, to) = (oldest.timestamp_micros(), newest.timestamp_micros());
         // Published at or after this, memory has them all; before it, sled does.
         let covered = recent.covered_from();
@@ -1743,6 +1750,12 @@ fn url_key(canonical: &str) -> [u8; 16] {
     let mut key = [0u8; 16];
     key.copy_from_slice(&digest[..16]);
     key
+}
+
+/// The times within a dedup window either side of an item's publication.
+struct Span {
+    oldest: DateTime<Utc>,
+    newest: DateTime<Utc>,
 }
 
 #[cfg(test)]

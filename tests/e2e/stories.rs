@@ -555,48 +555,63 @@ fn dump_features() {
     }
 }
 
+/// A layoffs report and its rewrite, which share few words but mean the same (0.97 with
+/// e5-small), as (title, lead, link).
+const LAYOFFS: (&str, &str, &str) = (
+    "Loomstack lays off 200 in its AI research division",
+    "Loomstack is laying off about 200 employees in its AI research group as part of a reorganisation, according to an internal memo seen by reporters.",
+    "https://a.example/layoffs",
+);
+const LAYOFFS_REWORDED: (&str, &str, &str) = (
+    "Loomstack cuts AI research jobs",
+    "Loomstack is cutting around 200 jobs in its AI research group in a reorganisation, according to a memo sent to staff.",
+    "https://b.example/1",
+);
+
+/// Writes a.xml and b.xml with these items, and a background of other news (fewer items
+/// than elsewhere: with the model each is embedded); returns the config tables of the three
+/// sources and a feed "ab" of the first two.
+fn two_sources(
+    dir: &std::path::Path,
+    a: &[(&str, &str, &str)],
+    b: &[(&str, &str, &str)],
+) -> String {
+    std::fs::write(dir.join("a.xml"), feed_of(a)).unwrap();
+    std::fs::write(dir.join("b.xml"), feed_of(b)).unwrap();
+    write_background_of(dir, &["Loomstack"], 160);
+    format!(
+        "{}{}{}[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n",
+        crate::source("background", "file:bg.xml"),
+        crate::source("a", "file:a.xml"),
+        crate::source("b", "file:b.xml")
+    )
+}
+
+/// The `[dedup]` table that sets the model.
+fn with_model(model: &MeaningModel) -> String {
+    format!(
+        "\n[dedup]\nmodel = {:?}\n",
+        model.path().display().to_string()
+    )
+}
+
 /// Through the daemon's pipeline: a report reworded so that it shares few words with the
 /// first joins it when `dedup.model` is set, and stays apart without; another story of the
 /// same company stays apart either way. `feedmux why` gives the meaning.
 #[tokio::test]
 async fn a_reworded_report_is_shown_once_with_the_sentence_model() {
     let model = meaning_model();
-    let write = |dir: &std::path::Path| {
-        std::fs::write(
-            dir.join("a.xml"),
-            feed_of(&[
-                ("Loomstack lays off 200 in its AI research division", "Loomstack is laying off about 200 employees in its AI research group as part of a reorganisation, according to an internal memo seen by reporters.", "https://a.example/layoffs"),
-                ("Loomstack opens an engineering office in Singapore", "Loomstack will open an engineering office in Singapore next year, its first in Asia, the company said.", "https://a.example/singapore"),
-            ]),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("b.xml"),
-            feed_of(&[(
-                "Loomstack cuts AI research jobs",
-                "Loomstack is cutting around 200 jobs in its AI research group in a reorganisation, according to a memo sent to staff.",
-                "https://b.example/1",
-            )]),
-        )
-        .unwrap();
-        // Fewer items of other news than elsewhere: each is embedded, about 50 ms apiece.
-        write_background_of(dir, &["Loomstack"], 160);
-    };
-    let tables = format!(
-        "{}{}{}[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n",
-        crate::source("background", "file:bg.xml"),
-        crate::source("a", "file:a.xml"),
-        crate::source("b", "file:b.xml")
+    let singapore = (
+        "Loomstack opens an engineering office in Singapore",
+        "Loomstack will open an engineering office in Singapore next year, its first in Asia, the company said.",
+        "https://a.example/singapore",
     );
     let layoffs = |titles: &[String]| titles.iter().filter(|t| t.contains("research")).count();
     for with_model in [false, true] {
         let dir = crate::tempdir();
-        write(dir.path());
+        let tables = two_sources(dir.path(), &[LAYOFFS, singapore], &[LAYOFFS_REWORDED]);
         let dedup = if with_model {
-            format!(
-                "\n[dedup]\nmodel = {:?}\n",
-                model.path().display().to_string()
-            )
+            self::with_model(&model)
         } else {
             String::new()
         };
@@ -701,42 +716,12 @@ fn meanings_are_computed_only_for_new_and_edited_entries() {
 async fn items_stored_before_the_model_was_set_get_a_meaning() {
     let model = meaning_model();
     let dir = crate::tempdir();
-    std::fs::write(
-        dir.path().join("a.xml"),
-        feed_of(&[(
-            "Loomstack lays off 200 in its AI research division",
-            "Loomstack is laying off about 200 employees in its AI research group as part of a reorganisation, according to an internal memo seen by reporters.",
-            "https://a.example/layoffs",
-        )]),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("b.xml"),
-        feed_of(&[(
-            "Loomstack cuts AI research jobs",
-            "Loomstack is cutting around 200 jobs in its AI research group in a reorganisation, according to a memo sent to staff.",
-            "https://b.example/1",
-        )]),
-    )
-    .unwrap();
-    write_background_of(dir.path(), &["Loomstack"], 160);
-    let tables = format!(
-        "{}{}{}[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n",
-        crate::source("background", "file:bg.xml"),
-        crate::source("a", "file:a.xml"),
-        crate::source("b", "file:b.xml")
-    );
+    let tables = two_sources(dir.path(), &[LAYOFFS], &[LAYOFFS_REWORDED]);
     let words = crate::config(dir.path(), &tables);
     crate::poll(&words, &["background"]).await;
     crate::poll(&words, &["a"]).await;
 
-    let meant = crate::config(
-        dir.path(),
-        &format!(
-            "{tables}\n[dedup]\nmodel = {:?}\n",
-            model.path().display().to_string()
-        ),
-    );
+    let meant = crate::config(dir.path(), &format!("{tables}{}", with_model(&model)));
     {
         let store = feedmux::store::Store::open(&meant.storage.path).unwrap();
         let now = chrono::Utc::now();
@@ -825,59 +810,21 @@ fn an_item_sharing_no_key_term_is_found_by_its_meaning() {
         .unwrap()
         .map(|(id, s)| (id, s.meaning))
     };
-    let found = look(
-        "b",
-        Meaning {
-            model: 7,
-            values: direction(37),
-        },
-        now,
-    );
+    let meaning = |model: u32, seed: i32| Meaning {
+        model,
+        values: direction(seed),
+    };
+    let found = look("b", meaning(7, 37), now);
     assert_eq!(found.map(|f| f.0), Some(stored.id));
     assert!(found.is_some_and(|f| f.1 > Some(0.99)));
     // Its own source, another model, another meaning, or outside the window: not found.
-    assert_eq!(
-        look(
-            "a",
-            Meaning {
-                model: 7,
-                values: direction(37)
-            },
-            now
-        ),
-        None
-    );
-    assert_eq!(
-        look(
-            "b",
-            Meaning {
-                model: 8,
-                values: direction(37)
-            },
-            now
-        ),
-        None
-    );
-    assert_eq!(
-        look(
-            "b",
-            Meaning {
-                model: 7,
-                values: direction(53)
-            },
-            now
-        ),
-        None
-    );
-    assert_eq!(
-        look(
-            "b",
-            Meaning {
-                model: 7,
-                values: direction(37)
-            },
-            now + chrono::Duration::days(5)
-        ),
-        None
-    );
+    let later = now + chrono::Duration::days(5);
+    for (what, source, m, at) in [
+        ("own source", "a", meaning(7, 37), now),
+        ("another model", "b", meaning(8, 37), now),
+        ("another meaning", "b", meaning(7, 53), now),
+        ("outside the window", "b", meaning(7, 37), later),
+    ] {
+        assert_eq!(look(source, m, at), None, "{what}");
+    }
 }
