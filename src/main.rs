@@ -366,6 +366,15 @@ fn check(arg: &ConfigArg) -> ExitCode {
                 c.server.listen,
                 c.storage.path.display()
             );
+            match &c.dedup.model {
+                Some(model) => println!(
+                    "  dedup.model {} loaded ({} kernel): reports are also matched by meaning at {}",
+                    model.path().display(),
+                    model.kernel(),
+                    c.dedup.meaning_threshold
+                ),
+                None => println!("  no dedup.model: reports are matched by their words and links"),
+            }
             for feed in &c.feeds {
                 println!(
                     "  feed {:<12} {} sources, {} include, {} exclude, limit {}",

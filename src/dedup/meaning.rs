@@ -71,6 +71,11 @@ impl MeaningModel {
         &self.path
     }
 
+    /// Which forward kernel this machine runs: `"avx2"` or `"portable"`.
+    pub fn kernel(&self) -> &'static str {
+        feedmux_meaning::Model::kernel()
+    }
+
     /// What names this model's meanings ([`Meaning::model`]).
     pub fn tag(&self) -> u32 {
         self.tag

@@ -828,3 +828,28 @@ fn an_item_sharing_no_key_term_is_found_by_its_meaning() {
         assert_eq!(look(source, m, at), None, "{what}");
     }
 }
+
+/// `feedmux check` says whether a model is loaded, and where from.
+#[test]
+fn check_says_whether_the_sentence_model_is_loaded() {
+    let model = meaning_model();
+    let dir = crate::tempdir();
+    let tables = two_sources(dir.path(), &[LAYOFFS], &[LAYOFFS_REWORDED]);
+    for (dedup, expected) in [
+        (String::new(), "no dedup.model".to_owned()),
+        (
+            with_model(&model),
+            format!("dedup.model {} loaded", model.path().display()),
+        ),
+    ] {
+        let path = dir.path().join("feedmux.toml");
+        std::fs::write(&path, format!("{tables}{dedup}")).unwrap();
+        let out = std::process::Command::new(crate::binary())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(&expected), "{text}");
+    }
+}
