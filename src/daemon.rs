@@ -247,6 +247,7 @@ impl Shared {
         Metrics::add(&m.items_updated, report.updated_items as u64);
         Metrics::add(&m.merged_url, report.merged_url as u64);
         Metrics::add(&m.merged_text, report.merged_text as u64);
+        Metrics::add(&m.merged_meaning, report.merged_meaning as u64);
     }
 
     /// Lets the store reopen itself in the background when it has written enough since it

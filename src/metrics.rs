@@ -66,6 +66,7 @@ pub struct Metrics {
     pub items_updated: AtomicU64,
     pub merged_url: AtomicU64,
     pub merged_text: AtomicU64,
+    pub merged_meaning: AtomicU64,
     /// Items removed by retention.
     pub items_pruned: AtomicU64,
     pub feed_requests: AtomicU64,
@@ -228,6 +229,7 @@ impl Metrics {
             &[
                 ("{kind=\"url\"}".into(), get(&self.merged_url)),
                 ("{kind=\"text\"}".into(), get(&self.merged_text)),
+                ("{kind=\"meaning\"}".into(), get(&self.merged_meaning)),
             ],
         );
         family(

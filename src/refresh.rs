@@ -46,10 +46,12 @@ pub struct PollReport {
     pub new_items: usize,
     pub updated_items: usize,
     pub unchanged: usize,
-    /// New items that joined another source's story (`merged_url + merged_text`).
+    /// New items that joined another source's story (`merged_url + merged_text +
+    /// merged_meaning`).
     pub merged: usize,
     pub merged_url: usize,
     pub merged_text: usize,
+    pub merged_meaning: usize,
     /// The server (`host:port`) and its clock when it answered, with ours at that moment.
     pub server_clock: Option<ServerClock>,
 }
@@ -446,9 +448,10 @@ pub fn ingest(
         new_items: plan.new_items(),
         updated_items: plan.updated_items(),
         unchanged: plan.unchanged,
-        merged: plan.merged + plan.merged_text,
+        merged: plan.merged + plan.merged_text + plan.merged_meaning,
         merged_url: plan.merged,
         merged_text: plan.merged_text,
+        merged_meaning: plan.merged_meaning,
         // Filled in by the caller, which saw the answer.
         server_clock: None,
     })

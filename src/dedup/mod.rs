@@ -367,6 +367,9 @@ pub struct IngestPlan {
     pub merged: usize,
     /// New items that joined another source's story by similar text.
     pub merged_text: usize,
+    /// New items that joined another source's story by meaning alone (their words scored
+    /// below `dedup.threshold`).
+    pub merged_meaning: usize,
     /// Entries left out because retention pruned them (a tombstone says so).
     pub pruned: usize,
     /// The id of every entry of the poll, so that tombstones of items no longer in the
@@ -721,7 +724,11 @@ pub fn plan_with_meanings(
                         score: similarity.score,
                         meaning: similarity.meaning,
                     });
-                    plan.merged_text += 1;
+                    if similarity.score >= dedup.threshold {
+                        plan.merged_text += 1;
+                    } else {
+                        plan.merged_meaning += 1;
+                    }
                 }
             }
         }
