@@ -155,6 +155,7 @@ async fn metrics_count_polls_fetches_items_merges_and_304s() {
     assert_eq!(s("feedmux_items_ingested_total{kind=\"updated\"}"), 0.0);
     assert_eq!(s("feedmux_duplicates_merged_total{kind=\"url\"}"), 1.0);
     assert_eq!(s("feedmux_duplicates_merged_total{kind=\"text\"}"), 0.0);
+    assert_eq!(s("feedmux_duplicates_merged_total{kind=\"meaning\"}"), 0.0);
     assert_eq!(s("feedmux_feed_requests_total{response=\"any\"}"), 2.0);
     assert_eq!(s("feedmux_feed_requests_total{response=\"304\"}"), 1.0);
     assert_eq!(s("feedmux_items_stored"), 3.0);
