@@ -369,7 +369,7 @@ pub fn upgrade_text_index(store: &Store) -> Result<Option<usize>, StoreError> {
 /// Items re-derived per write by [`upgrade_text_index`].
 const REDERIVE_CHUNK: usize = 1024;
 
-/// Gives the indexed items of the last `dedup.window` this model's meaning when they have
+/// Gives the recent items of the last `dedup.window` this model's meaning when they have
 /// none or another model's: after `dedup.model` is first set or names another file. Runs
 /// beside polling (a poll that edits one of the items meanwhile wins); returns how many
 /// items it gave a meaning.
@@ -383,18 +383,14 @@ pub fn backfill_meanings(
     }
     let started = std::time::Instant::now();
     let mut added = 0;
-    for chunk in store.text_indexed_items()?.chunks(BACKFILL_CHUNK) {
-        let records = crate::dedup::meanings_to_add(store, chunk, dedup, now)?;
-        if records.is_empty() {
-            continue;
-        }
+    let mut records = crate::dedup::meanings_to_add(store, dedup, now)?;
+    while !records.is_empty() {
+        let rest = records.split_off(records.len().min(BACKFILL_CHUNK));
         let _guard = store.ingest_guard();
-        let unchanged: Vec<_> = records
-            .into_iter()
-            .filter(|r| store.fingerprint(r.id).ok().flatten() == r.replaces)
-            .collect();
-        store.replace_fingerprints(&unchanged)?;
-        added += unchanged.len();
+        records.retain(|r| store.fingerprint(r.id).ok().flatten() == r.replaces);
+        store.replace_fingerprints(&records)?;
+        added += records.len();
+        records = rest;
     }
     if added > 0 {
         info!(
@@ -406,7 +402,7 @@ pub fn backfill_meanings(
     Ok(added)
 }
 
-/// Items looked at per write by [`backfill_meanings`].
+/// Items written at once by [`backfill_meanings`].
 const BACKFILL_CHUNK: usize = 256;
 
 /// [`backfill_meanings`] on a blocking thread, its error logged: the daemon serves and polls

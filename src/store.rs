@@ -1073,15 +1073,14 @@ impl Store {
     /// Items of sources other than `source` keyed by any of `terms`, published within
     /// `window` of `published`, each with how many of `terms` key it; at most `per_term` for
     /// each term, the latest first. A prolific source's own items never fill the quota.
-    /// Calls `visit` with the record of each item of another source than `source` published
-    /// within `window` of `published`, newest first, at most `limit` of them, from the recent
-    /// index in memory only (items before its covered time, or all with `dedup.memory_items =
-    /// 0`, are not visited). For looking by meaning, which has no index key to follow.
+    /// Calls `visit` with the record of each item published within `window` of `published`,
+    /// newest first, at most `limit` of them, from the recent index in memory only (items
+    /// before its covered time, or all with `dedup.memory_items = 0`, are not visited). For
+    /// looking by meaning, which has no index key to follow.
     pub fn visit_recent(
         &self,
         published: DateTime<Utc>,
         window: std::time::Duration,
-        source: &str,
         limit: usize,
         mut visit: impl FnMut(ItemId, &FingerprintRecord),
     ) -> Result<(), StoreError> {
@@ -1091,7 +1090,6 @@ impl Store {
                 span.oldest.timestamp_micros(),
                 span.newest.timestamp_micros(),
             )
-            .filter(|(_, r)| r.source != source)
             .take(limit)
         {
             visit(id, record);

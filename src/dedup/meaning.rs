@@ -81,8 +81,10 @@ impl MeaningModel {
         self.tag
     }
 
-    /// The meaning of an item's cleaned title and body lead.
-    pub fn meaning_of(&self, title: &str, lead: &str) -> Meaning {
+    /// The meaning of an item's title and the lead of its body text (the first
+    /// 600 characters, as its terms are taken).
+    pub fn meaning_of(&self, title: &str, body: &str) -> Meaning {
+        let lead: String = body.chars().take(super::fingerprint::BODY_CHARS).collect();
         let text = if lead.is_empty() {
             title.to_owned()
         } else {
