@@ -5,12 +5,19 @@
 //! encoding table (encoding_rs), which also repairs the common mislabels (GB2312 means GBK,
 //! ISO-8859-1 means windows-1252). When the body is re-encoded, the XML declaration's
 //! `encoding` is rewritten to UTF-8 so that the XML parser does not decode a second time.
-//! Invalid sequences become U+FFFD rather than failing the whole feed, and control characters
-//! that XML forbids are dropped.
+//!
+//! Labels are often wrong, so a label is checked against the bytes: a body that is valid
+//! UTF-8 (with some non-ASCII text) is read as UTF-8 whatever an 8-bit label says, and a body
+//! that does not decode cleanly in its labelled encoding (or has no label and is not UTF-8)
+//! is read in the encoding chardetng, Firefox's detector, finds, with the top-level domain
+//! of the feed's URL as a hint (`.cn` favours GBK, `.jp` Shift_JIS). Any sequence still
+//! invalid becomes U+FFFD rather than failing the whole feed, and control characters that
+//! XML forbids are dropped.
 
 use std::borrow::Cow;
 
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
+use url::Url;
 
 /// Where the chosen encoding came from (for logs and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +26,10 @@ pub enum EncodingSource {
     HttpHeader,
     XmlDeclaration,
     Default,
+    /// The bytes themselves: the label (named here, if any) did not fit them.
+    Detected {
+        label: Option<&'static str>,
+    },
 }
 
 /// The encoding the body was read as, and the body as UTF-8.
@@ -28,6 +39,22 @@ pub struct Decoded<'a> {
     pub encoding: &'static str,
     pub source: EncodingSource,
     pub utf8: Cow<'a, [u8]>,
+}
+
+impl Decoded<'_> {
+    /// What a reader of source health should know: the encoding was not the one labelled
+    /// (or none was), e.g. "read as GBK, labelled UTF-8".
+    pub fn note(&self) -> Option<String> {
+        match self.source {
+            EncodingSource::Detected { label: Some(label) } => {
+                Some(format!("read as {}, labelled {label}", self.encoding))
+            }
+            EncodingSource::Detected { label: None } => {
+                Some(format!("read as {}, no encoding declared", self.encoding))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// An encoding feeds use: one of the WHATWG set, or UTF-32 (which the WHATWG set leaves out).
@@ -67,9 +94,11 @@ impl Charset {
     }
 }
 
-/// Decodes `body` to UTF-8 following RFC 7303's precedence.
-pub fn decode<'a>(body: &'a [u8], content_type: Option<&str>) -> Decoded<'a> {
+/// Decodes `body` to UTF-8 following RFC 7303's precedence, checking a label (or its
+/// absence) against the bytes. `url`, where the body came from, hints at the encoding.
+pub fn decode<'a>(body: &'a [u8], content_type: Option<&str>, url: Option<&Url>) -> Decoded<'a> {
     let (charset, source, bom_len) = choose(body, content_type);
+    let (charset, source) = checked(charset, source, &body[bom_len..], url);
     let text = charset.decode(&body[bom_len..]);
     // Controls first: one before the declaration would hide it from the rewrite.
     let text = drop_forbidden_controls(text);
@@ -85,6 +114,81 @@ pub fn decode<'a>(body: &'a [u8], content_type: Option<&str>) -> Decoded<'a> {
         source,
         utf8,
     }
+}
+
+/// The encoding to read `body` in, given the one labelled (or defaulted to) as `charset`:
+/// a label that the bytes contradict gives way to what the bytes say.
+fn checked(
+    charset: Charset,
+    source: EncodingSource,
+    body: &[u8],
+    url: Option<&Url>,
+) -> (Charset, EncodingSource) {
+    let Charset::Whatwg(labelled) = charset else {
+        return (charset, source);
+    };
+    if matches!(source, EncodingSource::ByteOrderMark)
+        || labelled == UTF_16LE
+        || labelled == UTF_16BE
+    {
+        return (charset, source);
+    }
+    let label = (source != EncodingSource::Default).then(|| labelled.name());
+    let utf8 = std::str::from_utf8(body).is_ok();
+    if labelled == UTF_8 {
+        if utf8 {
+            return (charset, source);
+        }
+    } else if utf8 {
+        // Valid UTF-8 with non-ASCII text is almost never text in another encoding: the
+        // label is wrong (a server default of ISO-8859-1 for a UTF-8 file, say).
+        if body.is_ascii() || !labelled.is_single_byte() && !long_utf8(body) {
+            return (charset, source);
+        }
+        return (Charset::Whatwg(UTF_8), EncodingSource::Detected { label });
+    } else if !has_errors(labelled, body) {
+        return (charset, source);
+    }
+    let detected = detect(body, url);
+    if detected == labelled {
+        return (charset, source);
+    }
+    (
+        Charset::Whatwg(detected),
+        EncodingSource::Detected { label },
+    )
+}
+
+/// Whether valid UTF-8 `body` holds enough multi-byte sequences that a legacy multi-byte
+/// encoding (GBK, Shift_JIS, Big5) could not have made them by chance.
+fn long_utf8(body: &[u8]) -> bool {
+    body.iter()
+        .filter(|b| (0xC2..=0xF4).contains(*b))
+        .take(8)
+        .count()
+        >= 8
+}
+
+/// Whether `body` holds sequences that are invalid in `encoding`.
+fn has_errors(encoding: &'static Encoding, body: &[u8]) -> bool {
+    encoding
+        .decode_without_bom_handling_and_without_replacement(body)
+        .is_none()
+}
+
+/// The encoding chardetng finds for `body`, with the URL's top-level domain as a hint.
+fn detect(body: &[u8], url: Option<&Url>) -> &'static Encoding {
+    let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
+    detector.feed(body, true);
+    let tld = url
+        .and_then(Url::host_str)
+        .and_then(|host| host.rsplit('.').next())
+        .map(str::to_ascii_lowercase)
+        .filter(|tld| !tld.is_empty() && tld.bytes().all(|b| b.is_ascii_lowercase()));
+    detector.guess(
+        tld.as_deref().map(str::as_bytes),
+        chardetng::Utf8Detection::Allow,
+    )
 }
 
 fn choose(body: &[u8], content_type: Option<&str>) -> (Charset, EncodingSource, usize) {
@@ -346,7 +450,7 @@ mod tests {
     fn stray_declarations_are_dropped_outside_cdata() {
         let body = "\u{0}<?xml version=\"1.0\" encoding=\"big5\"?><rss><a><?xml version=\"1.0\" encoding=\"big5\"?>x</a><![CDATA[<?xml version=\"1.0\"?>]]></rss>";
         assert_eq!(
-            utf8(&decode(body.as_bytes(), None)),
+            utf8(&decode(body.as_bytes(), None, None)),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss><a>x</a><![CDATA[<?xml version=\"1.0\"?>]]></rss>"
         );
     }
@@ -355,7 +459,7 @@ mod tests {
     fn declarations_the_scan_leaves_name_utf8() {
         let body = "<rss><!-- <?xml version=\"1.0\" encoding='big5'?> --><a>é</a></rss>";
         assert_eq!(
-            utf8(&decode(body.as_bytes(), None)),
+            utf8(&decode(body.as_bytes(), None, None)),
             "<rss><!-- <?xml version=\"1.0\" encoding=\"UTF-8\"?> --><a>é</a></rss>"
         );
     }
@@ -366,19 +470,19 @@ mod tests {
             "<?xml version=\"{}1.0\" encoding=\"iso-8859-1\"?><rss/>",
             " ".repeat(600)
         );
-        assert_eq!(utf8(&decode(body.as_bytes(), None)), "<rss/>");
+        assert_eq!(utf8(&decode(body.as_bytes(), None, None)), "<rss/>");
         let body = "<?xml version=\"-->1.0\" encoding=\"iso-8859-1\"?><rss/>";
-        assert_eq!(utf8(&decode(body.as_bytes(), None)), "<rss/>");
+        assert_eq!(utf8(&decode(body.as_bytes(), None, None)), "<rss/>");
         let body = "<?xml version=\"1.0\" encoding=\"UTF-8\" encoding=\"big5\"?><rss/>";
-        assert_eq!(utf8(&decode(body.as_bytes(), None)), "<rss/>");
+        assert_eq!(utf8(&decode(body.as_bytes(), None, None)), "<rss/>");
         let body = "<?xml versi\"on/a\",\n\"b\": <?xml version=\"1.0\" encoding=\"big5\"?><rss/>";
-        assert_eq!(utf8(&decode(body.as_bytes(), None)), "<rss/>");
+        assert_eq!(utf8(&decode(body.as_bytes(), None, None)), "<rss/>");
     }
 
     #[test]
     fn header_charset_decodes_gbk_without_declaration() {
         let (gbk, _, _) = encoding_rs::GBK.encode("<rss><title>机器之心</title></rss>");
-        let d = decode(&gbk, Some("text/xml; charset=gbk"));
+        let d = decode(&gbk, Some("text/xml; charset=gbk"), None);
         assert_eq!(d.source, EncodingSource::HttpHeader);
         assert_eq!(utf8(&d), "<rss><title>机器之心</title></rss>");
     }
@@ -387,7 +491,7 @@ mod tests {
     fn declaration_is_used_and_rewritten() {
         let (gbk, _, _) =
             encoding_rs::GBK.encode("<?xml version=\"1.0\" encoding=\"gb2312\"?><rss>量子位</rss>");
-        let d = decode(&gbk, Some("application/xml"));
+        let d = decode(&gbk, Some("application/xml"), None);
         assert_eq!(d.source, EncodingSource::XmlDeclaration);
         assert_eq!(
             utf8(&d),
@@ -398,7 +502,7 @@ mod tests {
     #[test]
     fn header_wins_over_declaration() {
         let body = "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?><rss>中文</rss>";
-        let d = decode(body.as_bytes(), Some("text/xml; charset=\"UTF-8\""));
+        let d = decode(body.as_bytes(), Some("text/xml; charset=\"UTF-8\""), None);
         assert_eq!(d.source, EncodingSource::HttpHeader);
         assert_eq!(
             utf8(&d),
@@ -412,15 +516,17 @@ mod tests {
         for unit in "<rss>ü</rss>".encode_utf16() {
             body.extend_from_slice(&unit.to_le_bytes());
         }
-        let d = decode(&body, Some("text/xml; charset=iso-8859-1"));
+        let d = decode(&body, Some("text/xml; charset=iso-8859-1"), None);
         assert_eq!(d.source, EncodingSource::ByteOrderMark);
         assert_eq!(utf8(&d), "<rss>ü</rss>");
     }
 
     #[test]
     fn invalid_bytes_and_controls_are_recovered() {
-        let d = decode(b"<rss>ok\xFF\x01fine</rss>", None);
-        assert_eq!(utf8(&d), "<rss>ok\u{FFFD}fine</rss>");
+        // Not UTF-8 and not labelled: the detector reads the byte as windows-1252 would.
+        let d = decode(b"<rss>ok\xFF\x01fine</rss>", None, None);
+        assert_eq!(utf8(&d), "<rss>ok\u{FF}fine</rss>");
+        assert_eq!(d.source, EncodingSource::Detected { label: None });
     }
 
     #[test]
@@ -433,14 +539,14 @@ mod tests {
             le_no_bom.extend_from_slice(&(c as u32).to_le_bytes());
         }
         let expected = text.replace("utf-32", "UTF-8");
-        assert_eq!(utf8(&decode(&be, None)), expected);
-        let d = decode(&le_no_bom, None);
+        assert_eq!(utf8(&decode(&be, None, None)), expected);
+        let d = decode(&le_no_bom, None, None);
         assert_eq!((d.encoding, utf8(&d)), ("UTF-32LE", expected));
     }
 
     #[test]
     fn valid_utf8_is_not_copied() {
-        let d = decode(b"<rss>plain</rss>", None);
+        let d = decode(b"<rss>plain</rss>", None, None);
         assert!(matches!(d.utf8, Cow::Borrowed(_)));
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod charset;
 pub mod normalise;
+pub mod repair;
 
 use chrono::{DateTime, Utc};
 use url::Url;
@@ -18,6 +19,16 @@ use crate::model::{Entry, FeedMeta};
 pub struct ParsedFeed {
     pub meta: FeedMeta,
     pub entries: Vec<Entry>,
+    /// What was wrong with the body and mended to read it ("unescaped &", "cut off", "read
+    /// as GBK, declared UTF-8"); empty for a body read as it is.
+    pub recovered: Vec<String>,
+}
+
+impl ParsedFeed {
+    /// "recovered (a, b)" when the body needed mending, for source health.
+    pub fn recovery_note(&self) -> Option<String> {
+        (!self.recovered.is_empty()).then(|| format!("recovered ({})", self.recovered.join(", ")))
+    }
 }
 
 /// Why a body is not a usable feed.
@@ -35,6 +46,10 @@ pub enum ParseError {
 
 /// Parses `body` (served with `content_type`, fetched from `base`) into normalised entries.
 /// `now` stands in for missing or impossible dates.
+///
+/// The body is read strictly first; when feed-rs refuses it, the [`repair`] pass rewrites
+/// it as well-formed XML and feed-rs reads that; when feed-rs still refuses, each entry is
+/// read alone and the ones it refuses are skipped, so one bad entry never costs the feed.
 pub fn parse_feed(
     body: &[u8],
     content_type: Option<&str>,
@@ -44,8 +59,94 @@ pub fn parse_feed(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
     }
-    let decoded = charset::decode(body, content_type);
+    let decoded = charset::decode(body, content_type, Some(base));
+    let mut recovered: Vec<String> = decoded.note().into_iter().collect();
     let utf8 = rss_root_as_feed_rs_reads_it(legacy_namespace_renamed(decoded.utf8));
+    let first = utf8.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let is_json = first == Some(b'{');
+    let strict = read(&utf8, base);
+    // A strict reading that kept fewer entries than the document has `<item>` or `<entry>`
+    // tags lost some (an item feed-rs drops, a namespace it does not know): try the repair.
+    let wanted = if is_json { 0 } else { entry_tags(&utf8) };
+    let strict_error = match strict {
+        Ok(feed) if feed.entries.len() >= wanted => {
+            return Ok(normalise::feed(feed, base, now, recovered))
+        }
+        Ok(feed) => match repaired_feed(&utf8, base) {
+            Some((repaired, repairs)) if repaired.entries.len() > feed.entries.len() => {
+                recovered.extend(repairs);
+                return Ok(normalise::feed(repaired, base, now, recovered));
+            }
+            _ => return Ok(normalise::feed(feed, base, now, recovered)),
+        },
+        Err(e) => e,
+    };
+    if is_json || is_html_page(&utf8) {
+        return Err(classify(strict_error, &utf8, base));
+    }
+    match repaired_feed(&utf8, base) {
+        Some((feed, repairs)) => {
+            recovered.extend(repairs);
+            Ok(normalise::feed(feed, base, now, recovered))
+        }
+        None => Err(classify(strict_error, &utf8, base)),
+    }
+}
+
+/// The feed read from the repaired document, with what was mended; entry by entry when
+/// feed-rs refuses the whole (the feed's own metadata, then each entry inside the same root).
+/// `None` when there is no feed root or feed-rs refuses even the metadata.
+fn repaired_feed(utf8: &[u8], base: &Url) -> Option<(feed_rs::model::Feed, Vec<String>)> {
+    let text = String::from_utf8_lossy(utf8);
+    let repaired = repair::repair(&text)?;
+    let mut repairs: Vec<String> = repaired.repairs.iter().map(ToString::to_string).collect();
+    if let Ok(feed) = read(repaired.xml.as_bytes(), base) {
+        return Some((feed, repairs));
+    }
+    let mut feed = read(repaired.without_entries().as_bytes(), base).ok()?;
+    let mut skipped = 0;
+    for index in 0..repaired.entries.len() {
+        let alone = repaired.with_entry_alone(index).unwrap_or_default();
+        match read(alone.as_bytes(), base) {
+            Ok(one) => feed.entries.extend(one.entries),
+            Err(_) => skipped += 1,
+        }
+    }
+    if skipped > 0 {
+        repairs.push(format!(
+            "{skipped} unreadable entr{} skipped",
+            if skipped == 1 { "y" } else { "ies" }
+        ));
+    }
+    Some((feed, repairs))
+}
+
+/// How many `<item` and `<entry` start tags the document has (a bound on its entries).
+fn entry_tags(utf8: &[u8]) -> usize {
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(offset) = utf8[at..].iter().position(|b| *b == b'<') {
+        at += offset + 1;
+        let rest = &utf8[at..];
+        let name_len = if rest.starts_with(b"item") {
+            4
+        } else if rest.starts_with(b"entry") {
+            5
+        } else {
+            continue;
+        };
+        if rest
+            .get(name_len)
+            .is_some_and(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/')
+        {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// feed-rs's reading of a document (XML or JSON).
+fn read(utf8: &[u8], base: &Url) -> Result<feed_rs::model::Feed, feed_rs::parser::ParseFeedError> {
     let parser = feed_rs::parser::Builder::new()
         .base_uri(Some(base.as_str()))
         // An empty id tells normalise that the feed gave none, so it can choose a fallback
@@ -54,18 +155,34 @@ pub fn parse_feed(
         .build();
     // A panic inside the foreign parser (one was found by fuzzing) must fail this one feed,
     // not the task that polls the source.
-    let feed =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parser.parse(utf8.as_ref())))
-            .map_err(|_| ParseError::Malformed("the XML parser gave up on this document".into()))?
-            .map_err(|e| classify(e, &utf8, base))?;
-    Ok(normalise::feed(feed, base, now))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parser.parse(utf8))).unwrap_or_else(
+        |_| {
+            Err(feed_rs::parser::ParseFeedError::IoError(
+                std::io::Error::other("the XML parser gave up on this document"),
+            ))
+        },
+    )
+}
+
+/// Whether the document's root element is `<html>`: a web page, not a feed.
+fn is_html_page(utf8: &[u8]) -> bool {
+    let Some(start) = root_element_start(utf8) else {
+        return false;
+    };
+    let name: Vec<u8> = utf8[start + 1..]
+        .iter()
+        .take(5)
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    name.starts_with(b"html") && name.get(4).is_none_or(|b| !b.is_ascii_alphanumeric())
 }
 
 /// Namespaces of older formats that feed-rs does not know, each with the namespace of the
 /// format whose elements it shares: RSS 0.90 (as specified, and as some feeds spell it) is
 /// RSS 1.0's shape, Atom 0.3 is Atom 1.0's (its `issued`/`modified` dates are not read, so
-/// such entries get the time they were first seen).
-const LEGACY_NAMESPACES: [(&str, &str); 3] = [
+/// such entries get the time they were first seen). feed-rs takes RSS 1.0's namespace for
+/// RSS's own elements, so UserLand's RSS namespaces become that.
+const LEGACY_NAMESPACES: [(&str, &str); 5] = [
     (
         "http://my.netscape.com/rdf/simple/0.9/",
         "http://purl.org/rss/1.0/",
@@ -75,6 +192,15 @@ const LEGACY_NAMESPACES: [(&str, &str); 3] = [
         "http://purl.org/rss/1.0/",
     ),
     ("http://purl.org/atom/ns#", "http://www.w3.org/2005/Atom"),
+    // UserLand's namespace for RSS 2.0 (and 0.92), which the specification never had.
+    (
+        "http://backend.userland.com/rss2",
+        "http://purl.org/rss/1.0/",
+    ),
+    (
+        "http://backend.userland.com/rss",
+        "http://purl.org/rss/1.0/",
+    ),
 ];
 
 /// Renames a legacy namespace declared near the top of the document, so feed-rs reads it.
@@ -183,7 +309,7 @@ fn root_element_start(bytes: &[u8]) -> Option<usize> {
 fn classify(error: feed_rs::parser::ParseFeedError, body: &[u8], base: &Url) -> ParseError {
     use feed_rs::parser::{ParseErrorKind, ParseFeedError};
     let head = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_ascii_lowercase();
-    if head.contains("<html") || head.contains("<!doctype html") {
+    if is_html_page(body) || head.trim_start().starts_with("<!doctype html") {
         let full = String::from_utf8_lossy(body);
         return ParseError::HtmlPage {
             advertised: advertised_feed(&full, base),
@@ -193,6 +319,7 @@ fn classify(error: feed_rs::parser::ParseFeedError, body: &[u8], base: &Url) -> 
         ParseFeedError::ParseError(ParseErrorKind::NoFeedRoot) => {
             ParseError::NotAFeed("no RSS, Atom or JSON Feed root element".to_owned())
         }
+        ParseFeedError::IoError(e) => ParseError::Malformed(e.to_string()),
         other => ParseError::Malformed(other.to_string()),
     }
 }

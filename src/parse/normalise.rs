@@ -14,8 +14,14 @@ use crate::text::{collapse_whitespace, html_to_text};
 /// forgiven, but not a scheduled post or a zone-less local time read as UTC.
 const FUTURE_TOLERANCE: Duration = Duration::minutes(10);
 
-/// Turns a parsed feed into normalised entries. `base` is the URL the feed was fetched from.
-pub fn feed(feed: model::Feed, base: &Url, now: DateTime<Utc>) -> ParsedFeed {
+/// Turns a parsed feed into normalised entries. `base` is the URL the feed was fetched from;
+/// `recovered` says what was mended to read it.
+pub fn feed(
+    feed: model::Feed,
+    base: &Url,
+    now: DateTime<Utc>,
+    recovered: Vec<String>,
+) -> ParsedFeed {
     let site_url = pick_link(&feed.links, base);
     let meta = FeedMeta {
         title: feed.title.as_ref().map(text_of).filter(|t| !t.is_empty()),
@@ -29,7 +35,11 @@ pub fn feed(feed: model::Feed, base: &Url, now: DateTime<Utc>) -> ParsedFeed {
         .into_iter()
         .map(|e| entry(e, base, now))
         .collect();
-    ParsedFeed { meta, entries }
+    ParsedFeed {
+        meta,
+        entries,
+        recovered,
+    }
 }
 
 fn entry(e: model::Entry, feed_base: &Url, now: DateTime<Utc>) -> Entry {

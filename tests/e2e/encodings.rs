@@ -23,7 +23,7 @@ fn every_feedparser_encoding_case_decodes_to_readable_text() {
             continue;
         }
         let body = fixture(&format!("encoding/{name}"));
-        let decoded = decode(&body, served_content_type(&body).as_deref());
+        let decoded = decode(&body, served_content_type(&body).as_deref(), None);
         let text = String::from_utf8(decoded.utf8.to_vec()).expect("decoding yields UTF-8");
         assert!(
             text.contains("<rss") || text.contains("<feed"),
@@ -65,7 +65,7 @@ fn the_encodings_chosen_follow_rfc_7303_and_the_real_world_aliases() {
     ];
     for (name, encoding, contains) in cases {
         let body = fixture(&format!("encoding/{name}"));
-        let decoded = decode(&body, served_content_type(&body).as_deref());
+        let decoded = decode(&body, served_content_type(&body).as_deref(), None);
         assert_eq!(decoded.encoding, encoding, "{name}");
         if let Some(expected) = contains {
             assert!(
@@ -75,7 +75,7 @@ fn the_encodings_chosen_follow_rfc_7303_and_the_real_world_aliases() {
         }
     }
     let body = fixture("encoding/http_application_atom_xml_gb2312_charset_overrides_encoding.xml");
-    let decoded = decode(&body, served_content_type(&body).as_deref());
+    let decoded = decode(&body, served_content_type(&body).as_deref(), None);
     assert_eq!(
         decoded.source,
         EncodingSource::HttpHeader,
@@ -96,7 +96,7 @@ fn mislabelled_chinese_japanese_korean_and_western_text_is_read_as_meant() {
         let doc = format!("<?xml version=\"1.0\" encoding=\"{label}\"?><rss version=\"2.0\"><channel><title>{text}</title></channel></rss>");
         let (bytes, _, unmappable) = actual.encode(&doc);
         assert!(!unmappable, "{label}");
-        let decoded = decode(&bytes, None);
+        let decoded = decode(&bytes, None, None);
         let out = String::from_utf8(decoded.utf8.to_vec()).unwrap();
         assert!(out.contains(text), "{label}: {out}");
     }
