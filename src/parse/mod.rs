@@ -6,6 +6,7 @@
 //! about the store, about HTTP, or about other sources.
 
 pub mod charset;
+pub mod dublin_core;
 pub mod normalise;
 pub mod repair;
 
@@ -60,65 +61,121 @@ pub fn parse_feed(
         return Err(ParseError::Empty);
     }
     let decoded = charset::decode(body, content_type, Some(base));
-    let mut recovered: Vec<String> = decoded.note().into_iter().collect();
+    let recovered: Vec<String> = decoded.note().into_iter().collect();
     let utf8 = rss_root_as_feed_rs_reads_it(legacy_namespace_renamed(decoded.utf8));
     let first = utf8.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let is_json = first == Some(b'{');
-    let strict = read(&utf8, base);
     // A strict reading that kept fewer entries than the document has `<item>` or `<entry>`
     // tags lost some (an item feed-rs drops, a namespace it does not know): try the repair.
     let wanted = if is_json { 0 } else { entry_tags(&utf8) };
-    let strict_error = match strict {
-        Ok(feed) if feed.entries.len() >= wanted => {
-            return Ok(normalise::feed(feed, base, now, recovered))
+    let strict_error = match read(&utf8, base) {
+        Ok(feed) => {
+            let strict = Reading::of(feed, &utf8);
+            let kept = strict.feed.entries.len();
+            let repaired = (kept < wanted)
+                .then(|| repaired_reading(&utf8, base))
+                .flatten()
+                .filter(|r| r.feed.entries.len() > kept)
+                .map(|mut r| {
+                    let more = r.feed.entries.len() - kept;
+                    r.repairs.push(format!(
+                        "{more} entr{} the strict reading dropped",
+                        if more == 1 { "y" } else { "ies" }
+                    ));
+                    r
+                });
+            let reading = repaired.unwrap_or(strict);
+            return Ok(reading.normalised(base, now, recovered));
         }
-        Ok(feed) => match repaired_feed(&utf8, base) {
-            Some((repaired, repairs)) if repaired.entries.len() > feed.entries.len() => {
-                recovered.extend(repairs);
-                return Ok(normalise::feed(repaired, base, now, recovered));
-            }
-            _ => return Ok(normalise::feed(feed, base, now, recovered)),
-        },
         Err(e) => e,
     };
-    if is_json || is_html_page(&utf8) {
+    if is_json {
         return Err(classify(strict_error, &utf8, base));
     }
-    match repaired_feed(&utf8, base) {
-        Some((feed, repairs)) => {
-            recovered.extend(repairs);
-            Ok(normalise::feed(feed, base, now, recovered))
+    // A web page is a page, unless a feed with entries sits inside it (an Atom feed in an
+    // XHTML page's body, as some blog engines serve).
+    let page = is_html_page(&utf8);
+    match repaired_reading(&utf8, base) {
+        Some(reading) if !page || !reading.feed.entries.is_empty() => {
+            Ok(reading.normalised(base, now, recovered))
         }
-        None => Err(classify(strict_error, &utf8, base)),
+        _ => Err(classify(strict_error, &utf8, base)),
+    }
+}
+
+/// What feed-rs read, what was mended for it to, and each entry's Dublin Core fields.
+struct Reading {
+    feed: feed_rs::model::Feed,
+    repairs: Vec<String>,
+    dublin_core: Vec<dublin_core::DublinCore>,
+}
+
+impl Reading {
+    /// A reading of `xml` as it is, with the Dublin Core fields when an entry lacks a title,
+    /// a date or an author.
+    fn of(feed: feed_rs::model::Feed, xml: &[u8]) -> Reading {
+        let lacking = feed.entries.iter().any(|e| {
+            e.title.is_none()
+                || (e.published.is_none() && e.updated.is_none())
+                || e.authors.is_empty()
+        });
+        let dublin_core = if lacking {
+            dublin_core::entries(xml)
+        } else {
+            Vec::new()
+        };
+        Reading {
+            feed,
+            repairs: Vec::new(),
+            dublin_core,
+        }
+    }
+
+    fn normalised(self, base: &Url, now: DateTime<Utc>, mut recovered: Vec<String>) -> ParsedFeed {
+        recovered.extend(self.repairs);
+        normalise::feed(self.feed, base, now, recovered, &self.dublin_core)
     }
 }
 
 /// The feed read from the repaired document, with what was mended; entry by entry when
 /// feed-rs refuses the whole (the feed's own metadata, then each entry inside the same root).
 /// `None` when there is no feed root or feed-rs refuses even the metadata.
-fn repaired_feed(utf8: &[u8], base: &Url) -> Option<(feed_rs::model::Feed, Vec<String>)> {
+fn repaired_reading(utf8: &[u8], base: &Url) -> Option<Reading> {
     let text = String::from_utf8_lossy(utf8);
     let repaired = repair::repair(&text)?;
-    let mut repairs: Vec<String> = repaired.repairs.iter().map(ToString::to_string).collect();
+    let repairs: Vec<String> = repaired.repairs.iter().map(ToString::to_string).collect();
     if let Ok(feed) = read(repaired.xml.as_bytes(), base) {
-        return Some((feed, repairs));
+        return Some(Reading {
+            repairs,
+            ..Reading::of(feed, repaired.xml.as_bytes())
+        });
     }
-    let mut feed = read(repaired.without_entries().as_bytes(), base).ok()?;
+    let meta = read(repaired.without_entries().as_bytes(), base).ok()?;
+    let mut reading = Reading {
+        feed: meta,
+        repairs,
+        dublin_core: Vec::new(),
+    };
     let mut skipped = 0;
     for index in 0..repaired.entries.len() {
         let alone = repaired.with_entry_alone(index).unwrap_or_default();
-        match read(alone.as_bytes(), base) {
-            Ok(one) => feed.entries.extend(one.entries),
-            Err(_) => skipped += 1,
-        }
+        let Ok(one) = read(alone.as_bytes(), base) else {
+            skipped += 1;
+            continue;
+        };
+        let one = Reading::of(one, alone.as_bytes());
+        let mut dublin_core = one.dublin_core;
+        dublin_core.resize(one.feed.entries.len(), dublin_core::DublinCore::default());
+        reading.feed.entries.extend(one.feed.entries);
+        reading.dublin_core.extend(dublin_core);
     }
     if skipped > 0 {
-        repairs.push(format!(
+        reading.repairs.push(format!(
             "{skipped} unreadable entr{} skipped",
             if skipped == 1 { "y" } else { "ies" }
         ));
     }
-    Some((feed, repairs))
+    Some(reading)
 }
 
 /// How many `<item` and `<entry` start tags the document has (a bound on its entries).
@@ -417,6 +474,88 @@ mod tests {
                 "{e}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod lenient_tests {
+    use super::*;
+
+    fn parse(body: &str) -> ParsedFeed {
+        let base = Url::parse("https://news.example.com/feed.xml").unwrap();
+        parse_feed(body.as_bytes(), None, &base, Utc::now()).unwrap()
+    }
+
+    fn titles(feed: &ParsedFeed) -> Vec<&str> {
+        feed.entries.iter().map(|e| e.title.as_str()).collect()
+    }
+
+    #[test]
+    fn a_well_formed_feed_is_not_marked_recovered() {
+        let feed = parse("<rss version=\"2.0\"><channel><title>t</title><item><title>a</title></item></channel></rss>");
+        assert_eq!(titles(&feed), ["a"]);
+        assert!(feed.recovered.is_empty());
+        assert_eq!(feed.recovery_note(), None);
+    }
+
+    #[test]
+    fn one_unterminated_entity_no_longer_loses_the_feed() {
+        let feed = parse("<rss version=\"2.0\"><channel><title>t</title><item><title>Q&A: GPT &mdash; what&rsquo;s next</title><link>https://a.example/?a=1&b=2</link></item><item><title>b</title></item></channel></rss>");
+        assert_eq!(titles(&feed), ["Q&A: GPT — what’s next", "b"]);
+        assert_eq!(
+            feed.entries[0].url.as_deref(),
+            Some("https://a.example/?a=1&b=2")
+        );
+        assert_eq!(
+            feed.recovery_note().as_deref(),
+            Some("recovered (unescaped &, HTML entities)")
+        );
+    }
+
+    #[test]
+    fn an_entry_feed_rs_refuses_is_skipped_alone() {
+        // An Atom content element with a src and a body: feed-rs refuses the entry.
+        let feed = parse("<feed xmlns=\"http://www.w3.org/2005/Atom\"><title>t</title><entry><title>good</title><id>1</id></entry><entry><title>bad</title><id>2</id><content src=\"https://x.example/\" type=\"text/html\">body</content></entry><entry><title>also good</title><id>3</id></entry><bogus></feed>");
+        assert_eq!(titles(&feed), ["good", "also good"]);
+        assert!(
+            feed.recovered
+                .iter()
+                .any(|r| r == "1 unreadable entry skipped"),
+            "{:?}",
+            feed.recovered
+        );
+    }
+
+    #[test]
+    fn dublin_core_stands_in_for_missing_titles_dates_and_authors() {
+        let feed = parse("<rss version=\"2.0\" xmlns:dc=\"http://purl.org/dc/elements/1.1/\"><channel><title>t</title><item><dc:title>大模型 &amp; 智能体</dc:title><dc:date>2026-11-10T08:00:00+08:00</dc:date><link>https://a.example/1</link></item><item><title>own</title><author>li@example.com (Li Wei)</author><link>https://a.example/2</link></item></channel></rss>");
+        assert_eq!(titles(&feed), ["大模型 & 智能体", "own"]);
+        assert_eq!(
+            feed.entries[0].published.map(|d| d.to_rfc3339()).as_deref(),
+            Some("2026-11-10T00:00:00+00:00")
+        );
+        assert_eq!(feed.entries[1].authors, ["Li Wei"]);
+    }
+
+    #[test]
+    fn an_atom_feed_inside_an_xhtml_page_is_read() {
+        let feed = parse("<?xml version=\"1.0\"?><!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0//EN\" \"x\"><html xmlns=\"http://www.w3.org/1999/xhtml\"><body><feed xmlns=\"http://www.w3.org/2005/Atom\"><title>t</title><entry><title>inside</title><id>1</id></entry></feed></body></html>");
+        assert_eq!(titles(&feed), ["inside"]);
+        assert!(!feed.recovered.is_empty());
+    }
+
+    #[test]
+    fn rss_1_0_items_without_a_link_are_kept() {
+        let feed = parse("<rdf:RDF xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\" xmlns=\"http://purl.org/rss/1.0/\"><channel rdf:about=\"https://a.example/\"><title>t</title></channel><item rdf:about=\"https://a.example/1\"><title>one</title></item><item><title>two</title></item></rdf:RDF>");
+        assert_eq!(titles(&feed), ["one", "two"]);
+        assert_eq!(feed.entries[0].url.as_deref(), Some("https://a.example/1"));
+        assert_eq!(feed.meta.title.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn titles_escaped_twice_are_decoded() {
+        let feed = parse("<rss version=\"2.0\"><channel><title>t</title><item><title><![CDATA[AT&amp;T cuts $&#x0024;3449]]></title></item></channel></rss>");
+        assert_eq!(titles(&feed), ["AT&T cuts $$3449"]);
     }
 }
 

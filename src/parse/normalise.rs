@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use feed_rs::model;
 use url::Url;
 
+use super::dublin_core::DublinCore;
 use super::ParsedFeed;
 use crate::model::{Enclosure, Entry, FeedMeta};
 use crate::text::{collapse_whitespace, html_to_text};
@@ -15,12 +16,15 @@ use crate::text::{collapse_whitespace, html_to_text};
 const FUTURE_TOLERANCE: Duration = Duration::minutes(10);
 
 /// Turns a parsed feed into normalised entries. `base` is the URL the feed was fetched from;
-/// `recovered` says what was mended to read it.
+/// `recovered` says what was mended to read it; `dublin_core` holds each entry's Dublin Core
+/// fields (used only when there is one record per entry), the fallbacks for a missing title,
+/// date or author.
 pub fn feed(
     feed: model::Feed,
     base: &Url,
     now: DateTime<Utc>,
     recovered: Vec<String>,
+    dublin_core: &[DublinCore],
 ) -> ParsedFeed {
     let site_url = pick_link(&feed.links, base);
     let meta = FeedMeta {
@@ -30,10 +34,15 @@ pub fn feed(
             .ttl
             .map(|minutes| std::time::Duration::from_secs(u64::from(minutes) * 60)),
     };
+    let aligned = dublin_core.len() == feed.entries.len();
     let entries = feed
         .entries
         .into_iter()
-        .map(|e| entry(e, base, now))
+        .enumerate()
+        .map(|(i, e)| {
+            let dc = dublin_core.get(i).filter(|_| aligned);
+            entry(e, base, now, dc)
+        })
         .collect();
     ParsedFeed {
         meta,
@@ -42,7 +51,12 @@ pub fn feed(
     }
 }
 
-fn entry(e: model::Entry, feed_base: &Url, now: DateTime<Utc>) -> Entry {
+fn entry(
+    e: model::Entry,
+    feed_base: &Url,
+    now: DateTime<Utc>,
+    dublin_core: Option<&DublinCore>,
+) -> Entry {
     let base = e
         .base
         .as_deref()
@@ -69,26 +83,37 @@ fn entry(e: model::Entry, feed_base: &Url, now: DateTime<Utc>) -> Entry {
         .filter(|h| !h.trim().is_empty());
     let mut title = e.title.as_ref().map(text_of).unwrap_or_default();
     if title.is_empty() {
+        title = dublin_core
+            .and_then(|dc| dc.title.as_deref())
+            .map(html_to_text)
+            .unwrap_or_default();
+    }
+    if title.is_empty() {
         title = fallback_title(
             summary_html.as_deref().or(content_html.as_deref()),
             url.as_deref(),
         );
     }
     let guid = Some(e.id.trim().to_owned()).filter(|g| !g.is_empty());
+    let mut authors: Vec<String> = e.authors.iter().filter_map(person_name).collect();
+    if authors.is_empty() {
+        authors.extend(
+            dublin_core
+                .and_then(|dc| dc.creator.as_deref())
+                .map(collapse_whitespace),
+        );
+    }
+    let published = e
+        .published
+        .or(e.updated)
+        .or_else(|| dublin_core.and_then(DublinCore::date));
     Entry {
         guid,
         url,
         title,
         summary_html,
         content_html,
-        authors: e
-            .authors
-            .iter()
-            .filter_map(|p| {
-                let name = collapse_whitespace(p.name.as_deref().unwrap_or_default());
-                (!name.is_empty()).then_some(name)
-            })
-            .collect(),
+        authors,
         categories: e
             .categories
             .iter()
@@ -96,9 +121,20 @@ fn entry(e: model::Entry, feed_base: &Url, now: DateTime<Utc>) -> Entry {
             .filter(|c| !c.is_empty())
             .collect(),
         enclosures: enclosures(&e, &base),
-        published: sane_date(e.published.or(e.updated), now),
+        published: sane_date(published, now),
         updated: sane_date(e.updated, now),
     }
+}
+
+/// A person's name as a reader shows it: RSS's `email (Name)` gives `Name` (feed-rs keeps the
+/// parentheses), and a person known only by an email address is left out.
+fn person_name(p: &model::Person) -> Option<String> {
+    let name = collapse_whitespace(p.name.as_deref().unwrap_or_default());
+    let name = match name.strip_prefix('(').and_then(|n| n.strip_suffix(')')) {
+        Some(inner) if !inner.contains(['(', ')']) => inner.trim().to_owned(),
+        _ => name,
+    };
+    (!name.is_empty()).then_some(name)
 }
 
 /// The main link: the first `alternate` (or rel-less) link, made absolute.
@@ -154,10 +190,14 @@ fn enclosures(e: &model::Entry, base: &Url) -> Vec<Enclosure> {
     out
 }
 
-/// A text construct as plain text: HTML is reduced to its text, whitespace collapsed.
+/// A text construct as plain text: HTML is reduced to its text, whitespace collapsed. Plain
+/// text that still holds entity references (`AT&amp;T` in CDATA, `&#x0024;`) was escaped once
+/// too often by its publisher, and is decoded as readers do.
 fn text_of(t: &model::Text) -> String {
     if t.content_type.to_string().contains("html") || looks_like_markup(&t.content) {
         html_to_text(&t.content)
+    } else if t.content.contains('&') {
+        collapse_whitespace(&html_escape::decode_html_entities(&t.content))
     } else {
         collapse_whitespace(&t.content)
     }

@@ -269,10 +269,10 @@ impl Open {
 /// The format of the document, as its root says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
-    /// RSS 0.9x/2.0 (and CDF, and a namespace-less `<rdf>`): entries are `item`s in `channel`.
+    /// RSS of any version (and CDF): entries are `item`s in `channel`. RSS 1.0 and 0.90
+    /// (`rdf:RDF`, entries beside the channel) are written as RSS 2.0, which feed-rs reads
+    /// more leniently (an item without a link is kept).
     Rss,
-    /// RSS 1.0 and 0.90 (`rdf:RDF`): entries are `item`s in the root.
-    Rdf,
     /// Atom: entries are `entry`s in the root.
     Atom,
 }
@@ -286,6 +286,8 @@ struct Repairer {
     /// The enclosing start tags of the first entry, and their end tags.
     context: Option<(String, String)>,
     format: Format,
+    /// The root is RDF's (RSS 1.0 or 0.90), written as RSS 2.0.
+    from_rdf: bool,
     root_closed: bool,
 }
 
@@ -308,6 +310,7 @@ pub fn repair(text: &str) -> Option<Repaired> {
         entries: Vec::new(),
         context: None,
         format: Format::Rss,
+        from_rdf: false,
         root_closed: false,
     };
     let mut seen_root = false;
@@ -369,24 +372,45 @@ fn local_of<'a>(tag: &'a BytesStart<'_>) -> &'a str {
 }
 
 impl Repairer {
-    /// Notes the format from the root element, and opens what its format lacks: an `<rss>`
-    /// around CDF's bare `<channel>`, an `<rss><channel>` for a namespace-less `<rdf>`.
+    /// Notes the format from the root element, and opens what RSS 2.0 has and the root's
+    /// format lacks: an `<rss>` around CDF's bare `<channel>`, an `<rss><channel>` (with the
+    /// root's namespace declarations) for RDF's root.
     fn begin_root(&mut self, tag: &BytesStart<'_>) {
-        let name = tag.name().0;
         let local = local_of(tag);
         self.format = if local.eq_ignore_ascii_case("feed") {
             Format::Atom
-        } else if local.eq_ignore_ascii_case("rdf") && (name.contains(':') || has_xmlns(tag)) {
-            Format::Rdf
         } else {
             Format::Rss
         };
-        let bare_rdf = self.format == Format::Rss && local.eq_ignore_ascii_case("rdf");
-        if local.eq_ignore_ascii_case("channel") || bare_rdf {
-            self.add("rss version=\"2.0\"", "rss");
-        }
-        if bare_rdf {
+        self.from_rdf = local.eq_ignore_ascii_case("rdf");
+        if self.from_rdf {
+            let mut declarations = String::new();
+            let mut attrs = tag.html_attributes();
+            attrs.with_checks(false);
+            let mut declared = Vec::new();
+            for attr in attrs.flatten() {
+                let key = attr.key.0;
+                let prefix = key.strip_prefix("xmlns:");
+                if (key == "xmlns" || prefix.is_some_and(is_xml_name))
+                    && !declared.iter().any(|d: &String| d == key)
+                {
+                    declared.push(key.to_owned());
+                    declarations.push_str(&format!(" {key}=\""));
+                    escape_into(&mut declarations, &attr.value);
+                    declarations.push('"');
+                }
+            }
+            self.add(&format!("rss version=\"2.0\"{declarations}"), "rss");
+            if let Some(rss) = self.stack.last_mut() {
+                rss.declares = declared
+                    .iter()
+                    .filter_map(|k| k.strip_prefix("xmlns:"))
+                    .map(str::to_owned)
+                    .collect();
+            }
             self.add("channel", "channel");
+        } else if local.eq_ignore_ascii_case("channel") {
+            self.add("rss version=\"2.0\"", "rss");
         }
     }
 
@@ -408,11 +432,13 @@ impl Repairer {
     /// otherwise.
     fn entry_parent(&self) -> Option<usize> {
         match self.format {
+            // RDF's root, left out of the output, holds the items beside the channel.
+            Format::Rss if self.from_rdf && self.stack.len() > 2 => Some(2),
             Format::Rss => self
                 .stack
                 .iter()
                 .position(|o| o.name == "channel" && o.written != Written::Dropped),
-            Format::Rdf | Format::Atom => (!self.stack.is_empty()).then_some(0),
+            Format::Atom => (!self.stack.is_empty()).then_some(0),
         }
     }
 
@@ -498,7 +524,7 @@ impl Repairer {
                 (attrs.text_construct && !attrs.markup)
                     || (prefix.is_none() && ATOM_TEXT.contains(&local))
             }
-            Format::Rss | Format::Rdf => {
+            Format::Rss => {
                 (prefix.is_none() && RSS_TEXT.contains(&local))
                     || (prefix == Some("content") && local == "encoded")
                     || matches!(prefix, Some("dc" | "dcterms"))
@@ -507,7 +533,7 @@ impl Repairer {
         if entry {
             self.note_context();
         }
-        let about = (entry && self.format == Format::Rdf)
+        let about = (entry && self.from_rdf)
             .then(|| {
                 attrs
                     .written
@@ -540,15 +566,15 @@ impl Repairer {
         }
     }
 
-    /// Whether an element of the input is left out, its content going to its parent: the
-    /// namespace-less `<rdf>` root and its `<channel>` (read as the channel added for it).
+    /// Whether an element of the input is left out, its content going to its parent: RDF's
+    /// root and its `<channel>` (read as the RSS 2.0 channel added for them).
     fn dropped(&self, local: &str, unprefixed: bool) -> bool {
-        let bare_rdf = self.format == Format::Rss
+        let root = self.from_rdf
             && self.stack.len() == 2
-            && self.stack[1].written == Written::Added
-            && self.stack[0].written == Written::Added;
-        (bare_rdf && unprefixed && local.eq_ignore_ascii_case("rdf"))
-            || (unprefixed
+            && self.stack.iter().all(|o| o.written == Written::Added);
+        (root && local.eq_ignore_ascii_case("rdf"))
+            || (self.from_rdf
+                && unprefixed
                 && local == "channel"
                 && self.stack.len() == 3
                 && self.stack[2].written == Written::Dropped)
@@ -777,13 +803,10 @@ impl Repairer {
         if self.stack.is_empty() {
             return;
         }
-        if self.in_text_only() {
-            push_escaped(&mut self.out, data);
-        } else {
-            self.out.push_str("<![CDATA[");
-            self.out.push_str(data);
-            self.out.push_str("]]>");
-        }
+        // Kept as CDATA, even where only text belongs: feed-rs reads CDATA as HTML there.
+        self.out.push_str("<![CDATA[");
+        self.out.push_str(data);
+        self.out.push_str("]]>");
     }
 
     /// A reference `&name;` in text.
@@ -872,13 +895,6 @@ fn declared_prefixes(tag: &BytesStart<'_>) -> Vec<String> {
         .flatten()
         .filter_map(|a| a.key.0.strip_prefix("xmlns:").map(str::to_owned))
         .collect()
-}
-
-/// Whether a start tag declares a default namespace.
-fn has_xmlns(tag: &BytesStart<'_>) -> bool {
-    let mut attrs = tag.html_attributes();
-    attrs.with_checks(false);
-    attrs.flatten().any(|a| a.key.0 == "xmlns")
 }
 
 /// The name as RSS or Atom spells it, when it is one of theirs written in another case.
@@ -994,6 +1010,18 @@ fn split_name(name: &str) -> (Option<&str>, &str) {
     match name.split_once(':') {
         Some((prefix, local)) => (Some(prefix), local),
         None => (None, name),
+    }
+}
+
+/// `text` escaped for an attribute value in double quotes.
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("&quot;"),
+            '<' => out.push_str("&lt;"),
+            c if is_xml_char(c) => out.push(c),
+            _ => {}
+        }
     }
 }
 
