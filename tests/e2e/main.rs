@@ -1,6 +1,7 @@
 //! End-to-end tests: real upstream servers on 127.0.0.1, the real pipeline, and output read
 //! back the way a feed reader reads it.
 
+mod broken;
 mod browser;
 mod caching;
 mod cli;
