@@ -234,6 +234,9 @@ impl Shared {
                 PollResult::Ok
             },
         );
+        if !report.recovered.is_empty() {
+            m.poll_recovered(source);
+        }
         if let Some(fault) = m.store_succeeded() {
             info!(
                 source,

@@ -61,6 +61,8 @@ impl Histogram {
 pub struct Metrics {
     /// Polls by (source, result).
     polls: Mutex<BTreeMap<(String, PollResult), u64>>,
+    /// Polls whose body could be read only by mending it, by source.
+    polls_recovered: Mutex<BTreeMap<String, u64>>,
     fetch_duration: Histogram,
     pub items_new: AtomicU64,
     pub items_updated: AtomicU64,
@@ -110,6 +112,15 @@ impl Metrics {
     pub fn poll(&self, source: &str, result: PollResult) {
         let mut polls = self.polls.lock().unwrap_or_else(|p| p.into_inner());
         *polls.entry((source.to_owned(), result)).or_default() += 1;
+    }
+
+    /// Counts one poll of `source` whose body was read only by mending it.
+    pub fn poll_recovered(&self, source: &str) {
+        let mut polls = self
+            .polls_recovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *polls.entry(source.to_owned()).or_default() += 1;
     }
 
     /// Records a write to the store that failed at `now` with `error`; answers whether the
@@ -206,6 +217,19 @@ impl Metrics {
             "counter",
             "Source polls by source and result.",
             &polls,
+        );
+        let recovered: Vec<(String, u64)> = self
+            .polls_recovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(source, n)| (format!("{{source=\"{}\"}}", label(source)), *n))
+            .collect();
+        family(
+            "feedmux_polls_recovered_total",
+            "counter",
+            "Polls whose body was broken (bad XML, a wrong encoding label) and was read by mending it, by source.",
+            &recovered,
         );
         family(
             "feedmux_items_ingested_total",

@@ -191,6 +191,10 @@ pub struct SourceState {
     /// back when the body is not parsed again.
     #[serde(default)]
     pub feed_ttl_secs: Option<u64>,
+    /// What the last parsed body needed mending to be read ("unescaped &, cut off"); `None`
+    /// when it was read as it was.
+    #[serde(default)]
+    pub recovered: Option<String>,
 }
 
 /// Why a source is not polled now.
@@ -205,10 +209,16 @@ pub enum Hold {
 }
 
 impl SourceState {
-    /// The health of the source in a few words: "ok", "not modified", "failing since …
-    /// (N failures)", "gone", "new".
+    /// The health of the source in a few words: "ok", "not modified", "recovered (unescaped
+    /// &)" (read, but only by mending the body), "failing since … (N failures)", "gone", "new".
     pub fn health(&self) -> String {
         match self.status {
+            SourceStatus::Ok | SourceStatus::NotModified if self.recovered.is_some() => {
+                format!(
+                    "recovered ({})",
+                    self.recovered.as_deref().unwrap_or_default()
+                )
+            }
             SourceStatus::Failing => {
                 let since = self
                     .failing_since

@@ -52,6 +52,8 @@ pub struct PollReport {
     pub merged_url: usize,
     pub merged_text: usize,
     pub merged_meaning: usize,
+    /// What the body needed mending to be read (empty when it was read as it was).
+    pub recovered: Vec<String>,
     /// The server (`host:port`) and its clock when it answered, with ours at that moment.
     pub server_clock: Option<ServerClock>,
 }
@@ -192,6 +194,16 @@ impl Pipeline {
                 "not modified: the same body as the last poll (not parsed again)"
             ),
             Ok(r) if r.not_modified => info!(url = %url, elapsed_ms, status = 304, "not modified"),
+            Ok(r) if !r.recovered.is_empty() => warn!(
+                url = %url,
+                elapsed_ms,
+                entries = r.entries,
+                items_new = r.new_items,
+                items_updated = r.updated_items,
+                merged = r.merged,
+                recovered = %r.recovered.join(", "),
+                "polled a broken feed: read by mending it (tell its publisher)"
+            ),
             Ok(r) => info!(
                 url = %url,
                 elapsed_ms,
@@ -438,6 +450,7 @@ pub fn ingest(
     after_body(&mut state, ctx, fetched, parsed.meta.ttl, now);
     state.item_count = state.item_count.saturating_add(plan.new_items() as u64);
     state.feed_ttl_secs = parsed.meta.ttl.map(|t| t.as_secs());
+    state.recovered = (!parsed.recovered.is_empty()).then(|| parsed.recovered.join(", "));
     state.title = parsed.meta.title.or(state.title);
     state.site_url = parsed.meta.site_url.or(state.site_url);
     store.apply_poll(&ctx.name, &plan, &feeds, &memberships, &state, term_stats)?;
@@ -452,6 +465,7 @@ pub fn ingest(
         merged_url: plan.merged,
         merged_text: plan.merged_text,
         merged_meaning: plan.merged_meaning,
+        recovered: parsed.recovered,
         // Filled in by the caller, which saw the answer.
         server_clock: None,
     })

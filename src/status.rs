@@ -42,7 +42,7 @@ th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--mute
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 a{color:var(--bar)}
 .state{font-weight:600;max-width:170px}
-.state.ok{color:var(--ok)}.state.failing{color:var(--bad)}.state.off{color:var(--off)}.state.new{color:var(--muted)}
+.state.ok{color:var(--ok)}.state.recovered{color:var(--off)}.state.failing{color:var(--bad)}.state.off{color:var(--off)}.state.new{color:var(--muted)}
 .error{color:var(--bad);min-width:220px;max-width:360px;overflow-wrap:anywhere;font-size:13px}
 .when{white-space:nowrap;font-size:13px}
 .sub a{display:inline-block;margin-right:8px;padding:1px 8px;border:1px solid var(--line);border-radius:10px;text-decoration:none;font-size:13px}
@@ -162,6 +162,7 @@ fn state_of(source: &SourceConfig, state: &SourceState) -> (String, &'static str
         return ("disabled".to_owned(), "off");
     }
     let class = match state.status {
+        SourceStatus::Ok | SourceStatus::NotModified if state.recovered.is_some() => "recovered",
         SourceStatus::Ok | SourceStatus::NotModified => "ok",
         SourceStatus::Failing => "failing",
         SourceStatus::Gone => "off",

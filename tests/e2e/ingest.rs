@@ -229,6 +229,46 @@ async fn a_link_shared_by_several_items_of_one_source_identifies_nothing() {
 }
 
 #[tokio::test]
+async fn items_without_guids_sharing_one_link_are_all_kept_and_stay_put() {
+    let upstream = Upstream::start().await;
+    let item = |title: &str| {
+        format!("<item><title>{title}</title><link>https://lab.example/news</link><description>About {title}</description></item>")
+    };
+    let feed = |titles: &[&str]| {
+        let items: String = titles.iter().map(|t| item(t)).collect();
+        format!("<rss version=\"2.0\"><channel><title>Lab</title>{items}</channel></rss>")
+    };
+    upstream.put(
+        "/f",
+        &[],
+        feed(&["Model A", "Model B", "Model C", "Model D"]),
+    );
+    let dir = tempdir();
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}[[feed]]\nname = \"all\"\n",
+            source("lab", &upstream.url("/f"))
+        ),
+    );
+    poll_all(&config).await;
+    let mut all = titles(&config, "all");
+    all.sort();
+    assert_eq!(all, ["Model A", "Model B", "Model C", "Model D"]);
+
+    // The next poll, with one more item on top, adds one item and changes none.
+    upstream.put(
+        "/f",
+        &[],
+        feed(&["Model E", "Model A", "Model B", "Model C", "Model D"]),
+    );
+    let outcomes = poll(&config, &[]).await;
+    let report = outcomes[0].1.as_ref().unwrap();
+    assert_eq!((report.new_items, report.updated_items), (1, 0));
+    assert_eq!(Store::open(&config.storage.path).unwrap().item_count(), 5);
+}
+
+#[tokio::test]
 async fn an_edited_item_is_updated_in_place_not_duplicated() {
     let upstream = Upstream::start().await;
     upstream.put(

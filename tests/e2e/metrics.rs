@@ -220,3 +220,108 @@ async fn readyz_answers_503_until_ready_and_while_the_store_fails() {
     metrics.store_failing.store(true, Ordering::Relaxed);
     assert_eq!(status().await, 503, "not ready while the store fails");
 }
+
+#[tokio::test]
+async fn a_broken_feed_is_served_and_its_health_says_what_was_mended() {
+    let upstream = Upstream::start().await;
+    // A bare `&`, an HTML entity and a cut-off last item; and a well-formed neighbour.
+    upstream.put(
+        "/broken.xml",
+        &[("content-type", "application/rss+xml; charset=utf-8")],
+        "<rss version=\"2.0\"><channel><title>Lab & friends</title>\
+         <item><guid>1</guid><title>Q&A with the team &mdash; part 1</title></item>\
+         <item><guid>2</guid><title>Benchmarks</title></item>\
+         <item><guid>3</guid><title>Cut o",
+    );
+    upstream.put(
+        "/fine.xml",
+        &[("content-type", "application/rss+xml")],
+        "<rss version=\"2.0\"><channel><title>t</title><item><guid>a</guid><title>Fine</title></item></channel></rss>",
+    );
+    let dir = tempdir();
+    let yearly = |name: &str, path: &str| {
+        source(name, &upstream.url(path))
+            .trim_end_matches('\n')
+            .to_owned()
+            + "\nschedule = \"0 0 0 1 1 *\"\n\n"
+    };
+    let config = config(
+        dir.path(),
+        &format!(
+            "{}{}[[feed]]\nname = \"all\"\n",
+            yearly("broken", "/broken.xml"),
+            yearly("fine", "/fine.xml")
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (control, rx) = mpsc::channel(1);
+    let daemon = tokio::spawn(daemon::run(config, listener, rx));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).send();
+
+    // Bounded wait until both first polls are counted.
+    let mut samples = HashMap::new();
+    for _ in 0..150 {
+        samples = parse(&get("/metrics").await.unwrap().text().await.unwrap());
+        let polls: f64 = samples
+            .iter()
+            .filter(|(k, _)| k.starts_with("feedmux_polls_total{"))
+            .map(|(_, v)| v)
+            .sum();
+        if polls == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        samples.get("feedmux_polls_total{source=\"broken\",result=\"ok\"}"),
+        Some(&1.0)
+    );
+    assert_eq!(
+        samples.get("feedmux_polls_recovered_total{source=\"broken\"}"),
+        Some(&1.0),
+        "{samples:?}"
+    );
+    assert_eq!(
+        samples.get("feedmux_polls_recovered_total{source=\"fine\"}"),
+        None
+    );
+
+    // Bounded wait until the output feed is rendered with both sources' items.
+    let wanted = ["Q&A with the team — part 1", "Benchmarks", "Fine"];
+    let mut titles: Vec<String> = Vec::new();
+    for _ in 0..150 {
+        let atom = get("/feeds/all.atom").await.unwrap().text().await.unwrap();
+        titles = feed_rs::parser::parse(atom.as_bytes())
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.title.unwrap().content)
+            .collect();
+        if wanted.iter().all(|w| titles.iter().any(|t| t == w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for title in wanted {
+        assert!(titles.iter().any(|t| t == title), "{title} in {titles:?}");
+    }
+    assert!(!titles.iter().any(|t| t.starts_with("Cut")), "{titles:?}");
+
+    let page = get("/").await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("recovered (unescaped &amp;, HTML entities, cut off)"),
+        "the status page shows the health: {page}"
+    );
+    let sources = crate::api_sources(&http, &base).await;
+    let broken = sources.iter().find(|s| s["name"] == "broken").unwrap();
+    assert_eq!(
+        broken["state"]["recovered"],
+        "unescaped &, HTML entities, cut off"
+    );
+    let fine = sources.iter().find(|s| s["name"] == "fine").unwrap();
+    assert!(fine["state"]["recovered"].is_null());
+    control.send(Control::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+}
