@@ -110,6 +110,7 @@ pub fn render(data: &[u8]) {
                 modified: at,
                 content_hash: 0,
                 story: id,
+                sanitised: 0,
             },
             source: SourceInfo {
                 title: source.clone(),

@@ -105,6 +105,10 @@ pub struct Item {
     pub content_hash: u64,
     /// The story group the item belongs to, named by the id of its first item.
     pub story: ItemId,
+    /// The [`crate::sanitise::POLICY`] its HTML was cleaned under (0: not known, as for
+    /// items stored by older releases); the publish stage cleans again any other.
+    #[serde(default)]
+    pub sanitised: u32,
 }
 
 impl Item {

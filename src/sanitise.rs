@@ -5,8 +5,10 @@
 //! `javascript:` or `data:`), makes relative URLs absolute against the item's link, and then
 //! removes what ammonia would keep but a reader should not get: elements the publisher hid
 //! with a style or the `hidden` attribute (with their content), and tracking pixels (images
-//! of 1×1 or smaller, without a source, or from known tracking hosts). Both the parse stage
-//! (on the way in) and the publish stage (on the way out) use it. Pure functions: no I/O.
+//! of 1×1 or smaller, without a source, or from known tracking hosts). Elements nested more
+//! than [`MAX_DEPTH`] deep lose their tags first, so that cleaning takes time in proportion to
+//! the input. The parse stage cleans on the way in; the publish stage cleans again only HTML
+//! cleaned under an older [`POLICY`]. Pure functions: no I/O.
 
 use std::borrow::Cow;
 
@@ -43,9 +45,26 @@ const VOID: &[&str] = &[
     "wbr",
 ];
 
+/// The version of the policy [`clean`] applies. Items remember the version their HTML was
+/// cleaned under, and the publish stage cleans again only HTML cleaned under another one.
+pub const POLICY: u32 = 1;
+
+/// How deeply elements may nest; deeper start and end tags are dropped (their text stays).
+/// Real articles nest a few dozen deep at most; html5ever's tree builder takes time in
+/// proportion to the depth for every element, so an unbounded depth is quadratic.
+pub const MAX_DEPTH: usize = 100;
+
+/// Elements whose end tag HTML lets the author leave out (a new `<p>` or `<li>` closes the
+/// last): not counted as nesting, since the parser closes them itself.
+const OPTIONAL_END: &[&str] = &[
+    "p", "li", "dt", "dd", "tr", "td", "th", "tbody", "thead", "tfoot", "option", "optgroup", "rb",
+    "rt", "rtc", "rp", "colgroup", "caption", "html", "head", "body",
+];
+
 /// `html` made safe to show: see the module documentation. `base` (the item's link) resolves
 /// relative URLs; without one they are kept as they are.
 pub fn clean(html: &str, base: Option<&Url>) -> String {
+    let html = &*capped_depth(html);
     let mut builder = ammonia::Builder::default();
     builder
         .add_generic_attributes(["style", "hidden"])
@@ -66,6 +85,104 @@ pub fn clean(html: &str, base: Option<&Url>) -> String {
         tag.attrs.iter().any(|(k, _)| k == "style" || k == "hidden")
             || (tag.name == "img" && is_tracking_image(tag))
     })
+}
+
+/// `html` with the start and end tags of elements nested deeper than [`MAX_DEPTH`] left out,
+/// in one pass. Depth is counted by tags as written (void elements and those whose end tag
+/// is optional aside), which is at least as deep as the tree html5ever builds.
+fn capped_depth(html: &str) -> Cow<'_, str> {
+    if html.matches('<').count() <= MAX_DEPTH {
+        return Cow::Borrowed(html);
+    }
+    let mut out = String::with_capacity(html.len());
+    let mut open: Vec<String> = Vec::new();
+    // Start tags left out, by name: their end tags are left out too.
+    let mut excess: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut i = 0;
+    while let Some(offset) = html[i..].find('<') {
+        let at = i + offset;
+        out.push_str(&html[i..at]);
+        let Some(tag) = read_tag_name(html, at) else {
+            out.push('<');
+            i = at + 1;
+            continue;
+        };
+        let keep = if tag.end {
+            match excess.get_mut(&tag.name) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    if let Some(pos) = open.iter().rposition(|n| *n == tag.name) {
+                        open.truncate(pos);
+                    }
+                    true
+                }
+            }
+        } else if tag.self_closing
+            || VOID.contains(&tag.name.as_str())
+            || OPTIONAL_END.contains(&tag.name.as_str())
+        {
+            true
+        } else if open.len() >= MAX_DEPTH {
+            *excess.entry(tag.name.clone()).or_default() += 1;
+            false
+        } else {
+            open.push(tag.name.clone());
+            true
+        };
+        if keep {
+            out.push_str(&html[at..tag.after]);
+        }
+        i = tag.after;
+    }
+    out.push_str(&html[i..]);
+    Cow::Owned(out)
+}
+
+/// A tag's name and extent, read leniently (any attribute syntax, up to the next `>` that is
+/// not inside quotes).
+struct TagName {
+    name: String,
+    end: bool,
+    self_closing: bool,
+    after: usize,
+}
+
+fn read_tag_name(html: &str, at: usize) -> Option<TagName> {
+    let bytes = html.as_bytes();
+    let mut i = at + 1;
+    let end = bytes.get(i) == Some(&b'/');
+    if end {
+        i += 1;
+    }
+    let name_start = i;
+    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'-') {
+        i += 1;
+    }
+    if i == name_start || !bytes[name_start].is_ascii_alphabetic() {
+        return None;
+    }
+    let name = html[name_start..i].to_ascii_lowercase();
+    let mut quote = None;
+    while i < bytes.len() {
+        match (bytes[i], quote) {
+            (b'"' | b'\'', None) => quote = Some(bytes[i]),
+            (q, Some(open)) if q == open => quote = None,
+            (b'>', None) => {
+                return Some(TagName {
+                    name,
+                    end,
+                    self_closing: i > 0 && bytes[i - 1] == b'/',
+                    after: i + 1,
+                })
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Whether an inline style hides its element (or shrinks it to nothing, or moves it off the
@@ -290,6 +407,24 @@ mod tests {
             out,
             r#"<a href="https://news.example/2026/other.html" rel="noopener noreferrer">x</a><img src="https://news.example/2026/11/pic.png" alt="p">"#
         );
+    }
+
+    #[test]
+    fn nesting_beyond_the_cap_keeps_its_text_and_loses_its_tags() {
+        let depth = MAX_DEPTH + 50;
+        let html = format!(
+            "{}deep text{}<p>after</p>",
+            "<div><b>".repeat(depth / 2),
+            "</b></div>".repeat(depth / 2)
+        );
+        let out = clean(&html, None);
+        assert!(out.contains("deep text"), "{out}");
+        assert!(out.ends_with("<p>after</p>"), "{out}");
+        assert_eq!(out.matches("<div>").count(), out.matches("</div>").count());
+        assert!(out.matches("<div>").count() + out.matches("<b>").count() <= MAX_DEPTH);
+        // Shallow HTML, and many paragraphs without end tags, are left as they are.
+        let paragraphs = "<p>para".repeat(500);
+        assert_eq!(capped_depth(&paragraphs), paragraphs);
     }
 
     #[test]

@@ -1817,6 +1817,7 @@ mod tests {
             modified: at,
             content_hash: 0,
             story: id,
+            sanitised: 0,
         };
         let mut indexed = indexed(n, source, at);
         indexed.id = id;

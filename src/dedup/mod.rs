@@ -867,6 +867,8 @@ fn new_item(
         modified: now,
         content_hash,
         story,
+        // Entries come from the parse stage, which cleaned their HTML.
+        sanitised: crate::sanitise::POLICY,
     }
 }
 

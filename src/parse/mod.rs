@@ -346,12 +346,14 @@ fn root_element_start(bytes: &[u8]) -> Option<usize> {
                 } else if rest.starts_with(b"<!--") {
                     skip_to(b"-->")?
                 } else if rest.starts_with(b"<!") {
-                    // A doctype, possibly with an internal subset.
-                    match rest.iter().position(|b| *b == b'[') {
-                        Some(open) if open < rest.iter().position(|b| *b == b'>')? => {
-                            skip_to(b"]>").or_else(|| skip_to(b"]"))?
-                        }
-                        _ => skip_to(b">")?,
+                    // A doctype, possibly with an internal subset. Only the text up to the
+                    // first `>` is searched for its `[`: every byte is looked at a bounded
+                    // number of times, however many `<!` there are.
+                    let close = rest.iter().position(|b| *b == b'>')?;
+                    if rest[..close].contains(&b'[') {
+                        skip_to(b"]>").or_else(|| skip_to(b"]"))?
+                    } else {
+                        i + close + 1
                     }
                 } else {
                     return Some(i);

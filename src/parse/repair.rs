@@ -41,6 +41,8 @@ pub enum Repair {
     TextType,
     /// Markup where only text belongs (HTML pasted unescaped into a description, `a < b`).
     UnescapedMarkup,
+    /// Elements nested deeper, or with more attributes, than any feed needs.
+    Excess,
 }
 
 impl fmt::Display for Repair {
@@ -56,6 +58,7 @@ impl fmt::Display for Repair {
             Repair::ElementCase => "upper-case element names",
             Repair::TextType => "unknown text type",
             Repair::UnescapedMarkup => "unescaped markup in text",
+            Repair::Excess => "nesting or attributes beyond bounds",
         })
     }
 }
@@ -214,6 +217,13 @@ const ATOM_TEXT: &[&str] = &[
 
 /// The longest entity name looked for after a `&` (HTML's longest is 31 characters).
 const MAX_ENTITY_NAME: usize = 32;
+
+/// How deeply elements may nest, and how many attributes one may have; beyond, tags and
+/// attributes are left out (text stays). Feeds nest a dozen deep and carry a few attributes;
+/// the bounds keep every lookup over open elements and attributes short, so the pass is
+/// linear whatever the input.
+const MAX_NESTING: usize = 256;
+const MAX_ATTRIBUTES: usize = 256;
 
 /// How an open element appears in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -467,6 +477,10 @@ impl Repairer {
             self.text_escaped(&format!("<{raw}{}>", if empty { "/" } else { "" }));
             return;
         }
+        if self.stack.len() >= MAX_NESTING {
+            self.repairs.insert(Repair::Excess);
+            return;
+        }
         if self.dropped(local, prefix.is_none()) {
             let mut open = Open::new(name.clone(), Written::Dropped, self.out.len());
             if empty {
@@ -584,13 +598,18 @@ impl Repairer {
     /// undeclared prefixes declared, text types feed-rs does not read replaced.
     fn attributes(&mut self, tag: &BytesStart<'_>, prefix: Option<&str>, local: &str) -> Attrs {
         let mut written: Vec<(String, String)> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         let mut declares = Vec::new();
         let mut attrs = tag.html_attributes();
         attrs.with_checks(false);
         for attr in attrs.flatten() {
             let key = attr.key.0;
-            if !is_xml_name(key) || written.iter().any(|(k, _)| k == key) {
+            if !is_xml_name(key) || !seen.insert(key) {
                 continue;
+            }
+            if written.len() == MAX_ATTRIBUTES {
+                self.repairs.insert(Repair::Excess);
+                break;
             }
             if let Some(declared) = key.strip_prefix("xmlns:") {
                 declares.push(declared.to_owned());
@@ -629,9 +648,10 @@ impl Repairer {
         }
         // Prefixes used but not declared are declared here, on the element using them.
         let mut used: Vec<String> = prefix.map(str::to_owned).into_iter().collect();
+        let mut used_seen: HashSet<String> = used.iter().cloned().collect();
         for (key, _) in &written {
             if let Some((p, _)) = key.split_once(':') {
-                if p != "xmlns" && !used.iter().any(|u| u == p) {
+                if p != "xmlns" && used_seen.insert(p.to_owned()) {
                     used.push(p.to_owned());
                 }
             }
@@ -1135,6 +1155,27 @@ mod tests {
             r.without_entries(),
             "<rss version=\"2.0\"><channel><title>t</title></channel></rss>"
         );
+    }
+
+    #[test]
+    fn nesting_and_attributes_are_bounded() {
+        let deep = format!(
+            "<rss><channel><item><title>t</title>{}x{}</item></channel></rss>",
+            "<a>".repeat(MAX_NESTING * 2),
+            "</a>".repeat(MAX_NESTING * 2)
+        );
+        let r = repaired(&deep);
+        assert!(r.xml.matches("<a>").count() < MAX_NESTING);
+        assert_eq!(r.xml.matches("<a>").count(), r.xml.matches("</a>").count());
+        assert!(r.repairs.contains(&Repair::Excess));
+        assert_eq!(r.entries.len(), 1);
+        let attributes: String = (0..MAX_ATTRIBUTES * 2)
+            .map(|i| format!(" a{i}=\"1\""))
+            .collect();
+        let r = repaired(&format!(
+            "<rss><channel><item{attributes}><title>t</title></item></channel></rss>"
+        ));
+        assert_eq!(r.xml.matches("=\"1\"").count(), MAX_ATTRIBUTES);
     }
 
     #[test]

@@ -228,6 +228,7 @@ fn an_item_indexed_twice_by_a_retried_poll_is_shown_once() {
         modified: at,
         content_hash: 1,
         story: id,
+        sanitised: 0,
     };
     let membership = [FeedMembership {
         feed: "all".into(),

@@ -112,6 +112,7 @@ fn item(n: usize, title: String, url: Option<String>, body: Option<String>) -> I
         modified: at,
         content_hash: 0,
         story: id,
+        sanitised: 0,
     }
 }
 
