@@ -39,21 +39,38 @@ pub struct Decoded<'a> {
     pub encoding: &'static str,
     pub source: EncodingSource,
     pub utf8: Cow<'a, [u8]>,
+    /// Sequences invalid in the encoding, each read as U+FFFD.
+    pub invalid: usize,
+    /// Control characters that XML forbids were dropped.
+    pub dropped_controls: bool,
 }
 
 impl Decoded<'_> {
     /// What a reader of source health should know: the encoding was not the one labelled
-    /// (or none was), e.g. "read as GBK, labelled UTF-8".
-    pub fn note(&self) -> Option<String> {
+    /// (or none was), e.g. "read as GBK, labelled UTF-8"; bytes were invalid or forbidden.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
         match self.source {
             EncodingSource::Detected { label: Some(label) } => {
-                Some(format!("read as {}, labelled {label}", self.encoding))
+                notes.push(format!("read as {}, labelled {label}", self.encoding))
             }
             EncodingSource::Detected { label: None } => {
-                Some(format!("read as {}, no encoding declared", self.encoding))
+                notes.push(format!("read as {}, no encoding declared", self.encoding))
             }
-            _ => None,
+            _ => {}
         }
+        if self.invalid > 0 {
+            notes.push(format!(
+                "{} invalid {} sequence{}",
+                self.invalid,
+                self.encoding,
+                if self.invalid == 1 { "" } else { "s" }
+            ));
+        }
+        if self.dropped_controls {
+            notes.push("control characters".to_owned());
+        }
+        notes
     }
 }
 
@@ -100,8 +117,12 @@ pub fn decode<'a>(body: &'a [u8], content_type: Option<&str>, url: Option<&Url>)
     let (charset, source, bom_len) = choose(body, content_type);
     let (charset, source) = checked(charset, source, &body[bom_len..], url);
     let text = charset.decode(&body[bom_len..]);
+    let invalid = match (charset, &text) {
+        (Charset::Whatwg(e), Cow::Owned(t)) if e == UTF_8 => t.matches('\u{FFFD}').count(),
+        _ => 0,
+    };
     // Controls first: one before the declaration would hide it from the rewrite.
-    let text = drop_forbidden_controls(text);
+    let (text, dropped_controls) = drop_forbidden_controls(text);
     let text = rewrite_declared_encoding(text);
     let text = drop_stray_declarations(text);
     let text = declarations_name_utf8(text);
@@ -113,6 +134,8 @@ pub fn decode<'a>(body: &'a [u8], content_type: Option<&str>, url: Option<&Url>)
         encoding: charset.name(),
         source,
         utf8,
+        invalid,
+        dropped_controls,
     }
 }
 
@@ -136,7 +159,7 @@ fn checked(
     let label = (source != EncodingSource::Default).then(|| labelled.name());
     let utf8 = std::str::from_utf8(body).is_ok();
     if labelled == UTF_8 {
-        if utf8 {
+        if utf8 || mostly_utf8(body) {
             return (charset, source);
         }
     } else if utf8 {
@@ -157,6 +180,18 @@ fn checked(
         Charset::Whatwg(detected),
         EncodingSource::Detected { label },
     )
+}
+
+/// Whether `body`, not valid UTF-8, is UTF-8 with a few stray bytes: at most one invalid
+/// sequence for every ten valid non-ASCII characters. (Text in a legacy encoding read as UTF-8
+/// is nearly all invalid sequences.)
+fn mostly_utf8(body: &[u8]) -> bool {
+    let (mut valid, mut invalid) = (0usize, 0usize);
+    for chunk in body.utf8_chunks() {
+        valid += chunk.valid().chars().filter(|c| !c.is_ascii()).count();
+        invalid += usize::from(!chunk.invalid().is_empty());
+    }
+    valid > 0 && invalid * 10 <= valid
 }
 
 /// Whether valid UTF-8 `body` holds enough multi-byte sequences that a legacy multi-byte
@@ -430,12 +465,16 @@ fn plain_declaration(decl: &[u8]) -> bool {
 
 /// XML 1.0 allows tab, LF and CR among the C0 controls; the rest (and DEL's C1 neighbours
 /// are fine) make strict parsers stop, so they are dropped.
-fn drop_forbidden_controls(text: Cow<'_, str>) -> Cow<'_, str> {
+/// (Answers too whether there were any.)
+fn drop_forbidden_controls(text: Cow<'_, str>) -> (Cow<'_, str>, bool) {
     let forbidden = |c: char| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}';
     if !text.contains(forbidden) {
-        return text;
+        return (text, false);
     }
-    Cow::Owned(text.chars().filter(|c| !forbidden(*c)).collect())
+    (
+        Cow::Owned(text.chars().filter(|c| !forbidden(*c)).collect()),
+        true,
+    )
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ pub fn parse_feed(
         return Err(ParseError::Empty);
     }
     let decoded = charset::decode(body, content_type, Some(base));
-    let recovered: Vec<String> = decoded.note().into_iter().collect();
+    let recovered = decoded.notes();
     let utf8 = rss_root_as_feed_rs_reads_it(legacy_namespace_renamed(decoded.utf8));
     let first = utf8.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let is_json = first == Some(b'{');
@@ -72,16 +72,22 @@ pub fn parse_feed(
         Ok(feed) => {
             let strict = Reading::of(feed, &utf8);
             let kept = strict.feed.entries.len();
-            let repaired = (kept < wanted)
+            let damaged = silently_damaged(&utf8);
+            let repaired = (kept < wanted || damaged)
                 .then(|| repaired_reading(&utf8, base))
                 .flatten()
-                .filter(|r| r.feed.entries.len() > kept)
+                .filter(|r| {
+                    let found = r.feed.entries.len();
+                    found > kept || (damaged && found == kept && !r.repairs.is_empty())
+                })
                 .map(|mut r| {
                     let more = r.feed.entries.len() - kept;
-                    r.repairs.push(format!(
-                        "{more} entr{} the strict reading dropped",
-                        if more == 1 { "y" } else { "ies" }
-                    ));
+                    if more > 0 {
+                        r.repairs.push(format!(
+                            "{more} entr{} the strict reading dropped",
+                            if more == 1 { "y" } else { "ies" }
+                        ));
+                    }
                     r
                 });
             let reading = repaired.unwrap_or(strict);
@@ -132,7 +138,11 @@ impl Reading {
     }
 
     fn normalised(self, base: &Url, now: DateTime<Utc>, mut recovered: Vec<String>) -> ParsedFeed {
-        recovered.extend(self.repairs);
+        for repair in self.repairs {
+            if !recovered.contains(&repair) {
+                recovered.push(repair);
+            }
+        }
         normalise::feed(self.feed, base, now, recovered, &self.dublin_core)
     }
 }
@@ -176,6 +186,85 @@ fn repaired_reading(utf8: &[u8], base: &Url) -> Option<Reading> {
         ));
     }
     Some(reading)
+}
+
+/// Whether a document that feed-rs reads without complaint still loses part of what it
+/// says: an element whose namespace prefix is never declared (feed-rs sees it as unknown and
+/// drops it: `dc:creator`, `content:encoded`), or markup inside an RSS title (feed-rs keeps
+/// the text before the first tag). One pass over the document.
+fn silently_damaged(utf8: &[u8]) -> bool {
+    let rss = root_element_start(utf8).is_some_and(|at| {
+        let root = &utf8[at + 1..];
+        !root.starts_with(b"feed") && !root.starts_with(b"entry")
+    });
+    let mut used: Vec<&[u8]> = Vec::new();
+    let mut declared: Vec<&[u8]> = Vec::new();
+    let name_end = |from: usize| {
+        utf8[from..]
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')))
+            .map_or(utf8.len(), |n| from + n)
+    };
+    let mut at = 0;
+    while let Some(offset) = memchr_any(&utf8[at..]) {
+        let i = at + offset;
+        at = i + 1;
+        if utf8[i] == b'x' {
+            // `xmlns:prefix=`
+            if utf8[i..].starts_with(b"xmlns:") {
+                let end = name_end(i + 6);
+                if declared.len() < 64 && !declared.contains(&&utf8[i + 6..end]) {
+                    declared.push(&utf8[i + 6..end]);
+                }
+                at = end;
+            }
+            continue;
+        }
+        // CDATA and comments hold text, not elements (HTML in CDATA may say `<o:p>`).
+        let skip = if utf8[i..].starts_with(b"<![CDATA[") {
+            Some(b"]]>".as_slice())
+        } else if utf8[i..].starts_with(b"<!--") {
+            Some(b"-->".as_slice())
+        } else {
+            None
+        };
+        if let Some(close) = skip {
+            match utf8[i..].windows(3).position(|w| w == close) {
+                Some(n) => {
+                    at = i + n + 3;
+                    continue;
+                }
+                None => break,
+            }
+        }
+        let end = name_end(i + 1);
+        let name = &utf8[i + 1..end];
+        if let Some(colon) = name.iter().position(|b| *b == b':') {
+            let prefix = &name[..colon];
+            if prefix != b"xml" && used.len() < 64 && !used.contains(&prefix) {
+                used.push(prefix);
+            }
+        } else if rss && name == b"title" {
+            // The title's text runs to the next `<`, which must end it or open CDATA.
+            let Some(close) = utf8[end..].iter().position(|b| *b == b'>') else {
+                break;
+            };
+            let content = end + close + 1;
+            if let Some(next) = utf8[content..].iter().position(|b| *b == b'<') {
+                let rest = &utf8[content + next..];
+                if !rest.starts_with(b"</") && !rest.starts_with(b"<![CDATA[") {
+                    return true;
+                }
+            }
+        }
+        at = end;
+    }
+    used.iter().any(|p| !declared.contains(p))
+}
+
+/// The offset of the next `<` or `x` (where start tags and `xmlns:` declarations begin).
+fn memchr_any(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|b| *b == b'<' || *b == b'x')
 }
 
 /// How many `<item` and `<entry` start tags the document has (a bound on its entries).
@@ -286,7 +375,7 @@ fn legacy_namespace_renamed(utf8: std::borrow::Cow<'_, [u8]>) -> std::borrow::Co
 }
 
 /// RSS versions feed-rs reads as they are.
-const RSS_VERSIONS_READ: [&str; 3] = ["2.0", "0.91", "0.92"];
+pub(crate) const RSS_VERSIONS_READ: [&str; 3] = ["2.0", "0.91", "0.92"];
 
 /// feed-rs reads `<rss>` only with version 2.0, 0.91 or 0.92. An `<rss>` root without a
 /// version, or with one of the versions that are RSS 2.0 in all but name (0.93, 0.94, 2.01,
@@ -516,8 +605,9 @@ mod lenient_tests {
 
     #[test]
     fn an_entry_feed_rs_refuses_is_skipped_alone() {
-        // An Atom content element with a src and a body: feed-rs refuses the entry.
-        let feed = parse("<feed xmlns=\"http://www.w3.org/2005/Atom\"><title>t</title><entry><title>good</title><id>1</id></entry><entry><title>bad</title><id>2</id><content src=\"https://x.example/\" type=\"text/html\">body</content></entry><entry><title>also good</title><id>3</id></entry><bogus></feed>");
+        // A Media RSS title of a type feed-rs does not know, under a prefix the repair does
+        // not look for: feed-rs refuses the entry, and only that one.
+        let feed = parse("<feed xmlns=\"http://www.w3.org/2005/Atom\" xmlns:m=\"http://search.yahoo.com/mrss/\"><title>t</title><entry><title>good</title><id>1</id></entry><entry><title>bad</title><id>2</id><m:group><m:title type=\"bogus\">x</m:title></m:group></entry><entry><title>also good</title><id>3</id></entry><bogus></feed>");
         assert_eq!(titles(&feed), ["good", "also good"]);
         assert!(
             feed.recovered

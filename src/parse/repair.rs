@@ -43,6 +43,8 @@ pub enum Repair {
     UnescapedMarkup,
     /// Elements nested deeper, or with more attributes, than any feed needs.
     Excess,
+    /// References to characters XML forbids (`&#1;`).
+    ControlCharacters,
 }
 
 impl fmt::Display for Repair {
@@ -59,6 +61,7 @@ impl fmt::Display for Repair {
             Repair::TextType => "unknown text type",
             Repair::UnescapedMarkup => "unescaped markup in text",
             Repair::Excess => "nesting or attributes beyond bounds",
+            Repair::ControlCharacters => "control characters",
         })
     }
 }
@@ -257,6 +260,8 @@ struct Open {
     /// An RSS 1.0 item's `rdf:about`, written as its link when it has none.
     about: Option<String>,
     has_link: bool,
+    /// Its content is left out (an Atom `content` with a `src` must be empty).
+    discard: bool,
 }
 
 impl Open {
@@ -272,6 +277,7 @@ impl Open {
             entry: false,
             about: None,
             has_link: false,
+            discard: false,
         }
     }
 }
@@ -303,6 +309,8 @@ struct Repairer {
 
 /// Repairs `text` (UTF-8, the whole body). `None` when no feed root element is found.
 pub fn repair(text: &str) -> Option<Repaired> {
+    let (text, stray) = stray_less_than_escaped(text);
+    let text = &*text;
     let mut reader = Reader::from_str(text);
     {
         let config = reader.config_mut();
@@ -363,6 +371,9 @@ pub fn repair(text: &str) -> Option<Repaired> {
     if !seen_root {
         return None;
     }
+    if stray {
+        r.repairs.insert(Repair::UnescapedMarkup);
+    }
     r.finish();
     let mut repairs: Vec<Repair> = r.repairs.into_iter().collect();
     repairs.sort();
@@ -374,6 +385,28 @@ pub fn repair(text: &str) -> Option<Repaired> {
         open,
         close,
     })
+}
+
+/// `text` with every `<` that cannot start markup (`a < b`, `<100 ms`) written `&lt;`, so the
+/// tokenizer does not read a tag up to the next `>` (and across a quote to the next one), and
+/// whether there was any.
+fn stray_less_than_escaped(text: &str) -> (std::borrow::Cow<'_, str>, bool) {
+    let starts_markup = |c: char| c.is_alphabetic() || matches!(c, '_' | ':' | '/' | '!' | '?');
+    let stray = |at: usize| !text[at + 1..].chars().next().is_some_and(starts_markup);
+    if !text.match_indices('<').any(|(at, _)| stray(at)) {
+        return (std::borrow::Cow::Borrowed(text), false);
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut from = 0;
+    for (at, _) in text.match_indices('<') {
+        if stray(at) {
+            out.push_str(&text[from..at]);
+            out.push_str("&lt;");
+            from = at + 1;
+        }
+    }
+    out.push_str(&text[from..]);
+    (std::borrow::Cow::Owned(out), true)
 }
 
 fn local_of<'a>(tag: &'a BytesStart<'_>) -> &'a str {
@@ -438,6 +471,11 @@ impl Repairer {
         self.stack.last().is_some_and(|o| o.text_only)
     }
 
+    /// Whether what comes now is left out (inside an Atom `content` with a `src`).
+    fn discarding(&self) -> bool {
+        self.stack.last().is_some_and(|o| o.discard)
+    }
+
     /// Where in the stack the element holding entries is: the channel in RSS, the root
     /// otherwise.
     fn entry_parent(&self) -> Option<usize> {
@@ -458,6 +496,14 @@ impl Repairer {
             // Not markup at all, as in `a < b`: text.
             let raw: &str = tag;
             self.text_escaped(&format!("<{raw}{}>", if empty { "/" } else { "" }));
+            return;
+        }
+        if self.discarding() {
+            if !empty {
+                let mut open = Open::new(raw_name.to_owned(), Written::Dropped, self.out.len());
+                open.discard = true;
+                self.stack.push(open);
+            }
             return;
         }
         let name = self.canonical(raw_name);
@@ -563,6 +609,7 @@ impl Repairer {
         open.drop_if_empty = attrs.text_construct;
         open.entry = entry;
         open.about = about;
+        open.discard = attrs.src_content;
         self.stack.push(open);
     }
 
@@ -603,9 +650,12 @@ impl Repairer {
         let mut attrs = tag.html_attributes();
         attrs.with_checks(false);
         for attr in attrs.flatten() {
-            let key = attr.key.0;
+            let key = canonical_attribute(attr.key.0);
             if !is_xml_name(key) || !seen.insert(key) {
                 continue;
+            }
+            if key != attr.key.0 {
+                self.repairs.insert(Repair::ElementCase);
             }
             if written.len() == MAX_ATTRIBUTES {
                 self.repairs.insert(Repair::Excess);
@@ -622,6 +672,17 @@ impl Repairer {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
+        if self.stack.is_empty() && prefix.is_none() && local == "rss" {
+            // feed-rs reads `<rss>` only with version 2.0, 0.91 or 0.92 (see `super`).
+            let version = value_of(&written, "version");
+            if !version
+                .as_deref()
+                .is_some_and(|v| super::RSS_VERSIONS_READ.contains(&v.trim()))
+            {
+                written.retain(|(k, _)| k != "version");
+                written.insert(0, ("version".to_owned(), "2.0".to_owned()));
+            }
+        }
         let has_src = value_of(&written, "src").is_some();
         let text_construct = self.format == Format::Atom
             && prefix.is_none()
@@ -669,11 +730,31 @@ impl Repairer {
             written.push((format!("xmlns:{p}"), uri));
             declares.push(p);
         }
+        let src_content =
+            self.format == Format::Atom && prefix.is_none() && local == "content" && has_src;
+        if src_content {
+            // With a `src`, the type must be a MIME type (feed-rs refuses `html`).
+            let mime = kind.as_deref().and_then(|k| match k.trim() {
+                "text" => Some("text/plain".to_owned()),
+                "html" => Some("text/html".to_owned()),
+                "xhtml" => Some("application/xhtml+xml".to_owned()),
+                k if k.contains('/') && !k.contains(char::is_whitespace) => Some(k.to_owned()),
+                _ => None,
+            });
+            if mime != kind {
+                self.repairs.insert(Repair::TextType);
+                written.retain(|(k, _)| k != "type");
+                if let Some(mime) = mime {
+                    written.push(("type".to_owned(), mime));
+                }
+            }
+        }
         Attrs {
             written,
             declares,
             text_construct,
             markup,
+            src_content,
         }
     }
 
@@ -789,7 +870,7 @@ impl Repairer {
 
     /// Text as quick-xml gives it: still escaped, possibly with bare `&`.
     fn text(&mut self, raw: &str) {
-        if self.stack.is_empty() {
+        if self.stack.is_empty() || self.discarding() {
             return;
         }
         let mut rest = raw;
@@ -820,7 +901,7 @@ impl Repairer {
     }
 
     fn cdata(&mut self, data: &str) {
-        if self.stack.is_empty() {
+        if self.stack.is_empty() || self.discarding() {
             return;
         }
         // Kept as CDATA, even where only text belongs: feed-rs reads CDATA as HTML there.
@@ -831,7 +912,7 @@ impl Repairer {
 
     /// A reference `&name;` in text.
     fn entity(&mut self, name: &str) {
-        if self.stack.is_empty() {
+        if self.stack.is_empty() || self.discarding() {
             return;
         }
         match resolve_entity(name) {
@@ -845,7 +926,7 @@ impl Repairer {
                 push_escaped(&mut self.out, &text);
             }
             Entity::Drop => {
-                self.repairs.insert(Repair::BareAmpersand);
+                self.repairs.insert(Repair::ControlCharacters);
             }
             Entity::Unknown => {
                 self.repairs.insert(Repair::BareAmpersand);
@@ -905,6 +986,8 @@ struct Attrs {
     text_construct: bool,
     /// Its type says its content is markup (XHTML or XML), not text.
     markup: bool,
+    /// An Atom `content` with a `src`: its body, which Atom forbids, is left out.
+    src_content: bool,
 }
 
 /// Prefixes a start tag declares with `xmlns:`.
@@ -915,6 +998,37 @@ fn declared_prefixes(tag: &BytesStart<'_>) -> Vec<String> {
         .flatten()
         .filter_map(|a| a.key.0.strip_prefix("xmlns:").map(str::to_owned))
         .collect()
+}
+
+/// Attribute names of RSS and Atom, for names written in another case (`VERSION=`).
+const CANONICAL_ATTRIBUTES: &[&str] = &[
+    "version",
+    "type",
+    "href",
+    "rel",
+    "src",
+    "url",
+    "length",
+    "domain",
+    "term",
+    "label",
+    "scheme",
+    "isPermaLink",
+    "hreflang",
+    "title",
+    "lastmod",
+];
+
+/// The attribute name as RSS or Atom spells it, when it is one of theirs in another case.
+fn canonical_attribute(key: &str) -> &str {
+    if CANONICAL_ATTRIBUTES.contains(&key) || key.contains(':') {
+        return key;
+    }
+    CANONICAL_ATTRIBUTES
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case(key))
+        .copied()
+        .unwrap_or(key)
 }
 
 /// The name as RSS or Atom spells it, when it is one of theirs written in another case.
@@ -1067,31 +1181,31 @@ mod tests {
 
     #[test]
     fn bare_ampersands_and_html_entities_are_mended() {
-        let r = repaired("<rss><channel><item><title>R&D &nbsp;&eacute;t&eacute; &bogus; &amp; &#233;</title></item></channel></rss>");
+        let r = repaired("<rss version=\"2.0\"><channel><item><title>R&D &nbsp;&eacute;t&eacute; &bogus; &amp; &#233;</title></item></channel></rss>");
         assert_eq!(
             r.xml,
-            "<rss><channel><item><title>R&amp;D \u{A0}été &amp;bogus; &amp; &#233;</title></item></channel></rss>"
+            "<rss version=\"2.0\"><channel><item><title>R&amp;D \u{A0}été &amp;bogus; &amp; &#233;</title></item></channel></rss>"
         );
         assert_eq!(r.repairs, [Repair::BareAmpersand, Repair::HtmlEntities]);
     }
 
     #[test]
     fn markup_in_text_elements_becomes_text() {
-        let r = repaired("<rss><channel><item><title>a</title><description>Hi <b>bold<br> x</description></item></channel></rss>");
+        let r = repaired("<rss version=\"2.0\"><channel><item><title>a</title><description>Hi <b>bold<br> x</description></item></channel></rss>");
         assert_eq!(
             r.xml,
-            "<rss><channel><item><title>a</title><description>Hi &lt;b&gt;bold&lt;br&gt; x</description></item></channel></rss>"
+            "<rss version=\"2.0\"><channel><item><title>a</title><description>Hi &lt;b&gt;bold&lt;br&gt; x</description></item></channel></rss>"
         );
     }
 
     #[test]
     fn a_cut_off_document_keeps_its_complete_entries() {
         let r = repaired(
-            "<rss><channel><title>t</title><item><title>one</title></item><item><title>tw",
+            "<rss version=\"2.0\"><channel><title>t</title><item><title>one</title></item><item><title>tw",
         );
         assert_eq!(
             r.xml,
-            "<rss><channel><title>t</title><item><title>one</title></item></channel></rss>"
+            "<rss version=\"2.0\"><channel><title>t</title><item><title>one</title></item></channel></rss>"
         );
         assert_eq!(r.repairs, [Repair::CutOff]);
         assert_eq!(r.entries.len(), 1);
@@ -1100,18 +1214,18 @@ mod tests {
     #[test]
     fn an_unclosed_item_is_closed_by_the_next() {
         let r = repaired(
-            "<rss><channel><item><title>a</title><item><title>b</title></item></channel></rss>",
+            "<rss version=\"2.0\"><channel><item><title>a</title><item><title>b</title></item></channel></rss>",
         );
         assert_eq!(r.entries.len(), 2);
         assert_eq!(
             r.xml,
-            "<rss><channel><item><title>a</title></item><item><title>b</title></item></channel></rss>"
+            "<rss version=\"2.0\"><channel><item><title>a</title></item><item><title>b</title></item></channel></rss>"
         );
     }
 
     #[test]
     fn undeclared_prefixes_are_declared_where_used() {
-        let r = repaired("<rss><channel><item><dc:creator>x</dc:creator><foo:bar a:b=\"1\"/></item></channel></rss>");
+        let r = repaired("<rss version=\"2.0\"><channel><item><dc:creator>x</dc:creator><foo:bar a:b=\"1\"/></item></channel></rss>");
         assert!(r
             .xml
             .contains("<dc:creator xmlns:dc=\"http://purl.org/dc/elements/1.1/\">x</dc:creator>"));
@@ -1123,7 +1237,7 @@ mod tests {
         let r = repaired("<br />\n<b>Warning</b>: x in <b>f.php</b>\n<?xml version=\"1.0\"?><RSS><CHANNEL><ITEM><TITLE>a</TITLE><PUBDATE>x</PUBDATE></ITEM></CHANNEL></RSS>\n<!-- 0.1s --> trailing");
         assert_eq!(
             r.xml,
-            "<rss><channel><item><title>a</title><pubDate>x</pubDate></item></channel></rss>"
+            "<rss version=\"2.0\"><channel><item><title>a</title><pubDate>x</pubDate></item></channel></rss>"
         );
         assert_eq!(
             r.repairs,
@@ -1160,7 +1274,7 @@ mod tests {
     #[test]
     fn nesting_and_attributes_are_bounded() {
         let deep = format!(
-            "<rss><channel><item><title>t</title>{}x{}</item></channel></rss>",
+            "<rss version=\"2.0\"><channel><item><title>t</title>{}x{}</item></channel></rss>",
             "<a>".repeat(MAX_NESTING * 2),
             "</a>".repeat(MAX_NESTING * 2)
         );
@@ -1173,7 +1287,7 @@ mod tests {
             .map(|i| format!(" a{i}=\"1\""))
             .collect();
         let r = repaired(&format!(
-            "<rss><channel><item{attributes}><title>t</title></item></channel></rss>"
+            "<rss version=\"2.0\"><channel><item{attributes}><title>t</title></item></channel></rss>"
         ));
         assert_eq!(r.xml.matches("=\"1\"").count(), MAX_ATTRIBUTES);
     }
@@ -1187,7 +1301,7 @@ mod tests {
     #[test]
     fn a_less_than_sign_in_text_is_text() {
         let r =
-            repaired("<rss><channel><item><title>a < b and 3 > 2</title></item></channel></rss>");
+            repaired("<rss version=\"2.0\"><channel><item><title>a < b and 3 > 2</title></item></channel></rss>");
         assert!(
             r.xml.contains("<title>a &lt; b and 3 &gt; 2</title>"),
             "{}",
