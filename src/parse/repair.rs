@@ -494,8 +494,11 @@ impl Repairer {
         let raw_name = tag.name().0;
         if !is_xml_name(raw_name) {
             // Not markup at all, as in `a < b`: text.
-            let raw: &str = tag;
-            self.text_escaped(&format!("<{raw}{}>", if empty { "/" } else { "" }));
+            self.markup_as_text(tag, empty);
+            return;
+        }
+        if self.stack.len() >= MAX_NESTING {
+            self.repairs.insert(Repair::Excess);
             return;
         }
         if self.discarding() {
@@ -519,12 +522,7 @@ impl Repairer {
             self.close_to_entry_parent();
         } else if self.in_text_only() {
             // Markup where only text belongs: text that was not escaped.
-            let raw: &str = tag;
-            self.text_escaped(&format!("<{raw}{}>", if empty { "/" } else { "" }));
-            return;
-        }
-        if self.stack.len() >= MAX_NESTING {
-            self.repairs.insert(Repair::Excess);
+            self.markup_as_text(tag, empty);
             return;
         }
         if self.dropped(local, prefix.is_none()) {
@@ -556,15 +554,7 @@ impl Repairer {
                 .is_some_and(|p| p + 1 == self.stack.len());
         let start = self.out.len();
         let attrs = self.attributes(tag, prefix, local);
-        self.out.push('<');
-        self.out.push_str(&name);
-        for (key, value) in &attrs.written {
-            self.out.push(' ');
-            self.out.push_str(key);
-            self.out.push_str("=\"");
-            self.escape_attribute(value);
-            self.out.push('"');
-        }
+        self.write_start_tag(&name, &attrs.written);
         if empty {
             if attrs.text_construct {
                 // An empty text construct: feed-rs refuses it, and it says nothing.
@@ -579,17 +569,7 @@ impl Repairer {
             return;
         }
         self.out.push('>');
-        let text_only = match self.format {
-            Format::Atom => {
-                (attrs.text_construct && !attrs.markup)
-                    || (prefix.is_none() && ATOM_TEXT.contains(&local))
-            }
-            Format::Rss => {
-                (prefix.is_none() && RSS_TEXT.contains(&local))
-                    || (prefix == Some("content") && local == "encoded")
-                    || matches!(prefix, Some("dc" | "dcterms"))
-            }
-        };
+        let text_only = self.holds_only_text(prefix, local, &attrs);
         if entry {
             self.note_context();
         }
@@ -611,6 +591,42 @@ impl Repairer {
         open.about = about;
         open.discard = attrs.src_content;
         self.stack.push(open);
+    }
+
+    /// A start tag where no markup belongs, written as the text it was.
+    fn markup_as_text(&mut self, tag: &BytesStart<'_>, empty: bool) {
+        let raw: &str = tag;
+        self.text_escaped(&format!("<{raw}{}>", if empty { "/" } else { "" }));
+    }
+
+    /// Writes `<name attr="value"...` (without the closing `>`).
+    fn write_start_tag(&mut self, name: &str, attributes: &[(String, String)]) {
+        self.out.push('<');
+        self.out.push_str(name);
+        for (key, value) in attributes {
+            self.out.push(' ');
+            self.out.push_str(key);
+            self.out.push_str("=\"");
+            self.escape_attribute(value);
+            self.out.push('"');
+        }
+    }
+
+    /// Whether an element holds only text, so that markup inside it is text not escaped:
+    /// RSS's text elements, `content:encoded`, Dublin Core; Atom's text constructs (unless
+    /// XHTML or XML) and its text elements.
+    fn holds_only_text(&self, prefix: Option<&str>, local: &str, attrs: &Attrs) -> bool {
+        match self.format {
+            Format::Atom => {
+                (attrs.text_construct && !attrs.markup)
+                    || (prefix.is_none() && ATOM_TEXT.contains(&local))
+            }
+            Format::Rss => {
+                (prefix.is_none() && RSS_TEXT.contains(&local))
+                    || (prefix == Some("content") && local == "encoded")
+                    || matches!(prefix, Some("dc" | "dcterms"))
+            }
+        }
     }
 
     /// Closes what an entry starting now is still inside of (an unclosed element, or the
