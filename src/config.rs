@@ -56,6 +56,13 @@ pub const DEFAULT_FEED_LIMIT: usize = 100;
 pub const MAX_FEED_LIMIT: usize = 10_000;
 /// Log level when neither `RUST_LOG` nor `[log] level` says.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Items of one source kept at most when neither `[storage] max_items_per_source` nor the
+/// source's `max_items` says: far above what a news source publishes in years, far below
+/// what a source inventing new GUIDs on every poll would pile up.
+pub const DEFAULT_MAX_ITEMS_PER_SOURCE: u64 = 50_000;
+/// New items one poll may store when `[poll] max_new_items` does not say.
+pub const DEFAULT_MAX_NEW_ITEMS: usize = 5_000;
+
 /// How often retention pruning runs when `[storage] prune_interval` does not say.
 pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -96,6 +103,10 @@ pub struct StorageConfig {
     pub retention_days: Option<u32>,
     /// At most this many items are kept (the newest); older ones are pruned.
     pub max_items: Option<u64>,
+    /// At most this many items of one source are kept (its newest), unless the source sets
+    /// its own `max_items`: a source that floods (new GUIDs every poll) loses its own oldest
+    /// items, never other sources'.
+    pub max_items_per_source: u64,
     /// How often pruning runs (also once at start-up).
     pub prune_interval: Duration,
 }
@@ -113,6 +124,9 @@ pub struct PollConfig {
     pub max_interval: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// New items one poll of a source may store; the feed's other new entries wait for the
+    /// next polls.
+    pub max_new_items: usize,
 }
 
 /// A cron schedule together with the text it was written as. Cheap to clone (every poll
@@ -140,6 +154,16 @@ pub struct SourceConfig {
     pub enabled: bool,
     /// Which report of a story is shown: the highest priority, then the earliest.
     pub priority: i32,
+    /// Items of this source kept at most (its newest); `[storage] max_items_per_source`
+    /// when not set.
+    pub max_items: Option<u64>,
+}
+
+impl SourceConfig {
+    /// Items of this source kept at most under `storage`.
+    pub fn item_quota(&self, storage: &StorageConfig) -> u64 {
+        self.max_items.unwrap_or(storage.max_items_per_source)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -346,6 +370,7 @@ struct RawStorage {
     path: Option<String>,
     retention_days: Option<Spanned<u32>>,
     max_items: Option<Spanned<u64>>,
+    max_items_per_source: Option<Spanned<u64>>,
     prune_interval: Option<Spanned<String>>,
 }
 
@@ -363,6 +388,7 @@ struct RawPoll {
     max_interval: Option<Spanned<String>>,
     backoff_base: Option<Spanned<String>>,
     backoff_max: Option<Spanned<String>>,
+    max_new_items: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -394,6 +420,7 @@ struct RawSource {
     title: Option<String>,
     enabled: Option<bool>,
     priority: Option<i32>,
+    max_items: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,6 +453,12 @@ fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
         ),
         retention_days: positive(raw.storage.retention_days, "retention_days", report),
         max_items: positive(raw.storage.max_items, "max_items", report),
+        max_items_per_source: positive(
+            raw.storage.max_items_per_source,
+            "max_items_per_source",
+            report,
+        )
+        .unwrap_or(DEFAULT_MAX_ITEMS_PER_SOURCE),
         prune_interval: parse_duration_field(
             raw.storage.prune_interval,
             DEFAULT_PRUNE_INTERVAL,
@@ -434,7 +467,8 @@ fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
         ),
     };
     let poll = validate_poll(raw.poll, report);
-    let dedup = validate_dedup(raw.dedup, path.parent().unwrap_or(Path::new(".")), report);
+    let mut dedup = validate_dedup(raw.dedup, path.parent().unwrap_or(Path::new(".")), report);
+    dedup.max_new_items = poll.max_new_items;
     let log_level = match raw.log.level {
         Some(level) => {
             let text = level.get_ref().trim().to_owned();
@@ -589,6 +623,8 @@ fn validate_poll(raw: RawPoll, report: &mut Reporter<'_>) -> PollConfig {
         max_interval,
         backoff_base,
         backoff_max: backoff_max.max(backoff_base),
+        max_new_items: positive(raw.max_new_items, "max_new_items", report)
+            .unwrap_or(DEFAULT_MAX_NEW_ITEMS),
     }
 }
 
@@ -653,6 +689,8 @@ fn validate_dedup(raw: RawDedup, config_dir: &Path, report: &mut Reporter<'_>) -
         index_age,
         model,
         meaning_threshold,
+        // Set from `[poll] max_new_items` by the caller.
+        max_new_items: defaults.max_new_items,
     }
 }
 
@@ -817,6 +855,7 @@ fn validate_sources(
             title: raw.title.filter(|t| !t.trim().is_empty()),
             enabled: raw.enabled.unwrap_or(true),
             priority: raw.priority.unwrap_or(0),
+            max_items: positive(raw.max_items, "max_items", report),
         });
     }
     sources

@@ -247,6 +247,7 @@ impl Shared {
             );
         }
         Metrics::add(&m.items_new, report.new_items as u64);
+        Metrics::add(&m.items_pruned, report.pruned_over_quota);
         Metrics::add(&m.items_updated, report.updated_items as u64);
         Metrics::add(&m.merged_url, report.merged_url as u64);
         Metrics::add(&m.merged_text, report.merged_text as u64);

@@ -243,7 +243,7 @@ impl Metrics {
         family(
             "feedmux_items_pruned_total",
             "counter",
-            "Items removed by retention (retention_days, max_items).",
+            "Items removed by retention (retention_days, max_items) and by sources' quotas (max_items_per_source).",
             &[(String::new(), get(&self.items_pruned))],
         );
         family(

@@ -54,6 +54,10 @@ pub struct PollReport {
     pub merged_meaning: usize,
     /// What the body needed mending to be read (empty when it was read as it was).
     pub recovered: Vec<String>,
+    /// New entries left for later polls (`[poll] max_new_items` reached).
+    pub over_quota: usize,
+    /// The source's oldest items deleted to keep it within its quota of stored items.
+    pub pruned_over_quota: u64,
     /// The server (`host:port`) and its clock when it answered, with ours at that moment.
     pub server_clock: Option<ServerClock>,
 }
@@ -93,6 +97,8 @@ pub struct SourceCtx {
     pub schedule: Schedule,
     pub timing: Timing,
     pub dedup: DedupConfig,
+    /// Items of the source kept at most (`max_items`, or `[storage] max_items_per_source`).
+    pub item_quota: u64,
 }
 
 impl SourceCtx {
@@ -103,6 +109,7 @@ impl SourceCtx {
             schedule: source.schedule.clone(),
             timing: Timing::from(&config.poll),
             dedup: config.dedup.clone(),
+            item_quota: source.item_quota(&config.storage),
         }
     }
 }
@@ -194,6 +201,17 @@ impl Pipeline {
                 "not modified: the same body as the last poll (not parsed again)"
             ),
             Ok(r) if r.not_modified => info!(url = %url, elapsed_ms, status = 304, "not modified"),
+            Ok(r) if r.over_quota > 0 || r.pruned_over_quota > 0 => warn!(
+                url = %url,
+                elapsed_ms,
+                entries = r.entries,
+                items_new = r.new_items,
+                items_updated = r.updated_items,
+                left_for_later = r.over_quota,
+                pruned = r.pruned_over_quota,
+                quota = ctx.item_quota,
+                "polled a source beyond its quota: new items past [poll] max_new_items wait for the next polls, items past its max_items (its oldest) are deleted"
+            ),
             Ok(r) if !r.recovered.is_empty() => warn!(
                 url = %url,
                 elapsed_ms,
@@ -454,6 +472,11 @@ pub fn ingest(
     state.title = parsed.meta.title.or(state.title);
     state.site_url = parsed.meta.site_url.or(state.site_url);
     store.apply_poll(&ctx.name, &plan, &feeds, &memberships, &state, term_stats)?;
+    let pruned_over_quota = if state.item_count > ctx.item_quota {
+        store.prune_source(&ctx.name, ctx.item_quota, now)?
+    } else {
+        0
+    };
     Ok(PollReport {
         not_modified: false,
         same_body: false,
@@ -466,6 +489,8 @@ pub fn ingest(
         merged_text: plan.merged_text,
         merged_meaning: plan.merged_meaning,
         recovered: parsed.recovered,
+        over_quota: plan.over_quota,
+        pruned_over_quota,
         // Filled in by the caller, which saw the answer.
         server_clock: None,
     })

@@ -632,6 +632,59 @@ impl Store {
                 victims.push((key.to_vec(), id));
             }
         }
+        self.remove_items(&trees, &victims, now)
+    }
+
+    /// Deletes the items of `source` beyond its newest `keep`, as [`Store::prune`] deletes
+    /// (tombstones, indexes, the source's count), and flushes when it deleted any: a source's
+    /// quota, so that a source which floods the store loses its own oldest items, never other
+    /// sources'. Only that source's index is read. Serialised with ingestion. Returns how many
+    /// items went.
+    pub fn prune_source(
+        &self,
+        source: &str,
+        keep: u64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.guarded(|| {
+            let _guard = self.ingest_guard();
+            let trees = self.trees()?;
+            let prefix = name_prefix(source);
+            let mut victims: Vec<(Vec<u8>, ItemId)> = Vec::new();
+            // Newest first: the index key is the source, then the reversed time.
+            for key in trees
+                .by_source
+                .scan_prefix(&prefix)
+                .keys()
+                .skip(keep as usize)
+            {
+                let key = key?;
+                let time_key = key[prefix.len()..].to_vec();
+                let Some((_, id)) = parse_time_key(&time_key) else {
+                    return Err(StoreError::Corrupt {
+                        what: "source index key",
+                        message: format!("{} bytes", key.len()),
+                    });
+                };
+                victims.push((time_key, id));
+            }
+            if victims.is_empty() {
+                return Ok(0);
+            }
+            let lost = self.remove_items(&trees, &victims, now)?;
+            Ok(lost.values().sum())
+        })
+    }
+
+    /// Deletes `victims` (time index key and id) with everything that refers to them, leaves
+    /// a tombstone for each, sets the affected sources' counts, and flushes. The caller holds
+    /// the ingest guard. Returns how many items each source lost.
+    fn remove_items(
+        &self,
+        trees: &Trees,
+        victims: &[(Vec<u8>, ItemId)],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, u64>, StoreError> {
         let feeds = self.indexed_feeds()?;
         let pruned_at = now.timestamp_micros().to_be_bytes();
         let mut lost: HashMap<String, u64> = HashMap::new();
@@ -1963,6 +2016,34 @@ mod tests {
         for write in &plan.writes {
             assert!(store.item(write.item.id).expect("read").is_some());
         }
+    }
+
+    /// A source's quota deletes that source's oldest items, with tombstones, and no other
+    /// source's.
+    #[test]
+    fn a_source_over_its_quota_loses_its_own_oldest_items_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("s")).expect("store");
+        let now = Utc::now();
+        let hours_ago = |n: u8| now - chrono::Duration::hours(i64::from(n));
+        let flood = apply_new(&store, "flood", (0..10).map(|n| (n, hours_ago(n), vec![])));
+        apply_new(
+            &store,
+            "quiet",
+            (20..23).map(|n| (n, hours_ago(n + 10), vec![])),
+        );
+        assert_eq!(store.prune_source("flood", 4, now).expect("prune"), 6);
+        let titles = |source: &str| -> Vec<String> {
+            let items = store.source_items(source, 100).expect("items");
+            items.into_iter().map(|i| i.title).collect()
+        };
+        assert_eq!(titles("flood"), ["item 0", "item 1", "item 2", "item 3"]);
+        assert_eq!(titles("quiet"), ["item 20", "item 21", "item 22"]);
+        assert_eq!(store.source_state("flood").expect("state").item_count, 4);
+        assert_eq!(store.item_count(), 7);
+        let oldest = flood.writes[9].item.id;
+        assert!(store.is_pruned("flood", oldest).expect("tombstone"));
+        assert_eq!(store.prune_source("flood", 4, now).expect("prune"), 0);
     }
 
     /// Source states are kept in memory, but every write reaches sled: a store opened again

@@ -22,6 +22,7 @@ pub fn bench_source(dedup: DedupConfig) -> SourceCtx {
             backoff_max: Duration::from_secs(6 * 3600),
         },
         dedup,
+        item_quota: feedmux::config::DEFAULT_MAX_ITEMS_PER_SOURCE,
     }
 }
 

@@ -125,6 +125,9 @@ pub struct DedupConfig {
     /// The cosine of two items' meanings at or above which they are one story (unless their
     /// titles disagree on a number).
     pub meaning_threshold: f32,
+    /// New items one poll may add (`[poll] max_new_items`): the feed's other new entries are
+    /// left for later polls (`IngestPlan::over_quota`).
+    pub max_new_items: usize,
 }
 
 /// Default `dedup.threshold`, tuned on tests/fixtures/stories.
@@ -166,6 +169,7 @@ impl Default for DedupConfig {
             index_age: DEFAULT_INDEX_AGE,
             model: None,
             meaning_threshold: DEFAULT_MEANING_THRESHOLD,
+            max_new_items: crate::config::DEFAULT_MAX_NEW_ITEMS,
         }
     }
 }
@@ -374,6 +378,8 @@ pub struct IngestPlan {
     pub merged_meaning: usize,
     /// Entries left out because retention pruned them (a tombstone says so).
     pub pruned: usize,
+    /// New entries left for later polls: the poll had stored `dedup.max_new_items` already.
+    pub over_quota: usize,
     /// The id of every entry of the poll, so that tombstones of items no longer in the
     /// source's feed can go.
     pub present: std::collections::HashSet<ItemId>,
@@ -619,6 +625,7 @@ pub fn plan_with_meanings(
     let mut pending_stories: HashMap<ItemId, ItemId> = HashMap::new();
 
     let guids = guids(&entries);
+    let mut new_items = 0;
     for ((entry, canonical), guid) in entries.into_iter().zip(canonical.iter()).zip(guids) {
         let id = item_id(source, &guid);
         if !seen.insert(id) {
@@ -650,6 +657,11 @@ pub fn plan_with_meanings(
             }
             Stored::Missing => {}
         }
+        if new_items == dedup.max_new_items {
+            plan.over_quota += 1;
+            continue;
+        }
+        new_items += 1;
         let mut story = id;
         let mut link = None;
         if let Some(url) = canonical {

@@ -269,6 +269,66 @@ async fn items_without_guids_sharing_one_link_are_all_kept_and_stay_put() {
 }
 
 #[tokio::test]
+async fn a_source_inventing_new_guids_every_poll_stays_within_its_quota() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/quiet",
+        &[],
+        rss(&[
+            ("q1", "A quiet source's story", "https://quiet.example/1"),
+            ("q2", "Another quiet story", "https://quiet.example/2"),
+        ]),
+    );
+    let dir = tempdir();
+    let tables = format!(
+        "{}max_items = 6\n\n{}[[feed]]\nname = \"all\"\n",
+        source("flood", &upstream.url("/flood")),
+        source("quiet", &upstream.url("/quiet"))
+    );
+    let config = config(
+        dir.path(),
+        &format!("[poll]\nper_host_interval = \"0s\"\nmax_new_items = 4\n{tables}"),
+    );
+    poll(&config, &["quiet"]).await;
+    // Every poll, the same 5 stories under new GUIDs (and new links).
+    for round in 0..4 {
+        let items: Vec<(String, String, String)> = (0..5)
+            .map(|i| {
+                (
+                    format!("r{round}-{i}"),
+                    format!("Flood story {i} round {round}"),
+                    format!("https://flood.example/{round}/{i}"),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str, &str)> = items
+            .iter()
+            .map(|(g, t, l)| (g.as_str(), t.as_str(), l.as_str()))
+            .collect();
+        upstream.put("/flood", &[], rss(&refs));
+        let outcomes = poll(&config, &["flood"]).await;
+        let report = outcomes[0].1.as_ref().unwrap();
+        // At most 4 new items a poll; the fifth waits.
+        assert_eq!(
+            (report.new_items, report.over_quota),
+            (4, 1),
+            "round {round}"
+        );
+    }
+    let store = Store::open(&config.storage.path).unwrap();
+    assert_eq!(store.source_state("flood").unwrap().item_count, 6);
+    assert_eq!(store.source_items("flood", 100).unwrap().len(), 6);
+    assert_eq!(store.source_items("quiet", 100).unwrap().len(), 2);
+    drop(store);
+    let all = titles(&config, "all");
+    assert!(
+        all.contains(&"A quiet source's story".to_owned()),
+        "{all:?}"
+    );
+    assert_eq!(all.len(), 8, "{all:?}");
+}
+
+#[tokio::test]
 async fn an_edited_item_is_updated_in_place_not_duplicated() {
     let upstream = Upstream::start().await;
     upstream.put(
