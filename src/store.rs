@@ -36,7 +36,9 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::dedup::fingerprint::TermStats;
-use crate::dedup::{FingerprintRecord, IndexedFingerprint, IngestPlan, StoryLink, UrlClaim};
+use crate::dedup::record::{
+    FingerprintRecord, IndexedFingerprint, IngestPlan, StoryLink, UrlClaim,
+};
 use crate::model::{Item, ItemId, SourceState};
 
 mod recent;
@@ -266,7 +268,7 @@ impl Store {
             path: path.to_owned(),
             ingest: Arc::new(Mutex::new(TermStats::default())),
             recent: Arc::new(Mutex::new(RecentIndex::new(
-                crate::dedup::DEFAULT_MEMORY_ITEMS,
+                crate::dedup::record::DEFAULT_MEMORY_ITEMS,
             ))),
             term_stats_saved: Arc::new(Mutex::new(std::time::Instant::now())),
             last_flush: Arc::new(Mutex::new(std::time::Instant::now())),
@@ -1813,7 +1815,7 @@ struct Span {
 mod tests {
     use super::*;
     use crate::dedup::fingerprint::Fingerprint;
-    use crate::dedup::ItemWrite;
+    use crate::dedup::record::ItemWrite;
 
     fn indexed(n: u8, source: &str, at: DateTime<Utc>) -> IndexedFingerprint {
         IndexedFingerprint {

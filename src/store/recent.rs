@@ -17,7 +17,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::dedup::FingerprintRecord;
+use crate::dedup::record::FingerprintRecord;
 use crate::model::ItemId;
 
 /// One key-term entry: when the item was published (microseconds), which item, and a tag of
@@ -50,7 +50,7 @@ impl RecentIndex {
             capacity,
             covered_from: i64::MAX,
             warm: false,
-            reach: reach_of(crate::dedup::DEFAULT_WINDOW),
+            reach: reach_of(crate::dedup::record::DEFAULT_WINDOW),
             records: HashMap::new(),
             by_time: BTreeSet::new(),
             by_term: HashMap::new(),
