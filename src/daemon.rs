@@ -370,6 +370,28 @@ pub fn upgrade_text_index(store: &Store) -> Result<Option<usize>, StoreError> {
     Ok(Some(rederived))
 }
 
+/// Rewrites the item records of a store written before store version 2 compressed (once: a
+/// store whose records are all compressed is left alone), telling the service manager it
+/// is still starting as it goes and saying in the log what it did. Returns how many records
+/// were rewritten, or `None` when there was nothing to do.
+pub fn upgrade_item_records(store: &Store) -> Result<Option<usize>, StoreError> {
+    if !store.items_to_compress()? {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let rewritten = store.compress_items(|seen, total| {
+        crate::service::still_starting(&format!(
+            "upgrading the store: compressing items, {seen} of {total}"
+        ));
+    })?;
+    tracing::info!(
+        items = rewritten,
+        took_ms = started.elapsed().as_millis() as u64,
+        "compressed the items of a store written by an older feedmux (store version 2)"
+    );
+    Ok(Some(rewritten))
+}
+
 /// Items re-derived per write by [`upgrade_text_index`].
 const REDERIVE_CHUNK: usize = 1024;
 
@@ -495,6 +517,7 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
 ) -> Result<(), DaemonError> {
     let store = Store::open(&config.storage.path)?;
+    upgrade_item_records(&store)?;
     upgrade_text_index(&store)?;
     store.keep_recent_in_memory(config.dedup.memory_items);
     let ready = Arc::new(AtomicBool::new(false));
@@ -1316,6 +1339,7 @@ impl Sweeper {
     /// Opens the configured store and brings its output-feed indexes up to date.
     pub fn open(config: &Config) -> Result<Sweeper, DaemonError> {
         let store = Store::open(&config.storage.path)?;
+        upgrade_item_records(&store)?;
         upgrade_text_index(&store)?;
         store.keep_recent_in_memory(config.dedup.memory_items);
         sync_feed_indexes(&store, config)?;

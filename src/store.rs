@@ -41,12 +41,18 @@ use crate::dedup::record::{
 };
 use crate::model::{Item, ItemId, SourceState};
 
+mod item_record;
 mod recent;
 use recent::RecentIndex;
 
-/// The layout version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The layout version this build reads and writes. 2: item records compressed
+/// ([`item_record`]); a version-1 store is read as it is and its items rewritten once.
+pub const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// In `meta`: 2 once every item record is in format 2 (absent: some may be JSON still).
+const ITEM_FORMAT_KEY: &[u8] = b"item_format";
+/// Item records rewritten per batch by [`Store::compress_items`].
+const COMPRESS_SLICE: usize = 1024;
 const FINGERPRINT_PREFIX: &str = "feed_fingerprint/";
 const TERM_STATS_KEY: &[u8] = b"term_stats";
 /// Where [`Store::drop_text_index_before`] records how far it got (microseconds, big-endian).
@@ -443,10 +449,24 @@ impl Store {
                 }
             }
             None => {
-                self.trees()?
+                // A new store (or one older than the version key) starts at this version.
+                let trees = self.trees()?;
+                trees
                     .meta
                     .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())?;
+                if trees.items.is_empty() {
+                    trees.meta.insert(ITEM_FORMAT_KEY, &[2])?;
+                }
             }
+        }
+        // A version-1 store is marked version 2 at once, before any compressed record is
+        // written: an older feedmux then refuses it rather than misread it.
+        let trees = self.trees()?;
+        if trees.meta.get(SCHEMA_KEY)?.as_deref() != Some(SCHEMA_VERSION.to_string().as_bytes()) {
+            trees
+                .meta
+                .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())?;
+            trees.flush()?;
         }
         // A new store's text index is built with this version's terms from the start.
         let trees = self.trees()?;
@@ -459,9 +479,63 @@ impl Store {
         Ok(())
     }
 
+    /// Whether some item records may still be in format 1 (a store written before version 2),
+    /// for [`Store::compress_items`] to rewrite.
+    pub fn items_to_compress(&self) -> Result<bool, StoreError> {
+        Ok(self.trees()?.meta.get(ITEM_FORMAT_KEY)?.as_deref() != Some(&[2][..]))
+    }
+
+    /// Rewrites every item record still in format 1 (JSON) in format 2 (compressed), in
+    /// batches of [`COMPRESS_SLICE`], each flushed: an upgrade stopped midway goes on from
+    /// the start next time, skipping what is done. `progress(records looked at, of)` is
+    /// called before each batch. Holds the ingest guard. Returns how many it rewrote.
+    pub fn compress_items(
+        &self,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<usize, StoreError> {
+        self.guarded(|| {
+            let _guard = self.ingest_guard();
+            let trees = self.trees()?;
+            let total = trees.items.len();
+            let (mut seen, mut rewritten) = (0, 0);
+            let mut after: Option<sled::IVec> = None;
+            loop {
+                progress(seen, total);
+                let range = match &after {
+                    Some(key) => trees.items.range::<&[u8], _>((
+                        std::ops::Bound::Excluded(key.as_ref()),
+                        std::ops::Bound::Unbounded,
+                    )),
+                    None => trees.items.iter(),
+                };
+                let mut batch = sled::Batch::default();
+                let mut taken = 0;
+                for entry in range.take(COMPRESS_SLICE) {
+                    let (key, bytes) = entry?;
+                    taken += 1;
+                    if !item_record::is_compressed(&bytes) {
+                        let item = item_record::decode(&bytes)?;
+                        batch.insert(key.clone(), item_record::encode(&item));
+                        rewritten += 1;
+                    }
+                    after = Some(key);
+                }
+                seen += taken;
+                trees.items.apply_batch(batch)?;
+                trees.flush()?;
+                if taken < COMPRESS_SLICE {
+                    break;
+                }
+            }
+            trees.meta.insert(ITEM_FORMAT_KEY, &[2])?;
+            trees.flush()?;
+            Ok(rewritten)
+        })
+    }
+
     pub fn item(&self, id: ItemId) -> Result<Option<Item>, StoreError> {
         match self.trees()?.items.get(id.0)? {
-            Some(bytes) => Ok(Some(decode(&bytes, "item")?)),
+            Some(bytes) => Ok(Some(item_record::decode(&bytes)?)),
             None => Ok(None),
         }
     }
@@ -469,17 +543,13 @@ impl Store {
     /// The stored version of an item, compared with an entry's content hash with one read:
     /// an unchanged item (the common case of a poll) is recognised without decoding it.
     pub fn stored_version(&self, id: ItemId, content_hash: u64) -> Result<Stored, StoreError> {
-        #[derive(serde::Deserialize)]
-        struct HashOnly {
-            content_hash: u64,
-        }
         let Some(bytes) = self.trees()?.items.get(id.0)? else {
             return Ok(Stored::Missing);
         };
-        if decode::<HashOnly>(&bytes, "item")?.content_hash == content_hash {
+        if item_record::content_hash(&bytes)? == content_hash {
             return Ok(Stored::Unchanged);
         }
-        Ok(Stored::Changed(Box::new(decode(&bytes, "item")?)))
+        Ok(Stored::Changed(Box::new(item_record::decode(&bytes)?)))
     }
 
     pub fn item_count(&self) -> usize {
@@ -917,7 +987,7 @@ impl Store {
                 for feed in memberships_of.get(&item.id).into_iter().flatten() {
                     feed_index.insert(prefixed_key(feed, item.published, item.id), &[]);
                 }
-                let bytes = encode(item);
+                let bytes = item_record::encode(item);
                 trees
                     .written
                     .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -1366,7 +1436,7 @@ impl Store {
         let mut count = 0;
         for entry in self.trees()?.items.iter() {
             let (_, bytes) = entry?;
-            let item: Item = decode(&bytes, "item")?;
+            let item = item_record::decode(&bytes)?;
             if selects(&item) {
                 batch.insert(prefixed_key(feed, item.published, item.id), &[]);
                 count += 1;

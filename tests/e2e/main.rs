@@ -30,6 +30,7 @@ mod service;
 mod status;
 mod stories;
 mod tools;
+mod upgrade;
 mod upstream;
 mod validity;
 mod websub;

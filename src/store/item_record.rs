@@ -1,0 +1,128 @@
+//! How an item is kept in the `items` tree: format 2 is a tag byte, the item's content hash
+//! (8 bytes, little-endian, so a poll tells an unchanged item without decompressing it) and
+//! the item's JSON as one zstd frame; format 1, written before, is the bare JSON (it starts
+//! with `{`). Both are read; only format 2 is written, and a store's format-1 records are
+//! rewritten once at start ([`super::Store::compress_items`]).
+
+use super::StoreError;
+use crate::model::Item;
+
+/// The first byte of a format-2 record.
+const COMPRESSED: u8 = 2;
+/// The bytes before the zstd frame: the tag and the content hash.
+const HEADER: usize = 9;
+/// zstd's level: about 3x on news items' JSON and HTML, at hundreds of MB/s.
+const LEVEL: i32 = 3;
+
+/// The record of `item`, in format 2.
+pub fn encode(item: &Item) -> Vec<u8> {
+    let json = super::encode(item);
+    let mut out = Vec::with_capacity(HEADER + json.len() / 2);
+    out.push(COMPRESSED);
+    out.extend_from_slice(&item.content_hash.to_le_bytes());
+    match zstd::bulk::compress(&json, LEVEL) {
+        Ok(frame) => {
+            out.extend_from_slice(&frame);
+            out
+        }
+        // zstd fails only on allocation; the JSON form is still a valid record.
+        Err(_) => json,
+    }
+}
+
+/// The item a record holds, in either format.
+pub fn decode(bytes: &[u8]) -> Result<Item, StoreError> {
+    if !is_compressed(bytes) {
+        return super::decode(bytes, "item");
+    }
+    let frame = bytes.get(HEADER..).unwrap_or_default();
+    let json = zstd::stream::decode_all(frame).map_err(|e| StoreError::Corrupt {
+        what: "item",
+        message: format!("compressed record: {e}"),
+    })?;
+    super::decode(&json, "item")
+}
+
+/// The content hash of the item a record holds, without decompressing it.
+pub fn content_hash(bytes: &[u8]) -> Result<u64, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct HashOnly {
+        content_hash: u64,
+    }
+    if !is_compressed(bytes) {
+        return Ok(super::decode::<HashOnly>(bytes, "item")?.content_hash);
+    }
+    let hash: [u8; 8] = bytes
+        .get(1..HEADER)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "item",
+            message: format!("a compressed record of {} bytes", bytes.len()),
+        })?;
+    Ok(u64::from_le_bytes(hash))
+}
+
+/// Whether a record is in format 2 (format 1 is JSON, which starts with `{`).
+pub fn is_compressed(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&COMPRESSED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ItemId;
+    use chrono::Utc;
+
+    fn item() -> Item {
+        let now = Utc::now();
+        Item {
+            id: ItemId([7; 16]),
+            source: "jiqizhixin".into(),
+            guid: "g".into(),
+            url: Some("https://www.jiqizhixin.com/articles/1".into()),
+            canonical_url: None,
+            title: "大模型推理成本下降一半".into(),
+            summary_html: Some("<p>研究人员提出一种新的推理方法。</p>".repeat(20)),
+            content_html: None,
+            authors: vec!["机器之心".into()],
+            categories: vec![],
+            enclosures: vec![],
+            published: now,
+            updated: None,
+            first_seen: now,
+            modified: now,
+            content_hash: 0x0123_4567_89ab_cdef,
+            story: ItemId([7; 16]),
+            sanitised: 1,
+        }
+    }
+
+    #[test]
+    fn both_formats_read_and_the_new_one_is_smaller() {
+        let item = item();
+        let json = super::super::encode(&item);
+        let record = encode(&item);
+        assert!(is_compressed(&record) && !is_compressed(&json));
+        assert!(
+            record.len() * 2 < json.len(),
+            "{} vs {}",
+            record.len(),
+            json.len()
+        );
+        assert_eq!(decode(&record).expect("format 2"), item);
+        assert_eq!(decode(&json).expect("format 1"), item);
+        assert_eq!(content_hash(&record).expect("hash"), item.content_hash);
+        assert_eq!(content_hash(&json).expect("hash"), item.content_hash);
+    }
+
+    #[test]
+    fn a_damaged_record_is_an_error_not_a_panic() {
+        let record = encode(&item());
+        for cut in [1, 5, HEADER, HEADER + 3, record.len() - 1] {
+            let _ = decode(&record[..cut]);
+            let _ = content_hash(&record[..cut]);
+        }
+        assert!(decode(&record[..HEADER + 3]).is_err());
+        assert!(content_hash(&record[..5]).is_err());
+    }
+}
