@@ -1,0 +1,102 @@
+//! Source states: kept in memory, written through to sled, one writer per source.
+
+use super::*;
+
+impl Trees {
+    pub(super) fn states(&self) -> MutexGuard<'_, HashMap<String, SourceState>> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kept state of `source`, read from sled on first use. A state read from sled never
+    /// replaces one a writer kept meanwhile.
+    pub(super) fn state(&self, source: &str) -> Result<SourceState, StoreError> {
+        if let Some(state) = self.states().get(source) {
+            return Ok(state.clone());
+        }
+        let Some(bytes) = self.sources.get(source.as_bytes())? else {
+            return Ok(SourceState::default());
+        };
+        let state: SourceState = decode(&bytes, "source state")?;
+        Ok(self
+            .states()
+            .entry(source.to_owned())
+            .or_insert(state)
+            .clone())
+    }
+
+    /// Writes the state `change` makes of the stored one: sled first, then the kept copy,
+    /// under the source's own lock.
+    pub(super) fn update_state(
+        &self,
+        source: &str,
+        change: impl FnOnce(SourceState) -> SourceState,
+    ) -> Result<(), StoreError> {
+        let writer = self.state_writer(source);
+        let _writing = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let next = change(self.state(source)?);
+        self.write_state(source, next)
+    }
+
+    /// Writes `state` with the stored item count (a poll that stores no item), under the
+    /// source's own lock: as [`Trees::update_state`], without copying the stored state.
+    pub(super) fn put_state_keeping_count(
+        &self,
+        source: &str,
+        state: SourceState,
+    ) -> Result<(), StoreError> {
+        let writer = self.state_writer(source);
+        let _writing = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = self.states().get(source).map(|kept| kept.item_count);
+        let item_count = match kept {
+            Some(count) => count,
+            None => self.state(source)?.item_count,
+        };
+        self.write_state(
+            source,
+            SourceState {
+                item_count,
+                ..state
+            },
+        )
+    }
+
+    /// The lock held while `source`'s state is written.
+    pub(super) fn state_writer(&self, source: &str) -> Arc<Mutex<()>> {
+        let mut writers = self.state_writers.lock().unwrap_or_else(|p| p.into_inner());
+        match writers.get(source) {
+            Some(writer) => writer.clone(),
+            None => writers.entry(source.to_owned()).or_default().clone(),
+        }
+    }
+
+    /// sled first, then the kept copy; the caller holds the source's lock.
+    pub(super) fn write_state(&self, source: &str, next: SourceState) -> Result<(), StoreError> {
+        self.sources.insert(source.as_bytes(), encode(&next))?;
+        let mut states = self.states();
+        match states.get_mut(source) {
+            Some(kept) => *kept = next,
+            None => {
+                states.insert(source.to_owned(), next);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    pub fn source_state(&self, source: &str) -> Result<SourceState, StoreError> {
+        self.trees()?.state(source)
+    }
+
+    /// Saves a source's state; used for polls that store no items. It reaches the disk with
+    /// the next flush, started at most `LAZY_FLUSH` (1 s) later (on a thread of its own)
+    /// while the daemon keeps writing, and at shutdown: a state lost in a crash only means
+    /// that source is polled again. Its `item_count` is the stored one (such a poll adds no item), so that a state read before
+    /// a prune never brings back a stale count.
+    pub fn put_source_state(&self, source: &str, state: SourceState) -> Result<(), StoreError> {
+        self.guarded(|| {
+            self.trees()?.put_state_keeping_count(source, state)?;
+            self.flush_lazily()
+        })
+    }
+}

@@ -1,0 +1,293 @@
+//! The near-duplicate text index: fingerprints and key terms, in sled and (for the recent
+//! window) in memory; candidates for a new item; its rebuild when terms change.
+
+use super::*;
+
+impl Store {
+    /// Items of sources other than `source` keyed by any of `terms`, published within
+    /// `window` of `published`, each with how many of `terms` key it; at most `per_term` for
+    /// each term, the latest first. A prolific source's own items never fill the quota.
+    /// Calls `visit` with the record of each item published within `window` of `published`,
+    /// newest first, at most `limit` of them, from the recent index in memory only (items
+    /// before its covered time, or all with `dedup.memory_items = 0`, are not visited). For
+    /// looking by meaning, which has no index key to follow.
+    pub fn visit_recent(
+        &self,
+        published: DateTime<Utc>,
+        window: std::time::Duration,
+        limit: usize,
+        mut visit: impl FnMut(ItemId, &FingerprintRecord),
+    ) -> Result<(), StoreError> {
+        let (recent, span) = self.recent_around(published, window)?;
+        for (id, record) in recent
+            .published_within(
+                span.oldest.timestamp_micros(),
+                span.newest.timestamp_micros(),
+            )
+            .take(limit)
+        {
+            visit(id, record);
+        }
+        Ok(())
+    }
+
+    /// The recent index, warmed and following `window`, and the span of `window` either side
+    /// of `published`.
+    pub(super) fn recent_around(
+        &self,
+        published: DateTime<Utc>,
+        window: std::time::Duration,
+    ) -> Result<(MutexGuard<'_, RecentIndex>, Span), StoreError> {
+        let mut recent = self.recent();
+        recent.set_window(window);
+        if !recent.is_warm() {
+            self.warm_recent(&mut recent)?;
+        }
+        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let newest = published.checked_add_signed(window).unwrap_or(published);
+        let oldest = published.checked_sub_signed(window).unwrap_or(published);
+        Ok((recent, Span { oldest, newest }))
+    }
+
+    pub fn candidates(
+        &self,
+        terms: &[u32],
+        published: DateTime<Utc>,
+        window: std::time::Duration,
+        per_term: usize,
+        source: &str,
+    ) -> Result<Vec<(ItemId, usize)>, StoreError> {
+        let own = source_tag(source);
+        let (recent, Span { oldest, newest }) = self.recent_around(published, window)?;
+        let (from, to) = (oldest.timestamp_micros(), newest.timestamp_micros());
+        // Published at or after this, memory has them all; before it, sled does.
+        let covered = recent.covered_from();
+        // Opened only when some term needs sled.
+        let mut trees: Option<Arc<Trees>> = None;
+        let mut out: Vec<(ItemId, usize)> = Vec::new();
+        let mut count = |id: ItemId| match out.iter_mut().find(|(c, _)| *c == id) {
+            Some((_, shared)) => *shared += 1,
+            None => out.push((id, 1)),
+        };
+        for term in terms {
+            let mut taken = 0;
+            for posting in recent
+                .postings(*term, from, to)
+                .filter(|p| p.source != own)
+                .take(per_term)
+            {
+                count(posting.id);
+                taken += 1;
+            }
+            if taken == per_term || from >= covered {
+                continue;
+            }
+            let upper = DateTime::from_timestamp_micros(to.min(covered.saturating_sub(1)))
+                .unwrap_or(newest);
+            let start = key_term_key(*term, upper, ItemId([0; 16]));
+            let mut end = key_term_key(*term, oldest, ItemId([0xFF; 16]));
+            end.extend_from_slice(&[0xFF; 4]);
+            let trees = match &trees {
+                Some(t) => t,
+                None => trees.insert(self.trees()?),
+            };
+            let others = trees
+                .key_terms
+                .range(start..=end)
+                .keys()
+                .filter(|key| match key {
+                    Ok(key) => key.get(28..32) != Some(&own[..]),
+                    Err(_) => true,
+                });
+            for key in others.take(per_term - taken) {
+                let key = key?;
+                if let Some(id) = key.get(12..28).and_then(ItemId::from_slice) {
+                    count(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn recent(&self) -> MutexGuard<'_, RecentIndex> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fills the recent index from sled: the fingerprints of items published within its
+    /// reach of now (or later), newest first, up to its capacity.
+    pub(super) fn warm_recent(&self, recent: &mut RecentIndex) -> Result<(), StoreError> {
+        let since = Utc::now().timestamp_micros().saturating_sub(recent.reach());
+        let mut covered = since;
+        for key in self.trees()?.by_time.iter().keys() {
+            let key = key?;
+            let Some((time, id)) = parse_time_key(&key) else {
+                continue;
+            };
+            let micros = time.timestamp_micros();
+            if micros < since {
+                break;
+            }
+            if recent.len() >= recent.capacity() {
+                // Everything after this item's time is in; from it on, sled answers.
+                covered = micros.saturating_add(1);
+                break;
+            }
+            match self.fingerprint_in_sled(id) {
+                Ok(Some(record)) => {
+                    let tag = source_tag(&record.source);
+                    recent.insert_any(id, Arc::new(record), tag);
+                }
+                Ok(None) => {}
+                Err(StoreError::Corrupt { what, message }) => {
+                    tracing::warn!(item = %id, "skipping an unreadable {what}: {message}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        recent.warmed(covered);
+        tracing::debug!(
+            items = recent.len(),
+            "filled the in-memory index of recent items"
+        );
+        Ok(())
+    }
+
+    pub fn fingerprint(&self, id: ItemId) -> Result<Option<FingerprintRecord>, StoreError> {
+        match self.recent().get(id) {
+            Some(record) => Ok(Some((*record).clone())),
+            None => self.fingerprint_in_sled(id),
+        }
+    }
+
+    /// An item's fingerprint, shared with the recent index when it is there.
+    pub fn shared_fingerprint(
+        &self,
+        id: ItemId,
+    ) -> Result<Option<Arc<FingerprintRecord>>, StoreError> {
+        if let Some(record) = self.recent().get(id) {
+            return Ok(Some(record));
+        }
+        Ok(self.fingerprint_in_sled(id)?.map(Arc::new))
+    }
+
+    pub(super) fn fingerprint_in_sled(
+        &self,
+        id: ItemId,
+    ) -> Result<Option<FingerprintRecord>, StoreError> {
+        match self.trees()?.fingerprints.get(id.0)? {
+            Some(bytes) => {
+                FingerprintRecord::from_bytes(&bytes)
+                    .map(Some)
+                    .ok_or(StoreError::Corrupt {
+                        what: "fingerprint",
+                        message: format!("{} bytes", bytes.len()),
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The version of the way text is cut into terms ([`crate::dedup::fingerprint::TERMS_VERSION`])
+    /// that the text index and term statistics were built with: 1 when none was recorded.
+    pub fn terms_version(&self) -> Result<u32, StoreError> {
+        Ok(match self.trees()?.meta.get(TERMS_VERSION_KEY)? {
+            Some(bytes) => bytes
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "terms version",
+                    message: format!("{} bytes", bytes.len()),
+                })?,
+            None => 1,
+        })
+    }
+
+    /// The ids of the items whose text is indexed (those with a fingerprint).
+    pub fn text_indexed_items(&self) -> Result<Vec<ItemId>, StoreError> {
+        self.trees()?
+            .fingerprints
+            .iter()
+            .keys()
+            .filter_map(|k| match k {
+                Ok(k) => <[u8; 16]>::try_from(k.as_ref())
+                    .ok()
+                    .map(|id| Ok(ItemId(id))),
+                Err(e) => Some(Err(e.into())),
+            })
+            .collect()
+    }
+
+    /// Replaces indexed items' fingerprints and key-term entries with re-derived ones (each
+    /// [`IndexedFingerprint`] names the record it replaces). Part of
+    /// [`crate::daemon::upgrade_text_index`]; the caller holds the ingest guard.
+    pub fn replace_fingerprints(&self, chunk: &[IndexedFingerprint]) -> Result<(), StoreError> {
+        self.guarded(|| {
+            let trees = self.trees()?;
+            let (key_terms, fingerprints) = text_index_writes(chunk, |_| true);
+            trees.key_terms.apply_batch(key_terms)?;
+            trees.fingerprints.apply_batch(fingerprints)?;
+            let mut recent = self.recent();
+            if recent.is_warm() {
+                for indexed in chunk {
+                    let record = Arc::new(indexed.record.clone());
+                    recent.insert(indexed.id, record, source_tag(&indexed.record.source));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Ends a rebuild of the text index: keeps `stats` (in place of the guarded ones) and
+    /// `version`, forgets the in-memory copy of the old index, and flushes.
+    pub fn finish_text_index_rebuild(
+        &self,
+        guard: &mut MutexGuard<'_, TermStats>,
+        stats: TermStats,
+        version: u32,
+    ) -> Result<(), StoreError> {
+        self.guarded(|| {
+            **guard = stats;
+            self.save_term_stats(guard, true)?;
+            let trees = self.trees()?;
+            trees
+                .meta
+                .insert(TERMS_VERSION_KEY, &version.to_be_bytes())?;
+            let capacity = self.recent().capacity();
+            *self.recent() = RecentIndex::new(capacity);
+            trees.flush()
+        })
+    }
+}
+
+/// A key-term index entry: term, time, item, and a tag of the item's source.
+/// The writes that index `chunk`: each replaced record's key-term entries and fingerprint go,
+/// then each record that `indexed_now` accepts is indexed under its keys.
+pub(super) fn text_index_writes(
+    chunk: &[IndexedFingerprint],
+    indexed_now: impl Fn(&IndexedFingerprint) -> bool,
+) -> (sled::Batch, sled::Batch) {
+    let mut key_terms = sled::Batch::default();
+    let mut fingerprints = sled::Batch::default();
+    for indexed in chunk {
+        let id = indexed.id;
+        if let Some(old) = &indexed.replaces {
+            for term in &old.keys {
+                key_terms.remove(key_term_entry(*term, old.published, id, &old.source));
+            }
+            fingerprints.remove(&id.0);
+        }
+        if !indexed_now(indexed) {
+            continue;
+        }
+        let record = &indexed.record;
+        for term in &record.keys {
+            key_terms.insert(
+                key_term_entry(*term, record.published, id, &record.source),
+                &[],
+            );
+        }
+        fingerprints.insert(&id.0, record.to_bytes());
+    }
+    (key_terms, fingerprints)
+}

@@ -1,0 +1,169 @@
+//! A poll's writes: `apply_poll`, one batch per tree per slice of items, index entries before
+//! items, flushed before the poll counts as done; the term statistics saved with them.
+
+use super::*;
+
+impl Store {
+    /// Writes one poll: the plan's items and claims, their feed memberships and the source's
+    /// new state, then flushes. `feeds` names every output feed the source belongs to, so that
+    /// an edited item leaves the feeds it no longer matches.
+    pub fn apply_poll(
+        &self,
+        source: &str,
+        plan: &IngestPlan,
+        feeds: &[String],
+        memberships: &[FeedMembership],
+        state: &SourceState,
+        term_stats: MutexGuard<'_, TermStats>,
+    ) -> Result<(), StoreError> {
+        self.guarded(|| {
+            self.apply_poll_unguarded(source, plan, feeds, memberships, state, term_stats)
+        })
+    }
+
+    pub(super) fn apply_poll_unguarded(
+        &self,
+        source: &str,
+        plan: &IngestPlan,
+        feeds: &[String],
+        memberships: &[FeedMembership],
+        state: &SourceState,
+        term_stats: MutexGuard<'_, TermStats>,
+    ) -> Result<(), StoreError> {
+        // One database for the whole poll, flush included, even if the store is reopened.
+        let trees = self.trees()?;
+        // Written in chunks: sled holds a whole batch in memory several times over, so one
+        // batch for a 20,000-item feed costs a gigabyte; chunks keep a poll's memory flat.
+        // The poll still counts as done only after the state is written and flushed.
+        let mut memberships_of: HashMap<ItemId, Vec<&str>> = HashMap::new();
+        for m in memberships {
+            memberships_of.entry(m.item).or_default().push(&m.feed);
+        }
+        for (n, chunk) in plan.writes.chunks(WRITE_CHUNK).enumerate() {
+            if n > 0 && n % FLUSH_EVERY_CHUNKS == 0 {
+                trees.flush()?;
+            }
+            let mut by_time = sled::Batch::default();
+            let mut by_source = sled::Batch::default();
+            let mut feed_index = sled::Batch::default();
+            let mut stories = sled::Batch::default();
+            let mut items = sled::Batch::default();
+            for write in chunk {
+                let item = &write.item;
+                if let Some(old) = &write.previous {
+                    by_time.remove(time_key(old.published, old.id));
+                    by_source.remove(prefixed_key(source, old.published, old.id));
+                    for feed in feeds {
+                        feed_index.remove(prefixed_key(feed, old.published, old.id));
+                    }
+                }
+                by_time.insert(time_key(item.published, item.id), &[]);
+                by_source.insert(prefixed_key(source, item.published, item.id), &[]);
+                if write.previous.is_none() {
+                    let link = write.link.as_ref().map(encode).unwrap_or_default();
+                    stories.insert(&story_key(item.story, item.id), link);
+                }
+                for feed in memberships_of.get(&item.id).into_iter().flatten() {
+                    feed_index.insert(prefixed_key(feed, item.published, item.id), &[]);
+                }
+                let bytes = item_record::encode(item);
+                trees
+                    .written
+                    .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                items.insert(&item.id.0, bytes);
+            }
+            trees.by_time.apply_batch(by_time)?;
+            trees.by_source.apply_batch(by_source)?;
+            trees.feed_index.apply_batch(feed_index)?;
+            trees.stories.apply_batch(stories)?;
+            trees.items.apply_batch(items)?;
+        }
+        // Items published before this are matched by link only: their text is not indexed.
+        let index_from = plan
+            .index_from
+            .map_or(i64::MIN, |t| t.timestamp_micros())
+            .max(
+                trees
+                    .text_index_from
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+        let indexed_now = |indexed: &IndexedFingerprint| {
+            indexed.record.published.timestamp_micros() >= index_from
+        };
+        for chunk in plan.fingerprints.chunks(WRITE_CHUNK) {
+            let (key_terms, fingerprints) = text_index_writes(chunk, indexed_now);
+            trees.key_terms.apply_batch(key_terms)?;
+            trees.fingerprints.apply_batch(fingerprints)?;
+        }
+        if !plan.fingerprints.is_empty() {
+            let mut recent = self.recent();
+            if !recent.is_warm() {
+                // Before adding: the fill reads what sled holds, these included.
+                self.warm_recent(&mut recent)?;
+            }
+            for indexed in &plan.fingerprints {
+                if !indexed_now(indexed) {
+                    recent.remove(indexed.id);
+                    continue;
+                }
+                let record = Arc::new(indexed.record.clone());
+                recent.insert(indexed.id, record, source_tag(&indexed.record.source));
+            }
+            recent.forget_out_of_reach(Utc::now().timestamp_micros());
+        }
+        let mut urls = sled::Batch::default();
+        for (url, claim) in &plan.claims {
+            urls.insert(&url_key(url), encode(claim));
+        }
+        trees.urls.apply_batch(urls)?;
+        // Tombstones of items the feed no longer lists are not needed any more.
+        let mut gone = sled::Batch::default();
+        let prefix = name_prefix(source);
+        for key in trees.tombstones.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let listed = ItemId::from_slice(&key[prefix.len()..])
+                .is_some_and(|id| plan.present.contains(&id));
+            if !listed {
+                gone.remove(key);
+            }
+        }
+        trees.tombstones.apply_batch(gone)?;
+        // The count from the stored state (callers hold the ingest guard, as `prune` does),
+        // not from the state the caller read before its fetch.
+        trees.update_state(source, |stored| SourceState {
+            item_count: stored.item_count.saturating_add(plan.new_items() as u64),
+            ..state.clone()
+        })?;
+        if !plan.fingerprints.is_empty() {
+            self.save_term_stats(&term_stats, false)?;
+        }
+        // Written: the next poll may plan against it. The flush, the slow part, runs without
+        // the guard, so polls of many sources flush side by side instead of in a queue.
+        drop(term_stats);
+        if plan.writes.is_empty() && plan.claims.is_empty() && plan.fingerprints.is_empty() {
+            // Nothing but the source's state changed (every item unchanged).
+            return self.flush_lazily();
+        }
+        trees.flush()?;
+        Ok(())
+    }
+
+    /// Writes the term statistics when [`TERM_STATS_SAVE_EVERY`] has passed (or `always`).
+    pub(super) fn save_term_stats(
+        &self,
+        stats: &TermStats,
+        always: bool,
+    ) -> Result<(), StoreError> {
+        let mut saved = self
+            .term_stats_saved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if always || saved.elapsed() >= TERM_STATS_SAVE_EVERY {
+            self.trees()?
+                .meta
+                .insert(TERM_STATS_KEY, stats.to_bytes())?;
+            *saved = std::time::Instant::now();
+        }
+        Ok(())
+    }
+}
