@@ -61,7 +61,7 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// what a source inventing new GUIDs on every poll would pile up.
 pub const DEFAULT_MAX_ITEMS_PER_SOURCE: u64 = 50_000;
 /// New items one poll may store when `[poll] max_new_items` does not say.
-pub const DEFAULT_MAX_NEW_ITEMS: usize = 5_000;
+pub const DEFAULT_MAX_NEW_ITEMS: usize = 10_000;
 
 /// How often retention pruning runs when `[storage] prune_interval` does not say.
 pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);

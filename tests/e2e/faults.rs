@@ -129,11 +129,13 @@ impl Drop for Ext4Disk {
     }
 }
 
+/// A feed of items `from..to` of `source`, each with about `body_bytes` of text that does not
+/// compress (the store compresses items, and these fill a disk).
 fn rss(source: &str, from: usize, to: usize, body_bytes: usize) -> String {
-    let filler = "x".repeat(body_bytes);
     let items: String = (from..to)
         .rev()
         .map(|n| {
+            let filler = incompressible(n as u64, body_bytes);
             format!(
                 "<item><guid>{source}-{n}</guid><title>{source} entry {n}</title>\
                  <link>https://{source}.example/{n}</link><description>&lt;p&gt;{n} {filler}&lt;/p&gt;</description></item>"
@@ -141,6 +143,20 @@ fn rss(source: &str, from: usize, to: usize, body_bytes: usize) -> String {
         })
         .collect();
     format!("<rss version=\"2.0\"><channel><title>{source}</title><link>https://{source}.example/</link><description>d</description>{items}</channel></rss>")
+}
+
+/// `len` letters and digits from a generator seeded by `seed`: text zstd cannot shrink much.
+fn incompressible(seed: u64, len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ALPHABET[(state % ALPHABET.len() as u64) as usize] as char
+        })
+        .collect()
 }
 
 fn write_config(dir: &Path, port: u16, store: &Path, sources: &[(&str, String)]) {
