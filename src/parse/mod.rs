@@ -62,7 +62,9 @@ pub fn parse_feed(
     }
     let decoded = charset::decode(body, content_type, Some(base));
     let recovered = decoded.notes();
-    let utf8 = rss_root_as_feed_rs_reads_it(legacy_namespace_renamed(decoded.utf8));
+    let utf8 = rss_root_as_feed_rs_reads_it(legacy_namespace_renamed(windows_1252_references(
+        decoded.utf8,
+    )));
     let first = utf8.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let is_json = first == Some(b'{');
     // A strict reading that kept fewer entries than the document has `<item>` or `<entry>`
@@ -265,6 +267,54 @@ fn silently_damaged(utf8: &[u8]) -> bool {
 /// The offset of the next `<` or `x` (where start tags and `xmlns:` declarations begin).
 fn memchr_any(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|b| *b == b'<' || *b == b'x')
+}
+
+/// The document with character references to U+0080..U+009F (`&#150;`, `&#x93;`) replaced by
+/// the windows-1252 characters of those bytes, as HTML reads them: publishers mean a dash or
+/// a quote, never the control character. One pass; a document without such a reference is
+/// not copied.
+fn windows_1252_references(utf8: std::borrow::Cow<'_, [u8]>) -> std::borrow::Cow<'_, [u8]> {
+    /// The code point of the reference starting at `at` (`&#...;`) and its length.
+    fn reference(bytes: &[u8], at: usize) -> Option<(u32, usize)> {
+        let rest = bytes.get(at + 2..)?;
+        let (digits, radix, skip) = match rest.first()? {
+            b'x' | b'X' => (&rest[1..], 16, 3),
+            _ => (rest, 10, 2),
+        };
+        let len = digits.iter().take(8).position(|b| *b == b';')?;
+        let text = std::str::from_utf8(&digits[..len]).ok()?;
+        Some((u32::from_str_radix(text, radix).ok()?, skip + len + 1))
+    }
+    let c1 = |code: u32| (0x80..=0x9F).contains(&code);
+    let found = |bytes: &[u8]| {
+        bytes
+            .windows(2)
+            .enumerate()
+            .any(|(at, w)| w == b"&#" && reference(bytes, at).is_some_and(|(c, _)| c1(c)))
+    };
+    if !found(&utf8) {
+        return utf8;
+    }
+    let mut out = Vec::with_capacity(utf8.len());
+    let mut at = 0;
+    while at < utf8.len() {
+        if utf8[at..].starts_with(b"&#") {
+            if let Some((code, len)) = reference(&utf8, at).filter(|(c, _)| c1(*c)) {
+                let byte = [code as u8];
+                let (text, _, _) = encoding_rs::WINDOWS_1252.decode(&byte);
+                let mapped = text.chars().next().filter(|m| !c1(u32::from(*m)));
+                if let Some(mapped) = mapped {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(mapped.encode_utf8(&mut buf).as_bytes());
+                    at += len;
+                    continue;
+                }
+            }
+        }
+        out.push(utf8[at]);
+        at += 1;
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// How many `<item` and `<entry` start tags the document has (a bound on its entries).
@@ -642,6 +692,22 @@ mod lenient_tests {
         assert_eq!(titles(&feed), ["one", "two"]);
         assert_eq!(feed.entries[0].url.as_deref(), Some("https://a.example/1"));
         assert_eq!(feed.meta.title.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn references_to_c1_controls_mean_windows_1252_and_raw_controls_stay_controls() {
+        let out = windows_1252_references(std::borrow::Cow::Borrowed(
+            "GPT-5 &#150; &#x93;new&#148; &#129; \u{85} &#8212;".as_bytes(),
+        ));
+        assert_eq!(
+            String::from_utf8(out.into_owned()).unwrap(),
+            "GPT-5 – “new” &#129; \u{85} &#8212;"
+        );
+        let plain = "no references here &amp; &#233;".as_bytes();
+        assert!(matches!(
+            windows_1252_references(std::borrow::Cow::Borrowed(plain)),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

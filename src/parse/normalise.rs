@@ -194,37 +194,14 @@ fn enclosures(e: &model::Entry, base: &Url) -> Vec<Enclosure> {
 /// text that still holds entity references (`AT&amp;T` in CDATA, `&#x0024;`) was escaped once
 /// too often by its publisher, and is decoded as readers do.
 fn text_of(t: &model::Text) -> String {
-    let content = c1_as_windows_1252(&t.content);
-    if t.content_type.to_string().contains("html") || looks_like_markup(&content) {
-        html_to_text(&content)
+    let content = &t.content;
+    if t.content_type.to_string().contains("html") || looks_like_markup(content) {
+        html_to_text(content)
     } else if content.contains('&') {
-        collapse_whitespace(&html_escape::decode_html_entities(&content))
+        collapse_whitespace(&html_escape::decode_html_entities(content))
     } else {
-        collapse_whitespace(&content)
+        collapse_whitespace(content)
     }
-}
-
-/// Text with the C1 control characters (U+0080 to U+009F) read as the windows-1252
-/// characters of those bytes, as HTML reads `&#150;`: publishers write `&#150;` and `&#147;`
-/// meaning a dash and a quote, and no one means the controls.
-fn c1_as_windows_1252(text: &str) -> std::borrow::Cow<'_, str> {
-    let is_c1 = |c: char| ('\u{80}'..='\u{9F}').contains(&c);
-    if !text.contains(is_c1) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    std::borrow::Cow::Owned(
-        text.chars()
-            .map(|c| match u8::try_from(u32::from(c)) {
-                Ok(byte) if is_c1(c) => encoding_rs::WINDOWS_1252
-                    .decode_without_bom_handling(&[byte])
-                    .0
-                    .chars()
-                    .next()
-                    .unwrap_or(c),
-                _ => c,
-            })
-            .collect(),
-    )
 }
 
 fn looks_like_markup(s: &str) -> bool {
@@ -243,7 +220,6 @@ fn html_of(t: &model::Text, base: &Url) -> String {
 }
 
 fn sanitise_or_escape(body: &str, is_html: bool, base: &Url) -> String {
-    let body = &*c1_as_windows_1252(body);
     if is_html {
         sanitise(body, base)
     } else {
