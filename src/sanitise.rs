@@ -152,19 +152,10 @@ struct TagName {
 
 fn read_tag_name(html: &str, at: usize) -> Option<TagName> {
     let bytes = html.as_bytes();
-    let mut i = at + 1;
-    let end = bytes.get(i) == Some(&b'/');
-    if end {
-        i += 1;
-    }
-    let name_start = i;
-    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'-') {
-        i += 1;
-    }
-    if i == name_start || !bytes[name_start].is_ascii_alphabetic() {
+    let (name, end, mut i) = tag_name_at(html, at)?;
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return None;
     }
-    let name = html[name_start..i].to_ascii_lowercase();
     let mut quote = None;
     while i < bytes.len() {
         match (bytes[i], quote) {
@@ -252,6 +243,22 @@ fn is_tracking_image(tag: &Tag) -> bool {
     })
 }
 
+/// The lowercased name of the tag starting at `html[at]` (a `<`), whether it is an end tag,
+/// and the offset just past the name. `None` when no name follows.
+fn tag_name_at(html: &str, at: usize) -> Option<(String, bool, usize)> {
+    let bytes = html.as_bytes();
+    let mut i = at + 1;
+    let end = bytes.get(i) == Some(&b'/');
+    if end {
+        i += 1;
+    }
+    let name_start = i;
+    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'-') {
+        i += 1;
+    }
+    (i > name_start).then(|| (html[name_start..i].to_ascii_lowercase(), end, i))
+}
+
 /// A start tag in serialised HTML.
 struct Tag {
     name: String,
@@ -265,19 +272,7 @@ struct Tag {
 /// values in double quotes, no raw `"` inside them. `None` when it is not such a tag.
 fn read_tag(html: &str, at: usize) -> Option<Tag> {
     let bytes = html.as_bytes();
-    let mut i = at + 1;
-    let end = bytes.get(i) == Some(&b'/');
-    if end {
-        i += 1;
-    }
-    let name_start = i;
-    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'-') {
-        i += 1;
-    }
-    if i == name_start {
-        return None;
-    }
-    let name = html[name_start..i].to_ascii_lowercase();
+    let (name, end, mut i) = tag_name_at(html, at)?;
     let mut attrs = Vec::new();
     loop {
         while i < bytes.len() && bytes[i].is_ascii_whitespace() {

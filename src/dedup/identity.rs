@@ -24,21 +24,16 @@ pub fn guid_of(entry: &Entry) -> String {
 /// an id whose link another such entry with a different title shares are known by link and
 /// title together, so that they stay distinct items.
 pub fn guids(entries: &[Entry]) -> Vec<String> {
-    let mut titles_by_link: std::collections::HashMap<&str, Option<&str>> =
-        std::collections::HashMap::new();
+    // The first title seen under each link; a link seen with another title is shared.
+    let mut title_of_link: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     let mut shared: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for entry in entries.iter().filter(|e| e.guid.is_none()) {
         let Some(url) = entry.url.as_deref() else {
             continue;
         };
-        match titles_by_link.get(url) {
-            None => {
-                titles_by_link.insert(url, Some(entry.title.as_str()));
-            }
-            Some(Some(title)) if *title != entry.title => {
-                shared.insert(url);
-            }
-            Some(_) => {}
+        let first = *title_of_link.entry(url).or_insert(entry.title.as_str());
+        if first != entry.title {
+            shared.insert(url);
         }
     }
     entries

@@ -69,13 +69,17 @@ pub fn parse_feed(
     let is_json = first == Some(b'{');
     // A strict reading that kept fewer entries than the document has `<item>` or `<entry>`
     // tags lost some (an item feed-rs drops, a namespace it does not know): try the repair.
-    let wanted = if is_json { 0 } else { entry_tags(&utf8) };
+    let scan = if is_json {
+        Scan::default()
+    } else {
+        scan(&utf8)
+    };
     let strict_error = match read(&utf8, base) {
         Ok(feed) => {
             let strict = Reading::of(feed, &utf8);
             let kept = strict.feed.entries.len();
-            let damaged = silently_damaged(&utf8);
-            let repaired = (kept < wanted || damaged)
+            let damaged = scan.damaged;
+            let repaired = (kept < scan.entry_tags || damaged)
                 .then(|| repaired_reading(&utf8, base))
                 .flatten()
                 .filter(|r| {
@@ -190,17 +194,28 @@ fn repaired_reading(utf8: &[u8], base: &Url) -> Option<Reading> {
     Some(reading)
 }
 
-/// Whether a document that feed-rs reads without complaint still loses part of what it
-/// says: an element whose namespace prefix is never declared (feed-rs sees it as unknown and
-/// drops it: `dc:creator`, `content:encoded`), or markup inside an RSS title (feed-rs keeps
-/// the text before the first tag). One pass over the document.
-fn silently_damaged(utf8: &[u8]) -> bool {
+/// What one pass over a document says about feed-rs's strict reading of it.
+#[derive(Debug, Default)]
+struct Scan {
+    /// `<item>` and `<entry>` start tags outside CDATA and comments: a bound on the entries
+    /// (a strict reading with fewer lost some).
+    entry_tags: usize,
+    /// feed-rs reads the document without complaint but loses part of what it says: an
+    /// element whose namespace prefix is never declared (feed-rs sees it as unknown and drops
+    /// it: `dc:creator`, `content:encoded`), or markup inside an RSS title (feed-rs keeps the
+    /// text before the first tag).
+    damaged: bool,
+}
+
+/// Scans `utf8` once for [`Scan`].
+fn scan(utf8: &[u8]) -> Scan {
     let rss = root_element_start(utf8).is_some_and(|at| {
         let root = &utf8[at + 1..];
         !root.starts_with(b"feed") && !root.starts_with(b"entry")
     });
     let mut used: Vec<&[u8]> = Vec::new();
     let mut declared: Vec<&[u8]> = Vec::new();
+    let mut entry_tags = 0;
     let name_end = |from: usize| {
         utf8[from..]
             .iter()
@@ -241,7 +256,9 @@ fn silently_damaged(utf8: &[u8]) -> bool {
         }
         let end = name_end(i + 1);
         let name = &utf8[i + 1..end];
-        if let Some(colon) = name.iter().position(|b| *b == b':') {
+        if name == b"item" || name == b"entry" {
+            entry_tags += 1;
+        } else if let Some(colon) = name.iter().position(|b| *b == b':') {
             let prefix = &name[..colon];
             if prefix != b"xml" && used.len() < 64 && !used.contains(&prefix) {
                 used.push(prefix);
@@ -255,13 +272,19 @@ fn silently_damaged(utf8: &[u8]) -> bool {
             if let Some(next) = utf8[content..].iter().position(|b| *b == b'<') {
                 let rest = &utf8[content + next..];
                 if !rest.starts_with(b"</") && !rest.starts_with(b"<![CDATA[") {
-                    return true;
+                    return Scan {
+                        entry_tags,
+                        damaged: true,
+                    };
                 }
             }
         }
         at = end;
     }
-    used.iter().any(|p| !declared.contains(p))
+    Scan {
+        entry_tags,
+        damaged: used.iter().any(|p| !declared.contains(p)),
+    }
 }
 
 /// The offset of the next `<` or `x` (where start tags and `xmlns:` declarations begin).
@@ -315,30 +338,6 @@ fn windows_1252_references(utf8: std::borrow::Cow<'_, [u8]>) -> std::borrow::Cow
         at += 1;
     }
     std::borrow::Cow::Owned(out)
-}
-
-/// How many `<item` and `<entry` start tags the document has (a bound on its entries).
-fn entry_tags(utf8: &[u8]) -> usize {
-    let mut count = 0;
-    let mut at = 0;
-    while let Some(offset) = utf8[at..].iter().position(|b| *b == b'<') {
-        at += offset + 1;
-        let rest = &utf8[at..];
-        let name_len = if rest.starts_with(b"item") {
-            4
-        } else if rest.starts_with(b"entry") {
-            5
-        } else {
-            continue;
-        };
-        if rest
-            .get(name_len)
-            .is_some_and(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/')
-        {
-            count += 1;
-        }
-    }
-    count
 }
 
 /// feed-rs's reading of a document (XML or JSON).
