@@ -186,6 +186,20 @@ impl Default for TermStats {
     }
 }
 
+/// Document frequencies below this have their logarithm in a table: idf is computed for every
+/// term of every candidate a new item is compared with, and `ln` was a tenth of a poll.
+const LN_TABLE: usize = 4096;
+
+/// `ln(n + 1)`, from a table for small `n`.
+fn ln_of_one_more(n: u64) -> f64 {
+    static TABLE: std::sync::LazyLock<Vec<f64>> =
+        std::sync::LazyLock::new(|| (0..LN_TABLE).map(|n| (n as f64 + 1.0).ln()).collect());
+    match usize::try_from(n) {
+        Ok(small) if small < LN_TABLE => TABLE[small],
+        _ => (n as f64 + 1.0).ln(),
+    }
+}
+
 impl TermStats {
     /// Counts one item's terms (each once).
     pub fn add(&mut self, fingerprint: &Fingerprint) {
@@ -213,8 +227,8 @@ impl TermStats {
 
     /// Inverse document frequency, smoothed: 1 for a term every item has, more for rarer ones.
     pub fn idf(&self, hash: u32) -> f32 {
-        let df = f64::from(self.document_frequency(hash)).min(self.docs as f64);
-        (((self.docs as f64 + 1.0) / (df + 1.0)).ln() + 1.0) as f32
+        let df = u64::from(self.document_frequency(hash)).min(self.docs);
+        (ln_of_one_more(self.docs) - ln_of_one_more(df) + 1.0) as f32
     }
 
     /// The idf of a term no item has had.

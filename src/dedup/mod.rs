@@ -132,7 +132,7 @@ pub const DEFAULT_MEANING_THRESHOLD: f32 = 0.9675;
 /// Default `dedup.index_age`: 30 days.
 pub const DEFAULT_INDEX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 /// Items read for one key term when looking for candidates.
-const CANDIDATES_PER_TERM: usize = 32;
+const CANDIDATES_PER_TERM: usize = 16;
 /// Candidates scored for a new item at most (those sharing most key terms).
 const MAX_CANDIDATES: usize = 32;
 /// Recent items of the window whose meanings a new item's is compared with, at most (newest

@@ -20,7 +20,7 @@ pub fn encode(item: &Item) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + json.len() / 2);
     out.push(COMPRESSED);
     out.extend_from_slice(&item.content_hash.to_le_bytes());
-    match zstd::bulk::compress(&json, LEVEL) {
+    match compress(&json) {
         Ok(frame) => {
             out.extend_from_slice(&frame);
             out
@@ -28,6 +28,23 @@ pub fn encode(item: &Item) -> Vec<u8> {
         // zstd fails only on allocation; the JSON form is still a valid record.
         Err(_) => json,
     }
+}
+
+/// `json` as one zstd frame, by this thread's compressor: making a compression context costs
+/// as much as compressing an item, so each thread keeps one.
+fn compress(json: &[u8]) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(LEVEL)?),
+        };
+        compressor.compress(json)
+    })
 }
 
 /// The item a record holds, in either format.

@@ -3,10 +3,10 @@
 
 use super::*;
 
+/// How many key-term entries [`Store::candidates`] reads per candidate it may take.
+const SCAN_PER_TAKEN: usize = 2;
+
 impl Store {
-    /// Items of sources other than `source` keyed by any of `terms`, published within
-    /// `window` of `published`, each with how many of `terms` key it; at most `per_term` for
-    /// each term, the latest first. A prolific source's own items never fill the quota.
     /// Calls `visit` with the record of each item published within `window` of `published`,
     /// newest first, at most `limit` of them, from the recent index in memory only (items
     /// before its covered time, or all with `dedup.memory_items = 0`, are not visited). For
@@ -49,6 +49,11 @@ impl Store {
         Ok((recent, Span { oldest, newest }))
     }
 
+    /// Items of sources other than `source` keyed by any of `terms`, published within
+    /// `window` of `published`, each with how many of `terms` key it; at most `per_term` for
+    /// each term, the latest first. A prolific source's own items are skipped, not taken; at
+    /// most [`SCAN_PER_TAKEN`] × `per_term` entries of a term are read, so the cost of a
+    /// lookup does not grow with the store.
     pub fn candidates(
         &self,
         terms: &[u32],
@@ -69,17 +74,21 @@ impl Store {
             Some((_, shared)) => *shared += 1,
             None => out.push((id, 1)),
         };
+        // Entries read per term at most, the item's own source's included: a term that many
+        // items of the window share names no one story, and reading all of them made a poll's
+        // cost grow with the store.
+        let scan = per_term.saturating_mul(SCAN_PER_TAKEN);
         for term in terms {
             let mut taken = 0;
-            for posting in recent
-                .postings(*term, from, to)
-                .filter(|p| p.source != own)
-                .take(per_term)
-            {
-                count(posting.id);
-                taken += 1;
+            let mut scanned = 0;
+            for posting in recent.postings(*term, from, to).take(scan) {
+                scanned += 1;
+                if posting.source != own && taken < per_term {
+                    count(posting.id);
+                    taken += 1;
+                }
             }
-            if taken == per_term || from >= covered {
+            if taken == per_term || scanned == scan || from >= covered {
                 continue;
             }
             let upper = DateTime::from_timestamp_micros(to.min(covered.saturating_sub(1)))
@@ -95,6 +104,7 @@ impl Store {
                 .key_terms
                 .range(start..=end)
                 .keys()
+                .take(scan - scanned)
                 .filter(|key| match key {
                     Ok(key) => key.get(28..32) != Some(&own[..]),
                     Err(_) => true,
