@@ -109,6 +109,8 @@ pub struct StorageConfig {
     pub max_items_per_source: u64,
     /// How often pruning runs (also once at start-up).
     pub prune_interval: Duration,
+    /// The database's cache in bytes (`cache_size`), read at start.
+    pub cache_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -372,6 +374,7 @@ struct RawStorage {
     max_items: Option<Spanned<u64>>,
     max_items_per_source: Option<Spanned<u64>>,
     prune_interval: Option<Spanned<String>>,
+    cache_size: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -463,6 +466,11 @@ fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
             raw.storage.prune_interval,
             DEFAULT_PRUNE_INTERVAL,
             false,
+            report,
+        ),
+        cache_bytes: parse_size_field(
+            raw.storage.cache_size,
+            crate::store::DEFAULT_CACHE_BYTES,
             report,
         ),
     };
@@ -595,22 +603,7 @@ fn validate_poll(raw: RawPoll, report: &mut Reporter<'_>) -> PollConfig {
         Some(n) => *n.get_ref(),
         None => DEFAULT_PER_HOST_CONCURRENCY,
     };
-    let max_body_bytes = match raw.max_body_size {
-        Some(text) => match parse_size(text.get_ref()) {
-            Some(n) if n > 0 => n,
-            _ => {
-                report.at(
-                    text.span(),
-                    format!(
-                        "invalid size {:?}: expected e.g. \"10MiB\", \"512KiB\" or a number of bytes",
-                        text.get_ref()
-                    ),
-                );
-                DEFAULT_MAX_BODY_BYTES
-            }
-        },
-        None => DEFAULT_MAX_BODY_BYTES,
-    };
+    let max_body_bytes = parse_size_field(raw.max_body_size, DEFAULT_MAX_BODY_BYTES, report);
     PollConfig {
         schedule,
         concurrency,
@@ -760,6 +753,26 @@ fn parse_duration_field(
             }
         },
         None => default,
+    }
+}
+
+/// A size field (`"10MiB"`), `default` when absent; an invalid or zero size is reported.
+fn parse_size_field(raw: Option<Spanned<String>>, default: u64, report: &mut Reporter<'_>) -> u64 {
+    let Some(text) = raw else {
+        return default;
+    };
+    match parse_size(text.get_ref()) {
+        Some(n) if n > 0 => n,
+        _ => {
+            report.at(
+                text.span(),
+                format!(
+                    "invalid size {:?}: expected e.g. \"10MiB\", \"512KiB\" or a number of bytes",
+                    text.get_ref()
+                ),
+            );
+            default
+        }
     }
 }
 
@@ -1175,5 +1188,21 @@ mod tests {
         assert_eq!(parse_size("512 KiB"), Some(512 << 10));
         assert_eq!(parse_size("1000"), Some(1000));
         assert_eq!(parse_size("ten"), None);
+    }
+
+    #[test]
+    fn the_store_cache_size_is_a_size_with_a_default() {
+        let source = "[[source]]\nname = \"a\"\nurl = \"https://a.com/\"\n";
+        let c = parse(Path::new("t.toml"), source).unwrap();
+        assert_eq!(c.storage.cache_bytes, crate::store::DEFAULT_CACHE_BYTES);
+        let text = format!("[storage]\ncache_size = \"8MiB\"\n{source}");
+        let c = parse(Path::new("t.toml"), &text).unwrap();
+        assert_eq!(c.storage.cache_bytes, 8 << 20);
+        let e = errors(&format!("[storage]\ncache_size = \"lots\"\n{source}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:2:14: invalid size \"lots\""),
+            "{e:?}"
+        );
     }
 }

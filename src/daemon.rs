@@ -516,7 +516,7 @@ pub async fn run_with_clock(
     mut control: mpsc::Receiver<Control>,
     clock: Arc<dyn Clock>,
 ) -> Result<(), DaemonError> {
-    let store = Store::open(&config.storage.path)?;
+    let store = Store::open_with_cache(&config.storage.path, config.storage.cache_bytes)?;
     upgrade_item_records(&store)?;
     upgrade_text_index(&store)?;
     store.keep_recent_in_memory(config.dedup.memory_items);
@@ -533,6 +533,7 @@ pub async fn run_with_clock(
             store: store.clone(),
             metrics: metrics.clone(),
             clock: clock.clone(),
+            ingest_slots: crate::refresh::ingest_slots(),
         },
         config: Arc::new(RwLock::new(Arc::new(config))),
         publisher: publisher.clone(),
@@ -1065,6 +1066,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.storage.path != new.storage.path {
         changes.push("[storage] path");
     }
+    if old.storage.cache_bytes != new.storage.cache_bytes {
+        changes.push("[storage] cache_size");
+    }
     if (
         a.connect_timeout,
         a.timeout,
@@ -1338,7 +1342,7 @@ pub struct Sweeper {
 impl Sweeper {
     /// Opens the configured store and brings its output-feed indexes up to date.
     pub fn open(config: &Config) -> Result<Sweeper, DaemonError> {
-        let store = Store::open(&config.storage.path)?;
+        let store = Store::open_with_cache(&config.storage.path, config.storage.cache_bytes)?;
         upgrade_item_records(&store)?;
         upgrade_text_index(&store)?;
         store.keep_recent_in_memory(config.dedup.memory_items);
@@ -1348,6 +1352,7 @@ impl Sweeper {
             store: store.clone(),
             metrics: Arc::new(Metrics::default()),
             clock: clock::system(),
+            ingest_slots: crate::refresh::ingest_slots(),
         };
         Ok(Sweeper {
             store,
