@@ -4,6 +4,7 @@
 //! ```text
 //! cargo build --release && cargo bench --bench store   # 50 sources x 1,000 items
 //! FEEDMUX_STORE_SOURCES=10 cargo bench --bench store   # a quicker run, 10 x 1,000
+//! FEEDMUX_STORE_KEEP=1 cargo bench --bench store        # keep the feeds and stores after
 //! ```
 //!
 //! The data: deterministic news-like RSS 2.0 feeds of 1,000 items each, about 1.7 KB of text
@@ -71,6 +72,9 @@ fn main() {
     let full = sources == SOURCES;
     let temp = tempfile::tempdir().expect("a temporary directory");
     let work = temp.path();
+    if std::env::var_os("FEEDMUX_STORE_KEEP").is_some() {
+        println!("work directory (kept): {}", work.display());
+    }
     machine_notes(work);
 
     // The feeds, written once; both sides read the same files.
@@ -379,6 +383,9 @@ fn main() {
         println!(
             "note: a reduced run ({sources} sources); the issue's targets are for {SOURCES} sources, so `met` says n/a."
         );
+    }
+    if std::env::var_os("FEEDMUX_STORE_KEEP").is_some() {
+        let _kept = temp.keep();
     }
 }
 
