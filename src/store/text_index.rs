@@ -52,7 +52,7 @@ impl Store {
     /// Items of sources other than `source` keyed by any of `terms`, published within
     /// `window` of `published`, each with how many of `terms` key it; at most `per_term` for
     /// each term, the latest first. A prolific source's own items are skipped, not taken; at
-    /// most [`SCAN_PER_TAKEN`] × `per_term` entries of a term are read, so the cost of a
+    /// most `SCAN_PER_TAKEN` (2) × `per_term` entries of a term are read, so the cost of a
     /// lookup does not grow with the store.
     pub fn candidates(
         &self,
