@@ -174,6 +174,10 @@ fn main() {
     names.extend(extras.iter().cloned());
     let total = names.len() * ITEMS;
 
+    // Reading back: the newest items of the feed, as a render reads them (median of 5).
+    let fm_read = median((0..5).map(|_| fm.read_newest(ITEMS)).collect());
+    let sq_read = median((0..5).map(|_| sq.read_newest(ITEMS)).collect());
+
     // Where the bytes are, then compaction (the store closed first).
     fm.store.flush().expect("flush");
     sq.checkpoint();
@@ -279,6 +283,11 @@ fn main() {
         sq_ei.as_secs_f64() * 1e3,
         rate(sq_ei, ITEMS)
     );
+    println!(
+        "\nread the newest {ITEMS} items (median of 5): feedmux (feed index, item records decoded) {:.1} ms; SQLite (ORDER BY published DESC LIMIT, every column) {:.1} ms",
+        fm_read.as_secs_f64() * 1e3,
+        sq_read.as_secs_f64() * 1e3
+    );
     match &rss {
         Ok(r) => println!(
             "\n`feedmux poll` of {sources} x {ITEMS} items into a new store: peak RSS {:.0} MiB, {:.1} s ({:.0} items/s); SQLite child (parse_feed + insert, same files): peak RSS {:.0} MiB, {:.1} s",
@@ -329,6 +338,14 @@ fn main() {
         format!("{:.0}", rate(fm_e, ITEMS)),
         format!("{:.0}", rate(sq_ei, ITEMS)),
         format!("{:.3}x", rate(fm_e, ITEMS) / rate(sq_ei, ITEMS)),
+        "-".into(),
+        "-".into(),
+    );
+    table.row(
+        &format!("read newest {ITEMS}, items/s"),
+        format!("{:.0}", rate(fm_read, ITEMS)),
+        format!("{:.0}", rate(sq_read, ITEMS)),
+        format!("{:.3}x", rate(fm_read, ITEMS) / rate(sq_read, ITEMS)),
         "-".into(),
         "-".into(),
     );
@@ -741,6 +758,19 @@ impl Feedmux {
         }
     }
 
+    /// Reads the `n` newest items of the feed "all" (ids from its index, then each item).
+    fn read_newest(&self, n: usize) -> Duration {
+        let t = Instant::now();
+        let mut bytes = 0;
+        for id in self.store.feed_items("all").take(n) {
+            let id = id.expect("a feed index entry");
+            let item = self.store.item(id).expect("readable").expect("stored");
+            bytes += item.title.len() + item.summary_html.map_or(0, |h| h.len());
+        }
+        assert!(bytes > 0, "items were read");
+        t.elapsed()
+    }
+
     /// One poll of `name` answering `body`: its time (the checkpoint the daemon runs after a
     /// poll included) and how many new items dedup joined to other stories.
     fn ingest(&self, name: &str, body: Vec<u8>) -> (Duration, usize) {
@@ -868,6 +898,24 @@ impl Sqlite {
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .expect("a checkpoint");
+    }
+
+    /// Reads the `n` newest rows, every column.
+    fn read_newest(&self, n: usize) -> Duration {
+        let t = Instant::now();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT * FROM items ORDER BY published DESC LIMIT ?1")
+            .expect("prepare");
+        let mut rows = stmt.query([n as i64]).expect("query");
+        let mut bytes = 0;
+        while let Some(row) = rows.next().expect("a row") {
+            let title: String = row.get("title").expect("title");
+            let summary: Option<String> = row.get("summary_html").expect("summary");
+            bytes += title.len() + summary.map_or(0, |h| h.len());
+        }
+        assert!(bytes > 0, "rows were read");
+        t.elapsed()
     }
 
     fn count(&self) -> usize {

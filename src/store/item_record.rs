@@ -47,13 +47,44 @@ fn compress(json: &[u8]) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// The JSON a frame holds, by this thread's decompressor when the frame says its size (every
+/// frame [`compress`] writes does): reading a feed's items made a context per item, which
+/// cost as much as decompressing it.
+fn decompress(frame: &[u8]) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let size = zstd::zstd_safe::get_frame_content_size(frame)
+        .ok()
+        .flatten();
+    let Some(size) = size
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= MAX_JSON)
+    else {
+        return zstd::stream::decode_all(frame);
+    };
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(frame, size)
+    })
+}
+
+/// The largest JSON a frame may claim to hold before it is read as a stream instead (a
+/// damaged header must not make a huge allocation): ten times the largest feed body.
+const MAX_JSON: usize = 100 * 1024 * 1024;
+
 /// The item a record holds, in either format.
 pub fn decode(bytes: &[u8]) -> Result<Item, StoreError> {
     if !is_compressed(bytes) {
         return super::decode(bytes, "item");
     }
     let frame = bytes.get(HEADER..).unwrap_or_default();
-    let json = zstd::stream::decode_all(frame).map_err(|e| StoreError::Corrupt {
+    let json = decompress(frame).map_err(|e| StoreError::Corrupt {
         what: "item",
         message: format!("compressed record: {e}"),
     })?;
@@ -130,6 +161,27 @@ mod tests {
         assert_eq!(decode(&json).expect("format 1"), item);
         assert_eq!(content_hash(&record).expect("hash"), item.content_hash);
         assert_eq!(content_hash(&json).expect("hash"), item.content_hash);
+    }
+
+    #[test]
+    fn a_frame_that_does_not_say_its_size_is_read_too() {
+        let item = item();
+        let mut record = vec![COMPRESSED];
+        record.extend_from_slice(&item.content_hash.to_le_bytes());
+        let frame = zstd::stream::encode_all(&super::super::encode(&item)[..], LEVEL)
+            .expect("a streamed frame");
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&frame),
+            Ok(None)
+        ));
+        record.extend_from_slice(&frame);
+        assert_eq!(decode(&record).expect("streamed frame"), item);
+        // The frames written here say their size, so they take the reused decompressor.
+        let written = encode(&item);
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&written[HEADER..]),
+            Ok(Some(_))
+        ));
     }
 
     #[test]
