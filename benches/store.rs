@@ -746,7 +746,7 @@ struct Feedmux {
 impl Feedmux {
     fn open(config: &Config) -> Feedmux {
         let path = config.storage.path.clone();
-        let store = Store::open(&path).expect("open the store");
+        let store = feedmux::daemon::open_store(config).expect("open the store");
         // As `feedmux poll` opens it (daemon::Sweeper::open).
         store.keep_recent_in_memory(config.dedup.memory_items);
         feedmux::daemon::sync_feed_indexes(&store, config).expect("index the feeds");

@@ -444,6 +444,11 @@ fn spawn_backfill(store: Store, dedup: crate::dedup::DedupConfig, now: DateTime<
     });
 }
 
+/// Opens the configured store: `[storage] path`, with a cache of `cache_size`.
+pub fn open_store(config: &Config) -> Result<Store, StoreError> {
+    Store::open_with_cache(&config.storage.path, config.storage.cache_bytes)
+}
+
 /// Makes the store's output-feed indexes match the config: feeds whose selection rules
 /// changed (or that are new) are rebuilt, feeds that left the config are dropped.
 pub fn sync_feed_indexes(store: &Store, config: &Config) -> Result<(), StoreError> {
@@ -516,7 +521,7 @@ pub async fn run_with_clock(
     mut control: mpsc::Receiver<Control>,
     clock: Arc<dyn Clock>,
 ) -> Result<(), DaemonError> {
-    let store = Store::open_with_cache(&config.storage.path, config.storage.cache_bytes)?;
+    let store = open_store(&config)?;
     upgrade_item_records(&store)?;
     upgrade_text_index(&store)?;
     store.keep_recent_in_memory(config.dedup.memory_items);
@@ -1342,7 +1347,7 @@ pub struct Sweeper {
 impl Sweeper {
     /// Opens the configured store and brings its output-feed indexes up to date.
     pub fn open(config: &Config) -> Result<Sweeper, DaemonError> {
-        let store = Store::open_with_cache(&config.storage.path, config.storage.cache_bytes)?;
+        let store = open_store(config)?;
         upgrade_item_records(&store)?;
         upgrade_text_index(&store)?;
         store.keep_recent_in_memory(config.dedup.memory_items);

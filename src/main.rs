@@ -489,7 +489,7 @@ fn render(config: &Config, feed: &str, format: Format) -> anyhow::Result<ExitCod
         eprintln!("feedmux: unknown feed {feed:?}");
         return Ok(ExitCode::from(2));
     }
-    let body = match Store::open_with_cache(&config.storage.path, config.storage.cache_bytes) {
+    let body = match daemon::open_store(config) {
         Ok(store) => {
             daemon::sync_feed_indexes(&store, config)?;
             let rendered = Publisher::new().render(&store, config, feed)?;
@@ -512,7 +512,7 @@ fn render(config: &Config, feed: &str, format: Format) -> anyhow::Result<ExitCod
 }
 
 fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open_with_cache(&config.storage.path, config.storage.cache_bytes).map_err(|e| match e {
+    daemon::open_store(config).map_err(|e| match e {
         StoreError::Locked { .. } => anyhow::anyhow!(
             "{e}: stop the daemon first (systemctl stop feedmux), or run this on a copy of the store"
         ),
@@ -592,7 +592,7 @@ async fn ask_daemon(config: &Config, path: &str) -> anyhow::Result<Vec<u8>> {
 /// Each configured source with its state: from the store, or from the running daemon when it
 /// holds the store.
 fn source_states(config: &Config) -> anyhow::Result<Vec<(String, SourceState)>> {
-    match Store::open_with_cache(&config.storage.path, config.storage.cache_bytes) {
+    match daemon::open_store(config) {
         Ok(store) => config
             .sources
             .iter()
@@ -751,7 +751,7 @@ fn stored_items(
     limit: usize,
 ) -> anyhow::Result<Vec<feedmux::model::Item>> {
     let mut items = Vec::new();
-    match Store::open_with_cache(&config.storage.path, config.storage.cache_bytes) {
+    match daemon::open_store(config) {
         Ok(store) => {
             for source in sources {
                 items.extend(store.source_items(source, limit)?);

@@ -166,6 +166,9 @@ impl Similarity {
 #[derive(Clone)]
 pub struct TermStats {
     docs: u64,
+    /// `ln(docs + 1)`, kept with `docs`: every idf needs it, and a store counts more items than
+    /// [`LN_TABLE`] holds.
+    ln_docs: f64,
     counts: Vec<u32>,
 }
 
@@ -181,6 +184,7 @@ impl Default for TermStats {
     fn default() -> Self {
         TermStats {
             docs: 0,
+            ln_docs: ln_of_one_more(0),
             counts: vec![0; SKETCH_ROWS * SKETCH_COLUMNS],
         }
     }
@@ -204,6 +208,7 @@ impl TermStats {
     /// Counts one item's terms (each once).
     pub fn add(&mut self, fingerprint: &Fingerprint) {
         self.docs += 1;
+        self.ln_docs = ln_of_one_more(self.docs);
         for term in &fingerprint.terms {
             for row in 0..SKETCH_ROWS {
                 let slot = &mut self.counts[Self::slot(term.hash, row)];
@@ -228,12 +233,12 @@ impl TermStats {
     /// Inverse document frequency, smoothed: 1 for a term every item has, more for rarer ones.
     pub fn idf(&self, hash: u32) -> f32 {
         let df = u64::from(self.document_frequency(hash)).min(self.docs);
-        (ln_of_one_more(self.docs) - ln_of_one_more(df) + 1.0) as f32
+        (self.ln_docs - ln_of_one_more(df) + 1.0) as f32
     }
 
     /// The idf of a term no item has had.
     pub fn max_idf(&self) -> f32 {
-        ((self.docs as f64 + 1.0).ln() + 1.0) as f32
+        (self.ln_docs + 1.0) as f32
     }
 
     fn slot(hash: u32, row: usize) -> usize {
@@ -259,8 +264,10 @@ impl TermStats {
             return None;
         }
         let (docs, counts) = rest.split_at(8);
+        let docs = u64::from_le_bytes(docs.try_into().ok()?);
         Some(TermStats {
-            docs: u64::from_le_bytes(docs.try_into().ok()?),
+            docs,
+            ln_docs: ln_of_one_more(docs),
             counts: counts
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
