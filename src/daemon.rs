@@ -73,7 +73,7 @@ struct Shared {
     reopen: tokio::sync::Notify,
     /// Told by [`recover_store`] when only a restart can bring the store back.
     store_stuck: tokio::sync::Notify,
-    /// Set while a [`Store::checkpoint_if_due`] runs.
+    /// Set while a [`Health::checkpoint_if_due`](crate::store::Health::checkpoint_if_due) runs.
     checkpointing: Arc<AtomicBool>,
     /// The clock everything is dated by, its jumps, and how it compares with the servers'.
     clock: Arc<ClockWatch>,
@@ -255,7 +255,7 @@ impl Shared {
     }
 
     /// Lets the store reopen itself in the background when it has written enough since it
-    /// was opened (one at a time; see [`Store::checkpoint_if_due`]).
+    /// was opened (one at a time; see [`Health::checkpoint_if_due`](crate::store::Health::checkpoint_if_due)).
     fn checkpoint_store(&self) {
         if !self.pipeline.store.checkpoint_is_due()
             || self.checkpointing.swap(true, Ordering::AcqRel)
@@ -379,7 +379,7 @@ pub fn upgrade_item_records(store: &Store) -> Result<Option<usize>, StoreError> 
         return Ok(None);
     }
     let started = std::time::Instant::now();
-    let rewritten = store.compress_items(|seen, total| {
+    let rewritten = store.compress_items(&mut |seen, total| {
         crate::service::still_starting(&format!(
             "upgrading the store: compressing items, {seen} of {total}"
         ));
@@ -459,7 +459,7 @@ pub fn sync_feed_indexes(store: &Store, config: &Config) -> Result<(), StoreErro
         }
         let filter = FeedFilter::new(feed);
         let count =
-            store.rebuild_feed_index(&feed.name, &fingerprint, |item| filter.selects(item))?;
+            store.rebuild_feed_index(&feed.name, &fingerprint, &|item| filter.selects(item))?;
         info!(feed = %feed.name, items = count, "built output feed index");
     }
     for name in store.indexed_feeds()? {
@@ -833,7 +833,7 @@ async fn prune_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Drops the text index entries of items published more than `dedup.index_age` before `now`
-/// (see [`Store::drop_text_index_before`]).
+/// (see [`TextIndex::drop_text_index_before`](crate::store::TextIndex::drop_text_index_before)).
 async fn drop_aged_text_index(shared: &Shared, config: &Config, now: DateTime<Utc>) {
     let Some(before) = config.dedup.index_from(now) else {
         return;

@@ -193,7 +193,7 @@ pub fn best_match(
     // found by meaning: the recent items of the window, whose meanings are compared directly.
     if let Some(meaning) = &fingerprint.meaning {
         let mut close: Vec<(ItemId, f32)> = Vec::new();
-        store.visit_recent(published, config.window, MEANING_SCAN, |id, record| {
+        store.visit_recent(published, config.window, MEANING_SCAN, &mut |id, record| {
             if record.source == source {
                 return;
             }
@@ -241,7 +241,7 @@ pub fn best_match(
 }
 
 /// Meanings of the entries that are new or changed in the store, by item id: the slow part of
-/// planning (about 50 ms an entry), computed before [`Store::ingest_guard`] is taken so that
+/// planning (about 50 ms an entry), computed before [`Ingest::ingest_guard`](crate::store::Ingest::ingest_guard) is taken so that
 /// other sources' polls are not held up meanwhile. Empty without `dedup.model`.
 pub fn meanings(
     store: &Store,
@@ -313,7 +313,7 @@ pub fn meanings_to_add(
         return Ok(Vec::new());
     };
     let mut records = HashMap::new();
-    store.visit_recent(now, dedup.window, MEANING_SCAN, |id, record| {
+    store.visit_recent(now, dedup.window, MEANING_SCAN, &mut |id, record| {
         let current = record.fingerprint.meaning.as_ref().map(|m| m.model);
         if current != Some(model.tag()) {
             records.insert(id, record.clone());

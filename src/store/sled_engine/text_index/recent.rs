@@ -23,14 +23,14 @@ use crate::model::ItemId;
 /// One key-term entry: when the item was published (microseconds), which item, and a tag of
 /// its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Posting {
+pub(in crate::store::sled_engine) struct Posting {
     pub micros: i64,
     pub id: ItemId,
     pub source: [u8; 4],
 }
 
 #[derive(Debug)]
-pub(super) struct RecentIndex {
+pub(in crate::store::sled_engine) struct RecentIndex {
     capacity: usize,
     /// See the module's invariant; `i64::MAX` while nothing is covered.
     covered_from: i64,

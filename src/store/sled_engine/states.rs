@@ -83,17 +83,12 @@ impl Trees {
     }
 }
 
-impl Store {
-    pub fn source_state(&self, source: &str) -> Result<SourceState, StoreError> {
+impl SourceStates for SledEngine {
+    fn source_state(&self, source: &str) -> Result<SourceState, StoreError> {
         self.trees()?.state(source)
     }
 
-    /// Saves a source's state; used for polls that store no items. It reaches the disk with
-    /// the next flush, started at most `LAZY_FLUSH` (1 s) later (on a thread of its own)
-    /// while the daemon keeps writing, and at shutdown: a state lost in a crash only means
-    /// that source is polled again. Its `item_count` is the stored one (such a poll adds no item), so that a state read before
-    /// a prune never brings back a stale count.
-    pub fn put_source_state(&self, source: &str, state: SourceState) -> Result<(), StoreError> {
+    fn put_source_state(&self, source: &str, state: SourceState) -> Result<(), StoreError> {
         self.guarded(|| {
             self.trees()?.put_state_keeping_count(source, state)?;
             self.flush_lazily()

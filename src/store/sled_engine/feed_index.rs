@@ -2,60 +2,53 @@
 
 use super::*;
 
-impl Store {
-    /// Ids of the items in an output feed, newest first.
-    pub fn feed_items(&self, feed: &str) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
+impl FeedIndex for SledEngine {
+    fn feed_items(&self, feed: &str) -> ItemIds<'_> {
         let prefix = name_prefix(feed);
         let skip = prefix.len() + 8;
-        self.iter_of(|t| t.feed_index.scan_prefix(prefix))
+        Box::new(
+            self.iter_of(|t| t.feed_index.scan_prefix(prefix))
+                .map(move |r| {
+                    let (key, _) = r?;
+                    ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
+                        what: "feed index key",
+                        message: format!("{} bytes", key.len()),
+                    })
+                }),
+        )
+    }
+
+    fn feed_items_after(&self, feed: &str, published: DateTime<Utc>, id: ItemId) -> ItemIds<'_> {
+        let prefix = name_prefix(feed);
+        let skip = prefix.len() + 8;
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xff; 25]);
+        let start = prefixed_key(feed, published, id);
+        Box::new(
+            self.iter_of(|t| {
+                t.feed_index.range((
+                    std::ops::Bound::Excluded(start),
+                    std::ops::Bound::Included(end),
+                ))
+            })
             .map(move |r| {
                 let (key, _) = r?;
                 ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
                     what: "feed index key",
                     message: format!("{} bytes", key.len()),
                 })
-            })
+            }),
+        )
     }
 
-    /// Ids in the index of output feed `feed` that come after the entry of an item published
-    /// at `published` with id `id` (newest first, as [`Store::feed_items`]); the item itself
-    /// need not be there any more.
-    pub fn feed_items_after(
-        &self,
-        feed: &str,
-        published: DateTime<Utc>,
-        id: ItemId,
-    ) -> impl Iterator<Item = Result<ItemId, StoreError>> + '_ {
-        let prefix = name_prefix(feed);
-        let skip = prefix.len() + 8;
-        let mut end = prefix.clone();
-        end.extend_from_slice(&[0xff; 25]);
-        let start = prefixed_key(feed, published, id);
-        self.iter_of(|t| {
-            t.feed_index.range((
-                std::ops::Bound::Excluded(start),
-                std::ops::Bound::Included(end),
-            ))
-        })
-        .map(move |r| {
-            let (key, _) = r?;
-            ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
-                what: "feed index key",
-                message: format!("{} bytes", key.len()),
-            })
-        })
-    }
-
-    /// Whether `item` is in the index of output feed `feed`.
-    pub fn feed_contains(&self, feed: &str, item: &Item) -> Result<bool, StoreError> {
+    fn feed_contains(&self, feed: &str, item: &Item) -> Result<bool, StoreError> {
         Ok(self
             .trees()?
             .feed_index
             .contains_key(prefixed_key(feed, item.published, item.id))?)
     }
 
-    /// The fingerprint of the selection rules the feed's index was built with.
-    pub fn feed_fingerprint(&self, feed: &str) -> Result<Option<String>, StoreError> {
+    fn feed_fingerprint(&self, feed: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .trees()?
             .meta
@@ -63,13 +56,11 @@ impl Store {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// Rebuilds a feed's index from every stored item for which `selects` is true, and records
-    /// the fingerprint of the rules used. Returns the number of items indexed.
-    pub fn rebuild_feed_index(
+    fn rebuild_feed_index(
         &self,
         feed: &str,
         fingerprint: &str,
-        selects: impl Fn(&Item) -> bool,
+        selects: &dyn Fn(&Item) -> bool,
     ) -> Result<usize, StoreError> {
         self.drop_feed_index(feed)?;
         let mut batch = sled::Batch::default();
@@ -91,8 +82,7 @@ impl Store {
         Ok(count)
     }
 
-    /// Removes a feed's index and fingerprint (the feed left the config).
-    pub fn drop_feed_index(&self, feed: &str) -> Result<(), StoreError> {
+    fn drop_feed_index(&self, feed: &str) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for key in self
             .trees()?
@@ -109,8 +99,7 @@ impl Store {
         Ok(())
     }
 
-    /// Names of the feeds that have an index.
-    pub fn indexed_feeds(&self) -> Result<Vec<String>, StoreError> {
+    fn indexed_feeds(&self) -> Result<Vec<String>, StoreError> {
         self.trees()?
             .meta
             .scan_prefix(FINGERPRINT_PREFIX)

@@ -3,11 +3,8 @@
 
 use super::*;
 
-impl Store {
-    /// Writes one poll: the plan's items and claims, their feed memberships and the source's
-    /// new state, then flushes. `feeds` names every output feed the source belongs to, so that
-    /// an edited item leaves the feeds it no longer matches.
-    pub fn apply_poll(
+impl Ingest for SledEngine {
+    fn apply_poll(
         &self,
         source: &str,
         plan: &IngestPlan,
@@ -21,6 +18,12 @@ impl Store {
         })
     }
 
+    fn ingest_guard(&self) -> MutexGuard<'_, TermStats> {
+        self.ingest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl SledEngine {
     pub(super) fn apply_poll_unguarded(
         &self,
         source: &str,

@@ -1,0 +1,279 @@
+//! The storage boundary: what the pipeline, the publisher and the daemon's upkeep need from a
+//! storage engine, one trait per concern. [`Engine`] is all of them; [`super::Store`] is a
+//! handle on one engine and derefs to it, so callers name no engine.
+//!
+//! The contract every engine keeps, whatever it stores in:
+//! - A poll's writes ([`Ingest::apply_poll`]) are durable when it returns, and a crash midway
+//!   leaves at worst an index entry without its item (readers skip those), never an item that
+//!   no index lists.
+//! - Ingestion is serialised by [`Ingest::ingest_guard`], held from reading the store for a
+//!   poll's plan until the plan is written, so that two polls cannot both claim one story.
+//! - Time-ordered reads (feeds, a source's items, every item) are newest first.
+//! - An engine that failed in a way only reopening clears says so
+//!   ([`super::StoreError::needs_reopen`]) and is brought back by [`Health::reopen`].
+//!
+//! Engines: `sled_engine` (embedded, the default).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, MutexGuard};
+
+use chrono::{DateTime, Utc};
+
+use super::{FeedMembership, StoreError, Stored};
+use crate::dedup::fingerprint::TermStats;
+use crate::dedup::record::{
+    FingerprintRecord, IndexedFingerprint, IngestPlan, StoryLink, UrlClaim,
+};
+use crate::model::{Item, ItemId, SourceState};
+
+/// Item ids, newest first, each read possibly failing.
+pub type ItemIds<'a> = Box<dyn Iterator<Item = Result<ItemId, StoreError>> + 'a>;
+
+/// Every concern of a storage engine.
+pub trait Engine:
+    Ingest + SourceStates + Items + TextIndex + FeedIndex + Retention + Health + Send + Sync
+{
+}
+
+impl<T> Engine for T where
+    T: Ingest + SourceStates + Items + TextIndex + FeedIndex + Retention + Health + Send + Sync
+{
+}
+
+/// Writing a poll's plan, one poll at a time.
+pub trait Ingest {
+    /// Serialises ingestion: hold the guard from planning a poll's writes until they are
+    /// applied. It holds the term statistics, which planning updates.
+    fn ingest_guard(&self) -> MutexGuard<'_, TermStats>;
+
+    /// Writes one poll: the plan's items and claims, their feed memberships and the source's
+    /// new state, durably. `feeds` names every output feed the source belongs to, so that an
+    /// edited item leaves the feeds it no longer matches. Lets the guard go before the slow
+    /// part (the flush), so polls of many sources flush side by side.
+    fn apply_poll(
+        &self,
+        source: &str,
+        plan: &IngestPlan,
+        feeds: &[String],
+        memberships: &[FeedMembership],
+        state: &SourceState,
+        term_stats: MutexGuard<'_, TermStats>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Each source's polling state (validators, errors, counts, next due time).
+pub trait SourceStates {
+    /// The stored state of `source`, or a fresh one.
+    fn source_state(&self, source: &str) -> Result<SourceState, StoreError>;
+
+    /// Saves a source's state, for polls that store no items. It may reach the disk up to a
+    /// second later (and at shutdown): a state lost in a crash only means that source is
+    /// polled again. Its `item_count` is the stored one (such a poll adds no item), so that a
+    /// state read before a prune never brings back a stale count.
+    fn put_source_state(&self, source: &str, state: SourceState) -> Result<(), StoreError>;
+}
+
+/// Reading items, URL claims and story groups.
+pub trait Items {
+    fn item(&self, id: ItemId) -> Result<Option<Item>, StoreError>;
+
+    /// The stored version of an item against an entry's content hash: an unchanged item (the
+    /// common case of a poll) is recognised without decoding it.
+    fn stored_version(&self, id: ItemId, content_hash: u64) -> Result<Stored, StoreError>;
+
+    /// Items stored (0 when the store cannot be read).
+    fn item_count(&self) -> usize;
+
+    /// Which item holds a canonical URL.
+    fn url_claim(&self, canonical: &str) -> Result<Option<UrlClaim>, StoreError>;
+
+    /// When each item of `source` published at or after `since` was published, newest first,
+    /// without decoding any item.
+    fn source_item_times(
+        &self,
+        source: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError>;
+
+    /// The newest `limit` items of `source`, newest first.
+    fn source_items(&self, source: &str, limit: usize) -> Result<Vec<Item>, StoreError>;
+
+    /// Ids of every item, newest first.
+    fn all_items(&self) -> ItemIds<'_>;
+
+    /// The members of a story group with how each joined (`None` for the first).
+    fn story_links(&self, story: ItemId) -> Result<Vec<(ItemId, Option<StoryLink>)>, StoreError>;
+
+    /// The members of a story group, in no particular order.
+    fn story_members(&self, story: ItemId) -> Result<Vec<ItemId>, StoreError>;
+}
+
+/// The near-duplicate text index: fingerprints and key terms of recently published items,
+/// with the term statistics and the version of the way text is cut into terms. Its one owner
+/// of upkeep is `daemon::upgrade_text_index` (rebuild) and the sweeper (age).
+pub trait TextIndex {
+    /// Calls `visit` with the record of each item published within `window` of `published`,
+    /// newest first, at most `limit` of them, from the recent index in memory only (items
+    /// before its covered time, or all with `dedup.memory_items = 0`, are not visited). For
+    /// looking by meaning, which has no index key to follow.
+    fn visit_recent(
+        &self,
+        published: DateTime<Utc>,
+        window: std::time::Duration,
+        limit: usize,
+        visit: &mut dyn FnMut(ItemId, &FingerprintRecord),
+    ) -> Result<(), StoreError>;
+
+    /// Items of sources other than `source` keyed by any of `terms`, published within
+    /// `window` of `published`, each with how many of `terms` key it; at most `per_term` for
+    /// each term, the latest first. A prolific source's own items are skipped, not taken, and
+    /// the cost of a lookup does not grow with the store.
+    fn candidates(
+        &self,
+        terms: &[u32],
+        published: DateTime<Utc>,
+        window: std::time::Duration,
+        per_term: usize,
+        source: &str,
+    ) -> Result<Vec<(ItemId, usize)>, StoreError>;
+
+    fn fingerprint(&self, id: ItemId) -> Result<Option<FingerprintRecord>, StoreError>;
+
+    /// An item's fingerprint, shared with the recent index when it is there.
+    fn shared_fingerprint(&self, id: ItemId) -> Result<Option<Arc<FingerprintRecord>>, StoreError>;
+
+    /// Keeps at most `items` recently published items' dedup entries in memory (0: none,
+    /// every lookup reads the store). The index refills on its next use.
+    fn keep_recent_in_memory(&self, items: usize);
+
+    /// The version of the way text is cut into terms ([`crate::dedup::fingerprint::TERMS_VERSION`])
+    /// that the text index and term statistics were built with: 1 when none was recorded.
+    fn terms_version(&self) -> Result<u32, StoreError>;
+
+    /// The ids of the items whose text is indexed (those with a fingerprint).
+    fn text_indexed_items(&self) -> Result<Vec<ItemId>, StoreError>;
+
+    /// Replaces indexed items' fingerprints and key-term entries with re-derived ones (each
+    /// [`IndexedFingerprint`] names the record it replaces). Part of
+    /// [`crate::daemon::upgrade_text_index`]; the caller holds the ingest guard.
+    fn replace_fingerprints(&self, chunk: &[IndexedFingerprint]) -> Result<(), StoreError>;
+
+    /// Ends a rebuild of the text index: keeps `stats` (in place of the guarded ones) and
+    /// `version`, forgets the in-memory copy of the old index, and flushes.
+    fn finish_text_index_rebuild(
+        &self,
+        guard: &mut MutexGuard<'_, TermStats>,
+        stats: TermStats,
+        version: u32,
+    ) -> Result<(), StoreError>;
+
+    /// Drops the text index entries (key terms and fingerprint) of items published before
+    /// `before`, so that they are matched by link only: oldest first, from where the last
+    /// call stopped, in slices that each hold the ingest guard only briefly. Items published
+    /// before `before` are not indexed by later polls either; a `before` earlier than the
+    /// last one (a longer age) lets polls index from it again. Returns how many items'
+    /// entries went.
+    fn drop_text_index_before(&self, before: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    /// Makes the store look built by a version that cut text into terms another way.
+    #[cfg(test)]
+    fn forget_terms_version(&self) -> Result<(), StoreError>;
+}
+
+/// Each output feed's index of its items, and the fingerprint of the rules it was built with.
+pub trait FeedIndex {
+    /// Ids of the items in an output feed, newest first.
+    fn feed_items(&self, feed: &str) -> ItemIds<'_>;
+
+    /// Ids in the index of output feed `feed` that come after the entry of an item published
+    /// at `published` with id `id` (newest first, as [`FeedIndex::feed_items`]); the item
+    /// itself need not be there any more.
+    fn feed_items_after(&self, feed: &str, published: DateTime<Utc>, id: ItemId) -> ItemIds<'_>;
+
+    /// Whether `item` is in the index of output feed `feed`.
+    fn feed_contains(&self, feed: &str, item: &Item) -> Result<bool, StoreError>;
+
+    /// The fingerprint of the selection rules the feed's index was built with.
+    fn feed_fingerprint(&self, feed: &str) -> Result<Option<String>, StoreError>;
+
+    /// Rebuilds a feed's index from every stored item for which `selects` is true, and records
+    /// the fingerprint of the rules used. Returns the number of items indexed.
+    fn rebuild_feed_index(
+        &self,
+        feed: &str,
+        fingerprint: &str,
+        selects: &dyn Fn(&Item) -> bool,
+    ) -> Result<usize, StoreError>;
+
+    /// Removes a feed's index and fingerprint (the feed left the config).
+    fn drop_feed_index(&self, feed: &str) -> Result<(), StoreError>;
+
+    /// Names of the feeds that have an index.
+    fn indexed_feeds(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// Retention: deleting old items and per-source quotas, with tombstones so that a pruned item
+/// the source still lists is not ingested again.
+pub trait Retention {
+    /// Whether retention pruned item `id` of `source`.
+    fn is_pruned(&self, source: &str, id: ItemId) -> Result<bool, StoreError>;
+
+    /// Tombstones held, over all sources.
+    fn tombstone_count(&self) -> usize;
+
+    /// Deletes the items published before `cutoff` and those beyond the newest `max_items`,
+    /// with everything that refers to them (indexes, feed memberships, story membership,
+    /// URL claims they hold, text index entries), leaves a tombstone for each, sets the
+    /// affected sources' counts, and flushes. Serialised with ingestion. Returns how many
+    /// items each source lost.
+    fn prune(
+        &self,
+        cutoff: Option<DateTime<Utc>>,
+        max_items: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, u64>, StoreError>;
+
+    /// Deletes the items of `source` beyond its newest `keep`, as [`Retention::prune`]
+    /// deletes, and flushes when it deleted any: a source's quota, so that a source which
+    /// floods the store loses its own oldest items, never other sources'. Serialised with
+    /// ingestion. Returns how many items went.
+    fn prune_source(&self, source: &str, keep: u64, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// Durability, recovery and the engine's own upkeep.
+pub trait Health {
+    /// Where the store lives (for messages).
+    fn path(&self) -> &Path;
+
+    /// Writes everything out, the term statistics included.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Brings back an engine that failed in a way only reopening clears (see
+    /// [`StoreError::needs_reopen`]): until it succeeds every call answers
+    /// [`StoreError::Closed`]. What was not durable is lost, as in a crash.
+    fn reopen(&self) -> Result<(), StoreError>;
+
+    /// Runs the engine's periodic checkpoint when one is due (keeps the next start quick);
+    /// returns whether it ran.
+    fn checkpoint_if_due(&self) -> Result<bool, StoreError>;
+
+    /// Whether [`Health::checkpoint_if_due`] would run now (a cheap check, for callers that
+    /// run it on another thread).
+    fn checkpoint_is_due(&self) -> bool;
+
+    /// Whether some item records are still in an older format, for
+    /// [`Health::compress_items`] to rewrite.
+    fn items_to_compress(&self) -> Result<bool, StoreError>;
+
+    /// Rewrites every item record still in an older format, in flushed batches, so that an
+    /// upgrade stopped midway goes on next time. `progress(records looked at, of)` is called
+    /// before each batch. Holds the ingest guard. Returns how many it rewrote.
+    fn compress_items(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<usize, StoreError>;
+
+    /// Bytes the store occupies on disk.
+    fn size_on_disk(&self) -> u64;
+
+    /// How many records each part of the store holds, by name (for tests and diagnostics).
+    fn record_counts(&self) -> Vec<(&'static str, usize)>;
+}

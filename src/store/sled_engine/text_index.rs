@@ -1,0 +1,390 @@
+//! The near-duplicate text index: fingerprints and key terms, in sled and (for the recent
+//! window) in memory; candidates for a new item; its rebuild when terms change.
+
+use super::*;
+
+pub(super) mod recent;
+
+/// How many key-term entries [`SledEngine::candidates`] reads per candidate it may take.
+const SCAN_PER_TAKEN: usize = 2;
+
+impl TextIndex for SledEngine {
+    fn drop_text_index_before(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.guarded(|| {
+            let trees = self.trees()?;
+            let mut dropped = 0;
+            let mut resume: Option<Vec<u8>> = None;
+            while let Some((n, last)) = self.drop_text_index_slice(&trees, before, resume)? {
+                dropped += n;
+                resume = Some(last);
+            }
+            // Moved back as well when the age was made longer: nothing before an earlier time
+            // is indexed either, and polls index from it again.
+            let before = before.timestamp_micros();
+            let from = &trees.text_index_from;
+            if from.load(std::sync::atomic::Ordering::Relaxed) != before {
+                from.store(before, std::sync::atomic::Ordering::Relaxed);
+                trees
+                    .meta
+                    .insert(TEXT_INDEX_FROM_KEY, &before.to_be_bytes())?;
+                trees.flush()?;
+            }
+            Ok(dropped)
+        })
+    }
+
+    fn visit_recent(
+        &self,
+        published: DateTime<Utc>,
+        window: std::time::Duration,
+        limit: usize,
+        visit: &mut dyn FnMut(ItemId, &FingerprintRecord),
+    ) -> Result<(), StoreError> {
+        let (recent, span) = self.recent_around(published, window)?;
+        for (id, record) in recent
+            .published_within(
+                span.oldest.timestamp_micros(),
+                span.newest.timestamp_micros(),
+            )
+            .take(limit)
+        {
+            visit(id, record);
+        }
+        Ok(())
+    }
+
+    fn candidates(
+        &self,
+        terms: &[u32],
+        published: DateTime<Utc>,
+        window: std::time::Duration,
+        per_term: usize,
+        source: &str,
+    ) -> Result<Vec<(ItemId, usize)>, StoreError> {
+        let own = source_tag(source);
+        let (recent, Span { oldest, newest }) = self.recent_around(published, window)?;
+        let (from, to) = (oldest.timestamp_micros(), newest.timestamp_micros());
+        // Published at or after this, memory has them all; before it, sled does.
+        let covered = recent.covered_from();
+        // Opened only when some term needs sled.
+        let mut trees: Option<Arc<Trees>> = None;
+        let mut out: Vec<(ItemId, usize)> = Vec::new();
+        let mut count = |id: ItemId| match out.iter_mut().find(|(c, _)| *c == id) {
+            Some((_, shared)) => *shared += 1,
+            None => out.push((id, 1)),
+        };
+        // Entries read per term at most, the item's own source's included: a term that many
+        // items of the window share names no one story, and reading all of them made a poll's
+        // cost grow with the store.
+        let scan = per_term.saturating_mul(SCAN_PER_TAKEN);
+        for term in terms {
+            let mut taken = 0;
+            let mut scanned = 0;
+            for posting in recent.postings(*term, from, to).take(scan) {
+                scanned += 1;
+                if posting.source != own && taken < per_term {
+                    count(posting.id);
+                    taken += 1;
+                }
+            }
+            if taken == per_term || scanned == scan || from >= covered {
+                continue;
+            }
+            let upper = DateTime::from_timestamp_micros(to.min(covered.saturating_sub(1)))
+                .unwrap_or(newest);
+            let start = key_term_key(*term, upper, ItemId([0; 16]));
+            let mut end = key_term_key(*term, oldest, ItemId([0xFF; 16]));
+            end.extend_from_slice(&[0xFF; 4]);
+            let trees = match &trees {
+                Some(t) => t,
+                None => trees.insert(self.trees()?),
+            };
+            let others = trees
+                .key_terms
+                .range(start..=end)
+                .keys()
+                .take(scan - scanned)
+                .filter(|key| match key {
+                    Ok(key) => key.get(28..32) != Some(&own[..]),
+                    Err(_) => true,
+                });
+            for key in others.take(per_term - taken) {
+                let key = key?;
+                if let Some(id) = key.get(12..28).and_then(ItemId::from_slice) {
+                    count(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn fingerprint(&self, id: ItemId) -> Result<Option<FingerprintRecord>, StoreError> {
+        match self.recent().get(id) {
+            Some(record) => Ok(Some((*record).clone())),
+            None => self.fingerprint_in_sled(id),
+        }
+    }
+
+    fn shared_fingerprint(&self, id: ItemId) -> Result<Option<Arc<FingerprintRecord>>, StoreError> {
+        if let Some(record) = self.recent().get(id) {
+            return Ok(Some(record));
+        }
+        Ok(self.fingerprint_in_sled(id)?.map(Arc::new))
+    }
+
+    fn terms_version(&self) -> Result<u32, StoreError> {
+        Ok(match self.trees()?.meta.get(TERMS_VERSION_KEY)? {
+            Some(bytes) => bytes
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "terms version",
+                    message: format!("{} bytes", bytes.len()),
+                })?,
+            None => 1,
+        })
+    }
+
+    fn text_indexed_items(&self) -> Result<Vec<ItemId>, StoreError> {
+        self.trees()?
+            .fingerprints
+            .iter()
+            .keys()
+            .filter_map(|k| match k {
+                Ok(k) => <[u8; 16]>::try_from(k.as_ref())
+                    .ok()
+                    .map(|id| Ok(ItemId(id))),
+                Err(e) => Some(Err(e.into())),
+            })
+            .collect()
+    }
+
+    fn replace_fingerprints(&self, chunk: &[IndexedFingerprint]) -> Result<(), StoreError> {
+        self.guarded(|| {
+            let trees = self.trees()?;
+            let (key_terms, fingerprints) = text_index_writes(chunk, |_| true);
+            trees.key_terms.apply_batch(key_terms)?;
+            trees.fingerprints.apply_batch(fingerprints)?;
+            let mut recent = self.recent();
+            if recent.is_warm() {
+                for indexed in chunk {
+                    let record = Arc::new(indexed.record.clone());
+                    recent.insert(indexed.id, record, source_tag(&indexed.record.source));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn finish_text_index_rebuild(
+        &self,
+        guard: &mut MutexGuard<'_, TermStats>,
+        stats: TermStats,
+        version: u32,
+    ) -> Result<(), StoreError> {
+        self.guarded(|| {
+            **guard = stats;
+            self.save_term_stats(guard, true)?;
+            let trees = self.trees()?;
+            trees
+                .meta
+                .insert(TERMS_VERSION_KEY, &version.to_be_bytes())?;
+            let capacity = self.recent().capacity();
+            *self.recent() = RecentIndex::new(capacity);
+            trees.flush()
+        })
+    }
+
+    fn keep_recent_in_memory(&self, items: usize) {
+        *self.recent() = RecentIndex::new(items);
+    }
+
+    #[cfg(test)]
+    fn forget_terms_version(&self) -> Result<(), StoreError> {
+        self.trees()?.meta.remove(TERMS_VERSION_KEY)?;
+        Ok(())
+    }
+}
+
+impl SledEngine {
+    /// One slice of [`SledEngine::drop_text_index_before`]: up to [`TEXT_INDEX_SLICE`] items
+    /// published before `before`, oldest first, from the cursor or after the time-index key
+    /// `resume`. Returns how many had entries and the last key seen, or `None` when none
+    /// was left.
+    pub(super) fn drop_text_index_slice(
+        &self,
+        trees: &Trees,
+        before: DateTime<Utc>,
+        resume: Option<Vec<u8>>,
+    ) -> Result<Option<(usize, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let _guard = self.ingest_guard();
+        let from = trees
+            .text_index_from
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if from >= before.timestamp_micros() {
+            return Ok(None);
+        }
+        // by_time runs newest first: the items published before `before` lie after its key,
+        // those published at or after the cursor up to the cursor's last key.
+        let newest = Bound::Excluded(time_key(before, ItemId([0xFF; 16])));
+        let oldest = match (resume, DateTime::from_timestamp_micros(from)) {
+            (Some(key), _) => Bound::Excluded(key),
+            (None, Some(from)) if from.timestamp_micros() > 0 => {
+                Bound::Included(time_key(from, ItemId([0xFF; 16])))
+            }
+            (None, _) => Bound::Unbounded,
+        };
+        let mut last = None;
+        let mut dropped = 0;
+        let mut key_terms = sled::Batch::default();
+        let mut fingerprints = sled::Batch::default();
+        let mut gone = Vec::new();
+        for key in trees
+            .by_time
+            .range((newest, oldest))
+            .keys()
+            .rev()
+            .take(TEXT_INDEX_SLICE)
+        {
+            let key = key?;
+            if let Some((time, id)) = parse_time_key(&key) {
+                if let Some(record) = self.fingerprint_in_sled(id)? {
+                    for term in &record.keys {
+                        let entry = key_term_entry(*term, record.published, id, &record.source);
+                        key_terms.remove(entry);
+                    }
+                    fingerprints.remove(&id.0);
+                    gone.push(id);
+                    dropped += 1;
+                }
+                // Every item published before this one's time has been seen.
+                let micros = time.timestamp_micros();
+                if micros > from {
+                    trees
+                        .text_index_from
+                        .store(micros, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            last = Some(key.to_vec());
+        }
+        trees.key_terms.apply_batch(key_terms)?;
+        trees.fingerprints.apply_batch(fingerprints)?;
+        let mut recent = self.recent();
+        for id in gone {
+            recent.remove(id);
+        }
+        Ok(last.map(|last| (dropped, last)))
+    }
+
+    /// The recent index, warmed and following `window`, and the span of `window` either side
+    /// of `published`.
+    pub(super) fn recent_around(
+        &self,
+        published: DateTime<Utc>,
+        window: std::time::Duration,
+    ) -> Result<(MutexGuard<'_, RecentIndex>, Span), StoreError> {
+        let mut recent = self.recent();
+        recent.set_window(window);
+        if !recent.is_warm() {
+            self.warm_recent(&mut recent)?;
+        }
+        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let newest = published.checked_add_signed(window).unwrap_or(published);
+        let oldest = published.checked_sub_signed(window).unwrap_or(published);
+        Ok((recent, Span { oldest, newest }))
+    }
+
+    pub(super) fn recent(&self) -> MutexGuard<'_, RecentIndex> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fills the recent index from sled: the fingerprints of items published within its
+    /// reach of now (or later), newest first, up to its capacity.
+    pub(super) fn warm_recent(&self, recent: &mut RecentIndex) -> Result<(), StoreError> {
+        let since = Utc::now().timestamp_micros().saturating_sub(recent.reach());
+        let mut covered = since;
+        for key in self.trees()?.by_time.iter().keys() {
+            let key = key?;
+            let Some((time, id)) = parse_time_key(&key) else {
+                continue;
+            };
+            let micros = time.timestamp_micros();
+            if micros < since {
+                break;
+            }
+            if recent.len() >= recent.capacity() {
+                // Everything after this item's time is in; from it on, sled answers.
+                covered = micros.saturating_add(1);
+                break;
+            }
+            match self.fingerprint_in_sled(id) {
+                Ok(Some(record)) => {
+                    let tag = source_tag(&record.source);
+                    recent.insert_any(id, Arc::new(record), tag);
+                }
+                Ok(None) => {}
+                Err(StoreError::Corrupt { what, message }) => {
+                    tracing::warn!(item = %id, "skipping an unreadable {what}: {message}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        recent.warmed(covered);
+        tracing::debug!(
+            items = recent.len(),
+            "filled the in-memory index of recent items"
+        );
+        Ok(())
+    }
+
+    pub(super) fn fingerprint_in_sled(
+        &self,
+        id: ItemId,
+    ) -> Result<Option<FingerprintRecord>, StoreError> {
+        match self.trees()?.fingerprints.get(id.0)? {
+            Some(bytes) => {
+                FingerprintRecord::from_bytes(&bytes)
+                    .map(Some)
+                    .ok_or(StoreError::Corrupt {
+                        what: "fingerprint",
+                        message: format!("{} bytes", bytes.len()),
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// A key-term index entry: term, time, item, and a tag of the item's source.
+/// The writes that index `chunk`: each replaced record's key-term entries and fingerprint go,
+/// then each record that `indexed_now` accepts is indexed under its keys.
+pub(super) fn text_index_writes(
+    chunk: &[IndexedFingerprint],
+    indexed_now: impl Fn(&IndexedFingerprint) -> bool,
+) -> (sled::Batch, sled::Batch) {
+    let mut key_terms = sled::Batch::default();
+    let mut fingerprints = sled::Batch::default();
+    for indexed in chunk {
+        let id = indexed.id;
+        if let Some(old) = &indexed.replaces {
+            for term in &old.keys {
+                key_terms.remove(key_term_entry(*term, old.published, id, &old.source));
+            }
+            fingerprints.remove(&id.0);
+        }
+        if !indexed_now(indexed) {
+            continue;
+        }
+        let record = &indexed.record;
+        for term in &record.keys {
+            key_terms.insert(
+                key_term_entry(*term, record.published, id, &record.source),
+                &[],
+            );
+        }
+        fingerprints.insert(&id.0, record.to_bytes());
+    }
+    (key_terms, fingerprints)
+}
