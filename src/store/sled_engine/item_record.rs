@@ -2,7 +2,7 @@
 //! (8 bytes, little-endian, so a poll tells an unchanged item without decompressing it) and
 //! the item's JSON as one zstd frame; format 1, written before, is the bare JSON (it starts
 //! with `{`). Both are read; only format 2 is written, and a store's format-1 records are
-//! rewritten once at start ([`super::Store::compress_items`]).
+//! rewritten once at start ([`Health::compress_items`](crate::store::Health::compress_items)).
 
 use super::StoreError;
 use crate::model::Item;
