@@ -9,7 +9,7 @@
 //! clock moving more or less than the monotonic clock between two looks at both:
 //! [`ClockWatch::check`] answers it, signed (forward is positive), once it exceeds
 //! [`JUMP_THRESHOLD`]. What the daemon does about one is in `daemon` (log, metrics, status
-//! page, a pause of age-based retention) and README "Reliability → Faults".
+//! page, a pause of age-based retention) and docs/reliability.md, "Faults".
 //!
 //! A jump while the daemon runs is one thing; a clock that was already wrong when it started
 //! is another, and only the outside world can tell. Every feed server dates its answers

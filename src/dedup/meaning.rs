@@ -2,7 +2,7 @@
 //! two items are one story, for rewrites that share few words ("lays off hundreds" / "cuts
 //! hundreds of jobs", "递表" / "递交上市申请").
 //!
-//! `dedup.model` names the model file (multilingual-e5-small in 4-bit form, see README); when
+//! `dedup.model` names the model file (multilingual-e5-small in 4-bit form, see docs/deduplication.md); when
 //! it is set, each new item's title and lead are embedded once at ingest and the vector is
 //! kept, rounded to bytes, in its fingerprint. Comparing two items is then a dot product.
 //! This module owns loading the model (once per file, shared by reloads) and the stored
