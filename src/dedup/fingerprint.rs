@@ -26,7 +26,7 @@ use super::numbers::canonical_numbers;
 use crate::text::{is_cjk, matching_form};
 
 /// The version of the way text is cut into terms. A store whose text index was built with
-/// another has it re-derived at start (`daemon::upgrade_text_index`). 2: numbers and dates
+/// another has it re-derived at start (`dedup::upkeep::upgrade_text_index`). 2: numbers and dates
 /// in one form, English words stemmed.
 pub const TERMS_VERSION: u32 = 2;
 /// Terms kept of an item (the strongest by weight).

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod meaning;
 mod numbers;
 pub mod record;
+pub mod upkeep;
 
 use std::collections::HashMap;
 

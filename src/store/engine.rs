@@ -111,7 +111,7 @@ pub trait Items {
 
 /// The near-duplicate text index: fingerprints and key terms of recently published items,
 /// with the term statistics and the version of the way text is cut into terms. Its one owner
-/// of upkeep is `daemon::upgrade_text_index` (rebuild) and the sweeper (age).
+/// of upkeep (rebuild, meaning backfill, age) is [`crate::dedup::upkeep`].
 pub trait TextIndex {
     /// Calls `visit` with the record of each item published within `window` of `published`,
     /// newest first, at most `limit` of them, from the recent index in memory only (items
@@ -156,7 +156,7 @@ pub trait TextIndex {
 
     /// Replaces indexed items' fingerprints and key-term entries with re-derived ones (each
     /// [`IndexedFingerprint`] names the record it replaces). Part of
-    /// [`crate::daemon::upgrade_text_index`]; the caller holds the ingest guard.
+    /// [`crate::dedup::upkeep::upgrade_text_index`]; the caller holds the ingest guard.
     fn replace_fingerprints(&self, chunk: &[IndexedFingerprint]) -> Result<(), StoreError>;
 
     /// Ends a rebuild of the text index: keeps `stats` (in place of the guarded ones) and

@@ -729,7 +729,7 @@ async fn items_stored_before_the_model_was_set_get_a_meaning() {
     {
         let store = feedmux::store::Store::open(&meant.storage.path).unwrap();
         let now = chrono::Utc::now();
-        let added = feedmux::daemon::backfill_meanings(&store, &meant.dedup, now).unwrap();
+        let added = feedmux::dedup::upkeep::backfill_meanings(&store, &meant.dedup, now).unwrap();
         assert!(added >= 1, "{added}");
         let a = store.source_items("a", 1).unwrap().remove(0);
         let meaning = store
@@ -740,7 +740,7 @@ async fn items_stored_before_the_model_was_set_get_a_meaning() {
             .meaning;
         assert_eq!(meaning.map(|m| m.model), Some(model.tag()));
         assert_eq!(
-            feedmux::daemon::backfill_meanings(&store, &meant.dedup, now).unwrap(),
+            feedmux::dedup::upkeep::backfill_meanings(&store, &meant.dedup, now).unwrap(),
             0
         );
     }
