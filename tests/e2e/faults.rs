@@ -419,8 +419,9 @@ async fn a_full_disk_keeps_serving_and_loses_nothing() {
             &daemon.base(),
             // One poll stores them in about a second; rendering 8 MB of text that does not
             // compress (brotli and gzip of three formats) takes longer, most of all in a
-            // debug build on a busy machine.
-            Duration::from_secs(60),
+            // debug build on a busy machine: about 20 s alone, over 60 s beside other
+            // builds. What is tested is that nothing is lost, not how fast.
+            Duration::from_secs(180),
             "recovery after a restart",
             |t| t.len() == 200,
         )
