@@ -693,38 +693,57 @@ fn import_opml(config: &Config, file: &std::path::Path) -> anyhow::Result<ExitCo
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (new_text, report) = feedmux::opml::add_sources(&text, &feeds)
         .with_context(|| format!("cannot edit {}", path.display()))?;
+    // The config is written before anything is printed: a reader of the output that goes
+    // away (`| head`) must not cost the import.
+    if !report.added.is_empty() {
+        if let Err(errors) = config::parse(path, &new_text) {
+            eprintln!(
+                "feedmux: {} left unchanged: with these sources it would not be valid:",
+                path.display()
+            );
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+        write_replacing(path, &new_text)?;
+    }
+    let mut out = String::new();
     for (name, url, tags) in &report.added {
         if tags.is_empty() {
-            println!("added    {name:<28} {url}");
+            out.push_str(&format!("added    {name:<28} {url}\n"));
         } else {
-            println!("added    {name:<28} {url}  tags: {}", tags.join(", "));
+            out.push_str(&format!(
+                "added    {name:<28} {url}  tags: {}\n",
+                tags.join(", ")
+            ));
         }
     }
     for (url, why) in &report.skipped {
-        println!("skipped  {url}: {why}");
+        out.push_str(&format!("skipped  {url}: {why}\n"));
     }
     if report.added.is_empty() {
-        println!("nothing to add to {}", path.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Err(errors) = config::parse(path, &new_text) {
-        eprintln!(
-            "feedmux: {} left unchanged: with these sources it would not be valid:",
+        out.push_str(&format!("nothing to add to {}\n", path.display()));
+    } else {
+        out.push_str(&format!(
+            "{} added, {} skipped; {} updated (a running feedmux reloads it by itself)\n",
+            report.added.len(),
+            report.skipped.len(),
             path.display()
-        );
-        for e in &errors.0 {
-            eprintln!("{e}");
-        }
-        return Ok(ExitCode::from(2));
+        ));
     }
-    write_replacing(path, &new_text)?;
-    println!(
-        "{} added, {} skipped; {} updated (a running feedmux reloads it by itself)",
-        report.added.len(),
-        report.skipped.len(),
-        path.display()
-    );
+    print_ignoring_closed_stdout(&out);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to stdout; a closed stdout (a pipe whose reader has gone) is not an error
+/// worth failing for once the work is done (`println!` would panic).
+fn print_ignoring_closed_stdout(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 /// Replaces `path` with `text` in one step (a temporary file beside it, renamed over it), so

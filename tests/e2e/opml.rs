@@ -179,6 +179,32 @@ fn an_invalid_list_changes_nothing() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
 }
 
+/// `feedmux import-opml list.opml | head -0`: the reader of its output is gone before it
+/// prints. The import still lands and the command does not panic.
+#[test]
+fn an_import_whose_output_reader_is_gone_still_lands() {
+    let dir = tempdir();
+    let path = example_config(dir.path());
+    let before = config::load(&path).unwrap();
+    let mut child = Command::new(binary())
+        .arg("import-opml")
+        .arg(fixture_path("awesome-rss-feeds-Tech.opml"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end of its stdout at once: every write it makes fails (EPIPE).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    let after = config::load(&path).unwrap();
+    assert_eq!(after.sources.len(), before.sources.len() + 26);
+}
+
 /// (URL, tags) of each feed in an OPML list.
 fn feeds_of(list: &str) -> Vec<(String, Vec<String>)> {
     opml::parse(list)
