@@ -149,6 +149,14 @@ pub fn slug(text: &str) -> String {
     cut
 }
 
+/// Whether [`slug`] keeps every letter of `text` (accents aside): false for a title in
+/// Chinese, Japanese, Cyrillic, ..., which its slug would reduce to digits or nothing.
+fn slug_keeps_every_letter(text: &str) -> bool {
+    text.nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .all(|c| !c.is_alphabetic() || c.is_ascii_alphabetic())
+}
+
 /// What an import did with each feed of the list.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ImportReport {
@@ -256,15 +264,26 @@ fn url_key(text: &str) -> String {
 
 /// A valid name for a feed titled `title` at `url`, not in `taken`, which it joins: the slug
 /// of the title, else of the host (without `www.`), else "feed"; `-2`, `-3`, ... when taken.
+/// A title whose letters are not all Latin ("36氪", "机器之心") would lose them in its slug
+/// ("36", ""), so the host names it first ("36kr", "jiqizhixin").
 fn unique_name(title: &str, url: &Url, taken: &mut HashSet<String>) -> String {
-    let host = url.host_str().unwrap_or_default();
+    let host = slug(
+        url.host_str()
+            .unwrap_or_default()
+            .trim_start_matches("www."),
+    );
     // A list that gives the address as the title ("https://www.engadget.com/").
     let title = if Url::parse(title).is_ok_and(|u| u.host_str().is_some()) {
         ""
     } else {
         title
     };
-    let base = [slug(title), slug(host.trim_start_matches("www."))]
+    let candidates = if slug_keeps_every_letter(title) {
+        [slug(title), host]
+    } else {
+        [host, slug(title)]
+    };
+    let base = candidates
         .into_iter()
         .find(|s| !s.is_empty())
         .unwrap_or_else(|| "feed".to_owned());
@@ -360,6 +379,17 @@ mod tests {
         );
         assert_eq!(unique_name("量子位", &url, &mut taken), "qbitai-com");
         assert_eq!(unique_name("量子位", &url, &mut taken), "qbitai-com-2");
+        // A slug that would keep only the digits of a Chinese title gives way to the host.
+        let kr = Url::parse("https://36kr.com/feed").unwrap();
+        assert_eq!(unique_name("36氪", &kr, &mut taken), "36kr-com");
+        let habr = Url::parse("https://habr.com/ru/rss/all/").unwrap();
+        assert_eq!(unique_name("Хабр 2024", &habr, &mut taken), "habr-com");
+        // Accented Latin titles keep their own name.
+        let science = Url::parse("https://example.org/feed").unwrap();
+        assert_eq!(
+            unique_name("Science étonnante", &science, &mut taken),
+            "science-etonnante"
+        );
         assert_eq!(slug("  C++ / Rust: Weekly!! "), "c-rust-weekly");
         assert_eq!(slug("Science étonnante"), "science-etonnante");
         let engadget = Url::parse("https://www.engadget.com/rss.xml").unwrap();
