@@ -196,6 +196,15 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
+        family(
+            "feedmux_build_info",
+            "gauge",
+            "Always 1; its label is the version of feedmux serving these metrics.",
+            &[(
+                format!("{{version=\"{}\"}}", label(env!("CARGO_PKG_VERSION"))),
+                1,
+            )],
+        );
         let polls: Vec<(String, u64)> = self
             .polls
             .lock()

@@ -161,6 +161,11 @@ async fn metrics_count_polls_fetches_items_merges_and_304s() {
     assert_eq!(s("feedmux_items_stored"), 3.0);
     assert!(s("feedmux_store_bytes") > 0.0);
     assert_eq!(s("feedmux_store_failing"), 0.0);
+    let version = format!(
+        "feedmux_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(s(&version), 1.0, "which feedmux answers");
     // Three fetches, each in some bucket; buckets are cumulative and end at the count.
     assert_eq!(s("feedmux_fetch_duration_seconds_count"), 3.0);
     let mut buckets: Vec<(f64, f64)> = samples_after
