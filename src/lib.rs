@@ -5,7 +5,8 @@
 //! [`filter`] deciding which stored items each output feed shows, [`schedule`] deciding when
 //! each source is polled, and [`refresh`] the one place that runs a source through every stage.
 //! [`daemon`] wires them together and holds the [`clock`] everything is dated by; [`config`]
-//! reads the TOML file. See ARCHITECTURE.md.
+//! reads the TOML file; [`redact`] is the one form in which source URLs leave the process.
+//! See ARCHITECTURE.md.
 
 pub mod clock;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod model;
 pub mod opml;
 pub mod parse;
 pub mod publish;
+pub mod redact;
 pub mod refresh;
 pub mod sanitise;
 pub mod schedule;
