@@ -114,13 +114,13 @@ pub fn render(data: &[u8]) {
             },
             source: SourceInfo {
                 title: source.clone(),
-                feed_url: "https://fuzz.example/feed".into(),
+                feed_url: Some("https://fuzz.example/feed".into()),
                 site_url: url,
             },
             also: vec![(
                 SourceInfo {
                     title: source,
-                    feed_url: "https://other.example/feed".into(),
+                    feed_url: Some("https://other.example/feed".into()),
                     site_url: None,
                 },
                 Some("https://other.example/a?b=<c>&d=\"e\"".into()),

@@ -22,6 +22,7 @@ use toml::Spanned;
 
 use crate::dedup::meaning::MeaningModel;
 use crate::dedup::DedupConfig;
+use crate::redact::{self, Urls};
 use url::Url;
 
 /// Where the HTTP server listens when the config does not say.
@@ -94,6 +95,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The public URL of the server, used for self links. Never ends with `/`.
     pub base_url: String,
+    /// How public outputs (feeds, pages, OPML, the API) show source URLs:
+    /// `show_source_urls = true` (the default) shows them redacted (scheme, host and path),
+    /// `false` not at all.
+    pub source_urls: Urls,
 }
 
 #[derive(Debug, Clone)]
@@ -311,13 +316,15 @@ struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
+    /// Notes a problem at `span`. A URL in `message` is redacted: config errors are logged
+    /// and shown on the status page, and a source URL may carry a password or a token.
     fn at(&mut self, span: Range<usize>, message: String) {
         let (line, column) = line_column(self.text, span.start);
         self.errors.push(ConfigError {
             file: self.file.clone(),
             line,
             column,
-            message,
+            message: redact::text(&message).into_owned(),
         });
     }
 }
@@ -364,6 +371,7 @@ struct RawWebSub {
 struct RawServer {
     listen: Option<Spanned<String>>,
     base_url: Option<Spanned<String>>,
+    show_source_urls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -558,7 +566,15 @@ fn validate_server(raw: RawServer, report: &mut Reporter<'_>) -> ServerConfig {
         },
         None => format!("http://{listen}"),
     };
-    ServerConfig { listen, base_url }
+    let source_urls = match raw.show_source_urls {
+        Some(false) => Urls::Hidden,
+        Some(true) | None => Urls::Redacted,
+    };
+    ServerConfig {
+        listen,
+        base_url,
+        source_urls,
+    }
 }
 
 fn default_listen() -> SocketAddr {

@@ -31,6 +31,7 @@ use crate::filter::FeedFilter;
 use crate::metrics::{Metrics, PollResult};
 use crate::model::{Hold, ReloadFailure, SourceState};
 use crate::publish::{feed_url, Format, PublishError, Publisher};
+use crate::redact::{self, Public};
 use crate::refresh::{Pipeline, PollError, PollReport, ServerClock};
 use crate::schedule;
 use crate::server::{self, AppState};
@@ -315,9 +316,11 @@ impl Shared {
                 let fetcher = self.pipeline.fetcher.clone();
                 tokio::spawn(async move {
                     match fetcher.publish_to_hub(&hub, &topic).await {
-                        Ok(status) => info!(hub = %hub, topic, status, "told the WebSub hub"),
+                        Ok(status) => {
+                            info!(hub = %Public(&hub), topic, status, "told the WebSub hub")
+                        }
                         Err(e) => {
-                            warn!(hub = %hub, topic, error = %e, "WebSub publish ping failed")
+                            warn!(hub = %Public(&hub), topic, error = %e, "WebSub publish ping failed")
                         }
                     }
                 });
@@ -908,6 +911,11 @@ fn serving_status(config: &Config, addr: std::net::SocketAddr) -> String {
 async fn reload(shared: &Arc<Shared>) -> Option<Arc<Config>> {
     let current = shared.config();
     let refuse = |errors: Vec<String>| {
+        // Config errors are redacted where they are made; whatever else is said here too.
+        let errors: Vec<String> = errors
+            .iter()
+            .map(|e| redact::text(e).into_owned())
+            .collect();
         for e in &errors {
             error!(error = %e, "config reload refused; keeping the running config");
         }

@@ -9,6 +9,9 @@
 //! bytes as they stream, so a gzip bomb stops at the limit. This module knows nothing about feed
 //! formats and never touches the store. It also sends WebSub publish pings
 //! ([`Fetcher::publish_to_hub`]). reqwest is used here and nowhere else.
+//!
+//! The full URL goes only to the server: no error of this module says more of a URL than
+//! [`redact::url()`] (reqwest's errors are taken [`without_url`](reqwest::Error::without_url)).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +28,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::config::PollConfig;
+use crate::redact;
 
 /// The User-Agent sent with every request.
 pub const USER_AGENT: &str = concat!(
@@ -101,7 +105,7 @@ pub enum FetchError {
     Connect(String),
     #[error("too many redirects (more than {MAX_REDIRECTS})")]
     TooManyRedirects,
-    #[error("redirect loop: {0} was reached twice")]
+    #[error("redirect loop: {} was reached twice", redact::Public(.0))]
     RedirectLoop(Url),
     #[error("redirect without a usable Location header (HTTP {0})")]
     BadRedirect(StatusCode),
@@ -114,6 +118,7 @@ pub enum FetchError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The URL's scheme is not fetched (its public form, [`redact::url()`]).
     #[error("unsupported URL {0}")]
     Unsupported(String),
 }
@@ -247,7 +252,7 @@ impl Fetcher {
         match url.scheme() {
             "http" | "https" => self.fetch_http(url, validators).await,
             "file" => self.fetch_file(url).await,
-            _ => Err(FetchError::Unsupported(url.to_string())),
+            _ => Err(FetchError::Unsupported(redact::url(url))),
         }
     }
 
@@ -363,7 +368,7 @@ impl Fetcher {
     async fn fetch_file(&self, url: &Url) -> Result<FetchOutcome, FetchError> {
         let path = url
             .to_file_path()
-            .map_err(|()| FetchError::Unsupported(url.to_string()))?;
+            .map_err(|()| FetchError::Unsupported(redact::url(url)))?;
         let file_error = |source| FetchError::File {
             path: path.clone(),
             source,
@@ -389,9 +394,9 @@ impl Fetcher {
         if e.is_timeout() {
             FetchError::Timeout(self.timeout)
         } else if e.is_connect() {
-            FetchError::Connect(error_chain(&e))
+            FetchError::Connect(error_chain(&e.without_url()))
         } else {
-            FetchError::Request(error_chain(&e))
+            FetchError::Request(error_chain(&e.without_url()))
         }
     }
 }

@@ -14,7 +14,9 @@ use feedmux::config::{self, Config};
 use feedmux::daemon::{self, Control, Polled};
 use feedmux::fetch::{FetchOutcome, Fetcher, Validators};
 use feedmux::model::{Hold, SourceState};
+use feedmux::opml::FeedUrls;
 use feedmux::publish::{Format, Publisher};
+use feedmux::redact::{self, Urls};
 use feedmux::store::{Store, StoreError};
 
 /// jemalloc: glibc's allocator took a quarter of ingest time in profiles (BENCHMARKS.md).
@@ -136,10 +138,16 @@ enum Command {
         /// The OPML file (as exported by a feed reader).
         file: PathBuf,
     },
-    /// Write the configured sources as an OPML 2.0 list to stdout.
+    /// Write the configured sources as an OPML 2.0 list to stdout: the list `/opml` serves
+    /// (feed URLs without passwords, query or fragment, or none with
+    /// `[server] show_source_urls = false`).
     ExportOpml {
         #[command(flatten)]
         config: ConfigArg,
+        /// Write each feed URL as configured, password and token included (to move to
+        /// another reader; keep the list private).
+        #[arg(long)]
+        full_urls: bool,
     },
     /// Tell whether and why two items were merged into one story.
     Why {
@@ -289,7 +297,7 @@ impl Command {
             | Command::ImportOpml { config, .. }
             | Command::Preview { config, .. }
             | Command::Compact { config }
-            | Command::ExportOpml { config } => config,
+            | Command::ExportOpml { config, .. } => config,
         }
     }
 }
@@ -349,9 +357,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::ExportOpml { .. } => {
+        Command::ExportOpml { full_urls, .. } => {
             let states = source_states(&config)?;
-            print!("{}", feedmux::opml::write(&config, &states));
+            let urls = if full_urls {
+                FeedUrls::Full
+            } else {
+                FeedUrls::Public(config.server.source_urls)
+            };
+            print!("{}", feedmux::opml::write(&config, &states, urls));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -473,7 +486,7 @@ async fn poll(config: Config, sources: Vec<String>, force: bool) -> anyhow::Resu
             ),
             Err(e) => {
                 failed += 1;
-                println!("{:<24} FAILED: {e}", o.source);
+                println!("{:<24} FAILED: {}", o.source, redact::text(&e.to_string()));
             }
         }
     }
@@ -590,7 +603,8 @@ async fn ask_daemon(config: &Config, path: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Each configured source with its state: from the store, or from the running daemon when it
-/// holds the store.
+/// holds the store (whose URLs are redacted: `SourceState::public`; the full configured URL
+/// is put back where the daemon said the source is gone from it or moved from it).
 fn source_states(config: &Config) -> anyhow::Result<Vec<(String, SourceState)>> {
     match daemon::open_store(config) {
         Ok(store) => config
@@ -607,7 +621,16 @@ fn source_states(config: &Config) -> anyhow::Result<Vec<(String, SourceState)>> 
             let body = runtime()?.block_on(ask_daemon(config, "/api/sources"))?;
             let rows: Vec<Row> =
                 serde_json::from_slice(&body).context("the daemon's /api/sources is not valid")?;
-            Ok(rows.into_iter().map(|r| (r.name, r.state)).collect())
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    let state = match config.source(&r.name) {
+                        Some(source) => r.state.from_public(source.url.as_str()),
+                        None => r.state,
+                    };
+                    (r.name, state)
+                })
+                .collect())
         }
         Err(e) => Err(e.into()),
     }
@@ -671,7 +694,7 @@ fn sources(config: &Config) -> anyhow::Result<()> {
             s.item_count,
             when(s.last_poll),
             when(next),
-            s.note(source.url.as_str())
+            s.note(source.url.as_str(), Urls::Redacted)
         );
     }
     Ok(())
@@ -710,6 +733,7 @@ fn import_opml(config: &Config, file: &std::path::Path) -> anyhow::Result<ExitCo
     }
     let mut out = String::new();
     for (name, url, tags) in &report.added {
+        let url = redact::url_str(url);
         if tags.is_empty() {
             out.push_str(&format!("added    {name:<28} {url}\n"));
         } else {
@@ -720,7 +744,7 @@ fn import_opml(config: &Config, file: &std::path::Path) -> anyhow::Result<ExitCo
         }
     }
     for (url, why) in &report.skipped {
-        out.push_str(&format!("skipped  {url}: {why}\n"));
+        out.push_str(&format!("skipped  {}: {why}\n", redact::url_str(url)));
     }
     if report.added.is_empty() {
         out.push_str(&format!("nothing to add to {}\n", path.display()));

@@ -10,6 +10,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::redact::{self, Urls};
+
 /// One entry of a feed as `parse` leaves it: plain-text title, absolute links, UTC dates,
 /// HTML that is already sanitised.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -242,17 +244,60 @@ impl SourceState {
         }
     }
 
-    /// A note worth showing beside the health: the last error, or where the feed moved.
-    pub fn note(&self, configured: &str) -> String {
-        let mut note = self.last_error.clone().unwrap_or_default();
+    /// A note worth showing beside the health: the last error, or where the feed moved, with
+    /// URLs shown as `urls` says (never in full: see [`redact`]).
+    pub fn note(&self, configured: &str, urls: Urls) -> String {
+        let mut note = self
+            .last_error
+            .as_deref()
+            .map(|e| urls.text(e))
+            .unwrap_or_default();
         let polled = self.poll_url(configured);
         if polled != configured {
             if !note.is_empty() {
                 note.push_str("; ");
             }
-            note.push_str(&format!("moved permanently to {polled}"));
+            note.push_str("moved permanently");
+            if let Some(to) = urls.url_str(&polled) {
+                note.push_str(&format!(" to {to}"));
+            }
         }
         note
+    }
+
+    /// The state as a public output (`/api/sources`) shows it, for a source configured with
+    /// `configured`: every URL redacted (or [`redact::HIDDEN`]), the last error's URLs too.
+    /// `gone_url` and `moved_from` are kept (in that form) only when they name `configured`,
+    /// so that [`SourceState::from_public`] can tell, without the full URL, whether the
+    /// source is gone or moved.
+    pub fn public(&self, configured: &str, urls: Urls) -> SourceState {
+        let shown = |u: &String| urls.url_str(u).unwrap_or_else(|| redact::HIDDEN.to_owned());
+        let names_configured = |u: &Option<String>| u.as_deref() == Some(configured);
+        let moved = names_configured(&self.moved_from);
+        SourceState {
+            last_error: self.last_error.as_deref().map(|e| urls.text(e)),
+            validators_for: self.validators_for.as_ref().map(shown),
+            effective_url: self.effective_url.as_ref().filter(|_| moved).map(shown),
+            moved_from: self.moved_from.as_ref().filter(|_| moved).map(shown),
+            redirect_candidate: self.redirect_candidate.as_ref().map(shown),
+            gone_url: self
+                .gone_url
+                .as_ref()
+                .filter(|_| names_configured(&self.gone_url))
+                .map(shown),
+            ..self.clone()
+        }
+    }
+
+    /// A state read from a public output ([`SourceState::public`]) made usable with the full
+    /// `configured` URL again: [`SourceState::hold`] and [`SourceState::poll_url`] tell gone
+    /// and moved sources as they would from the store (the place moved to stays redacted).
+    pub fn from_public(self, configured: &str) -> SourceState {
+        SourceState {
+            gone_url: self.gone_url.map(|_| configured.to_owned()),
+            moved_from: self.moved_from.map(|_| configured.to_owned()),
+            ..self
+        }
     }
 
     /// The URL to poll for a source configured with `configured`.
@@ -279,4 +324,83 @@ pub struct ReloadFailure {
     pub at: DateTime<Utc>,
     /// Each problem, as `file:line:column: message` where the config module can tell.
     pub errors: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIGURED: &str = "https://u:SECRET@h.example/feed?token=SECRET";
+
+    fn moved_and_failing() -> SourceState {
+        SourceState {
+            status: SourceStatus::Failing,
+            last_error: Some(
+                "fetch failed: redirect loop: https://u:SECRET@h.example/a?t=SECRET was reached twice"
+                    .into(),
+            ),
+            validators_for: Some("https://u:SECRET@n.example/feed?token=SECRET".into()),
+            effective_url: Some("https://u:SECRET@n.example/feed?token=SECRET".into()),
+            moved_from: Some(CONFIGURED.into()),
+            redirect_candidate: Some("https://n.example/next?token=SECRET".into()),
+            ..SourceState::default()
+        }
+    }
+
+    #[test]
+    fn notes_never_show_a_url_in_full() {
+        let state = moved_and_failing();
+        assert_eq!(
+            state.note(CONFIGURED, Urls::Redacted),
+            "fetch failed: redirect loop: https://h.example/a was reached twice; moved permanently to https://n.example/feed"
+        );
+        assert_eq!(
+            state.note(CONFIGURED, Urls::Hidden),
+            "fetch failed: redirect loop: (URL hidden) was reached twice; moved permanently"
+        );
+    }
+
+    #[test]
+    fn a_public_state_shows_no_secret_and_still_tells_moved_and_gone() {
+        for urls in [Urls::Redacted, Urls::Hidden] {
+            let public = moved_and_failing().public(CONFIGURED, urls);
+            let json = serde_json::to_string(&public).unwrap();
+            assert!(!json.contains("SECRET"), "{json}");
+            let back = public.from_public(CONFIGURED);
+            assert_ne!(back.poll_url(CONFIGURED), CONFIGURED, "{urls:?}: moved");
+
+            let gone = SourceState {
+                status: SourceStatus::Gone,
+                gone_url: Some(CONFIGURED.into()),
+                ..SourceState::default()
+            };
+            let back = gone.public(CONFIGURED, urls).from_public(CONFIGURED);
+            assert_eq!(
+                back.hold(CONFIGURED, Utc::now()),
+                Some(Hold::Gone),
+                "{urls:?}"
+            );
+        }
+        // Gone from, or moved from, a URL the config no longer has: not gone, not moved.
+        let old = SourceState {
+            status: SourceStatus::Gone,
+            gone_url: Some("https://old.example/".into()),
+            ..moved_and_failing()
+        };
+        let back = old
+            .public("https://other.example/", Urls::Redacted)
+            .from_public("https://other.example/");
+        assert_eq!(back.hold("https://other.example/", Utc::now()), None);
+        assert_eq!(
+            back.poll_url("https://other.example/"),
+            "https://other.example/"
+        );
+        assert_eq!(
+            moved_and_failing()
+                .public(CONFIGURED, Urls::Redacted)
+                .effective_url
+                .as_deref(),
+            Some("https://n.example/feed")
+        );
+    }
 }

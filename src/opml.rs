@@ -4,7 +4,9 @@
 //! Import edits the config file's text with `toml_edit`, so its comments, order and layout
 //! stay as they were: new `[[source]]` tables are appended, nothing else is touched. Folders
 //! (outlines holding outlines) and `category` attributes become tags; a feed whose URL is
-//! already a source, or appears twice, is skipped; names are made valid and unique. This
+//! already a source, or appears twice, is skipped; names are made valid and unique. A list
+//! written for others (`/opml`) carries each feed's URL in its public form or none
+//! ([`FeedUrls`]); only the owner's `feedmux export-opml --full-urls` writes them whole. This
 //! module does not validate the whole config (the caller runs `config::parse` on the result)
 //! and never writes a file. `toml_edit` is used here and nowhere else.
 
@@ -21,6 +23,7 @@ use url::Url;
 
 use crate::config::{self, Config};
 use crate::model::SourceState;
+use crate::redact::Urls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpmlError {
@@ -302,9 +305,20 @@ fn attr(s: &str) -> String {
     html_escape::encode_double_quoted_attribute(s).into_owned()
 }
 
+/// Which form of the sources' feed URLs an OPML list carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedUrls {
+    /// As public outputs show them: redacted (scheme, host and path), or hidden, in which case
+    /// each source is a plain outline (title, site, tags) and not a subscription.
+    Public(Urls),
+    /// As configured, password and token included: for the owner moving to another reader.
+    Full,
+}
+
 /// The configured sources as an OPML 2.0 list: each with its title (configured, else the
-/// feed's own, else its name), feed URL, site URL when known, and its tags as a category.
-pub fn write(config: &Config, states: &[(String, SourceState)]) -> String {
+/// feed's own, else its name), feed URL in the form `urls` says, site URL when known, and its
+/// tags as a category.
+pub fn write(config: &Config, states: &[(String, SourceState)], urls: FeedUrls) -> String {
     let mut out = String::from(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<opml version=\"2.0\">\n<head><title>feedmux sources</title></head>\n<body>\n",
     );
@@ -318,13 +332,18 @@ pub fn write(config: &Config, states: &[(String, SourceState)]) -> String {
             .clone()
             .or_else(|| state.and_then(|s| s.title.clone()))
             .unwrap_or_else(|| source.name.clone());
-        let _ = write!(
-            out,
-            "<outline type=\"rss\" text=\"{}\" title=\"{}\" xmlUrl=\"{}\"",
-            attr(&title),
-            attr(&title),
-            attr(source.url.as_str())
-        );
+        let feed_url = match urls {
+            FeedUrls::Full => Some(source.url.to_string()),
+            FeedUrls::Public(urls) => urls.url(&source.url),
+        };
+        let _ = write!(out, "<outline");
+        if feed_url.is_some() {
+            out.push_str(" type=\"rss\"");
+        }
+        let _ = write!(out, " text=\"{}\" title=\"{}\"", attr(&title), attr(&title));
+        if let Some(feed_url) = &feed_url {
+            let _ = write!(out, " xmlUrl=\"{}\"", attr(feed_url));
+        }
         if let Some(site) = state.and_then(|s| s.site_url.as_deref()) {
             let _ = write!(out, " htmlUrl=\"{}\"", attr(site));
         }

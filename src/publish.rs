@@ -251,7 +251,9 @@ impl RenderedFeed {
 #[derive(Debug, Clone, Default)]
 pub struct SourceInfo {
     pub title: String,
-    pub feed_url: String,
+    /// The source's feed URL in its public form (`redact`: no password, query or fragment),
+    /// or `None` with `[server] show_source_urls = false`.
+    pub feed_url: Option<String>,
     pub site_url: Option<String>,
 }
 
@@ -526,7 +528,7 @@ pub fn source_infos(store: &Store, config: &Config) -> HashMap<String, SourceInf
                 .unwrap_or_else(|| s.name.clone());
             let info = SourceInfo {
                 title,
-                feed_url: s.url.to_string(),
+                feed_url: config.server.source_urls.url(&s.url),
                 site_url: state.site_url,
             };
             (s.name.clone(), info)
@@ -880,7 +882,8 @@ impl Links {
             first: view
                 .before
                 .map(|_| format!("{base}{}", view.query_string(None))),
-            hub: config.websub.as_ref().map(|w| w.hub.to_string()),
+            // Advertised without the password, query or fragment it may be configured with.
+            hub: config.websub.as_ref().map(|w| crate::redact::url(&w.hub)),
         }
     }
 }
@@ -1144,7 +1147,9 @@ fn atom(feed: &FeedConfig, entries: &[OutputEntry], links: &Links) -> Vec<u8> {
             None => {}
         }
         x.open("source", &[]);
-        x.text("id", &[], &e.source.feed_url);
+        if let Some(feed_url) = &e.source.feed_url {
+            x.text("id", &[], feed_url);
+        }
         x.text("title", &[("type", "text")], &e.source.title);
         if let Some(site) = &e.source.site_url {
             x.empty(
@@ -1152,7 +1157,9 @@ fn atom(feed: &FeedConfig, entries: &[OutputEntry], links: &Links) -> Vec<u8> {
                 &[("rel", "alternate"), ("type", "text/html"), ("href", site)],
             );
         }
-        x.empty("link", &[("rel", "self"), ("href", &e.source.feed_url)]);
+        if let Some(feed_url) = &e.source.feed_url {
+            x.empty("link", &[("rel", "self"), ("href", feed_url)]);
+        }
         x.close("source");
         x.close("entry");
     }
@@ -1231,12 +1238,24 @@ fn rss(config: &Config, feed: &FeedConfig, entries: &[OutputEntry], links: &Link
         }
         x.text("guid", &[("isPermaLink", "false")], &entry_id(item.id));
         x.text("pubDate", &[], &item.published.to_rfc2822());
-        x.text("source", &[("url", &e.source.feed_url)], &e.source.title);
+        // RSS 2.0's <source> must name the feed's URL: without one, there is no <source>.
+        if let Some(feed_url) = &e.source.feed_url {
+            x.text("source", &[("url", feed_url)], &e.source.title);
+        }
         x.close("item");
     }
     x.close("channel");
     x.close("rss");
     x.finish()
+}
+
+/// A source in JSON Feed's `_feedmux` extension: its title, and its feed URL when shown.
+fn source_json(info: &SourceInfo) -> serde_json::Value {
+    let mut source = json!({ "title": info.title });
+    if let Some(feed_url) = &info.feed_url {
+        source["feed_url"] = json!(feed_url);
+    }
+    source
 }
 
 fn json_feed(
@@ -1254,15 +1273,12 @@ fn json_feed(
                 "title": item.title,
                 "date_published": rfc3339(item.published),
                 "_feedmux": {
-                    "source": {
-                        "title": e.source.title,
-                        "feed_url": e.source.feed_url,
-                    },
-                    "also_reported_by": e.also.iter().map(|(info, url)| json!({
-                        "title": info.title,
-                        "feed_url": info.feed_url,
-                        "url": url,
-                    })).collect::<Vec<_>>(),
+                    "source": source_json(&e.source),
+                    "also_reported_by": e.also.iter().map(|(info, url)| {
+                        let mut also = source_json(info);
+                        also["url"] = json!(url);
+                        also
+                    }).collect::<Vec<_>>(),
                 },
             });
             let obj = value.as_object_mut().expect("json! of an object is an object");

@@ -19,6 +19,7 @@ use crate::filter::FeedFilter;
 use crate::metrics::Metrics;
 use crate::model::{SourceState, SourceStatus};
 use crate::parse::{self, ParseError};
+use crate::redact;
 use crate::schedule::{self, Timing};
 use crate::store::{FeedMembership, Store, StoreError};
 
@@ -205,6 +206,8 @@ impl Pipeline {
             ..report
         });
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        // The URL as logs show it: a configured one may carry a password or a token.
+        let url = redact::Public(&url);
         match &result {
             Ok(r) if r.same_body => info!(
                 url = %url,
@@ -244,8 +247,9 @@ impl Pipeline {
                 "polled"
             ),
             Err(e) => {
-                warn!(url = %url, elapsed_ms, error = %e, "poll failed");
-                self.record_failure(&ctx, e, now);
+                let error = redact::text(&e.to_string()).into_owned();
+                warn!(url = %url, elapsed_ms, error, "poll failed");
+                self.record_failure(&ctx, e, error, now);
             }
         }
         result
@@ -287,7 +291,15 @@ impl Pipeline {
         .map_err(|e| PollError::Internal(e.to_string()))?
     }
 
-    fn record_failure(&self, ctx: &SourceCtx, error: &PollError, now: DateTime<Utc>) {
+    /// Records a failed poll on the source's state; `message` is `error` as people see it
+    /// (redacted: it is stored, logged and shown).
+    fn record_failure(
+        &self,
+        ctx: &SourceCtx,
+        error: &PollError,
+        message: String,
+        now: DateTime<Utc>,
+    ) {
         let mut state = match self.store.source_state(&ctx.name) {
             Ok(s) => s,
             Err(e) => {
@@ -296,7 +308,7 @@ impl Pipeline {
             }
         };
         state.last_poll = Some(now);
-        state.last_error = Some(error.to_string());
+        state.last_error = Some(message);
         state.consecutive_failures = state.consecutive_failures.saturating_add(1);
         if state.failing_since.is_none() {
             state.failing_since = Some(now);
@@ -442,8 +454,8 @@ fn track_redirect(state: &mut SourceState, ctx: &SourceCtx, hints: &HttpHints) {
     }
     if state.redirect_count >= REDIRECTS_TO_MOVE {
         warn!(
-            from = %state.poll_url(ctx.configured_url.as_str()),
-            to = %target,
+            from = %redact::url_str(&state.poll_url(ctx.configured_url.as_str())),
+            to = %redact::url_str(&target),
             "the feed has moved permanently; polling its new address from now on (update the config to make it stick)"
         );
         state.effective_url = Some(target);

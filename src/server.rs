@@ -5,8 +5,10 @@
 //! and the HTML view for a browser asking for `.atom` or `.rss` (`Accept`). Searches and pages
 //! (`?q=`, `?limit=`, `?before=`) are the one thing rendered per request, by
 //! `publish::render_view` on a blocking thread. The status page (built by `status`, off the
-//! async threads) and OPML read the config and the source states. Nothing here fetches or
-//! parses feeds, and no route changes anything. axum is used here and nowhere else.
+//! async threads) and OPML read the config and the source states. A source's URL leaves only
+//! as `[server] show_source_urls` says, redacted or not at all (`redact::Urls`), and so do
+//! the URLs in its errors. Nothing here fetches or parses feeds, and no route changes
+//! anything. axum is used here and nowhere else.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -363,7 +365,10 @@ fn failing_sources_text(config: &Config, store: &Store) -> String {
             st.failing_since
                 .map(|t| format!(" since {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
                 .unwrap_or_default(),
-            st.last_error.as_deref().unwrap_or("unknown error")
+            config
+                .server
+                .source_urls
+                .text(st.last_error.as_deref().unwrap_or("unknown error"))
         ));
     }
     if failing.len() > READYZ_FAILING_SHOWN {
@@ -416,14 +421,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Every configured source with its stored state, as JSON: what `feedmux sources` shows when
-/// the daemon holds the store.
+/// the daemon holds the store. URLs are in their public form (`SourceState::public`).
 async fn api_sources(State(state): State<AppState>) -> Response {
     let config = state.config();
     let list: Vec<serde_json::Value> = config
         .sources
         .iter()
         .map(|s| {
-            let source_state = state.store.source_state(&s.name).unwrap_or_default();
+            let source_state = state
+                .store
+                .source_state(&s.name)
+                .unwrap_or_default()
+                .public(s.url.as_str(), config.server.source_urls);
             serde_json::json!({ "name": s.name, "state": source_state })
         })
         .collect();
@@ -533,7 +542,11 @@ async fn opml(State(state): State<AppState>) -> Response {
         .collect();
     (
         [(header::CONTENT_TYPE, "text/x-opml; charset=utf-8")],
-        opml::write(&config, &states),
+        opml::write(
+            &config,
+            &states,
+            opml::FeedUrls::Public(config.server.source_urls),
+        ),
     )
         .into_response()
 }

@@ -6,7 +6,9 @@
 //!
 //! It reads the config, the store's source states and `by_source` index, and the publisher's
 //! cache; it changes nothing and renders no feed. Every text that comes from a config, a feed
-//! or an error is escaped here. The HTTP side (headers, the route) is the server's.
+//! or an error is escaped here, and source URLs (links, errors, moves) are shown only as
+//! `[server] show_source_urls` says (`redact::Urls`). The HTTP side (headers, the route) is
+//! the server's.
 
 use std::fmt::Write;
 
@@ -305,7 +307,8 @@ pub fn page(
             esc(&failure.at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         );
         for e in &failure.errors {
-            let _ = write!(html, "<li>{}</li>", esc(e));
+            let e = config.server.source_urls.text(e);
+            let _ = write!(html, "<li>{}</li>", esc(&e));
         }
         html.push_str("</ul></section>\n");
     }
@@ -342,18 +345,16 @@ pub fn page(
     for (source, state, times) in &states {
         let (health, class) = state_of(source, state);
         let title = source.title.clone().or_else(|| state.title.clone());
+        // The feed's URL in its public form (never its password or token), or none.
+        let name = match config.server.source_urls.url(&source.url) {
+            Some(url) => format!("<a href=\"{}\">{}</a>", attr(&url), esc(&source.name)),
+            None => esc(&source.name),
+        };
         let name = match &title {
-            Some(t) if *t != source.name => format!(
-                "<a href=\"{}\">{}</a><br><span class=\"muted\">{}</span>",
-                attr(source.url.as_str()),
-                esc(&source.name),
-                esc(t)
-            ),
-            _ => format!(
-                "<a href=\"{}\">{}</a>",
-                attr(source.url.as_str()),
-                esc(&source.name)
-            ),
+            Some(t) if *t != source.name => {
+                format!("{name}<br><span class=\"muted\">{}</span>", esc(t))
+            }
+            _ => name,
         };
         let in_day = times.iter().filter(|t| **t >= day_ago).count();
         let _ = writeln!(
@@ -365,7 +366,7 @@ pub fn page(
             when(next_poll(source, state, now), now),
             state.item_count,
             chart(&source.name, &per_day(times, now)),
-            esc(&state.note(source.url.as_str()))
+            esc(&state.note(source.url.as_str(), config.server.source_urls))
         );
     }
     html.push_str("</tbody></table>\n");

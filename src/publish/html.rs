@@ -160,7 +160,7 @@ pub(super) fn page(config: &Config, feed: &FeedConfig, page: &Page, links: &Link
             "<li>{}",
             link_or_text(&source.title, source.site_url.as_deref())
         );
-        if let Some(u) = web_url(&source.feed_url) {
+        if let Some(u) = source.feed_url.as_deref().and_then(web_url) {
             let _ = write!(
                 h,
                 " <small>(<a href=\"{}\" rel=\"noopener noreferrer\">feed</a>)</small>",

@@ -25,6 +25,7 @@ mod readers;
 mod real;
 mod reload;
 mod retention;
+mod secrets;
 mod served;
 mod service;
 mod status;

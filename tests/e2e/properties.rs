@@ -157,7 +157,7 @@ proptest! {
                 item: item(n, title, url, body),
                 source: SourceInfo {
                     title: source_title,
-                    feed_url: "https://example.com/feed".into(),
+                    feed_url: Some("https://example.com/feed".into()),
                     site_url: None,
                 },
                 also: vec![],
