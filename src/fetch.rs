@@ -6,15 +6,20 @@
 //! waits for its host's turn (at most N at once per host, a minimum gap between requests to one
 //! host). Redirects are followed here, at most [`MAX_REDIRECTS`], with loops detected. The body
 //! is read with an idle timeout between chunks and a size limit counted on the decompressed
-//! bytes as they stream, so a gzip bomb stops at the limit. This module knows nothing about feed
-//! formats and never touches the store. It also sends WebSub publish pings
+//! bytes as they stream, so a gzip bomb stops at the limit. A `file:` source must be a regular
+//! file (never a device, FIFO, socket or directory: [`FetchError::NotAFile`]) and is read under
+//! the same size limit and whole-request timeout. This module knows nothing about feed formats
+//! and never touches the store. It also sends WebSub publish pings
 //! ([`Fetcher::publish_to_hub`]). reqwest is used here and nowhere else.
 //!
 //! The full URL goes only to the server: no error of this module says more of a URL than
 //! [`redact::url()`] (reqwest's errors are taken [`without_url`](reqwest::Error::without_url)).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::fs::FileType;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -118,6 +123,10 @@ pub enum FetchError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A `file:` source that is not a regular file: reading a device such as `/dev/zero`
+    /// never ends, and a FIFO waits for a writer forever.
+    #[error("cannot read {path}: it is a {kind}, and a file: source must be a regular file")]
+    NotAFile { path: PathBuf, kind: &'static str },
     /// The URL's scheme is not fetched (its public form, [`redact::url()`]).
     #[error("unsupported URL {0}")]
     Unsupported(String),
@@ -365,21 +374,19 @@ impl Fetcher {
         Ok(body.freeze())
     }
 
+    /// Reads a `file:` source: a regular file only, at most `max_body_bytes`, within the
+    /// whole-request timeout (on a blocking thread, as file I/O is).
     async fn fetch_file(&self, url: &Url) -> Result<FetchOutcome, FetchError> {
         let path = url
             .to_file_path()
             .map_err(|()| FetchError::Unsupported(redact::url(url)))?;
-        let file_error = |source| FetchError::File {
-            path: path.clone(),
-            source,
+        let limit = self.max_body_bytes;
+        let read = tokio::task::spawn_blocking(move || read_regular_file(&path, limit));
+        let body = match tokio::time::timeout(self.timeout, read).await {
+            Err(_) => return Err(FetchError::Timeout(self.timeout)),
+            Ok(Err(e)) => return Err(FetchError::Request(format!("file read task failed: {e}"))),
+            Ok(Ok(read)) => read?,
         };
-        let meta = tokio::fs::metadata(&path).await.map_err(file_error)?;
-        if meta.len() > self.max_body_bytes {
-            return Err(FetchError::TooLarge {
-                limit: self.max_body_bytes,
-            });
-        }
-        let body = tokio::fs::read(&path).await.map_err(file_error)?;
         Ok(FetchOutcome::Fetched(Box::new(Fetched {
             body: Bytes::from(body),
             content_type: None,
@@ -399,6 +406,63 @@ impl Fetcher {
             FetchError::Request(error_chain(&e.without_url()))
         }
     }
+}
+
+/// The bytes of the regular file at `path`, at most `limit` of them.
+///
+/// The path is checked before it is opened (a FIFO's `open` waits for a writer), opened
+/// without blocking and without becoming a controlling terminal, and what was opened is
+/// checked again (the path may have been replaced in between). The read stops one byte past
+/// the limit, so a file that grows while it is read cannot take more memory than that.
+fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, FetchError> {
+    let file_error = |source| FetchError::File {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(file_error)?;
+    regular_file(path, meta.file_type())?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(file_error)?;
+    let meta = file.metadata().map_err(file_error)?;
+    regular_file(path, meta.file_type())?;
+    if meta.len() > limit {
+        return Err(FetchError::TooLarge { limit });
+    }
+    let mut body = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut body)
+        .map_err(file_error)?;
+    if body.len() as u64 > limit {
+        return Err(FetchError::TooLarge { limit });
+    }
+    Ok(body)
+}
+
+/// `Ok` for a regular file; [`FetchError::NotAFile`] naming what `path` is otherwise.
+fn regular_file(path: &Path, file_type: FileType) -> Result<(), FetchError> {
+    if file_type.is_file() {
+        return Ok(());
+    }
+    let kind = if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_fifo() {
+        "FIFO (named pipe)"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    };
+    Err(FetchError::NotAFile {
+        path: path.to_owned(),
+        kind,
+    })
 }
 
 fn header_value(text: &str) -> Option<HeaderValue> {

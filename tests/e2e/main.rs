@@ -11,6 +11,7 @@ mod daemon;
 mod encodings;
 mod exposure;
 mod faults;
+mod files;
 mod fuzz_corpus;
 mod hostile;
 mod ingest;
