@@ -30,13 +30,19 @@ pub const HIDDEN: &str = "(URL hidden)";
 /// assert_eq!(feedmux::redact::url(&u), "https://example.com:8443/feed.xml");
 /// ```
 pub fn url(url: &Url) -> String {
+    public_url(url).into()
+}
+
+/// `url` without userinfo, query and fragment, as a URL: what [`url()`] writes. Relative
+/// links of a feed resolve against it, so that no item link inherits a password or a query.
+pub fn public_url(url: &Url) -> Url {
     let mut public = url.clone();
     // Both fail only for URLs that cannot have a user (`file:`, `mailto:`): nothing to drop.
     let _ = public.set_username("");
     let _ = public.set_password(None);
     public.set_query(None);
     public.set_fragment(None);
-    public.into()
+    public
 }
 
 /// A URL kept as text (a source's stored state): its public form when it parses, else

@@ -474,10 +474,12 @@ pub fn ingest(
     mut state: SourceState,
     now: DateTime<Utc>,
 ) -> Result<PollReport, PollError> {
+    // Relative links resolve against the feed's URL without its password, query or
+    // fragment: items are published, and a link must not inherit them.
     let parsed = parse::parse_feed(
         &fetched.body,
         fetched.content_type.as_deref(),
-        &fetched.final_url,
+        &redact::public_url(&fetched.final_url),
         now,
     )?;
     let entries = parsed.entries.len();
