@@ -258,23 +258,40 @@ impl Fetcher {
         url: &Url,
         validators: &Validators,
     ) -> Result<FetchOutcome, FetchError> {
-        match url.scheme() {
-            "http" | "https" => self.fetch_http(url, validators).await,
-            "file" => self.fetch_file(url).await,
-            _ => Err(FetchError::Unsupported(redact::url(url))),
-        }
+        self.fetch_timed(url, validators).await.0
     }
 
+    /// [`Fetcher::fetch`], and how long the fetch itself took: requests, redirects and body,
+    /// failures included, but not the waits for the host's turn (`[poll]
+    /// per_host_concurrency` and `per_host_interval`), which are politeness, not the
+    /// source's speed.
+    pub async fn fetch_timed(
+        &self,
+        url: &Url,
+        validators: &Validators,
+    ) -> (Result<FetchOutcome, FetchError>, Duration) {
+        let started = Instant::now();
+        let mut waited = Duration::ZERO;
+        let outcome = match url.scheme() {
+            "http" | "https" => self.fetch_http(url, validators, &mut waited).await,
+            "file" => self.fetch_file(url).await,
+            _ => Err(FetchError::Unsupported(redact::url(url))),
+        };
+        (outcome, started.elapsed().saturating_sub(waited))
+    }
+
+    /// Fetches over HTTP, adding the time spent waiting for the host's turn to `waited`.
     async fn fetch_http(
         &self,
         url: &Url,
         validators: &Validators,
+        waited: &mut Duration,
     ) -> Result<FetchOutcome, FetchError> {
         let mut current = url.clone();
         let mut visited = vec![current.clone()];
         let mut all_permanent = true;
         let (response, _host_turn) = loop {
-            let (response, turn) = self.request(&current, validators).await?;
+            let (response, turn) = self.request(&current, validators, waited).await?;
             let status = response.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 break (response, turn);
@@ -341,9 +358,12 @@ impl Fetcher {
         &self,
         url: &Url,
         validators: &Validators,
+        waited: &mut Duration,
     ) -> Result<(reqwest::Response, Option<OwnedSemaphorePermit>), FetchError> {
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let turn_asked = Instant::now();
         let permit = self.hosts.wait_turn(&host).await;
+        *waited += turn_asked.elapsed();
         let mut request = self.client.get(url.clone()).header(header::ACCEPT, ACCEPT);
         if let Some(etag) = validators.etag.as_deref().and_then(header_value) {
             request = request.header(header::IF_NONE_MATCH, etag);

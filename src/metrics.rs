@@ -314,7 +314,7 @@ impl Metrics {
         let name = "feedmux_fetch_duration_seconds";
         let _ = writeln!(
             out,
-            "# HELP {name} Time to fetch a source (request and body), failures included.\n# TYPE {name} histogram"
+            "# HELP {name} Time to fetch a source (request and body), failures included; waits for the host's turn (per-host limits) are not counted.\n# TYPE {name} histogram"
         );
         let mut cumulative = 0;
         for (bound, n) in FETCH_BUCKETS.iter().zip(&h.buckets) {

@@ -166,9 +166,8 @@ impl Pipeline {
         } else {
             Validators::default()
         };
-        let fetch_started = Instant::now();
-        let fetched = self.fetcher.fetch(&url, &validators).await;
-        self.metrics.fetch_took(fetch_started.elapsed());
+        let (fetched, fetch_took) = self.fetcher.fetch_timed(&url, &validators).await;
+        self.metrics.fetch_took(fetch_took);
         let server_clock = match &fetched {
             Ok(FetchOutcome::NotModified(hints)) => server_clock(&url, hints, &*self.clock),
             Ok(FetchOutcome::Fetched(f)) => server_clock(&f.final_url, &f.hints, &*self.clock),

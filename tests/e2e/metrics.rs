@@ -330,3 +330,40 @@ async fn a_broken_feed_is_served_and_its_health_says_what_was_mended() {
     control.send(Control::Shutdown).await.unwrap();
     daemon.await.unwrap().unwrap();
 }
+
+/// `feedmux_fetch_duration_seconds` measures the source, not feedmux's politeness: with one
+/// request per host at a time and a second between request starts, the second of two fetches
+/// waits about a second for its turn, yet is timed as the quick fetch it is.
+#[tokio::test]
+async fn fetch_time_leaves_out_the_wait_for_the_hosts_turn() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/feed.xml",
+        &[("content-type", "application/rss+xml")],
+        "<rss/>",
+    );
+    let text = format!(
+        "[poll]\nper_host_concurrency = 1\nper_host_interval = \"1s\"\n\
+         [[source]]\nname = \"a\"\nurl = \"{}\"\n",
+        upstream.url("/feed.xml")
+    );
+    let config = feedmux::config::parse(std::path::Path::new("feedmux.toml"), &text)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fetcher = feedmux::fetch::Fetcher::new(&config.poll).unwrap();
+    let url = config.sources[0].url.clone();
+    let none = feedmux::fetch::Validators::default();
+    let (first, _) = fetcher.fetch_timed(&url, &none).await;
+    assert!(first.is_ok(), "{:?}", first.err());
+    let asked = std::time::Instant::now();
+    let (second, took) = fetcher.fetch_timed(&url, &none).await;
+    let waited = asked.elapsed();
+    assert!(second.is_ok(), "{:?}", second.err());
+    assert!(
+        waited >= Duration::from_millis(900),
+        "the second fetch waited for its turn: {waited:?}"
+    );
+    assert!(
+        took + Duration::from_millis(800) <= waited,
+        "timed {took:?} of {waited:?}: the wait for the host's turn was counted"
+    );
+}
