@@ -73,6 +73,8 @@ pub struct Metrics {
     pub items_pruned: AtomicU64,
     pub feed_requests: AtomicU64,
     pub feed_not_modified: AtomicU64,
+    /// Output feed responses by HTTP status code.
+    feed_responses: Mutex<BTreeMap<u16, u64>>,
     /// The last write to the store failed (cleared by the next poll that writes).
     pub store_failing: AtomicBool,
     /// What is known of the store's failure while it lasts, for the status page.
@@ -182,6 +184,16 @@ impl Metrics {
     }
 
     /// Records how long one fetch took (the HTTP request and body, or the failure).
+    /// Counts one output feed response with status `code`.
+    pub fn feed_response(&self, code: u16) {
+        *self
+            .feed_responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(code)
+            .or_default() += 1;
+    }
+
     pub fn fetch_took(&self, d: Duration) {
         self.fetch_duration.observe(d);
     }
@@ -265,10 +277,23 @@ impl Metrics {
                 ("{kind=\"meaning\"}".into(), get(&self.merged_meaning)),
             ],
         );
+        let responses: Vec<(String, u64)> = self
+            .feed_responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
+            .collect();
+        family(
+            "feedmux_feed_responses_total",
+            "counter",
+            "Output feed responses by HTTP status code (each response counted once).",
+            &responses,
+        );
         family(
             "feedmux_feed_requests_total",
             "counter",
-            "Output feed requests, and those answered 304.",
+            "Deprecated (its series overlap: any includes 304): use feedmux_feed_responses_total. Output feed requests, and those answered 304.",
             &[
                 ("{response=\"any\"}".into(), get(&self.feed_requests)),
                 ("{response=\"304\"}".into(), get(&self.feed_not_modified)),

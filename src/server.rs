@@ -67,10 +67,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// An output feed (`/feeds/{name}.{ext}`), its response counted by status code.
 async fn feed(
     State(state): State<AppState>,
     Path(file): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let metrics = state.metrics.clone();
+    let response = feed_response(state, file, query, headers).await;
+    metrics.feed_response(response.status().as_u16());
+    response
+}
+
+async fn feed_response(
+    state: AppState,
+    file: String,
+    query: Option<String>,
     headers: HeaderMap,
 ) -> Response {
     Metrics::add(&state.metrics.feed_requests, 1);

@@ -158,6 +158,18 @@ async fn metrics_count_polls_fetches_items_merges_and_304s() {
     assert_eq!(s("feedmux_duplicates_merged_total{kind=\"meaning\"}"), 0.0);
     assert_eq!(s("feedmux_feed_requests_total{response=\"any\"}"), 2.0);
     assert_eq!(s("feedmux_feed_requests_total{response=\"304\"}"), 1.0);
+    // Each response counted once, by its code: the series add up to the requests.
+    assert_eq!(s("feedmux_feed_responses_total{code=\"200\"}"), 1.0);
+    assert_eq!(s("feedmux_feed_responses_total{code=\"304\"}"), 1.0);
+    let responses: f64 = samples_after
+        .iter()
+        .filter(|(k, _)| k.starts_with("feedmux_feed_responses_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        responses,
+        s("feedmux_feed_requests_total{response=\"any\"}")
+    );
     assert_eq!(s("feedmux_items_stored"), 3.0);
     assert!(s("feedmux_store_bytes") > 0.0);
     assert_eq!(s("feedmux_store_failing"), 0.0);
