@@ -67,7 +67,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// An output feed (`/feeds/{name}.{ext}`), its response counted by status code.
+/// An output feed (`/feeds/{name}.{ext}`): the request and its response's status counted.
 async fn feed(
     State(state): State<AppState>,
     Path(file): Path<String>,
@@ -75,6 +75,7 @@ async fn feed(
     headers: HeaderMap,
 ) -> Response {
     let metrics = state.metrics.clone();
+    Metrics::add(&metrics.feed_requests, 1);
     let response = feed_response(state, file, query, headers).await;
     metrics.feed_response(response.status().as_u16());
     response
@@ -86,7 +87,6 @@ async fn feed_response(
     query: Option<String>,
     headers: HeaderMap,
 ) -> Response {
-    Metrics::add(&state.metrics.feed_requests, 1);
     let Some((name, ext)) = file.rsplit_once('.') else {
         return not_found();
     };

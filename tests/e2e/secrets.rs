@@ -237,13 +237,7 @@ async fn passwords_and_tokens_of_source_and_hub_urls_never_leave_the_daemon() {
     for (what, body) in &outputs {
         assert_no_secret(what, body);
     }
-    let body = |what: &str| {
-        outputs
-            .iter()
-            .find(|(w, _)| w.starts_with(&format!("GET {what} ")))
-            .map(|(_, b)| b.as_str())
-            .unwrap()
-    };
+    let body = |what: &str| output_of(&outputs, what);
     // Scheme, host (with port) and path are shown where the source's URL is.
     let feed_url = public("/feed.xml");
     assert!(body("/feeds/all.atom").contains(&format!("<id>{feed_url}</id>")));
@@ -380,13 +374,7 @@ async fn show_source_urls_false_hides_source_urls_from_every_public_output() {
             assert!(!body.contains(path), "{what} shows a source's URL:\n{body}");
         }
     }
-    let body = |what: &str| {
-        outputs
-            .iter()
-            .find(|(w, _)| w.starts_with(&format!("GET {what} ")))
-            .map(|(_, b)| b.as_str())
-            .unwrap()
-    };
+    let body = |what: &str| output_of(&outputs, what);
     // The feeds still name each entry's source, and are still valid.
     let atom = body("/feeds/all.atom");
     let source = &atom[atom.find("<source>").unwrap()..atom.find("</source>").unwrap()];
@@ -433,4 +421,13 @@ async fn show_source_urls_false_hides_source_urls_from_every_public_output() {
     assert_no_secret("feedmux sources", &format!("{table}{log}"));
     stop(&mut daemon);
     assert_no_secret("the daemon's log", &daemon.log_text());
+}
+
+/// The body `GET {path}` answered, among [`every_public_output`]'s.
+fn output_of<'a>(outputs: &'a [(String, String)], path: &str) -> &'a str {
+    outputs
+        .iter()
+        .find(|(what, _)| what.starts_with(&format!("GET {path} ")))
+        .map(|(_, body)| body.as_str())
+        .unwrap_or_else(|| panic!("no output of GET {path}"))
 }
