@@ -134,6 +134,9 @@ pub struct PollConfig {
     /// New items one poll of a source may store; the feed's other new entries wait for the
     /// next polls.
     pub max_new_items: usize,
+    /// Networks that hosts other than the configured ones (a redirect's target, say) may
+    /// reach although they are not public: `fetch::address`.
+    pub allow_private_networks: Vec<ipnet::IpNet>,
 }
 
 /// A cron schedule together with the text it was written as. Cheap to clone (every poll
@@ -400,6 +403,8 @@ struct RawPoll {
     backoff_base: Option<Spanned<String>>,
     backoff_max: Option<Spanned<String>>,
     max_new_items: Option<Spanned<usize>>,
+    #[serde(default)]
+    allow_private_networks: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -634,7 +639,31 @@ fn validate_poll(raw: RawPoll, report: &mut Reporter<'_>) -> PollConfig {
         backoff_max: backoff_max.max(backoff_base),
         max_new_items: positive(raw.max_new_items, "max_new_items", report)
             .unwrap_or(DEFAULT_MAX_NEW_ITEMS),
+        allow_private_networks: raw
+            .allow_private_networks
+            .iter()
+            .filter_map(|text| match parse_network(text.get_ref()) {
+                Ok(net) => Some(net),
+                Err(e) => {
+                    report.at(text.span(), e);
+                    None
+                }
+            })
+            .collect(),
     }
+}
+
+/// One entry of `[poll] allow_private_networks`: `10.0.0.0/8`, `fd00::/8`, or an address.
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let trimmed = text.trim();
+    trimmed
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| trimmed.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            format!(
+                "allow_private_networks: {text:?} is not a network (10.0.0.0/8, fd00::/8) or an address"
+            )
+        })
 }
 
 fn validate_dedup(raw: RawDedup, config_dir: &Path, report: &mut Reporter<'_>) -> DedupConfig {

@@ -26,6 +26,7 @@ use tracing::{error, info, warn};
 use crate::clock::{self, Clock, ClockJump, ClockWatch};
 use crate::config::{self, Config, SourceConfig};
 use crate::dedup::upkeep;
+use crate::fetch::address::AddressPolicy;
 use crate::fetch::{ClientError, Fetcher};
 use crate::filter::FeedFilter;
 use crate::metrics::{Metrics, PollResult};
@@ -454,7 +455,7 @@ pub async fn run_with_clock(
     let shared = Arc::new(Shared {
         filters: RwLock::new(Arc::new(filters_of(&config))),
         pipeline: Pipeline {
-            fetcher: Fetcher::new(&config.poll)?,
+            fetcher: fetcher_for(&config)?,
             store: store.clone(),
             metrics: metrics.clone(),
             clock: clock.clone(),
@@ -969,6 +970,10 @@ async fn reload(shared: &Arc<Shared>) -> Option<Arc<Config>> {
         }
         Err(e) => return refuse(vec![format!("config reload task failed: {e}")]),
     }
+    shared
+        .pipeline
+        .fetcher
+        .set_address_policy(AddressPolicy::for_config(&new));
     *shared.filters.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(filters_of(&new));
     *shared.config.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
     *shared
@@ -981,6 +986,13 @@ async fn reload(shared: &Arc<Shared>) -> Option<Arc<Config>> {
         "config reloaded"
     );
     Some(new)
+}
+
+/// The HTTP client of `config`: its `[poll]` limits, its sources' and hub's hosts trusted.
+fn fetcher_for(config: &Config) -> Result<Fetcher, DaemonError> {
+    let fetcher = Fetcher::new(&config.poll)?;
+    fetcher.set_address_policy(AddressPolicy::for_config(config));
+    Ok(fetcher)
 }
 
 /// The settings that a reload cannot change in a running daemon, named when they differ.
@@ -1275,7 +1287,7 @@ impl Sweeper {
         store.keep_recent_in_memory(config.dedup.memory_items);
         sync_feed_indexes(&store, config)?;
         let pipeline = Pipeline {
-            fetcher: Fetcher::new(&config.poll)?,
+            fetcher: fetcher_for(config)?,
             store: store.clone(),
             metrics: Arc::new(Metrics::default()),
             clock: clock::system(),

@@ -9,7 +9,9 @@
 //! bytes as they stream, so a gzip bomb stops at the limit. A `file:` source must be a regular
 //! file (never a device, FIFO, socket or directory: [`FetchError::NotAFile`]) and is read under
 //! the same size limit and whole-request timeout. This module knows nothing about feed formats
-//! and never touches the store. It also sends WebSub publish pings
+//! and never touches the store. Only configured hosts may lead into private networks: every
+//! other host a fetch reaches must be public or allowed ([`address`]). It also sends WebSub
+//! publish pings
 //! ([`Fetcher::publish_to_hub`]). reqwest is used here and nowhere else.
 //!
 //! The full URL goes only to the server: no error of this module says more of a URL than
@@ -34,6 +36,10 @@ use url::Url;
 
 use crate::config::PollConfig;
 use crate::redact;
+
+pub mod address;
+
+use address::{AddressPolicy, GuardedResolver, Refused};
 
 /// The User-Agent sent with every request.
 pub const USER_AGENT: &str = concat!(
@@ -116,6 +122,9 @@ pub enum FetchError {
     BadRedirect(StatusCode),
     #[error("body is larger than the limit of {limit} bytes (after decompression)")]
     TooLarge { limit: u64 },
+    /// A host other than the configured ones that is not public: `address`.
+    #[error("{0}")]
+    Refused(#[from] Refused),
     #[error("request failed: {0}")]
     Request(String),
     #[error("cannot read {path}: {source}")]
@@ -195,11 +204,18 @@ pub struct Fetcher {
     idle_timeout: Duration,
     max_body_bytes: u64,
     hosts: Arc<HostLimits>,
+    resolver: GuardedResolver,
 }
 
 impl Fetcher {
+    /// The client of `[poll]`, trusting no host: it may reach private networks only as
+    /// `allow_private_networks` says until [`Fetcher::set_address_policy`] names the
+    /// configured hosts.
     pub fn new(poll: &PollConfig) -> Result<Fetcher, ClientError> {
+        let resolver = GuardedResolver::default();
+        resolver.set_policy(AddressPolicy::new([], poll.allow_private_networks.clone()));
         let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(resolver.clone()))
             .user_agent(USER_AGENT)
             .connect_timeout(poll.connect_timeout)
             .timeout(poll.timeout)
@@ -219,7 +235,14 @@ impl Fetcher {
                 gap: poll.per_host_interval,
                 hosts: Mutex::new(HashMap::new()),
             }),
+            resolver,
         })
+    }
+
+    /// Which hosts may be reached although they are not public (the configured ones, the
+    /// allowed networks); a reload sets it again.
+    pub fn set_address_policy(&self, policy: AddressPolicy) {
+        self.resolver.set_policy(policy);
     }
 
     /// Tells a WebSub hub that `topic` changed: `POST hub.mode=publish&hub.url=<topic>`
@@ -230,6 +253,7 @@ impl Fetcher {
             .append_pair("hub.mode", "publish")
             .append_pair("hub.url", topic)
             .finish();
+        self.resolver.policy().check_url(hub)?;
         let response = self
             .client
             .post(hub.clone())
@@ -291,6 +315,7 @@ impl Fetcher {
         let mut visited = vec![current.clone()];
         let mut all_permanent = true;
         let (response, _host_turn) = loop {
+            self.resolver.policy().check_url(&current)?;
             let (response, turn) = self.request(&current, validators, waited).await?;
             let status = response.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
@@ -418,7 +443,9 @@ impl Fetcher {
     }
 
     fn classify(&self, e: reqwest::Error) -> FetchError {
-        if e.is_timeout() {
+        if let Some(refused) = refusal_in(&e) {
+            FetchError::Refused(refused.clone())
+        } else if e.is_timeout() {
             FetchError::Timeout(self.timeout)
         } else if e.is_connect() {
             FetchError::Connect(error_chain(&e.without_url()))
@@ -546,6 +573,18 @@ pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<DateTime<U
         .ok()
         .map(DateTime::<Utc>::from)
         .filter(|t| *t > now)
+}
+
+/// The resolver's refusal, somewhere in the chain of causes of a request's error.
+fn refusal_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(refused) = e.downcast_ref::<Refused>() {
+            return Some(refused);
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// The error and its causes on one line, e.g. "error sending request: connection refused".

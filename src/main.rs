@@ -12,6 +12,7 @@ use tracing::{error, info};
 
 use feedmux::config::{self, Config};
 use feedmux::daemon::{self, Control, Polled};
+use feedmux::fetch::address::{self, AddressPolicy};
 use feedmux::fetch::{FetchOutcome, Fetcher, Validators};
 use feedmux::model::{Hold, SourceState};
 use feedmux::opml::FeedUrls;
@@ -592,6 +593,7 @@ async fn ask_daemon(config: &Config, path: &str) -> anyhow::Result<Vec<u8>> {
     }
     let url = url::Url::parse(&format!("http://{addr}{path}"))?;
     let fetcher = Fetcher::new(&config.poll)?;
+    fetcher.set_address_policy(AddressPolicy::new([&url], Vec::new()));
     match fetcher.fetch(&url, &Validators::default()).await {
         Ok(FetchOutcome::Fetched(fetched)) => Ok(fetched.body.to_vec()),
         Ok(FetchOutcome::NotModified(_)) => anyhow::bail!("unexpected 304 from {url}"),
@@ -746,6 +748,7 @@ fn import_opml(config: &Config, file: &std::path::Path) -> anyhow::Result<ExitCo
     for (url, why) in &report.skipped {
         out.push_str(&format!("skipped  {}: {why}\n", redact::url_str(url)));
     }
+    warn_of_private_sources(&report.added);
     if report.added.is_empty() {
         out.push_str(&format!("nothing to add to {}\n", path.display()));
     } else {
@@ -758,6 +761,24 @@ fn import_opml(config: &Config, file: &std::path::Path) -> anyhow::Result<ExitCo
     }
     print_ignoring_closed_stdout(&out);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Warns on stderr of each imported source that points into a private network: feedmux
+/// trusts configured sources wherever they point, so a list from someone else must not
+/// smuggle in `http://localhost:8080/admin`.
+fn warn_of_private_sources(added: &[(String, String, Vec<String>)]) {
+    for (name, url, _) in added {
+        let Ok(parsed) = url::Url::parse(url) else {
+            continue;
+        };
+        if let Some(why) = address::private_looking(&parsed) {
+            eprintln!(
+                "feedmux: warning: source {name:?} ({}) points into a private network ({why}); \
+                 configured sources may reach it, so remove it unless you meant it",
+                redact::url_str(url)
+            );
+        }
+    }
 }
 
 /// Writes `text` to stdout; a closed stdout (a pipe whose reader has gone) is not an error

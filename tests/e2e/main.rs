@@ -29,6 +29,7 @@ mod retention;
 mod secrets;
 mod served;
 mod service;
+mod ssrf;
 mod status;
 mod stories;
 mod tools;

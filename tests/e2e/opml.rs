@@ -205,6 +205,55 @@ fn an_import_whose_output_reader_is_gone_still_lands() {
     assert_eq!(after.sources.len(), before.sources.len() + 26);
 }
 
+/// A list from someone else may hold URLs into the user's own network: they are imported (a
+/// feed on the LAN is a fair choice) but each is named in a warning, public ones are not.
+#[test]
+fn importing_sources_that_point_into_private_networks_warns_of_each() {
+    let dir = tempdir();
+    let path = example_config(dir.path());
+    let list = dir.path().join("shared.opml");
+    std::fs::write(
+        &list,
+        r#"<?xml version="1.0"?>
+<opml version="2.0"><head><title>shared</title></head><body>
+<outline text="Admin" xmlUrl="http://localhost:8080/admin/feed"/>
+<outline text="Metadata" xmlUrl="http://169.254.169.254/latest/meta-data/"/>
+<outline text="Router" xmlUrl="http://[::ffff:192.168.1.1]/rss"/>
+<outline text="Lab news" xmlUrl="https://lab-news.example.com/feed.xml"/>
+</body></opml>"#,
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .arg("import-opml")
+        .arg(&list)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("4 added"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 3, "{stderr}");
+    for (name, why) in [
+        ("admin", "localhost is a local name"),
+        ("metadata", "169.254.169.254 is a link-local address"),
+        ("router", "::ffff:192.168.1.1 is a private address"),
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(&format!("source {name:?}")) && w.contains(why)),
+            "no warning of {name} ({why}): {stderr}"
+        );
+    }
+    assert!(!stderr.contains("lab-news"), "{stderr}");
+}
+
 /// (URL, tags) of each feed in an OPML list.
 fn feeds_of(list: &str) -> Vec<(String, Vec<String>)> {
     opml::parse(list)
