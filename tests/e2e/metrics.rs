@@ -362,6 +362,8 @@ async fn fetch_time_leaves_out_the_wait_for_the_hosts_turn() {
     let config = feedmux::config::parse(std::path::Path::new("feedmux.toml"), &text)
         .unwrap_or_else(|e| panic!("{e}"));
     let fetcher = feedmux::fetch::Fetcher::new(&config.poll).unwrap();
+    // As the daemon does: the configured source (on 127.0.0.1) may be fetched.
+    fetcher.set_address_policy(feedmux::fetch::address::AddressPolicy::for_config(&config));
     let url = config.sources[0].url.clone();
     let none = feedmux::fetch::Validators::default();
     let (first, _) = fetcher.fetch_timed(&url, &none).await;
