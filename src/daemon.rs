@@ -821,7 +821,7 @@ pub const REOPEN_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs
 
 /// The wait of a source whose poll the store failed, before it tries again: it doubles with
 /// each such poll in a row, up to [`STORE_RETRY_MAX_DELAY`], and ends at once when the store
-/// comes back ([`wait_for_store`]). While the store stays closed a try fails before fetching,
+/// comes back (`wait_for_store`). While the store stays closed a try fails before fetching,
 /// so the source's server is not asked again and again.
 pub const STORE_RETRY_FIRST_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest wait of a source for a failing store.
