@@ -14,7 +14,7 @@
 //! start, pauses pruning by age too (`AgePause`). Neither is a fault: `/readyz` stays 200.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -63,6 +63,9 @@ pub enum DaemonError {
     StoreStuck(std::path::PathBuf),
 }
 
+/// A poll the store failed ([`PollError::is_store_failure`]), not the source.
+struct StoreFailed;
+
 /// The parts every task shares.
 struct Shared {
     config: Arc<RwLock<Arc<Config>>>,
@@ -76,6 +79,9 @@ struct Shared {
     reopen: tokio::sync::Notify,
     /// Told by [`recover_store`] when only a restart can bring the store back.
     store_stuck: tokio::sync::Notify,
+    /// Counts the store coming back: reopened by [`recover_store`], or a write succeeding
+    /// after failures. Sources waiting for the store ([`wait_for_store`]) watch it.
+    store_back: watch::Sender<u64>,
     /// Set while a [`Health::checkpoint_if_due`](crate::store::Health::checkpoint_if_due) runs.
     checkpointing: Arc<AtomicBool>,
     /// The clock everything is dated by, its jumps, and how it compares with the servers'.
@@ -161,14 +167,40 @@ impl Shared {
     }
 
     /// Polls one source, counts the result, re-renders its feeds if anything changed, and
-    /// answers when the source is next due (`None`: not again, the feed is gone).
-    async fn poll(&self, source: &SourceConfig) -> Option<DateTime<Utc>> {
-        let next = self.poll_and_plan(source).await;
-        self.publisher.set_next_poll(&source.name, next);
-        next
+    /// answers when the source is next due (`None`: not again, the feed is gone), or, when
+    /// the store failed, that it waits for the store ([`wait_for_store`]; `store_waits`
+    /// counts the source's polls failed by the store in a row).
+    async fn poll(&self, source: &SourceConfig, store_waits: &AtomicU32) -> schedule::Next {
+        // Subscribed before the poll: a reopen while it runs ends the wait at once.
+        let store_back = self.store_back.subscribe();
+        match self.poll_and_plan(source).await {
+            Ok(next) => {
+                store_waits.store(0, Ordering::Relaxed);
+                self.publisher.set_next_poll(&source.name, next);
+                schedule::Next::At(next)
+            }
+            Err(StoreFailed) => {
+                let waits = store_waits
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_add(1);
+                let delay = store_retry_delay(waits);
+                let retry = self.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                self.publisher.set_next_poll(&source.name, Some(retry));
+                tracing::debug!(
+                    source = %source.name,
+                    delay_ms = delay.as_millis() as u64,
+                    "waiting for the store before polling again (not backed off: the store failed, not the source)"
+                );
+                schedule::Next::Retry(Box::pin(wait_for_store(store_back, delay)))
+            }
+        }
     }
 
-    async fn poll_and_plan(&self, source: &SourceConfig) -> Option<DateTime<Utc>> {
+    /// [`Shared::poll`]'s work: when the source is next due, or [`StoreFailed`].
+    async fn poll_and_plan(
+        &self,
+        source: &SourceConfig,
+    ) -> Result<Option<DateTime<Utc>>, StoreFailed> {
         let config = self.config();
         let filters = self.filters();
         let result = self
@@ -185,30 +217,35 @@ impl Shared {
             }
             Err(e) => {
                 self.metrics.poll(&source.name, PollResult::Error);
-                if let PollError::Store(e) = &e {
-                    self.store_failed(e);
+                if let PollError::Store(store_error) = &e {
+                    self.store_failed(store_error);
+                }
+                if e.is_store_failure() {
+                    return Err(StoreFailed);
                 }
             }
         }
         let state = match self.pipeline.store.source_state(&source.name) {
             Ok(state) => state,
+            Err(e) if e.needs_reopen() => {
+                error!(source = %source.name, error = %e, "cannot read the source's state");
+                return Err(StoreFailed);
+            }
             Err(e) => {
                 error!(source = %source.name, error = %e, "cannot read the source's state");
-                return Some(
+                return Ok(Some(
                     self.now()
                         + chrono::Duration::from_std(config.poll.backoff_base).unwrap_or_default(),
-                );
+                ));
             }
         };
         let now = self.now();
         if state.hold(source.url.as_str(), now) == Some(Hold::Gone) {
-            return None;
+            return Ok(None);
         }
-        Some(
-            state
-                .next_poll
-                .unwrap_or_else(|| schedule::next_slot(&source.schedule, now).unwrap_or(now)),
-        )
+        Ok(Some(state.next_poll.unwrap_or_else(|| {
+            schedule::next_slot(&source.schedule, now).unwrap_or(now)
+        })))
     }
 
     /// Records a failed write to the store and, when only reopening the store clears the
@@ -241,6 +278,7 @@ impl Shared {
             m.poll_recovered(source);
         }
         if let Some(fault) = m.store_succeeded() {
+            self.store_back.send_modify(|n| *n = n.wrapping_add(1));
             info!(
                 source,
                 since = %fault.since,
@@ -467,6 +505,7 @@ pub async fn run_with_clock(
         reload_failure: Arc::new(RwLock::new(None)),
         reopen: tokio::sync::Notify::new(),
         store_stuck: tokio::sync::Notify::new(),
+        store_back: watch::channel(0).0,
         checkpointing: Arc::new(AtomicBool::new(false)),
         clock: Arc::new(ClockWatch::new(clock)),
         clock_wrong: AtomicBool::new(false),
@@ -775,10 +814,41 @@ async fn drop_aged_text_index(shared: &Shared, config: &Config, now: DateTime<Ut
 }
 
 /// The wait before the first attempt to reopen a failing store; it doubles with each attempt
-/// until a write succeeds, up to [`REOPEN_MAX_DELAY`].
+/// until a write succeeds, up to [`REOPEN_MAX_DELAY`]: 1, 2, 4, then every 5 s. An attempt
+/// costs a 2 MiB probe file, and space freed is noticed within seconds.
 pub const REOPEN_FIRST_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest wait between two attempts to reopen a failing store.
-pub const REOPEN_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
+pub const REOPEN_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The wait of a source whose poll the store failed, before it tries again: it doubles with
+/// each such poll in a row, up to [`STORE_RETRY_MAX_DELAY`], and ends at once when the store
+/// comes back (`wait_for_store`). While the store stays closed a try fails before fetching,
+/// so the source's server is not asked again and again.
+pub const STORE_RETRY_FIRST_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait of a source for a failing store.
+pub const STORE_RETRY_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The wait before a source's try `waits` (1 for the first) after the store failed its poll.
+fn store_retry_delay(waits: u32) -> std::time::Duration {
+    STORE_RETRY_FIRST_DELAY
+        .saturating_mul(1 << waits.saturating_sub(1).min(16))
+        .min(STORE_RETRY_MAX_DELAY)
+}
+
+/// Waits `delay`, or less: until the store comes back (reopened, or a write succeeded; see
+/// `Shared::store_back`) after `store_back` was subscribed.
+async fn wait_for_store(mut store_back: watch::Receiver<u64>, delay: std::time::Duration) {
+    let back = async {
+        if store_back.changed().await.is_err() {
+            // The daemon is stopping: only the delay is left.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = back => {}
+    }
+}
 
 /// Reopens refused by the failed database's lock (the disk having room) before the daemon
 /// gives up and exits for a restart.
@@ -796,8 +866,9 @@ fn reopen_delay(attempt: u32) -> std::time::Duration {
 /// place (every handle sees the new database) and renders every output feed again from it, so
 /// that items the failed poll did write are shown. The next write tells whether that worked:
 /// [`Shared::count`] logs `store recovered` and clears the fault; another failure wakes this
-/// task again, with a longer wait. Meanwhile polls fail with the store's error and readers get
-/// the feeds rendered before. Runs until `stop`.
+/// task again, with a longer wait. Meanwhile sources wait for the store ([`wait_for_store`],
+/// which a reopen ends) instead of being backed off, and readers get the feeds rendered
+/// before. Runs until `stop`.
 async fn recover_store(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     // Failed writes counted when the store was last reopened: a wake-up from a failure before
     // that reopen is stale.
@@ -838,6 +909,8 @@ async fn recover_store(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match reopened {
             Ok(Ok(())) => {
                 failed_at_reopen = shared.metrics.store_fault().map(|f| f.failed_writes);
+                // Sources waiting for the store poll now: their writes show whether it is back.
+                shared.store_back.send_modify(|n| *n = n.wrapping_add(1));
                 info!(
                     attempt,
                     "store reopened; the next poll's write shows whether it recovered"
@@ -1091,10 +1164,11 @@ impl Scheduler {
             let first = first_poll(&polled, &state, shared.now());
             shared.publisher.set_next_poll(&polled.name, first);
             let clock = shared.clock.clock().clone();
+            let store_waits = Arc::new(AtomicU32::new(0));
             schedule::run_source(schedule, clock, first, limit, stop_rx, || {
-                let shared = shared.clone();
-                let source = polled.clone();
-                async move { shared.poll(&source).await }
+                let (shared, source, store_waits) =
+                    (shared.clone(), polled.clone(), store_waits.clone());
+                async move { shared.poll(&source, &store_waits).await }
             })
             .await;
         });

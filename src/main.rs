@@ -203,10 +203,20 @@ fn load_config(arg: &ConfigArg) -> Result<Config, ExitCode> {
     })
 }
 
+/// Starts logging at `level` (`RUST_LOG` wins). sled's own log lines (errors and warnings
+/// feedmux reports in its own words, such as every failed write on a full disk) are left out
+/// unless the filter names `sled` (`RUST_LOG=info,sled=warn`).
 fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+    let asked = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| tracing_subscriber::EnvFilter::try_new(v).is_ok())
+        .unwrap_or_else(|| level.to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&asked)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = match "sled=off".parse() {
+        Ok(quiet) if !asked.contains("sled") => filter.add_directive(quiet),
+        _ => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -75,6 +75,12 @@ pub struct Metrics {
     pub feed_not_modified: AtomicU64,
     /// Output feed responses by HTTP status code.
     feed_responses: Mutex<BTreeMap<u16, u64>>,
+    /// Searches and pages of output feeds served from the publisher's cache of them.
+    pub feed_views_hit: AtomicU64,
+    /// Searches and pages of output feeds not in that cache (rendered, or refused).
+    pub feed_views_miss: AtomicU64,
+    /// Searches and pages refused (503) because too many were being rendered.
+    pub searches_refused: AtomicU64,
     /// The last write to the store failed (cleared by the next poll that writes).
     pub store_failing: AtomicBool,
     /// What is known of the store's failure while it lasts, for the status page.
@@ -289,6 +295,21 @@ impl Metrics {
             "counter",
             "Output feed responses by HTTP status code (each response counted once).",
             &responses,
+        );
+        family(
+            "feedmux_feed_views_total",
+            "counter",
+            "Searches and pages of output feeds (?q=, ?limit=, ?before=), by whether they were served from the cache of rendered views.",
+            &[
+                ("{cache=\"hit\"}".into(), get(&self.feed_views_hit)),
+                ("{cache=\"miss\"}".into(), get(&self.feed_views_miss)),
+            ],
+        );
+        family(
+            "feedmux_searches_refused_total",
+            "counter",
+            "Searches and pages of output feeds answered 503: too many were being rendered for the 10 s the request waited.",
+            &[(String::new(), get(&self.searches_refused))],
         );
         family(
             "feedmux_feed_requests_total",

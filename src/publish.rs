@@ -4,8 +4,10 @@
 //! group, the group's first item shown and the other sources listed), renders the three
 //! formats with every piece of HTML passed through ammonia, compresses them, and swaps them in.
 //! The `ETag` is a hash of the bytes, and `Last-Modified` moves only when the bytes change, so
-//! re-rendering unchanged content costs readers nothing. Requests read the cached bytes and
-//! never render. This module does not fetch and does not write the store.
+//! re-rendering unchanged content costs readers nothing. Requests for a whole feed read the
+//! cached bytes and never render; searches and pages are rendered by [`render_view`] and kept
+//! by [`Publisher::view`] in a bounded LRU until their feed is rendered again, at most a few
+//! at once (`cache`). This module does not fetch and does not write the store.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -24,7 +26,11 @@ use crate::model::{Item, ItemId};
 use crate::store::{Store, StoreError};
 use crate::text::html_to_text;
 
+mod cache;
 mod html;
+
+pub use cache::{Busy, Generation, SearchSlots, ViewCache, ViewKey};
+pub use cache::{SEARCHES_AT_ONCE, SEARCH_WAIT, VIEW_CACHE_BYTES, VIEW_CACHE_ENTRIES};
 
 const GENERATOR: &str = "feedmux";
 const HOMEPAGE: &str = env!("CARGO_PKG_HOMEPAGE");
@@ -130,9 +136,23 @@ pub struct Rendered {
 impl Rendered {
     /// Hashes `body`; an on-demand document is compressed at once (it is served at once).
     pub fn new(body: Vec<u8>, effort: Effort) -> Rendered {
+        let doc = Rendered::uncompressed(body, effort);
+        if effort == Effort::OnDemand {
+            doc.compress();
+        }
+        doc
+    }
+
+    /// A document served to one request only (the status page): compressed, quickly, only
+    /// in the coding that request takes ([`Rendered::encoded`]).
+    pub fn for_one_request(body: Vec<u8>) -> Rendered {
+        Rendered::uncompressed(body, Effort::OnDemand)
+    }
+
+    fn uncompressed(body: Vec<u8>, effort: Effort) -> Rendered {
         let digest = Sha256::digest(&body);
         let hash: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        let doc = Rendered {
+        Rendered {
             body: Bytes::from(body),
             gzip: std::sync::OnceLock::new(),
             brotli: std::sync::OnceLock::new(),
@@ -141,15 +161,17 @@ impl Rendered {
             etag_gzip: format!("\"{hash}-gzip\""),
             etag_brotli: format!("\"{hash}-br\""),
             last_modified: None,
-        };
-        if effort == Effort::OnDemand {
-            doc.compress();
         }
-        doc
     }
 
     /// Makes the gzip and brotli forms, unless they are made already.
     pub fn compress(&self) {
+        self.compress_to(Coding::Gzip);
+        self.compress_to(Coding::Brotli);
+    }
+
+    /// Makes the form in `coding`, unless it is made already.
+    fn compress_to(&self, coding: Coding) {
         // Brotli quality 11 takes most of a second on 128 KiB (measured: 0.77 s, against
         // 0.07 s for 512 KiB at quality 9, which compressed feed XML as well): 9 it is.
         let (gzip_level, brotli_quality) = match self.effort {
@@ -157,31 +179,28 @@ impl Rendered {
             Effort::OnDemand => (flate2::Compression::fast(), 4),
         };
         let body = &self.body;
-        self.gzip.get_or_init(|| {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), gzip_level);
-            let gzip = encoder
-                .write_all(body)
-                .and_then(|()| encoder.finish())
-                .unwrap_or_default();
-            Bytes::from(gzip)
-        });
-        self.brotli.get_or_init(|| {
-            let mut brotli = Vec::new();
-            // A window as large as the body compresses as well as any larger one, and the
-            // encoder's memory grows with the window.
-            let lgwin = (body.len().max(1) as u64)
-                .next_power_of_two()
-                .trailing_zeros()
-                .clamp(16, 22);
-            let mut writer =
-                brotli::CompressorWriter::new(&mut brotli, 4096, brotli_quality, lgwin);
-            let written = writer.write_all(body).and_then(|()| writer.flush());
-            drop(writer);
-            if written.is_err() {
-                brotli.clear();
+        match coding {
+            Coding::Identity => {}
+            Coding::Gzip => {
+                self.gzip.get_or_init(|| to_gzip(body, gzip_level));
             }
-            Bytes::from(brotli)
-        });
+            Coding::Brotli => {
+                self.brotli.get_or_init(|| to_brotli(body, brotli_quality));
+            }
+        }
+    }
+
+    /// The bytes in `coding`, compressed now if they are not yet; identity's when that
+    /// coding cannot be produced.
+    pub fn encoded(&self, coding: Coding) -> (&Bytes, Coding) {
+        self.compress_to(coding);
+        self.bytes_of(coding)
+    }
+
+    /// Bytes held: the body and its compressed forms made so far.
+    pub fn size(&self) -> usize {
+        let made = |form: &std::sync::OnceLock<Bytes>| form.get().map_or(0, Bytes::len);
+        self.body.len() + made(&self.gzip) + made(&self.brotli)
     }
 
     /// The bytes in `coding`; identity's when that coding could not be produced or is not
@@ -218,6 +237,34 @@ impl Rendered {
         let tag = tag.trim().trim_start_matches("W/");
         tag == "*" || tag == self.etag || tag == self.etag_gzip || tag == self.etag_brotli
     }
+}
+
+/// `body` gzipped at `level`; empty if that failed.
+fn to_gzip(body: &[u8], level: flate2::Compression) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), level);
+    let gzip = encoder
+        .write_all(body)
+        .and_then(|()| encoder.finish())
+        .unwrap_or_default();
+    Bytes::from(gzip)
+}
+
+/// `body` in brotli at `quality`; empty if that failed.
+fn to_brotli(body: &[u8], quality: u32) -> Bytes {
+    let mut brotli = Vec::new();
+    // A window as large as the body compresses as well as any larger one, and the
+    // encoder's memory grows with the window.
+    let lgwin = (body.len().max(1) as u64)
+        .next_power_of_two()
+        .trailing_zeros()
+        .clamp(16, 22);
+    let mut writer = brotli::CompressorWriter::new(&mut brotli, 4096, quality, lgwin);
+    let written = writer.write_all(body).and_then(|()| writer.flush());
+    drop(writer);
+    if written.is_err() {
+        brotli.clear();
+    }
+    Bytes::from(brotli)
 }
 
 /// The three renderings of one output feed.
@@ -299,10 +346,15 @@ pub fn modified_after(before: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Date
     }
 }
 
-/// The in-memory cache of rendered output feeds, and when each source is next polled.
+/// The in-memory cache of rendered output feeds and of searches and pages, and when each
+/// source is next polled.
 #[derive(Debug, Default)]
 pub struct Publisher {
     outputs: RwLock<HashMap<String, Arc<RenderedFeed>>>,
+    /// Searches and pages rendered for requests, dropped when their feed is rendered again.
+    views: ViewCache,
+    /// How many searches and pages may be rendered at once.
+    searches: SearchSlots,
     next_polls: RwLock<HashMap<String, DateTime<Utc>>>,
     /// One per feed: see [`Publisher::render_when_free`].
     gates: Mutex<HashMap<String, Arc<RenderGate>>>,
@@ -459,6 +511,9 @@ impl Publisher {
             rendered.compress();
         }
         let rendered = Arc::new(rendered);
+        // Searches and pages rendered before may miss the items this rendering shows: they
+        // go first, so that no reader sees the new feed and then an older search of it.
+        self.views.invalidate(feed);
         self.outputs
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -504,13 +559,51 @@ impl Publisher {
         Ok(())
     }
 
-    /// Drops the cached feeds that left `config`.
+    /// Drops the cached feeds that left `config`, with their searches and pages.
     fn drop_feeds_not_in(&self, config: &Config) {
         let keep: HashSet<&str> = config.feeds.iter().map(|f| f.name.as_str()).collect();
-        self.outputs
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|name, _| keep.contains(name.as_str()));
+        let mut outputs = self.outputs.write().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<String> = outputs
+            .keys()
+            .filter(|name| !keep.contains(name.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            outputs.remove(&name);
+            self.views.invalidate(&name);
+        }
+    }
+
+    /// A search or page already rendered, if it is kept.
+    pub fn cached_view(&self, feed: &str, view: &View, format: Format) -> Option<Arc<Rendered>> {
+        self.views.get(&ViewKey::new(feed, format, view))
+    }
+
+    /// The slots searches and pages are rendered in ([`Publisher::view`]).
+    pub fn search_slots(&self) -> &SearchSlots {
+        &self.searches
+    }
+
+    /// `view` of `feed` in `format`: from the cache, or rendered now ([`render_view`]) and
+    /// kept unless the feed was rendered again meanwhile. Call it holding a slot of
+    /// [`Publisher::search_slots`].
+    pub fn view(
+        &self,
+        store: &Store,
+        config: &Config,
+        feed: &str,
+        view: &View,
+        format: Format,
+    ) -> Result<Arc<Rendered>, PublishError> {
+        let key = ViewKey::new(feed, format, view);
+        // Another request may have rendered it while this one waited for its slot.
+        if let Some(doc) = self.views.get(&key) {
+            return Ok(doc);
+        }
+        let generation = self.views.generation(feed);
+        let doc = Arc::new(render_view(store, config, feed, view, format)?);
+        self.views.insert(key, doc.clone(), generation);
+        Ok(doc)
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! fetch -> parse (and normalise) -> dedup -> filter (feed memberships) -> store. A failure at
 //! any stage is recorded on the source's state and returned; it never changes or deletes the
-//! source's stored items, and it never affects another source.
+//! source's stored items, and it never affects another source. A failure of the store itself
+//! ([`PollError::is_store_failure`]: a full disk) is returned without touching the source's
+//! state: it is not the source's fault, and the source is not backed off for it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +36,15 @@ pub enum PollError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl PollError {
+    /// Whether the store failed (a write's I/O error such as a full disk, or the store closed
+    /// after one): not the source's fault, so the source is neither marked failing nor backed
+    /// off; its state stays as it was and the poll is tried again once the store recovers.
+    pub fn is_store_failure(&self) -> bool {
+        matches!(self, PollError::Store(e) if e.needs_reopen())
+    }
 }
 
 /// What a successful poll did.
@@ -245,6 +256,15 @@ impl Pipeline {
                 merged = r.merged,
                 "polled"
             ),
+            Err(e) if e.is_store_failure() => {
+                let error = redact::text(&e.to_string()).into_owned();
+                warn!(
+                    url = %url,
+                    elapsed_ms,
+                    error,
+                    "poll failed: the store failed, not the source (polled again once the store recovers)"
+                );
+            }
             Err(e) => {
                 let error = redact::text(&e.to_string()).into_owned();
                 warn!(url = %url, elapsed_ms, error, "poll failed");

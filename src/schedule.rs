@@ -11,7 +11,9 @@
 //! sources on the same schedule do not fire in the same second), take a permit from the global
 //! concurrency limit, poll, repeat. A source whose slot passed while feedmux was not running (or
 //! that was never polled) is due at once. The scheduler knows nothing about HTTP, parsing or the
-//! store: it calls the poll function it is given, which answers when the source is next due.
+//! store: it calls the poll function it is given, which answers when the source is next due,
+//! or ([`Next::Retry`]) that it could not poll for a reason not the source's and when to try
+//! again (at once when that comes, no backoff, no jitter).
 //!
 //! Times of day come from the daemon's [`Clock`]; waits are slept on tokio's monotonic clock,
 //! so a jump of the wall clock during a wait changes nothing, and [`wait_until`] reads a due
@@ -167,10 +169,26 @@ pub fn wait_until(
     wait.to_std().unwrap_or(Duration::ZERO)
 }
 
+/// What a poll answers: when to poll the source again.
+pub enum Next {
+    /// When the source is next due (jitter is added); `None`: never (e.g. the feed is gone).
+    At(Option<DateTime<Utc>>),
+    /// Poll again as soon as this resolves, without jitter: the poll could not be done for a
+    /// reason that is not the source's (the caller's store failing), and the future resolves
+    /// when trying again is worth it. The loop holds no permit while it waits.
+    Retry(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
+impl From<Option<DateTime<Utc>>> for Next {
+    fn from(due: Option<DateTime<Utc>>) -> Next {
+        Next::At(due)
+    }
+}
+
 /// Polls one source until `stop` turns true. The first poll is at `first`; `poll` runs with a
-/// permit of `limit` held and answers when the source is next due (`None`: never, e.g. the
-/// feed is gone). `clock` is the one `first` and the answers of `poll` are read on.
-pub async fn run_source<F, Fut>(
+/// permit of `limit` held and answers when the source is next due ([`Next`]; `None`: never,
+/// e.g. the feed is gone). `clock` is the one `first` and the answers of `poll` are read on.
+pub async fn run_source<F, Fut, N>(
     schedule: Schedule,
     clock: Arc<dyn Clock>,
     first: Option<DateTime<Utc>>,
@@ -179,7 +197,8 @@ pub async fn run_source<F, Fut>(
     poll: F,
 ) where
     F: Fn() -> Fut,
-    Fut: Future<Output = Option<DateTime<Utc>>>,
+    Fut: Future<Output = N>,
+    N: Into<Next>,
 {
     let Some(mut due) = first else {
         let _ = stop.wait_for(|s| *s).await;
@@ -188,33 +207,42 @@ pub async fn run_source<F, Fut>(
     // When `due` was computed, on both clocks (the poll reads the time when it starts).
     let mut computed = (clock.now(), tokio::time::Instant::now());
     let mut first = true;
+    let mut retry = None;
     loop {
-        let now = clock.now();
-        let mut wait = wait_until(due, computed, (now, tokio::time::Instant::now()));
-        if !first || wait > Duration::ZERO {
-            wait += jitter(&schedule, now);
+        if let Some(retry) = retry.take() {
+            tokio::select! {
+                () = retry => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
         } else {
-            // First polls at start-up are spread out too, but by less.
-            wait += jitter(&schedule, now) / 10;
-        }
-        first = false;
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            let now = clock.now();
+            let mut wait = wait_until(due, computed, (now, tokio::time::Instant::now()));
+            if !first || wait > Duration::ZERO {
+                wait += jitter(&schedule, now);
+            } else {
+                // First polls at start-up are spread out too, but by less.
+                wait += jitter(&schedule, now) / 10;
+            }
+            first = false;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
         }
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.wait_for(|s| *s) => return,
         };
         computed = (clock.now(), tokio::time::Instant::now());
-        let next = poll().await;
+        let next = poll().await.into();
         drop(permit);
         if *stop.borrow() {
             return;
         }
         match next {
-            Some(next) => due = next,
-            None => {
+            Next::At(Some(next)) => due = next,
+            Next::Retry(when) => retry = Some(when),
+            Next::At(None) => {
                 let _ = stop.wait_for(|s| *s).await;
                 return;
             }
@@ -390,6 +418,45 @@ mod loop_tests {
         assert_eq!(polls.load(Ordering::SeqCst), 3);
         stop_tx.send(true).unwrap();
         task.await.unwrap();
+    }
+
+    /// A poll that answers `Retry` (the daemon's store failing) is polled again as soon as
+    /// the retry resolves, not at its next slot an hour later, and without jitter.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_polls_again_when_it_resolves_not_at_the_next_slot() {
+        let polls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop_tx, stop) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let seen = polls.clone();
+        let task = tokio::spawn(run_source(
+            hourly(),
+            crate::clock::system(),
+            Some(Utc::now()),
+            Arc::new(Semaphore::new(1)),
+            stop,
+            move || {
+                let seen = seen.clone();
+                async move {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(started.elapsed());
+                    if seen.len() < 3 {
+                        Next::Retry(Box::pin(tokio::time::sleep(Duration::from_secs(2))))
+                    } else {
+                        Next::At(Some(Utc::now() + chrono::Duration::hours(1)))
+                    }
+                }
+            },
+        ));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        let polls = polls.lock().unwrap();
+        assert_eq!(polls.len(), 3, "{polls:?}");
+        // The first poll is due now (a jitter of up to a tenth of 30 s at start-up).
+        let first = polls[0];
+        assert!(first <= Duration::from_secs(3), "{polls:?}");
+        assert_eq!(polls[1] - first, Duration::from_secs(2), "{polls:?}");
+        assert_eq!(polls[2] - first, Duration::from_secs(4), "{polls:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,6 +11,10 @@
 //! - only GET and HEAD are answered (anything else: 405 with `Allow`), and a request carrying
 //!   a body is refused (413): the server is read-only.
 //!
+//! Every response, whichever route or refusal made it, gets its security headers here
+//! ([`security_headers`]): `X-Content-Type-Options: nosniff` always, and on HTML a
+//! `Content-Security-Policy` that allows no script.
+//!
 //! This module owns the connection loop and these limits; the routes are in `server`. hyper
 //! is used here and nowhere else; axum only here and in `server`.
 
@@ -71,7 +75,9 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let app = app.layer(axum::middleware::from_fn(read_only));
+    let app = app
+        .layer(axum::middleware::from_fn(read_only))
+        .layer(axum::middleware::from_fn(security_headers));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -172,4 +178,36 @@ async fn read_only(request: Request, next: Next) -> Response {
         return response;
     }
     next.run(request).await
+}
+
+/// What an HTML page of feedmux may use: its inline style and inline SVG, nothing else.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// What the browser view of a feed (`/feeds/…`) may use: its inline style, and its entries'
+/// images and media over the web.
+pub const FEED_VIEW_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src http: https:; media-src http: https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Adds `X-Content-Type-Options: nosniff` to every response, and to every HTML one a
+/// `Content-Security-Policy` ([`FEED_VIEW_CSP`] under `/feeds/`, else [`PAGE_CSP`]). The one
+/// place these headers are set: it wraps every route, the fallback and the refusals.
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let feed_view = request.uri().path().starts_with("/feeds/");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    let html = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    if html {
+        let policy = if feed_view { FEED_VIEW_CSP } else { PAGE_CSP };
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            header::HeaderValue::from_static(policy),
+        );
+    }
+    response
 }

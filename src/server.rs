@@ -4,8 +4,11 @@
 //! (brotli, gzip, none), 304 for matching validators, `max-age` until the feed's next poll,
 //! and the HTML view for a browser asking for `.atom` or `.rss` (`Accept`). Searches and pages
 //! (`?q=`, `?limit=`, `?before=`) are the one thing rendered per request, by
-//! `publish::render_view` on a blocking thread. The status page (built by `status`, off the
-//! async threads) and OPML read the config and the source states. A source's URL leaves only
+//! `Publisher::view` on a blocking thread: from its cache when the same view was rendered
+//! since the feed last changed, else in one of its few slots (a request that waits 10 s for
+//! one gets 503 with `Retry-After`). The status page (built by `status`, off the
+//! async threads, a page of sources at a time and compressed like the feeds) and OPML read
+//! the config and the source states. A source's URL leaves only
 //! as `[server] show_source_urls` says, redacted or not at all (`redact::Urls`), and so do
 //! the URLs in its errors. Nothing here fetches or parses feeds, and no route changes
 //! anything. axum is used here and nowhere else.
@@ -117,11 +120,28 @@ async fn feed_response(
         };
         return serve_document(&state, &headers, doc, format.content_type(), &cache_control);
     }
-    // A search or a page: rendered for this request (the store is read off the async threads).
-    let store = state.store.clone();
-    let feed_name = name.to_owned();
+    // A search or a page: from the cache of them, else rendered in one of a few slots (the
+    // store is read off the async threads).
+    let publisher = state.publisher.clone();
+    if let Some(doc) = publisher.cached_view(name, &view, format) {
+        Metrics::add(&state.metrics.feed_views_hit, 1);
+        return serve_document(
+            &state,
+            &headers,
+            &doc,
+            format.content_type(),
+            &cache_control,
+        );
+    }
+    Metrics::add(&state.metrics.feed_views_miss, 1);
+    let Ok(slot) = publisher.search_slots().take().await else {
+        Metrics::add(&state.metrics.searches_refused, 1);
+        return too_busy();
+    };
+    let (store, feed_name) = (state.store.clone(), name.to_owned());
     let rendered = tokio::task::spawn_blocking(move || {
-        publish::render_view(&store, &config, &feed_name, &view, format)
+        let _slot = slot;
+        publisher.view(&store, &config, &feed_name, &view, format)
     })
     .await;
     match rendered {
@@ -142,6 +162,19 @@ async fn feed_response(
             (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
         }
     }
+}
+
+/// Seconds a refused search is told to wait (`Retry-After`).
+const SEARCH_RETRY_AFTER: &str = "60";
+
+/// 503 for a search or page that found no slot to be rendered in.
+fn too_busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, SEARCH_RETRY_AFTER)],
+        "too many searches at once: try again in a minute\n",
+    )
+        .into_response()
 }
 
 /// The view a feed URL's query string asks for: `q` (a search), `limit` (1 or more, capped
@@ -197,19 +230,6 @@ fn serve_document(
         return (StatusCode::NOT_MODIFIED, response_headers).into_response();
     }
     insert(&mut response_headers, header::CONTENT_TYPE, content_type);
-    if content_type.starts_with("text/html") {
-        // The view has no script and loads only its entries' images and media.
-        insert(
-            &mut response_headers,
-            header::CONTENT_SECURITY_POLICY,
-            HTML_VIEW_CSP,
-        );
-        insert(
-            &mut response_headers,
-            header::X_CONTENT_TYPE_OPTIONS,
-            "nosniff",
-        );
-    }
     if let Some(token) = coding.token() {
         insert(&mut response_headers, header::CONTENT_ENCODING, token);
     }
@@ -274,9 +294,6 @@ fn weighted(headers: &HeaderMap, name: header::HeaderName) -> Vec<(String, f32)>
         })
         .collect()
 }
-
-/// What the HTML view may load: its inline style, and images and media over the web.
-const HTML_VIEW_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src http: https:; media-src http: https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Media types a feed reader may ask for.
 const FEED_TYPES: [&str; 7] = [
@@ -492,7 +509,16 @@ async fn api_items(
     }
 }
 
-async fn status_page(State(state): State<AppState>) -> Response {
+/// A page of the status page (`/?page=N`, from 1), compressed as the request prefers.
+async fn status_page(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let number = match page_number(query.as_deref().unwrap_or_default()) {
+        Ok(n) => n,
+        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+    };
     let config = state.config();
     let failure = state
         .reload_failure
@@ -504,30 +530,35 @@ async fn status_page(State(state): State<AppState>) -> Response {
     let clock_jump = state.clock.last_jump(crate::daemon::CLOCK_JUMP_SHOWN);
     let clock_skew = state.clock.skew();
     let now = state.clock.clock().now();
+    let coding = preferred_coding(&headers);
     let page = tokio::task::spawn_blocking(move || {
-        status::page(
-            &config,
-            &store,
-            &publisher,
-            status::Faults {
-                reload_failure: failure.as_ref(),
-                store_fault: store_fault.as_ref(),
-                clock_jump: clock_jump.as_ref(),
-                clock_skew: clock_skew.as_ref(),
-            },
-            now,
-        )
+        let faults = status::Faults {
+            reload_failure: failure.as_ref(),
+            store_fault: store_fault.as_ref(),
+            clock_jump: clock_jump.as_ref(),
+            clock_skew: clock_skew.as_ref(),
+        };
+        let html = status::page(&config, &store, &publisher, faults, now, number)?;
+        let doc = Rendered::for_one_request(html.into_bytes());
+        let (body, coding) = doc.encoded(coding);
+        Ok::<_, crate::store::StoreError>((body.clone(), coding))
     })
     .await;
     match page {
-        Ok(Ok(html)) => (
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            html,
-        )
-            .into_response(),
+        Ok(Ok((body, coding))) => {
+            let mut response_headers = HeaderMap::new();
+            insert(
+                &mut response_headers,
+                header::CONTENT_TYPE,
+                "text/html; charset=utf-8",
+            );
+            insert(&mut response_headers, header::CACHE_CONTROL, "no-cache");
+            insert(&mut response_headers, header::VARY, "Accept-Encoding");
+            if let Some(token) = coding.token() {
+                insert(&mut response_headers, header::CONTENT_ENCODING, token);
+            }
+            (response_headers, body).into_response()
+        }
         Ok(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot read the store: {e}\n"),
@@ -539,6 +570,25 @@ async fn status_page(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The status page's `page` parameter: a whole number from 1, 1 when absent. Other
+/// parameters are ignored.
+fn page_number(query: &str) -> Result<usize, String> {
+    let mut number = 1;
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if key == "page" {
+            number = match value.parse::<usize>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(format!(
+                        "page must be a whole number from 1 (got {value:?})\n"
+                    ))
+                }
+            };
+        }
+    }
+    Ok(number)
 }
 
 async fn opml(State(state): State<AppState>) -> Response {
@@ -591,6 +641,26 @@ mod tests {
         assert_eq!(coding_for("deflate"), Coding::Identity);
         assert_eq!(coding_for("GZIP ; Q=0.9, identity;q=0.5"), Coding::Gzip);
         assert_eq!(coding_for("br;q=0.3, identity;q=0.9"), Coding::Identity);
+    }
+
+    #[test]
+    fn a_refused_search_is_told_to_come_back_in_a_minute() {
+        let response = too_busy();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "60");
+    }
+
+    #[test]
+    fn the_status_page_number_is_a_whole_number_from_one() {
+        assert_eq!(page_number(""), Ok(1));
+        assert_eq!(page_number("page=3&x=y"), Ok(3));
+        for bad in ["page=0", "page=x", "page=-1", "page=", "page=1.5"] {
+            let message = page_number(bad).unwrap_err();
+            assert!(
+                message.starts_with("page must be a whole number"),
+                "{bad}: {message}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The status page at `/`: one self-contained HTML document (inline CSS and SVG, no script,
 //! nothing fetched from elsewhere) showing every output feed with its subscribe links and
-//! autodiscovery tags, every source with its state, polls, last error and a 30-day chart of
-//! its items, a refused config reload, a failing store and a recent jump of the clock if there
-//! are.
+//! autodiscovery tags, the sources [`SOURCES_PER_PAGE`] to a page (`/?page=N`, failing ones
+//! first) each with its state, polls, last error and a 30-day chart of its items, a refused
+//! config reload, a failing store and a recent jump of the clock if there are.
 //!
 //! It reads the config, the store's source states and `by_source` index, and the publisher's
 //! cache; it changes nothing and renders no feed. Every text that comes from a config, a feed
@@ -53,6 +53,7 @@ svg.chart{display:block}svg.chart rect{fill:var(--bar)}svg.chart rect.zero{fill:
 .alert.notice{border-color:var(--off)}
 .alert p{margin:0 0 6px}.alert ul{margin:0;padding-left:20px;color:var(--bad);font-family:ui-monospace,monospace;font-size:13px}
 footer{margin-top:28px;color:var(--muted);font-size:13px}
+nav.pages{margin:8px 0;color:var(--muted);font-size:14px}nav.pages a{margin-left:10px}
 ";
 
 /// The media type of a format, without parameters, for `type` attributes.
@@ -201,21 +202,123 @@ pub struct Faults<'a> {
     pub clock_skew: Option<&'a ClockSkew>,
 }
 
-/// The whole status page.
+/// Sources listed on one page of the status page.
+pub const SOURCES_PER_PAGE: usize = 100;
+
+/// A source as the status page lists it.
+struct Listed<'a> {
+    source: &'a SourceConfig,
+    state: SourceState,
+}
+
+impl Listed<'_> {
+    fn failing(&self) -> bool {
+        self.source.enabled && self.state.status == SourceStatus::Failing
+    }
+}
+
+/// Page `number` (from 1) of the status page: the summary, faults and output feeds, then
+/// [`SOURCES_PER_PAGE`] sources, failing ones first (else in config order), with links to
+/// the pages before and after. A page past the last lists no source and says where they are.
 pub fn page(
     config: &Config,
     store: &Store,
     publisher: &Publisher,
     faults: Faults<'_>,
     now: DateTime<Utc>,
+    number: usize,
 ) -> Result<String, StoreError> {
-    let Faults {
-        reload_failure,
-        store_fault,
-        clock_jump,
-        clock_skew,
-    } = faults;
-    let mut html = String::with_capacity(16 * 1024);
+    let tolerate = faults.store_fault.is_some();
+    let mut listed = Vec::with_capacity(config.sources.len());
+    for source in &config.sources {
+        let state = tolerant(store.source_state(&source.name), tolerate)?;
+        listed.push(Listed { source, state });
+    }
+    // Failing sources first, so that page 1 shows every problem (the sort is stable).
+    listed.sort_by_key(|l| !l.failing());
+    let day_ago = now - Duration::hours(24);
+    let mut last_day = 0;
+    for l in &listed {
+        last_day += tolerant(store.source_item_times(&l.source.name, day_ago), tolerate)?.len();
+    }
+    let mut html = String::with_capacity(64 * 1024);
+    head(&mut html, config);
+    let _ = write!(
+        html,
+        "<header><h1>feedmux</h1><p>status at {} · version {}</p></header>\n<ul class=\"summary\"><li><b>{}</b>sources</li><li><b>{}</b>failing</li><li><b>{}</b>output feeds</li><li><b>{last_day}</b>items in the last 24 h</li><li><b>{}</b>items stored</li></ul>\n",
+        now.format("%Y-%m-%d %H:%M:%S UTC"),
+        env!("CARGO_PKG_VERSION"),
+        listed.len(),
+        listed.iter().filter(|l| l.failing()).count(),
+        config.feeds.len(),
+        store.item_count()
+    );
+    alerts(&mut html, config, faults);
+    feeds_table(&mut html, config, publisher);
+    let first = number.saturating_sub(1).saturating_mul(SOURCES_PER_PAGE);
+    let shown = listed.get(first..).unwrap_or_default();
+    let shown = &shown[..shown.len().min(SOURCES_PER_PAGE)];
+    let pager = pager(number, listed.len());
+    html.push_str("<h2>Sources</h2>\n");
+    html.push_str(&pager);
+    sources_table(&mut html, config, store, shown, now, tolerate)?;
+    html.push_str(&pager);
+    html.push_str("<footer>Also: <a href=\"/opml\">OPML of the sources</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/api/sources\">sources as JSON</a> · <a href=\"/healthz\">health</a></footer>\n</main></body></html>\n");
+    Ok(html)
+}
+
+/// A store read's value; its default when the store is failing (it may be closed while it
+/// is reopened, and the page still says why).
+fn tolerant<T: Default>(read: Result<T, StoreError>, tolerate: bool) -> Result<T, StoreError> {
+    match read {
+        Err(_) if tolerate => Ok(T::default()),
+        read => read,
+    }
+}
+
+/// Pages needed for `sources` sources (at least one).
+pub fn pages_for(sources: usize) -> usize {
+    sources.div_ceil(SOURCES_PER_PAGE).max(1)
+}
+
+/// Where page `number` stands among the pages of `total` sources, with links to its
+/// neighbours (relative, so that the page works under any prefix a proxy adds).
+fn pager(number: usize, total: usize) -> String {
+    let pages = pages_for(total);
+    let link =
+        |n: usize, rel: &str, text: &str| format!("<a href=\"?page={n}\" rel=\"{rel}\">{text}</a>");
+    let mut nav = String::from("<nav class=\"pages\">");
+    let first = number.saturating_sub(1).saturating_mul(SOURCES_PER_PAGE);
+    if total == 0 {
+        nav.push_str("<span>no sources</span>");
+    } else if first >= total {
+        let _ = write!(
+            nav,
+            "<span>no sources on page {number}: there are {total}, on pages 1-{pages}</span> {}",
+            link(pages, "prev", "last page")
+        );
+    } else {
+        let last = (first + SOURCES_PER_PAGE).min(total);
+        let _ = write!(
+            nav,
+            "<span>sources {}-{last} of {total} (page {number} of {pages})</span>",
+            first + 1
+        );
+        if number > 1 {
+            nav.push(' ');
+            nav.push_str(&link(number - 1, "prev", "← previous"));
+        }
+        if number < pages {
+            nav.push(' ');
+            nav.push_str(&link(number + 1, "next", "next →"));
+        }
+    }
+    nav.push_str("</nav>\n");
+    nav
+}
+
+/// The document's head: title, autodiscovery of every output feed, the style.
+fn head(html: &mut String, config: &Config) {
     html.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>feedmux status</title>\n");
     for feed in &config.feeds {
         for format in Format::ALL {
@@ -229,40 +332,16 @@ pub fn page(
         }
     }
     let _ = write!(html, "<style>{STYLE}</style>\n</head><body><main>\n");
+}
 
-    let mut states = Vec::with_capacity(config.sources.len());
-    for source in &config.sources {
-        let since = now - Duration::days(CHART_DAYS as i64 - 1) - Duration::hours(24);
-        let read = store
-            .source_state(&source.name)
-            .and_then(|state| Ok((state, store.source_item_times(&source.name, since)?)));
-        let (state, times) = match read {
-            Ok(read) => read,
-            // A failing store may be closed while it is reopened: the page still says why.
-            Err(_) if store_fault.is_some() => (SourceState::default(), Vec::new()),
-            Err(e) => return Err(e),
-        };
-        states.push((source, state, times));
-    }
-    let failing = states
-        .iter()
-        .filter(|(s, st, _)| s.enabled && st.status == SourceStatus::Failing)
-        .count();
-    let day_ago = now - Duration::hours(24);
-    let last_day: usize = states
-        .iter()
-        .map(|(_, _, times)| times.iter().filter(|t| **t >= day_ago).count())
-        .sum();
-    let _ = write!(
-        html,
-        "<header><h1>feedmux</h1><p>status at {} · version {}</p></header>\n<ul class=\"summary\"><li><b>{}</b>sources</li><li><b>{failing}</b>failing</li><li><b>{}</b>output feeds</li><li><b>{last_day}</b>items in the last 24 h</li><li><b>{}</b>items stored</li></ul>\n",
-        now.format("%Y-%m-%d %H:%M:%S UTC"),
-        env!("CARGO_PKG_VERSION"),
-        config.sources.len(),
-        config.feeds.len(),
-        store.item_count()
-    );
-
+/// What is wrong or unusual: a failing store, a jump or skew of the clock, a refused reload.
+fn alerts(html: &mut String, config: &Config, faults: Faults<'_>) {
+    let Faults {
+        reload_failure,
+        store_fault,
+        clock_jump,
+        clock_skew,
+    } = faults;
     if let Some(fault) = store_fault {
         let _ = writeln!(
             html,
@@ -312,7 +391,10 @@ pub fn page(
         }
         html.push_str("</ul></section>\n");
     }
+}
 
+/// Every output feed with its entries and subscribe links.
+fn feeds_table(html: &mut String, config: &Config, publisher: &Publisher) {
     html.push_str("<h2>Output feeds</h2>\n<table id=\"feeds\"><thead><tr><th>feed</th><th>title</th><th class=\"num\">entries</th><th>subscribe</th></tr></thead><tbody>\n");
     for feed in &config.feeds {
         let entries = publisher
@@ -340,9 +422,22 @@ pub fn page(
         );
     }
     html.push_str("</tbody></table>\n");
+}
 
-    html.push_str("<h2>Sources</h2>\n<table id=\"sources\"><thead><tr><th>source</th><th>state</th><th>last poll</th><th>next poll</th><th class=\"num\">24 h</th><th class=\"num\">stored</th><th>last 30 days</th><th>last error</th></tr></thead><tbody>\n");
-    for (source, state, times) in &states {
+/// The sources of one page, each with its state, polls, counts, chart and last error.
+fn sources_table(
+    html: &mut String,
+    config: &Config,
+    store: &Store,
+    shown: &[Listed<'_>],
+    now: DateTime<Utc>,
+    tolerate: bool,
+) -> Result<(), StoreError> {
+    let since = now - Duration::days(CHART_DAYS as i64 - 1) - Duration::hours(24);
+    let day_ago = now - Duration::hours(24);
+    html.push_str("<table id=\"sources\"><thead><tr><th>source</th><th>state</th><th>last poll</th><th>next poll</th><th class=\"num\">24 h</th><th class=\"num\">stored</th><th>last 30 days</th><th>last error</th></tr></thead><tbody>\n");
+    for Listed { source, state } in shown {
+        let times = tolerant(store.source_item_times(&source.name, since), tolerate)?;
         let (health, class) = state_of(source, state);
         let title = source.title.clone().or_else(|| state.title.clone());
         // The feed's URL in its public form (never its password or token), or none.
@@ -365,13 +460,12 @@ pub fn page(
             when(state.last_poll, now),
             when(next_poll(source, state, now), now),
             state.item_count,
-            chart(&source.name, &per_day(times, now)),
+            chart(&source.name, &per_day(&times, now)),
             esc(&state.note(source.url.as_str(), config.server.source_urls))
         );
     }
     html.push_str("</tbody></table>\n");
-    html.push_str("<footer>Also: <a href=\"/opml\">OPML of the sources</a> · <a href=\"/metrics\">metrics</a> · <a href=\"/api/sources\">sources as JSON</a> · <a href=\"/healthz\">health</a></footer>\n</main></body></html>\n");
-    Ok(html)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -34,6 +34,10 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("the store at {path} is closed after a write error; feedmux is reopening it")]
     Closed { path: PathBuf },
+    /// The store's files cannot be read as a store (sled refused or panicked on them, or they
+    /// hold nothing at all): only the operator can fix that.
+    #[error("the store at {path} is damaged: {reason}; restore it from a backup, or move the directory away to start an empty store (every source is polled again)")]
+    Damaged { path: PathBuf, reason: String },
     #[error("corrupt record in the store ({what}): {message}")]
     Corrupt { what: &'static str, message: String },
 }

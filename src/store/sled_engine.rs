@@ -165,8 +165,16 @@ pub(super) struct SledEngine {
 impl SledEngine {
     /// Opens (or creates) the database at `path` with a cache of `cache_bytes`, kept when it is
     /// reopened. A database another handle is still releasing (sled finishes background work
-    /// after a drop) is waited for, briefly.
+    /// after a drop) is waited for, briefly. Files that cannot be read as a store, or that
+    /// hold nothing although the store was used, are [`StoreError::Damaged`], never a panic.
     pub(super) fn open(path: &Path, cache_bytes: u64) -> Result<SledEngine, StoreError> {
+        damaged_when_unreadable(path, || SledEngine::open_unguarded(path, cache_bytes))
+    }
+
+    fn open_unguarded(path: &Path, cache_bytes: u64) -> Result<SledEngine, StoreError> {
+        // sled opens a store whose log was emptied as a new, empty one: whether files were
+        // there before tells the two apart (see `check_schema`).
+        let used_before = path.join("conf").exists() || path.join("db").exists();
         let trees = open_trees_waiting(path, cache_bytes)?;
         let store = SledEngine {
             trees: RwLock::new(Some(Arc::new(trees))),
@@ -178,7 +186,7 @@ impl SledEngine {
             last_flush: Mutex::new(std::time::Instant::now()),
             flush_error: Arc::new(Mutex::new(None)),
         };
-        store.check_schema()?;
+        store.check_schema(used_before)?;
         // The LSH bands of earlier versions, replaced by key terms.
         store.trees()?.db.drop_tree("bands")?;
         if let Some(bytes) = store.trees()?.meta.get(TERM_STATS_KEY)? {
@@ -203,7 +211,9 @@ impl SledEngine {
             })
     }
 
-    fn check_schema(&self) -> Result<(), StoreError> {
+    /// Checks the schema version, writing this one into a new store; `used_before`: the
+    /// store's files were there before it was opened.
+    fn check_schema(&self, used_before: bool) -> Result<(), StoreError> {
         match self.trees()?.meta.get(SCHEMA_KEY)? {
             Some(v) => {
                 let found: u32 = std::str::from_utf8(&v)
@@ -221,14 +231,24 @@ impl SledEngine {
                 }
             }
             None => {
-                // A new store (or one older than the version key) starts at this version.
                 let trees = self.trees()?;
+                // A new store writes its version at once (flushed), so a store in use always
+                // has one: files without it nor any item or source are what is left of a
+                // store whose log was emptied or cut short, which sled reads as empty.
+                if used_before && trees.items.is_empty() && trees.sources.is_empty() {
+                    return Err(StoreError::Damaged {
+                        path: self.path.clone(),
+                        reason: "its files hold no data, not even the schema version every store has (its log was emptied or cut short)".to_owned(),
+                    });
+                }
+                // A new store (or one older than the version key) starts at this version.
                 trees
                     .meta
                     .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())?;
                 if trees.items.is_empty() {
                     trees.meta.insert(ITEM_FORMAT_KEY, &[2])?;
                 }
+                trees.flush()?;
             }
         }
         // A version-1 store is marked version 2 at once, before any compressed record is
@@ -334,8 +354,44 @@ fn open_trees_waiting(path: &Path, cache_bytes: u64) -> Result<Trees, StoreError
     }
 }
 
-/// Opens the sled database at `path` and its trees.
+/// Opens the sled database at `path` and its trees. sled panics on some damaged files (and
+/// on others answers an error): both are [`StoreError::Damaged`], and sled's panic message
+/// goes to the debug log, not to stderr (see `quietly`).
 fn open_trees(path: &Path, cache_bytes: u64) -> Result<Trees, StoreError> {
+    damaged_when_unreadable(path, || open_trees_unguarded(path, cache_bytes))
+}
+
+/// Runs `open`, something that reads the store's files, `quietly`: a panic, a corruption sled
+/// found or a record that cannot be decoded become [`StoreError::Damaged`].
+fn damaged_when_unreadable<T>(
+    path: &Path,
+    open: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let damaged = |reason: String| StoreError::Damaged {
+        path: path.to_owned(),
+        reason,
+    };
+    match quietly(open) {
+        Ok(Err(StoreError::Sled(
+            e @ (sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)),
+        ))) => {
+            tracing::debug!(error = %e, "sled refused the store's files");
+            Err(damaged(format!("sled cannot read its files ({e})")))
+        }
+        Ok(Err(StoreError::Corrupt { what, message })) => {
+            Err(damaged(format!("its {what} is unreadable ({message})")))
+        }
+        Ok(result) => result,
+        Err(panic) => {
+            tracing::debug!(panic = %panic, "sled panicked reading the store's files");
+            Err(damaged(
+                "sled cannot read its files (it gave up reading them)".to_owned(),
+            ))
+        }
+    }
+}
+
+fn open_trees_unguarded(path: &Path, cache_bytes: u64) -> Result<Trees, StoreError> {
     let db = sled::Config::new()
         .path(path)
         .cache_capacity(cache_bytes)
@@ -378,7 +434,43 @@ fn open_trees(path: &Path, cache_bytes: u64) -> Result<Trees, StoreError> {
     })
 }
 
+std::thread_local! {
+    /// Set while this thread runs `quietly`: its panics are caught there, not printed.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic inside it into `Err` with the panic's message; the panic is not
+/// printed (a panic hook, installed once, stays silent for the thread while it runs `f`, and
+/// passes every other panic to the hook it replaced).
+fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned())
+    })
+}
+
 fn open_error(path: &Path, e: sled::Error) -> StoreError {
+    if matches!(
+        e,
+        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
+    ) {
+        return StoreError::Sled(e);
+    }
     let message = e.to_string();
     if message.contains("lock")
         || message.contains("WouldBlock")

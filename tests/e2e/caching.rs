@@ -275,3 +275,84 @@ async fn max_age_lasts_until_the_next_poll_of_the_feeds_sources() {
     assert_eq!(age("off").await, 3600);
     served.stop().await;
 }
+
+/// The value of the metric series `series` (name and labels) at `/metrics`.
+async fn metric(served: &Served, series: &str) -> u64 {
+    let text = reqwest::get(served.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// A repeated search is served from the cache of rendered views (the same bytes, counted as a
+/// hit) until the feed changes; then the search is rendered again and finds the new item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_search_is_served_from_the_cache_until_the_feed_changes() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/t.xml",
+        &[("content-type", "application/rss+xml")],
+        rss(&["Rust one", "Go two"]),
+    );
+    let dir = tempdir();
+    // Polled every second: unchanged polls must not drop the cached search.
+    let served = Served::start(
+        dir.path(),
+        &format!("[[source]]\nname = \"t\"\nurl = \"{}\"\nschedule = \"* * * * * *\"\n\n[[feed]]\nname = \"all\"\n", upstream.url("/t.xml")),
+    )
+    .await;
+    served.wait_for("all", 2).await;
+    let http = client();
+    let url = served.url("/feeds/all.json?q=rust");
+    let hits = r#"feedmux_feed_views_total{cache="hit"}"#;
+    let misses = r#"feedmux_feed_views_total{cache="miss"}"#;
+
+    let first = get(&http, &url, &[]).await;
+    assert_eq!(first.status(), 200);
+    let first = first.bytes().await.unwrap();
+    let titles: Vec<String> = crate::read_back(&first)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(titles, ["Rust one"]);
+    assert_eq!(
+        (metric(&served, hits).await, metric(&served, misses).await),
+        (0, 1)
+    );
+    let polls_before = upstream.requests("/t.xml").len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        upstream.requests("/t.xml").len() > polls_before,
+        "polled again, unchanged"
+    );
+    for n in 1..=3 {
+        let again = get(&http, &url, &[]).await.bytes().await.unwrap();
+        assert_eq!(again, first, "the same search, the same bytes");
+        assert_eq!(metric(&served, hits).await, n, "served from the cache");
+    }
+    assert_eq!(metric(&served, misses).await, 1);
+
+    upstream.put(
+        "/t.xml",
+        &[("content-type", "application/rss+xml")],
+        rss(&["Rust one", "Go two", "Rust three"]),
+    );
+    served.wait_for("all", 3).await;
+    let after = get(&http, &url, &[]).await.bytes().await.unwrap();
+    let titles: Vec<String> = crate::read_back(&after)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(titles, ["Rust three", "Rust one"], "the new item is found");
+    assert_eq!(
+        metric(&served, misses).await,
+        2,
+        "rendered again after the change"
+    );
+    served.stop().await;
+}

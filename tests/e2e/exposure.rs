@@ -313,3 +313,106 @@ async fn half_sent_requests_are_cut_off_by_the_header_timeout() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// The paths `server::router` routes, read from its source: a route added there without
+/// sample requests in [`requests_for`] fails the test below.
+fn routes() -> Vec<String> {
+    let source = include_str!("../../src/server.rs");
+    let route = regex::Regex::new(r#"\.route\(\s*"([^"]+)""#).unwrap();
+    route
+        .captures_iter(source)
+        .map(|c| c[1].to_owned())
+        .collect()
+}
+
+/// Requests (path and extra header lines) for `route`: its answers, errors and 304s.
+fn requests_for(route: &str) -> Vec<(String, &'static str)> {
+    let plain = |paths: &[&str]| -> Vec<(String, &'static str)> {
+        paths.iter().map(|p| (p.to_string(), "")).collect()
+    };
+    match route {
+        "/" => plain(&["/", "/?page=1", "/?page=99", "/?page=0", "/?page=x"]),
+        "/feeds/{file}" => {
+            let mut requests = plain(&[
+                "/feeds/all.atom",
+                "/feeds/all.rss",
+                "/feeds/all.json",
+                "/feeds/all.html",
+                "/feeds/all.json?q=one",
+                "/feeds/all.html?q=one&limit=5",
+                "/feeds/all.atom?limit=0",
+                "/feeds/none.atom",
+                "/feeds/all.txt",
+            ]);
+            requests.push(("/feeds/all.atom".into(), "Accept: text/html\r\n"));
+            requests.push(("/feeds/all.html".into(), "If-None-Match: *\r\n"));
+            requests.push(("/feeds/all.json".into(), "Accept-Encoding: br\r\n"));
+            requests
+        }
+        "/api/items" => plain(&["/api/items?source=s", "/api/items?source=x", "/api/items"]),
+        "/healthz" | "/readyz" | "/metrics" | "/opml" | "/api/sources" => plain(&[route]),
+        other => panic!("route {other} has no sample requests in this test"),
+    }
+}
+
+/// Every route the server has, its errors and refusals included, answers with `nosniff`, and
+/// every HTML answer with a Content-Security-Policy that allows no script.
+#[tokio::test]
+async fn every_answer_says_nosniff_and_every_page_forbids_scripts() {
+    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    let routes = routes();
+    assert!(routes.len() >= 8, "routes read from server.rs: {routes:?}");
+    let mut requests: Vec<(String, String)> = routes
+        .iter()
+        .flat_map(|r| requests_for(r))
+        .map(|(path, headers)| {
+            (
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"),
+                path,
+            )
+        })
+        .collect();
+    for (request, what) in [
+        ("GET /no/such/path HTTP/1.1\r\n", "an unknown path"),
+        ("POST / HTTP/1.1\r\n", "a refused method"),
+        ("GET / HTTP/1.1\r\nContent-Length: 3\r\n", "a request body"),
+    ] {
+        requests.push((
+            format!("{request}Host: x\r\nConnection: close\r\n\r\nabc"),
+            what.to_owned(),
+        ));
+    }
+    let (mut statuses, mut pages) = (std::collections::BTreeSet::new(), 0);
+    for (request, what) in &requests {
+        let answer = raw(&addr, request.as_bytes()).await;
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        statuses.insert(status(&answer).to_owned());
+        assert!(
+            head.contains("\r\nx-content-type-options: nosniff"),
+            "{what}: no nosniff:\n{head}"
+        );
+        if head.contains("\r\ncontent-type: text/html") {
+            pages += 1;
+            let csp = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-security-policy: "))
+                .unwrap_or_else(|| panic!("{what}: an HTML page without a CSP:\n{head}"));
+            assert!(csp.contains("default-src 'none'"), "{what}: {csp}");
+            for loose in ["script-src", "unsafe-eval", "*"] {
+                assert!(!csp.contains(loose), "{what}: {loose} in {csp}");
+            }
+        }
+    }
+    assert!(pages >= 4, "HTML pages seen: {pages}");
+    for expected in ["200", "304", "400", "404", "405", "413"] {
+        assert!(
+            statuses.contains(expected),
+            "no {expected} among {statuses:?}"
+        );
+    }
+    let _ = control.send(Control::Shutdown).await;
+}

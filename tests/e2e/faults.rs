@@ -553,7 +553,7 @@ async fn a_store_turned_read_only_under_the_daemon_recovers_once_remounted() {
 
 /// A full disk recovers once space returns, without a restart: while it lasts `/readyz`
 /// answers 503 naming the store, the status page shows the fault and readers keep the 5
-/// entries; then the daemon reopens its store by itself (1 s doubling to 30 s) and the other
+/// entries; then the daemon reopens its store by itself (1, 2, 4, then every 5 s) and the other
 /// 195 arrive, the 5 kept and no entry shown twice, `store recovered` is logged and `/readyz`
 /// answers 200 again. (Before the vendored sled's fix the failed database could keep its lock
 /// and the daemon had to exit for a restart; it must not now.)
@@ -597,6 +597,95 @@ async fn a_full_disk_recovers_without_restart() {
     assert!(!log.contains("cannot be released"), "{log}");
     let page = http.get(format!("{base}/")).send().await.unwrap();
     assert!(!page.text().await.unwrap().contains("id=\"store-error\""));
+    daemon.kill();
+}
+
+/// Fills the filesystem at `at` with a file of zeros (`filler`) until a write fails: the disk
+/// is full while it stays.
+fn fill_disk(at: &Path) -> PathBuf {
+    use std::io::Write;
+    let filler = at.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    // The last bytes a chunk did not fit in.
+    while file.write_all(&[0u8; 512]).is_ok() {}
+    filler
+}
+
+/// A full disk is the store's fault, not the source's. With `backoff_base = "10m"`: the poll
+/// fails naming the full disk, the source is not asked again while the disk stays full, and
+/// once space returns the daemon reopens the store within seconds (1, 2, 4, then every 5 s)
+/// and the source, which waited for the store instead of backing off, is polled at once: its
+/// new entries are stored and served, and its state shows no failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_does_not_back_the_source_off_and_polling_resumes_once_space_returns() {
+    let dir = tempdir();
+    let http = http();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "16m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and mount permission)");
+        return;
+    };
+    let (mut daemon, upstream) = serving_five(dir.path(), &disk.0.join("store"), &http).await;
+    let base = daemon.base();
+    // The same daemon, backing failing sources off for 10 minutes.
+    let config = dir.path().join("feedmux.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let slow = "backoff_base = \"10m\"\nbackoff_max = \"1h\"";
+    let text = text.replace("backoff_base = \"1s\"\nbackoff_max = \"2s\"", slow);
+    assert!(text.contains(slow), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let port = daemon.port;
+    daemon.kill();
+    let mut daemon = RealDaemon::start(dir.path(), port);
+    daemon.wait_ready(&http, Duration::from_secs(30)).await;
+
+    let filler = fill_disk(&disk.0);
+    upstream.put(
+        "/f.xml",
+        &[("content-type", "application/rss+xml")],
+        // 2 MB that does not compress: more than sled's files have room for already.
+        rss("f", 0, 200, 10_000),
+    );
+    let started = Instant::now();
+    let failed = |log: &str| {
+        log.lines()
+            .any(|line| line.contains("poll failed") && line.contains("No space left on device"))
+    };
+    while !failed(&daemon.log_text()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no poll failure naming the full disk:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked_at_failure = upstream.requests("/f.xml").len();
+    // Polled every second by its schedule: ten seconds of a full disk.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let asked_while_full = upstream.requests("/f.xml").len() - asked_at_failure;
+    assert!(
+        asked_while_full <= 1,
+        "the source was asked {asked_while_full} times in 10 s of a full disk:\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(titles(&http, &base).await.unwrap().len(), 5);
+
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    let titles = recovered_without_restart(&mut daemon, &http, 200, Duration::from_secs(60)).await;
+    let polled_after = freed.elapsed();
+    for n in 0..200 {
+        assert!(titles.contains(&format!("f entry {n}")), "missing {n}");
+    }
+    let sources = crate::api_sources(&http, &base).await;
+    let state = &sources[0]["state"];
+    assert_eq!(state["consecutive_failures"], 0, "{state}");
+    assert!(state["last_error"].is_null(), "{state}");
+    println!(
+        "full disk with backoff_base 10m: the source asked {asked_while_full} times in 10 s of it; \
+         its 195 new entries served {polled_after:?} after space returned"
+    );
     daemon.kill();
 }
 

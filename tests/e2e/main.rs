@@ -8,6 +8,7 @@ mod cli;
 mod clock;
 mod crash;
 mod daemon;
+mod damaged;
 mod encodings;
 mod exposure;
 mod faults;

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use feedmux::daemon::{self, Control};
 use tokio::sync::mpsc;
 
+use crate::served::Served;
 use crate::tools::{browser_skipped, chromium_dom};
 use crate::upstream::{Page, Upstream};
 use crate::{config, tempdir};
@@ -161,4 +162,160 @@ async fn the_status_page_shows_sources_feeds_and_charts_in_a_browser() {
 
     control.send(Control::Shutdown).await.unwrap();
     daemon.await.unwrap().unwrap();
+}
+
+/// The names of the sources a status page lists, in order, and how many are failing.
+fn listed(page: &str) -> (Vec<String>, usize) {
+    let names = page
+        .split("<tr data-source=\"")
+        .skip(1)
+        .filter_map(|row| row.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    (names, page.matches("class=\"state failing\"").count())
+}
+
+/// 250 sources, every sixth failing: the status page lists them a hundred a page, the
+/// failing ones first, says where the page stands, links its neighbours, is compressed for a
+/// browser that accepts it, and refuses a page number that is not one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_comes_in_pages_of_a_hundred_failing_sources_first() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/ok.xml",
+        &[("content-type", "application/rss+xml")],
+        "<rss version=\"2.0\"><channel><title>ok</title><link>https://ok.example/</link><description>d</description></channel></rss>",
+    );
+    upstream.put_page("/broken.xml", Page::new(500, &[], "oops"));
+    let failing: Vec<String> = (0..250)
+        .filter(|i| i % 6 == 5)
+        .map(|i| format!("s{i:03}"))
+        .collect();
+    let mut tables = String::new();
+    for i in 0..250 {
+        let name = format!("s{i:03}");
+        let path = if failing.contains(&name) {
+            "/broken.xml"
+        } else {
+            "/ok.xml"
+        };
+        tables.push_str(&format!(
+            "[[source]]\nname = \"{name}\"\nurl = \"{}\"\nschedule = \"0 0 0 1 1 *\"\n\n",
+            upstream.url(&format!("{path}?{name}"))
+        ));
+    }
+    tables.push_str("[[feed]]\nname = \"all\"\n");
+    let dir = tempdir();
+    let served = Served::start(dir.path(), &tables).await;
+    // No decompression by the client: the test looks at the bytes on the wire.
+    let http = reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .build()
+        .unwrap();
+    // Bounded wait for every first poll.
+    for _ in 0..300 {
+        let sources = crate::api_sources(&http, &served.base).await;
+        let polled = sources
+            .iter()
+            .filter(|s| !s["state"]["last_poll"].is_null())
+            .count();
+        if polled == 250 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let get = |page: &str, encoding: &str| {
+        let request = http
+            .get(served.url(&format!("/{page}")))
+            .header("accept-encoding", encoding);
+        async move { request.send().await.unwrap() }
+    };
+
+    let first = get("", "identity").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers().get("content-encoding"), None);
+    let first = first.text().await.unwrap();
+    let (names, failing_shown) = listed(&first);
+    assert_eq!(names.len(), 100, "a hundred sources on page 1");
+    assert_eq!(
+        names[..failing.len()],
+        failing[..],
+        "the failing ones first"
+    );
+    assert_eq!(failing_shown, failing.len());
+    assert_eq!(
+        names[failing.len()],
+        "s000",
+        "then the others in config order"
+    );
+    assert!(first.contains("sources 1-100 of 250"), "{first}");
+    assert!(first.contains("<a href=\"?page=2\" rel=\"next\">"));
+    assert!(!first.contains("rel=\"prev\""), "no page before the first");
+    assert!(
+        first.contains("<b>41</b>failing"),
+        "the summary counts them all"
+    );
+
+    let second = get("?page=2", "identity").await.text().await.unwrap();
+    let (second_names, _) = listed(&second);
+    assert_eq!(second_names.len(), 100);
+    assert!(second.contains("sources 101-200 of 250"));
+    assert!(second.contains("<a href=\"?page=1\" rel=\"prev\">"));
+    assert!(second.contains("<a href=\"?page=3\" rel=\"next\">"));
+    let third = get("?page=3", "identity").await.text().await.unwrap();
+    let (third_names, _) = listed(&third);
+    assert_eq!(third_names.len(), 50, "the last page has the rest");
+    assert!(third.contains("sources 201-250 of 250"));
+    assert!(!third.contains("rel=\"next\""), "no page after the last");
+    let mut every: Vec<String> = [names, second_names, third_names].concat();
+    every.sort();
+    every.dedup();
+    assert_eq!(every.len(), 250, "each source on exactly one page");
+
+    let past = get("?page=4", "identity").await;
+    assert_eq!(past.status(), 200);
+    let past = past.text().await.unwrap();
+    assert_eq!(listed(&past).0.len(), 0);
+    assert!(past.contains("no sources on page 4: there are 250, on pages 1-3"));
+    assert!(past.contains("<a href=\"?page=3\" rel=\"prev\">"));
+
+    for bad in ["?page=0", "?page=x", "?page=-2"] {
+        let r = get(bad, "identity").await;
+        assert_eq!(r.status(), 400, "{bad}");
+        let message = r.text().await.unwrap();
+        assert!(
+            message.contains("page must be a whole number from 1"),
+            "{bad}: {message}"
+        );
+    }
+
+    for (encoding, token) in [("gzip", "gzip"), ("gzip, br", "br")] {
+        let r = get("?page=2", encoding).await;
+        assert_eq!(r.headers()["content-encoding"], token);
+        assert_eq!(r.headers()["vary"], "Accept-Encoding");
+        let compressed = r.bytes().await.unwrap();
+        let mut unpacked = String::new();
+        if token == "br" {
+            std::io::Read::read_to_string(
+                &mut brotli::Decompressor::new(&compressed[..], 4096),
+                &mut unpacked,
+            )
+            .unwrap();
+        } else {
+            std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(&compressed[..]),
+                &mut unpacked,
+            )
+            .unwrap();
+        }
+        assert_eq!(listed(&unpacked).0.len(), 100, "{token}");
+        assert!(
+            compressed.len() * 5 < unpacked.len(),
+            "{token}: {} bytes for {}",
+            compressed.len(),
+            unpacked.len()
+        );
+    }
+    served.stop().await;
 }

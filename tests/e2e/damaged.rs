@@ -1,0 +1,188 @@
+//! A damaged store: the real daemon started on it refuses it in one line of stderr (the
+//! store's path, what is wrong, what to do) and exits non-zero within seconds. It never
+//! panics, hangs, or starts as if the store were new and empty.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::upstream::Upstream;
+use crate::{binary, tempdir};
+
+/// An RSS feed of `n` entries.
+fn rss(n: usize) -> String {
+    let items: String = (0..n)
+        .map(|k| {
+            format!(
+                "<item><guid>d-{k}</guid><title>entry {k}</title><link>https://d.example/{k}</link>\
+                 <description>Entry {k} of a store about to be damaged, {}</description></item>",
+                "with some words to store ".repeat(20)
+            )
+        })
+        .collect();
+    format!("<rss version=\"2.0\"><channel><title>d</title><link>https://d.example/</link><description>d</description>{items}</channel></rss>")
+}
+
+/// Copies the directory `from` to `to` (files and subdirectories).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The files of the store at `store` whose names start with `prefix` (`snap.` for sled's
+/// snapshots).
+fn files_starting(store: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect()
+}
+
+/// Bytes that are no store: the same pattern over and over.
+fn garbage(len: usize) -> Vec<u8> {
+    (0..len).map(|k| (k * 7 + 13) as u8).collect()
+}
+
+/// The ways a store is damaged, each done to a copy of a good store. (A log cut to half, or
+/// garbage written over its second half, is not among them: sled reads such a log up to the
+/// damage and opens what it holds there without a word, which feedmux cannot tell yet.)
+const DAMAGES: &[&str] = &[
+    "log emptied",
+    "garbage over the whole log",
+    "conf deleted and log emptied",
+    "snapshot garbage",
+];
+
+fn damage(store: &Path, how: &str) {
+    let log = store.join("db");
+    let len = std::fs::metadata(&log).unwrap().len();
+    let write_at = |at: u64, bytes: &[u8]| {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+        file.write_all_at(bytes, at).unwrap();
+    };
+    match how {
+        "log emptied" => std::fs::write(&log, b"").unwrap(),
+        "garbage over the whole log" => write_at(0, &garbage(len as usize)),
+        "conf deleted and log emptied" => {
+            std::fs::remove_file(store.join("conf")).unwrap();
+            std::fs::write(&log, b"").unwrap();
+        }
+        "snapshot garbage" => {
+            let mut snapshots = files_starting(store, "snap.");
+            if snapshots.is_empty() {
+                // A store this small has none yet: sled reads the newest it finds.
+                snapshots.push(store.join("snap.00000000000F0000"));
+            }
+            for snapshot in snapshots {
+                let len = std::fs::metadata(&snapshot).map_or(0, |m| m.len()).max(64);
+                std::fs::write(&snapshot, garbage(len as usize)).unwrap();
+            }
+        }
+        other => panic!("no such damage: {other}"),
+    }
+}
+
+/// `feedmux run` on the config in `dir`: its exit status and stderr, or a panic when it has
+/// not exited within `limit` (it hung, or started on the damaged store).
+fn run_until_exit(dir: &Path, limit: Duration) -> (std::process::ExitStatus, String, Duration) {
+    let stderr = dir.join("stderr");
+    let mut child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(dir.join("feedmux.toml"))
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let took = started.elapsed();
+            return (status, std::fs::read_to_string(&stderr).unwrap(), took);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "feedmux still running after {limit:?}:\n{}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A store written by the real binary (`feedmux poll`), damaged in several ways: each time `feedmux run` exits
+/// non-zero within seconds, with one line naming the store's path, saying it is damaged and
+/// what to do, and no panic. The good store still opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_is_refused_in_one_clear_line_never_a_panic() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/d.xml",
+        &[("content-type", "application/rss+xml")],
+        rss(40),
+    );
+    let good = tempdir();
+    let tables = crate::source("d", &upstream.url("/d.xml"));
+    crate::config(good.path(), &tables);
+    let config = good.path().join("feedmux.toml");
+    let polled = tokio::task::spawn_blocking(move || {
+        Command::new(binary())
+            .args(["poll", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(polled.status.success(), "{polled:?}");
+    let good_store = good.path().join("store");
+
+    for how in DAMAGES {
+        let dir = tempdir();
+        crate::config(dir.path(), &tables);
+        let store = dir.path().join("store");
+        copy_dir(&good_store, &store);
+        damage(&store, how);
+        let dir_path = dir.path().to_owned();
+        let (status, stderr, took) =
+            tokio::task::spawn_blocking(move || run_until_exit(&dir_path, Duration::from_secs(20)))
+                .await
+                .unwrap();
+        assert!(!status.success(), "{how}: {status}\n{stderr}");
+        assert!(
+            !stderr.contains("panicked"),
+            "{how}: a panic shown:\n{stderr}"
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("damaged")).collect();
+        assert_eq!(lines.len(), 1, "{how}: not one line saying so:\n{stderr}");
+        let line = lines[0];
+        assert!(
+            line.contains(&store.display().to_string()),
+            "{how}: the path not named: {line}"
+        );
+        assert!(
+            line.contains("restore it from a backup") && line.contains("move the directory away"),
+            "{how}: what to do not said: {line}"
+        );
+        // Nothing was created in its place: the damaged files are as they were left.
+        assert!(!stderr.contains("serving output feeds"), "{how}:\n{stderr}");
+        println!("{how}: refused in {took:?}: {line}");
+    }
+}
