@@ -103,6 +103,7 @@ async fn the_feed_url_answers_browsers_with_the_page_and_readers_with_the_feed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium: run by .ci/run, or cargo test -- --include-ignored"]
 async fn chromium_shows_the_feeds_items() {
     if browser_skipped() {
         return;

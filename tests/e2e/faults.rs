@@ -401,6 +401,7 @@ async fn ready_again(daemon: &RealDaemon, http: &reqwest::Client) {
 /// a restart (what `Restart=on-failure` or an operator does) finds every entry served before,
 /// shown once, and polling brings the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mount (root): run by .ci/run, or cargo test -- --include-ignored"]
 async fn a_full_disk_keeps_serving_and_loses_nothing() {
     for fault in [DiskFault::Full] {
         let dir = tempdir();
@@ -443,6 +444,7 @@ async fn a_full_disk_keeps_serving_and_loses_nothing() {
 /// A store on a read-only filesystem: the daemon says so and exits non-zero (nothing to serve
 /// from, and a supervisor should see it); once writable, it starts with everything it had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mount (root): run by .ci/run, or cargo test -- --include-ignored"]
 async fn a_read_only_store_is_refused_clearly_and_loses_nothing() {
     let dir = tempdir();
     let http = http();
@@ -486,6 +488,7 @@ async fn a_read_only_store_is_refused_clearly_and_loses_nothing() {
 /// it reopens the store by itself and the 5 new entries arrive, with no restart, nothing lost
 /// and nothing shown twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mount (root): run by .ci/run, or cargo test -- --include-ignored"]
 async fn a_store_turned_read_only_under_the_daemon_recovers_once_remounted() {
     let dir = tempdir();
     let http = http();
@@ -558,6 +561,7 @@ async fn a_store_turned_read_only_under_the_daemon_recovers_once_remounted() {
 /// answers 200 again. (Before the vendored sled's fix the failed database could keep its lock
 /// and the daemon had to exit for a restart; it must not now.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mount (root): run by .ci/run, or cargo test -- --include-ignored"]
 async fn a_full_disk_recovers_without_restart() {
     let dir = tempdir();
     let http = http();
@@ -619,6 +623,7 @@ fn fill_disk(at: &Path) -> PathBuf {
 /// and the source, which waited for the store instead of backing off, is polled at once: its
 /// new entries are stored and served, and its state shows no failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs mount (root): run by .ci/run, or cargo test -- --include-ignored"]
 async fn a_full_disk_does_not_back_the_source_off_and_polling_resumes_once_space_returns() {
     let dir = tempdir();
     let http = http();

@@ -689,6 +689,7 @@ async fn one_host_gets_at_most_two_requests_at_once_and_a_gap_between_starts() {
 /// GNU time (Debian package `time`, which .ci/run installs): its child's accounting starts
 /// clean, unlike a child spawned straight from this (large) test process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs GNU time: run by .ci/run, or cargo test -- --include-ignored"]
 async fn the_binary_stays_small_against_a_gzip_bomb_and_an_endless_body() {
     let upstream = Upstream::start().await;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

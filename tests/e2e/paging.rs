@@ -44,6 +44,7 @@ async fn titles_of(url: &str) -> Vec<(String, Option<String>)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs xmllint: run by .ci/run, or cargo test -- --include-ignored"]
 async fn a_reader_walks_back_through_every_story_page_by_page() {
     let upstream = Upstream::start().await;
     // Two sources report the same 12 stories (same links), half an hour apart, so the members

@@ -56,6 +56,7 @@ fn as_set(pairs: &[(&str, &str)]) -> BTreeSet<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs newsboat, python3 with jsonschema and feedparser: run by .ci/run, or cargo test -- --include-ignored"]
 async fn newsboat_subscribes_and_reads_every_item_with_its_title_and_link() {
     let newsboat = require("newsboat", "Debian newsboat");
     let (_upstream, tables, expected) = upstream_with_items().await;
@@ -82,6 +83,7 @@ async fn newsboat_subscribes_and_reads_every_item_with_its_title_and_link() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3 with jsonschema and feedparser: run by .ci/run, or cargo test -- --include-ignored"]
 async fn feedparser_parses_the_atom_and_rss_feeds_without_bozo() {
     let (_upstream, tables, expected) = upstream_with_items().await;
     let dir = tempdir();
