@@ -1,7 +1,7 @@
 //! feedmux: watches many news feeds and serves one clean, deduplicated, filtered feed.
 //!
 //! The modules are the pipeline's stages, in the order data flows through them:
-//! [`fetch`] -> [`parse`] -> [`dedup`] -> [`store`] -> [`publish`] -> [`server`], with
+//! [`fetch`] -> [`parse`] -> [`dedup`] -> [`store`] -> [`publish`] -> [`http`], with
 //! [`filter`] deciding which stored items each output feed shows, [`schedule`] deciding when
 //! each source is polled, and [`refresh`] the one place that runs a source through every stage.
 //! [`daemon`] wires them together and holds the [`clock`] everything is dated by; [`config`]
@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod dedup;
 pub mod fetch;
 pub mod filter;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod opml;
@@ -23,10 +24,7 @@ pub mod redact;
 pub mod refresh;
 pub mod sanitise;
 pub mod schedule;
-pub mod serve;
-pub mod server;
-pub mod service;
-pub mod status;
 pub mod store;
+pub mod systemd;
 pub mod text;
 pub mod watcher;

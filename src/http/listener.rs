@@ -1,4 +1,4 @@
-//! The HTTP listener: accepts connections and serves the [`crate::server`] router on them
+//! The HTTP listener: accepts connections and serves the [`crate::http::routes`] router on them
 //! within fixed limits, so that no client can exhaust the server.
 //!
 //! - at most [`Limits::max_connections`] connections at once (further ones wait in the

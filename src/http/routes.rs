@@ -1,4 +1,4 @@
-//! The HTTP server: read-only routes over what the daemon already has.
+//! The HTTP routes: read-only, over what the daemon already has.
 //!
 //! Output feeds are served from the publisher's cache: the coding `Accept-Encoding` prefers
 //! (brotli, gzip, none), 304 for matching validators, `max-age` until the feed's next poll,
@@ -26,11 +26,11 @@ use chrono::{DateTime, Utc};
 use crate::clock::ClockWatch;
 use crate::config::Config;
 use crate::filter::Query;
+use crate::http::status_page;
 use crate::metrics::Metrics;
 use crate::model::{ReloadFailure, SourceState, SourceStatus};
 use crate::opml;
 use crate::publish::{self, Coding, Cursor, Format, PublishError, Publisher, Rendered, View};
-use crate::status;
 use crate::store::Store;
 
 /// What the routes read.
@@ -532,13 +532,13 @@ async fn status_page(
     let now = state.clock.clock().now();
     let coding = preferred_coding(&headers);
     let page = tokio::task::spawn_blocking(move || {
-        let faults = status::Faults {
+        let faults = status_page::Faults {
             reload_failure: failure.as_ref(),
             store_fault: store_fault.as_ref(),
             clock_jump: clock_jump.as_ref(),
             clock_skew: clock_skew.as_ref(),
         };
-        let html = status::page(&config, &store, &publisher, faults, now, number)?;
+        let html = status_page::page(&config, &store, &publisher, faults, now, number)?;
         let doc = Rendered::for_one_request(html.into_bytes());
         let (body, coding) = doc.encoded(coding);
         Ok::<_, crate::store::StoreError>((body.clone(), coding))

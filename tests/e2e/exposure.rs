@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use feedmux::daemon::{self, Control};
-use feedmux::serve::{self, Limits};
+use feedmux::http::listener::{self, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -283,7 +283,7 @@ async fn half_sent_requests_are_cut_off_by_the_header_timeout() {
         ..Limits::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::serve(listener, app, limits, async {
+    let server = tokio::spawn(listener::serve(listener, app, limits, async {
         let _ = stopped.await;
     }));
     let held = slowloris(&addr, 48).await;
@@ -317,7 +317,7 @@ async fn half_sent_requests_are_cut_off_by_the_header_timeout() {
 /// The paths `server::router` routes, read from its source: a route added there without
 /// sample requests in [`requests_for`] fails the test below.
 fn routes() -> Vec<String> {
-    let source = include_str!("../../src/server.rs");
+    let source = include_str!("../../src/http/routes.rs");
     let route = regex::Regex::new(r#"\.route\(\s*"([^"]+)""#).unwrap();
     route
         .captures_iter(source)

@@ -7,9 +7,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use feedmux::daemon::{self, Control};
+use feedmux::http::routes::{self, AppState};
 use feedmux::metrics::Metrics;
 use feedmux::publish::Publisher;
-use feedmux::server::{self, AppState};
 use feedmux::store::Store;
 use reqwest::header;
 use tokio::sync::mpsc;
@@ -214,7 +214,7 @@ async fn readyz_answers_503_until_ready_and_while_the_store_fails() {
     let store = Store::open(&config.storage.path).unwrap();
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::default());
-    let app = server::router(AppState {
+    let app = routes::router(AppState {
         config: Arc::new(RwLock::new(Arc::new(config))),
         store,
         publisher: Arc::new(Publisher::new()),

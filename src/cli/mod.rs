@@ -1,0 +1,135 @@
+//! The `feedmux` command's parts: one module per group of commands, and what they share
+//! (the config argument, loading the config, the runtime). Commands reach the store through
+//! [`access::StoreAccess`]; errors become messages and exit statuses in `main` only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::ValueEnum;
+
+use feedmux::config::{self, Config};
+use feedmux::publish::Format;
+use feedmux::store::{Store, StoreError};
+
+pub(crate) mod access;
+pub(crate) mod inspect;
+pub(crate) mod logging;
+pub(crate) mod opml;
+pub(crate) mod run;
+
+#[derive(clap::Args)]
+pub(crate) struct ConfigArg {
+    /// The config file [default: $FEEDMUX_CONFIG, else ./config/feedmux.toml, else /etc/feedmux/feedmux.toml]
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum FormatArg {
+    Atom,
+    Rss,
+    Json,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Atom => Format::Atom,
+            FormatArg::Rss => Format::Rss,
+            FormatArg::Json => Format::Json,
+        }
+    }
+}
+
+fn config_path(arg: &ConfigArg) -> PathBuf {
+    arg.config.clone().unwrap_or_else(config::default_path)
+}
+
+/// Loads the config, or prints every problem as `file:line:column: message`.
+pub(crate) fn load_config(arg: &ConfigArg) -> Result<Config, ExitCode> {
+    let path = config_path(arg);
+    config::load(&path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub(crate) fn check(arg: &ConfigArg) -> ExitCode {
+    let path = config_path(arg);
+    match config::load(&path) {
+        Ok(c) => {
+            println!(
+                "{}: ok: {} sources, {} output feeds, listening on {}, store at {}",
+                path.display(),
+                c.sources.len(),
+                c.feeds.len(),
+                c.server.listen,
+                c.storage.path.display()
+            );
+            match &c.dedup.model {
+                Some(model) => println!(
+                    "  dedup.model {} loaded ({} kernel): reports are also matched by meaning at {}",
+                    model.path().display(),
+                    model.kernel(),
+                    c.dedup.meaning_threshold
+                ),
+                None => println!("  no dedup.model: reports are matched by their words and links"),
+            }
+            for feed in &c.feeds {
+                println!(
+                    "  feed {:<12} {} sources, {} include, {} exclude, limit {}",
+                    feed.name,
+                    feed.sources.len(),
+                    feed.include.len() + feed.include_regex.len(),
+                    feed.exclude.len() + feed.exclude_regex.len(),
+                    feed.limit
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes an output feed, as it is served, to stdout.
+pub(crate) fn render(config: &Config, feed: &str, format: FormatArg) -> anyhow::Result<ExitCode> {
+    if config.feed(feed).is_none() {
+        eprintln!("feedmux: unknown feed {feed:?}");
+        return Ok(ExitCode::from(2));
+    }
+    let body = access::StoreAccess::open(config)?.render(config, feed, format.into())?;
+    std::io::Write::write_all(&mut std::io::stdout(), &body).context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rewrites the store into fresh files (the daemon must be stopped).
+pub(crate) fn compact(config: &Config) -> anyhow::Result<()> {
+    let (before, after) = Store::compact(&config.storage.path).map_err(|e| match e {
+        StoreError::Locked { .. } => {
+            anyhow::anyhow!("{e}: stop the daemon first (systemctl stop feedmux)")
+        }
+        other => other.into(),
+    })?;
+    println!(
+        "{}: {} bytes before, {} after",
+        config.storage.path.display(),
+        before,
+        after
+    );
+    Ok(())
+}
