@@ -16,6 +16,7 @@ fn client() -> reqwest::Client {
 
 #[tokio::test]
 async fn a_reader_subscribes_gets_304s_and_gzip_and_the_daemon_stops_cleanly() {
+    let _turn = crate::served::sled_turn().await;
     let upstream = Upstream::start().await;
     upstream.put(
         "/zh.xml",

@@ -14,7 +14,9 @@ use crate::upstream::Upstream;
 use crate::{config, source, tempdir};
 
 /// A daemon in this process with one source and one feed `all`, serving on a free port.
-async fn daemon_with_a_feed() -> (String, mpsc::Sender<Control>, tempfile::TempDir, Upstream) {
+/// The daemon holds its turn at sled (`sled_turn`) until the returned guard drops.
+async fn daemon_with_a_feed() -> (String, mpsc::Sender<Control>, Held, Upstream) {
+    let turn = crate::served::sled_turn().await;
     let upstream = Upstream::start().await;
     upstream.put(
         "/f.xml",
@@ -47,8 +49,11 @@ async fn daemon_with_a_feed() -> (String, mpsc::Sender<Control>, tempfile::TempD
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (addr, control, dir, upstream)
+    (addr, control, (dir, turn), upstream)
 }
+
+/// The store's directory and the test's turn at sled, kept until the test ends.
+type Held = (tempfile::TempDir, tokio::sync::OwnedMutexGuard<()>);
 
 /// Sends `request` as is and reads the answer until the server closes (at most 5 s).
 async fn raw(addr: &str, request: &[u8]) -> String {

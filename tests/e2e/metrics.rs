@@ -68,6 +68,7 @@ fn parse(text: &str) -> HashMap<String, f64> {
 
 #[tokio::test]
 async fn metrics_count_polls_fetches_items_merges_and_304s() {
+    let _turn = crate::served::sled_turn().await;
     let upstream = Upstream::start().await;
     let rss = |items: &str| {
         format!("<rss version=\"2.0\"><channel><title>t</title><link>https://x.example/</link><description>d</description>{items}</channel></rss>")
@@ -240,6 +241,7 @@ async fn readyz_answers_503_until_ready_and_while_the_store_fails() {
 
 #[tokio::test]
 async fn a_broken_feed_is_served_and_its_health_says_what_was_mended() {
+    let _turn = crate::served::sled_turn().await;
     let upstream = Upstream::start().await;
     // A bare `&`, an HTML entity and a cut-off last item; and a well-formed neighbour.
     upstream.put(

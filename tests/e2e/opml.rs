@@ -265,6 +265,7 @@ fn feeds_of(list: &str) -> Vec<(String, Vec<String>)> {
 
 #[tokio::test]
 async fn export_opml_and_get_opml_list_every_source_with_its_tags() {
+    let _turn = crate::served::sled_turn().await;
     let dir = tempdir();
     let path = example_config(dir.path());
     let config = config::load(&path).unwrap();

@@ -45,10 +45,12 @@ struct Running {
     control: mpsc::Sender<Control>,
     task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
     http: reqwest::Client,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Running {
     async fn start(tables: &str) -> Running {
+        let turn = crate::served::sled_turn().await;
         let dir = tempdir();
         let path = dir.path().join("feedmux.toml");
         std::fs::write(&path, config_text(dir.path(), tables)).unwrap();
@@ -63,6 +65,7 @@ impl Running {
             control,
             task,
             http: reqwest::Client::new(),
+            _turn: turn,
         }
     }
 

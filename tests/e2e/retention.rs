@@ -33,6 +33,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[tokio::test]
 async fn old_items_are_pruned_on_schedule_and_not_ingested_again() {
+    let _turn = crate::served::sled_turn().await;
     let fresh = ("fresh", "Fresh one", chrono::Duration::hours(1));
     let old1 = ("old1", "Old one", chrono::Duration::days(5));
     let old2 = ("old2", "Older one", chrono::Duration::days(10));

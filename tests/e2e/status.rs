@@ -33,6 +33,7 @@ fn row<'a>(dom: &'a str, source: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium: run by .ci/run, or cargo test -- --include-ignored"]
 async fn the_status_page_shows_sources_feeds_and_charts_in_a_browser() {
+    let _turn = crate::served::sled_turn().await;
     if browser_skipped() {
         return;
     }

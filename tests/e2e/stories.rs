@@ -442,6 +442,7 @@ async fn an_edited_item_is_matched_by_its_new_text() {
 /// the age, and `feedmux why` says so; the stories already formed stay.
 #[tokio::test]
 async fn reports_older_than_the_index_age_are_matched_by_link_only() {
+    let _turn = crate::served::sled_turn().await;
     let dated = (chrono::Utc::now() - chrono::Duration::days(40)).to_rfc2822();
     let write_sources = |dir: &std::path::Path| {
         std::fs::write(
