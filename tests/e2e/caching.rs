@@ -7,8 +7,8 @@ use std::time::Duration;
 use reqwest::header;
 
 use crate::served::Served;
-use crate::tempdir;
 use crate::upstream::Upstream;
+use crate::{rss_feed, tempdir, RssItem};
 
 fn client() -> reqwest::Client {
     // No automatic decompression: the test looks at the bytes on the wire.
@@ -20,14 +20,16 @@ fn client() -> reqwest::Client {
 }
 
 fn rss(titles: &[&str]) -> String {
-    let mut body = String::from("<rss version=\"2.0\"><channel><title>T</title><link>https://t.example/</link><description>d</description>");
-    for (i, t) in titles.iter().enumerate() {
-        body.push_str(&format!(
-            "<item><guid>{i}</guid><title>{t}</title><link>https://t.example/{i}</link><description>{}</description><pubDate>Wed, 25 Nov 2026 0{i}:00:00 GMT</pubDate></item>",
-            "Some words to compress. ".repeat(40)
-        ));
-    }
-    body + "</channel></rss>"
+    let words = format!(
+        "<description>{}</description>",
+        "Some words to compress. ".repeat(40)
+    );
+    let items = titles.iter().enumerate().map(|(i, t)| {
+        RssItem::new(i, t, format!("https://t.example/{i}"))
+            .with(&words)
+            .dated(&format!("Wed, 25 Nov 2026 0{i}:00:00 GMT"))
+    });
+    rss_feed("T", "https://t.example/", items)
 }
 
 async fn get(

@@ -7,20 +7,22 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::upstream::Upstream;
-use crate::{binary, tempdir};
+use crate::{binary, rss_feed, tempdir, RssItem};
 
 /// An RSS feed of `n` entries.
 fn rss(n: usize) -> String {
-    let items: String = (0..n)
-        .map(|k| {
-            format!(
-                "<item><guid>d-{k}</guid><title>entry {k}</title><link>https://d.example/{k}</link>\
-                 <description>Entry {k} of a store about to be damaged, {}</description></item>",
-                "with some words to store ".repeat(20)
-            )
-        })
-        .collect();
-    format!("<rss version=\"2.0\"><channel><title>d</title><link>https://d.example/</link><description>d</description>{items}</channel></rss>")
+    let words = "with some words to store ".repeat(20);
+    let items = (0..n).map(|k| {
+        RssItem::new(
+            format!("d-{k}"),
+            format!("entry {k}"),
+            format!("https://d.example/{k}"),
+        )
+        .with(&format!(
+            "<description>Entry {k} of a store about to be damaged, {words}</description>"
+        ))
+    });
+    rss_feed("d", "https://d.example/", items)
 }
 
 /// Copies the directory `from` to `to` (files and subdirectories).

@@ -10,15 +10,17 @@ use feedmux::fetch::FetchError;
 use feedmux::refresh::PollError;
 
 use crate::served::Served;
-use crate::{config, poll, source, tempdir, titles};
+use crate::{config, poll, rss_feed, source, tempdir, titles, RssItem};
 
 fn rss(prefix: &str, n: usize) -> String {
-    let items: String = (0..n)
-        .map(|i| {
-            format!("<item><guid>{prefix}-{i}</guid><title>{prefix} item {i}</title><link>https://files.example/{prefix}/{i}</link></item>")
-        })
-        .collect();
-    format!("<rss version=\"2.0\"><channel><title>{prefix}</title><link>https://files.example/</link><description>d</description>{items}</channel></rss>")
+    let items = (0..n).map(|i| {
+        RssItem::new(
+            format!("{prefix}-{i}"),
+            format!("{prefix} item {i}"),
+            format!("https://files.example/{prefix}/{i}"),
+        )
+    });
+    rss_feed(prefix, "https://files.example/", items)
 }
 
 fn file_url(path: &Path) -> String {

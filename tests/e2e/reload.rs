@@ -11,7 +11,7 @@ use feedmux::store::Store;
 use tokio::sync::mpsc;
 
 use crate::upstream::Upstream;
-use crate::{read_back, tempdir};
+use crate::{read_back, rss_feed, tempdir, RssItem};
 
 const EVERY_SECOND: &str = "* * * * * *";
 const YEARLY: &str = "0 0 0 1 1 *";
@@ -29,13 +29,10 @@ fn source(name: &str, url: &str, schedule: &str) -> String {
 }
 
 fn rss(items: &[(&str, &str)]) -> String {
-    let items: String = items
+    let items = items
         .iter()
-        .map(|(guid, title)| {
-            format!("<item><guid>{guid}</guid><title>{title}</title><link>https://x.example/{guid}</link></item>")
-        })
-        .collect();
-    format!("<rss version=\"2.0\"><channel><title>t</title><link>https://x.example/</link><description>d</description>{items}</channel></rss>")
+        .map(|(guid, title)| RssItem::new(guid, title, format!("https://x.example/{guid}")));
+    rss_feed("t", "https://x.example/", items)
 }
 
 /// A daemon running in this process on a config file the test edits.

@@ -11,8 +11,8 @@ use axum::routing::post;
 use axum::Router;
 
 use crate::served::Served;
-use crate::tempdir;
 use crate::upstream::Upstream;
+use crate::{eventually, rss_feed, tempdir, RssItem};
 
 #[derive(Clone, Default)]
 struct Hub {
@@ -65,23 +65,11 @@ async fn receive(State(hub): State<Hub>, headers: HeaderMap, body: String) -> St
 }
 
 fn rss(titles: &[&str]) -> String {
-    let mut body = String::from("<rss version=\"2.0\"><channel><title>T</title><link>https://t.example/</link><description>d</description>");
-    for (i, t) in titles.iter().enumerate() {
-        body.push_str(&format!(
-            "<item><guid>{i}</guid><title>{t}</title><link>https://t.example/{i}</link><pubDate>Wed, 25 Nov 2026 0{i}:00:00 GMT</pubDate></item>"
-        ));
-    }
-    body + "</channel></rss>"
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..100 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within 5 s");
+    let items = titles.iter().enumerate().map(|(i, t)| {
+        RssItem::new(i, t, format!("https://t.example/{i}"))
+            .dated(&format!("Wed, 25 Nov 2026 0{i}:00:00 GMT"))
+    });
+    rss_feed("T", "https://t.example/", items)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
