@@ -147,6 +147,7 @@ pub fn why(
         s.title,
         s.text,
         match s.conflict {
+            Some(Conflict::Numbers) => format!(", refused: {}", Conflict::Numbers),
             Some(conflict) => format!(", halved: {conflict}"),
             None => String::new(),
         },
@@ -160,7 +161,7 @@ pub fn why(
             if m < config.meaning_threshold {
                 ": below"
             } else if s.conflict == Some(Conflict::Numbers) {
-                ": reached, but the titles disagree on a number"
+                ": reached, but the titles disagree on a number or version"
             } else {
                 ": reached, enough on its own"
             }
