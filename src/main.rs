@@ -565,6 +565,7 @@ fn stories(config: &Config, since: std::time::Duration) -> anyhow::Result<()> {
                     match l.kind {
                         feedmux::dedup::MergeKind::Url => "same URL",
                         feedmux::dedup::MergeKind::Text => "similar",
+                        feedmux::dedup::MergeKind::Through => "through",
                     },
                     l.score,
                     l.meaning
