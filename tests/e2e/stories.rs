@@ -1129,3 +1129,44 @@ async fn versions_are_other_stories_and_a_number_in_one_title_is_no_conflict() {
         "{why:#?}"
     );
 }
+
+/// Two reports of one story published further apart than `dedup.window` stay two, and
+/// `feedmux why` says so.
+#[tokio::test]
+async fn reports_further_apart_than_the_window_stay_two_and_why_says_so() {
+    let dir = crate::tempdir();
+    let days_ago = |days: i64| (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc2822();
+    std::fs::write(
+        dir.path().join("a.xml"),
+        feed_dated(&[LAYOFFS], &days_ago(1)),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.xml"),
+        feed_dated(
+            &[(LAYOFFS.0, LAYOFFS.1, "https://b.example/1")],
+            &days_ago(6),
+        ),
+    )
+    .unwrap();
+    write_background_of(dir.path(), &["Loomstack"], 160);
+    let config = crate::config(
+        dir.path(),
+        &format!(
+            "{}{}{}[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n",
+            crate::source("background", "file:bg.xml"),
+            crate::source("a", "file:a.xml"),
+            crate::source("b", "file:b.xml")
+        ),
+    );
+    for name in ["background", "a", "b"] {
+        crate::poll(&config, &[name]).await;
+    }
+    assert_eq!(crate::titles(&config, "ab").len(), 2);
+    let why = why_of(&config, "Loomstack", "a", "b");
+    assert_eq!(
+        why.last().map(String::as_str),
+        Some("verdict: two stories: outside dedup.window (3days)"),
+        "{why:#?}"
+    );
+}
