@@ -64,6 +64,9 @@ pub struct PollReport {
     pub merged_url: usize,
     pub merged_text: usize,
     pub merged_meaning: usize,
+    /// Stories that became one because a new item matched both: feeds of other sources may
+    /// show one entry fewer.
+    pub merged_stories: usize,
     /// What the body needed mending to be read (empty when it was read as it was).
     pub recovered: Vec<String>,
     /// New entries left for later polls (`[poll] max_new_items` reached).
@@ -540,6 +543,7 @@ pub fn ingest(
         merged_url: plan.merged,
         merged_text: plan.merged_text,
         merged_meaning: plan.merged_meaning,
+        merged_stories: plan.story_merges.len(),
         recovered: parsed.recovered,
         over_quota: plan.over_quota,
         pruned_over_quota,

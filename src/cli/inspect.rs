@@ -36,6 +36,7 @@ pub(crate) fn stories(config: &Config, since: &str) -> anyhow::Result<ExitCode> 
                     match l.kind {
                         feedmux::dedup::MergeKind::Url => "same URL",
                         feedmux::dedup::MergeKind::Text => "similar",
+                        feedmux::dedup::MergeKind::Through => "through",
                     },
                     l.score,
                     l.meaning

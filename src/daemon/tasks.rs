@@ -55,7 +55,8 @@ impl Shared {
             Ok(report) => {
                 self.count(&source.name, &report);
                 if report.changed() {
-                    self.render_feeds_of(&config, &source.name).await;
+                    self.render_feeds_of(&config, &source.name, report.merged_stories > 0)
+                        .await;
                     self.checkpoint_store();
                 }
             }
@@ -157,11 +158,18 @@ impl Shared {
         });
     }
 
-    pub(super) async fn render_feeds_of(&self, config: &Arc<Config>, source: &str) {
+    /// Renders the feeds of `source` again, or every feed when the poll merged stories (their
+    /// other members may be of any source).
+    pub(super) async fn render_feeds_of(
+        &self,
+        config: &Arc<Config>,
+        source: &str,
+        merged_stories: bool,
+    ) {
         let feeds: Vec<String> = config
             .feeds
             .iter()
-            .filter(|f| f.sources.iter().any(|s| s == source))
+            .filter(|f| merged_stories || f.sources.iter().any(|s| s == source))
             .map(|f| f.name.clone())
             .collect();
         let store = self.pipeline.store.clone();

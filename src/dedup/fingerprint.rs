@@ -9,9 +9,10 @@
 //! it is among stored items (inverse document frequency from [`TermStats`]): a shared model or
 //! company name counts for much, a shared "发布" or "AI" for little, and a site's standard
 //! lead-in, which all its items carry, for almost nothing. Titles that share a template but
-//! swap a word or a number (第十批/第十一批, Loopwise/Tidewell with the rest alike,
-//! 11月5日/11月6日) have their score halved ([`Conflict`]), unless their leads agree (a
-//! repost that rewords its title).
+//! swap a word or a name (耳机/手机, Loopwise/Tidewell with the rest alike) have their score
+//! halved ([`Conflict`]), unless their leads agree (a repost that rewords its title); titles
+//! that each have a number or version the other lacks (11月5日/11月6日, DeepSeek V2/V3) are
+//! never one story.
 //!
 //! A fingerprint keeps its [`MAX_TERMS`] strongest terms; its [`KEY_TERMS`] strongest are its
 //! index keys, so a new item is compared with the items that share a rare term, never with
@@ -27,8 +28,9 @@ use crate::text::{is_cjk, matching_form};
 
 /// The version of the way text is cut into terms. A store whose text index was built with
 /// another has it re-derived at start (`dedup::upkeep::upgrade_text_index`). 2: numbers and dates
-/// in one form, English words stemmed.
-pub const TERMS_VERSION: u32 = 2;
+/// in one form, English words stemmed. 3: versions of names among a title's numbers, numbers
+/// out of its template terms, "2-million" a number.
+pub const TERMS_VERSION: u32 = 3;
 /// Terms kept of an item (the strongest by weight).
 pub const MAX_TERMS: usize = 64;
 /// Terms of an item that key it in the candidate index.
@@ -38,7 +40,7 @@ pub(crate) const BODY_CHARS: usize = 600;
 /// Below this title similarity two items never merge, whatever their bodies share: a common
 /// boilerplate paragraph must not make unrelated stories one.
 pub const MIN_TITLE_SIMILARITY: f32 = 0.1;
-/// How much a template swap or a conflict of numbers between two titles weighs on the score.
+/// How much a template swap of a word or a name between two titles weighs on the score.
 const CONFLICT_FACTOR: f32 = 0.5;
 /// Lead similarity from which a swapped rare name in the titles is taken for rewording, not
 /// another story.
@@ -97,8 +99,9 @@ pub struct Term {
 pub struct Fingerprint {
     /// Hashes of the title's terms, sorted, without repeats (for template swaps).
     pub title: Vec<u32>,
-    /// The numbers in the title (hashed), sorted: two titles that each have a number the
-    /// other lacks ("11月5日" / "11月6日", "Part 1" / "Part 2") are different stories.
+    /// The numbers and versions in the title (hashed), sorted: two titles that each have one
+    /// the other lacks ("11月5日" / "11月6日", "Part 1" / "Part 2", "DeepSeek V2" /
+    /// "DeepSeek V3") are different stories.
     pub numbers: Vec<u32>,
     /// Title and body terms, sorted by hash; at most [`MAX_TERMS`] once trimmed.
     pub terms: Vec<Term>,
@@ -106,11 +109,12 @@ pub struct Fingerprint {
     pub meaning: Option<Meaning>,
 }
 
-/// Why two titles look like one template told of two stories; such a pair has its score
-/// halved.
+/// Why two titles look like one template told of two stories: such a pair has its score
+/// halved, or, for numbers and versions, is never one story.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conflict {
-    /// Each title has a number the other lacks ("11月5日" / "11月6日", "Part 1" / "Part 2").
+    /// Each title has a number or version the other lacks ("11月5日" / "11月6日", "Part 1" /
+    /// "Part 2", "Qwen2.5" / "Qwen3"): never one story.
     Numbers,
     /// One to three words swapped ("第十批" / "第十一批", "耳机" / "手机") while the leads do
     /// not confirm each other.
@@ -123,7 +127,7 @@ pub enum Conflict {
 impl std::fmt::Display for Conflict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Conflict::Numbers => "each title has a number the other lacks",
+            Conflict::Numbers => "each title has a number or version the other lacks",
             Conflict::Word => "the titles swap a few words of one template",
             Conflict::Name => "the titles swap a rare name the other item never mentions",
         })
@@ -147,15 +151,50 @@ pub struct Similarity {
     pub meaning: Option<f32>,
 }
 
+/// What two items' texts say about them: one story by words or by meaning, or why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextVerdict {
+    /// The score reaches `dedup.threshold`.
+    Words,
+    /// The score does not, the meanings reach `dedup.meaning_threshold`.
+    Meaning,
+    /// The titles disagree on a number or a version: never one story.
+    Numbers,
+    /// The titles share less than [`MIN_TITLE_SIMILARITY`] and the meanings do not agree.
+    TitlesApart,
+    /// Neither the score nor the meanings reach their threshold.
+    Below,
+}
+
+impl TextVerdict {
+    /// Whether the texts make the two items one story.
+    pub fn same_story(self) -> bool {
+        matches!(self, TextVerdict::Words | TextVerdict::Meaning)
+    }
+}
+
 impl Similarity {
-    /// Whether the two items are one story: their words agree (`score` reaches `threshold`),
-    /// or their meanings agree (reaching `meaning_threshold`) and the titles do not disagree
-    /// on a number. A swapped word or name does not veto meaning: the model reads the whole
-    /// title and lead, so a different product or company already lowers it.
+    /// What the texts say: one story when their words agree (`score` reaches `threshold`),
+    /// or their meanings agree (reaching `meaning_threshold`); never when the titles disagree
+    /// on a number or version. A swapped word or name does not veto meaning: the model reads
+    /// the whole title and lead, so a different product or company already lowers it.
+    pub fn verdict(&self, threshold: f32, meaning_threshold: f32) -> TextVerdict {
+        if self.conflict == Some(Conflict::Numbers) {
+            TextVerdict::Numbers
+        } else if self.score >= threshold {
+            TextVerdict::Words
+        } else if self.meaning.is_some_and(|m| m >= meaning_threshold) {
+            TextVerdict::Meaning
+        } else if self.title < MIN_TITLE_SIMILARITY {
+            TextVerdict::TitlesApart
+        } else {
+            TextVerdict::Below
+        }
+    }
+
+    /// Whether the two items are one story by their texts ([`Similarity::verdict`]).
     pub fn same_story(&self, threshold: f32, meaning_threshold: f32) -> bool {
-        self.score >= threshold
-            || (self.meaning.is_some_and(|m| m >= meaning_threshold)
-                && self.conflict != Some(Conflict::Numbers))
+        self.verdict(threshold, meaning_threshold).same_story()
     }
 }
 
@@ -282,13 +321,16 @@ impl Fingerprint {
         let cleaned = clean_title(title);
         let cleaned = canonical_numbers(&cleaned);
         let title_terms = terms(&cleaned);
-        let mut numbers: Vec<u32> = tokens(&cleaned)
-            .into_iter()
-            .filter_map(|t| match t {
-                Token::Word(w) if is_number(w) => Some(short(hash_str(w))),
-                _ => None,
-            })
-            .collect();
+        let mut numbers = Vec::new();
+        let mut numbered_words = Vec::new();
+        for token in tokens(&cleaned) {
+            if let Token::Word(w) = token {
+                if let Some(number) = number_or_version(w) {
+                    numbers.push(short(hash_str(&number)));
+                    numbered_words.push(short(hash_str(&stem(w))));
+                }
+            }
+        }
         numbers.sort_unstable();
         numbers.dedup();
         let lead: String = body_text.chars().take(BODY_CHARS).collect();
@@ -305,7 +347,12 @@ impl Fingerprint {
             let c = counts.entry(*h).or_default();
             c.1 = c.1.saturating_add(1);
         }
-        let mut title: Vec<u32> = title_terms;
+        // Numbers and versions are compared on their own (`numbers`), not as swapped words: a
+        // number only one title has ("Claude 6 …" / "Claude …") is no template swap.
+        let mut title: Vec<u32> = title_terms
+            .into_iter()
+            .filter(|h| !numbered_words.contains(h))
+            .collect();
         title.sort_unstable();
         title.dedup();
         Fingerprint {
@@ -366,7 +413,7 @@ impl Fingerprint {
         let rare = RARE_FRACTION * stats.max_idf();
         let names_alone = |a: &Fingerprint, b: &Fingerprint| {
             a.terms.iter().any(|t| {
-                t.in_title > 0
+                a.title.binary_search(&t.hash).is_ok()
                     && stats.idf(t.hash) >= rare
                     && b.title.binary_search(&t.hash).is_err()
                     && b.terms.binary_search_by_key(&t.hash, |u| u.hash).is_err()
@@ -440,7 +487,7 @@ impl Weighted<'_> {
         } else {
             None
         };
-        let score = if title < MIN_TITLE_SIMILARITY {
+        let score = if title < MIN_TITLE_SIMILARITY || conflict == Some(Conflict::Numbers) {
             0.0
         } else if conflict.is_some() {
             text * CONFLICT_FACTOR
@@ -608,6 +655,34 @@ fn is_number(word: &str) -> bool {
         && word.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
+/// The number a title word is, or the version it names: a number as it is ("2026", "2.5"), a
+/// name with a version from its first digit on ("qwen2.5" → "2.5", "v3" → "3", "k1.5" →
+/// "1.5", "4o" → "4o"), so that "Qwen2.5" and "Qwen 2.5" agree and "DeepSeek V2" and
+/// "DeepSeek V3" do not. A version's fraction loses its trailing zeros ("v2.0" → "2"), as
+/// numbers do. Other words: `None`.
+fn number_or_version(word: &str) -> Option<String> {
+    if is_number(word) {
+        return Some(word.to_owned());
+    }
+    let first_digit = word.find(|c: char| c.is_ascii_digit())?;
+    let (name, version) = word.split_at(first_digit);
+    let digits_end = version
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(version.len());
+    let (number, suffix) = version.split_at(digits_end);
+    let plain = |s: &str| s.chars().all(|c| c.is_ascii_lowercase());
+    // A name, then a number, then at most a short tag ("4o", "1.5b"): "a16z" and "h100" are
+    // versions too, but "covid19vaccine" is no word of this kind.
+    if !plain(name) || !plain(suffix) || suffix.len() > 2 {
+        return None;
+    }
+    let number = match number.split_once('.') {
+        Some((whole, fraction)) if fraction.trim_end_matches('0').is_empty() => whole,
+        _ => number,
+    };
+    Some(format!("{number}{suffix}"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Token<'a> {
     Word(&'a str),
@@ -769,6 +844,78 @@ mod tests {
         let c = Fingerprint::new("AI早报｜11月10日", "");
         let d = Fingerprint::new("AI早报｜11月9日", "");
         assert_eq!(c.similarity(&d, &stats).conflict, Some(Conflict::Numbers));
+    }
+
+    /// The same name with another version is another story, whatever the words or the
+    /// meanings around it say; the same version written two ways is not.
+    #[test]
+    fn versions_of_one_name_are_different_stories() {
+        let stats = stats_of(DAY);
+        let body = "The lab released the model today, with open weights and a longer context.";
+        let with_meaning = |title: &str| Fingerprint {
+            meaning: Some(Meaning {
+                model: 1,
+                values: vec![40; 384],
+            }),
+            ..Fingerprint::new(title, body)
+        };
+        for (a, b) in [
+            (
+                "DeepSeek V2 released with open weights",
+                "DeepSeek V3 released with open weights",
+            ),
+            (
+                "Qwen2.5 正式发布，开源全部权重",
+                "Qwen3 正式发布，开源全部权重",
+            ),
+            ("月之暗面发布 Kimi K1.5", "月之暗面发布 Kimi K2"),
+            (
+                "OpenAI makes GPT-4o free for all users",
+                "OpenAI makes GPT-5 free for all users",
+            ),
+            (
+                "深度求索发布 DeepSeek-V2 模型",
+                "深度求索发布 DeepSeek-V3 模型",
+            ),
+        ] {
+            let s = with_meaning(a).similarity(&with_meaning(b), &stats);
+            assert_eq!(s.conflict, Some(Conflict::Numbers), "{a} / {b}: {s:?}");
+            assert!(s.meaning > Some(0.99) && s.score == 0.0, "{a} / {b}: {s:?}");
+            assert!(!s.same_story(0.5, 0.9675), "{a} / {b}: {s:?}");
+        }
+        for (a, b) in [
+            (
+                "Qwen2.5 正式发布，开源全部权重",
+                "Qwen 2.5 正式发布，开源全部权重",
+            ),
+            (
+                "DeepSeek-V3.0 released with open weights",
+                "DeepSeek V3 released with open weights",
+            ),
+        ] {
+            let s = with_meaning(a).similarity(&with_meaning(b), &stats);
+            assert_eq!(s.conflict, None, "{a} / {b}: {s:?}");
+            assert!(s.same_story(0.5, 0.9675), "{a} / {b}: {s:?}");
+        }
+    }
+
+    /// A number or version only one title has, and a number written two ways, leave a clear
+    /// match whole.
+    #[test]
+    fn a_number_in_one_title_only_does_not_halve_a_match() {
+        let stats = stats_of(DAY);
+        let body = "Anthropic said the model reads 2 million tokens at once and costs the same.";
+        let a = Fingerprint::new(
+            "Anthropic's Claude 6 gets a 2-million-token context window",
+            body,
+        );
+        let b = Fingerprint::new(
+            "Anthropic's Claude gets a 2 million token context window",
+            body,
+        );
+        let s = a.similarity(&b, &stats);
+        assert_eq!(s.conflict, None, "{s:?}");
+        assert!(s.score > 0.9, "{s:?}");
     }
 
     /// A swapped word is another story unless the leads agree: then it is a repost that

@@ -10,6 +10,9 @@
 //!   were published within `dedup.window` of each other are one story too; candidates are
 //!   the items that share one of the new item's rarest terms (the store's key-term index),
 //!   never a scan. Term rarity comes from [`TermStats`], which planning keeps up to date.
+//! * A new item that is one story with items of several stories joins the strongest match's
+//!   and merges the others into it ([`StoryMerge`]), so the groups do not depend on the order
+//!   of polls; never so that a story would hold two items of one source.
 //!
 //! [`plan`] reads the store and returns the writes for one poll as an [`IngestPlan`]; it never
 //! writes. Applying the plan is the store's job.
@@ -22,7 +25,7 @@ mod numbers;
 pub mod record;
 pub mod upkeep;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -35,8 +38,8 @@ use fingerprint::{Fingerprint, Similarity, TermStats};
 pub use identity::{guid_of, guids, item_id};
 use meaning::{Meaning, MeaningModel};
 pub use record::{
-    FingerprintRecord, IndexedFingerprint, IngestPlan, ItemWrite, MergeKind, StoryLink, UrlClaim,
-    DEFAULT_MEMORY_ITEMS, DEFAULT_WINDOW,
+    FingerprintRecord, IndexedFingerprint, IngestPlan, ItemWrite, MergeKind, StoryLink, StoryMerge,
+    UrlClaim, DEFAULT_MEMORY_ITEMS, DEFAULT_WINDOW,
 };
 
 /// Query parameters that only track where a click came from.
@@ -174,8 +177,8 @@ pub fn body_text(summary_html: Option<&str>, content_html: Option<&str>) -> Stri
         .unwrap_or_default()
 }
 
-/// The most similar item of another source within the window, if it scores at least the
-/// threshold: (its id, the similarity).
+/// The most similar item of another source within the window, if it is one story with it:
+/// (its id, the similarity).
 pub fn best_match(
     store: &Store,
     source: &str,
@@ -185,6 +188,21 @@ pub fn best_match(
     config: &DedupConfig,
     stats: &TermStats,
 ) -> Result<Option<(ItemId, Similarity)>, StoreError> {
+    let found = matches(store, source, fingerprint, keys, published, config, stats)?;
+    Ok(found.into_iter().next())
+}
+
+/// Every item of another source within the window that is one story with the new item (see
+/// [`Similarity::verdict`]), the strongest match first: (its id, the similarity).
+pub fn matches(
+    store: &Store,
+    source: &str,
+    fingerprint: &Fingerprint,
+    keys: &[u32],
+    published: DateTime<Utc>,
+    config: &DedupConfig,
+    stats: &TermStats,
+) -> Result<Vec<(ItemId, Similarity)>, StoreError> {
     let mut candidates =
         store.candidates(keys, published, config.window, CANDIDATES_PER_TERM, source)?;
     // Those sharing most key terms first; a stable sort keeps the nearest in time first.
@@ -215,8 +233,7 @@ pub fn best_match(
         }
     }
     let weighted = fingerprint.weigh(stats);
-    let strength = |s: &Similarity| (s.score, s.meaning.unwrap_or(0.0));
-    let mut best: Option<(ItemId, Similarity)> = None;
+    let mut found: Vec<(ItemId, Similarity)> = Vec::new();
     for (candidate, _) in candidates {
         let record = match store.shared_fingerprint(candidate) {
             Ok(Some(record)) => record,
@@ -232,13 +249,19 @@ pub fn best_match(
             continue;
         }
         let similarity = weighted.similarity(&record.fingerprint.weigh(stats), stats);
-        if similarity.same_story(config.threshold, config.meaning_threshold)
-            && best.is_none_or(|(_, b)| strength(&similarity) > strength(&b))
-        {
-            best = Some((candidate, similarity));
+        if similarity.same_story(config.threshold, config.meaning_threshold) {
+            found.push((candidate, similarity));
         }
     }
-    Ok(best)
+    // Strongest first; a stable sort keeps the order of the candidates among equals.
+    found.sort_by(|(_, a), (_, b)| {
+        (b.score.total_cmp(&a.score)).then(
+            b.meaning
+                .unwrap_or(0.0)
+                .total_cmp(&a.meaning.unwrap_or(0.0)),
+        )
+    });
+    Ok(found)
 }
 
 /// Meanings of the entries that are new or changed in the store, by item id: the slow part of
@@ -385,7 +408,12 @@ pub fn plan_with_meanings(
     }
     let mut seen = std::collections::HashSet::new();
     let mut pending_claims: HashMap<String, UrlClaim> = HashMap::new();
-    let mut pending_stories: HashMap<ItemId, ItemId> = HashMap::new();
+    let mut stories = Stories {
+        store,
+        source,
+        pending: HashMap::new(),
+        merged_into: HashMap::new(),
+    };
 
     let guids = guids(&entries);
     let mut new_items = 0;
@@ -425,8 +453,8 @@ pub fn plan_with_meanings(
             continue;
         }
         new_items += 1;
-        let mut story = id;
-        let mut link = None;
+        // The stories this item may join, strongest first: a link's, then similar texts'.
+        let mut found: Vec<StoryLink> = Vec::new();
         if let Some(url) = canonical {
             let shared_here = url_counts.get(url.as_str()).copied().unwrap_or(0) > 1;
             let claim = match pending_claims.get(url) {
@@ -449,22 +477,12 @@ pub fn plan_with_meanings(
                     claim.ambiguous = true;
                     pending_claims.insert(url.clone(), claim);
                 }
-                Some(claim) if !shared_here => {
-                    let claimed_story = match pending_stories.get(&claim.item) {
-                        Some(s) => *s,
-                        None => store.item(claim.item)?.map_or(claim.item, |i| i.story),
-                    };
-                    if !story_holds_source(store, claimed_story, source, &pending_stories)? {
-                        story = claimed_story;
-                        link = Some(StoryLink {
-                            kind: MergeKind::Url,
-                            with: claim.item,
-                            score: 1.0,
-                            meaning: None,
-                        });
-                        plan.merged += 1;
-                    }
-                }
+                Some(claim) if !shared_here => found.push(StoryLink {
+                    kind: MergeKind::Url,
+                    with: claim.item,
+                    score: 1.0,
+                    meaning: None,
+                }),
                 Some(_) => {}
             }
         }
@@ -475,27 +493,24 @@ pub fn plan_with_meanings(
         stats.add(&fingerprint);
         fingerprint.keep_strongest(stats);
         let keys = fingerprint.key_terms(stats);
-        if link.is_none() && dedup.enabled {
-            if let Some((with, similarity)) =
-                best_match(store, source, &fingerprint, &keys, published, dedup, stats)?
-            {
-                let matched_story = store.item(with)?.map_or(with, |i| i.story);
-                if !story_holds_source(store, matched_story, source, &pending_stories)? {
-                    story = matched_story;
-                    link = Some(StoryLink {
-                        kind: MergeKind::Text,
-                        with,
-                        score: similarity.score,
-                        meaning: similarity.meaning,
-                    });
-                    if similarity.score >= dedup.threshold {
-                        plan.merged_text += 1;
-                    } else {
-                        plan.merged_meaning += 1;
-                    }
-                }
-            }
+        if dedup.enabled {
+            let similar = matches(store, source, &fingerprint, &keys, published, dedup, stats)?;
+            found.extend(similar.into_iter().map(|(with, similarity)| StoryLink {
+                kind: MergeKind::Text,
+                with,
+                score: similarity.score,
+                meaning: similarity.meaning,
+            }));
         }
+        let joined = stories.join(id, &found)?;
+        match joined.link.map(|l| (l.kind, l.score)) {
+            Some((MergeKind::Url, _)) => plan.merged += 1,
+            Some((_, score)) if score >= dedup.threshold => plan.merged_text += 1,
+            Some(_) => plan.merged_meaning += 1,
+            None => {}
+        }
+        let (story, link) = (joined.story, joined.link);
+        plan.story_merges.extend(joined.merges);
         plan.fingerprints.push(IndexedFingerprint {
             id,
             record: FingerprintRecord {
@@ -506,7 +521,6 @@ pub fn plan_with_meanings(
             },
             replaces: None,
         });
-        pending_stories.insert(id, story);
         plan.writes.push(ItemWrite {
             item: new_item(id, source, guid, entry, canonical.clone(), hash, story, now),
             previous: None,
@@ -593,24 +607,108 @@ pub fn rederive_fingerprints(
     Ok(out)
 }
 
-/// Whether `story` already holds an item of `source`, stored or planned in this poll (whose
-/// items are all of `source`): a second one must not join it, or two items of one source
-/// (different GUIDs) would show as one entry.
-fn story_holds_source(
-    store: &Store,
+/// The story groups as a poll leaves them: the stored ones, its new items' and the merges it
+/// planned so far. A story never holds two items of one source (different GUIDs would show
+/// as one entry), so a new item joins, and merges, only stories whose sources are all
+/// different.
+struct Stories<'a> {
+    store: &'a Store,
+    /// The polled source: every new item is of it.
+    source: &'a str,
+    /// Each new item's story.
+    pending: HashMap<ItemId, ItemId>,
+    /// Stories this poll merges into another.
+    merged_into: HashMap<ItemId, ItemId>,
+}
+
+/// What a new item joins: its story, how it joined (`None`: it starts its own), and the other
+/// stories that it found to be the same one.
+struct Joined {
     story: ItemId,
-    source: &str,
-    pending_stories: &HashMap<ItemId, ItemId>,
-) -> Result<bool, StoreError> {
-    if pending_stories.values().any(|s| *s == story) {
-        return Ok(true);
-    }
-    for member in store.story_members(story)? {
-        if store.item(member)?.is_some_and(|m| m.source == source) {
-            return Ok(true);
+    link: Option<StoryLink>,
+    merges: Vec<StoryMerge>,
+}
+
+impl Stories<'_> {
+    /// The story `story` is now part of.
+    fn resolve(&self, mut story: ItemId) -> ItemId {
+        while let Some(next) = self.merged_into.get(&story) {
+            story = *next;
         }
+        story
     }
-    Ok(false)
+
+    /// The story of a stored or new item.
+    fn story_of(&self, item: ItemId) -> Result<ItemId, StoreError> {
+        let story = match self.pending.get(&item) {
+            Some(story) => *story,
+            None => self.store.item(item)?.map_or(item, |i| i.story),
+        };
+        Ok(self.resolve(story))
+    }
+
+    /// The sources of a story's members, those of the stories merged into it included.
+    fn sources(&self, story: ItemId) -> Result<HashSet<String>, StoreError> {
+        let mut sources = HashSet::new();
+        if self.pending.values().any(|s| self.resolve(*s) == story) {
+            sources.insert(self.source.to_owned());
+        }
+        let merged = self
+            .merged_into
+            .keys()
+            .filter(|s| self.resolve(**s) == story);
+        for part in std::iter::once(&story).chain(merged) {
+            for member in self.store.story_members(*part)? {
+                if let Some(m) = self.store.item(member)? {
+                    sources.insert(m.source);
+                }
+            }
+        }
+        Ok(sources)
+    }
+
+    /// Joins new item `id` to the story of the first of `found` (strongest first) whose
+    /// sources it does not repeat, and merges into that story every other story of `found`
+    /// that repeats no source of those joined so far.
+    fn join(&mut self, id: ItemId, found: &[StoryLink]) -> Result<Joined, StoreError> {
+        let mut joined: Option<(ItemId, StoryLink)> = None;
+        let mut merges = Vec::new();
+        let mut sources = HashSet::from([self.source.to_owned()]);
+        let mut seen = HashSet::new();
+        for link in found {
+            let story = self.story_of(link.with)?;
+            if !seen.insert(story) {
+                continue;
+            }
+            let theirs = self.sources(story)?;
+            if !theirs.is_disjoint(&sources) {
+                continue;
+            }
+            sources.extend(theirs);
+            match joined {
+                None => joined = Some((story, *link)),
+                Some((into, _)) => {
+                    self.merged_into.insert(story, into);
+                    merges.push(StoryMerge {
+                        from: story,
+                        into,
+                        link: StoryLink {
+                            kind: MergeKind::Through,
+                            with: id,
+                            ..*link
+                        },
+                    });
+                }
+            }
+        }
+        let (story, link) = joined.map_or((id, None), |(story, link)| (story, Some(link)));
+        self.pending.insert(id, story);
+        Ok(Joined {
+            story,
+            link,
+            merges,
+        })
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -57,7 +57,9 @@ pub fn canonical_numbers(text: &str) -> std::borrow::Cow<'_, str> {
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        let after_word = i > 0 && chars[i - 1].is_alphanumeric() && !is_cjk(chars[i - 1]);
+        // Inside a word: after a letter or digit, or after the point of a version ("qwen2.5").
+        let after_word = i > 0 && chars[i - 1].is_alphanumeric() && !is_cjk(chars[i - 1])
+            || i > 1 && chars[i - 1] == '.' && chars[i - 2].is_ascii_digit();
         let may_start = may_start_number(c) || c.is_ascii_alphabetic() && !after_word;
         let found = if may_start {
             read_date(&chars, i, after_word).or_else(|| read_number(&chars, i, after_word))
@@ -103,16 +105,18 @@ fn read_number(chars: &[char], i: usize, after_word: bool) -> Option<(String, us
         let (digits, decimals, mut end) = read_digits(chars, i);
         // A percentage written "60%" is the number 60.
         let mut power = 0;
-        let mut j = end;
-        while chars.get(j) == Some(&' ') && j < end + 1 {
-            j += 1;
-        }
+        let j = end + usize::from(chars.get(end) == Some(&' '));
+        // "2-million" is written like "2 million", but "gpt-4-m" is no multiplier.
+        let spelled = chars.get(end) == Some(&'-');
         if let Some((p, len)) = multiplier_at(chars, j, CJK_MULTIPLIERS) {
             power = p;
             end = j + len;
         } else if let Some((p, len)) = latin_multiplier_at(chars, j) {
             power = p;
             end = j + len;
+        } else if let Some((p, len)) = spelled_multiplier_at(chars, end + 1).filter(|_| spelled) {
+            power = p;
+            end += 1 + len;
         } else if chars.get(end).is_some_and(|c| c.is_ascii_alphabetic()) {
             // "3d", "5g", "10x": a word, not a number.
             return None;
@@ -178,6 +182,12 @@ fn latin_multiplier_at(chars: &[char], i: usize) -> Option<(u32, usize)> {
         .map(|(_, p)| (*p, len))
 }
 
+/// A multiplier written out as a word ("million", not "m") at `i`: the only ones a hyphen may
+/// join to a number ("2-million-token").
+fn spelled_multiplier_at(chars: &[char], i: usize) -> Option<(u32, usize)> {
+    latin_multiplier_at(chars, i).filter(|(_, len)| *len > 2)
+}
+
 /// `digits` with `decimals` of them after the point, times 10^`power`, without a needless
 /// point or leading zeros.
 fn scaled(digits: &str, decimals: u32, power: u32) -> String {
@@ -230,7 +240,7 @@ fn chinese_unit(c: char) -> Option<u64> {
 }
 
 /// Chinese numerals that start with a digit or 十 and hold a unit ("一千万", "十一", "三百"),
-/// or a digit before 成 ("六成" = 60 %). A lone digit in a word ("一键", "统一") and words
+/// or a digit before 成 ("六成" = 60 %) or 倍 ("三倍" = 3 倍). A lone digit in a word ("一键", "统一") and words
 /// that begin with a unit ("百度", "千万别") are left alone.
 fn read_chinese_number(chars: &[char], i: usize) -> Option<(String, usize)> {
     let first = chars[i];
@@ -250,6 +260,10 @@ fn read_chinese_number(chars: &[char], i: usize) -> Option<(String, usize)> {
         if chars.get(end) == Some(&'成') && first != '零' {
             let tenths = chinese_digit(first)?;
             return Some(((tenths * 10).to_string(), end + 1));
+        }
+        if chars.get(end) == Some(&'倍') {
+            // "翻三倍" as "3 倍": the multiple is the number.
+            return Some((chinese_digit(first)?.to_string(), end));
         }
         return None;
     }
@@ -439,6 +453,8 @@ mod tests {
         assert!(words("$1,500 price").contains(&"1500".to_owned()));
         assert!(words("降六成").contains(&"60".to_owned()));
         assert!(words("下降60%").contains(&"60".to_owned()));
+        assert!(words("算力翻三倍").contains(&"3".to_owned()));
+        assert!(words("算力提升 3 倍").contains(&"3".to_owned()));
         assert!(words("第十一批").contains(&"11".to_owned()));
         assert!(words("支持十种方言").contains(&"10".to_owned()));
         assert!(words("ios 27.1 推送").contains(&"27.1".to_owned()));
@@ -446,11 +462,15 @@ mod tests {
         assert_eq!(c("十分重要"), "十分重要");
         assert!(words("百万token").contains(&"1000000".to_owned()));
         assert!(words("市值突破千亿元").contains(&"100000000000".to_owned()));
+        assert!(words("a 2-million-token context").contains(&"2000000".to_owned()));
+        assert!(words("2 million tokens").contains(&"2000000".to_owned()));
+        assert_eq!(words("gpt-4-m"), ["gpt-", "4", "-m"]);
     }
 
     #[test]
     fn words_with_digits_and_numeral_words_are_left_alone() {
         assert_eq!(c("kimi k3 and gpt4 top5"), "kimi k3 and gpt4 top5");
+        assert_eq!(c("qwen2.5 and k1.5"), "qwen2.5 and k1.5");
         assert_eq!(c("百度发布"), "百度发布");
         assert_eq!(c("一键整理，统一入口"), "一键整理，统一入口");
         assert_eq!(c("3d model on 5g"), "3d model on 5g");

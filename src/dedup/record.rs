@@ -193,6 +193,8 @@ pub enum MergeKind {
     Url,
     /// Similar text.
     Text,
+    /// Its story and this one became one through `with`, a later report that matched both.
+    Through,
 }
 
 /// How an item joined its story: by what, with which item, how similar.
@@ -205,6 +207,15 @@ pub struct StoryLink {
     /// How close the two meanings were, when both items had one (`dedup.model`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meaning: Option<f32>,
+}
+
+/// Two stories found to be one: a new item matched both. The store moves every member of
+/// `from` into `into`; the member that led `from` joins with `link`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoryMerge {
+    pub from: ItemId,
+    pub into: ItemId,
+    pub link: StoryLink,
 }
 
 /// The writes one poll makes.
@@ -228,6 +239,8 @@ pub struct IngestPlan {
     /// New items that joined another source's story by meaning alone (their words scored
     /// below `dedup.threshold`).
     pub merged_meaning: usize,
+    /// Stories that became one because a new item matched both, in order.
+    pub story_merges: Vec<StoryMerge>,
     /// Entries left out because retention pruned them (a tombstone says so).
     pub pruned: usize,
     /// New entries left for later polls: the poll had stored `dedup.max_new_items` already.

@@ -43,7 +43,7 @@ use sha2::{Digest, Sha256};
 
 use crate::dedup::fingerprint::TermStats;
 use crate::dedup::record::{
-    FingerprintRecord, IndexedFingerprint, IngestPlan, StoryLink, UrlClaim,
+    FingerprintRecord, IndexedFingerprint, IngestPlan, StoryLink, StoryMerge, UrlClaim,
 };
 use crate::model::{Item, ItemId, SourceState};
 

@@ -23,6 +23,38 @@ impl Ingest for SledEngine {
     }
 }
 
+/// Moves every member of each merged story into the story it joins (the one that led it
+/// joins by the merge's link) and rewrites the members' items with their new story. A crash
+/// between the two batches leaves some members shown apart, as before the merge.
+fn merge_stories(trees: &Trees, merges: &[StoryMerge]) -> Result<(), StoreError> {
+    for merge in merges {
+        let mut stories = sled::Batch::default();
+        let mut items = sled::Batch::default();
+        for entry in trees.stories.scan_prefix(merge.from.0) {
+            let (key, link) = entry?;
+            let member = ItemId::from_slice(&key[16..]).ok_or(StoreError::Corrupt {
+                what: "story key",
+                message: format!("{} bytes", key.len()),
+            })?;
+            let link = if link.is_empty() {
+                encode(&merge.link)
+            } else {
+                link.to_vec()
+            };
+            stories.remove(key);
+            stories.insert(&story_key(merge.into, member), link);
+            if let Some(bytes) = trees.items.get(member.0)? {
+                let mut item = item_record::decode(&bytes)?;
+                item.story = merge.into;
+                items.insert(&member.0, item_record::encode(&item));
+            }
+        }
+        trees.stories.apply_batch(stories)?;
+        trees.items.apply_batch(items)?;
+    }
+    Ok(())
+}
+
 impl SledEngine {
     pub(super) fn apply_poll_unguarded(
         &self,
@@ -81,6 +113,7 @@ impl SledEngine {
             trees.stories.apply_batch(stories)?;
             trees.items.apply_batch(items)?;
         }
+        merge_stories(&trees, &plan.story_merges)?;
         // Items published before this are matched by link only: their text is not indexed.
         let index_from = plan
             .index_from
@@ -143,7 +176,11 @@ impl SledEngine {
         // Written: the next poll may plan against it. The flush, the slow part, runs without
         // the guard, so polls of many sources flush side by side instead of in a queue.
         drop(term_stats);
-        if plan.writes.is_empty() && plan.claims.is_empty() && plan.fingerprints.is_empty() {
+        if plan.writes.is_empty()
+            && plan.claims.is_empty()
+            && plan.fingerprints.is_empty()
+            && plan.story_merges.is_empty()
+        {
             // Nothing but the source's state changed (every item unchanged).
             return self.flush_lazily();
         }
