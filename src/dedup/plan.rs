@@ -1,0 +1,531 @@
+//! Planning a poll: for each entry, whether it is a new item, an edit or the same as stored;
+//! the stories it is one with ([`matches`]: link first, then text by strength, then meaning);
+//! which it joins and which it merges. Reads the store, never writes it: the result is an
+//! [`IngestPlan`] the store applies.
+
+use super::*;
+
+/// The most similar item of another source within the window, if it is one story with it:
+/// (its id, the similarity).
+pub fn best_match(
+    store: &Store,
+    source: &str,
+    fingerprint: &Fingerprint,
+    keys: &[u32],
+    published: DateTime<Utc>,
+    config: &DedupConfig,
+    stats: &TermStats,
+) -> Result<Option<(ItemId, Similarity)>, StoreError> {
+    let found = matches(store, source, fingerprint, keys, published, config, stats)?;
+    Ok(found.into_iter().next())
+}
+
+/// Every item of another source within the window that is one story with the new item (see
+/// [`Similarity::verdict`]), the strongest match first: (its id, the similarity).
+pub fn matches(
+    store: &Store,
+    source: &str,
+    fingerprint: &Fingerprint,
+    keys: &[u32],
+    published: DateTime<Utc>,
+    config: &DedupConfig,
+    stats: &TermStats,
+) -> Result<Vec<(ItemId, Similarity)>, StoreError> {
+    let mut candidates =
+        store.candidates(keys, published, config.window, CANDIDATES_PER_TERM, source)?;
+    // Those sharing most key terms first; a stable sort keeps the nearest in time first.
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
+    candidates.truncate(MAX_CANDIDATES);
+    // Reports that share no rare term ("递表" / "递交上市申请", a name in another script) are
+    // found by meaning: the recent items of the window, whose meanings are compared directly.
+    if let Some(meaning) = &fingerprint.meaning {
+        let mut close: Vec<(ItemId, f32)> = Vec::new();
+        store.visit_recent(published, config.window, MEANING_SCAN, &mut |id, record| {
+            if record.source == source {
+                return;
+            }
+            let cosine = record
+                .fingerprint
+                .meaning
+                .as_ref()
+                .and_then(|m| meaning.cosine(m));
+            if let Some(c) = cosine.filter(|c| *c >= config.meaning_threshold) {
+                close.push((id, c));
+            }
+        })?;
+        close.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (id, _) in close.into_iter().take(MEANING_CANDIDATES) {
+            if !candidates.iter().any(|(c, _)| *c == id) {
+                candidates.push((id, 0));
+            }
+        }
+    }
+    let weighted = fingerprint.weigh(stats);
+    let mut found: Vec<(ItemId, Similarity)> = Vec::new();
+    for (candidate, _) in candidates {
+        let record = match store.shared_fingerprint(candidate) {
+            Ok(Some(record)) => record,
+            Ok(None) => continue,
+            // One unreadable record must not stop a poll: that candidate is skipped.
+            Err(StoreError::Corrupt { what, message }) => {
+                tracing::warn!(item = %candidate, "skipping an unreadable {what}: {message}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if record.source == source {
+            continue;
+        }
+        let similarity = weighted.similarity(&record.fingerprint.weigh(stats), stats);
+        if similarity.same_story(config.threshold, config.meaning_threshold) {
+            found.push((candidate, similarity));
+        }
+    }
+    // Strongest first; a stable sort keeps the order of the candidates among equals.
+    found.sort_by(|(_, a), (_, b)| {
+        (b.score.total_cmp(&a.score)).then(
+            b.meaning
+                .unwrap_or(0.0)
+                .total_cmp(&a.meaning.unwrap_or(0.0)),
+        )
+    });
+    Ok(found)
+}
+
+/// Meanings of the entries that are new or changed in the store, by item id: the slow part of
+/// planning (about 50 ms an entry), computed before [`Ingest::ingest_guard`](crate::store::Ingest::ingest_guard) is taken so that
+/// other sources' polls are not held up meanwhile. Empty without `dedup.model`.
+pub fn meanings(
+    store: &Store,
+    source: &str,
+    entries: &[Entry],
+    dedup: &DedupConfig,
+) -> Result<HashMap<ItemId, Meaning>, StoreError> {
+    let Some(model) = dedup.model.as_ref() else {
+        return Ok(HashMap::new());
+    };
+    let mut wanted: Vec<(ItemId, String, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (entry, guid) in entries.iter().zip(guids(entries)) {
+        let id = item_id(source, &guid);
+        if !seen.insert(id)
+            || matches!(
+                store.stored_version(id, content_hash(entry))?,
+                Stored::Unchanged
+            )
+        {
+            continue;
+        }
+        let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
+        wanted.push((id, entry.title.clone(), body));
+    }
+    Ok(embed_on_every_core(model, &wanted).into_iter().collect())
+}
+
+/// The meanings of `(id, title, body)` texts, every core taking a share (a first poll can
+/// bring a hundred new entries). A text whose worker failed is left out (planning embeds it).
+pub(super) fn embed_on_every_core(
+    model: &MeaningModel,
+    texts: &[(ItemId, String, String)],
+) -> Vec<(ItemId, Meaning)> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, texts.len().max(1));
+    let share = texts.len().div_ceil(threads).max(1);
+    let embed = |part: &[(ItemId, String, String)]| -> Vec<(ItemId, Meaning)> {
+        part.iter()
+            .map(|(id, title, body)| (*id, model.meaning_of(title, body)))
+            .collect()
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = texts
+            .chunks(share)
+            .skip(1)
+            .map(|part| scope.spawn(move || embed(part)))
+            .collect();
+        let mut out = embed(texts.chunks(share).next().unwrap_or(&[]));
+        for worker in workers {
+            out.extend(worker.join().unwrap_or_default());
+        }
+        out
+    })
+}
+
+/// The recent items of the last `dedup.window` before `now` (those the scan by meaning reads)
+/// whose stored meaning is missing or another model's (the model was just configured or
+/// changed): their records with this model's meaning, each naming the record it replaces.
+/// Stories formed so far can then be joined by meaning at once, not only by reports that
+/// arrive a window later.
+pub fn meanings_to_add(
+    store: &Store,
+    dedup: &DedupConfig,
+    now: DateTime<Utc>,
+) -> Result<Vec<IndexedFingerprint>, StoreError> {
+    let Some(model) = dedup.model.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let mut records = HashMap::new();
+    store.visit_recent(now, dedup.window, MEANING_SCAN, &mut |id, record| {
+        let current = record.fingerprint.meaning.as_ref().map(|m| m.model);
+        if current != Some(model.tag()) {
+            records.insert(id, record.clone());
+        }
+    })?;
+    let mut texts = Vec::with_capacity(records.len());
+    for id in records.keys() {
+        if let Some(item) = store.item(*id)? {
+            let body = body_text(item.summary_html.as_deref(), item.content_html.as_deref());
+            texts.push((*id, item.title, body));
+        }
+    }
+    Ok(embed_on_every_core(model, &texts)
+        .into_iter()
+        .filter_map(|(id, meaning)| {
+            let old = records.remove(&id)?;
+            let mut record = old.clone();
+            record.fingerprint.meaning = Some(meaning);
+            Some(IndexedFingerprint {
+                id,
+                record,
+                replaces: Some(old),
+            })
+        })
+        .collect())
+}
+
+/// Decides what `entries` of `source` change in the store. New items' terms are counted in
+/// `stats` as they are planned.
+pub fn plan(
+    store: &Store,
+    source: &str,
+    entries: Vec<Entry>,
+    now: DateTime<Utc>,
+    dedup: &DedupConfig,
+    stats: &mut TermStats,
+) -> Result<IngestPlan, StoreError> {
+    plan_with_meanings(store, source, entries, HashMap::new(), now, dedup, stats)
+}
+
+/// [`plan`] with the entries' [`meanings`] computed beforehand; an entry missing from them
+/// (none were computed, or the store changed since) gets its meaning here.
+pub fn plan_with_meanings(
+    store: &Store,
+    source: &str,
+    entries: Vec<Entry>,
+    mut meanings: HashMap<ItemId, Meaning>,
+    now: DateTime<Utc>,
+    dedup: &DedupConfig,
+    stats: &mut TermStats,
+) -> Result<IngestPlan, StoreError> {
+    let mut meaning_for = |id: ItemId, title: &str, body: &str| {
+        meanings
+            .remove(&id)
+            .or_else(|| dedup.model.as_ref().map(|m| m.meaning_of(title, body)))
+    };
+    let mut plan = IngestPlan {
+        index_from: dedup.index_from(now),
+        ..IngestPlan::default()
+    };
+    let canonical: Vec<Option<String>> = entries
+        .iter()
+        .map(|e| e.url.as_deref().and_then(canonical_url))
+        .collect();
+    let mut url_counts: HashMap<&str, usize> = HashMap::new();
+    for c in canonical.iter().flatten() {
+        *url_counts.entry(c.as_str()).or_default() += 1;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut pending_claims: HashMap<String, UrlClaim> = HashMap::new();
+    let mut stories = Stories {
+        store,
+        source,
+        pending: HashMap::new(),
+        merged_into: HashMap::new(),
+    };
+
+    let guids = guids(&entries);
+    let mut new_items = 0;
+    for ((entry, canonical), guid) in entries.into_iter().zip(canonical.iter()).zip(guids) {
+        let id = item_id(source, &guid);
+        if !seen.insert(id) {
+            continue; // the feed repeats a GUID: the first occurrence wins
+        }
+        if store.is_pruned(source, id)? {
+            plan.pruned += 1;
+            continue;
+        }
+        let hash = content_hash(&entry);
+        match store.stored_version(id, hash)? {
+            Stored::Unchanged => {
+                plan.unchanged += 1;
+                continue;
+            }
+            Stored::Changed(old) => {
+                let old = *old;
+                let item = updated_item(&old, entry, canonical.clone(), hash, now);
+                let mut indexed = refingerprint(store, &item, stats);
+                let body = body_text(item.summary_html.as_deref(), item.content_html.as_deref());
+                indexed.record.fingerprint.meaning = meaning_for(id, &item.title, &body);
+                plan.fingerprints.push(indexed);
+                plan.writes.push(ItemWrite {
+                    item,
+                    previous: Some(old),
+                    link: None,
+                });
+                continue;
+            }
+            Stored::Missing => {}
+        }
+        if new_items == dedup.max_new_items {
+            plan.over_quota += 1;
+            continue;
+        }
+        new_items += 1;
+        // The stories this item may join, strongest first: a link's, then similar texts'.
+        let mut found: Vec<StoryLink> = Vec::new();
+        if let Some(url) = canonical {
+            let shared_here = url_counts.get(url.as_str()).copied().unwrap_or(0) > 1;
+            let claim = match pending_claims.get(url) {
+                Some(c) => Some(c.clone()),
+                None => store.url_claim(url)?,
+            };
+            match claim {
+                None => {
+                    pending_claims.insert(
+                        url.clone(),
+                        UrlClaim {
+                            item: id,
+                            source: source.to_owned(),
+                            ambiguous: shared_here,
+                        },
+                    );
+                }
+                Some(claim) if claim.ambiguous => {}
+                Some(mut claim) if claim.source == source => {
+                    claim.ambiguous = true;
+                    pending_claims.insert(url.clone(), claim);
+                }
+                Some(claim) if !shared_here => found.push(StoryLink {
+                    kind: MergeKind::Url,
+                    with: claim.item,
+                    score: 1.0,
+                    meaning: None,
+                }),
+                Some(_) => {}
+            }
+        }
+        let published = entry.published.unwrap_or(now);
+        let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
+        let mut fingerprint = Fingerprint::new(&entry.title, &body);
+        fingerprint.meaning = meaning_for(id, &entry.title, &body);
+        stats.add(&fingerprint);
+        fingerprint.keep_strongest(stats);
+        let keys = fingerprint.key_terms(stats);
+        if dedup.enabled {
+            let similar = matches(store, source, &fingerprint, &keys, published, dedup, stats)?;
+            found.extend(similar.into_iter().map(|(with, similarity)| StoryLink {
+                kind: MergeKind::Text,
+                with,
+                score: similarity.score,
+                meaning: similarity.meaning,
+            }));
+        }
+        let joined = stories.join(id, &found)?;
+        match joined.link.map(|l| (l.kind, l.score)) {
+            Some((MergeKind::Url, _)) => plan.merged += 1,
+            Some((_, score)) if score >= dedup.threshold => plan.merged_text += 1,
+            Some(_) => plan.merged_meaning += 1,
+            None => {}
+        }
+        let (story, link) = (joined.story, joined.link);
+        plan.story_merges.extend(joined.merges);
+        plan.fingerprints.push(IndexedFingerprint {
+            id,
+            record: FingerprintRecord {
+                source: source.to_owned(),
+                published,
+                fingerprint,
+                keys,
+            },
+            replaces: None,
+        });
+        plan.writes.push(ItemWrite {
+            item: new_item(id, source, guid, entry, canonical.clone(), hash, story, now),
+            previous: None,
+            link,
+        });
+    }
+    plan.claims = pending_claims.into_iter().collect();
+    plan.present = seen;
+    Ok(plan)
+}
+
+/// The meaning of a stored item, if a model is configured.
+pub(crate) fn item_meaning(model: Option<&MeaningModel>, item: &Item) -> Option<Meaning> {
+    let body = body_text(item.summary_html.as_deref(), item.content_html.as_deref());
+    model.map(|m| m.meaning_of(&item.title, &body))
+}
+
+/// The story groups as a poll leaves them: the stored ones, its new items' and the merges it
+/// planned so far. A story never holds two items of one source (different GUIDs would show
+/// as one entry), so a new item joins, and merges, only stories whose sources are all
+/// different.
+pub(super) struct Stories<'a> {
+    store: &'a Store,
+    /// The polled source: every new item is of it.
+    source: &'a str,
+    /// Each new item's story.
+    pending: HashMap<ItemId, ItemId>,
+    /// Stories this poll merges into another.
+    merged_into: HashMap<ItemId, ItemId>,
+}
+
+/// What a new item joins: its story, how it joined (`None`: it starts its own), and the other
+/// stories that it found to be the same one.
+pub(super) struct Joined {
+    story: ItemId,
+    link: Option<StoryLink>,
+    merges: Vec<StoryMerge>,
+}
+
+impl Stories<'_> {
+    /// The story `story` is now part of.
+    fn resolve(&self, mut story: ItemId) -> ItemId {
+        while let Some(next) = self.merged_into.get(&story) {
+            story = *next;
+        }
+        story
+    }
+
+    /// The story of a stored or new item.
+    fn story_of(&self, item: ItemId) -> Result<ItemId, StoreError> {
+        let story = match self.pending.get(&item) {
+            Some(story) => *story,
+            None => self.store.item(item)?.map_or(item, |i| i.story),
+        };
+        Ok(self.resolve(story))
+    }
+
+    /// The sources of a story's members, those of the stories merged into it included.
+    fn sources(&self, story: ItemId) -> Result<HashSet<String>, StoreError> {
+        let mut sources = HashSet::new();
+        if self.pending.values().any(|s| self.resolve(*s) == story) {
+            sources.insert(self.source.to_owned());
+        }
+        let merged = self
+            .merged_into
+            .keys()
+            .filter(|s| self.resolve(**s) == story);
+        for part in std::iter::once(&story).chain(merged) {
+            for member in self.store.story_members(*part)? {
+                if let Some(m) = self.store.item(member)? {
+                    sources.insert(m.source);
+                }
+            }
+        }
+        Ok(sources)
+    }
+
+    /// Joins new item `id` to the story of the first of `found` (strongest first) whose
+    /// sources it does not repeat, and merges into that story every other story of `found`
+    /// that repeats no source of those joined so far.
+    fn join(&mut self, id: ItemId, found: &[StoryLink]) -> Result<Joined, StoreError> {
+        let mut joined: Option<(ItemId, StoryLink)> = None;
+        let mut merges = Vec::new();
+        let mut sources = HashSet::from([self.source.to_owned()]);
+        let mut seen = HashSet::new();
+        for link in found {
+            let story = self.story_of(link.with)?;
+            if !seen.insert(story) {
+                continue;
+            }
+            let theirs = self.sources(story)?;
+            if !theirs.is_disjoint(&sources) {
+                continue;
+            }
+            sources.extend(theirs);
+            match joined {
+                None => joined = Some((story, *link)),
+                Some((into, _)) => {
+                    self.merged_into.insert(story, into);
+                    merges.push(StoryMerge {
+                        from: story,
+                        into,
+                        link: StoryLink {
+                            kind: MergeKind::Through,
+                            with: id,
+                            ..*link
+                        },
+                    });
+                }
+            }
+        }
+        let (story, link) = joined.map_or((id, None), |(story, link)| (story, Some(link)));
+        self.pending.insert(id, story);
+        Ok(Joined {
+            story,
+            link,
+            merges,
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn new_item(
+    id: ItemId,
+    source: &str,
+    guid: String,
+    entry: Entry,
+    canonical_url: Option<String>,
+    content_hash: u64,
+    story: ItemId,
+    now: DateTime<Utc>,
+) -> Item {
+    Item {
+        id,
+        source: source.to_owned(),
+        guid,
+        url: entry.url,
+        canonical_url,
+        title: entry.title,
+        summary_html: entry.summary_html,
+        content_html: entry.content_html,
+        authors: entry.authors,
+        categories: entry.categories,
+        enclosures: entry.enclosures,
+        published: entry.published.unwrap_or(now),
+        updated: entry.updated,
+        first_seen: now,
+        modified: now,
+        content_hash,
+        story,
+        // Entries come from the parse stage, which cleaned their HTML.
+        sanitised: crate::sanitise::POLICY,
+    }
+}
+
+/// The new version of an edited item: its identity, first sighting and story are kept; an
+/// entry that lost its date keeps the old one.
+pub(super) fn updated_item(
+    old: &Item,
+    entry: Entry,
+    canonical_url: Option<String>,
+    content_hash: u64,
+    now: DateTime<Utc>,
+) -> Item {
+    let published = entry.published.unwrap_or(old.published);
+    Item {
+        published,
+        first_seen: old.first_seen,
+        ..new_item(
+            old.id,
+            &old.source,
+            old.guid.clone(),
+            entry,
+            canonical_url,
+            content_hash,
+            old.story,
+            now,
+        )
+    }
+}
