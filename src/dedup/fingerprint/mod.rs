@@ -18,13 +18,20 @@
 //! index keys, so a new item is compared with the items that share a rare term, never with
 //! the whole store.
 //!
-//! Pure functions only; the index lives in the store.
+//! Pure functions only; the index lives in the store. Here: fingerprints and how two compare;
+//! beside it `terms` (cutting text into terms) and `stats` ([`TermStats`]).
 
 use serde::{Deserialize, Serialize};
 
 use super::meaning::Meaning;
 use super::numbers::canonical_numbers;
 use crate::text::{is_cjk, matching_form};
+
+mod stats;
+mod terms;
+pub use stats::TermStats;
+pub use terms::clean_title;
+use terms::*;
 
 /// The version of the way text is cut into terms. A store whose text index was built with
 /// another has it re-derived at start (`dedup::upkeep::upgrade_text_index`). 2: numbers and dates
@@ -57,34 +64,6 @@ const RARE_FRACTION: f32 = 0.8;
 /// Count-min sketch of document frequencies: rows × columns of u32 counters.
 const SKETCH_ROWS: usize = 2;
 const SKETCH_COLUMNS: usize = 1 << 17;
-
-const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "with", "at", "by", "from", "is",
-    "are", "be", "as", "its", "it", "this", "that", "new", "how", "why", "what", "after", "into",
-    "about", "over", "says", "say", "said", "will", "now", "has", "have", "than", "up", "out",
-    "more", "who", "was", "were", "been", "their", "they", "we", "our", "you", "your", "but",
-    "not", "can", "all", "his", "her", "which", "also",
-];
-/// Labels outlets put before a title.
-const TITLE_PREFIXES: &[&str] = &[
-    "exclusive",
-    "breaking",
-    "report",
-    "reports",
-    "update",
-    "updated",
-    "just in",
-    "news",
-    "独家",
-    "快讯",
-    "重磅",
-    "突发",
-    "最新",
-    "速递",
-    "首发",
-    "热点",
-    "深度",
-];
 
 /// One term of an item: its hash and how often it occurs in the title and in the body lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,123 +174,6 @@ impl Similarity {
     /// Whether the two items are one story by their texts ([`Similarity::verdict`]).
     pub fn same_story(&self, threshold: f32, meaning_threshold: f32) -> bool {
         self.verdict(threshold, meaning_threshold).same_story()
-    }
-}
-
-/// How common each term is among the items seen: a count-min sketch of document frequencies
-/// (fixed size, 1 MiB) and the number of documents. Collisions can only make a term look
-/// more common than it is, so a rare name is never mistaken for noise by accident of hashing
-/// more than by its own count.
-#[derive(Clone)]
-pub struct TermStats {
-    docs: u64,
-    /// `ln(docs + 1)`, kept with `docs`: every idf needs it, and a store counts more items than
-    /// [`LN_TABLE`] holds.
-    ln_docs: f64,
-    counts: Vec<u32>,
-}
-
-impl std::fmt::Debug for TermStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TermStats")
-            .field("docs", &self.docs)
-            .finish()
-    }
-}
-
-impl Default for TermStats {
-    fn default() -> Self {
-        TermStats {
-            docs: 0,
-            ln_docs: ln_of_one_more(0),
-            counts: vec![0; SKETCH_ROWS * SKETCH_COLUMNS],
-        }
-    }
-}
-
-/// Document frequencies below this have their logarithm in a table: idf is computed for every
-/// term of every candidate a new item is compared with, and `ln` was a tenth of a poll.
-const LN_TABLE: usize = 4096;
-
-/// `ln(n + 1)`, from a table for small `n`.
-fn ln_of_one_more(n: u64) -> f64 {
-    static TABLE: std::sync::LazyLock<Vec<f64>> =
-        std::sync::LazyLock::new(|| (0..LN_TABLE).map(|n| (n as f64 + 1.0).ln()).collect());
-    match usize::try_from(n) {
-        Ok(small) if small < LN_TABLE => TABLE[small],
-        _ => (n as f64 + 1.0).ln(),
-    }
-}
-
-impl TermStats {
-    /// Counts one item's terms (each once).
-    pub fn add(&mut self, fingerprint: &Fingerprint) {
-        self.docs += 1;
-        self.ln_docs = ln_of_one_more(self.docs);
-        for term in &fingerprint.terms {
-            for row in 0..SKETCH_ROWS {
-                let slot = &mut self.counts[Self::slot(term.hash, row)];
-                *slot = slot.saturating_add(1);
-            }
-        }
-    }
-
-    /// Items counted.
-    pub fn docs(&self) -> u64 {
-        self.docs
-    }
-
-    /// Items that had `hash` (an upper bound).
-    pub fn document_frequency(&self, hash: u32) -> u32 {
-        (0..SKETCH_ROWS)
-            .map(|row| self.counts[Self::slot(hash, row)])
-            .min()
-            .unwrap_or(0)
-    }
-
-    /// Inverse document frequency, smoothed: 1 for a term every item has, more for rarer ones.
-    pub fn idf(&self, hash: u32) -> f32 {
-        let df = u64::from(self.document_frequency(hash)).min(self.docs);
-        (self.ln_docs - ln_of_one_more(df) + 1.0) as f32
-    }
-
-    /// The idf of a term no item has had.
-    pub fn max_idf(&self) -> f32 {
-        (self.ln_docs + 1.0) as f32
-    }
-
-    fn slot(hash: u32, row: usize) -> usize {
-        let h = mix(u64::from(hash) ^ (row as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        row * SKETCH_COLUMNS + (h as usize & (SKETCH_COLUMNS - 1))
-    }
-
-    /// A binary form: version, document count, counters (little-endian).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(9 + 4 * self.counts.len());
-        out.push(1u8);
-        out.extend_from_slice(&self.docs.to_le_bytes());
-        for c in &self.counts {
-            out.extend_from_slice(&c.to_le_bytes());
-        }
-        out
-    }
-
-    /// Reads [`TermStats::to_bytes`]'s form; `None` for anything else.
-    pub fn from_bytes(bytes: &[u8]) -> Option<TermStats> {
-        let (version, rest) = bytes.split_first()?;
-        if *version != 1 || rest.len() != 8 + 4 * SKETCH_ROWS * SKETCH_COLUMNS {
-            return None;
-        }
-        let (docs, counts) = rest.split_at(8);
-        let docs = u64::from_le_bytes(docs.try_into().ok()?);
-        Some(TermStats {
-            docs,
-            ln_docs: ln_of_one_more(docs),
-            counts: counts
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        })
     }
 }
 
@@ -564,194 +426,6 @@ fn substitution(a: &[u32], b: &[u32]) -> bool {
     let only = |x: &[u32], y: &[u32]| x.iter().filter(|h| y.binary_search(h).is_err()).count();
     let (only_a, only_b) = (only(a, b), only(b, a));
     (1..=3).contains(&only_a) && (1..=3).contains(&only_b)
-}
-
-/// The title without the labels outlets add around it, in matching form.
-pub fn clean_title(title: &str) -> String {
-    let mut t = matching_form(title).trim().to_owned();
-    // 【独家】, [快讯], (updated) at the start.
-    loop {
-        let before = t.clone();
-        for (open, close) in [
-            ('【', '】'),
-            ('[', ']'),
-            ('(', ')'),
-            ('〔', '〕'),
-            ('「', '」'),
-        ] {
-            if let Some(rest) = t.strip_prefix(open) {
-                if let Some(end) = rest.find(close) {
-                    if rest[..end].chars().count() <= 8 {
-                        t = rest[end + close.len_utf8()..].trim().to_owned();
-                    }
-                }
-            }
-        }
-        for prefix in TITLE_PREFIXES {
-            if let Some(rest) = t.strip_prefix(prefix) {
-                let rest = rest.trim_start();
-                if let Some(rest) = rest
-                    .strip_prefix(':')
-                    .or_else(|| rest.strip_prefix('!'))
-                    .or_else(|| rest.strip_prefix('|'))
-                    .or_else(|| rest.strip_prefix('-'))
-                {
-                    t = rest.trim().to_owned();
-                }
-            }
-        }
-        if t == before {
-            break;
-        }
-    }
-    // " | 量子位", " - The Verge", " — TechCrunch" at the end.
-    for sep in [" | ", " - ", " — ", " – ", "|", "丨"] {
-        if let Some(at) = t.rfind(sep) {
-            let tail = &t[at + sep.len()..];
-            // A site name, not a date or an issue number.
-            let site_like = !tail.chars().any(|c| c.is_ascii_digit());
-            if site_like && !tail.is_empty() && tail.chars().count() <= 20 && at > 0 {
-                t = t[..at].trim().to_owned();
-                break;
-            }
-        }
-    }
-    t
-}
-
-/// Words (Latin letters and digits) and single CJK characters, in order.
-fn tokens(text: &str) -> Vec<Token<'_>> {
-    let mut out = Vec::new();
-    let mut word_start = None;
-    for (i, c) in text.char_indices() {
-        if is_cjk(c) {
-            if let Some(s) = word_start.take() {
-                out.push(Token::Word(&text[s..i]));
-            }
-            out.push(Token::Cjk(c));
-        } else if c.is_alphanumeric() || c == '.' && word_start.is_some() && decimal_point(text, i)
-        {
-            word_start.get_or_insert(i);
-        } else if let Some(s) = word_start.take() {
-            out.push(Token::Word(&text[s..i]));
-        }
-    }
-    if let Some(s) = word_start {
-        out.push(Token::Word(&text[s..]));
-    }
-    out
-}
-
-/// Whether the '.' at byte `i` stands between two digits ("27.1").
-fn decimal_point(text: &str, i: usize) -> bool {
-    let before = text[..i].chars().next_back();
-    let after = text[i + 1..].chars().next();
-    before.is_some_and(|c| c.is_ascii_digit()) && after.is_some_and(|c| c.is_ascii_digit())
-}
-
-/// Whether a word is a number in [`canonical_numbers`]'s form.
-fn is_number(word: &str) -> bool {
-    word.starts_with(|c: char| c.is_ascii_digit())
-        && word.chars().all(|c| c.is_ascii_digit() || c == '.')
-}
-
-/// The number a title word is, or the version it names: a number as it is ("2026", "2.5"), a
-/// name with a version from its first digit on ("qwen2.5" → "2.5", "v3" → "3", "k1.5" →
-/// "1.5", "4o" → "4o"), so that "Qwen2.5" and "Qwen 2.5" agree and "DeepSeek V2" and
-/// "DeepSeek V3" do not. A version's fraction loses its trailing zeros ("v2.0" → "2"), as
-/// numbers do. Other words: `None`.
-fn number_or_version(word: &str) -> Option<String> {
-    if is_number(word) {
-        return Some(word.to_owned());
-    }
-    let first_digit = word.find(|c: char| c.is_ascii_digit())?;
-    let (name, version) = word.split_at(first_digit);
-    let digits_end = version
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(version.len());
-    let (number, suffix) = version.split_at(digits_end);
-    let plain = |s: &str| s.chars().all(|c| c.is_ascii_lowercase());
-    // A name, then a number, then at most a short tag ("4o", "1.5b"): "a16z" and "h100" are
-    // versions too, but "covid19vaccine" is no word of this kind.
-    if !plain(name) || !plain(suffix) || suffix.len() > 2 {
-        return None;
-    }
-    let number = match number.split_once('.') {
-        Some((whole, fraction)) if fraction.trim_end_matches('0').is_empty() => whole,
-        _ => number,
-    };
-    Some(format!("{number}{suffix}"))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Token<'a> {
-    Word(&'a str),
-    Cjk(char),
-}
-
-/// Terms of normalised text, in order: each Latin word that is not a stopword (a plural "s"
-/// trimmed, single letters dropped), each pair of adjacent CJK characters (a lone CJK
-/// character counts alone).
-fn terms(text: &str) -> Vec<u32> {
-    let toks = tokens(text);
-    let mut out = Vec::new();
-    for (i, t) in toks.iter().enumerate() {
-        match t {
-            Token::Word(w) if STOPWORDS.contains(w) => {}
-            Token::Word(w) if w.chars().count() == 1 && !w.chars().all(|c| c.is_ascii_digit()) => {}
-            Token::Word(w) => out.push(short(hash_str(&stem(w)))),
-            Token::Cjk(c) => match toks.get(i + 1) {
-                Some(Token::Cjk(d)) => out.push(short(hash_pair(*c, *d))),
-                _ => {
-                    let lone = i == 0 || !matches!(toks[i - 1], Token::Cjk(_));
-                    if lone {
-                        out.push(short(hash_pair(*c, ' ')));
-                    }
-                }
-            },
-        }
-    }
-    out
-}
-
-/// The English stem of a word of Latin letters ("predicts", "predicting" → "predict");
-/// other words as they are.
-fn stem(word: &str) -> std::borrow::Cow<'_, str> {
-    static ENGLISH: std::sync::LazyLock<rust_stemmers::Stemmer> = std::sync::LazyLock::new(|| {
-        rust_stemmers::Stemmer::create(rust_stemmers::Algorithm::English)
-    });
-    if word.bytes().all(|b| b.is_ascii_lowercase()) {
-        ENGLISH.stem(word)
-    } else {
-        std::borrow::Cow::Borrowed(word)
-    }
-}
-
-/// A 32-bit term hash: collisions among an item's few dozen terms are negligible and the
-/// stored record stays small.
-fn short(h: u64) -> u32 {
-    (h >> 32) as u32
-}
-
-/// SplitMix64's finaliser: a fast, well-spread 64-bit mix.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// FNV-1a, then mixed: stable across runs and versions (it is stored).
-fn hash_str(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    mix(h)
-}
-
-fn hash_pair(a: char, b: char) -> u64 {
-    mix((u64::from(a as u32) << 32) | u64::from(b as u32) | 0x8000_0000_0000_0000)
 }
 
 #[cfg(test)]
