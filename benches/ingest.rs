@@ -74,6 +74,9 @@ fn main() {
         exclude_regex: vec![],
         limit: 100,
         group_stories: true,
+        max_per_source: None,
+        max_age: None,
+        match_in: Default::default(),
     });
 
     let runs = 5;

@@ -762,8 +762,8 @@ impl Feedmux {
     fn read_newest(&self, n: usize) -> Duration {
         let t = Instant::now();
         let mut bytes = 0;
-        for id in self.store.feed_items("all").take(n) {
-            let id = id.expect("a feed index entry");
+        for entry in self.store.feed_items("all").take(n) {
+            let id = entry.expect("a feed index entry").id;
             let item = self.store.item(id).expect("readable").expect("stored");
             bytes += item.title.len() + item.summary_html.map_or(0, |h| h.len());
         }

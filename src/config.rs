@@ -190,6 +190,33 @@ pub struct FeedConfig {
     pub limit: usize,
     /// One entry per story (true, the default), or one per item.
     pub group_stories: bool,
+    /// `max_per_source`: at most this many items of one source are in the feed (its
+    /// newest); a busy source cannot push the others out.
+    pub max_per_source: Option<usize>,
+    /// `max_age`: items published longer ago are left out.
+    pub max_age: Option<Duration>,
+    /// `match_in`: the text keywords and regexes look at.
+    pub match_in: MatchIn,
+}
+
+/// Where a feed's `include`, `exclude` and regexes look (`match_in`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatchIn {
+    /// Title, summary and content (`"all"`, the default).
+    #[default]
+    All,
+    /// The title only (`"title"`).
+    Title,
+}
+
+impl MatchIn {
+    /// The value as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchIn::All => "all",
+            MatchIn::Title => "title",
+        }
+    }
 }
 
 impl FeedConfig {
@@ -200,14 +227,18 @@ impl FeedConfig {
                 .map(|r| r.as_str().to_owned())
                 .collect::<Vec<_>>()
         };
-        serde_json::json!({
+        let mut rules = serde_json::json!({
             "sources": self.sources,
             "include": self.include,
             "exclude": self.exclude,
             "include_regex": regexes(&self.include_regex),
             "exclude_regex": regexes(&self.exclude_regex),
-        })
-        .to_string()
+        });
+        // Only when set: indexes built before the key existed stay valid.
+        if self.match_in != MatchIn::All {
+            rules["match_in"] = serde_json::json!(self.match_in.as_str());
+        }
+        rules.to_string()
     }
 }
 
@@ -457,6 +488,9 @@ struct RawFeed {
     exclude_regex: Vec<Spanned<String>>,
     limit: Option<Spanned<i64>>,
     group_stories: Option<bool>,
+    max_per_source: Option<Spanned<i64>>,
+    max_age: Option<Spanned<String>>,
+    match_in: Option<Spanned<String>>,
 }
 
 fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
@@ -1026,6 +1060,10 @@ fn validate_feeds(
             Some(n) => *n.get_ref() as usize,
             None => DEFAULT_FEED_LIMIT,
         };
+        let feed = raw.name.get_ref().as_str();
+        let max_per_source = feed_max_per_source(feed, raw.max_per_source, report);
+        let max_age = feed_max_age(feed, raw.max_age, report);
+        let match_in = feed_match_in(feed, raw.match_in, report);
         let name = raw.name.into_inner();
         feeds.push(FeedConfig {
             title: raw
@@ -1041,9 +1079,76 @@ fn validate_feeds(
             exclude_regex,
             limit,
             group_stories: raw.group_stories.unwrap_or(true),
+            max_per_source,
+            max_age,
+            match_in,
         });
     }
     feeds
+}
+
+/// `[[feed]] max_per_source`: a whole number from 1.
+fn feed_max_per_source(
+    feed: &str,
+    raw: Option<Spanned<i64>>,
+    report: &mut Reporter<'_>,
+) -> Option<usize> {
+    let value = raw?;
+    match usize::try_from(*value.get_ref()) {
+        Ok(n) if n >= 1 => Some(n),
+        _ => {
+            report.at(
+                value.span(),
+                format!(
+                    "feed {feed:?}: max_per_source must be at least 1 (got {}; leave it out for no cap)",
+                    value.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `[[feed]] max_age`: a duration above zero ("7d", "36h").
+fn feed_max_age(
+    feed: &str,
+    raw: Option<Spanned<String>>,
+    report: &mut Reporter<'_>,
+) -> Option<Duration> {
+    let text = raw?;
+    match humantime::parse_duration(text.get_ref().trim()) {
+        Ok(d) if !d.is_zero() => Some(d),
+        _ => {
+            report.at(
+                text.span(),
+                format!(
+                    "feed {feed:?}: invalid max_age {:?}: expected a duration such as \"7d\", \"36h\" or \"90m\"",
+                    text.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `[[feed]] match_in`: `"all"` (title, summary and content) or `"title"`.
+fn feed_match_in(feed: &str, raw: Option<Spanned<String>>, report: &mut Reporter<'_>) -> MatchIn {
+    let Some(text) = raw else {
+        return MatchIn::All;
+    };
+    match text.get_ref().trim() {
+        "all" => MatchIn::All,
+        "title" => MatchIn::Title,
+        other => {
+            report.at(
+                text.span(),
+                format!(
+                    "feed {feed:?}: match_in must be \"title\" or \"all\" (title, summary and content), not {other:?}"
+                ),
+            );
+            MatchIn::All
+        }
+    }
 }
 
 fn keywords(raw: &[Spanned<String>], report: &mut Reporter<'_>) -> Vec<String> {
@@ -1247,6 +1352,41 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(
             e[0].starts_with("t.toml:2:14: invalid size \"lots\""),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_feeds_balance_keys_are_read_and_bad_values_name_the_key_and_feed() {
+        let source = "[[source]]\nname = \"a\"\nurl = \"https://a.com/\"\n";
+        let text = format!(
+            "{source}[[feed]]\nname = \"f\"\nmax_per_source = 20\nmax_age = \"7d\"\nmatch_in = \"title\"\n[[feed]]\nname = \"g\"\n"
+        );
+        let c = parse(Path::new("t.toml"), &text).unwrap();
+        let (f, g) = (&c.feeds[0], &c.feeds[1]);
+        assert_eq!(f.max_per_source, Some(20));
+        assert_eq!(f.max_age, Some(Duration::from_secs(7 * 24 * 3600)));
+        assert_eq!(f.match_in, MatchIn::Title);
+        assert_eq!(
+            (g.max_per_source, g.max_age, g.match_in),
+            (None, None, MatchIn::All)
+        );
+        assert_ne!(f.selection_fingerprint(), g.selection_fingerprint());
+
+        let e = errors(&format!(
+            "{source}[[feed]]\nname = \"arxiv\"\nmax_per_source = 0\nmax_age = \"a week\"\nmatch_in = \"body\"\n"
+        ));
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].starts_with("t.toml:6:18: feed \"arxiv\": max_per_source must be at least 1"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("t.toml:7:11: feed \"arxiv\": invalid max_age \"a week\""),
+            "{e:?}"
+        );
+        assert!(
+            e[2].starts_with("t.toml:8:12: feed \"arxiv\": match_in must be \"title\" or \"all\""),
             "{e:?}"
         );
     }

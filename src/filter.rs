@@ -4,14 +4,15 @@
 //! for one item: is it from a selected source, does it match an `include` keyword or regex (when
 //! any are given), and does it match no `exclude` keyword or regex. Keywords follow the
 //! contract: NFKC and case folding, whole-word at Latin edges, anywhere for CJK. Regexes run on
-//! the item's plain text as written. A reader's search ([`Query`]) matches its terms by the same
+//! the item's plain text as written: title, summary and content, or the title alone with
+//! `match_in = "title"`. A reader's search ([`Query`]) matches its terms by the same
 //! rules. This module does not read the store and does not render.
 
 use std::collections::HashSet;
 
 use regex::Regex;
 
-use crate::config::FeedConfig;
+use crate::config::{FeedConfig, MatchIn};
 use crate::model::Item;
 use crate::text::{html_to_text, is_word_char, matching_form};
 
@@ -70,6 +71,8 @@ pub struct FeedFilter {
     exclude: Vec<Keyword>,
     include_regex: Vec<Regex>,
     exclude_regex: Vec<Regex>,
+    /// The text the rules look at.
+    match_in: MatchIn,
 }
 
 impl FeedFilter {
@@ -81,6 +84,7 @@ impl FeedFilter {
             exclude: config.exclude.iter().map(|k| Keyword::new(k)).collect(),
             include_regex: config.include_regex.clone(),
             exclude_regex: config.exclude_regex.clone(),
+            match_in: config.match_in,
         }
     }
 
@@ -106,7 +110,10 @@ impl FeedFilter {
         {
             return Decision::Keep(Rule::NoRules);
         }
-        self.decide_text(&item_text(item))
+        match self.match_in {
+            MatchIn::All => self.decide_text(&item_text(item)),
+            MatchIn::Title => self.decide_text(&item.title),
+        }
     }
 
     /// Whether plain `text` passes the keyword and regex rules.
@@ -256,6 +263,9 @@ mod tests {
             exclude_regex: vec![],
             limit: 10,
             group_stories: true,
+            max_per_source: None,
+            max_age: None,
+            match_in: Default::default(),
         })
     }
 

@@ -282,6 +282,14 @@ pub struct RenderedFeed {
 }
 
 impl RenderedFeed {
+    /// Dates every format, and the feed, as last modified at `when`.
+    fn set_last_modified(&mut self, when: DateTime<Utc>) {
+        self.last_modified = when;
+        for doc in self.formats.values_mut() {
+            doc.last_modified = Some(when);
+        }
+    }
+
     pub fn get(&self, format: Format) -> Option<&Rendered> {
         self.formats.get(&format)
     }
@@ -344,6 +352,16 @@ pub fn modified_after(before: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Date
         Some(after) if after > now => after,
         _ => now,
     }
+}
+
+/// The Last-Modified of a feed's first rendering at `now`: the newest change feedmux saw of
+/// an item it shows (stored, or edited), which stays the same across restarts while nothing
+/// changes; never after `now` (a clock set back). An empty feed's is 1970, as its `updated`
+/// is: so the first items, often stored within a second of the start, date the feed `now`,
+/// not a second after the start (ahead of the clock). Publishers' dates (a future
+/// `pubDate`) play no part.
+pub fn first_last_modified(page: &Page, now: DateTime<Utc>) -> DateTime<Utc> {
+    page.changed.unwrap_or(DateTime::<Utc>::UNIX_EPOCH).min(now)
 }
 
 /// The in-memory cache of rendered output feeds and of searches and pages, and when each
@@ -479,6 +497,11 @@ impl Publisher {
         let page = collect_page(store, config, feed_config, &View::default())?;
         let previous = self.get(feed);
         let mut rendered = render_all(config, feed_config, &page);
+        if previous.is_none() {
+            // The first rendering since the start: dated by its content, so that a restart
+            // with nothing changed keeps the Last-Modified readers hold.
+            rendered.set_last_modified(first_last_modified(&page, rendered.last_modified));
+        }
         if let Some(previous) = previous {
             let etag = |r: &RenderedFeed, f: Format| r.get(f).map(|d| d.etag.clone());
             rendered.changed = Format::ALL
@@ -724,11 +747,16 @@ pub struct Page {
     pub sources: Vec<SourceInfo>,
     pub view: View,
     pub next: Option<Cursor>,
+    /// When feedmux last stored or saw a change of an item the page shows (its stories'
+    /// other reports included); `None` for an empty page.
+    pub changed: Option<DateTime<Utc>>,
 }
 
 /// The newest entries of `feed` as `view` selects them: one per story group, newest first.
 /// A story is shown at the place of its newest member in the feed, so walking the pages
-/// shows each story once.
+/// shows each story once; an index entry left by an interrupted write (at another time than
+/// its item's) is skipped, so no item has two places. Items past the feed's `max_age`, and
+/// those of a source beyond its newest `max_per_source`, are not in the feed.
 pub fn collect_page(
     store: &Store,
     config: &Config,
@@ -742,71 +770,48 @@ pub fn collect_page(
             ..SourceInfo::default()
         })
     };
-    let priority_of = |source: &str| config.source(source).map_or(0, |s| s.priority);
     let query = view.query.as_ref().map(|(_, q)| q);
     let matches = |item: &Item| query.is_none_or(|q| q.matches(item));
+    let limits = FeedLimits::new(store, feed, Utc::now());
     let size = view.page_size(feed);
     let mut seen_stories: HashSet<ItemId> = HashSet::new();
-    let mut seen_items: HashSet<ItemId> = HashSet::new();
     let mut entries = Vec::new();
     let mut next = None;
     let mut last_taken: Option<Cursor> = None;
-    let ids: Box<dyn Iterator<Item = Result<ItemId, StoreError>>> = match view.before {
-        Some(c) => Box::new(store.feed_items_after(&feed.name, c.published, c.id)),
-        None => Box::new(store.feed_items(&feed.name)),
+    let mut changed: Option<DateTime<Utc>> = None;
+    let index = match view.before {
+        Some(c) => store.feed_items_after(&feed.name, c.published, c.id),
+        None => store.feed_items(&feed.name),
     };
-    for id in ids {
-        let id = id?;
+    for entry in index {
+        let entry = entry?;
+        if limits.too_old(entry.published) {
+            break; // newest first: every entry after this one is older still
+        }
         if entries.len() >= size {
             // There is more: the next page starts after the last entry taken.
             next = last_taken;
             break;
         }
-        // A poll cut short (crash, full disk) can leave an index entry at another time than
-        // the item it was retried with: the item is shown once, at its newest entry.
-        if !seen_items.insert(id) {
-            continue;
-        }
-        let Some(item) = store.item(id)? else {
+        let Some(item) = store.item(entry.id)? else {
             continue; // an index entry whose item is gone
         };
-        if !matches(&item) {
+        if !entry.is_current_for(&item) || !limits.within_cap(&item)? || !matches(&item) {
             continue;
         }
-        if !feed.group_stories {
-            last_taken = Some(Cursor::of(&item));
-            entries.push(OutputEntry {
-                source: info_of(&item.source),
-                item,
-                also: Vec::new(),
-            });
+        if feed.group_stories && !seen_stories.insert(item.story) {
             continue;
         }
-        if !seen_stories.insert(item.story) {
-            continue;
-        }
-        let member_ids = store.story_members(item.story)?;
-        if member_ids.len() <= 1 {
-            last_taken = Some(Cursor::of(&item));
-            entries.push(OutputEntry {
-                source: info_of(&item.source),
-                item,
-                also: Vec::new(),
-            });
-            continue;
-        }
-        let mut members = Vec::new();
-        for member in member_ids {
-            if let Some(m) = store.item(member)? {
-                members.push(m);
-            }
-        }
-        if view.before.is_some() {
+        let members = if feed.group_stories {
+            story_members(store, &item)?
+        } else {
+            vec![item.clone()]
+        };
+        if view.before.is_some() && members.len() > 1 {
             // Shown on an earlier page when a member comes before this item in the feed.
-            let place = |m: &Item| (std::cmp::Reverse(m.published), m.id);
             let mut earlier = false;
             for m in &members {
-                if place(m) < place(&item) && matches(m) && in_feed(store, feed, m)? {
+                if place(m) < place(&item) && matches(m) && limits.shows(m)? {
                     earlier = true;
                     break;
                 }
@@ -816,20 +821,8 @@ pub fn collect_page(
             }
         }
         last_taken = Some(Cursor::of(&item));
-        members.sort_by_key(|m| m.first_seen);
-        // The report shown: among the members this feed selects, the highest priority
-        // source's, then the earliest.
-        let mut shown = item;
-        for m in &members {
-            let better = (priority_of(&m.source), std::cmp::Reverse(m.first_seen))
-                > (
-                    priority_of(&shown.source),
-                    std::cmp::Reverse(shown.first_seen),
-                );
-            if better && m.id != shown.id && in_feed(store, feed, m)? {
-                shown = m.clone();
-            }
-        }
+        changed = members.iter().map(|m| m.modified).chain(changed).max();
+        let shown = representative(config, &limits, item, &members)?;
         let mut reported = HashSet::from([shown.source.clone()]);
         let also = members
             .iter()
@@ -854,7 +847,118 @@ pub fn collect_page(
         sources,
         view: view.clone(),
         next,
+        changed,
     })
+}
+
+/// Where an item stands in a feed's index, smaller first: newer first, then by id (the
+/// index's order, to the microsecond it keeps).
+type Place = (std::cmp::Reverse<i64>, ItemId);
+
+fn place(item: &Item) -> Place {
+    place_of(item.published, item.id)
+}
+
+fn place_of(published: DateTime<Utc>, id: ItemId) -> Place {
+    (std::cmp::Reverse(published.timestamp_micros()), id)
+}
+
+/// The stored members of `item`'s story, earliest seen first (`item` alone when it has none).
+fn story_members(store: &Store, item: &Item) -> Result<Vec<Item>, StoreError> {
+    let ids = store.story_members(item.story)?;
+    if ids.len() <= 1 {
+        return Ok(vec![item.clone()]);
+    }
+    let mut members = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(m) = store.item(id)? {
+            members.push(m);
+        }
+    }
+    members.sort_by_key(|m| m.first_seen);
+    Ok(members)
+}
+
+/// The report a story is shown as: among its members the feed shows, the one of the source
+/// with the highest `priority`, then the earliest published (then the first seen).
+fn representative(
+    config: &Config,
+    limits: &FeedLimits<'_>,
+    item: Item,
+    members: &[Item],
+) -> Result<Item, StoreError> {
+    let rank = |m: &Item| {
+        let priority = config.source(&m.source).map_or(0, |s| s.priority);
+        (std::cmp::Reverse(priority), m.published, m.first_seen, m.id)
+    };
+    let mut shown = item;
+    for m in members {
+        if rank(m) < rank(&shown) && limits.shows(m)? {
+            shown = m.clone();
+        }
+    }
+    Ok(shown)
+}
+
+/// What keeps an indexed item out of a feed when it is rendered: `max_age` and
+/// `max_per_source` (the keyword rules decided at ingest).
+struct FeedLimits<'a> {
+    store: &'a Store,
+    feed: &'a FeedConfig,
+    /// Items published before this are left out.
+    oldest: Option<DateTime<Utc>>,
+    /// Per source, the place of its oldest item in the feed under `max_per_source` (`None`:
+    /// the source has no more than that many); worked out when first needed.
+    last_kept: std::cell::RefCell<HashMap<String, Option<Place>>>,
+}
+
+impl<'a> FeedLimits<'a> {
+    fn new(store: &'a Store, feed: &'a FeedConfig, now: DateTime<Utc>) -> FeedLimits<'a> {
+        let oldest = feed
+            .max_age
+            .and_then(|age| chrono::Duration::from_std(age).ok())
+            .and_then(|age| now.checked_sub_signed(age));
+        FeedLimits {
+            store,
+            feed,
+            oldest,
+            last_kept: Default::default(),
+        }
+    }
+
+    fn too_old(&self, published: DateTime<Utc>) -> bool {
+        self.oldest.is_some_and(|oldest| published < oldest)
+    }
+
+    /// Whether `item` is among the newest `max_per_source` items of its source in the feed.
+    fn within_cap(&self, item: &Item) -> Result<bool, StoreError> {
+        let Some(cap) = self.feed.max_per_source else {
+            return Ok(true);
+        };
+        let known = self.last_kept.borrow().get(&item.source).copied();
+        let last = match known {
+            Some(last) => last,
+            None => {
+                let newest = self
+                    .store
+                    .newest_of_source(&self.feed.name, &item.source, cap)?;
+                // Fewer than the cap: every item of the source is kept.
+                let last = newest.get(cap - 1).map(|e| place_of(e.published, e.id));
+                self.last_kept
+                    .borrow_mut()
+                    .insert(item.source.clone(), last);
+                last
+            }
+        };
+        Ok(last.is_none_or(|last| place(item) <= last))
+    }
+
+    /// Whether the feed shows `item`: indexed for it, and within its age and cap.
+    fn shows(&self, item: &Item) -> Result<bool, StoreError> {
+        Ok(in_feed(self.store, self.feed, item)?
+            && !self.too_old(item.published)
+            && self.within_cap(item)?)
+    }
 }
 
 /// Renders `view` of `feed` in `format` for one request: sanitised like the cached feed, with
@@ -898,6 +1002,7 @@ pub fn render_entries(config: &Config, feed: &FeedConfig, entries: &[OutputEntry
         sources: Vec::new(),
         view: View::default(),
         next: None,
+        changed: entries.iter().map(|e| e.item.modified).max(),
     };
     render_all(config, feed, &page)
 }
@@ -1015,6 +1120,15 @@ fn newest_change(entries: &[OutputEntry]) -> DateTime<Utc> {
         .map(|e| e.item.modified.max(e.item.published))
         .max()
         .unwrap_or_else(|| Utc.timestamp_opt(0, 0).single().unwrap_or_default())
+}
+
+/// When an entry last changed, as readers are told (Atom `<updated>`, JSON Feed
+/// `date_modified`): the later of the source's own updated date and the time feedmux saw
+/// the item's text change on a later poll; never before `published`. `None` for an item
+/// neither dated as updated nor edited.
+fn entry_updated(item: &Item) -> Option<DateTime<Utc>> {
+    let edited = (item.modified > item.first_seen).then_some(item.modified);
+    item.updated.max(edited).map(|t| t.max(item.published))
 }
 
 /// The entry's body as safe HTML: its content (or summary) and the other sources of its story.
@@ -1220,7 +1334,7 @@ fn atom(feed: &FeedConfig, entries: &[OutputEntry], links: &Links) -> Vec<u8> {
             x.empty("link", &attrs);
         }
         x.text("published", &[], &rfc3339(item.published));
-        let updated = item.updated.unwrap_or(item.published).max(item.published);
+        let updated = entry_updated(item).unwrap_or(item.published);
         x.text("updated", &[], &rfc3339(updated));
         for author in &item.authors {
             x.open("author", &[]);
@@ -1385,8 +1499,8 @@ fn json_feed(
             if let Some(s) = summary_text(e) {
                 obj.insert("summary".into(), json!(s));
             }
-            if let Some(u) = item.updated {
-                obj.insert("date_modified".into(), json!(rfc3339(u.max(item.published))));
+            if let Some(u) = entry_updated(item) {
+                obj.insert("date_modified".into(), json!(rfc3339(u)));
             }
             let mut authors: Vec<serde_json::Value> =
                 item.authors.iter().map(|a| json!({ "name": a })).collect();

@@ -18,7 +18,8 @@ mod engine;
 mod sled_engine;
 
 pub use engine::{
-    Engine, FeedIndex, Health, Ingest, ItemIds, Items, Retention, SourceStates, TextIndex,
+    Engine, FeedEntries, FeedEntry, FeedIndex, Health, Ingest, ItemIds, Items, Retention,
+    SourceStates, TextIndex,
 };
 pub use sled_engine::{DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 

@@ -215,7 +215,7 @@ fn serve_document(
     let (body, coding) = doc.bytes_of(preferred_coding(headers));
     let mut response_headers = HeaderMap::new();
     insert(&mut response_headers, header::ETAG, doc.etag_of(coding));
-    if let Some(t) = doc.last_modified {
+    if let Some(t) = served_last_modified(doc) {
         let http_date = httpdate::fmt_http_date(t.into());
         insert(&mut response_headers, header::LAST_MODIFIED, &http_date);
     }
@@ -246,6 +246,13 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such feed\n").into_response()
 }
 
+/// The Last-Modified a response carries: the document's, but never after now, so never
+/// after the response's `Date` (a change made while the clock was behind is dated a second
+/// after the one before it, which may be ahead of a clock set back).
+fn served_last_modified(doc: &Rendered) -> Option<DateTime<Utc>> {
+    doc.last_modified.map(|t| t.min(Utc::now()))
+}
+
 /// RFC 9110: `If-None-Match` decides when present; otherwise `If-Modified-Since`.
 fn not_modified(headers: &HeaderMap, doc: &Rendered) -> bool {
     if let Some(inm) = headers
@@ -259,7 +266,7 @@ fn not_modified(headers: &HeaderMap, doc: &Rendered) -> bool {
             .get(header::IF_MODIFIED_SINCE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok()),
-        doc.last_modified,
+        served_last_modified(doc),
     ) {
         let ims: DateTime<Utc> = ims.into();
         return last_modified.timestamp() <= ims.timestamp();
@@ -641,6 +648,20 @@ mod tests {
         assert_eq!(coding_for("deflate"), Coding::Identity);
         assert_eq!(coding_for("GZIP ; Q=0.9, identity;q=0.5"), Coding::Gzip);
         assert_eq!(coding_for("br;q=0.3, identity;q=0.9"), Coding::Identity);
+    }
+
+    /// A feed changed while the clock was set back is dated a second after its previous
+    /// Last-Modified, ahead of the clock: it is served as now, never after the Date.
+    #[test]
+    fn a_last_modified_ahead_of_the_clock_is_served_as_now() {
+        let mut doc = Rendered::new(b"feed".to_vec(), publish::Effort::OnDemand);
+        let ahead = Utc::now() + chrono::Duration::hours(1);
+        doc.last_modified = Some(ahead);
+        let served = served_last_modified(&doc).unwrap();
+        assert!(served <= Utc::now(), "{served} is ahead of now");
+        let past = Utc::now() - chrono::Duration::hours(1);
+        doc.last_modified = Some(past);
+        assert_eq!(served_last_modified(&doc), Some(past));
     }
 
     #[test]

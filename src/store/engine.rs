@@ -4,8 +4,8 @@
 //!
 //! The contract every engine keeps, whatever it stores in:
 //! - A poll's writes ([`Ingest::apply_poll`]) are durable when it returns, and a crash midway
-//!   leaves at worst an index entry without its item (readers skip those), never an item that
-//!   no index lists.
+//!   leaves at worst an index entry without its item, or at another time than its item's
+//!   (readers skip both: [`FeedEntry::is_current_for`]), never an item that no index lists.
 //! - Ingestion is serialised by [`Ingest::ingest_guard`], held from reading the store for a
 //!   poll's plan until the plan is written, so that two polls cannot both claim one story.
 //! - Time-ordered reads (feeds, a source's items, every item) are newest first.
@@ -29,6 +29,26 @@ use crate::model::{Item, ItemId, SourceState};
 
 /// Item ids, newest first, each read possibly failing.
 pub type ItemIds<'a> = Box<dyn Iterator<Item = Result<ItemId, StoreError>> + 'a>;
+
+/// An output feed's index entries, newest first, each read possibly failing.
+pub type FeedEntries<'a> = Box<dyn Iterator<Item = Result<FeedEntry, StoreError>> + 'a>;
+
+/// One entry of an output feed's index: an item at the time it was indexed under. A crash
+/// midway through a poll can leave an entry whose time is not its item's `published` (the
+/// item was stored again with another): only an entry whose time is the item's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedEntry {
+    pub published: DateTime<Utc>,
+    pub id: ItemId,
+}
+
+impl FeedEntry {
+    /// Whether this entry is `item`'s own (same item, same time to the microsecond), not one
+    /// left by an earlier, interrupted write of it.
+    pub fn is_current_for(&self, item: &Item) -> bool {
+        self.id == item.id && self.published.timestamp_micros() == item.published.timestamp_micros()
+    }
+}
 
 /// Every concern of a storage engine.
 pub trait Engine:
@@ -183,13 +203,23 @@ pub trait TextIndex {
 
 /// Each output feed's index of its items, and the fingerprint of the rules it was built with.
 pub trait FeedIndex {
-    /// Ids of the items in an output feed, newest first.
-    fn feed_items(&self, feed: &str) -> ItemIds<'_>;
+    /// The index entries of an output feed, newest first.
+    fn feed_items(&self, feed: &str) -> FeedEntries<'_>;
 
-    /// Ids in the index of output feed `feed` that come after the entry of an item published
-    /// at `published` with id `id` (newest first, as [`FeedIndex::feed_items`]); the item
-    /// itself need not be there any more.
-    fn feed_items_after(&self, feed: &str, published: DateTime<Utc>, id: ItemId) -> ItemIds<'_>;
+    /// The entries in the index of output feed `feed` that come after the entry of an item
+    /// published at `published` with id `id` (newest first, as [`FeedIndex::feed_items`]);
+    /// the item itself need not be there any more.
+    fn feed_items_after(&self, feed: &str, published: DateTime<Utc>, id: ItemId)
+        -> FeedEntries<'_>;
+
+    /// The newest `n` entries of `source` in the index of output feed `feed`, newest first;
+    /// entries left by an interrupted write (see [`FeedEntry`]) are not counted.
+    fn newest_of_source(
+        &self,
+        feed: &str,
+        source: &str,
+        n: usize,
+    ) -> Result<Vec<FeedEntry>, StoreError>;
 
     /// Whether `item` is in the index of output feed `feed`.
     fn feed_contains(&self, feed: &str, item: &Item) -> Result<bool, StoreError>;

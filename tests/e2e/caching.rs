@@ -358,3 +358,72 @@ async fn a_repeated_search_is_served_from_the_cache_until_the_feed_changes() {
     );
     served.stop().await;
 }
+
+/// A sloppy publisher dates a post minutes ahead: Last-Modified still never passes the
+/// response's Date. After a restart with nothing changed, a reader revalidating with only
+/// If-Modified-Since gets 304, not the whole feed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_modified_is_never_ahead_of_date_and_holds_across_a_restart() {
+    let upstream = Upstream::start().await;
+    let ahead = (chrono::Utc::now() + chrono::Duration::minutes(8)).to_rfc2822();
+    let body = rss(&["One", "Two"]).replacen("Wed, 25 Nov 2026 00:00:00 GMT", &ahead, 1);
+    upstream.put("/t.xml", &[("content-type", "application/rss+xml")], body);
+    let dir = tempdir();
+    let tables = format!(
+        "[[source]]\nname = \"t\"\nurl = \"{}\"\nschedule = \"* * * * * *\"\n\n[[feed]]\nname = \"all\"\n",
+        upstream.url("/t.xml")
+    );
+    let http = client();
+    let served = Served::start(dir.path(), &tables).await;
+    served.wait_for("all", 2).await;
+    let mut held = Vec::new();
+    for format in ["atom", "rss", "json"] {
+        let r = get(&http, &served.url(&format!("/feeds/all.{format}")), &[]).await;
+        let date = httpdate::parse_http_date(&header_of(&r, header::DATE)).unwrap();
+        let last_modified = header_of(&r, header::LAST_MODIFIED);
+        let lm = httpdate::parse_http_date(&last_modified).unwrap();
+        assert!(
+            lm <= date,
+            "{format}: Last-Modified {last_modified} is ahead of Date"
+        );
+        let text = r.text().await.unwrap();
+        assert!(text.contains("One"), "{format}: {text}");
+        held.push((format, last_modified));
+    }
+    served.stop().await;
+
+    let polls_before = upstream.requests("/t.xml").len();
+    let served = Served::start(dir.path(), &tables).await;
+    served.wait_for("all", 2).await;
+    // The restarted daemon polls again (every second) and finds nothing new.
+    for _ in 0..100 {
+        if upstream.requests("/t.xml").len() > polls_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        upstream.requests("/t.xml").len() > polls_before,
+        "polled after the restart"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (format, last_modified) in &held {
+        let url = served.url(&format!("/feeds/all.{format}"));
+        let r = get(&http, &url, &[(header::IF_MODIFIED_SINCE, last_modified)]).await;
+        assert_eq!(
+            r.status(),
+            304,
+            "{format}: nothing changed, yet the restart answered If-Modified-Since {last_modified} with Last-Modified {}",
+            header_of(&r, header::LAST_MODIFIED)
+        );
+        let r = get(&http, &url, &[]).await;
+        let date = httpdate::parse_http_date(&header_of(&r, header::DATE)).unwrap();
+        let lm = httpdate::parse_http_date(&header_of(&r, header::LAST_MODIFIED)).unwrap();
+        assert!(
+            lm <= date,
+            "{format}: Last-Modified ahead of Date after the restart"
+        );
+        assert!(lm <= httpdate::parse_http_date(last_modified).unwrap());
+    }
+    served.stop().await;
+}

@@ -12,6 +12,7 @@ mod damaged;
 mod encodings;
 mod exposure;
 mod faults;
+mod feed_rules;
 mod files;
 mod fuzz_corpus;
 mod hostile;

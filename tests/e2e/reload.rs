@@ -332,3 +332,45 @@ async fn a_reload_does_not_wait_for_a_slow_poll_in_flight() {
     );
     daemon.stop().await;
 }
+
+/// `match_in`, `max_age` and `max_per_source` changed in the file apply to the running
+/// daemon: re-rendered (and re-indexed for `match_in`) from the store, without a poll.
+#[tokio::test]
+async fn a_reload_applies_a_feeds_match_in_max_age_and_max_per_source() {
+    let upstream = Upstream::start().await;
+    let ago = |hours: i64| (chrono::Utc::now() - chrono::Duration::hours(hours)).to_rfc2822();
+    let items = [
+        ("x1", "AI chip launched", "Fast.", ago(1)),
+        ("x2", "Bike review", "Designed with AI.", ago(2)),
+        ("x3", "Old AI essay", "Long.", ago(240)),
+    ];
+    let body: String = items
+        .iter()
+        .map(|(guid, title, text, date)| {
+            format!("<item><guid>{guid}</guid><title>{title}</title><link>https://x.example/{guid}</link><description>{text}</description><pubDate>{date}</pubDate></item>")
+        })
+        .collect();
+    upstream.put(
+        "/a.xml",
+        &[("content-type", "application/rss+xml")],
+        format!("<rss version=\"2.0\"><channel><title>t</title><link>https://x.example/</link><description>d</description>{body}</channel></rss>"),
+    );
+    let a = source("a", &upstream.url("/a.xml"), YEARLY);
+    let feed = "[[feed]]\nname = \"f\"\ninclude = [\"AI\"]\n";
+    let daemon = Running::start(&format!("{a}{feed}")).await;
+    daemon
+        .wait_for_titles("f", &["AI chip launched", "Bike review", "Old AI essay"])
+        .await;
+
+    daemon.edit(&format!(
+        "{a}{feed}match_in = \"title\"\nmax_age = \"7d\"\n"
+    ));
+    daemon.wait_for_titles("f", &["AI chip launched"]).await;
+
+    daemon.edit(&format!("{a}{feed}max_per_source = 2\n"));
+    daemon
+        .wait_for_titles("f", &["AI chip launched", "Bike review"])
+        .await;
+    assert_eq!(upstream.requests("/a.xml").len(), 1, "no poll needed");
+    daemon.stop().await;
+}

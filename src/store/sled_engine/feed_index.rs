@@ -2,23 +2,35 @@
 
 use super::*;
 
+/// The entry a feed index key (after `skip` bytes of feed name) stands for.
+fn feed_entry(key: &[u8], skip: usize) -> Result<FeedEntry, StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        what: "feed index key",
+        message: format!("{} bytes", key.len()),
+    };
+    let (published, id) = key
+        .get(skip - 8..)
+        .and_then(parse_time_key)
+        .ok_or_else(corrupt)?;
+    Ok(FeedEntry { published, id })
+}
+
 impl FeedIndex for SledEngine {
-    fn feed_items(&self, feed: &str) -> ItemIds<'_> {
+    fn feed_items(&self, feed: &str) -> FeedEntries<'_> {
         let prefix = name_prefix(feed);
         let skip = prefix.len() + 8;
         Box::new(
             self.iter_of(|t| t.feed_index.scan_prefix(prefix))
-                .map(move |r| {
-                    let (key, _) = r?;
-                    ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
-                        what: "feed index key",
-                        message: format!("{} bytes", key.len()),
-                    })
-                }),
+                .map(move |r| feed_entry(&r?.0, skip)),
         )
     }
 
-    fn feed_items_after(&self, feed: &str, published: DateTime<Utc>, id: ItemId) -> ItemIds<'_> {
+    fn feed_items_after(
+        &self,
+        feed: &str,
+        published: DateTime<Utc>,
+        id: ItemId,
+    ) -> FeedEntries<'_> {
         let prefix = name_prefix(feed);
         let skip = prefix.len() + 8;
         let mut end = prefix.clone();
@@ -31,14 +43,36 @@ impl FeedIndex for SledEngine {
                     std::ops::Bound::Included(end),
                 ))
             })
-            .map(move |r| {
-                let (key, _) = r?;
-                ItemId::from_slice(&key[skip..]).ok_or(StoreError::Corrupt {
-                    what: "feed index key",
-                    message: format!("{} bytes", key.len()),
-                })
-            }),
+            .map(move |r| feed_entry(&r?.0, skip)),
         )
+    }
+
+    fn newest_of_source(
+        &self,
+        feed: &str,
+        source: &str,
+        n: usize,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let trees = self.trees()?;
+        let prefix = name_prefix(source);
+        let mut found = Vec::new();
+        for key in trees.by_source.scan_prefix(&prefix).keys() {
+            if found.len() >= n {
+                break;
+            }
+            let entry = feed_entry(&key?, prefix.len() + 8)?;
+            let key = prefixed_key(feed, entry.published, entry.id);
+            if !trees.feed_index.contains_key(key)? {
+                continue;
+            }
+            if self
+                .item(entry.id)?
+                .is_some_and(|i| entry.is_current_for(&i))
+            {
+                found.push(entry);
+            }
+        }
+        Ok(found)
     }
 
     fn feed_contains(&self, feed: &str, item: &Item) -> Result<bool, StoreError> {
