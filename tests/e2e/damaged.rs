@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::upstream::Upstream;
-use crate::{binary, rss_feed, tempdir, RssItem};
+use crate::{binary, copy_dir, rss_feed, tempdir, RssItem};
 
 /// An RSS feed of `n` entries.
 fn rss(n: usize) -> String {
@@ -23,20 +23,6 @@ fn rss(n: usize) -> String {
         ))
     });
     rss_feed("d", "https://d.example/", items)
-}
-
-/// Copies the directory `from` to `to` (files and subdirectories).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// The files of the store at `store` whose names start with `prefix` (`snap.` for sled's

@@ -4,21 +4,7 @@
 use feedmux::publish::Format;
 use feedmux::store::Store;
 
-use crate::{config, poll, read_back, render, source, tempdir};
-
-/// Copies the directory `from` into `to`.
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else if entry.file_name() != "README.md" {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
+use crate::{config, copy_dir, poll, read_back, render, source, tempdir};
 
 #[tokio::test]
 async fn a_store_written_by_the_last_release_is_upgraded_in_place_and_reads_the_same() {
