@@ -145,6 +145,9 @@ pub fn collect_page(
             next = last_taken;
             break;
         }
+        if limits.passes_over(entry.id) {
+            continue;
+        }
         let Some(item) = store.item(entry.id)? else {
             continue; // an index entry whose item is gone
         };
@@ -208,11 +211,10 @@ pub fn collect_page(
 pub(super) type Place = (std::cmp::Reverse<i64>, ItemId);
 
 pub(super) fn place(item: &Item) -> Place {
-    place_of(item.published, item.id)
-}
-
-pub(super) fn place_of(published: DateTime<Utc>, id: ItemId) -> Place {
-    (std::cmp::Reverse(published.timestamp_micros()), id)
+    (
+        std::cmp::Reverse(item.published.timestamp_micros()),
+        item.id,
+    )
 }
 
 /// The stored members of `item`'s story, earliest seen first (`item` alone when it has none).
@@ -259,9 +261,17 @@ pub(super) struct FeedLimits<'a> {
     feed: &'a FeedConfig,
     /// Items published before this are left out.
     oldest: Option<DateTime<Utc>>,
-    /// Per source, the place of its oldest item in the feed under `max_per_source` (`None`:
-    /// the source has no more than that many); worked out when first needed.
-    last_kept: std::cell::RefCell<HashMap<String, Option<Place>>>,
+    /// Under `max_per_source`, the items kept of each source worked out so far.
+    capped: std::cell::RefCell<Capped>,
+}
+
+/// The sources whose newest `max_per_source` items in a feed are worked out, and those items.
+#[derive(Default)]
+struct Capped {
+    sources: HashSet<String>,
+    kept: HashSet<ItemId>,
+    /// The feed's sources not worked out yet.
+    remaining: usize,
 }
 
 impl<'a> FeedLimits<'a> {
@@ -274,11 +284,15 @@ impl<'a> FeedLimits<'a> {
             .max_age
             .and_then(|age| chrono::Duration::from_std(age).ok())
             .and_then(|age| now.checked_sub_signed(age));
+        let remaining = feed.sources.iter().collect::<HashSet<_>>().len();
         FeedLimits {
             store,
             feed,
             oldest,
-            last_kept: Default::default(),
+            capped: std::cell::RefCell::new(Capped {
+                remaining,
+                ..Capped::default()
+            }),
         }
     }
 
@@ -291,22 +305,26 @@ impl<'a> FeedLimits<'a> {
         let Some(cap) = self.feed.max_per_source else {
             return Ok(true);
         };
-        let known = self.last_kept.borrow().get(&item.source).copied();
-        let last = match known {
-            Some(last) => last,
-            None => {
-                let newest = self
-                    .store
-                    .newest_of_source(&self.feed.name, &item.source, cap)?;
-                // Fewer than the cap: every item of the source is kept.
-                let last = newest.get(cap - 1).map(|e| place_of(e.published, e.id));
-                self.last_kept
-                    .borrow_mut()
-                    .insert(item.source.clone(), last);
-                last
+        if !self.capped.borrow().sources.contains(&item.source) {
+            let newest = self
+                .store
+                .newest_of_source(&self.feed.name, &item.source, cap)?;
+            let mut capped = self.capped.borrow_mut();
+            capped.sources.insert(item.source.clone());
+            capped.kept.extend(newest.iter().map(|e| e.id));
+            if self.feed.sources.contains(&item.source) {
+                capped.remaining = capped.remaining.saturating_sub(1);
             }
-        };
-        Ok(last.is_none_or(|last| place(item) <= last))
+        }
+        Ok(self.capped.borrow().kept.contains(&item.id))
+    }
+
+    /// Whether the index entry of `id` can be passed over without reading its item: under
+    /// `max_per_source`, once every source of the feed is worked out, an item none keeps. A
+    /// source that floods the feed then costs a key per item past its cap, not a read.
+    fn passes_over(&self, id: ItemId) -> bool {
+        let capped = self.capped.borrow();
+        self.feed.max_per_source.is_some() && capped.remaining == 0 && !capped.kept.contains(&id)
     }
 
     /// Whether the feed shows `item`: indexed for it, and within its age and cap.

@@ -2,7 +2,7 @@
 //! old entries left out (`max_age`), keywords on titles only (`match_in`), the earliest report
 //! representing a story, and an edit at the source showing as a new `updated` date.
 
-use feedmux::publish::{Format, Publisher};
+use feedmux::publish::{render_view, Cursor, Format, Publisher, View};
 use feedmux::store::Store;
 
 use crate::upstream::Upstream;
@@ -120,6 +120,40 @@ async fn a_busy_source_is_capped_so_the_small_sources_are_all_shown() {
         capped, expected,
         "arXiv's 20 newest, then every post of the small sources"
     );
+    assert_eq!(
+        pages_of(&cfg, "capped", 6),
+        expected,
+        "the cap holds page by page"
+    );
+}
+
+/// The titles of every page of `feed` in JSON Feed, `per_page` at a time, following
+/// `next_url` as a reader does.
+fn pages_of(cfg: &feedmux::config::Config, feed: &str, per_page: usize) -> Vec<String> {
+    let store = Store::open(&cfg.storage.path).unwrap();
+    let mut view = View {
+        limit: Some(per_page),
+        ..View::default()
+    };
+    let mut titles = Vec::new();
+    for _ in 0..100 {
+        let doc = render_view(&store, cfg, feed, &view, Format::Json).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&doc.body).unwrap();
+        let items = json["items"].as_array().unwrap();
+        assert!(items.len() <= per_page);
+        titles.extend(
+            items
+                .iter()
+                .map(|i| i["title"].as_str().unwrap().to_owned()),
+        );
+        let Some(next) = json["next_url"].as_str() else {
+            return titles;
+        };
+        let next = url::Url::parse(next).unwrap();
+        let before = next.query_pairs().find(|(k, _)| k == "before").unwrap().1;
+        view.before = Some(Cursor::parse(&before).unwrap());
+    }
+    panic!("the pages of {feed} never end");
 }
 
 #[tokio::test]
