@@ -156,17 +156,21 @@ pub(crate) fn preview(config: &Config, feed: &str, limit: usize) -> anyhow::Resu
         .max(6);
     let mut kept = 0;
     let mut why_dropped: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut limits = FeedLimits::new(feed_config);
     for item in &items {
         let decision = filter.decide(item);
-        let rule = decision.rule().to_string();
-        if decision.kept() {
+        let (keep, rule) = match decision.kept() {
+            true => limits.judge(item, decision.rule().to_string()),
+            false => (false, decision.rule().to_string()),
+        };
+        if keep {
             kept += 1;
         } else {
             *why_dropped.entry(rule.clone()).or_default() += 1;
         }
         println!(
             "{}  {}  {:<source_width$}  {:<28}  {}",
-            if decision.kept() { "KEEP" } else { "DROP" },
+            if keep { "KEEP" } else { "DROP" },
             item.published.format("%Y-%m-%d %H:%M"),
             item.source,
             rule,
@@ -194,4 +198,45 @@ pub(crate) fn preview(config: &Config, feed: &str, limit: usize) -> anyhow::Resu
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A feed's `max_age` and `max_per_source`, applied as `preview` meets the items, newest first.
+struct FeedLimits<'a> {
+    feed: &'a feedmux::config::FeedConfig,
+    oldest: Option<chrono::DateTime<chrono::Utc>>,
+    kept_of_source: std::collections::HashMap<String, usize>,
+}
+
+impl<'a> FeedLimits<'a> {
+    fn new(feed: &'a feedmux::config::FeedConfig) -> FeedLimits<'a> {
+        let oldest = feed
+            .max_age
+            .and_then(|age| chrono::Duration::from_std(age).ok())
+            .and_then(|age| chrono::Utc::now().checked_sub_signed(age));
+        FeedLimits {
+            feed,
+            oldest,
+            kept_of_source: Default::default(),
+        }
+    }
+
+    /// Whether an item the rules keep stays in the feed, and the rule that says so.
+    fn judge(&mut self, item: &feedmux::model::Item, rule: String) -> (bool, String) {
+        if let (Some(oldest), Some(age)) = (self.oldest, self.feed.max_age) {
+            if item.published < oldest {
+                return (
+                    false,
+                    format!("max_age {}", humantime::format_duration(age)),
+                );
+            }
+        }
+        if let Some(cap) = self.feed.max_per_source {
+            let kept = self.kept_of_source.entry(item.source.clone()).or_default();
+            if *kept >= cap {
+                return (false, format!("max_per_source {cap}"));
+            }
+            *kept += 1;
+        }
+        (true, rule)
+    }
 }

@@ -161,3 +161,52 @@ fn preview_tells_what_a_feed_keeps_and_drops_and_which_rule_decided() {
     let unknown = run(dir.path(), &["preview", "--feed", "nope"]);
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+/// The feed's limits come after its rules: of the items the rules keep, `max_per_source`
+/// keeps each source's newest N and `max_age` drops the old ones, each line saying so.
+#[test]
+fn preview_applies_max_per_source_and_max_age_after_the_rules() {
+    let dir = tempdir();
+    let judged = |rules: &str| -> String {
+        write_config(dir.path(), 1, rules);
+        let out = run(dir.path(), &["preview", "--feed", "ai"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    write_config(dir.path(), 1, "");
+    assert!(run(dir.path(), &["poll"]).status.success());
+    let rules = "include = [\"AI\", \"LLM\"]\nexclude_regex = [\"^Sponsored:\"]\n";
+
+    let capped = judged(&format!("{rules}max_per_source = 2\n"));
+    let lines: Vec<&str> = capped
+        .lines()
+        .filter(|l| l.starts_with("KEEP") || l.starts_with("DROP"))
+        .collect();
+    let kept: Vec<&&str> = lines.iter().filter(|l| l.starts_with("KEEP")).collect();
+    let capped_out: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("DROP") && l.contains("max_per_source 2"))
+        .collect();
+    assert_eq!((kept.len(), capped_out.len()), (2, 2), "{capped}");
+    // Newest first: the two kept come before the two the cap leaves out.
+    let position = |line: &&&str| lines.iter().position(|l| l == *line).unwrap();
+    assert!(
+        position(kept.last().unwrap()) < position(&capped_out[0]),
+        "{capped}"
+    );
+    assert!(
+        capped.contains("ai keeps 2 and drops 6 of the 8 newest stored items"),
+        "{capped}"
+    );
+
+    // Every sample item is older than a day (they are from November 2026).
+    let aged = judged(&format!("{rules}max_age = \"1d\"\n"));
+    assert_eq!(
+        aged.lines()
+            .filter(|l| l.starts_with("DROP") && l.contains("max_age 1day"))
+            .count(),
+        4,
+        "{aged}"
+    );
+    assert!(!aged.lines().any(|l| l.starts_with("KEEP")), "{aged}");
+}
