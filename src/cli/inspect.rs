@@ -209,10 +209,7 @@ struct FeedLimits<'a> {
 
 impl<'a> FeedLimits<'a> {
     fn new(feed: &'a feedmux::config::FeedConfig) -> FeedLimits<'a> {
-        let oldest = feed
-            .max_age
-            .and_then(|age| chrono::Duration::from_std(age).ok())
-            .and_then(|age| chrono::Utc::now().checked_sub_signed(age));
+        let oldest = feed.oldest_allowed(chrono::Utc::now());
         FeedLimits {
             feed,
             oldest,

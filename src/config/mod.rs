@@ -234,6 +234,15 @@ impl MatchIn {
 }
 
 impl FeedConfig {
+    /// The oldest publication time `max_age` lets into the feed at `now` (`None`: no limit).
+    pub fn oldest_allowed(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let age = chrono::Duration::from_std(self.max_age?).ok()?;
+        now.checked_sub_signed(age)
+    }
+
     /// A text that changes whenever the set of items this feed selects may change.
     pub fn selection_fingerprint(&self) -> String {
         let regexes = |list: &[Regex]| {

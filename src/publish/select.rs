@@ -280,10 +280,7 @@ impl<'a> FeedLimits<'a> {
         feed: &'a FeedConfig,
         now: DateTime<Utc>,
     ) -> FeedLimits<'a> {
-        let oldest = feed
-            .max_age
-            .and_then(|age| chrono::Duration::from_std(age).ok())
-            .and_then(|age| now.checked_sub_signed(age));
+        let oldest = feed.oldest_allowed(now);
         let remaining = feed.sources.iter().collect::<HashSet<_>>().len();
         FeedLimits {
             store,
