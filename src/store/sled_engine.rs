@@ -15,7 +15,7 @@
 //! | `key_terms` | term hash (4) + reverse time (8) + item id + source tag (4) | empty |
 //! | `sources` | source name | [`SourceState`] as JSON |
 //! | `tombstones` | source name, 0, item id | when retention pruned it (8 bytes, microseconds) |
-//! | `meta` | text key | schema version, feed fingerprints, term statistics and the terms version they were built with, text index cursor |
+//! | `meta` | text key | schema version, feed fingerprints, term statistics and the terms version they were built with, text index cursor, count of polls written |
 //!
 //! `fingerprints` and `key_terms` (the text index) hold only items published since the text
 //! index cursor, which [`TextIndex::drop_text_index_before`] moves (`dedup.index_age`).
@@ -29,6 +29,9 @@
 //! memory), `feed_index` ([`FeedIndex`]), `prune` ([`Retention`]), `health` ([`Health`]:
 //! failed writes, reopening, flushes, checkpoints, the item format upgrade); beside them
 //! `keys` (the key layouts) and `item_record`. Opening, the schema and compaction stay here.
+//!
+//! Beside sled's files, `feedmux.mark` holds the count of polls written that the last flush
+//! made durable; a store whose log holds fewer is refused at open (a log cut short).
 //!
 //! A poll's writes go in index-first order and are flushed before the poll counts as done, so a
 //! crash leaves at worst an index entry without its item (readers skip those), never an item
@@ -75,6 +78,11 @@ const FINGERPRINT_PREFIX: &str = "feed_fingerprint/";
 const TERM_STATS_KEY: &[u8] = b"term_stats";
 /// Where [`SledEngine::drop_text_index_before`] records how far it got (microseconds, big-endian).
 const TEXT_INDEX_FROM_KEY: &[u8] = b"text_index_from";
+/// In `meta`: how many polls wrote items into the store (big-endian), against which
+/// [`WRITE_MARK_FILE`] is checked at every open.
+const POLLS_WRITTEN_KEY: &[u8] = b"polls_written";
+/// Beside sled's files: the count of polls written that the last flush made durable.
+const WRITE_MARK_FILE: &str = "feedmux.mark";
 /// The version of the way text is cut into terms that the text index was built with.
 const TERMS_VERSION_KEY: &[u8] = b"terms_version";
 /// Items whose text index entries one slice of [`SledEngine::drop_text_index_before`] drops at
@@ -130,14 +138,88 @@ struct Trees {
     /// fingerprint): [`SledEngine::drop_text_index_before`] moves it forward, and a poll does not
     /// index an item older than it.
     text_index_from: std::sync::atomic::AtomicI64,
+    /// Polls that wrote items, as counted in `meta` ([`POLLS_WRITTEN_KEY`]); raised only after
+    /// the count is inserted, so a flush that reads it flushes that insert too.
+    polls_written: std::sync::atomic::AtomicU64,
+    /// The count [`WRITE_MARK_FILE`] holds: written after each flush that made a higher one
+    /// durable.
+    marked: Mutex<u64>,
+    /// The store's directory, where the mark file lives.
+    path: PathBuf,
 }
 
 impl Trees {
-    /// Flushes the database.
+    /// Flushes the database, then records in [`WRITE_MARK_FILE`] how many polls are on disk.
     fn flush(&self) -> Result<(), StoreError> {
+        let written = self
+            .polls_written
+            .load(std::sync::atomic::Ordering::Acquire);
         self.db.flush()?;
+        let mut marked = self.marked.lock().unwrap_or_else(|p| p.into_inner());
+        if written > *marked {
+            match write_mark(&self.path, written) {
+                Ok(()) => *marked = written,
+                // Only the check at the next start is weaker: it compares with an older mark.
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "cannot write the store's write mark")
+                }
+            }
+        }
         Ok(())
     }
+
+    /// Counts a poll that wrote items, in the poll's writes (callers hold the ingest guard).
+    fn count_poll_written(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let next = self.polls_written.load(Ordering::Acquire) + 1;
+        self.meta.insert(POLLS_WRITTEN_KEY, &next.to_be_bytes())?;
+        self.polls_written.store(next, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Writes `polls` to the mark file beside sled's files (a new file renamed over the old, so a
+/// crash leaves the old mark or the new one).
+fn write_mark(path: &Path, polls: u64) -> std::io::Result<()> {
+    let fresh = path.join(format!("{WRITE_MARK_FILE}.new"));
+    std::fs::write(&fresh, format!("{polls}\n"))?;
+    std::fs::rename(&fresh, path.join(WRITE_MARK_FILE))
+}
+
+/// The count the mark file holds; `None` when there is none (a new store, one written before
+/// marks, one just compacted) or it cannot be read.
+fn read_mark(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path.join(WRITE_MARK_FILE)).ok()?;
+    match text.trim().parse() {
+        Ok(polls) => Some(polls),
+        Err(_) => {
+            tracing::warn!(path = %path.display(), "the store's write mark is unreadable; not checked");
+            None
+        }
+    }
+}
+
+/// Refuses a store whose log holds fewer polls than were flushed: sled reads a log that was
+/// cut short, or overwritten from some point on, up to the damage and opens what it holds there
+/// without a word.
+fn check_write_mark(path: &Path, trees: &Trees) -> Result<(), StoreError> {
+    let durable = trees
+        .polls_written
+        .load(std::sync::atomic::Ordering::Acquire);
+    let Some(marked) = read_mark(path) else {
+        return Ok(());
+    };
+    if durable < marked {
+        return Err(StoreError::Damaged {
+            path: path.to_owned(),
+            reason: format!(
+                "its log ends before the last poll feedmux flushed ({durable} of {marked} polls are there): the file was cut short or overwritten and the end is lost; delete {} to open what is left",
+                path.join(WRITE_MARK_FILE).display()
+            ),
+        });
+    }
+    *trees.marked.lock().unwrap_or_else(|p| p.into_inner()) = marked;
+    Ok(())
 }
 
 /// The sled engine: the open database (replaced as a whole by [`Health::reopen`]) and what it
@@ -417,6 +499,9 @@ fn open_trees_unguarded(path: &Path, cache_bytes: u64) -> Result<Trees, StoreErr
         states: Mutex::new(HashMap::new()),
         state_writers: Mutex::new(HashMap::new()),
         text_index_from: std::sync::atomic::AtomicI64::new(i64::MIN),
+        polls_written: std::sync::atomic::AtomicU64::new(0),
+        marked: Mutex::new(0),
+        path: path.to_owned(),
         db,
     })
     .and_then(|trees| {
@@ -430,6 +515,17 @@ fn open_trees_unguarded(path: &Path, cache_bytes: u64) -> Result<Trees, StoreErr
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
+        if let Some(bytes) = trees.meta.get(POLLS_WRITTEN_KEY)? {
+            let polls = <[u8; 8]>::try_from(bytes.as_ref()).map_err(|_| StoreError::Corrupt {
+                what: "count of polls written",
+                message: format!("{} bytes", bytes.len()),
+            })?;
+            trees.polls_written.store(
+                u64::from_be_bytes(polls),
+                std::sync::atomic::Ordering::Release,
+            );
+        }
+        check_write_mark(path, &trees)?;
         Ok(trees)
     })
 }

@@ -43,17 +43,22 @@ fn garbage(len: usize) -> Vec<u8> {
     (0..len).map(|k| (k * 7 + 13) as u8).collect()
 }
 
-/// The ways a store is damaged, each done to a copy of a good store. (A log cut to half, or
-/// garbage written over its second half, is not among them: sled reads such a log up to the
-/// damage and opens what it holds there without a word, which feedmux cannot tell yet.)
+/// The ways a store is damaged, each done to a copy of a good store. sled itself reads a log
+/// cut short, or overwritten from some point on, up to the damage and opens what it holds
+/// there without a word; feedmux's write mark (the count of polls flushed, kept beside the
+/// log) tells. (A log cut to half of its length loses nothing here: sled's file runs to the
+/// end of its 512 KiB segment, and this store's data ends well before.)
 const DAMAGES: &[&str] = &[
     "log emptied",
     "garbage over the whole log",
     "conf deleted and log emptied",
     "snapshot garbage",
+    "log cut before the last poll",
+    "garbage over the last poll's writes",
 ];
 
-fn damage(store: &Path, how: &str) {
+/// `last_poll_at`: the log's length before the last poll that wrote items.
+fn damage(store: &Path, how: &str, last_poll_at: u64) {
     let log = store.join("db");
     let len = std::fs::metadata(&log).unwrap().len();
     let write_at = |at: u64, bytes: &[u8]| {
@@ -68,6 +73,10 @@ fn damage(store: &Path, how: &str) {
             std::fs::remove_file(store.join("conf")).unwrap();
             std::fs::write(&log, b"").unwrap();
         }
+        "log cut before the last poll" => cut_log(&log, last_poll_at),
+        "garbage over the last poll's writes" => {
+            write_at(last_poll_at, &garbage((len - last_poll_at) as usize))
+        }
         "snapshot garbage" => {
             let mut snapshots = files_starting(store, "snap.");
             if snapshots.is_empty() {
@@ -81,6 +90,27 @@ fn damage(store: &Path, how: &str) {
         }
         other => panic!("no such damage: {other}"),
     }
+}
+
+fn cut_log(log: &Path, len: u64) {
+    let file = std::fs::OpenOptions::new().write(true).open(log).unwrap();
+    file.set_len(len).unwrap();
+}
+
+/// `feedmux poll` on the config in `dir`, which must succeed.
+async fn poll(dir: &Path) {
+    let config = dir.join("feedmux.toml");
+    let polled = tokio::task::spawn_blocking(move || {
+        Command::new(binary())
+            .args(["poll", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(polled.status.success(), "{polled:?}");
 }
 
 /// `feedmux run` on the config in `dir`: its exit status and stderr, or a panic when it has
@@ -128,26 +158,23 @@ async fn a_damaged_store_is_refused_in_one_clear_line_never_a_panic() {
     let good = tempdir();
     let tables = crate::source("d", &upstream.url("/d.xml"));
     crate::config(good.path(), &tables);
-    let config = good.path().join("feedmux.toml");
-    let polled = tokio::task::spawn_blocking(move || {
-        Command::new(binary())
-            .args(["poll", "--config"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(polled.status.success(), "{polled:?}");
+    poll(good.path()).await;
     let good_store = good.path().join("store");
+    let last_poll_at = std::fs::metadata(good_store.join("db")).unwrap().len();
+    // A second poll with 40 new entries: the one a cut log loses.
+    upstream.put(
+        "/d.xml",
+        &[("content-type", "application/rss+xml")],
+        rss(80),
+    );
+    poll(good.path()).await;
 
     for how in DAMAGES {
         let dir = tempdir();
         crate::config(dir.path(), &tables);
         let store = dir.path().join("store");
         copy_dir(&good_store, &store);
-        damage(&store, how);
+        damage(&store, how, last_poll_at);
         let dir_path = dir.path().to_owned();
         let (status, stderr, took) =
             tokio::task::spawn_blocking(move || run_until_exit(&dir_path, Duration::from_secs(20)))
@@ -172,5 +199,23 @@ async fn a_damaged_store_is_refused_in_one_clear_line_never_a_panic() {
         // Nothing was created in its place: the damaged files are as they were left.
         assert!(!stderr.contains("serving output feeds"), "{how}:\n{stderr}");
         println!("{how}: refused in {took:?}: {line}");
+        if line.contains("feedmux.mark") {
+            // Deleting the mark, as the line says, opens what the log still holds: the
+            // first poll's 40 entries.
+            std::fs::remove_file(store.join("feedmux.mark")).unwrap();
+            let sources = Command::new(binary())
+                .args(["sources", "--config"])
+                .arg(dir.path().join("feedmux.toml"))
+                .output()
+                .unwrap();
+            let table = String::from_utf8_lossy(&sources.stdout);
+            assert!(sources.status.success(), "{how}: {sources:?}");
+            assert!(
+                table
+                    .lines()
+                    .any(|l| l.starts_with("d ") && l.contains(" 40 ")),
+                "{how}: not the first poll's 40 entries:\n{table}"
+            );
+        }
     }
 }

@@ -173,6 +173,9 @@ impl SledEngine {
         if !plan.fingerprints.is_empty() {
             self.save_term_stats(&term_stats, false)?;
         }
+        if !plan.writes.is_empty() {
+            trees.count_poll_written()?;
+        }
         // Written: the next poll may plan against it. The flush, the slow part, runs without
         // the guard, so polls of many sources flush side by side instead of in a queue.
         drop(term_stats);
