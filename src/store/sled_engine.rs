@@ -12,20 +12,21 @@
 //! | `urls` | hash of canonical URL (16) | [`UrlClaim`] as JSON |
 //! | `stories` | story id (16) + member id (16) | how the member joined ([`StoryLink`] as JSON), or empty for the first |
 //! | `fingerprints` | item id | [`FingerprintRecord`] in its compact binary form |
-//! | `key_terms` | term hash (4) + reverse time (8) + item id + source tag (4) | empty |
 //! | `sources` | source name | [`SourceState`] as JSON |
 //! | `tombstones` | source name, 0, item id | when retention pruned it (8 bytes, microseconds) |
 //! | `meta` | text key | schema version, feed fingerprints, term statistics and the terms version they were built with, text index cursor, count of polls written |
 //!
-//! `fingerprints` and `key_terms` (the text index) hold only items published since the text
-//! index cursor, which [`TextIndex::drop_text_index_before`] moves (`dedup.index_age`).
+//! `fingerprints` (the text index) holds only items published since the text index cursor, which
+//! [`TextIndex::drop_text_index_before`] moves (`dedup.index_age`).
 //!
-//! The key-term entries and fingerprints of recently published items are also kept in memory
-//! (`text_index::recent`), so that near-duplicate lookups, nearly all about the last few days, do not
-//! read sled.
+//! The key terms of every fingerprint are indexed in memory only (`text_index::postings`, built
+//! from the fingerprints on the first lookup): as a sled tree of six keys per item they took a
+//! fifth of the files and of sled's page table. The fingerprints of recently published items
+//! are also kept in memory (`text_index::recent`), so that near-duplicate lookups, nearly all
+//! about the last few days, do not read sled.
 //!
 //! One file per concern, each implementing its trait: `write` ([`Ingest`]), `states`
-//! ([`SourceStates`]), `items` ([`Items`]), `text_index` ([`TextIndex`], with `recent` in
+//! ([`SourceStates`]), `items` ([`Items`]), `text_index` ([`TextIndex`], with `postings` and `recent` in
 //! memory), `feed_index` ([`FeedIndex`]), `prune` ([`Retention`]), `health` ([`Health`]:
 //! failed writes, reopening, flushes, checkpoints, the item format upgrade); beside them
 //! `keys` (the key layouts) and `item_record`. Opening, the schema and compaction stay here.
@@ -67,8 +68,10 @@ use text_index::recent::RecentIndex;
 use text_index::text_index_writes;
 
 /// The layout version this build reads and writes. 2: item records compressed
-/// (`item_record`); a version-1 store is read as it is and its items rewritten once.
-pub const SCHEMA_VERSION: u32 = 2;
+/// (`item_record`); a version-1 store is read as it is and its items rewritten once. 3: no
+/// `key_terms` tree (key terms are indexed in memory, from the fingerprints); a version-2
+/// store's tree is dropped at open.
+pub const SCHEMA_VERSION: u32 = 3;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// In `meta`: 2 once every item record is in format 2 (absent: some may be JSON still).
 const ITEM_FORMAT_KEY: &[u8] = b"item_format";
@@ -120,7 +123,6 @@ struct Trees {
     urls: sled::Tree,
     stories: sled::Tree,
     fingerprints: sled::Tree,
-    key_terms: sled::Tree,
     sources: sled::Tree,
     tombstones: sled::Tree,
     meta: sled::Tree,
@@ -236,6 +238,8 @@ pub(super) struct SledEngine {
     ingest: Mutex<TermStats>,
     /// The dedup index of recently published items, in memory.
     recent: Mutex<RecentIndex>,
+    /// The key-term index of every fingerprint in sled, in memory (built on first use).
+    postings: Mutex<text_index::postings::KeyTermPostings>,
     /// When the term statistics were last written.
     term_stats_saved: Mutex<std::time::Instant>,
     /// When a state-only write last started a flush.
@@ -264,13 +268,16 @@ impl SledEngine {
             cache_bytes,
             ingest: Mutex::new(TermStats::default()),
             recent: Mutex::new(RecentIndex::new(crate::dedup::record::DEFAULT_MEMORY_ITEMS)),
+            postings: Mutex::new(Default::default()),
             term_stats_saved: Mutex::new(std::time::Instant::now()),
             last_flush: Mutex::new(std::time::Instant::now()),
             flush_error: Arc::new(Mutex::new(None)),
         };
         store.check_schema(used_before)?;
-        // The LSH bands of earlier versions, replaced by key terms.
+        // The LSH bands of earlier versions, replaced by key terms; the key terms of format 2,
+        // kept in memory since format 3 (their fingerprints list them).
         store.trees()?.db.drop_tree("bands")?;
+        store.trees()?.db.drop_tree("key_terms")?;
         if let Some(bytes) = store.trees()?.meta.get(TERM_STATS_KEY)? {
             match TermStats::from_bytes(&bytes) {
                 Some(stats) => *store.ingest_guard() = stats,
@@ -491,7 +498,6 @@ fn open_trees_unguarded(path: &Path, cache_bytes: u64) -> Result<Trees, StoreErr
         urls: tree("urls")?,
         stories: tree("stories")?,
         fingerprints: tree("fingerprints")?,
-        key_terms: tree("key_terms")?,
         sources: tree("sources")?,
         tombstones: tree("tombstones")?,
         meta: tree("meta")?,

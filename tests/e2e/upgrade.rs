@@ -1,5 +1,8 @@
 //! A store written by an older feedmux is upgraded in place at start: tests/fixtures/store-v1
-//! was written by the release before store version 2 (items as JSON; see its README.md).
+//! was written by the release before store version 2 (items as JSON), tests/fixtures/store-v2
+//! by the one before version 3 (key terms in a sled tree); see their README.md files.
+
+use std::time::Duration;
 
 use feedmux::publish::Format;
 use feedmux::store::Store;
@@ -36,6 +39,63 @@ async fn a_store_written_by_the_last_release_is_upgraded_in_place_and_reads_the_
     assert_eq!(read_back(&render(&config, "all", Format::Atom)), before);
 
     // Polling the same feeds again finds every item already stored.
+    for (name, result) in poll(&config, &[]).await {
+        let report = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(report.new_items, 0, "{name}");
+    }
+}
+
+/// tests/fixtures/store-v2 was written by the release before store version 3, whose key terms
+/// were a sled tree: the tree is dropped at the first open and every stored fingerprint is
+/// found again under each of its key terms, from the index in memory.
+#[tokio::test]
+async fn a_version_2_store_finds_every_item_by_its_key_terms_from_memory() {
+    let dir = tempdir();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    copy_dir(&fixtures.join("store-v2"), &dir.path().join("store"));
+    let file = |name: &str| format!("file://{}", fixtures.join("formats").join(name).display());
+    let tables = format!(
+        "{}{}{}[[feed]]\nname = \"all\"\n",
+        source("rss", &file("rss_2.0_spec_1.xml")),
+        source("atom", &file("atom_spec_1.xml")),
+        source("rdf", &file("rss_1.0_spec_1.xml")),
+    );
+    let config = config(dir.path(), &tables);
+    let before = read_back(&render(&config, "all", Format::Atom));
+    assert_eq!(before.len(), 5, "{before:?}");
+
+    let store = Store::open(&config.storage.path).unwrap();
+    // The two undated entries, dated when they were polled; the others' dates are years
+    // older than `dedup.index_age`, so they were matched by link only and have no fingerprint.
+    let indexed = store.text_indexed_items().unwrap();
+    assert_eq!(indexed.len(), 2);
+    let mut terms = 0;
+    for id in indexed {
+        let record = store.fingerprint(id).unwrap().expect("its fingerprint");
+        assert!(!record.keys.is_empty(), "{id} has no key terms");
+        let window = Duration::from_secs(3600);
+        for term in &record.keys {
+            let found = store
+                .candidates(&[*term], record.published, window, 32, "another source")
+                .unwrap();
+            assert!(
+                found.iter().any(|(candidate, _)| *candidate == id),
+                "{id} not found under its key term {term}"
+            );
+        }
+        let mut distinct = record.keys.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        terms += distinct.len();
+    }
+    let counted = store
+        .record_counts()
+        .into_iter()
+        .find(|(name, _)| *name == "key_terms")
+        .map(|(_, n)| n);
+    assert_eq!(counted, Some(terms));
+    drop(store);
+    assert_eq!(read_back(&render(&config, "all", Format::Atom)), before);
     for (name, result) in poll(&config, &[]).await {
         let report = result.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(report.new_items, 0, "{name}");

@@ -26,6 +26,7 @@ impl Health for SledEngine {
         // What sled had not flushed is gone: the in-memory index refills from what it kept.
         let capacity = self.recent().capacity();
         *self.recent() = RecentIndex::new(capacity);
+        self.postings().forget();
         Ok(())
     }
 
@@ -103,7 +104,8 @@ impl Health for SledEngine {
             ("urls", t.urls.len()),
             ("stories", t.stories.len()),
             ("fingerprints", t.fingerprints.len()),
-            ("key_terms", t.key_terms.len()),
+            // In memory, built from the fingerprints if it is not yet.
+            ("key_terms", self.built_postings().map_or(0, |p| p.len())),
             ("sources", t.sources.len()),
             ("tombstones", t.tombstones.len()),
         ]

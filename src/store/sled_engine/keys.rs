@@ -68,22 +68,8 @@ pub(super) fn url_key(canonical: &str) -> [u8; 16] {
     key
 }
 
-pub(super) fn key_term_entry(term: u32, t: DateTime<Utc>, id: ItemId, source: &str) -> Vec<u8> {
-    let mut key = key_term_key(term, t, id);
-    key.extend_from_slice(&source_tag(source));
-    key
-}
-
 /// Four bytes of a hash of a source's name.
 pub(super) fn source_tag(source: &str) -> [u8; 4] {
     let digest = Sha256::digest(source.as_bytes());
     [digest[0], digest[1], digest[2], digest[3]]
-}
-
-pub(super) fn key_term_key(term: u32, t: DateTime<Utc>, id: ItemId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(32);
-    key.extend_from_slice(&term.to_be_bytes());
-    key.extend_from_slice(&reverse_time(t));
-    key.extend_from_slice(&id.0);
-    key
 }

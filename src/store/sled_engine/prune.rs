@@ -103,7 +103,7 @@ impl SledEngine {
             let mut feed_index = sled::Batch::default();
             let mut stories = sled::Batch::default();
             let mut fingerprints = sled::Batch::default();
-            let mut key_terms = sled::Batch::default();
+            let mut unindexed = Vec::new();
             let mut urls = sled::Batch::default();
             let mut tombstones = sled::Batch::default();
             for (time_key, id) in chunk {
@@ -118,14 +118,7 @@ impl SledEngine {
                 }
                 stories.remove(&story_key(item.story, item.id));
                 if let Some(record) = self.fingerprint(item.id)? {
-                    for term in &record.keys {
-                        key_terms.remove(key_term_entry(
-                            *term,
-                            record.published,
-                            item.id,
-                            &record.source,
-                        ));
-                    }
+                    unindexed.push((item.id, record));
                 }
                 fingerprints.remove(&item.id.0);
                 if let Some(url) = &item.canonical_url {
@@ -141,13 +134,17 @@ impl SledEngine {
             trees.by_source.apply_batch(by_source)?;
             trees.by_time.apply_batch(by_time)?;
             trees.stories.apply_batch(stories)?;
-            trees.key_terms.apply_batch(key_terms)?;
             trees.fingerprints.apply_batch(fingerprints)?;
             trees.urls.apply_batch(urls)?;
             trees.items.apply_batch(items)?;
             let mut recent = self.recent();
             for (_, id) in chunk {
                 recent.remove(*id);
+            }
+            drop(recent);
+            let mut postings = self.postings();
+            for (id, record) in &unindexed {
+                postings.remove(*id, record);
             }
         }
         for source in lost.keys() {

@@ -1,9 +1,13 @@
-//! The near-duplicate text index: fingerprints and key terms, in sled and (for the recent
-//! window) in memory; candidates for a new item; its rebuild when terms change.
+//! The near-duplicate text index: fingerprints in sled (and, for the recent window, in
+//! memory), key terms in memory (`postings`, built from the fingerprints); candidates for a
+//! new item; its rebuild when terms change.
 
 use super::*;
 
+pub(super) mod postings;
 pub(super) mod recent;
+
+use postings::KeyTermPostings;
 
 /// How many key-term entries [`SledEngine::candidates`] reads per candidate it may take.
 const SCAN_PER_TAKEN: usize = 2;
@@ -62,56 +66,24 @@ impl TextIndex for SledEngine {
         source: &str,
     ) -> Result<Vec<(ItemId, usize)>, StoreError> {
         let own = source_tag(source);
-        let (recent, Span { oldest, newest }) = self.recent_around(published, window)?;
+        let Span { oldest, newest } = span_around(published, window);
         let (from, to) = (oldest.timestamp_micros(), newest.timestamp_micros());
-        // Published at or after this, memory has them all; before it, sled does.
-        let covered = recent.covered_from();
-        // Opened only when some term needs sled.
-        let mut trees: Option<Arc<Trees>> = None;
+        let postings = self.built_postings()?;
         let mut out: Vec<(ItemId, usize)> = Vec::new();
-        let mut count = |id: ItemId| match out.iter_mut().find(|(c, _)| *c == id) {
-            Some((_, shared)) => *shared += 1,
-            None => out.push((id, 1)),
-        };
         // Entries read per term at most, the item's own source's included: a term that many
         // items of the window share names no one story, and reading all of them made a poll's
         // cost grow with the store.
         let scan = per_term.saturating_mul(SCAN_PER_TAKEN);
         for term in terms {
-            let mut taken = 0;
-            let mut scanned = 0;
-            for posting in recent.postings(*term, from, to).take(scan) {
-                scanned += 1;
-                if posting.source != own && taken < per_term {
-                    count(posting.id);
-                    taken += 1;
-                }
-            }
-            if taken == per_term || scanned == scan || from >= covered {
-                continue;
-            }
-            let upper = DateTime::from_timestamp_micros(to.min(covered.saturating_sub(1)))
-                .unwrap_or(newest);
-            let start = key_term_key(*term, upper, ItemId([0; 16]));
-            let mut end = key_term_key(*term, oldest, ItemId([0xFF; 16]));
-            end.extend_from_slice(&[0xFF; 4]);
-            let trees = match &trees {
-                Some(t) => t,
-                None => trees.insert(self.trees()?),
-            };
-            let others = trees
-                .key_terms
-                .range(start..=end)
-                .keys()
-                .take(scan - scanned)
-                .filter(|key| match key {
-                    Ok(key) => key.get(28..32) != Some(&own[..]),
-                    Err(_) => true,
-                });
-            for key in others.take(per_term - taken) {
-                let key = key?;
-                if let Some(id) = key.get(12..28).and_then(ItemId::from_slice) {
-                    count(id);
+            let others = postings
+                .postings(*term, from, to)
+                .take(scan)
+                .filter(|posting| posting.source != own)
+                .take(per_term);
+            for posting in others {
+                match out.iter_mut().find(|(c, _)| *c == posting.id) {
+                    Some((_, shared)) => *shared += 1,
+                    None => out.push((posting.id, 1)),
                 }
             }
         }
@@ -163,16 +135,10 @@ impl TextIndex for SledEngine {
     fn replace_fingerprints(&self, chunk: &[IndexedFingerprint]) -> Result<(), StoreError> {
         self.guarded(|| {
             let trees = self.trees()?;
-            let (key_terms, fingerprints) = text_index_writes(chunk, |_| true);
-            trees.key_terms.apply_batch(key_terms)?;
-            trees.fingerprints.apply_batch(fingerprints)?;
-            let mut recent = self.recent();
-            if recent.is_warm() {
-                for indexed in chunk {
-                    let record = Arc::new(indexed.record.clone());
-                    recent.insert(indexed.id, record, source_tag(&indexed.record.source));
-                }
-            }
+            trees
+                .fingerprints
+                .apply_batch(text_index_writes(chunk, |_| true))?;
+            self.index_in_memory(chunk, |_| true);
             Ok(())
         })
     }
@@ -192,6 +158,7 @@ impl TextIndex for SledEngine {
                 .insert(TERMS_VERSION_KEY, &version.to_be_bytes())?;
             let capacity = self.recent().capacity();
             *self.recent() = RecentIndex::new(capacity);
+            self.postings().forget();
             trees.flush()
         })
     }
@@ -238,7 +205,6 @@ impl SledEngine {
         };
         let mut last = None;
         let mut dropped = 0;
-        let mut key_terms = sled::Batch::default();
         let mut fingerprints = sled::Batch::default();
         let mut gone = Vec::new();
         for key in trees
@@ -251,12 +217,8 @@ impl SledEngine {
             let key = key?;
             if let Some((time, id)) = parse_time_key(&key) {
                 if let Some(record) = self.fingerprint_in_sled(id)? {
-                    for term in &record.keys {
-                        let entry = key_term_entry(*term, record.published, id, &record.source);
-                        key_terms.remove(entry);
-                    }
                     fingerprints.remove(&id.0);
-                    gone.push(id);
+                    gone.push((id, record));
                     dropped += 1;
                 }
                 // Every item published before this one's time has been seen.
@@ -269,11 +231,15 @@ impl SledEngine {
             }
             last = Some(key.to_vec());
         }
-        trees.key_terms.apply_batch(key_terms)?;
         trees.fingerprints.apply_batch(fingerprints)?;
         let mut recent = self.recent();
-        for id in gone {
-            recent.remove(id);
+        for (id, _) in &gone {
+            recent.remove(*id);
+        }
+        drop(recent);
+        let mut postings = self.postings();
+        for (id, record) in &gone {
+            postings.remove(*id, record);
         }
         Ok(last.map(|last| (dropped, last)))
     }
@@ -290,14 +256,75 @@ impl SledEngine {
         if !recent.is_warm() {
             self.warm_recent(&mut recent)?;
         }
-        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-        let newest = published.checked_add_signed(window).unwrap_or(published);
-        let oldest = published.checked_sub_signed(window).unwrap_or(published);
-        Ok((recent, Span { oldest, newest }))
+        Ok((recent, span_around(published, window)))
     }
 
     pub(super) fn recent(&self) -> MutexGuard<'_, RecentIndex> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn postings(&self) -> MutexGuard<'_, KeyTermPostings> {
+        self.postings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key-term index, built from the fingerprints in sled first if it is not.
+    pub(super) fn built_postings(&self) -> Result<MutexGuard<'_, KeyTermPostings>, StoreError> {
+        let mut postings = self.postings();
+        if postings.is_built() {
+            return Ok(postings);
+        }
+        let started = std::time::Instant::now();
+        for entry in self.trees()?.fingerprints.iter() {
+            let (key, bytes) = entry?;
+            let Some(id) = ItemId::from_slice(&key) else {
+                continue;
+            };
+            match FingerprintRecord::from_bytes(&bytes) {
+                Some(record) => postings.insert(id, &record, source_tag(&record.source)),
+                None => tracing::warn!(item = %id, "skipping an unreadable fingerprint"),
+            }
+        }
+        postings.built();
+        tracing::debug!(
+            entries = postings.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "built the in-memory key-term index from the stored fingerprints"
+        );
+        Ok(postings)
+    }
+
+    /// Brings the in-memory indexes up to date with fingerprints just written to sled: each
+    /// replaced record's entries go, each record `indexed_now` accepts comes in.
+    pub(super) fn index_in_memory(
+        &self,
+        chunk: &[IndexedFingerprint],
+        indexed_now: impl Fn(&IndexedFingerprint) -> bool,
+    ) {
+        {
+            let mut postings = self.postings();
+            if postings.is_built() {
+                for indexed in chunk {
+                    if let Some(old) = &indexed.replaces {
+                        postings.remove(indexed.id, old);
+                    }
+                    if indexed_now(indexed) {
+                        let tag = source_tag(&indexed.record.source);
+                        postings.insert(indexed.id, &indexed.record, tag);
+                    }
+                }
+            }
+        }
+        let mut recent = self.recent();
+        if recent.is_warm() {
+            for indexed in chunk {
+                if indexed_now(indexed) {
+                    recent.insert(indexed.id, Arc::new(indexed.record.clone()));
+                } else {
+                    recent.remove(indexed.id);
+                }
+            }
+            recent.forget_out_of_reach(Utc::now().timestamp_micros());
+        }
     }
 
     /// Fills the recent index from sled: the fingerprints of items published within its
@@ -320,10 +347,7 @@ impl SledEngine {
                 break;
             }
             match self.fingerprint_in_sled(id) {
-                Ok(Some(record)) => {
-                    let tag = source_tag(&record.source);
-                    recent.insert_any(id, Arc::new(record), tag);
-                }
+                Ok(Some(record)) => recent.insert_any(id, Arc::new(record)),
                 Ok(None) => {}
                 Err(StoreError::Corrupt { what, message }) => {
                     tracing::warn!(item = %id, "skipping an unreadable {what}: {message}");
@@ -357,34 +381,29 @@ impl SledEngine {
     }
 }
 
-/// A key-term index entry: term, time, item, and a tag of the item's source.
-/// The writes that index `chunk`: each replaced record's key-term entries and fingerprint go,
-/// then each record that `indexed_now` accepts is indexed under its keys.
+/// The times within `window` either side of `published`.
+fn span_around(published: DateTime<Utc>, window: std::time::Duration) -> Span {
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    Span {
+        newest: published.checked_add_signed(window).unwrap_or(published),
+        oldest: published.checked_sub_signed(window).unwrap_or(published),
+    }
+}
+
+/// The fingerprint writes that index `chunk`: each replaced record goes, then each record that
+/// `indexed_now` accepts is written (its key terms are in it, for the in-memory index).
 pub(super) fn text_index_writes(
     chunk: &[IndexedFingerprint],
     indexed_now: impl Fn(&IndexedFingerprint) -> bool,
-) -> (sled::Batch, sled::Batch) {
-    let mut key_terms = sled::Batch::default();
+) -> sled::Batch {
     let mut fingerprints = sled::Batch::default();
     for indexed in chunk {
-        let id = indexed.id;
-        if let Some(old) = &indexed.replaces {
-            for term in &old.keys {
-                key_terms.remove(key_term_entry(*term, old.published, id, &old.source));
-            }
-            fingerprints.remove(&id.0);
+        if indexed.replaces.is_some() {
+            fingerprints.remove(&indexed.id.0);
         }
-        if !indexed_now(indexed) {
-            continue;
+        if indexed_now(indexed) {
+            fingerprints.insert(&indexed.id.0, indexed.record.to_bytes());
         }
-        let record = &indexed.record;
-        for term in &record.keys {
-            key_terms.insert(
-                key_term_entry(*term, record.published, id, &record.source),
-                &[],
-            );
-        }
-        fingerprints.insert(&id.0, record.to_bytes());
     }
-    (key_terms, fingerprints)
+    fingerprints
 }

@@ -127,25 +127,19 @@ impl SledEngine {
             indexed.record.published.timestamp_micros() >= index_from
         };
         for chunk in plan.fingerprints.chunks(WRITE_CHUNK) {
-            let (key_terms, fingerprints) = text_index_writes(chunk, indexed_now);
-            trees.key_terms.apply_batch(key_terms)?;
-            trees.fingerprints.apply_batch(fingerprints)?;
+            trees
+                .fingerprints
+                .apply_batch(text_index_writes(chunk, indexed_now))?;
         }
         if !plan.fingerprints.is_empty() {
-            let mut recent = self.recent();
-            if !recent.is_warm() {
-                // Before adding: the fill reads what sled holds, these included.
-                self.warm_recent(&mut recent)?;
-            }
-            for indexed in &plan.fingerprints {
-                if !indexed_now(indexed) {
-                    recent.remove(indexed.id);
-                    continue;
+            {
+                let mut recent = self.recent();
+                if !recent.is_warm() {
+                    // Before adding: the fill reads what sled holds, these included.
+                    self.warm_recent(&mut recent)?;
                 }
-                let record = Arc::new(indexed.record.clone());
-                recent.insert(indexed.id, record, source_tag(&indexed.record.source));
             }
-            recent.forget_out_of_reach(Utc::now().timestamp_micros());
+            self.index_in_memory(&plan.fingerprints, indexed_now);
         }
         let mut urls = sled::Batch::default();
         for (url, claim) in &plan.claims {

@@ -1,10 +1,10 @@
 //! The recent part of the near-duplicate index, in memory.
 //!
-//! Looking for an item's near duplicates reads the key-term index and the fingerprints of
-//! the candidates it names. In sled each of those is a random read, and with a large store
+//! Looking for an item's near duplicates reads the fingerprints of the candidates the key-term
+//! index (`postings`) names. In sled each of those is a random read, and with a large store
 //! most of them miss sled's cache; yet almost every lookup asks about the last few days. This
-//! index keeps a copy of the key-term entries and fingerprints of recently published items,
-//! so that those lookups read memory only.
+//! index keeps a copy of the fingerprints of recently published items, so that those lookups
+//! read memory only.
 //!
 //! Invariant: every indexed item published at or after [`RecentIndex::covered_from`] is here
 //! (items published earlier may be here too, and are ignored). Lookups take what they need
@@ -20,15 +20,6 @@ use std::sync::Arc;
 use crate::dedup::record::FingerprintRecord;
 use crate::model::ItemId;
 
-/// One key-term entry: when the item was published (microseconds), which item, and a tag of
-/// its source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::store::sled_engine) struct Posting {
-    pub micros: i64,
-    pub id: ItemId,
-    pub source: [u8; 4],
-}
-
 #[derive(Debug)]
 pub(in crate::store::sled_engine) struct RecentIndex {
     capacity: usize,
@@ -40,8 +31,6 @@ pub(in crate::store::sled_engine) struct RecentIndex {
     reach: i64,
     records: HashMap<ItemId, Arc<FingerprintRecord>>,
     by_time: BTreeSet<(i64, ItemId)>,
-    /// Each key term's entries, newest first (then by id, as in sled).
-    by_term: HashMap<u32, Vec<Posting>>,
 }
 
 impl RecentIndex {
@@ -53,10 +42,10 @@ impl RecentIndex {
             reach: reach_of(crate::dedup::record::DEFAULT_WINDOW),
             records: HashMap::new(),
             by_time: BTreeSet::new(),
-            by_term: HashMap::new(),
         }
     }
 
+    #[cfg(test)]
     pub fn covered_from(&self) -> i64 {
         self.covered_from
     }
@@ -100,30 +89,20 @@ impl RecentIndex {
 
     /// Adds or replaces an item written to the store; one published before the covered time
     /// is left to sled.
-    pub fn insert(&mut self, id: ItemId, record: Arc<FingerprintRecord>, source: [u8; 4]) {
+    pub fn insert(&mut self, id: ItemId, record: Arc<FingerprintRecord>) {
         if record.published.timestamp_micros() < self.covered_from {
             // A replaced version may be here; it must not be found any more.
             self.remove(id);
             return;
         }
-        self.insert_any(id, record, source);
+        self.insert_any(id, record);
         self.evict_over_capacity();
     }
 
     /// Adds or replaces an item whatever its time (the fill from sled).
-    pub fn insert_any(&mut self, id: ItemId, record: Arc<FingerprintRecord>, source: [u8; 4]) {
+    pub fn insert_any(&mut self, id: ItemId, record: Arc<FingerprintRecord>) {
         self.remove(id);
         let micros = record.published.timestamp_micros();
-        for term in &record.keys {
-            let postings = self.by_term.entry(*term).or_default();
-            // The order of sled's keys: newest first, then by id.
-            let at = postings
-                .partition_point(|p| p.micros > micros || (p.micros == micros && p.id < id));
-            if postings.get(at).is_some_and(|p| p.id == id) {
-                continue; // a term listed twice is one entry, as in sled
-            }
-            postings.insert(at, Posting { micros, id, source });
-        }
         self.by_time.insert((micros, id));
         self.records.insert(id, record);
     }
@@ -132,16 +111,8 @@ impl RecentIndex {
         let Some(record) = self.records.remove(&id) else {
             return;
         };
-        let micros = record.published.timestamp_micros();
-        self.by_time.remove(&(micros, id));
-        for term in &record.keys {
-            if let Some(postings) = self.by_term.get_mut(term) {
-                postings.retain(|p| p.id != id);
-                if postings.is_empty() {
-                    self.by_term.remove(term);
-                }
-            }
-        }
+        self.by_time
+            .remove(&(record.published.timestamp_micros(), id));
     }
 
     pub fn get(&self, id: ItemId) -> Option<Arc<FingerprintRecord>> {
@@ -189,19 +160,6 @@ impl RecentIndex {
             .flat_map(move |r| self.by_time.range(r).rev())
             .filter_map(|(_, id)| Some((*id, self.records.get(id)?)))
     }
-
-    /// The entries of `term` published within `from..=to` (microseconds, and not before the
-    /// covered time), newest first.
-    pub fn postings(&self, term: u32, from: i64, to: i64) -> impl Iterator<Item = &Posting> {
-        let from = from.max(self.covered_from);
-        self.by_term
-            .get(&term)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .skip_while(move |p| p.micros > to)
-            .take_while(move |p| p.micros >= from)
-    }
 }
 
 fn reach_of(window: std::time::Duration) -> i64 {
@@ -227,30 +185,33 @@ mod tests {
         ItemId([n; 16])
     }
 
-    fn found(index: &RecentIndex, term: u32, from: i64, to: i64) -> Vec<u8> {
-        index.postings(term, from, to).map(|p| p.id.0[0]).collect()
+    fn found(index: &RecentIndex, from: i64, to: i64) -> Vec<u8> {
+        index
+            .published_within(from, to)
+            .map(|(id, _)| id.0[0])
+            .collect()
     }
 
     #[test]
-    fn postings_come_newest_first_within_the_range() {
+    fn records_come_newest_first_within_the_range() {
         let mut index = RecentIndex::new(10);
         index.warmed(0);
         for (n, at) in [(1, 100), (2, 300), (3, 200), (4, 400)] {
-            index.insert(id(n), record(at, &[7]), [0; 4]);
+            index.insert(id(n), record(at, &[7]));
         }
-        assert_eq!(found(&index, 7, 0, 1_000), vec![4, 2, 3, 1]);
-        assert_eq!(found(&index, 7, 150, 350), vec![2, 3]);
-        assert!(found(&index, 8, 0, 1_000).is_empty());
+        assert_eq!(found(&index, 0, 1_000), vec![4, 2, 3, 1]);
+        assert_eq!(found(&index, 150, 350), vec![2, 3]);
     }
 
     #[test]
-    fn a_replaced_item_is_found_by_its_new_terms_only() {
+    fn a_replaced_item_is_kept_once_in_its_new_version() {
         let mut index = RecentIndex::new(10);
         index.warmed(0);
-        index.insert(id(1), record(100, &[7, 8]), [0; 4]);
-        index.insert(id(1), record(100, &[9]), [0; 4]);
-        assert!(found(&index, 7, 0, 1_000).is_empty());
-        assert_eq!(found(&index, 9, 0, 1_000), vec![1]);
+        index.insert(id(1), record(100, &[7, 8]));
+        index.insert(id(1), record(200, &[9]));
+        assert_eq!(found(&index, 0, 150), Vec::<u8>::new());
+        assert_eq!(found(&index, 0, 1_000), vec![1]);
+        assert_eq!(index.get(id(1)).unwrap().keys, vec![9]);
         assert_eq!(index.len(), 1);
     }
 
@@ -259,25 +220,25 @@ mod tests {
         let mut index = RecentIndex::new(2);
         index.warmed(0);
         for (n, at) in [(1, 100), (2, 200), (3, 300)] {
-            index.insert(id(n), record(at, &[7]), [0; 4]);
+            index.insert(id(n), record(at, &[7]));
         }
         assert_eq!(index.len(), 2);
         assert_eq!(index.covered_from(), 101);
         // An item older than the covered time is left to sled.
-        index.insert(id(4), record(50, &[7]), [0; 4]);
-        assert_eq!(found(&index, 7, 0, 1_000), vec![3, 2]);
+        index.insert(id(4), record(50, &[7]));
+        assert_eq!(found(&index, 0, 1_000), vec![3, 2]);
     }
 
     #[test]
     fn nothing_is_covered_until_warmed() {
         let mut index = RecentIndex::new(10);
-        index.insert(id(1), record(100, &[7]), [0; 4]);
-        assert!(found(&index, 7, 0, 1_000).is_empty());
-        index.insert_any(id(1), record(100, &[7]), [0; 4]);
+        index.insert(id(1), record(100, &[7]));
+        assert!(found(&index, 0, 1_000).is_empty());
+        index.insert_any(id(1), record(100, &[7]));
         index.warmed(50);
-        assert_eq!(found(&index, 7, 0, 1_000), vec![1]);
+        assert_eq!(found(&index, 0, 1_000), vec![1]);
         index.forget_before(150);
         assert_eq!(index.covered_from(), 150);
-        assert!(found(&index, 7, 0, 1_000).is_empty());
+        assert!(found(&index, 0, 1_000).is_empty());
     }
 }
