@@ -9,7 +9,7 @@
 //! | `by_time` | reverse time (8) + id | empty |
 //! | `by_source` | source name, 0, reverse time, id | empty |
 //! | `feed_index` | feed name, 0, reverse time, id | empty |
-//! | `urls` | hash of canonical URL (16) | [`UrlClaim`] as JSON |
+//! | `urls` | hash of canonical URL (16) | [`UrlClaim`]: tag, flags, item id, source (`item_record`; JSON before format 3) |
 //! | `stories` | story id (16) + member id (16) | how the member joined ([`StoryLink`] as JSON), or empty for the first |
 //! | `fingerprints` | item id | [`FingerprintRecord`] in its compact binary form |
 //! | `sources` | source name | [`SourceState`] as JSON |

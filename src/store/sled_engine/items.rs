@@ -26,7 +26,7 @@ impl Items for SledEngine {
 
     fn url_claim(&self, canonical: &str) -> Result<Option<UrlClaim>, StoreError> {
         match self.trees()?.urls.get(url_key(canonical))? {
-            Some(bytes) => Ok(Some(decode(&bytes, "url claim")?)),
+            Some(bytes) => Ok(Some(item_record::decode_claim(&bytes)?)),
             None => Ok(None),
         }
     }

@@ -143,7 +143,7 @@ impl SledEngine {
         }
         let mut urls = sled::Batch::default();
         for (url, claim) in &plan.claims {
-            urls.insert(&url_key(url), encode(claim));
+            urls.insert(&url_key(url), item_record::encode_claim(claim));
         }
         trees.urls.apply_batch(urls)?;
         // Tombstones of items the feed no longer lists are not needed any more.
