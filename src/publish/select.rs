@@ -148,10 +148,12 @@ pub fn collect_page(
         if limits.passes_over(entry.id) {
             continue;
         }
-        let Some(item) = store.item(entry.id)? else {
-            continue; // an index entry whose item is gone
+        // An entry left by an interrupted write (its item gone, or at another time) is
+        // skipped, and deleted by the store.
+        let Some(item) = store.current_item(&feed.name, entry)? else {
+            continue;
         };
-        if !entry.is_current_for(&item) || !limits.within_cap(&item)? || !matches(&item) {
+        if !limits.within_cap(&item)? || !matches(&item) {
             continue;
         }
         if feed.group_stories && !seen_stories.insert(item.story) {

@@ -47,6 +47,15 @@ impl FeedIndex for SledEngine {
         )
     }
 
+    fn current_item(&self, feed: &str, entry: FeedEntry) -> Result<Option<Item>, StoreError> {
+        let item = self.item(entry.id)?;
+        if item.as_ref().is_some_and(|i| entry.is_current_for(i)) {
+            return Ok(item);
+        }
+        self.drop_stale_entry(feed, entry)?;
+        Ok(None)
+    }
+
     fn newest_of_source(
         &self,
         feed: &str,
@@ -143,5 +152,30 @@ impl FeedIndex for SledEngine {
                 Ok(String::from_utf8_lossy(&k[FINGERPRINT_PREFIX.len()..]).into_owned())
             })
             .collect()
+    }
+}
+
+impl SledEngine {
+    /// Deletes `entry` from `feed`'s index if it is still not its item's own, unless a poll is
+    /// being written (or the store pruned): the item of a poll's index entry is written just
+    /// after it, under the ingest guard, so only with the guard held is a missing item gone.
+    fn drop_stale_entry(&self, feed: &str, entry: FeedEntry) -> Result<(), StoreError> {
+        let Ok(_guard) = self.ingest.try_lock() else {
+            return Ok(()); // held (or poisoned): left for a later reader
+        };
+        if self
+            .item(entry.id)?
+            .is_some_and(|i| entry.is_current_for(&i))
+        {
+            return Ok(());
+        }
+        self.guarded(|| {
+            self.trees()?
+                .feed_index
+                .remove(prefixed_key(feed, entry.published, entry.id))?;
+            Ok(())
+        })?;
+        tracing::debug!(feed, id = %entry.id.to_hex(), "deleted a stale feed index entry");
+        Ok(())
     }
 }
