@@ -220,7 +220,8 @@ pub trait FeedIndex {
     fn current_item(&self, feed: &str, entry: FeedEntry) -> Result<Option<Item>, StoreError>;
 
     /// The newest `n` entries of `source` in the index of output feed `feed`, newest first;
-    /// entries left by an interrupted write (see [`FeedEntry`]) are not counted.
+    /// entries left by an interrupted write (see [`FeedEntry`]) are not counted. Costs the
+    /// fewer of the source's items and the feed's entries down to the `n`th found.
     fn newest_of_source(
         &self,
         feed: &str,
