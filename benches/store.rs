@@ -5,6 +5,8 @@
 //! cargo build --release && cargo bench --bench store   # 50 sources x 1,000 items
 //! FEEDMUX_STORE_SOURCES=10 cargo bench --bench store   # a quicker run, 10 x 1,000
 //! FEEDMUX_STORE_KEEP=1 cargo bench --bench store        # keep the feeds and stores after
+//! FEEDMUX_STORE_ROWS=capped cargo bench --bench store   # only the max_per_source rows
+//! FEEDMUX_STORE_CAPPED_ITEMS=20000 ...                  # their big source smaller (100,000)
 //! ```
 //!
 //! The data: deterministic news-like RSS 2.0 feeds of 1,000 items each, about 1.7 KB of text
@@ -23,6 +25,8 @@
 //! - Peak memory: `/usr/bin/time -f %M target/release/feedmux poll` of a config listing the
 //!   same feed files as `file://` sources into a new store, against this binary doing the
 //!   SQLite side of the same poll in a child process.
+//! - Capped feeds (last, or alone): `[[feed]] max_per_source` against the same feed uncapped,
+//!   over one source of 100,000 items (see `capped_feed_rows`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,6 +65,17 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--sqlite-poll") {
         sqlite_poll_child(&args[2..]);
+        return;
+    }
+    let capped_items: usize = std::env::var("FEEDMUX_STORE_CAPPED_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(CAPPED_ITEMS);
+    if std::env::var("FEEDMUX_STORE_ROWS").as_deref() == Ok("capped") {
+        let temp = tempfile::tempdir().expect("a temporary directory");
+        let rows = capped_feed_rows(temp.path(), capped_items);
+        print_capped_rows(capped_items, &rows);
         return;
     }
     let sources: usize = std::env::var("FEEDMUX_STORE_SOURCES")
@@ -401,6 +416,8 @@ fn main() {
             "note: a reduced run ({sources} sources); the issue's targets are for {SOURCES} sources, so `met` says n/a."
         );
     }
+    let rows = capped_feed_rows(work, capped_items);
+    print_capped_rows(capped_items, &rows);
     if std::env::var_os("FEEDMUX_STORE_KEEP").is_some() {
         let _kept = temp.keep();
     }
@@ -1207,4 +1224,233 @@ impl Table {
             line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cost of `[[feed]] max_per_source` (issue 21): a feed capped to a source's newest few
+// items against the same feed uncapped, over one big source, rendered from one store.
+
+/// Items of the one big source of the capped-feed rows (FEEDMUX_STORE_CAPPED_ITEMS overrides).
+const CAPPED_ITEMS: usize = 100_000;
+/// Items of the small source beside it, spread over the big one's time.
+const CAPPED_SMALL: usize = 50;
+/// The cap of the capped feeds.
+const CAP: usize = 5;
+
+/// One pair of feeds, capped and not: (what, capped selection, uncapped selection, capped
+/// render, uncapped render), each the median of 5 alternating runs.
+struct CappedRow {
+    what: &'static str,
+    capped_select: Duration,
+    uncapped_select: Duration,
+    capped_render: Duration,
+    uncapped_render: Duration,
+    entries: (usize, usize),
+}
+
+/// The capped-feed rows over a store of one source of `items` items and a small one, filled
+/// through `Store::apply_poll` (1,000 items a poll, feed memberships decided by each feed's
+/// rules, no parsing or dedup: the rows read the store's layout, not the ingest). Three pairs
+/// of feeds, each feed's `limit` 50: every item; a keyword in one of the big source's items in
+/// 1,000 (its newest 5 matches lie 5,000 items deep); a keyword in only the big source's 3
+/// oldest items (the cap looks for 5 and finds 3: the whole source is the worst case).
+fn capped_feed_rows(work: &Path, items: usize) -> Vec<CappedRow> {
+    use feedmux::dedup::{IngestPlan, ItemWrite};
+    use feedmux::model::Item;
+    use feedmux::publish::{collect_page, Publisher, View};
+    use feedmux::store::FeedMembership;
+
+    let dir = work.join("capped");
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\nmax_items_per_source = {}\n\n[log]\nlevel = \"warn\"\n\n",
+        dir.join("store").display().to_string(),
+        items + CAPPED_SMALL
+    );
+    for name in ["big", "small"] {
+        text.push_str(&format!(
+            "[[source]]\nname = \"{name}\"\nurl = \"https://{name}.example/feed\"\n\n"
+        ));
+    }
+    let feeds = [
+        ("every", ""),
+        ("sparse", "include = [\"zebra\"]\n"),
+        ("oldest", "include = [\"quokka\"]\n"),
+    ];
+    for (name, rules) in feeds {
+        text.push_str(&format!(
+            "[[feed]]\nname = \"{name}\"\nlimit = 50\n{rules}\n"
+        ));
+        text.push_str(&format!(
+            "[[feed]]\nname = \"{name}-capped\"\nlimit = 50\nmax_per_source = {CAP}\n{rules}\n"
+        ));
+    }
+    let path = dir.join("feedmux.toml");
+    std::fs::write(&path, &text).expect("write the config");
+    let config = feedmux::config::load(&path).unwrap_or_else(|e| panic!("a valid config: {e}"));
+    let store = Store::open(&config.storage.path).expect("open the store");
+    feedmux::daemon::sync_feed_indexes(&store, &config).expect("feed indexes");
+    let filters: Vec<(String, FeedFilter)> = config
+        .feeds
+        .iter()
+        .map(|f| (f.name.clone(), FeedFilter::new(f)))
+        .collect();
+    let feed_names: Vec<String> = filters.iter().map(|(n, _)| n.clone()).collect();
+
+    let newest = Utc::now() - chrono::Duration::hours(1);
+    let item = |source: &str, n: usize, at: DateTime<Utc>, title: String| {
+        let guid = format!("{source}-{n}");
+        let id = feedmux::dedup::item_id(source, &guid);
+        Item {
+            id,
+            source: source.into(),
+            guid: guid.clone(),
+            url: Some(format!("https://{source}.example/{guid}")),
+            canonical_url: None,
+            title,
+            summary_html: Some("<p>A few words of summary.</p>".into()),
+            content_html: None,
+            authors: vec![],
+            categories: vec![],
+            enclosures: vec![],
+            published: at,
+            updated: None,
+            first_seen: at,
+            modified: at,
+            content_hash: n as u64,
+            story: id,
+            sanitised: feedmux::sanitise::POLICY,
+        }
+    };
+    // The big source's item n is n minutes before the newest; the small source's are spread
+    // over the same time and match every feed.
+    let big = (0..items).map(|n| {
+        let mut title = format!("Market report number {n}");
+        if n % 1000 == 999 {
+            title.push_str(" zebra");
+        }
+        if n + 3 >= items {
+            title.push_str(" quokka");
+        }
+        item(
+            "big",
+            n,
+            newest - chrono::Duration::minutes(n as i64),
+            title,
+        )
+    });
+    let small = (0..CAPPED_SMALL).map(|n| {
+        let at = newest - chrono::Duration::minutes((n * items / CAPPED_SMALL) as i64 + 30);
+        item("small", n, at, format!("Small news {n} zebra quokka"))
+    });
+    let t = Instant::now();
+    let (big, small): (Vec<Item>, Vec<Item>) = (big.collect(), small.collect());
+    for chunk in big.chunks(ITEMS).chain(small.chunks(ITEMS)) {
+        let source = chunk[0].source.clone();
+        let mut plan = IngestPlan::default();
+        let mut memberships = Vec::new();
+        for it in chunk {
+            for (feed, filter) in &filters {
+                if filter.selects(it) {
+                    memberships.push(FeedMembership {
+                        feed: feed.clone(),
+                        item: it.id,
+                    });
+                }
+            }
+            plan.writes.push(ItemWrite {
+                item: it.clone(),
+                previous: None,
+                link: None,
+            });
+        }
+        store
+            .apply_poll(
+                &source,
+                &plan,
+                &feed_names,
+                &memberships,
+                &SourceState::default(),
+                store.ingest_guard(),
+            )
+            .expect("write a poll");
+    }
+    store.flush().expect("flush");
+    println!(
+        "\ncapped feeds: {items} items of one source and {CAPPED_SMALL} of another written in {:.1} s (apply_poll, 1,000 a poll)",
+        t.elapsed().as_secs_f64()
+    );
+
+    let select = |feed: &str| {
+        let feed = config.feed(feed).expect("a feed");
+        let t = Instant::now();
+        let page = collect_page(&store, &config, feed, &View::default()).expect("a page");
+        (t.elapsed(), page.entries.len())
+    };
+    let render = |feed: &str| {
+        let t = Instant::now();
+        Publisher::new()
+            .render(&store, &config, feed)
+            .expect("a render");
+        t.elapsed()
+    };
+    feeds
+        .iter()
+        .map(|&(name, _)| {
+            let capped = format!("{name}-capped");
+            // Warm-up: each once, so both find sled's cache as warm.
+            let (_, uncapped_entries) = select(name);
+            let (_, capped_entries) = select(&capped);
+            let (mut cs, mut us, mut cr, mut ur) = (vec![], vec![], vec![], vec![]);
+            for _ in 0..5 {
+                us.push(select(name).0);
+                cs.push(select(&capped).0);
+                ur.push(render(name));
+                cr.push(render(&capped));
+            }
+            CappedRow {
+                what: name,
+                capped_select: median(cs),
+                uncapped_select: median(us),
+                capped_render: median(cr),
+                uncapped_render: median(ur),
+                entries: (capped_entries, uncapped_entries),
+            }
+        })
+        .collect()
+}
+
+fn print_capped_rows(items: usize, rows: &[CappedRow]) {
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let what = |w: &str| match w {
+        "every" => "every item",
+        "sparse" => "a keyword in 1 item of 1,000",
+        _ => "a keyword in the 3 oldest items only",
+    };
+    println!(
+        "\nfeed capped at max_per_source = {CAP} against the same feed uncapped (ceiling), {items} items of one source + {CAPPED_SMALL} of another, limit 50, median of 5:"
+    );
+    println!(
+        "  {:<38} {:>16} {:>16} {:>7} {:>16} {:>16} {:>7}",
+        "feed (entries capped / uncapped)",
+        "select capped",
+        "uncapped",
+        "ratio",
+        "render capped",
+        "uncapped",
+        "ratio"
+    );
+    for r in rows {
+        println!(
+            "  {:<38} {:>16} {:>16} {:>7.2} {:>16} {:>16} {:>7.2}",
+            format!("{} ({} / {})", what(r.what), r.entries.0, r.entries.1),
+            ms(r.capped_select),
+            ms(r.uncapped_select),
+            r.uncapped_select.as_secs_f64() / r.capped_select.as_secs_f64(),
+            ms(r.capped_render),
+            ms(r.uncapped_render),
+            r.uncapped_render.as_secs_f64() / r.capped_render.as_secs_f64(),
+        );
+    }
+    println!("  select: the entries chosen from the store (publish::collect_page); render: all four formats, compressed (Publisher::render). ratio: uncapped time / capped time (1.00: the cap costs nothing).");
 }

@@ -292,8 +292,20 @@ pub async fn run(
 pub async fn run_with_clock(
     config: Config,
     listener: TcpListener,
+    control: mpsc::Receiver<Control>,
+    clock: Arc<dyn Clock>,
+) -> Result<(), DaemonError> {
+    run_with_publisher(config, listener, control, clock, Arc::new(Publisher::new())).await
+}
+
+/// [`run_with_clock`], serving from `publisher` (tests hold its search slots to see the daemon
+/// refuse a search when all are taken).
+pub async fn run_with_publisher(
+    config: Config,
+    listener: TcpListener,
     mut control: mpsc::Receiver<Control>,
     clock: Arc<dyn Clock>,
+    publisher: Arc<Publisher>,
 ) -> Result<(), DaemonError> {
     let store = open_store(&config)?;
     upgrade_item_records(&store)?;
@@ -301,7 +313,6 @@ pub async fn run_with_clock(
     store.keep_recent_in_memory(config.dedup.memory_items);
     let ready = Arc::new(AtomicBool::new(false));
     sync_feed_indexes(&store, &config)?;
-    let publisher = Arc::new(Publisher::new());
     // Compressed once the daemon serves: until then (a fraction of a second) uncompressed.
     publisher.render_all_uncompressed(&store, &config)?;
     let metrics = Arc::new(Metrics::default());

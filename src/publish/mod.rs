@@ -157,6 +157,14 @@ impl Publisher {
         Publisher::default()
     }
 
+    /// A publisher rendering searches and pages in `slots` (tests make the wait short).
+    pub fn with_search_slots(slots: SearchSlots) -> Publisher {
+        Publisher {
+            searches: slots,
+            ..Publisher::default()
+        }
+    }
+
     /// Records when `source` is next polled (`None`: not at all).
     pub fn set_next_poll(&self, source: &str, when: Option<DateTime<Utc>>) {
         let mut polls = self.next_polls.write().unwrap_or_else(|p| p.into_inner());

@@ -3,6 +3,7 @@
 //! a time from a cursor ([`collect_page`]). Reads the store's feed index; renders nothing.
 
 use super::*;
+use crate::store::FeedEntry;
 
 /// The most entries a reader's query (`?limit=`, `?before=`, `?q=`) returns at once.
 pub const MAX_QUERY_LIMIT: usize = 1000;
@@ -131,12 +132,31 @@ pub fn collect_page(
     let mut next = None;
     let mut last_taken: Option<Cursor> = None;
     let mut changed: Option<DateTime<Utc>> = None;
-    let index = match view.before {
+    let mut index = match view.before {
         Some(c) => store.feed_items_after(&feed.name, c.published, c.id),
         None => store.feed_items(&feed.name),
     };
-    for entry in index {
-        let entry = entry?;
+    // Under `max_per_source`, once every source is worked out, the entries left to look at
+    // are the kept ones after the last entry met: the rest of the index is not walked.
+    let mut kept: Option<std::vec::IntoIter<FeedEntry>> = None;
+    let mut last_met: Option<FeedEntry> = None;
+    loop {
+        if kept.is_none() {
+            kept = last_met
+                .and_then(|last| limits.kept_after(last))
+                .map(Vec::into_iter);
+        }
+        let entry = match kept.as_mut() {
+            Some(rest) => match rest.next() {
+                Some(entry) => entry,
+                None => break,
+            },
+            None => match index.next() {
+                Some(entry) => entry?,
+                None => break,
+            },
+        };
+        last_met = Some(entry);
         if limits.too_old(entry.published) {
             break; // newest first: every entry after this one is older still
         }
@@ -148,10 +168,12 @@ pub fn collect_page(
         if limits.passes_over(entry.id) {
             continue;
         }
-        let Some(item) = store.item(entry.id)? else {
-            continue; // an index entry whose item is gone
+        // An entry left by an interrupted write (its item gone, or at another time) is
+        // skipped, and deleted by the store.
+        let Some(item) = store.current_item(&feed.name, entry)? else {
+            continue;
         };
-        if !entry.is_current_for(&item) || !limits.within_cap(&item)? || !matches(&item) {
+        if !limits.within_cap(&item)? || !matches(&item) {
             continue;
         }
         if feed.group_stories && !seen_stories.insert(item.story) {
@@ -270,6 +292,8 @@ pub(super) struct FeedLimits<'a> {
 struct Capped {
     sources: HashSet<String>,
     kept: HashSet<ItemId>,
+    /// The index entries of `kept`.
+    kept_entries: Vec<FeedEntry>,
     /// The feed's sources not worked out yet.
     remaining: usize,
 }
@@ -309,6 +333,7 @@ impl<'a> FeedLimits<'a> {
             let mut capped = self.capped.borrow_mut();
             capped.sources.insert(item.source.clone());
             capped.kept.extend(newest.iter().map(|e| e.id));
+            capped.kept_entries.extend(newest);
             if self.feed.sources.contains(&item.source) {
                 capped.remaining = capped.remaining.saturating_sub(1);
             }
@@ -322,6 +347,25 @@ impl<'a> FeedLimits<'a> {
     fn passes_over(&self, id: ItemId) -> bool {
         let capped = self.capped.borrow();
         self.feed.max_per_source.is_some() && capped.remaining == 0 && !capped.kept.contains(&id)
+    }
+
+    /// Under `max_per_source`, once every source of the feed is worked out: the kept entries
+    /// after `last` in the index's order (newer first, then by id), the only ones the feed
+    /// can still show past it. `None` before then, or without a cap.
+    fn kept_after(&self, last: FeedEntry) -> Option<Vec<FeedEntry>> {
+        let capped = self.capped.borrow();
+        if self.feed.max_per_source.is_none() || capped.remaining != 0 {
+            return None;
+        }
+        let order = |e: &FeedEntry| (std::cmp::Reverse(e.published.timestamp_micros()), e.id);
+        let mut rest: Vec<FeedEntry> = capped
+            .kept_entries
+            .iter()
+            .filter(|e| order(e) > order(&last))
+            .copied()
+            .collect();
+        rest.sort_by_key(order);
+        Some(rest)
     }
 
     /// Whether the feed shows `item`: indexed for it, and within its age and cap.

@@ -5,7 +5,8 @@
 //! The contract every engine keeps, whatever it stores in:
 //! - A poll's writes ([`Ingest::apply_poll`]) are durable when it returns, and a crash midway
 //!   leaves at worst an index entry without its item, or at another time than its item's
-//!   (readers skip both: [`FeedEntry::is_current_for`]), never an item that no index lists.
+//!   (readers skip both, and delete them: [`FeedIndex::current_item`]), never an item that
+//!   no index lists.
 //! - Ingestion is serialised by [`Ingest::ingest_guard`], held from reading the store for a
 //!   poll's plan until the plan is written, so that two polls cannot both claim one story.
 //! - Time-ordered reads (feeds, a source's items, every item) are newest first.
@@ -212,8 +213,15 @@ pub trait FeedIndex {
     fn feed_items_after(&self, feed: &str, published: DateTime<Utc>, id: ItemId)
         -> FeedEntries<'_>;
 
+    /// The item of `entry`, an entry of output feed `feed`'s index, when the entry is its own
+    /// ([`FeedEntry::is_current_for`]). An entry left by an interrupted write (its item gone,
+    /// or stored again at another time) gives `None` and is deleted, unless a poll is being
+    /// written at that moment (the reader never waits for one; the entry is met again later).
+    fn current_item(&self, feed: &str, entry: FeedEntry) -> Result<Option<Item>, StoreError>;
+
     /// The newest `n` entries of `source` in the index of output feed `feed`, newest first;
-    /// entries left by an interrupted write (see [`FeedEntry`]) are not counted.
+    /// entries left by an interrupted write (see [`FeedEntry`]) are not counted. Costs the
+    /// fewer of the source's items and the feed's entries down to the `n`th found.
     fn newest_of_source(
         &self,
         feed: &str,

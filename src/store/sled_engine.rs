@@ -35,7 +35,8 @@
 //! made durable; a store whose log holds fewer is refused at open (a log cut short).
 //!
 //! A poll's writes go in index-first order and are flushed before the poll counts as done, so a
-//! crash leaves at worst an index entry without its item (readers skip those), never an item
+//! crash leaves at worst an index entry without its item (readers skip those, and the store
+//! deletes them: `FeedIndex::current_item`), never an item
 //! that no index lists.
 
 use std::collections::HashMap;

@@ -427,3 +427,87 @@ async fn last_modified_is_never_ahead_of_date_and_holds_across_a_restart() {
     }
     served.stop().await;
 }
+
+/// While every slot for rendering searches and pages is taken (two renders running: the test
+/// holds the daemon's own slots), a new search waits its turn, then gets 503 with
+/// `Retry-After: 60`; the whole feed and a search already rendered are served meanwhile, and
+/// once the slots free the same search is answered. One slot taken is not yet too busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_gets_503_with_retry_after_while_every_render_slot_is_taken() {
+    use std::sync::Arc;
+
+    use feedmux::publish::{Publisher, SearchSlots, SEARCHES_AT_ONCE};
+
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/t.xml",
+        &[("content-type", "application/rss+xml")],
+        rss(&["Rust one", "Go two", "Zig three"]),
+    );
+    let dir = tempdir();
+    // The daemon's number of slots, with a wait of a fraction of the 10 s default.
+    let wait = Duration::from_millis(400);
+    let publisher = Arc::new(Publisher::with_search_slots(SearchSlots::new(
+        SEARCHES_AT_ONCE,
+        wait,
+    )));
+    let served = Served::start_with(
+        dir.path(),
+        &format!(
+            "[[source]]\nname = \"t\"\nurl = \"{}\"\n\n[[feed]]\nname = \"all\"\n",
+            upstream.url("/t.xml")
+        ),
+        publisher.clone(),
+    )
+    .await;
+    served.wait_for("all", 3).await;
+    let http = client();
+    let titles = |body: &[u8]| -> Vec<String> {
+        crate::read_back(body).into_iter().map(|(t, _)| t).collect()
+    };
+    let search = |q: &str| served.url(&format!("/feeds/all.json?q={q}"));
+    let refused = "feedmux_searches_refused_total";
+
+    let cached = get(&http, &search("rust"), &[]).await;
+    assert_eq!(cached.status(), 200);
+    let cached = cached.bytes().await.unwrap();
+    assert_eq!(titles(&cached), ["Rust one"]);
+
+    assert_eq!(SEARCHES_AT_ONCE, 2, "the documented limit");
+    let first = publisher.search_slots().take().await.unwrap();
+    let r = get(&http, &search("go"), &[]).await;
+    assert_eq!(r.status(), 200, "one render running leaves a slot");
+    assert_eq!(titles(&r.bytes().await.unwrap()), ["Go two"]);
+
+    let second = publisher.search_slots().take().await.unwrap();
+    for url in [search("zig"), served.url("/feeds/all.atom?limit=1")] {
+        let started = std::time::Instant::now();
+        let r = get(&http, &url, &[]).await;
+        assert_eq!(r.status(), 503, "{url}: both slots taken");
+        assert!(
+            started.elapsed() >= wait,
+            "{url}: refused after {:?}, without waiting its turn",
+            started.elapsed()
+        );
+        assert_eq!(header_of(&r, header::RETRY_AFTER), "60", "{url}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("too many searches"), "{url}: {text}");
+    }
+    assert_eq!(metric(&served, refused).await, 2);
+    // Meanwhile, what needs no render is served at once.
+    let whole = get(&http, &served.url("/feeds/all.json"), &[]).await;
+    assert_eq!(whole.status(), 200, "the whole feed never waits");
+    assert!(!whole.bytes().await.unwrap().is_empty());
+    let again = get(&http, &search("rust"), &[]).await;
+    assert_eq!(again.status(), 200, "a search already rendered never waits");
+    assert_eq!(again.bytes().await.unwrap(), cached);
+
+    drop((first, second));
+    let r = get(&http, &search("zig"), &[]).await;
+    assert_eq!(r.status(), 200, "the slots are free again");
+    assert_eq!(titles(&r.bytes().await.unwrap()), ["Zig three"]);
+    let r = get(&http, &served.url("/feeds/all.atom?limit=1"), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(metric(&served, refused).await, 2, "nothing refused since");
+    served.stop().await;
+}

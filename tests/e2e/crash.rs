@@ -307,3 +307,137 @@ fn an_item_indexed_twice_by_a_retried_poll_is_shown_once() {
         assert_eq!(entries.len(), 1, "{format:?}: {entries:?}");
     }
 }
+
+/// Index entries left by interrupted writes (an item stored again at another time, and an
+/// item since pruned, whose first entry outlived it) are skipped by readers, and deleted by
+/// the store when a reader meets them unless a poll is being written; the pages a reader walks
+/// are the same before, during and after.
+#[test]
+fn stale_index_entries_are_deleted_when_a_reader_meets_them_and_pages_do_not_change() {
+    use chrono::{Duration as Days, TimeZone, Utc};
+    use feedmux::dedup::{IngestPlan, ItemWrite};
+    use feedmux::publish::{collect_page, View};
+    use feedmux::store::{FeedMembership, Store};
+
+    let dir = tempdir();
+    let config = crate::config(
+        dir.path(),
+        "[[source]]\nname = \"s\"\nurl = \"https://s.example/feed\"\n[[source]]\nname = \"t\"\nurl = \"https://t.example/feed\"\n[[feed]]\nname = \"all\"\ngroup_stories = false\n",
+    );
+    let store = Store::open(&config.storage.path).unwrap();
+    feedmux::daemon::sync_feed_indexes(&store, &config).unwrap();
+    let base = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+    let item = |source: &str, guid: &str, at| {
+        let id = feedmux::dedup::item_id(source, guid);
+        feedmux::model::Item {
+            id,
+            source: source.into(),
+            guid: guid.into(),
+            url: Some(format!("https://{source}.example/{guid}")),
+            canonical_url: None,
+            title: format!("{source} {guid}"),
+            summary_html: None,
+            content_html: None,
+            authors: vec![],
+            categories: vec![],
+            enclosures: vec![],
+            published: at,
+            updated: None,
+            first_seen: at,
+            modified: at,
+            content_hash: 1,
+            story: id,
+            sanitised: feedmux::sanitise::POLICY,
+        }
+    };
+    let write = |items: Vec<feedmux::model::Item>| {
+        let source = items[0].source.clone();
+        let memberships: Vec<FeedMembership> = items
+            .iter()
+            .map(|i| FeedMembership {
+                feed: "all".into(),
+                item: i.id,
+            })
+            .collect();
+        let plan = IngestPlan {
+            writes: items
+                .into_iter()
+                .map(|item| ItemWrite {
+                    item,
+                    previous: None,
+                    link: None,
+                })
+                .collect(),
+            ..IngestPlan::default()
+        };
+        store
+            .apply_poll(
+                &source,
+                &plan,
+                &["all".into()],
+                &memberships,
+                &Default::default(),
+                store.ingest_guard(),
+            )
+            .unwrap();
+    };
+    // 12 items of s, one every 10 minutes; items 3 and 8 written again 5 minutes later (a
+    // retried poll), each leaving its first entry behind.
+    let at = |n: i64| base + Days::minutes(10 * n);
+    write(
+        (0..12)
+            .map(|n| item("s", &format!("g{n}"), at(n)))
+            .collect(),
+    );
+    write(
+        [3, 8]
+            .map(|n| item("s", &format!("g{n}"), at(n) + Days::minutes(5)))
+            .to_vec(),
+    );
+    // An item of t, written twice, then pruned with its source's items: its first entry
+    // stays, with no item.
+    write(vec![item("t", "x", at(6) + Days::minutes(1))]);
+    write(vec![item("t", "x", at(6) + Days::minutes(2))]);
+    store.prune_source("t", 0, Utc::now()).unwrap();
+    assert_eq!(store.item(feedmux::dedup::item_id("t", "x")).unwrap(), None);
+    let entries = || store.feed_items("all").count();
+    assert_eq!(entries(), 15, "12 entries and 3 stale ones");
+
+    let feed = config.feed("all").unwrap();
+    let walk = || {
+        let mut view = View {
+            limit: Some(5),
+            ..View::default()
+        };
+        let mut pages = Vec::new();
+        loop {
+            let page = collect_page(&store, &config, feed, &view).unwrap();
+            pages.push(
+                page.entries
+                    .iter()
+                    .map(|e| e.item.guid.clone())
+                    .collect::<Vec<_>>(),
+            );
+            match page.next {
+                Some(next) => view.before = Some(next),
+                None => return pages,
+            }
+        }
+    };
+    let expected: Vec<Vec<String>> = [vec![11, 10, 9, 8, 7], vec![6, 5, 4, 3, 2], vec![1, 0]]
+        .iter()
+        .map(|page| page.iter().map(|n| format!("g{n}")).collect())
+        .collect();
+
+    // While a poll is being written (the ingest guard held), readers skip them, delete nothing.
+    let guard = store.ingest_guard();
+    assert_eq!(walk(), expected);
+    assert_eq!(entries(), 15, "nothing deleted while a poll is written");
+    drop(guard);
+    assert_eq!(walk(), expected);
+    assert_eq!(entries(), 12, "the stale entries met are gone");
+    assert!(store
+        .feed_items("all")
+        .all(|e| store.item(e.unwrap().id).unwrap().is_some()));
+    assert_eq!(walk(), expected, "the same pages without them");
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use feedmux::config;
 use feedmux::daemon::{self, Control};
+use feedmux::publish::Publisher;
 use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 
 /// Waits until no other test of these modules has a store open in this process.
@@ -34,6 +35,11 @@ impl Served {
     /// Starts the daemon on a config of `tables` (sources, feeds, extra sections) whose
     /// `base_url` is the address it listens on; the store lives in `dir`.
     pub async fn start(dir: &Path, tables: &str) -> Served {
+        Served::start_with(dir, tables, Arc::new(Publisher::new())).await
+    }
+
+    /// [`Served::start`], serving from `publisher` (a test may hold its search slots).
+    pub async fn start_with(dir: &Path, tables: &str, publisher: Arc<Publisher>) -> Served {
         let turn = sled_turn().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -45,7 +51,13 @@ impl Served {
         std::fs::write(&path, &text).unwrap();
         let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let (control, rx) = mpsc::channel(1);
-        let task = tokio::spawn(daemon::run(config, listener, rx));
+        let task = tokio::spawn(daemon::run_with_publisher(
+            config,
+            listener,
+            rx,
+            feedmux::clock::system(),
+            publisher,
+        ));
         Served {
             base,
             control,
