@@ -85,6 +85,10 @@ const TEXT_INDEX_FROM_KEY: &[u8] = b"text_index_from";
 /// In `meta`: how many polls wrote items into the store (big-endian), against which
 /// [`WRITE_MARK_FILE`] is checked at every open.
 const POLLS_WRITTEN_KEY: &[u8] = b"polls_written";
+/// In `meta`: the id of the dictionary new item records are compressed with (4 bytes).
+const ITEM_DICTIONARY_KEY: &[u8] = b"item_dictionary";
+/// In `meta`, followed by a dictionary's id: the dictionary (every one the store used).
+const ITEM_DICTIONARY_PREFIX: &[u8] = b"item_dictionary/";
 /// Beside sled's files: the count of polls written that the last flush made durable.
 const WRITE_MARK_FILE: &str = "feedmux.mark";
 /// The version of the way text is cut into terms that the text index was built with.
@@ -149,9 +153,22 @@ struct Trees {
     marked: Mutex<u64>,
     /// The store's directory, where the mark file lives.
     path: PathBuf,
+    /// The dictionary new item records are compressed with (`item_record`), once trained.
+    item_dictionary: RwLock<Option<u32>>,
+    /// Held while the dictionary is trained, so that two polls do not both train one; holds
+    /// the item count of the last failed try (the next waits until the store doubled).
+    training: Mutex<usize>,
 }
 
 impl Trees {
+    /// The dictionary new item records are compressed with, if the store has one.
+    fn dictionary(&self) -> Option<u32> {
+        *self
+            .item_dictionary
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Flushes the database, then records in [`WRITE_MARK_FILE`] how many polls are on disk.
     fn flush(&self) -> Result<(), StoreError> {
         let written = self
@@ -179,6 +196,41 @@ impl Trees {
         self.polls_written.store(next, Ordering::Release);
         Ok(())
     }
+}
+
+/// Makes every item dictionary the store holds known to this process, and takes the current
+/// one for new records.
+fn load_dictionaries(trees: &Trees) -> Result<(), StoreError> {
+    for entry in trees.meta.scan_prefix(ITEM_DICTIONARY_PREFIX) {
+        let (_, bytes) = entry?;
+        item_record::register(&bytes);
+    }
+    if let Some(bytes) = trees.meta.get(ITEM_DICTIONARY_KEY)? {
+        let id = <[u8; 4]>::try_from(bytes.as_ref())
+            .map(u32::from_le_bytes)
+            .map_err(|_| StoreError::Corrupt {
+                what: "item dictionary id",
+                message: format!("{} bytes", bytes.len()),
+            })?;
+        if trees.meta.get(dictionary_key(id))?.is_none() {
+            return Err(StoreError::Corrupt {
+                what: "item dictionary",
+                message: format!("dictionary {id:08x} is named but not stored"),
+            });
+        }
+        *trees
+            .item_dictionary
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(id);
+    }
+    Ok(())
+}
+
+/// The `meta` key of the item dictionary `id`.
+fn dictionary_key(id: u32) -> Vec<u8> {
+    let mut key = ITEM_DICTIONARY_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_le_bytes());
+    key
 }
 
 /// Writes `polls` to the mark file beside sled's files (a new file renamed over the old, so a
@@ -509,6 +561,8 @@ fn open_trees_unguarded(path: &Path, cache_bytes: u64) -> Result<Trees, StoreErr
         polls_written: std::sync::atomic::AtomicU64::new(0),
         marked: Mutex::new(0),
         path: path.to_owned(),
+        item_dictionary: RwLock::new(None),
+        training: Mutex::new(0),
         db,
     })
     .and_then(|trees| {
@@ -533,6 +587,7 @@ fn open_trees_unguarded(path: &Path, cache_bytes: u64) -> Result<Trees, StoreErr
             );
         }
         check_write_mark(path, &trees)?;
+        load_dictionaries(&trees)?;
         Ok(trees)
     })
 }
@@ -713,6 +768,105 @@ mod tests {
         store
             .apply_poll(source, plan, &[], &[], &SourceState::default(), stats)
             .expect("apply");
+    }
+
+    /// An item of `n` with a title and summary of news-like words.
+    fn news_item(n: u32) -> Item {
+        let words = [
+            "model",
+            "chips",
+            "release",
+            "benchmark",
+            "open weights",
+            "模型",
+            "发布",
+            "芯片",
+            "融资",
+            "agents",
+        ];
+        let pick = |k: u32| {
+            words[(n.wrapping_mul(2654435761).rotate_left(k) % words.len() as u32) as usize]
+        };
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&n.to_le_bytes());
+        id[4] = 0xD1;
+        let id = ItemId(id);
+        Item {
+            id,
+            source: "news".into(),
+            guid: format!("https://news.example/{n}"),
+            url: Some(format!("https://news.example/{n}")),
+            canonical_url: None,
+            title: format!("{} {} {} number {n}", pick(1), pick(5), pick(9)),
+            summary_html: Some(format!(
+                "<p>The <b>{}</b> of {} was announced today, {} and {} as reported, 第{n}期: {} {}.</p>",
+                pick(2), pick(3), pick(4), pick(6), pick(7), pick(8)
+            )),
+            content_html: None,
+            authors: vec![],
+            categories: vec![],
+            enclosures: vec![],
+            published: Utc::now(),
+            updated: None,
+            first_seen: Utc::now(),
+            modified: Utc::now(),
+            content_hash: u64::from(n),
+            story: id,
+            sanitised: 0,
+        }
+    }
+
+    /// Once the store holds `DICTIONARY_AFTER` items it trains its item dictionary: records
+    /// written after it are compressed with it (format 3) and smaller than without, and every
+    /// item reads back the same, also once the store is opened again.
+    #[test]
+    fn a_store_trains_its_item_dictionary_and_reads_every_item_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s");
+        let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store");
+        let poll = |store: &SledEngine, from: u32, to: u32| {
+            let mut plan = IngestPlan::default();
+            for n in from..to {
+                plan.writes.push(ItemWrite {
+                    item: news_item(n),
+                    previous: None,
+                    link: None,
+                });
+            }
+            apply(store, "news", &plan);
+        };
+        let after = item_record::DICTIONARY_AFTER as u32;
+        poll(&store, 0, after - 1);
+        assert_eq!(
+            store.trees().unwrap().dictionary(),
+            None,
+            "trained too early"
+        );
+        poll(&store, after - 1, after + 200);
+        assert!(
+            store.trees().unwrap().dictionary().is_some(),
+            "no dictionary"
+        );
+        poll(&store, after + 200, after + 300);
+        let trees = store.trees().unwrap();
+        for n in after + 200..after + 300 {
+            let bytes = trees.items.get(news_item(n).id.0).unwrap().expect("stored");
+            assert_eq!(bytes[0], 3, "item {n} not compressed with the dictionary");
+            assert!(bytes.len() < item_record::encode(&news_item(n), None).len());
+        }
+        drop(trees);
+        let reads_back = |store: &SledEngine| {
+            for n in 0..after + 300 {
+                let item = store.item(news_item(n).id).unwrap().expect("stored");
+                assert_eq!(item.title, news_item(n).title);
+                assert_eq!(item.summary_html, news_item(n).summary_html);
+            }
+        };
+        reads_back(&store);
+        drop(store);
+        let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("reopen");
+        assert!(store.trees().unwrap().dictionary().is_some());
+        reads_back(&store);
     }
 
     /// Items published more than `dedup.index_age` ago are matched by link only: a poll does

@@ -67,7 +67,7 @@ impl Health for SledEngine {
                     taken += 1;
                     if !item_record::is_compressed(&bytes) {
                         let item = item_record::decode(&bytes)?;
-                        batch.insert(key.clone(), item_record::encode(&item));
+                        batch.insert(key.clone(), item_record::encode(&item, trees.dictionary()));
                         rewritten += 1;
                     }
                     after = Some(key);

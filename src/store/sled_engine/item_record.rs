@@ -1,8 +1,18 @@
 //! How an item is kept in the `items` tree: format 2 is a tag byte, the item's content hash
 //! (8 bytes, little-endian, so a poll tells an unchanged item without decompressing it) and
-//! the item's JSON as one zstd frame; format 1, written before, is the bare JSON (it starts
-//! with `{`). Both are read; only format 2 is written, and a store's format-1 records are
-//! rewritten once at start ([`Health::compress_items`](crate::store::Health::compress_items)).
+//! the item's JSON as one zstd frame; format 3 is the same compressed with the store's
+//! dictionary (its id, 4 bytes, before the hash); format 1, written before, is the bare JSON
+//! (it starts with `{`). All are read; format 3 is written once the store has a dictionary, 2
+//! before, and a store's format-1 records are rewritten once at start
+//! ([`Health::compress_items`](crate::store::Health::compress_items)).
+//!
+//! The dictionary: zstd compresses a 1–2 KB news item poorly on its own, for want of
+//! context; a dictionary of 64 KB trained on the store's own items holds the markup, field
+//! names and phrases its sources repeat. On 6,559 items of the 525 real feeds of the shared
+//! corpus (half to train, half to compress) records came out at 0.66 of their size without
+//! one. A store trains it once, from its newest items, when it first holds
+//! [`DICTIONARY_AFTER`] items; every dictionary a store used stays in its `meta` tree, and
+//! [`register`] makes them known to this process (by an id derived from their bytes).
 //!
 //! And how a link claim is kept in the `urls` tree: a tag byte, a flags byte (ambiguous or
 //! not), the claiming item's id (16 bytes) and its source's name, about 30 bytes where the
@@ -14,18 +24,40 @@ use crate::model::{Item, ItemId};
 
 /// The first byte of a format-2 record.
 const COMPRESSED: u8 = 2;
-/// The bytes before the zstd frame: the tag and the content hash.
+/// The first byte of a format-3 record.
+const WITH_DICTIONARY: u8 = 3;
+/// The bytes before the zstd frame: the tag and the content hash (and in format 3 the
+/// dictionary's id between them).
 const HEADER: usize = 9;
+const DICTIONARY_HEADER: usize = 13;
+/// Items a store holds before it trains its dictionary.
+pub const DICTIONARY_AFTER: usize = 1_000;
+/// Items the dictionary is trained on at most (the newest).
+pub const DICTIONARY_SAMPLES: usize = 2_000;
+/// The dictionary's size: 64 KB compressed the corpus's items to 0.66, 16 KB to 0.72.
+const DICTIONARY_BYTES: usize = 64 * 1024;
 /// zstd's level: about 3x on news items' JSON and HTML, at hundreds of MB/s.
 const LEVEL: i32 = 3;
 
-/// The record of `item`, in format 2.
-pub fn encode(item: &Item) -> Vec<u8> {
+/// The record of `item`: format 3 with the dictionary `dictionary` names (registered), else
+/// format 2.
+pub fn encode(item: &Item, dictionary: Option<u32>) -> Vec<u8> {
     let json = super::encode(item);
-    let mut out = Vec::with_capacity(HEADER + json.len() / 2);
-    out.push(COMPRESSED);
+    let dictionary = dictionary.and_then(|id| Some((id, registered(id)?)));
+    let mut out = Vec::with_capacity(DICTIONARY_HEADER + json.len() / 2);
+    let frame = match dictionary {
+        Some((id, (encoder, _))) => {
+            out.push(WITH_DICTIONARY);
+            out.extend_from_slice(&id.to_le_bytes());
+            compress_with(&json, encoder)
+        }
+        None => {
+            out.push(COMPRESSED);
+            compress(&json)
+        }
+    };
     out.extend_from_slice(&item.content_hash.to_le_bytes());
-    match compress(&json) {
+    match frame {
         Ok(frame) => {
             out.extend_from_slice(&frame);
             out
@@ -33,6 +65,75 @@ pub fn encode(item: &Item) -> Vec<u8> {
         // zstd fails only on allocation; the JSON form is still a valid record.
         Err(_) => json,
     }
+}
+
+type Prepared = (
+    &'static zstd::dict::EncoderDictionary<'static>,
+    &'static zstd::dict::DecoderDictionary<'static>,
+);
+
+/// The dictionaries known to this process, by id. Each is prepared once and kept for the
+/// process's life (a store holds one or two; tests open many stores).
+fn dictionaries() -> &'static std::sync::RwLock<std::collections::HashMap<u32, Prepared>> {
+    static KNOWN: std::sync::OnceLock<std::sync::RwLock<std::collections::HashMap<u32, Prepared>>> =
+        std::sync::OnceLock::new();
+    KNOWN.get_or_init(Default::default)
+}
+
+fn registered(id: u32) -> Option<Prepared> {
+    dictionaries()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .copied()
+}
+
+/// The id of a dictionary: the first four bytes of its SHA-256.
+pub fn dictionary_id(bytes: &[u8]) -> u32 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+/// Makes a dictionary read from a store known to this process; returns its id.
+pub fn register(bytes: &[u8]) -> u32 {
+    let id = dictionary_id(bytes);
+    let mut known = dictionaries().write().unwrap_or_else(|p| p.into_inner());
+    known.entry(id).or_insert_with(|| {
+        let encoder = Box::leak(Box::new(zstd::dict::EncoderDictionary::copy(bytes, LEVEL)));
+        let decoder = Box::leak(Box::new(zstd::dict::DecoderDictionary::copy(bytes)));
+        (&*encoder, &*decoder)
+    });
+    id
+}
+
+/// Trains a dictionary on item records (of any format); `None` when zstd cannot (too few or
+/// too small samples).
+pub fn train(records: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let samples: Vec<Vec<u8>> = records
+        .iter()
+        .filter_map(|bytes| decode(bytes).ok().map(|item| super::encode(&item)))
+        .collect();
+    zstd::dict::from_samples(&samples, DICTIONARY_BYTES).ok()
+}
+
+fn compress_with(
+    json: &[u8],
+    dictionary: &'static zstd::dict::EncoderDictionary<'static>,
+) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(LEVEL)?),
+        };
+        compressor.set_prepared_dictionary(dictionary)?;
+        compressor.compress(json)
+    })
 }
 
 /// `json` as one zstd frame, by this thread's compressor: making a compression context costs
@@ -79,21 +180,65 @@ fn decompress(frame: &[u8]) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// [`decompress`] with a dictionary.
+fn decompress_with(
+    frame: &[u8],
+    dictionary: &'static zstd::dict::DecoderDictionary<'static>,
+) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let size = zstd::zstd_safe::get_frame_content_size(frame)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= MAX_JSON)
+        .ok_or_else(|| std::io::Error::other("the frame does not say its size"))?;
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.set_prepared_dictionary(dictionary)?;
+        decompressor.decompress(frame, size)
+    })
+}
+
 /// The largest JSON a frame may claim to hold before it is read as a stream instead (a
 /// damaged header must not make a huge allocation): ten times the largest feed body.
 const MAX_JSON: usize = 100 * 1024 * 1024;
 
-/// The item a record holds, in either format.
+/// The item a record holds, in any format.
 pub fn decode(bytes: &[u8]) -> Result<Item, StoreError> {
-    if !is_compressed(bytes) {
-        return super::decode(bytes, "item");
-    }
-    let frame = bytes.get(HEADER..).unwrap_or_default();
-    let json = decompress(frame).map_err(|e| StoreError::Corrupt {
+    let corrupt = |message: String| StoreError::Corrupt {
         what: "item",
-        message: format!("compressed record: {e}"),
-    })?;
+        message,
+    };
+    let json = match bytes.first() {
+        Some(&COMPRESSED) => decompress(bytes.get(HEADER..).unwrap_or_default())
+            .map_err(|e| corrupt(format!("compressed record: {e}")))?,
+        Some(&WITH_DICTIONARY) => {
+            let id = dictionary_of(bytes)
+                .ok_or_else(|| corrupt(format!("a record of {} bytes", bytes.len())))?;
+            let (_, decoder) = registered(id).ok_or_else(|| {
+                corrupt(format!(
+                    "compressed with dictionary {id:08x}, which the store does not hold"
+                ))
+            })?;
+            decompress_with(bytes.get(DICTIONARY_HEADER..).unwrap_or_default(), decoder)
+                .map_err(|e| corrupt(format!("compressed record: {e}")))?
+        }
+        _ => return super::decode(bytes, "item"),
+    };
     super::decode(&json, "item")
+}
+
+/// The id of the dictionary a format-3 record was compressed with.
+fn dictionary_of(bytes: &[u8]) -> Option<u32> {
+    let id: [u8; 4] = bytes.get(1..5)?.try_into().ok()?;
+    Some(u32::from_le_bytes(id))
 }
 
 /// The content hash of the item a record holds, without decompressing it.
@@ -102,11 +247,13 @@ pub fn content_hash(bytes: &[u8]) -> Result<u64, StoreError> {
     struct HashOnly {
         content_hash: u64,
     }
-    if !is_compressed(bytes) {
-        return Ok(super::decode::<HashOnly>(bytes, "item")?.content_hash);
-    }
+    let at = match bytes.first() {
+        Some(&COMPRESSED) => 1,
+        Some(&WITH_DICTIONARY) => 5,
+        _ => return Ok(super::decode::<HashOnly>(bytes, "item")?.content_hash),
+    };
     let hash: [u8; 8] = bytes
-        .get(1..HEADER)
+        .get(at..at + 8)
         .and_then(|h| h.try_into().ok())
         .ok_or_else(|| StoreError::Corrupt {
             what: "item",
@@ -115,9 +262,9 @@ pub fn content_hash(bytes: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_le_bytes(hash))
 }
 
-/// Whether a record is in format 2 (format 1 is JSON, which starts with `{`).
+/// Whether a record is compressed (format 2 or 3; format 1 is JSON, which starts with `{`).
 pub fn is_compressed(bytes: &[u8]) -> bool {
-    bytes.first() == Some(&COMPRESSED)
+    matches!(bytes.first(), Some(&COMPRESSED | &WITH_DICTIONARY))
 }
 
 /// The first byte of a binary link claim.
@@ -192,7 +339,7 @@ mod tests {
     fn both_formats_read_and_the_new_one_is_smaller() {
         let item = item();
         let json = super::super::encode(&item);
-        let record = encode(&item);
+        let record = encode(&item, None);
         assert!(is_compressed(&record) && !is_compressed(&json));
         assert!(
             record.len() * 2 < json.len(),
@@ -220,7 +367,7 @@ mod tests {
         record.extend_from_slice(&frame);
         assert_eq!(decode(&record).expect("streamed frame"), item);
         // The frames written here say their size, so they take the reused decompressor.
-        let written = encode(&item);
+        let written = encode(&item, None);
         assert!(matches!(
             zstd::zstd_safe::get_frame_content_size(&written[HEADER..]),
             Ok(Some(_))
@@ -229,7 +376,7 @@ mod tests {
 
     #[test]
     fn a_damaged_record_is_an_error_not_a_panic() {
-        let record = encode(&item());
+        let record = encode(&item(), None);
         for cut in [1, 5, HEADER, HEADER + 3, record.len() - 1] {
             let _ = decode(&record[..cut]);
             let _ = content_hash(&record[..cut]);
@@ -253,5 +400,16 @@ mod tests {
         assert_eq!(decode_claim(&json).unwrap(), claim);
         assert!(decode_claim(&bytes[..10]).is_err());
         assert!(decode_claim(b"").is_err());
+    }
+
+    #[test]
+    fn a_record_of_a_dictionary_the_store_does_not_hold_is_a_clear_error() {
+        let mut record = vec![WITH_DICTIONARY];
+        record.extend_from_slice(&0xDEAD_BEEFu32.to_le_bytes());
+        record.extend_from_slice(&7u64.to_le_bytes());
+        record.extend_from_slice(b"not a frame");
+        assert_eq!(content_hash(&record).unwrap(), 7);
+        let error = decode(&record).unwrap_err().to_string();
+        assert!(error.contains("dictionary deadbeef"), "{error}");
     }
 }

@@ -46,7 +46,7 @@ fn merge_stories(trees: &Trees, merges: &[StoryMerge]) -> Result<(), StoreError>
             if let Some(bytes) = trees.items.get(member.0)? {
                 let mut item = item_record::decode(&bytes)?;
                 item.story = merge.into;
-                items.insert(&member.0, item_record::encode(&item));
+                items.insert(&member.0, item_record::encode(&item, trees.dictionary()));
             }
         }
         trees.stories.apply_batch(stories)?;
@@ -101,7 +101,7 @@ impl SledEngine {
                 for feed in memberships_of.get(&item.id).into_iter().flatten() {
                     feed_index.insert(prefixed_key(feed, item.published, item.id), &[]);
                 }
-                let bytes = item_record::encode(item);
+                let bytes = item_record::encode(item, trees.dictionary());
                 trees
                     .written
                     .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -182,7 +182,70 @@ impl SledEngine {
             return self.flush_lazily();
         }
         trees.flush()?;
+        self.train_dictionary_if_due(&trees);
         Ok(())
+    }
+
+    /// Trains the store's item dictionary once it holds [`item_record::DICTIONARY_AFTER`]
+    /// items and has none, from the newest; later records are compressed with it. A failure
+    /// is logged and tried again at the next poll.
+    fn train_dictionary_if_due(&self, trees: &Trees) {
+        if trees.dictionary().is_some() || trees.items.len() < item_record::DICTIONARY_AFTER {
+            return;
+        }
+        let Ok(mut failed_at) = trees.training.try_lock() else {
+            return; // another poll is training it
+        };
+        if trees.dictionary().is_some() || trees.items.len() < failed_at.saturating_mul(2) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let mut records = Vec::new();
+        for key in trees
+            .by_time
+            .iter()
+            .keys()
+            .take(item_record::DICTIONARY_SAMPLES)
+        {
+            let Ok(key) = key else { break };
+            if let Some((_, id)) = parse_time_key(&key) {
+                if let Ok(Some(bytes)) = trees.items.get(id.0) {
+                    records.push(bytes.to_vec());
+                }
+            }
+        }
+        let Some(dictionary) = item_record::train(&records) else {
+            *failed_at = trees.items.len();
+            tracing::warn!(
+                samples = records.len(),
+                "cannot train the item dictionary (tried again once the store has doubled); items stay compressed without one"
+            );
+            return;
+        };
+        let id = item_record::register(&dictionary);
+        let stored = (|| -> Result<(), StoreError> {
+            // In the log before any record compressed with it, so never a record without it.
+            trees
+                .meta
+                .insert(dictionary_key(id), dictionary.as_slice())?;
+            trees.meta.insert(ITEM_DICTIONARY_KEY, &id.to_le_bytes())?;
+            trees.flush()
+        })();
+        match stored {
+            Ok(_) => {
+                *trees
+                    .item_dictionary
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(id);
+                tracing::info!(
+                    samples = records.len(),
+                    bytes = dictionary.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "trained the item dictionary: new item records are compressed with it"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot store the item dictionary"),
+        }
     }
 
     /// Writes the term statistics when [`TERM_STATS_SAVE_EVERY`] has passed (or `always`).
