@@ -5,7 +5,7 @@
 //!
 //! | tree | key | value |
 //! | --- | --- | --- |
-//! | `items` | item id (16 bytes) | [`Item`]: its content hash and its JSON compressed (`item_record`; JSON alone in a version-1 store) |
+//! | `items` | item id (16 bytes) | [`Item`]: its content hash and its JSON compressed, with the store's dictionary once it has one (`item_record`; JSON alone in a version-1 store) |
 //! | `by_time` | reverse time (8) + id | empty |
 //! | `by_source` | source name, 0, reverse time, id | empty |
 //! | `feed_index` | feed name, 0, reverse time, id | empty |
@@ -14,7 +14,7 @@
 //! | `fingerprints` | item id | [`FingerprintRecord`] in its compact binary form |
 //! | `sources` | source name | [`SourceState`] as JSON |
 //! | `tombstones` | source name, 0, item id | when retention pruned it (8 bytes, microseconds) |
-//! | `meta` | text key | schema version, feed fingerprints, term statistics and the terms version they were built with, text index cursor, count of polls written |
+//! | `meta` | text key | schema version, feed fingerprints, term statistics and the terms version they were built with, text index cursor, count of polls written, item dictionaries |
 //!
 //! `fingerprints` (the text index) holds only items published since the text index cursor, which
 //! [`TextIndex::drop_text_index_before`] moves (`dedup.index_age`).
