@@ -34,7 +34,10 @@ mod canonical;
 mod plan;
 pub use canonical::{canonical_url, content_hash};
 pub(crate) use plan::item_meaning;
-pub use plan::{best_match, matches, meanings, meanings_to_add, plan, plan_with_meanings};
+pub use plan::{
+    best_match, judge, matches, meanings, meanings_to_add, plan, plan_with_meanings, Judgement,
+    Side,
+};
 
 use std::collections::{HashMap, HashSet};
 
@@ -45,7 +48,7 @@ use url::Url;
 use crate::model::{Entry, Item, ItemId};
 use crate::store::{Store, StoreError, Stored};
 use crate::text::html_to_text;
-use fingerprint::{Fingerprint, Similarity, TermStats};
+use fingerprint::{Fingerprint, Similarity, TermStats, TextVerdict};
 pub use identity::{guid_of, guids, item_id};
 use meaning::{Meaning, MeaningModel};
 pub use record::{

@@ -1,7 +1,8 @@
 //! Planning a poll: for each entry, whether it is a new item, an edit or the same as stored;
 //! the stories it is one with ([`matches`]: link first, then text by strength, then meaning);
 //! which it joins and which it merges. Reads the store, never writes it: the result is an
-//! [`IngestPlan`] the store applies.
+//! [`IngestPlan`] the store applies. Whether two items of different stories are one by their
+//! texts is [`judge`]'s call, which `feedmux why` asks too.
 
 use super::*;
 
@@ -20,8 +21,71 @@ pub fn best_match(
     Ok(found.into_iter().next())
 }
 
+/// One item of a pair that [`judge`] decides on: what counts besides its text.
+#[derive(Debug, Clone, Copy)]
+pub struct Side<'a> {
+    pub source: &'a str,
+    pub published: DateTime<Utc>,
+    /// Whether its text is in the text index: an item published more than `dedup.index_age`
+    /// ago is not, and is matched by link only.
+    pub indexed: bool,
+}
+
+/// Whether two items are one story by their texts, or the first reason they are not, in the
+/// order planning finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgement {
+    /// Items of one source are never one story: different GUIDs are different items.
+    SameSource,
+    /// They were published further apart than `dedup.window`.
+    OutsideWindow,
+    /// The first (`a`), the second (`b`) or both are not in the text index.
+    PastIndexAge { a: bool, b: bool },
+    /// `dedup.enabled` is false: only links merge.
+    Disabled,
+    /// What their texts say ([`Similarity::verdict`]).
+    Text(TextVerdict),
+}
+
+impl Judgement {
+    /// Whether the two are one story.
+    pub fn same_story(self) -> bool {
+        matches!(self, Judgement::Text(verdict) if verdict.same_story())
+    }
+}
+
+/// Whether items `a` and `b`, whose texts compare as `similarity`, are one story by their
+/// texts: the planner's one rule for a candidate, and `feedmux why`'s reason. A shared link
+/// is decided apart from this (by the URL claims), as is which story a match joins.
+pub fn judge(a: Side, b: Side, similarity: &Similarity, config: &DedupConfig) -> Judgement {
+    if a.source == b.source {
+        Judgement::SameSource
+    } else if !within_window(a.published, b.published, config) {
+        Judgement::OutsideWindow
+    } else if !(a.indexed && b.indexed) {
+        Judgement::PastIndexAge {
+            a: !a.indexed,
+            b: !b.indexed,
+        }
+    } else if !config.enabled {
+        Judgement::Disabled
+    } else {
+        Judgement::Text(similarity.verdict(config.threshold, config.meaning_threshold))
+    }
+}
+
+/// Whether two items published at `a` and `b` are at most `dedup.window` apart.
+pub(super) fn within_window(a: DateTime<Utc>, b: DateTime<Utc>, config: &DedupConfig) -> bool {
+    (a - b).abs() <= window(config)
+}
+
+/// `dedup.window` as a signed duration (the longest one if it does not fit).
+pub(super) fn window(config: &DedupConfig) -> chrono::Duration {
+    chrono::Duration::from_std(config.window).unwrap_or(chrono::Duration::MAX)
+}
+
 /// Every item of another source within the window that is one story with the new item (see
-/// [`Similarity::verdict`]), the strongest match first: (its id, the similarity).
+/// [`judge`]), the strongest match first: (its id, the similarity).
 pub fn matches(
     store: &Store,
     source: &str,
@@ -31,6 +95,10 @@ pub fn matches(
     config: &DedupConfig,
     stats: &TermStats,
 ) -> Result<Vec<(ItemId, Similarity)>, StoreError> {
+    if !config.enabled {
+        // `judge` says `Disabled` of every pair: no candidate need be read.
+        return Ok(Vec::new());
+    }
     let mut candidates =
         store.candidates(keys, published, config.window, CANDIDATES_PER_TERM, source)?;
     // Those sharing most key terms first; a stable sort keeps the nearest in time first.
@@ -73,11 +141,20 @@ pub fn matches(
             }
             Err(e) => return Err(e),
         };
-        if record.source == source {
-            continue;
-        }
         let similarity = weighted.similarity(&record.fingerprint.weigh(stats), stats);
-        if similarity.same_story(config.threshold, config.meaning_threshold) {
+        // Both are in the text index: candidates come from it, and the new item is compared
+        // as it is planned.
+        let new = Side {
+            source,
+            published,
+            indexed: true,
+        };
+        let theirs = Side {
+            source: &record.source,
+            published: record.published,
+            indexed: true,
+        };
+        if judge(new, theirs, &similarity, config).same_story() {
             found.push((candidate, similarity));
         }
     }
@@ -321,15 +398,13 @@ pub fn plan_with_meanings(
         stats.add(&fingerprint);
         fingerprint.keep_strongest(stats);
         let keys = fingerprint.key_terms(stats);
-        if dedup.enabled {
-            let similar = matches(store, source, &fingerprint, &keys, published, dedup, stats)?;
-            found.extend(similar.into_iter().map(|(with, similarity)| StoryLink {
-                kind: MergeKind::Text,
-                with,
-                score: similarity.score,
-                meaning: similarity.meaning,
-            }));
-        }
+        let similar = matches(store, source, &fingerprint, &keys, published, dedup, stats)?;
+        found.extend(similar.into_iter().map(|(with, similarity)| StoryLink {
+            kind: MergeKind::Text,
+            with,
+            score: similarity.score,
+            meaning: similarity.meaning,
+        }));
         let joined = stories.join(id, &found)?;
         match joined.link.map(|l| (l.kind, l.score)) {
             Some((MergeKind::Url, _)) => plan.merged += 1,
