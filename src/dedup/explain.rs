@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::fingerprint::{
     Conflict, Fingerprint, Similarity, TermStats, TextVerdict, MIN_TITLE_SIMILARITY,
 };
-use super::plan::{window, within_window};
+use super::judge::{window, within_window};
 use super::{
     item_fingerprint, item_meaning, judge, DedupConfig, Judgement, MergeKind, Side, StoryLink,
 };

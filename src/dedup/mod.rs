@@ -18,9 +18,10 @@
 //! writes. Applying the plan is the store's job.
 //!
 //! Here: the settings ([`DedupConfig`]) and re-deriving fingerprints; beside it `identity`
-//! (item ids, GUIDs), `canonical` (links and content hashes), `plan` (a poll's plan), `record`
-//! (what the store keeps), `fingerprint` and `numbers` (text), `meaning` (the sentence model),
-//! `explain` (`stories`, `why`) and `upkeep` (the text index over time).
+//! (item ids, GUIDs), `canonical` (links and content hashes), `plan` (a poll's plan), `judge`
+//! (whether two items' texts make them one story), `record` (what the store keeps),
+//! `fingerprint` and `numbers` (text), `meaning` (the sentence model), `explain` (`stories`,
+//! `why`) and `upkeep` (the text index over time).
 
 pub mod explain;
 pub mod fingerprint;
@@ -31,13 +32,12 @@ pub mod record;
 pub mod upkeep;
 
 mod canonical;
+mod judge;
 mod plan;
 pub use canonical::{canonical_url, content_hash};
+pub use judge::{judge, Judgement, Side};
 pub(crate) use plan::item_meaning;
-pub use plan::{
-    best_match, judge, matches, meanings, meanings_to_add, plan, plan_with_meanings, Judgement,
-    Side,
-};
+pub use plan::{best_match, matches, meanings, meanings_to_add, plan, plan_with_meanings};
 
 use std::collections::{HashMap, HashSet};
 
