@@ -1,12 +1,17 @@
 //! Explaining dedup to people: which story groups exist and why two items are (not) one story.
 //!
 //! Read-only views over the store for `feedmux stories` and `feedmux why`; the decisions
-//! themselves are made in the parent module and re-derived here with the same functions.
+//! themselves are the planner's: `why` gives [`judge`]'s reason for the two items.
 
 use chrono::{DateTime, Utc};
 
-use super::fingerprint::{Conflict, Fingerprint, TextVerdict, MIN_TITLE_SIMILARITY};
-use super::{item_fingerprint, item_meaning, DedupConfig, MergeKind, StoryLink};
+use super::fingerprint::{
+    Conflict, Fingerprint, Similarity, TermStats, TextVerdict, MIN_TITLE_SIMILARITY,
+};
+use super::judge::{window, within_window};
+use super::{
+    item_fingerprint, item_meaning, judge, DedupConfig, Judgement, MergeKind, Side, StoryLink,
+};
 use crate::model::{Item, ItemId};
 use crate::store::{Store, StoreError};
 
@@ -104,8 +109,7 @@ pub fn why(
             }
         }
     }
-    let same_source = a.source == b.source;
-    if same_source {
+    if a.source == b.source {
         lines.push("same source: items of one source are never merged (different GUIDs are different items)".to_owned());
     }
     let same_url = matches!((&a.canonical_url, &b.canonical_url), (Some(x), Some(y)) if x == y);
@@ -114,33 +118,31 @@ pub fn why(
         (Some(x), Some(y)) => lines.push(format!("different canonical URLs: {x} / {y}")),
         _ => lines.push("at least one has no URL".to_owned()),
     }
-    let gap = (a.published - b.published).abs();
-    let window = chrono::Duration::from_std(config.window).unwrap_or(chrono::Duration::MAX);
-    let within = gap <= window;
     lines.push(format!(
         "published {} h apart (window {} h): {}",
-        gap.num_hours(),
-        window.num_hours(),
-        if within { "within" } else { "outside" }
+        (a.published - b.published).abs().num_hours(),
+        window(config).num_hours(),
+        if within_window(a.published, b.published, config) {
+            "within"
+        } else {
+            "outside"
+        }
     ));
     let stats = store.ingest_guard();
-    let mut past_index_age = Vec::new();
-    let mut fingerprint_of = |item: &Item| -> Result<Fingerprint, StoreError> {
-        if let Some(record) = store.fingerprint(item.id)? {
-            return Ok(record.fingerprint);
+    let compared = compare(store, a, b, config, &stats)?;
+    for (who, indexed) in [("A", compared.indexed.0), ("B", compared.indexed.1)] {
+        if !indexed {
+            lines.push(format!(
+                "{who} is not in the text index (published more than dedup.index_age = {} ago, it is matched by link only); its fingerprint is computed from the stored item",
+                humantime::format_duration(config.index_age)
+            ));
         }
-        let who = if item.id == a.id { "A" } else { "B" };
-        lines.push(format!(
-            "{who} is not in the text index (published more than dedup.index_age = {} ago, it is matched by link only); its fingerprint is computed from the stored item",
-            humantime::format_duration(config.index_age)
-        ));
-        past_index_age.push(who);
-        let mut fingerprint = item_fingerprint(item, &stats);
-        fingerprint.meaning = item_meaning(config.model.as_ref(), item);
-        Ok(fingerprint)
-    };
-    let (fa, fb) = (fingerprint_of(a)?, fingerprint_of(b)?);
-    let s = fa.similarity(&fb, &stats);
+    }
+    let (fa, fb, s) = (
+        &compared.fingerprints.0,
+        &compared.fingerprints.1,
+        &compared.similarity,
+    );
     let text = s.verdict(config.threshold, config.meaning_threshold);
     lines.push(format!(
         "similarity: titles {:.2}, title and lead {:.2}{}, score {:.2} (threshold {:.2}; titles below {MIN_TITLE_SIMILARITY:.2} never merge)",
@@ -178,7 +180,7 @@ pub fn why(
         .filter(|x| keys_a.contains(x))
         .count();
     let close_in_meaning = s.meaning.is_some_and(|m| m >= config.meaning_threshold);
-    let compared = shared > 0 || close_in_meaning;
+    let candidates = shared > 0 || close_in_meaning;
     lines.push(format!(
         "key terms shared: {shared} of {} ({})",
         keys_a.len(),
@@ -191,23 +193,57 @@ pub fn why(
         }
     ));
     drop(stats);
-    let facts = Facts {
-        same_source,
-        same_url,
-        within,
-        past_index_age,
-        text,
-        compared,
-    };
     lines.push(if grouped {
         format!(
             "verdict: one story: {}",
             joined_because(a, b, &links, config.threshold)
         )
     } else {
-        format!("verdict: two stories: {}", apart_because(&facts, config))
+        format!(
+            "verdict: two stories: {}",
+            apart_because(compared.judgement, same_url, candidates, config)
+        )
     });
     Ok(lines)
+}
+
+/// Two stored items as the planner compares them.
+struct Compared {
+    /// Their fingerprints: the indexed ones, or computed from the stored items.
+    fingerprints: (Fingerprint, Fingerprint),
+    /// Whether each is in the text index.
+    indexed: (bool, bool),
+    similarity: Similarity,
+    /// The planner's verdict on the two ([`judge`]).
+    judgement: Judgement,
+}
+
+/// Compares stored items `a` and `b` as planning did: their indexed fingerprints (an item
+/// past `dedup.index_age` has none, and gets one from its stored text) and [`judge`].
+fn compare(
+    store: &Store,
+    a: &Item,
+    b: &Item,
+    config: &DedupConfig,
+    stats: &TermStats,
+) -> Result<Compared, StoreError> {
+    let fingerprint_of = |item: &Item| -> Result<(Fingerprint, bool), StoreError> {
+        if let Some(record) = store.fingerprint(item.id)? {
+            return Ok((record.fingerprint, true));
+        }
+        let mut fingerprint = item_fingerprint(item, stats);
+        fingerprint.meaning = item_meaning(config.model.as_ref(), item);
+        Ok((fingerprint, false))
+    };
+    let ((fa, ia), (fb, ib)) = (fingerprint_of(a)?, fingerprint_of(b)?);
+    let similarity = fa.similarity(&fb, stats);
+    let judgement = judge(side(a, ia), side(b, ib), &similarity, config);
+    Ok(Compared {
+        fingerprints: (fa, fb),
+        indexed: (ia, ib),
+        similarity,
+        judgement,
+    })
 }
 
 /// How a member joined its story, as `why` says it.
@@ -268,48 +304,151 @@ fn joined_because(
     "each matched another member of the story (see the lines above)".to_owned()
 }
 
-/// What decides whether two items of different stories could have been one.
-struct Facts {
-    same_source: bool,
-    same_url: bool,
-    within: bool,
-    past_index_age: Vec<&'static str>,
-    text: TextVerdict,
-    compared: bool,
+/// A stored item as [`judge`] sees it.
+fn side(item: &Item, indexed: bool) -> Side<'_> {
+    Side {
+        source: &item.source,
+        published: item.published,
+        indexed,
+    }
 }
 
-/// Why two items are two stories, the first reason that planning checks.
-fn apart_because(facts: &Facts, config: &DedupConfig) -> String {
-    if facts.same_source {
-        return "refused: the same source".to_owned();
-    }
-    if facts.same_url {
-        return "the same link, but one of them was already in a story with an item of the other's source".to_owned();
-    }
-    if !facts.within {
-        return format!(
+/// Why two items are two stories: the planner's [`Judgement`], with what it leaves to others
+/// (a shared link, which the URL claims decide; whether they were `candidates` at all).
+fn apart_because(
+    judgement: Judgement,
+    same_url: bool,
+    candidates: bool,
+    config: &DedupConfig,
+) -> String {
+    match judgement {
+        Judgement::SameSource => "refused: the same source".to_owned(),
+        _ if same_url => "the same link, but one of them was already in a story with an item of the other's source".to_owned(),
+        Judgement::OutsideWindow => format!(
             "outside dedup.window ({})",
             humantime::format_duration(config.window)
-        );
-    }
-    if !facts.past_index_age.is_empty() {
-        return format!(
+        ),
+        Judgement::PastIndexAge { a, b } => format!(
             "{} past dedup.index_age, matched by link only",
-            facts.past_index_age.join(" and ")
-        );
-    }
-    if !config.enabled {
-        return "dedup.enabled is false: only links merge".to_owned();
-    }
-    match facts.text {
-        TextVerdict::Numbers => "refused: the titles disagree on a number or version".to_owned(),
-        TextVerdict::TitlesApart => format!(
+            match (a, b) {
+                (true, true) => "A and B",
+                (true, false) => "A",
+                _ => "B",
+            }
+        ),
+        Judgement::Disabled => "dedup.enabled is false: only links merge".to_owned(),
+        Judgement::Text(TextVerdict::Numbers) => {
+            "refused: the titles disagree on a number or version".to_owned()
+        }
+        Judgement::Text(TextVerdict::TitlesApart) => format!(
             "the titles share too little (below {MIN_TITLE_SIMILARITY:.2})"
         ),
-        TextVerdict::Below => "the score and the meaning are below their thresholds".to_owned(),
-        TextVerdict::Words | TextVerdict::Meaning if !facts.compared => {
+        Judgement::Text(TextVerdict::Below) => {
+            "the score and the meaning are below their thresholds".to_owned()
+        }
+        Judgement::Text(TextVerdict::Words | TextVerdict::Meaning) if !candidates => {
             "their texts match, but no key term in common made them candidates".to_owned()
         }
-        TextVerdict::Words | TextVerdict::Meaning => "their texts match, but joining would have put two items of one source in one story (or one was stored before the other could be compared)".to_owned(),
+        Judgement::Text(TextVerdict::Words | TextVerdict::Meaning) => "their texts match, but joining would have put two items of one source in one story (or one was stored before the other could be compared)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Entry;
+    use std::collections::HashSet;
+
+    /// Stores two sources' items (pairs of one story, or apart for each reason the planner
+    /// has) as polls do, and the stored items of each source.
+    fn polled(config: &DedupConfig) -> (tempfile::TempDir, Store, Vec<Item>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("store")).expect("store");
+        let now = Utc::now();
+        let entry = |title: &str, hours_ago: i64, guid: &str| Entry {
+            guid: Some(guid.to_owned()),
+            title: title.to_owned(),
+            summary_html: Some(format!("<p>{title}, the company said on Monday.</p>")),
+            published: Some(now - chrono::Duration::hours(hours_ago)),
+            ..Default::default()
+        };
+        let loomstack = "Loomstack cuts 300 jobs in a restructuring of its cloud unit";
+        let kettleford = "Kettleford opens its new harbour bridge to traffic";
+        let quarry = "Quarryside council approves the budget for its tram line";
+        let pellucid = "Pellucid releases the Vela compiler under an open licence";
+        let a = vec![
+            entry(loomstack, 1, "a1"),
+            entry("Brightwave launches Orion 2 satellite into orbit", 2, "a2"),
+            entry(kettleford, 5 * 24, "a3"),
+            entry(quarry, 40 * 24, "a4"),
+            entry(pellucid, 3, "a5"),
+            entry(pellucid, 4, "a6"),
+        ];
+        let b = vec![
+            entry(loomstack, 2, "b1"),
+            entry("Brightwave launches Orion 3 satellite into orbit", 1, "b2"),
+            entry(kettleford, 1, "b3"),
+            entry(quarry, 40 * 24 + 1, "b4"),
+            entry(
+                "Garnet Street bakery wins the regional bread award",
+                2,
+                "b5",
+            ),
+        ];
+        let mut items = Vec::new();
+        for (source, entries) in [("a", a), ("b", b)] {
+            let count = entries.len();
+            let mut stats = store.ingest_guard();
+            let planned =
+                super::super::plan(&store, source, entries, now, config, &mut stats).expect("plan");
+            store
+                .apply_poll(source, &planned, &[], &[], &Default::default(), stats)
+                .expect("apply");
+            items.extend(store.source_items(source, count).expect("items"));
+        }
+        (dir, store, items)
+    }
+
+    /// `why` gives the planner's own reasons: for every pair of stored items, the
+    /// [`Judgement`] it reports says one story exactly when planning made them one, and
+    /// each reason the planner has is met.
+    #[test]
+    fn why_and_the_planner_agree_on_every_pair() {
+        let enabled = DedupConfig::default();
+        let disabled = DedupConfig {
+            enabled: false,
+            ..DedupConfig::default()
+        };
+        let mut seen = HashSet::new();
+        for config in [enabled, disabled] {
+            let (_dir, store, items) = polled(&config);
+            assert_eq!(items.len(), 11);
+            let stats = store.ingest_guard();
+            for (i, a) in items.iter().enumerate() {
+                for b in &items[i + 1..] {
+                    let judgement = compare(&store, a, b, &config, &stats)
+                        .expect("compare")
+                        .judgement;
+                    assert_eq!(
+                        judgement.same_story(),
+                        a.story == b.story,
+                        "{} / {}: {judgement:?}",
+                        a.title,
+                        b.title
+                    );
+                    seen.insert(format!("{judgement:?}"));
+                }
+            }
+        }
+        for expected in [
+            "SameSource",
+            "OutsideWindow",
+            "PastIndexAge { a: true, b: true }",
+            "Disabled",
+            "Text(Words)",
+            "Text(Numbers)",
+        ] {
+            assert!(seen.contains(expected), "{expected} not met: {seen:?}");
+        }
     }
 }

@@ -18,9 +18,10 @@
 //! writes. Applying the plan is the store's job.
 //!
 //! Here: the settings ([`DedupConfig`]) and re-deriving fingerprints; beside it `identity`
-//! (item ids, GUIDs), `canonical` (links and content hashes), `plan` (a poll's plan), `record`
-//! (what the store keeps), `fingerprint` and `numbers` (text), `meaning` (the sentence model),
-//! `explain` (`stories`, `why`) and `upkeep` (the text index over time).
+//! (item ids, GUIDs), `canonical` (links and content hashes), `plan` (a poll's plan), `judge`
+//! (whether two items' texts make them one story), `record` (what the store keeps),
+//! `fingerprint` and `numbers` (text), `meaning` (the sentence model), `explain` (`stories`,
+//! `why`) and `upkeep` (the text index over time).
 
 pub mod explain;
 pub mod fingerprint;
@@ -31,8 +32,10 @@ pub mod record;
 pub mod upkeep;
 
 mod canonical;
+mod judge;
 mod plan;
 pub use canonical::{canonical_url, content_hash};
+pub use judge::{judge, Judgement, Side};
 pub(crate) use plan::item_meaning;
 pub use plan::{best_match, matches, meanings, meanings_to_add, plan, plan_with_meanings};
 
@@ -45,7 +48,7 @@ use url::Url;
 use crate::model::{Entry, Item, ItemId};
 use crate::store::{Store, StoreError, Stored};
 use crate::text::html_to_text;
-use fingerprint::{Fingerprint, Similarity, TermStats};
+use fingerprint::{Fingerprint, Similarity, TermStats, TextVerdict};
 pub use identity::{guid_of, guids, item_id};
 use meaning::{Meaning, MeaningModel};
 pub use record::{

@@ -1,7 +1,8 @@
 //! Planning a poll: for each entry, whether it is a new item, an edit or the same as stored;
 //! the stories it is one with ([`matches`]: link first, then text by strength, then meaning);
 //! which it joins and which it merges. Reads the store, never writes it: the result is an
-//! [`IngestPlan`] the store applies.
+//! [`IngestPlan`] the store applies. Whether two items of different stories are one by their
+//! texts is [`judge`](super::judge)'s call, which `feedmux why` asks too.
 
 use super::*;
 
@@ -21,7 +22,7 @@ pub fn best_match(
 }
 
 /// Every item of another source within the window that is one story with the new item (see
-/// [`Similarity::verdict`]), the strongest match first: (its id, the similarity).
+/// [`judge`](super::judge)), the strongest match first: (its id, the similarity).
 pub fn matches(
     store: &Store,
     source: &str,
@@ -31,6 +32,10 @@ pub fn matches(
     config: &DedupConfig,
     stats: &TermStats,
 ) -> Result<Vec<(ItemId, Similarity)>, StoreError> {
+    if !config.enabled {
+        // `judge` says `Disabled` of every pair: no candidate need be read.
+        return Ok(Vec::new());
+    }
     let mut candidates =
         store.candidates(keys, published, config.window, CANDIDATES_PER_TERM, source)?;
     // Those sharing most key terms first; a stable sort keeps the nearest in time first.
@@ -73,11 +78,20 @@ pub fn matches(
             }
             Err(e) => return Err(e),
         };
-        if record.source == source {
-            continue;
-        }
         let similarity = weighted.similarity(&record.fingerprint.weigh(stats), stats);
-        if similarity.same_story(config.threshold, config.meaning_threshold) {
+        // Both are in the text index: candidates come from it, and the new item is compared
+        // as it is planned.
+        let new = Side {
+            source,
+            published,
+            indexed: true,
+        };
+        let theirs = Side {
+            source: &record.source,
+            published: record.published,
+            indexed: true,
+        };
+        if judge(new, theirs, &similarity, config).same_story() {
             found.push((candidate, similarity));
         }
     }
@@ -321,15 +335,13 @@ pub fn plan_with_meanings(
         stats.add(&fingerprint);
         fingerprint.keep_strongest(stats);
         let keys = fingerprint.key_terms(stats);
-        if dedup.enabled {
-            let similar = matches(store, source, &fingerprint, &keys, published, dedup, stats)?;
-            found.extend(similar.into_iter().map(|(with, similarity)| StoryLink {
-                kind: MergeKind::Text,
-                with,
-                score: similarity.score,
-                meaning: similarity.meaning,
-            }));
-        }
+        let similar = matches(store, source, &fingerprint, &keys, published, dedup, stats)?;
+        found.extend(similar.into_iter().map(|(with, similarity)| StoryLink {
+            kind: MergeKind::Text,
+            with,
+            score: similarity.score,
+            meaning: similarity.meaning,
+        }));
         let joined = stories.join(id, &found)?;
         match joined.link.map(|l| (l.kind, l.score)) {
             Some((MergeKind::Url, _)) => plan.merged += 1,

@@ -4,16 +4,27 @@
 //! JSON Feed), and each entry is normalised by [`normalise`]: plain-text titles, absolute links,
 //! UTC dates, sanitised HTML. feed-rs is used here and nowhere else. This module knows nothing
 //! about the store, about HTTP, or about other sources.
+//!
+//! Here: [`parse_feed`], the readings it tries (strict, repaired, entry by entry) and what a
+//! refused body is ([`ParseError`]); beside it `scan` (looking at a document: its root, a
+//! page or a feed, entries a strict reading lost) and `rewrite` (what feed-rs would misread,
+//! rewritten before it reads), `repair` (a broken document made well-formed) and
+//! `dublin_core`.
 
 pub mod charset;
 pub mod dublin_core;
 pub mod normalise;
 pub mod repair;
+mod rewrite;
+mod scan;
 
 use chrono::{DateTime, Utc};
 use url::Url;
 
 use crate::model::{Entry, FeedMeta};
+pub(crate) use rewrite::RSS_VERSIONS_READ;
+use rewrite::{legacy_namespace_renamed, rss_root_as_feed_rs_reads_it, windows_1252_references};
+use scan::{attribute, is_html_page, scan, Scan};
 
 /// A parsed, normalised feed.
 #[derive(Debug, Clone, Default)]
@@ -194,152 +205,6 @@ fn repaired_reading(utf8: &[u8], base: &Url) -> Option<Reading> {
     Some(reading)
 }
 
-/// What one pass over a document says about feed-rs's strict reading of it.
-#[derive(Debug, Default)]
-struct Scan {
-    /// `<item>` and `<entry>` start tags outside CDATA and comments: a bound on the entries
-    /// (a strict reading with fewer lost some).
-    entry_tags: usize,
-    /// feed-rs reads the document without complaint but loses part of what it says: an
-    /// element whose namespace prefix is never declared (feed-rs sees it as unknown and drops
-    /// it: `dc:creator`, `content:encoded`), or markup inside an RSS title (feed-rs keeps the
-    /// text before the first tag).
-    damaged: bool,
-}
-
-/// Scans `utf8` once for [`Scan`].
-fn scan(utf8: &[u8]) -> Scan {
-    let rss = root_element_start(utf8).is_some_and(|at| {
-        let root = &utf8[at + 1..];
-        !root.starts_with(b"feed") && !root.starts_with(b"entry")
-    });
-    let mut used: Vec<&[u8]> = Vec::new();
-    let mut declared: Vec<&[u8]> = Vec::new();
-    let mut entry_tags = 0;
-    let name_end = |from: usize| {
-        utf8[from..]
-            .iter()
-            .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')))
-            .map_or(utf8.len(), |n| from + n)
-    };
-    let mut at = 0;
-    while let Some(offset) = memchr_any(&utf8[at..]) {
-        let i = at + offset;
-        at = i + 1;
-        if utf8[i] == b'x' {
-            // `xmlns:prefix=`
-            if utf8[i..].starts_with(b"xmlns:") {
-                let end = name_end(i + 6);
-                if declared.len() < 64 && !declared.contains(&&utf8[i + 6..end]) {
-                    declared.push(&utf8[i + 6..end]);
-                }
-                at = end;
-            }
-            continue;
-        }
-        // CDATA and comments hold text, not elements (HTML in CDATA may say `<o:p>`).
-        let skip = if utf8[i..].starts_with(b"<![CDATA[") {
-            Some(b"]]>".as_slice())
-        } else if utf8[i..].starts_with(b"<!--") {
-            Some(b"-->".as_slice())
-        } else {
-            None
-        };
-        if let Some(close) = skip {
-            match utf8[i..].windows(3).position(|w| w == close) {
-                Some(n) => {
-                    at = i + n + 3;
-                    continue;
-                }
-                None => break,
-            }
-        }
-        let end = name_end(i + 1);
-        let name = &utf8[i + 1..end];
-        if name == b"item" || name == b"entry" {
-            entry_tags += 1;
-        } else if let Some(colon) = name.iter().position(|b| *b == b':') {
-            let prefix = &name[..colon];
-            if prefix != b"xml" && used.len() < 64 && !used.contains(&prefix) {
-                used.push(prefix);
-            }
-        } else if rss && name == b"title" {
-            // The title's text runs to the next `<`, which must end it or open CDATA.
-            let Some(close) = utf8[end..].iter().position(|b| *b == b'>') else {
-                break;
-            };
-            let content = end + close + 1;
-            if let Some(next) = utf8[content..].iter().position(|b| *b == b'<') {
-                let rest = &utf8[content + next..];
-                if !rest.starts_with(b"</") && !rest.starts_with(b"<![CDATA[") {
-                    return Scan {
-                        entry_tags,
-                        damaged: true,
-                    };
-                }
-            }
-        }
-        at = end;
-    }
-    Scan {
-        entry_tags,
-        damaged: used.iter().any(|p| !declared.contains(p)),
-    }
-}
-
-/// The offset of the next `<` or `x` (where start tags and `xmlns:` declarations begin).
-fn memchr_any(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|b| *b == b'<' || *b == b'x')
-}
-
-/// The document with character references to U+0080..U+009F (`&#150;`, `&#x93;`) replaced by
-/// the windows-1252 characters of those bytes, as HTML reads them: publishers mean a dash or
-/// a quote, never the control character. One pass; a document without such a reference is
-/// not copied.
-fn windows_1252_references(utf8: std::borrow::Cow<'_, [u8]>) -> std::borrow::Cow<'_, [u8]> {
-    /// The code point of the reference starting at `at` (`&#...;`) and its length.
-    fn reference(bytes: &[u8], at: usize) -> Option<(u32, usize)> {
-        let rest = bytes.get(at + 2..)?;
-        let (digits, radix, skip) = match rest.first()? {
-            b'x' | b'X' => (&rest[1..], 16, 3),
-            _ => (rest, 10, 2),
-        };
-        let len = digits.iter().take(8).position(|b| *b == b';')?;
-        let text = std::str::from_utf8(&digits[..len]).ok()?;
-        Some((u32::from_str_radix(text, radix).ok()?, skip + len + 1))
-    }
-    let c1 = |code: u32| (0x80..=0x9F).contains(&code);
-    let found = |bytes: &[u8]| {
-        bytes
-            .windows(2)
-            .enumerate()
-            .any(|(at, w)| w == b"&#" && reference(bytes, at).is_some_and(|(c, _)| c1(c)))
-    };
-    if !found(&utf8) {
-        return utf8;
-    }
-    let mut out = Vec::with_capacity(utf8.len());
-    let mut at = 0;
-    while at < utf8.len() {
-        if utf8[at..].starts_with(b"&#") {
-            if let Some((code, len)) = reference(&utf8, at).filter(|(c, _)| c1(*c)) {
-                let byte = [code as u8];
-                let (text, _, _) = encoding_rs::WINDOWS_1252.decode(&byte);
-                let mapped = text.chars().next().filter(|m| !c1(u32::from(*m)));
-                if let Some(mapped) = mapped {
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(mapped.encode_utf8(&mut buf).as_bytes());
-                    at += len;
-                    continue;
-                }
-            }
-        }
-        out.push(utf8[at]);
-        at += 1;
-    }
-    std::borrow::Cow::Owned(out)
-}
-
 /// feed-rs's reading of a document (XML or JSON).
 fn read(utf8: &[u8], base: &Url) -> Result<feed_rs::model::Feed, feed_rs::parser::ParseFeedError> {
     let parser = feed_rs::parser::Builder::new()
@@ -357,150 +222,6 @@ fn read(utf8: &[u8], base: &Url) -> Result<feed_rs::model::Feed, feed_rs::parser
             ))
         },
     )
-}
-
-/// Whether the document's root element is `<html>`: a web page, not a feed.
-fn is_html_page(utf8: &[u8]) -> bool {
-    let Some(start) = root_element_start(utf8) else {
-        return false;
-    };
-    let name: Vec<u8> = utf8[start + 1..]
-        .iter()
-        .take(5)
-        .map(u8::to_ascii_lowercase)
-        .collect();
-    name.starts_with(b"html") && name.get(4).is_none_or(|b| !b.is_ascii_alphanumeric())
-}
-
-/// Namespaces of older formats that feed-rs does not know, each with the namespace of the
-/// format whose elements it shares: RSS 0.90 (as specified, and as some feeds spell it) is
-/// RSS 1.0's shape, Atom 0.3 is Atom 1.0's (its `issued`/`modified` dates are not read, so
-/// such entries get the time they were first seen). feed-rs takes RSS 1.0's namespace for
-/// RSS's own elements, so UserLand's RSS namespaces become that.
-const LEGACY_NAMESPACES: [(&str, &str); 5] = [
-    (
-        "http://my.netscape.com/rdf/simple/0.9/",
-        "http://purl.org/rss/1.0/",
-    ),
-    (
-        "http://channel.netscape.com/rdf/simple/0.9/",
-        "http://purl.org/rss/1.0/",
-    ),
-    ("http://purl.org/atom/ns#", "http://www.w3.org/2005/Atom"),
-    // UserLand's namespace for RSS 2.0 (and 0.92), which the specification never had.
-    (
-        "http://backend.userland.com/rss2",
-        "http://purl.org/rss/1.0/",
-    ),
-    (
-        "http://backend.userland.com/rss",
-        "http://purl.org/rss/1.0/",
-    ),
-];
-
-/// Renames a legacy namespace declared near the top of the document, so feed-rs reads it.
-fn legacy_namespace_renamed(utf8: std::borrow::Cow<'_, [u8]>) -> std::borrow::Cow<'_, [u8]> {
-    let head = &utf8[..utf8.len().min(4096)];
-    let Some((old, new)) = LEGACY_NAMESPACES.iter().find(|(old, _)| {
-        let needle = old.as_bytes();
-        head.windows(needle.len()).any(|w| w == needle)
-    }) else {
-        return utf8;
-    };
-    let mut text = String::from_utf8_lossy(&utf8).replace(old, new);
-    if *old == "http://purl.org/atom/ns#" {
-        // Atom 0.3 names text constructs' types as MIME types; Atom 1.0 as text/html/xhtml.
-        for (mime, kind) in [
-            ("text/plain", "text"),
-            ("text/html", "html"),
-            ("application/xhtml+xml", "xhtml"),
-        ] {
-            text = text
-                .replace(&format!("type=\"{mime}\""), &format!("type=\"{kind}\""))
-                .replace(&format!("type='{mime}'"), &format!("type='{kind}'"));
-        }
-    }
-    std::borrow::Cow::Owned(text.into_bytes())
-}
-
-/// RSS versions feed-rs reads as they are.
-pub(crate) const RSS_VERSIONS_READ: [&str; 3] = ["2.0", "0.91", "0.92"];
-
-/// feed-rs reads `<rss>` only with version 2.0, 0.91 or 0.92. An `<rss>` root without a
-/// version, or with one of the versions that are RSS 2.0 in all but name (0.93, 0.94, 2.01,
-/// 2.1, ...), is read as 2.0.
-fn rss_root_as_feed_rs_reads_it(utf8: std::borrow::Cow<'_, [u8]>) -> std::borrow::Cow<'_, [u8]> {
-    let Some(start) = root_element_start(&utf8) else {
-        return utf8;
-    };
-    let after = &utf8[start..];
-    let is_rss = after.starts_with(b"<rss")
-        && after
-            .get(4)
-            .is_some_and(|b| b.is_ascii_whitespace() || *b == b'>' || *b == b'/');
-    if !is_rss {
-        return utf8;
-    }
-    let Some(end) = after.iter().position(|b| *b == b'>') else {
-        return utf8;
-    };
-    let tag = String::from_utf8_lossy(&after[..end]).into_owned();
-    let version = attribute(&tag, "version");
-    if version
-        .as_deref()
-        .is_some_and(|v| RSS_VERSIONS_READ.contains(&v.trim()))
-    {
-        return utf8;
-    }
-    let new_tag = match version {
-        Some(v) => {
-            tag.replacen(&format!("\"{v}\""), "\"2.0\"", 1)
-                .replacen(&format!("'{v}'"), "'2.0'", 1)
-        }
-        None => tag.replacen("<rss", "<rss version=\"2.0\"", 1),
-    };
-    let mut out = Vec::with_capacity(utf8.len() + 16);
-    out.extend_from_slice(&utf8[..start]);
-    out.extend_from_slice(new_tag.as_bytes());
-    out.extend_from_slice(&after[end..]);
-    std::borrow::Cow::Owned(out)
-}
-
-/// Where the root element's `<` is: after the XML declaration, comments, processing
-/// instructions and the doctype.
-fn root_element_start(bytes: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'<' => {
-                let rest = &bytes[i..];
-                let skip_to = |end: &[u8]| {
-                    rest.windows(end.len())
-                        .position(|w| w == end)
-                        .map(|p| i + p + end.len())
-                };
-                i = if rest.starts_with(b"<?") {
-                    skip_to(b"?>")?
-                } else if rest.starts_with(b"<!--") {
-                    skip_to(b"-->")?
-                } else if rest.starts_with(b"<!") {
-                    // A doctype, possibly with an internal subset. Only the text up to the
-                    // first `>` is searched for its `[`: every byte is looked at a bounded
-                    // number of times, however many `<!` there are.
-                    let close = rest.iter().position(|b| *b == b'>')?;
-                    if rest[..close].contains(&b'[') {
-                        skip_to(b"]>").or_else(|| skip_to(b"]"))?
-                    } else {
-                        i + close + 1
-                    }
-                } else {
-                    return Some(i);
-                };
-            }
-            _ => i += 1,
-        }
-    }
-    None
 }
 
 fn classify(error: feed_rs::parser::ParseFeedError, body: &[u8], base: &Url) -> ParseError {
@@ -539,20 +260,6 @@ fn advertised_feed(html: &str, base: &Url) -> Option<String> {
         from = end;
     }
     None
-}
-
-fn attribute(tag: &str, name: &str) -> Option<String> {
-    let lower = tag.to_ascii_lowercase();
-    let at = lower.find(&format!("{name}="))? + name.len() + 1;
-    let rest = &tag[at..];
-    let quote = rest.chars().next()?;
-    let value = if quote == '"' || quote == '\'' {
-        let rest = &rest[1..];
-        &rest[..rest.find(quote)?]
-    } else {
-        rest.split_whitespace().next()?
-    };
-    Some(html_escape::decode_html_entities(value).into_owned())
 }
 
 #[cfg(test)]

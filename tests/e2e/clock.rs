@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use feedmux::clock::SteppedClock;
-use feedmux::daemon::{self, Control};
-use tokio::sync::mpsc;
 
+use crate::served::Served;
 use crate::upstream::Upstream;
-use crate::{config, read_back, source, tempdir};
+use crate::{config, read_back, rss_feed, source, tempdir, RssItem};
 
 /// Log lines written by the daemon's tasks on this test's thread.
 #[derive(Clone, Default)]
@@ -50,16 +49,18 @@ impl Logs {
 
 fn rss(items: &[(&str, Option<chrono::Duration>)]) -> String {
     let now = Utc::now();
-    let items: String = items
-        .iter()
-        .map(|(title, age)| {
-            let date = age
-                .map(|a| format!("<pubDate>{}</pubDate>", (now - a).to_rfc2822()))
-                .unwrap_or_default();
-            format!("<item><guid>{title}</guid><title>{title}</title><link>https://c.example/{}</link>{date}</item>", title.replace(' ', "-"))
-        })
-        .collect();
-    format!("<rss version=\"2.0\"><channel><title>c</title><link>https://c.example/</link><description>d</description>{items}</channel></rss>")
+    let items = items.iter().map(|(title, age)| {
+        let item = RssItem::new(
+            title,
+            title,
+            format!("https://c.example/{}", title.replace(' ', "-")),
+        );
+        match age {
+            Some(a) => item.dated(&(now - *a).to_rfc2822()),
+            None => item,
+        }
+    });
+    rss_feed("c", "https://c.example/", items)
 }
 
 /// A daemon config polling `url` every second as source `c` into feed `all`, keeping 3 days
@@ -89,7 +90,6 @@ fn metric(text: &str, name: &str) -> f64 {
 /// new item served, dated by the clock.
 #[tokio::test]
 async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
-    let _turn = crate::served::sled_turn().await;
     let (logs, _logging) = Logs::capture();
 
     let fresh = ("Fresh one", Some(chrono::Duration::hours(1)));
@@ -100,10 +100,8 @@ async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
     let dir = tempdir();
     let config = keeping_three_days(dir.path(), &upstream.url("/c.xml"));
     let clock = Arc::new(SteppedClock::new(Utc::now()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (control, rx) = mpsc::channel(1);
-    let daemon = tokio::spawn(daemon::run_with_clock(config, listener, rx, clock.clone()));
+    let served = Served::with_clock(config, clock.clone()).await;
+    let base = served.base.clone();
     let http = reqwest::Client::new();
     let get = |path: &str| {
         let request = http.get(format!("{base}{path}"));
@@ -244,8 +242,7 @@ async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
         polls()
     );
 
-    control.send(Control::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    served.stop().await;
 }
 
 /// The clock is already 30 days ahead when the daemon starts (a bad RTC, a restored VM): the
@@ -255,7 +252,6 @@ async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
 /// the item really past the 3 days goes, the fresh one stays.
 #[tokio::test]
 async fn a_clock_wrong_at_start_is_found_by_the_servers_dates_and_prunes_nothing() {
-    let _turn = crate::served::sled_turn().await;
     let (logs, _logging) = Logs::capture();
 
     let upstream = Upstream::start().await;
@@ -270,10 +266,8 @@ async fn a_clock_wrong_at_start_is_found_by_the_servers_dates_and_prunes_nothing
     let dir = tempdir();
     let config = keeping_three_days(dir.path(), &upstream.url("/c.xml"));
     let clock = Arc::new(SteppedClock::new(Utc::now() + chrono::Duration::days(30)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (control, rx) = mpsc::channel(1);
-    let daemon = tokio::spawn(daemon::run_with_clock(config, listener, rx, clock.clone()));
+    let served = Served::with_clock(config, clock.clone()).await;
+    let base = served.base.clone();
     let http = reqwest::Client::new();
     let text = |path: &'static str| {
         let request = http.get(format!("{base}{path}"));
@@ -363,6 +357,5 @@ async fn a_clock_wrong_at_start_is_found_by_the_servers_dates_and_prunes_nothing
         "clock 30 days ahead at start: 0 items pruned while it was; 1 (5 days old) once set right"
     );
 
-    control.send(Control::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    served.stop().await;
 }

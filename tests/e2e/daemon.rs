@@ -3,12 +3,11 @@
 use std::io::Read;
 use std::time::Duration;
 
-use feedmux::daemon::{self, Control};
 use reqwest::header;
-use tokio::sync::mpsc;
 
+use crate::served::Served;
 use crate::upstream::Upstream;
-use crate::{config, read_back, source, tempdir};
+use crate::{config, read_back, rss_feed, source, tempdir, RssItem};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().no_gzip().build().unwrap()
@@ -16,14 +15,20 @@ fn client() -> reqwest::Client {
 
 #[tokio::test]
 async fn a_reader_subscribes_gets_304s_and_gzip_and_the_daemon_stops_cleanly() {
-    let _turn = crate::served::sled_turn().await;
     let upstream = Upstream::start().await;
     upstream.put(
         "/zh.xml",
         &[("content-type", "application/rss+xml")],
-        "<rss version=\"2.0\"><channel><title>量子位</title><link>https://q.example/</link><description>d</description>\
-         <item><guid>1</guid><title>AI芯片：新一代发布</title><link>https://q.example/1</link><description>&lt;p&gt;正文&lt;script&gt;alert(1)&lt;/script&gt;&lt;/p&gt;</description></item>\
-         <item><guid>2</guid><title>手机评测</title><link>https://q.example/2</link></item></channel></rss>",
+        rss_feed(
+            "量子位",
+            "https://q.example/",
+            [
+                RssItem::new(1, "AI芯片：新一代发布", "https://q.example/1").with(
+                    "<description>&lt;p&gt;正文&lt;script&gt;alert(1)&lt;/script&gt;&lt;/p&gt;</description>",
+                ),
+                RssItem::new(2, "手机评测", "https://q.example/2"),
+            ],
+        ),
     );
     let dir = tempdir();
     let config = config(
@@ -33,10 +38,8 @@ async fn a_reader_subscribes_gets_304s_and_gzip_and_the_daemon_stops_cleanly() {
             source("qbit", &upstream.url("/zh.xml"))
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (control, rx) = mpsc::channel(1);
-    let daemon = tokio::spawn(daemon::run(config, listener, rx));
+    let served = Served::with_config(config).await;
+    let base = served.base.clone();
     let http = client();
 
     // The first poll happens at start-up; wait (bounded) until the item is served.
@@ -164,10 +167,5 @@ async fn a_reader_subscribes_gets_304s_and_gzip_and_the_daemon_stops_cleanly() {
     let post = http.post(&url).send().await.unwrap();
     assert_eq!(post.status(), 405, "the server is read-only");
 
-    control.send(Control::Shutdown).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), daemon)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    served.stop_within(Duration::from_secs(10)).await;
 }

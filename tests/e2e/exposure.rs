@@ -4,25 +4,27 @@
 
 use std::time::{Duration, Instant};
 
-use feedmux::daemon::{self, Control};
+use feedmux::daemon::Control;
 use feedmux::http::listener::{self, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
+use crate::served::Served;
 use crate::upstream::Upstream;
-use crate::{config, source, tempdir};
+use crate::{config, rss_feed, source, tempdir, RssItem};
 
-/// A daemon in this process with one source and one feed `all`, serving on a free port.
-/// The daemon holds its turn at sled (`sled_turn`) until the returned guard drops.
-async fn daemon_with_a_feed() -> (String, mpsc::Sender<Control>, Held, Upstream) {
-    let turn = crate::served::sled_turn().await;
+/// A daemon in this process with one source and one feed `all`, serving on a free port
+/// (`Served::addr`). It holds its turn at sled until dropped.
+async fn daemon_with_a_feed() -> (Served, tempfile::TempDir, Upstream) {
     let upstream = Upstream::start().await;
     upstream.put(
         "/f.xml",
         &[("content-type", "application/rss+xml")],
-        "<rss version=\"2.0\"><channel><title>t</title><link>https://x.example/</link><description>d</description>\
-         <item><guid>1</guid><title>one</title><link>https://x.example/1</link></item></channel></rss>",
+        rss_feed(
+            "t",
+            "https://x.example/",
+            [RssItem::new(1, "one", "https://x.example/1")],
+        ),
     );
     let dir = tempdir();
     let config = config(
@@ -32,14 +34,11 @@ async fn daemon_with_a_feed() -> (String, mpsc::Sender<Control>, Held, Upstream)
             source("s", &upstream.url("/f.xml"))
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (control, rx) = mpsc::channel(1);
-    tokio::spawn(daemon::run(config, listener, rx));
+    let served = Served::with_config(config).await;
     // Bounded wait until it serves.
     for _ in 0..100 {
         if raw(
-            &addr,
+            served.addr(),
             b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
         .await
@@ -49,11 +48,8 @@ async fn daemon_with_a_feed() -> (String, mpsc::Sender<Control>, Held, Upstream)
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (addr, control, (dir, turn), upstream)
+    (served, dir, upstream)
 }
-
-/// The store's directory and the test's turn at sled, kept until the test ends.
-type Held = (tempfile::TempDir, tokio::sync::OwnedMutexGuard<()>);
 
 /// Sends `request` as is and reads the answer until the server closes (at most 5 s).
 async fn raw(addr: &str, request: &[u8]) -> String {
@@ -74,7 +70,8 @@ fn status(answer: &str) -> &str {
 
 #[tokio::test]
 async fn only_get_and_head_are_answered() {
-    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    let (served, _dir, _upstream) = daemon_with_a_feed().await;
+    let addr = served.addr().to_owned();
     for method in [
         "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "BREW",
     ] {
@@ -99,12 +96,13 @@ async fn only_get_and_head_are_answered() {
     .await;
     assert_eq!(status(&head), "200", "{head}");
     assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
-    let _ = control.send(Control::Shutdown).await;
+    let _ = served.control().send(Control::Shutdown).await;
 }
 
 #[tokio::test]
 async fn a_request_body_is_refused() {
-    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    let (served, _dir, _upstream) = daemon_with_a_feed().await;
+    let addr = served.addr().to_owned();
     let with_length = raw(
         &addr,
         b"GET /feeds/all.atom HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
@@ -128,12 +126,13 @@ async fn a_request_body_is_refused() {
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 413"));
     assert!(started.elapsed() < Duration::from_secs(2));
-    let _ = control.send(Control::Shutdown).await;
+    let _ = served.control().send(Control::Shutdown).await;
 }
 
 #[tokio::test]
 async fn oversized_headers_are_refused() {
-    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    let (served, _dir, _upstream) = daemon_with_a_feed().await;
+    let addr = served.addr().to_owned();
     let big = format!(
         "GET /feeds/all.atom HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
         "a".repeat(64 * 1024)
@@ -162,12 +161,13 @@ async fn oversized_headers_are_refused() {
         "r".repeat(4000)
     );
     assert_eq!(status(&raw(&addr, fine.as_bytes()).await), "200");
-    let _ = control.send(Control::Shutdown).await;
+    let _ = served.control().send(Control::Shutdown).await;
 }
 
 #[tokio::test]
 async fn feed_names_cannot_reach_files() {
-    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    let (served, _dir, _upstream) = daemon_with_a_feed().await;
+    let addr = served.addr().to_owned();
     for path in [
         "/feeds/..%2f..%2f..%2f..%2fetc%2fpasswd",
         "/feeds/..%2F..%2F..%2F..%2Fetc%2Fpasswd.atom",
@@ -197,7 +197,7 @@ async fn feed_names_cannot_reach_files() {
             assert!(!answer.contains(secret), "{path} leaked {secret}: {answer}");
         }
     }
-    let _ = control.send(Control::Shutdown).await;
+    let _ = served.control().send(Control::Shutdown).await;
 }
 
 #[test]
@@ -251,7 +251,8 @@ async fn slowloris(addr: &str, n: usize) -> Vec<tokio::task::JoinHandle<Option<D
 /// With the daemon's default limits, hundreds of half-sent requests leave readers unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowloris_client_does_not_block_readers() {
-    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    let (served, _dir, _upstream) = daemon_with_a_feed().await;
+    let addr = served.addr().to_owned();
     let held = slowloris(&addr, 400).await;
     assert!(held.len() >= 300, "opened only {} connections", held.len());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -272,7 +273,7 @@ async fn a_slowloris_client_does_not_block_readers() {
     for h in held {
         h.abort();
     }
-    let _ = control.send(Control::Shutdown).await;
+    let _ = served.control().send(Control::Shutdown).await;
 }
 
 /// More slow clients than connection slots: the header read timeout frees the slots, so a
@@ -364,7 +365,8 @@ fn requests_for(route: &str) -> Vec<(String, &'static str)> {
 /// every HTML answer with a Content-Security-Policy that allows no script.
 #[tokio::test]
 async fn every_answer_says_nosniff_and_every_page_forbids_scripts() {
-    let (addr, control, _dir, _upstream) = daemon_with_a_feed().await;
+    let (served, _dir, _upstream) = daemon_with_a_feed().await;
+    let addr = served.addr().to_owned();
     let routes = routes();
     assert!(routes.len() >= 8, "routes read from server.rs: {routes:?}");
     let mut requests: Vec<(String, String)> = routes
@@ -419,5 +421,5 @@ async fn every_answer_says_nosniff_and_every_page_forbids_scripts() {
             "no {expected} among {statuses:?}"
         );
     }
-    let _ = control.send(Control::Shutdown).await;
+    let _ = served.control().send(Control::Shutdown).await;
 }

@@ -6,16 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use feedmux::daemon::{self, Control};
 use feedmux::http::routes::{self, AppState};
 use feedmux::metrics::Metrics;
 use feedmux::publish::Publisher;
 use feedmux::store::Store;
 use reqwest::header;
-use tokio::sync::mpsc;
 
+use crate::served::Served;
 use crate::upstream::{Page, Upstream};
-use crate::{config, source, tempdir};
+use crate::{config, rss_feed, source, tempdir, RssItem};
 
 /// Parses the text exposition format strictly: every sample belongs to a family declared
 /// by `# TYPE` before it, and every line is a comment or `name{labels} value`.
@@ -68,21 +67,24 @@ fn parse(text: &str) -> HashMap<String, f64> {
 
 #[tokio::test]
 async fn metrics_count_polls_fetches_items_merges_and_304s() {
-    let _turn = crate::served::sled_turn().await;
     let upstream = Upstream::start().await;
-    let rss = |items: &str| {
-        format!("<rss version=\"2.0\"><channel><title>t</title><link>https://x.example/</link><description>d</description>{items}</channel></rss>")
-    };
+    let rss = |items: Vec<RssItem>| rss_feed("t", "https://x.example/", items);
     upstream.put(
         "/a.xml",
         &[("content-type", "application/rss+xml")],
-        rss("<item><guid>1</guid><title>Lumen-4 launched</title><link>https://news.example/lumen-4</link></item>\
-             <item><guid>2</guid><title>Other</title><link>https://news.example/other</link></item>"),
+        rss(vec![
+            RssItem::new(1, "Lumen-4 launched", "https://news.example/lumen-4"),
+            RssItem::new(2, "Other", "https://news.example/other"),
+        ]),
     );
     upstream.put(
         "/b.xml",
         &[("content-type", "application/rss+xml")],
-        rss("<item><guid>x</guid><title>A new model from Lumen</title><link>https://news.example/lumen-4?utm_source=rss</link></item>"),
+        rss(vec![RssItem::new(
+            "x",
+            "A new model from Lumen",
+            "https://news.example/lumen-4?utm_source=rss",
+        )]),
     );
     upstream.put_page("/broken.xml", Page::new(500, &[], "oops"));
     let dir = tempdir();
@@ -105,10 +107,8 @@ async fn metrics_count_polls_fetches_items_merges_and_304s() {
             yearly("broken", "/broken.xml")
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (control, rx) = mpsc::channel(1);
-    let daemon = tokio::spawn(daemon::run(config, listener, rx));
+    let served = Served::with_config(config).await;
+    let base = served.base.clone();
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("{base}{path}")).send();
 
@@ -204,8 +204,7 @@ async fn metrics_count_polls_fetches_items_merges_and_304s() {
 
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
-    control.send(Control::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    served.stop().await;
 }
 
 #[tokio::test]
@@ -241,7 +240,6 @@ async fn readyz_answers_503_until_ready_and_while_the_store_fails() {
 
 #[tokio::test]
 async fn a_broken_feed_is_served_and_its_health_says_what_was_mended() {
-    let _turn = crate::served::sled_turn().await;
     let upstream = Upstream::start().await;
     // A bare `&`, an HTML entity and a cut-off last item; and a well-formed neighbour.
     upstream.put(
@@ -272,10 +270,8 @@ async fn a_broken_feed_is_served_and_its_health_says_what_was_mended() {
             yearly("fine", "/fine.xml")
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (control, rx) = mpsc::channel(1);
-    let daemon = tokio::spawn(daemon::run(config, listener, rx));
+    let served = Served::with_config(config).await;
+    let base = served.base.clone();
     let http = reqwest::Client::new();
     let get = |path: &str| http.get(format!("{base}{path}")).send();
 
@@ -341,8 +337,7 @@ async fn a_broken_feed_is_served_and_its_health_says_what_was_mended() {
     );
     let fine = sources.iter().find(|s| s["name"] == "fine").unwrap();
     assert!(fine["state"]["recovered"].is_null());
-    control.send(Control::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    served.stop().await;
 }
 
 /// `feedmux_fetch_duration_seconds` measures the source, not feedmux's politeness: with one

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use feedmux::config;
-use feedmux::daemon::{self, Control};
 use feedmux::opml;
-use tokio::sync::mpsc;
 
+use crate::served::Served;
 use crate::{binary, tempdir};
 
 fn fixture_path(name: &str) -> PathBuf {
@@ -265,7 +264,6 @@ fn feeds_of(list: &str) -> Vec<(String, Vec<String>)> {
 
 #[tokio::test]
 async fn export_opml_and_get_opml_list_every_source_with_its_tags() {
-    let _turn = crate::served::sled_turn().await;
     let dir = tempdir();
     let path = example_config(dir.path());
     let config = config::load(&path).unwrap();
@@ -285,13 +283,11 @@ async fn export_opml_and_get_opml_list_every_source_with_its_tags() {
     // from the internet; the list does not depend on that.
     let mut config = config;
     config.server.listen = "127.0.0.1:0".parse().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     for s in &mut config.sources {
         s.enabled = false;
     }
-    let (control, rx) = mpsc::channel(1);
-    let daemon = tokio::spawn(daemon::run(config, listener, rx));
+    let daemon = Served::with_config(config).await;
+    let base = daemon.base.clone();
     let response = reqwest::get(format!("{base}/opml")).await.unwrap();
     assert_eq!(
         response.headers()["content-type"],
@@ -300,6 +296,5 @@ async fn export_opml_and_get_opml_list_every_source_with_its_tags() {
     let served = response.text().await.unwrap();
     assert_eq!(feeds_of(&served), expected);
     assert_eq!(served, exported);
-    control.send(Control::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    daemon.stop().await;
 }

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use feedmux::config;
-use feedmux::daemon::{self, Control};
+use feedmux::daemon::Control;
 use feedmux::store::Store;
-use tokio::sync::mpsc;
 
+use crate::served::Served;
 use crate::upstream::Upstream;
 use crate::{read_back, rss_feed, tempdir, RssItem};
 
@@ -38,31 +38,20 @@ fn rss(items: &[(&str, &str)]) -> String {
 /// A daemon running in this process on a config file the test edits.
 struct Running {
     dir: tempfile::TempDir,
-    base: String,
-    control: mpsc::Sender<Control>,
-    task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
+    served: Served,
     http: reqwest::Client,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Running {
     async fn start(tables: &str) -> Running {
-        let turn = crate::served::sled_turn().await;
         let dir = tempdir();
         let path = dir.path().join("feedmux.toml");
         std::fs::write(&path, config_text(dir.path(), tables)).unwrap();
         let config = config::load(&path).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (control, rx) = mpsc::channel(1);
-        let task = tokio::spawn(daemon::run(config, listener, rx));
         Running {
+            served: Served::with_config(config).await,
             dir,
-            base,
-            control,
-            task,
             http: reqwest::Client::new(),
-            _turn: turn,
         }
     }
 
@@ -75,12 +64,7 @@ impl Running {
     }
 
     async fn get(&self, path: &str) -> String {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+        let response = self.http.get(self.served.url(path)).send().await.unwrap();
         response.text().await.unwrap()
     }
 
@@ -121,8 +105,7 @@ impl Running {
     }
 
     async fn stop(self) -> tempfile::TempDir {
-        self.control.send(Control::Shutdown).await.unwrap();
-        self.task.await.unwrap().unwrap();
+        self.served.stop().await;
         self.dir
     }
 }
@@ -282,7 +265,7 @@ async fn an_invalid_edit_keeps_the_running_config_and_shows_the_error_until_fixe
     assert_eq!(daemon.titles("all").await, ["Alpha one"]);
     assert!(daemon.get("/api/sources").await.contains("\"a\""));
     // SIGHUP (here the control message) with the file still invalid changes nothing.
-    daemon.control.send(Control::Reload).await.unwrap();
+    daemon.served.control().send(Control::Reload).await.unwrap();
     assert!(daemon.get("/").await.contains("not applied"));
 
     daemon.edit(&format!("{a}[[feed]]\nname = \"all\"\ntitle = \"Fixed\"\n"));

@@ -4,25 +4,19 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use feedmux::daemon::{self, Control};
 use feedmux::store::Store;
-use tokio::sync::mpsc;
 
+use crate::served::Served;
 use crate::upstream::Upstream;
-use crate::{config, poll_all, source, tempdir, titles};
+use crate::{config, poll_all, rss_feed, source, tempdir, titles, RssItem};
 
 fn rss(items: &[(&str, &str, chrono::Duration)]) -> String {
     let now = Utc::now();
-    let items: String = items
-        .iter()
-        .map(|(guid, title, age)| {
-            format!(
-                "<item><guid>{guid}</guid><title>{title}</title><link>https://r.example/{guid}</link><pubDate>{}</pubDate></item>",
-                (now - *age).to_rfc2822()
-            )
-        })
-        .collect();
-    format!("<rss version=\"2.0\"><channel><title>r</title><link>https://r.example/</link><description>d</description>{items}</channel></rss>")
+    let items = items.iter().map(|(guid, title, age)| {
+        RssItem::new(guid, title, format!("https://r.example/{guid}"))
+            .dated(&(now - *age).to_rfc2822())
+    });
+    rss_feed("r", "https://r.example/", items)
 }
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -33,7 +27,6 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[tokio::test]
 async fn old_items_are_pruned_on_schedule_and_not_ingested_again() {
-    let _turn = crate::served::sled_turn().await;
     let fresh = ("fresh", "Fresh one", chrono::Duration::hours(1));
     let old1 = ("old1", "Old one", chrono::Duration::days(5));
     let old2 = ("old2", "Older one", chrono::Duration::days(10));
@@ -56,10 +49,8 @@ async fn old_items_are_pruned_on_schedule_and_not_ingested_again() {
     );
     config.storage.retention_days = Some(3);
     config.storage.prune_interval = Duration::from_millis(500);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (control, rx) = mpsc::channel(1);
-    let daemon = tokio::spawn(daemon::run(config, listener, rx));
+    let served = Served::with_config(config).await;
+    let base = served.base.clone();
     let get = |path: &'static str| {
         let url = format!("{base}{path}");
         async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
@@ -111,8 +102,9 @@ async fn old_items_are_pruned_on_schedule_and_not_ingested_again() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    control.send(Control::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    served.stop().await;
+    // The turn is taken again for the store opened here.
+    let _turn = crate::served::sled_turn().await;
     let store = Store::open(&dir.path().join("store")).unwrap();
     assert_eq!(store.item_count(), 1);
     assert_eq!(
@@ -196,18 +188,19 @@ async fn max_items_keeps_the_newest_and_everything_else_consistent() {
 async fn compact_gives_the_space_of_pruned_items_back_and_keeps_the_rest() {
     let upstream = Upstream::start().await;
     let body = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(20);
-    let items: String = (0..2000)
-        .map(|i| {
-            format!(
-                "<item><guid>g{i}</guid><title>Story {i}</title><link>https://r.example/{i}</link><description>{body} {i}</description><pubDate>{}</pubDate></item>",
-                (Utc::now() - chrono::Duration::minutes(i)).to_rfc2822()
-            )
-        })
-        .collect();
+    let items = (0..2000).map(|i| {
+        RssItem::new(
+            format!("g{i}"),
+            format!("Story {i}"),
+            format!("https://r.example/{i}"),
+        )
+        .with(&format!("<description>{body} {i}</description>"))
+        .dated(&(Utc::now() - chrono::Duration::minutes(i)).to_rfc2822())
+    });
     upstream.put(
         "/r.xml",
         &[("content-type", "application/rss+xml")],
-        format!("<rss version=\"2.0\"><channel><title>r</title><link>https://r.example/</link><description>d</description>{items}</channel></rss>"),
+        rss_feed("r", "https://r.example/", items),
     );
     let dir = tempdir();
     let config = config(

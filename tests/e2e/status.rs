@@ -6,19 +6,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use feedmux::daemon::{self, Control};
-use tokio::sync::mpsc;
 
 use crate::served::Served;
 use crate::tools::{browser_skipped, chromium_dom};
 use crate::upstream::{Page, Upstream};
-use crate::{config, tempdir};
+use crate::{config, rss_feed, tempdir, RssItem};
 
-fn rss_item(guid: &str, title: &str, at: DateTime<Utc>) -> String {
-    format!(
-        "<item><guid>{guid}</guid><title>{title}</title><link>https://lab.example/{guid}</link><pubDate>{}</pubDate></item>",
-        at.to_rfc2822()
-    )
+fn rss_item(guid: &str, title: &str, at: DateTime<Utc>) -> RssItem {
+    RssItem::new(guid, title, format!("https://lab.example/{guid}")).dated(&at.to_rfc2822())
 }
 
 /// The `<tr>` of `source` in the DOM.
@@ -33,7 +28,6 @@ fn row<'a>(dom: &'a str, source: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium: run by .ci/run, or cargo test -- --include-ignored"]
 async fn the_status_page_shows_sources_feeds_and_charts_in_a_browser() {
-    let _turn = crate::served::sled_turn().await;
     if browser_skipped() {
         return;
     }
@@ -46,16 +40,19 @@ async fn the_status_page_shows_sources_feeds_and_charts_in_a_browser() {
         now - chrono::Duration::days(12),
         now - chrono::Duration::days(45),
     ];
-    let items: String = dates
+    let items = dates
         .iter()
         .enumerate()
-        .map(|(i, at)| rss_item(&i.to_string(), &format!("Item {i}"), *at))
-        .collect();
+        .map(|(i, at)| rss_item(&i.to_string(), &format!("Item {i}"), *at));
     let upstream = Upstream::start().await;
     upstream.put(
         "/lab.xml",
         &[("content-type", "application/rss+xml")],
-        format!("<rss version=\"2.0\"><channel><title>Lab &lt;script&gt;alert(1)&lt;/script&gt;</title><link>https://lab.example/</link><description>d</description>{items}</channel></rss>"),
+        rss_feed(
+            "Lab &lt;script&gt;alert(1)&lt;/script&gt;",
+            "https://lab.example/",
+            items,
+        ),
     );
     upstream.put_page("/broken.xml", Page::new(500, &[], "oops"));
     let dir = tempdir();
@@ -70,10 +67,8 @@ async fn the_status_page_shows_sources_feeds_and_charts_in_a_browser() {
             upstream.url("/broken.xml")
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (control, rx) = mpsc::channel(1);
-    let daemon = tokio::spawn(daemon::run(config, listener, rx));
+    let served = Served::with_config(config).await;
+    let base = served.base.clone();
     // Bounded wait for both first polls.
     for _ in 0..100 {
         let sources = reqwest::get(format!("{base}/api/sources"))
@@ -162,8 +157,7 @@ async fn the_status_page_shows_sources_feeds_and_charts_in_a_browser() {
     let off = row(&dom, "off");
     assert!(off.contains("class=\"state off\">disabled<"), "{off}");
 
-    control.send(Control::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    served.stop().await;
 }
 
 /// The names of the sources a status page lists, in order, and how many are failing.
@@ -186,7 +180,7 @@ async fn the_status_page_comes_in_pages_of_a_hundred_failing_sources_first() {
     upstream.put(
         "/ok.xml",
         &[("content-type", "application/rss+xml")],
-        "<rss version=\"2.0\"><channel><title>ok</title><link>https://ok.example/</link><description>d</description></channel></rss>",
+        rss_feed("ok", "https://ok.example/", []),
     );
     upstream.put_page("/broken.xml", Page::new(500, &[], "oops"));
     let failing: Vec<String> = (0..250)

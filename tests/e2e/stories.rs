@@ -442,7 +442,7 @@ async fn an_edited_item_is_matched_by_its_new_text() {
 /// the age, and `feedmux why` says so; the stories already formed stay.
 #[tokio::test]
 async fn reports_older_than_the_index_age_are_matched_by_link_only() {
-    let _turn = crate::served::sled_turn().await;
+    let turn = crate::served::sled_turn().await;
     let dated = (chrono::Utc::now() - chrono::Duration::days(40)).to_rfc2822();
     let write_sources = |dir: &std::path::Path| {
         std::fs::write(
@@ -503,14 +503,10 @@ async fn reports_older_than_the_index_age_are_matched_by_link_only() {
     // The daemon, told 35 days, drops the index of the 40-day-old items when it starts.
     let mut config = config;
     config.dedup.index_age = std::time::Duration::from_secs(35 * 86_400);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (control, rx) = tokio::sync::mpsc::channel(1);
-    let daemon = tokio::spawn(feedmux::daemon::run(config.clone(), listener, rx));
-    control
-        .send(feedmux::daemon::Control::Shutdown)
-        .await
-        .unwrap();
-    daemon.await.unwrap().unwrap();
+    let daemon = crate::served::Served::in_turn(turn, config.clone()).await;
+    daemon.stop().await;
+    // The turn is taken again for the store opened here.
+    let _turn = crate::served::sled_turn().await;
     let store = feedmux::store::Store::open(&config.storage.path).unwrap();
     let report_of = |source: &str| {
         let items = store.source_items(source, 10).unwrap();

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use feedmux::clock::{self, Clock};
 use feedmux::config;
 use feedmux::daemon::{self, Control};
 use feedmux::publish::Publisher;
@@ -24,7 +25,10 @@ pub async fn sled_turn() -> OwnedMutexGuard<()> {
         .await
 }
 
+/// A daemon in this process, stopped by [`Served::stop`]; it holds the test's turn at sled
+/// until dropped.
 pub struct Served {
+    /// `http://127.0.0.1:port`, where it listens.
     pub base: String,
     control: mpsc::Sender<Control>,
     task: tokio::task::JoinHandle<Result<(), daemon::DaemonError>>,
@@ -50,13 +54,45 @@ impl Served {
         let path = dir.join("feedmux.toml");
         std::fs::write(&path, &text).unwrap();
         let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let (control, rx) = mpsc::channel(1);
-        let task = tokio::spawn(daemon::run_with_publisher(
+        Served::spawn(turn, config, listener, clock::system(), publisher)
+    }
+
+    /// Starts the daemon on `config` as it is (its `base_url` too), listening on a free port.
+    pub async fn with_config(config: config::Config) -> Served {
+        Served::with_clock(config, clock::system()).await
+    }
+
+    /// [`Served::with_config`], every time of day read from `clock`.
+    pub async fn with_clock(config: config::Config, clock: Arc<dyn Clock>) -> Served {
+        let turn = sled_turn().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Served::spawn(turn, config, listener, clock, Arc::new(Publisher::new()))
+    }
+
+    /// [`Served::with_config`] for a test that took its `turn` at sled before (to use the
+    /// store before the daemon starts).
+    pub async fn in_turn(turn: OwnedMutexGuard<()>, config: config::Config) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Served::spawn(
+            turn,
             config,
             listener,
-            rx,
-            feedmux::clock::system(),
-            publisher,
+            clock::system(),
+            Arc::new(Publisher::new()),
+        )
+    }
+
+    fn spawn(
+        turn: OwnedMutexGuard<()>,
+        config: config::Config,
+        listener: tokio::net::TcpListener,
+        clock: Arc<dyn Clock>,
+        publisher: Arc<Publisher>,
+    ) -> Served {
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (control, rx) = mpsc::channel(1);
+        let task = tokio::spawn(daemon::run_with_publisher(
+            config, listener, rx, clock, publisher,
         ));
         Served {
             base,
@@ -64,6 +100,16 @@ impl Served {
             task,
             _turn: turn,
         }
+    }
+
+    /// `127.0.0.1:port`, for a raw TCP connection.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// The daemon's control channel (a reload, a shutdown without waiting for it).
+    pub fn control(&self) -> &mpsc::Sender<Control> {
+        &self.control
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -90,10 +136,15 @@ impl Served {
         panic!("{url} has {seen} entries, not {entries}, after 10 s");
     }
 
-    /// Stops the daemon cleanly.
+    /// Stops the daemon cleanly, within a minute (a poll in flight is waited for).
     pub async fn stop(self) {
+        self.stop_within(Duration::from_secs(60)).await;
+    }
+
+    /// Stops the daemon, failing unless it stopped cleanly within `time`.
+    pub async fn stop_within(self, time: Duration) {
         self.control.send(Control::Shutdown).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
+        tokio::time::timeout(time, self.task)
             .await
             .unwrap()
             .unwrap()
