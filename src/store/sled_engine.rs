@@ -454,14 +454,24 @@ pub(super) fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
         .open()
         .map_err(|e| open_error(&fresh_path, e))?;
     let old_trees = old.trees()?;
+    // Item records written before the store had its dictionary are compressed with it on
+    // the way (trained first, if the store is big enough and has none yet).
+    old.train_dictionary_if_due(&old_trees);
+    let dictionary = old_trees.dictionary();
     for tree_name in old_trees.db.tree_names() {
         let from = old_trees.db.open_tree(&tree_name)?;
         let to = fresh.open_tree(&tree_name)?;
+        let recompress = dictionary.is_some() && tree_name.as_ref() == b"items";
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         for entry in from.iter() {
             let (k, v) = entry?;
-            batch.insert(k, v);
+            if recompress && !item_record::uses_dictionary(&v) {
+                let item = item_record::decode(&v)?;
+                batch.insert(k, item_record::encode(&item, dictionary));
+            } else {
+                batch.insert(k, v);
+            }
             in_batch += 1;
             if in_batch == 256 {
                 to.apply_batch(std::mem::take(&mut batch))?;
@@ -866,6 +876,22 @@ mod tests {
         drop(store);
         let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("reopen");
         assert!(store.trees().unwrap().dictionary().is_some());
+        reads_back(&store);
+        let first = store.trees().unwrap().items.get(news_item(0).id.0).unwrap();
+        assert_eq!(
+            first.map(|b| b[0]),
+            Some(2),
+            "written before the dictionary"
+        );
+        drop(store);
+
+        // Compacting compresses the records written before it with the dictionary too.
+        compact(&path).expect("compact");
+        let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("compacted");
+        for entry in store.trees().unwrap().items.iter() {
+            let (key, bytes) = entry.unwrap();
+            assert_eq!(bytes[0], 3, "{key:?} not compressed with the dictionary");
+        }
         reads_back(&store);
     }
 

@@ -189,7 +189,7 @@ impl SledEngine {
     /// Trains the store's item dictionary once it holds [`item_record::DICTIONARY_AFTER`]
     /// items and has none, from the newest; later records are compressed with it. A failure
     /// is logged and tried again at the next poll.
-    fn train_dictionary_if_due(&self, trees: &Trees) {
+    pub(super) fn train_dictionary_if_due(&self, trees: &Trees) {
         if trees.dictionary().is_some() || trees.items.len() < item_record::DICTIONARY_AFTER {
             return;
         }
