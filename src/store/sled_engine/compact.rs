@@ -1,0 +1,65 @@
+//! `feedmux compact`: the store copied, tree by tree, into fresh files that hold only live
+//! records (sled never gives the space of deleted ones back to the file system), item records
+//! compressed with the store's dictionary on the way; the fresh files then replace the old.
+
+use super::*;
+
+/// Rewrites the store at `path` into fresh files holding only live records (see
+/// [`super::Store::compact`]).
+pub(in crate::store) fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
+    let old = SledEngine::open(path, DEFAULT_CACHE_BYTES)?;
+    let before = old.size_on_disk();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "store".to_owned());
+    let fresh_path = path.with_file_name(format!("{name}.compacting"));
+    let retired_path = path.with_file_name(format!("{name}.before-compacting"));
+    for leftover in [&fresh_path, &retired_path] {
+        if leftover.exists() {
+            std::fs::remove_dir_all(leftover).map_err(|e| io_error(leftover, e))?;
+        }
+    }
+    let fresh = sled::Config::new()
+        .path(&fresh_path)
+        .cache_capacity(DEFAULT_CACHE_BYTES)
+        .flush_every_ms(None)
+        .open()
+        .map_err(|e| open_error(&fresh_path, e))?;
+    let old_trees = old.trees()?;
+    // Item records written before the store had its dictionary are compressed with it on
+    // the way (trained first, if the store is big enough and has none yet).
+    old.train_dictionary_if_due(&old_trees);
+    let dictionary = old_trees.dictionary();
+    for tree_name in old_trees.db.tree_names() {
+        let from = old_trees.db.open_tree(&tree_name)?;
+        let to = fresh.open_tree(&tree_name)?;
+        let recompress = dictionary.is_some() && tree_name.as_ref() == b"items";
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for entry in from.iter() {
+            let (k, v) = entry?;
+            if recompress && !item_record::uses_dictionary(&v) {
+                let item = item_record::decode(&v)?;
+                batch.insert(k, item_record::encode(&item, dictionary));
+            } else {
+                batch.insert(k, v);
+            }
+            in_batch += 1;
+            if in_batch == 256 {
+                to.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        to.apply_batch(batch)?;
+    }
+    fresh.flush()?;
+    drop(fresh);
+    drop(old_trees);
+    drop(old);
+    std::fs::rename(path, &retired_path).map_err(|e| io_error(path, e))?;
+    std::fs::rename(&fresh_path, path).map_err(|e| io_error(&fresh_path, e))?;
+    std::fs::remove_dir_all(&retired_path).map_err(|e| io_error(&retired_path, e))?;
+    let after = SledEngine::open(path, DEFAULT_CACHE_BYTES)?.size_on_disk();
+    Ok((before, after))
+}

@@ -1,0 +1,517 @@
+//! The sled engine's tests: polls written, read back, dropped and upgraded through the
+//! engine's traits, on stores in temporary directories.
+
+use super::*;
+use crate::dedup::fingerprint::Fingerprint;
+use crate::dedup::record::ItemWrite;
+
+fn indexed(n: u8, source: &str, at: DateTime<Utc>) -> IndexedFingerprint {
+    IndexedFingerprint {
+        id: ItemId([n; 16]),
+        record: FingerprintRecord {
+            source: source.into(),
+            published: at,
+            fingerprint: Fingerprint::new("t", ""),
+            keys: vec![7],
+        },
+        replaces: None,
+    }
+}
+
+fn written(
+    n: u8,
+    source: &str,
+    at: DateTime<Utc>,
+    keys: Vec<u32>,
+) -> (ItemWrite, IndexedFingerprint) {
+    let id = ItemId([
+        n,
+        n.wrapping_mul(7),
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+        10,
+        11,
+        12,
+        13,
+        14,
+    ]);
+    let item = Item {
+        id,
+        source: source.into(),
+        guid: format!("g{n}"),
+        url: None,
+        canonical_url: None,
+        title: format!("item {n}"),
+        summary_html: None,
+        content_html: None,
+        authors: vec![],
+        categories: vec![],
+        enclosures: vec![],
+        published: at,
+        updated: None,
+        first_seen: at,
+        modified: at,
+        content_hash: 0,
+        story: id,
+        sanitised: 0,
+    };
+    let mut indexed = indexed(n, source, at);
+    indexed.id = id;
+    indexed.record.keys = keys;
+    let write = ItemWrite {
+        item,
+        previous: None,
+        link: None,
+    };
+    (write, indexed)
+}
+
+/// Writes new items `(n, published, key terms)` of `source` as one poll; returns the plan.
+fn apply_new(
+    store: &SledEngine,
+    source: &str,
+    items: impl Iterator<Item = (u8, DateTime<Utc>, Vec<u32>)>,
+) -> IngestPlan {
+    let mut plan = IngestPlan::default();
+    for (n, at, keys) in items {
+        let (write, indexed) = written(n, source, at, keys);
+        plan.writes.push(write);
+        plan.fingerprints.push(indexed);
+    }
+    apply(store, source, &plan);
+    plan
+}
+
+/// Writes `plan` as a poll of `source` that keeps the default state.
+fn apply(store: &SledEngine, source: &str, plan: &IngestPlan) {
+    let stats = store.ingest_guard();
+    store
+        .apply_poll(source, plan, &[], &[], &SourceState::default(), stats)
+        .expect("apply");
+}
+
+/// An item of `n` with a title and summary of news-like words.
+fn news_item(n: u32) -> Item {
+    let words = [
+        "model",
+        "chips",
+        "release",
+        "benchmark",
+        "open weights",
+        "模型",
+        "发布",
+        "芯片",
+        "融资",
+        "agents",
+    ];
+    let pick =
+        |k: u32| words[(n.wrapping_mul(2654435761).rotate_left(k) % words.len() as u32) as usize];
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(&n.to_le_bytes());
+    id[4] = 0xD1;
+    let id = ItemId(id);
+    Item {
+        id,
+        source: "news".into(),
+        guid: format!("https://news.example/{n}"),
+        url: Some(format!("https://news.example/{n}")),
+        canonical_url: None,
+        title: format!("{} {} {} number {n}", pick(1), pick(5), pick(9)),
+        summary_html: Some(format!(
+            "<p>The <b>{}</b> of {} was announced today, {} and {} as reported, 第{n}期: {} {}.</p>",
+            pick(2), pick(3), pick(4), pick(6), pick(7), pick(8)
+        )),
+        content_html: None,
+        authors: vec![],
+        categories: vec![],
+        enclosures: vec![],
+        published: Utc::now(),
+        updated: None,
+        first_seen: Utc::now(),
+        modified: Utc::now(),
+        content_hash: u64::from(n),
+        story: id,
+        sanitised: 0,
+    }
+}
+
+/// Once the store holds `DICTIONARY_AFTER` items it trains its item dictionary: records
+/// written after it are compressed with it (format 3) and smaller than without, and every
+/// item reads back the same, also once the store is opened again.
+#[test]
+fn a_store_trains_its_item_dictionary_and_reads_every_item_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s");
+    let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store");
+    let poll = |store: &SledEngine, from: u32, to: u32| {
+        let mut plan = IngestPlan::default();
+        for n in from..to {
+            plan.writes.push(ItemWrite {
+                item: news_item(n),
+                previous: None,
+                link: None,
+            });
+        }
+        apply(store, "news", &plan);
+    };
+    let after = item_record::DICTIONARY_AFTER as u32;
+    poll(&store, 0, after - 1);
+    assert_eq!(
+        store.trees().unwrap().dictionary(),
+        None,
+        "trained too early"
+    );
+    poll(&store, after - 1, after + 200);
+    assert!(
+        store.trees().unwrap().dictionary().is_some(),
+        "no dictionary"
+    );
+    poll(&store, after + 200, after + 300);
+    let trees = store.trees().unwrap();
+    for n in after + 200..after + 300 {
+        let bytes = trees.items.get(news_item(n).id.0).unwrap().expect("stored");
+        assert_eq!(bytes[0], 3, "item {n} not compressed with the dictionary");
+        assert!(bytes.len() < item_record::encode(&news_item(n), None).len());
+    }
+    drop(trees);
+    let reads_back = |store: &SledEngine| {
+        for n in 0..after + 300 {
+            let item = store.item(news_item(n).id).unwrap().expect("stored");
+            assert_eq!(item.title, news_item(n).title);
+            assert_eq!(item.summary_html, news_item(n).summary_html);
+        }
+    };
+    reads_back(&store);
+    drop(store);
+    let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("reopen");
+    assert!(store.trees().unwrap().dictionary().is_some());
+    reads_back(&store);
+    let first = store.trees().unwrap().items.get(news_item(0).id.0).unwrap();
+    assert_eq!(
+        first.map(|b| b[0]),
+        Some(2),
+        "written before the dictionary"
+    );
+    drop(store);
+
+    // Compacting compresses the records written before it with the dictionary too.
+    compact(&path).expect("compact");
+    let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("compacted");
+    for entry in store.trees().unwrap().items.iter() {
+        let (key, bytes) = entry.unwrap();
+        assert_eq!(bytes[0], 3, "{key:?} not compressed with the dictionary");
+    }
+    reads_back(&store);
+}
+
+/// Items published more than `dedup.index_age` ago are matched by link only: a poll does
+/// not index them, dropping the index of items that reach the age removes their entries
+/// and nothing else, a reopened store still indexes nothing older than that, and a longer
+/// age lets polls index older items again.
+#[test]
+fn the_text_index_reaches_back_only_to_its_age() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s");
+    let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store");
+    let now = Utc::now();
+    let days = chrono::Duration::days;
+    let window = std::time::Duration::from_secs(72 * 3600);
+    // Items 0-4 published 40 days ago, 5-9 20 days ago, 10-14 a day ago; item n's only
+    // key term is 1000 + n.
+    let age_of = |n: u8| days([40, 20, 1][usize::from(n / 5)]);
+    let mut plan = IngestPlan {
+        index_from: Some(now - days(30)),
+        ..IngestPlan::default()
+    };
+    let mut ids = Vec::new();
+    for n in 0..15u8 {
+        let (write, indexed) = written(n, "a", now - age_of(n), vec![1000 + u32::from(n)]);
+        ids.push(write.item.id);
+        plan.writes.push(write);
+        plan.fingerprints.push(indexed);
+    }
+    apply(&store, "a", &plan);
+    let found = |store: &SledEngine, n: u8| {
+        let hits = store
+            .candidates(&[1000 + u32::from(n)], now - age_of(n), window, 32, "b")
+            .expect("candidates");
+        hits.iter().any(|(id, _)| *id == ids[usize::from(n)])
+    };
+    let count = |store: &SledEngine, tree: &str| {
+        store
+            .record_counts()
+            .into_iter()
+            .find(|(name, _)| *name == tree)
+            .map(|(_, n)| n)
+    };
+    assert_eq!(count(&store, "fingerprints"), Some(10));
+    assert_eq!(count(&store, "key_terms"), Some(10));
+    assert!(!found(&store, 2) && found(&store, 7) && found(&store, 12));
+
+    // Ten days later than the poll's cut, the 20-day-old items go too.
+    assert_eq!(
+        store.drop_text_index_before(now - days(10)).expect("drop"),
+        5
+    );
+    assert_eq!(count(&store, "fingerprints"), Some(5));
+    assert_eq!(count(&store, "key_terms"), Some(5));
+    assert_eq!(count(&store, "items"), Some(15), "items stay");
+    assert!(!found(&store, 7) && found(&store, 12));
+    assert!(store.fingerprint(ids[7]).expect("read").is_none());
+    assert_eq!(
+        store.drop_text_index_before(now - days(10)).expect("again"),
+        0
+    );
+
+    // After a reopen, a poll planned without an age still indexes nothing older.
+    drop(store);
+    let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("reopen");
+    apply_new(
+        &store,
+        "c",
+        [
+            (20, now - days(15), vec![1020]),
+            (21, now - days(5), vec![1021]),
+        ]
+        .into_iter(),
+    );
+    assert_eq!(count(&store, "fingerprints"), Some(6));
+    assert_eq!(count(&store, "items"), Some(17));
+
+    // The age made longer (60 days): items of 40 days are indexed again when polled.
+    assert_eq!(
+        store.drop_text_index_before(now - days(60)).expect("drop"),
+        0
+    );
+    apply_new(&store, "c", [(22, now - days(40), vec![1022])].into_iter());
+    assert_eq!(count(&store, "fingerprints"), Some(7));
+}
+
+#[test]
+fn a_checkpoint_reopens_only_when_due_and_unused_and_keeps_everything() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledEngine::open(&dir.path().join("s"), DEFAULT_CACHE_BYTES).expect("store");
+    let now = Utc::now();
+    let plan = apply_new(&store, "a", (0..10).map(|n| (n, now, vec![u32::from(n)])));
+    assert!(
+        !store.checkpoint_if_due().expect("checkpoint"),
+        "not due yet"
+    );
+    let in_use = store.trees().expect("open");
+    assert!(!store.checkpoint_after(1).expect("checkpoint"), "in use");
+    drop(in_use);
+    assert!(
+        store.checkpoint_after(1).expect("checkpoint"),
+        "due and unused"
+    );
+    assert!(
+        !store.checkpoint_after(1).expect("checkpoint"),
+        "the count starts again"
+    );
+    assert_eq!(store.item_count(), 10);
+    for write in &plan.writes {
+        assert!(store.item(write.item.id).expect("read").is_some());
+    }
+}
+
+/// A source's quota deletes that source's oldest items, with tombstones, and no other
+/// source's.
+#[test]
+fn a_source_over_its_quota_loses_its_own_oldest_items_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledEngine::open(&dir.path().join("s"), DEFAULT_CACHE_BYTES).expect("store");
+    let now = Utc::now();
+    let hours_ago = |n: u8| now - chrono::Duration::hours(i64::from(n));
+    let flood = apply_new(&store, "flood", (0..10).map(|n| (n, hours_ago(n), vec![])));
+    apply_new(
+        &store,
+        "quiet",
+        (20..23).map(|n| (n, hours_ago(n + 10), vec![])),
+    );
+    assert_eq!(store.prune_source("flood", 4, now).expect("prune"), 6);
+    let titles = |source: &str| -> Vec<String> {
+        let items = store.source_items(source, 100).expect("items");
+        items.into_iter().map(|i| i.title).collect()
+    };
+    assert_eq!(titles("flood"), ["item 0", "item 1", "item 2", "item 3"]);
+    assert_eq!(titles("quiet"), ["item 20", "item 21", "item 22"]);
+    assert_eq!(store.source_state("flood").expect("state").item_count, 4);
+    assert_eq!(store.item_count(), 7);
+    let oldest = flood.writes[9].item.id;
+    assert!(store.is_pruned("flood", oldest).expect("tombstone"));
+    assert_eq!(store.prune_source("flood", 4, now).expect("prune"), 0);
+}
+
+/// Source states are kept in memory, but every write reaches sled: a store opened again
+/// reads what was written, and a state-only write keeps the count that a poll and a
+/// prune set, not the one in the state its caller read before them.
+#[test]
+fn source_states_kept_in_memory_are_written_through() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s");
+    let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store");
+    let now = Utc::now();
+    let read_before_poll = store.source_state("a").expect("state");
+    let hours_ago = |n: u8| now - chrono::Duration::hours(i64::from(n));
+    apply_new(&store, "a", (0..4).map(|n| (n, hours_ago(n), vec![])));
+    assert_eq!(store.source_state("a").expect("state").item_count, 4);
+    let lost = store.prune(None, Some(3), now).expect("prune");
+    assert_eq!(lost.get("a"), Some(&1));
+    let polled = SourceState {
+        etag: Some("\"v2\"".into()),
+        last_poll: Some(now),
+        ..read_before_poll
+    };
+    store.put_source_state("a", polled.clone()).expect("put");
+    let expected = SourceState {
+        item_count: 3,
+        ..polled
+    };
+    assert_eq!(store.source_state("a").expect("state"), expected);
+    store.flush().expect("flush");
+    drop(store);
+    let again = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store opened again");
+    assert_eq!(again.source_state("a").expect("state"), expected);
+    assert_eq!(
+        again.source_state("b").expect("state"),
+        SourceState::default()
+    );
+}
+
+/// Polls of different sources write their states side by side, with readers beside
+/// them: each source's last write is what memory and, after a reopen, sled hold.
+#[test]
+fn states_written_side_by_side_each_keep_their_last_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s");
+    let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store");
+    let state_of = |round: u32| SourceState {
+        consecutive_failures: round,
+        ..SourceState::default()
+    };
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let store = &store;
+            scope.spawn(move || {
+                for round in 0..200 {
+                    for source in [format!("own-{t}"), "shared".to_owned()] {
+                        store
+                            .put_source_state(&source, state_of(round))
+                            .expect("put");
+                        store.source_state(&source).expect("read");
+                    }
+                }
+            });
+        }
+    });
+    let expect_all = |store: &SledEngine| {
+        for t in 0..4 {
+            let state = store.source_state(&format!("own-{t}")).expect("state");
+            assert_eq!(state, state_of(199), "own-{t}");
+        }
+        assert_eq!(store.source_state("shared").expect("state"), state_of(199));
+    };
+    expect_all(&store);
+    store.flush().expect("flush");
+    drop(store);
+    expect_all(&SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store opened again"));
+}
+
+/// Whatever part of the window memory holds, lookups find what sled alone finds.
+#[test]
+fn lookups_through_memory_find_what_sled_finds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledEngine::open(&dir.path().join("s"), DEFAULT_CACHE_BYTES).expect("store");
+    let now = Utc::now();
+    let window = std::time::Duration::from_secs(72 * 3600);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let sources = ["a", "b", "c"];
+    // Two polls: the first before the index is warm, the second after.
+    for poll in 0..2u8 {
+        let mut plan = IngestPlan::default();
+        for k in 0..60u8 {
+            let n = poll * 60 + k;
+            let hours = (next() % 200) as i64 - 20; // some in the future, most in the past
+            let keys = (0..3).map(|_| (next() % 6) as u32).collect();
+            let (write, indexed) = written(
+                n,
+                sources[n as usize % 3],
+                now - chrono::Duration::hours(hours),
+                keys,
+            );
+            plan.writes.push(write);
+            plan.fingerprints.push(indexed);
+        }
+        apply(&store, "a", &plan);
+        if poll == 0 {
+            store.candidates(&[0], now, window, 8, "x").expect("warm");
+        }
+    }
+    let lookups: Vec<(Vec<u32>, DateTime<Utc>, &str)> = (0..40)
+        .map(|k| {
+            let at = now - chrono::Duration::hours((next() % 150) as i64);
+            (vec![k % 6, (k + 1) % 6], at, sources[k as usize % 3])
+        })
+        .collect();
+    let answers = |store: &SledEngine| -> Vec<Vec<(ItemId, usize)>> {
+        lookups
+            .iter()
+            .map(|(terms, at, source)| {
+                let mut found = store
+                    .candidates(terms, *at, window, 8, source)
+                    .expect("lookup");
+                found.sort();
+                found
+            })
+            .collect()
+    };
+    let warm = answers(&store);
+    store.keep_recent_in_memory(0);
+    let sled_only = answers(&store);
+    store.keep_recent_in_memory(25);
+    let partly = answers(&store);
+    assert!(sled_only.iter().any(|found| found.len() > 3));
+    for (k, (a, b)) in warm.iter().zip(&sled_only).enumerate() {
+        assert_eq!(a, b, "lookup {k}: {:?}", lookups[k]);
+    }
+    assert_eq!(partly, sled_only);
+}
+
+#[test]
+fn a_prolific_source_does_not_crowd_others_out_of_the_candidates() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledEngine::open(&dir.path().join("s"), DEFAULT_CACHE_BYTES).expect("store");
+    let now = Utc::now();
+    let mut plan = IngestPlan::default();
+    plan.fingerprints
+        .push(indexed(200, "other", now - chrono::Duration::hours(2)));
+    for n in 0..40 {
+        plan.fingerprints.push(indexed(n, "busy", now));
+    }
+    let stats = store.ingest_guard();
+    store
+        .apply_poll("busy", &plan, &[], &[], &SourceState::default(), stats)
+        .expect("apply");
+    let window = std::time::Duration::from_secs(72 * 3600);
+    let found = store
+        .candidates(&[7], now, window, 32, "busy")
+        .expect("lookup");
+    assert_eq!(found, vec![(ItemId([200; 16]), 1)]);
+    let from_elsewhere = store
+        .candidates(&[7], now, window, 32, "new")
+        .expect("lookup");
+    assert_eq!(from_elsewhere.len(), 32);
+}
