@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::{self, HeaderValue};
 use reqwest::{redirect, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -38,8 +38,11 @@ use crate::config::PollConfig;
 use crate::redact;
 
 pub mod address;
+mod headers;
 
 use address::{AddressPolicy, GuardedResolver, Refused};
+pub use headers::retry_after;
+use headers::{header_text, header_value, http_date, max_age, server_time};
 
 /// The User-Agent sent with every request.
 pub const USER_AGENT: &str = concat!(
@@ -512,69 +515,6 @@ fn regular_file(path: &Path, file_type: FileType) -> Result<(), FetchError> {
     })
 }
 
-fn header_value(text: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(text).ok()
-}
-
-fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-}
-
-/// `Date` plus `Age` (seconds a cache held the answer): the server's time when it answered.
-fn server_time(headers: &HeaderMap) -> Option<DateTime<Utc>> {
-    let date = http_date(headers, header::DATE)?;
-    let age = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(0);
-    date.checked_add_signed(chrono::Duration::seconds(i64::from(age)))
-}
-
-fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<DateTime<Utc>> {
-    let text = header_text(headers, name)?;
-    httpdate::parse_http_date(&text)
-        .ok()
-        .map(DateTime::<Utc>::from)
-}
-
-/// `Cache-Control: max-age=N` (ignored with `no-cache` or `no-store`).
-fn max_age(headers: &HeaderMap) -> Option<Duration> {
-    let text = header_text(headers, header::CACHE_CONTROL)?.to_ascii_lowercase();
-    let mut age = None;
-    for directive in text.split(',').map(str::trim) {
-        if directive == "no-cache" || directive == "no-store" {
-            return None;
-        }
-        if let Some(n) = directive.strip_prefix("max-age=") {
-            age = n
-                .trim_matches('"')
-                .parse::<u64>()
-                .ok()
-                .map(Duration::from_secs);
-        }
-    }
-    age
-}
-
-/// `Retry-After`, in seconds or as an HTTP date, as a time after `now`.
-pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let text = header_text(headers, header::RETRY_AFTER)?;
-    if let Ok(seconds) = text.parse::<u64>() {
-        let seconds = i64::try_from(seconds).ok()?.min(365 * 86_400);
-        return Some(now + chrono::Duration::seconds(seconds));
-    }
-    httpdate::parse_http_date(&text)
-        .ok()
-        .map(DateTime::<Utc>::from)
-        .filter(|t| *t > now)
-}
-
 /// The resolver's refusal, somewhere in the chain of causes of a request's error.
 fn refusal_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
     let mut cause = Some(e);
@@ -600,66 +540,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
-
-    #[test]
-    fn the_servers_time_is_its_date_plus_a_caches_age() {
-        let date = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
-            .unwrap()
-            .to_utc();
-        let sent = [("date", "Thu, 26 Nov 2026 12:00:00 GMT")];
-        assert_eq!(server_time(&headers(&sent)), Some(date));
-        let cached = [("date", "Thu, 26 Nov 2026 12:00:00 GMT"), ("age", "300")];
-        assert_eq!(
-            server_time(&headers(&cached)),
-            Some(date + chrono::Duration::minutes(5))
-        );
-        let odd_age = [("date", "Thu, 26 Nov 2026 12:00:00 GMT"), ("age", "soon")];
-        assert_eq!(server_time(&headers(&odd_age)), Some(date));
-        assert_eq!(server_time(&headers(&[("date", "yesterday")])), None);
-        assert_eq!(server_time(&headers(&[])), None);
-    }
-
-    #[test]
-    fn retry_after_in_seconds_and_as_a_date() {
-        let now = DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
-            .unwrap()
-            .to_utc();
-        assert_eq!(
-            retry_after(&headers(&[("retry-after", "120")]), now),
-            Some(now + chrono::Duration::seconds(120))
-        );
-        assert_eq!(
-            retry_after(
-                &headers(&[("retry-after", "Thu, 26 Nov 2026 12:00:00 GMT")]),
-                now
-            ),
-            Some(now + chrono::Duration::hours(2))
-        );
-        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
-    }
-
-    #[test]
-    fn max_age_is_read_unless_caching_is_refused() {
-        assert_eq!(
-            max_age(&headers(&[("cache-control", "public, max-age=3600")])),
-            Some(Duration::from_secs(3600))
-        );
-        assert_eq!(
-            max_age(&headers(&[("cache-control", "no-cache, max-age=60")])),
-            None
-        );
-    }
 }

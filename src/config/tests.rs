@@ -1,0 +1,209 @@
+//! config's tests: defaults filled, values parsed, and each mistake named with its place in
+//! the file.
+
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(Path::new("t.toml"), text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(
+        Path::new("config/x.toml"),
+        "[[source]]\nname = \"a\"\nurl = \"https://example.com/feed\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(c.server.base_url, "http://127.0.0.1:8080");
+    assert_eq!(c.sources[0].schedule.text, DEFAULT_SCHEDULE);
+    assert_eq!(c.storage.path, PathBuf::from(DEFAULT_STORE_PATH));
+}
+
+#[test]
+fn websub_hub_is_optional_strict_and_located() {
+    let source = "[[source]]\nname = \"a\"\nurl = \"https://example.com/feed\"\n";
+    let c = parse(Path::new("t.toml"), source).unwrap();
+    assert!(c.websub.is_none());
+    let c = parse(
+        Path::new("t.toml"),
+        &format!("[websub]\nhub = \"https://hub.example/\"\n{source}"),
+    )
+    .unwrap();
+    assert_eq!(c.websub.unwrap().hub.as_str(), "https://hub.example/");
+    let e = errors(&format!("[websub]\nhub = \"ftp://hub.example/\"\n{source}"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.toml:2:7: invalid websub hub"), "{e:?}");
+    let e = errors(&format!(
+        "[websub]\nhub = \"https://h/\"\nlease = 3\n{source}"
+    ));
+    assert!(e.len() == 1 && e[0].contains("lease"), "{e:?}");
+    let e = errors(&format!("[websub]\n{source}"));
+    assert!(e.len() == 1 && e[0].contains("hub"), "{e:?}");
+}
+
+#[test]
+fn a_dedup_model_that_cannot_be_loaded_is_a_located_config_error() {
+    let source = "[[source]]\nname = \"a\"\nurl = \"https://example.com/feed\"\n";
+    let c = parse(Path::new("t.toml"), source).unwrap();
+    assert!(c.dedup.model.is_none());
+    assert_eq!(
+        c.dedup.meaning_threshold,
+        crate::dedup::DEFAULT_MEANING_THRESHOLD
+    );
+    let e = errors(&format!("[dedup]\nmodel = \"no-such-model.bin\"\n{source}"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:2:9: dedup.model no-such-model.bin: cannot read the model file"),
+        "{e:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("page.html"), "<html>404</html>").unwrap();
+    let e = match parse(
+        &dir.path().join("t.toml"),
+        &format!("[dedup]\nmodel = \"page.html\"\n{source}"),
+    ) {
+        Ok(_) => panic!("an HTML page is no model"),
+        Err(e) => e.0[0].to_string(),
+    };
+    assert!(e.contains("not an E5S1 model file"), "{e}");
+    let e = errors(&format!("[dedup]\nmeaning_threshold = 1.5\n{source}"));
+    assert!(e.len() == 1 && e[0].contains("meaning_threshold"), "{e:?}");
+}
+
+#[test]
+fn dedup_index_age_defaults_to_30_days_and_reaches_at_least_the_window() {
+    let source = "[[source]]\nname = \"a\"\nurl = \"https://example.com/feed\"\n";
+    let c = parse(Path::new("t.toml"), source).unwrap();
+    assert_eq!(c.dedup.index_age, Duration::from_secs(30 * 86_400));
+    let c = parse(
+        Path::new("t.toml"),
+        &format!("[dedup]\nindex_age = \"1y\"\n{source}"),
+    )
+    .unwrap();
+    assert!(c.dedup.index_age > Duration::from_secs(365 * 86_400));
+    let e = errors(&format!("[dedup]\nindex_age = \"2d\"\n{source}"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "t.toml:2:13: dedup.index_age (2days) must be at least dedup.window (3days)"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&format!("[dedup]\nwindow = \"40d\"\n{source}"));
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:2:10: dedup.index_age (30days)"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let e = errors("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("t.toml:3:1: "), "{e:?}");
+    assert!(e[0].contains("listen_port"), "{e:?}");
+}
+
+#[test]
+fn bad_cron_regex_and_reference_are_all_reported() {
+    let text = "[[source]]\nname = \"a\"\nurl = \"https://example.com/\"\nschedule = \"every minute\"\n\n[[feed]]\nname = \"f\"\nsources = [\"a\", \"nope\"]\ninclude_regex = [\"(unclosed\"]\n";
+    let e = errors(text);
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:4:12: invalid cron schedule"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("t.toml:8:17: feed \"f\" names unknown source \"nope\""),
+        "{e:?}"
+    );
+    assert!(e[2].starts_with("t.toml:9:18: invalid regex"), "{e:?}");
+}
+
+#[test]
+fn duplicate_names_and_bad_urls() {
+    let text = "[[source]]\nname = \"a\"\nurl = \"ftp://x/\"\n[[source]]\nname = \"a\"\nurl = \"https://e.com/\"\n";
+    let e = errors(text);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].contains("unsupported URL scheme"), "{e:?}");
+    assert!(
+        e[1].starts_with("t.toml:5:8: duplicate source name"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn relative_file_url_resolves_against_config_dir() {
+    let url = parse_source_url("file:samples/a.xml", Path::new("/etc/feedmux")).unwrap();
+    assert_eq!(url.as_str(), "file:///etc/feedmux/samples/a.xml");
+}
+
+#[test]
+fn tags_select_sources() {
+    let text = "[[source]]\nname = \"a\"\nurl = \"https://a.com/\"\ntags = [\"zh\"]\n[[source]]\nname = \"b\"\nurl = \"https://b.com/\"\ntags = [\"en\"]\n[[feed]]\nname = \"zh\"\ntags = [\"zh\"]\n";
+    let c = parse(Path::new("t.toml"), text).unwrap();
+    assert_eq!(c.feeds[0].sources, vec!["a".to_owned()]);
+}
+
+#[test]
+fn sizes_parse() {
+    assert_eq!(parse_size("10MiB"), Some(10 << 20));
+    assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+    assert_eq!(parse_size("1000"), Some(1000));
+    assert_eq!(parse_size("ten"), None);
+}
+
+#[test]
+fn the_store_cache_size_is_a_size_with_a_default() {
+    let source = "[[source]]\nname = \"a\"\nurl = \"https://a.com/\"\n";
+    let c = parse(Path::new("t.toml"), source).unwrap();
+    assert_eq!(c.storage.cache_bytes, crate::store::DEFAULT_CACHE_BYTES);
+    let text = format!("[storage]\ncache_size = \"8MiB\"\n{source}");
+    let c = parse(Path::new("t.toml"), &text).unwrap();
+    assert_eq!(c.storage.cache_bytes, 8 << 20);
+    let e = errors(&format!("[storage]\ncache_size = \"lots\"\n{source}"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:2:14: invalid size \"lots\""),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_feeds_balance_keys_are_read_and_bad_values_name_the_key_and_feed() {
+    let source = "[[source]]\nname = \"a\"\nurl = \"https://a.com/\"\n";
+    let text = format!(
+        "{source}[[feed]]\nname = \"f\"\nmax_per_source = 20\nmax_age = \"7d\"\nmatch_in = \"title\"\n[[feed]]\nname = \"g\"\n"
+    );
+    let c = parse(Path::new("t.toml"), &text).unwrap();
+    let (f, g) = (&c.feeds[0], &c.feeds[1]);
+    assert_eq!(f.max_per_source, Some(20));
+    assert_eq!(f.max_age, Some(Duration::from_secs(7 * 24 * 3600)));
+    assert_eq!(f.match_in, MatchIn::Title);
+    assert_eq!(
+        (g.max_per_source, g.max_age, g.match_in),
+        (None, None, MatchIn::All)
+    );
+    assert_ne!(f.selection_fingerprint(), g.selection_fingerprint());
+
+    let e = errors(&format!(
+        "{source}[[feed]]\nname = \"arxiv\"\nmax_per_source = 0\nmax_age = \"a week\"\nmatch_in = \"body\"\n"
+    ));
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:6:18: feed \"arxiv\": max_per_source must be at least 1"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("t.toml:7:11: feed \"arxiv\": invalid max_age \"a week\""),
+        "{e:?}"
+    );
+    assert!(
+        e[2].starts_with("t.toml:8:12: feed \"arxiv\": match_in must be \"title\" or \"all\""),
+        "{e:?}"
+    );
+}
