@@ -92,6 +92,8 @@ const TEXT_INDEX_FROM_KEY: &[u8] = b"text_index_from";
 const POLLS_WRITTEN_KEY: &[u8] = b"polls_written";
 /// In `meta`: the id of the dictionary new item records are compressed with (4 bytes).
 const ITEM_DICTIONARY_KEY: &[u8] = b"item_dictionary";
+/// In `meta`: how many items the store held when its current dictionary was trained (8 bytes).
+const ITEM_DICTIONARY_ITEMS_KEY: &[u8] = b"item_dictionary_items";
 /// In `meta`, followed by a dictionary's id: the dictionary (every one the store used).
 const ITEM_DICTIONARY_PREFIX: &[u8] = b"item_dictionary/";
 /// Beside sled's files: the count of polls written that the last flush made durable.
@@ -160,6 +162,11 @@ struct Trees {
     path: PathBuf,
     /// The dictionary new item records are compressed with (`item_record`), once trained.
     item_dictionary: RwLock<Option<u32>>,
+    /// How many items the store held when its current dictionary was trained.
+    dictionary_items: std::sync::atomic::AtomicUsize,
+    /// Polls that wrote items between two looks at whether a new dictionary is due
+    /// (`item_record::RETRAIN_CHECK_EVERY`; tests look at every poll).
+    dictionary_check_every: std::sync::atomic::AtomicU64,
     /// Held while the dictionary is trained, so that two polls do not both train one; holds
     /// the item count of the last failed try (the next waits until the store doubled).
     training: Mutex<usize>,
@@ -227,6 +234,16 @@ fn load_dictionaries(trees: &Trees) -> Result<(), StoreError> {
             .item_dictionary
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(id);
+        let trained_at = trees
+            .meta
+            .get(ITEM_DICTIONARY_ITEMS_KEY)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(item_record::DICTIONARY_AFTER, |b| {
+                u64::from_le_bytes(b) as usize
+            });
+        trees
+            .dictionary_items
+            .store(trained_at, std::sync::atomic::Ordering::Release);
     }
     Ok(())
 }
@@ -474,6 +491,8 @@ fn open_trees_unguarded(path: &Path, cache_bytes: u64) -> Result<Trees, StoreErr
         path: path.to_owned(),
         item_dictionary: RwLock::new(None),
         training: Mutex::new(0),
+        dictionary_items: std::sync::atomic::AtomicUsize::new(0),
+        dictionary_check_every: std::sync::atomic::AtomicU64::new(item_record::RETRAIN_CHECK_EVERY),
         db,
     })
     .and_then(|trees| {

@@ -10,8 +10,8 @@
 //! context; a dictionary of 64 KB trained on the store's own items holds the markup, field
 //! names and phrases its sources repeat. On the XML of 6,559 items of the real feeds of the
 //! shared corpus (half to train on, half to compress) it gave 0.66 of the size without one.
-//! A store trains it once, from its newest items, when it first holds [`DICTIONARY_AFTER`]
-//! items; records written before stay as they are until `feedmux compact` compresses them with
+//! A store trains it from its newest items when it first holds [`DICTIONARY_AFTER`] items,
+//! and again whenever it has grown [`RETRAIN_GROWTH`] times since (its sources change); records written before stay as they are until `feedmux compact` compresses them with
 //! it. Every dictionary a store used stays in its
 //! `meta` tree, and [`register`] makes them known to this process (by an id derived from
 //! their bytes).
@@ -34,6 +34,11 @@ const HEADER: usize = 9;
 const DICTIONARY_HEADER: usize = 13;
 /// Items a store holds before it trains its dictionary.
 pub const DICTIONARY_AFTER: usize = 1_000;
+/// A store trains a new dictionary each time it has grown this many times since the last.
+pub const RETRAIN_GROWTH: usize = 8;
+/// Once a store has a dictionary, whether another is due is looked at every this many polls
+/// that wrote items (counting the items reads the whole tree).
+pub const RETRAIN_CHECK_EVERY: u64 = 256;
 /// Items the dictionary is trained on at most (the newest).
 pub const DICTIONARY_SAMPLES: usize = 2_000;
 /// The dictionary's size: 64 KB compressed the corpus's items to 0.66, 16 KB to 0.72.

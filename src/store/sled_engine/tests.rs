@@ -515,3 +515,66 @@ fn a_prolific_source_does_not_crowd_others_out_of_the_candidates() {
         .expect("lookup");
     assert_eq!(from_elsewhere.len(), 32);
 }
+
+/// A store that has grown `RETRAIN_GROWTH` times since it trained its dictionary trains
+/// another (its sources change); records are compressed with the newest, and the records
+/// of every dictionary read back, also once the store is opened again.
+#[test]
+fn a_grown_store_trains_a_new_dictionary_and_reads_the_old_records_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s");
+    let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store");
+    let poll = |store: &SledEngine, from: u32, to: u32| {
+        let mut plan = IngestPlan::default();
+        for n in from..to {
+            plan.writes.push(ItemWrite {
+                item: news_item(n),
+                previous: None,
+                link: None,
+            });
+        }
+        apply(store, "news", &plan);
+    };
+    let dictionary_of = |store: &SledEngine, n: u32| {
+        let bytes = store.trees().unwrap().items.get(news_item(n).id.0).unwrap();
+        bytes.map(|b| b[1..5].to_vec())
+    };
+    // Looked at after every poll here, not every 256th.
+    store
+        .trees()
+        .unwrap()
+        .dictionary_check_every
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let first = item_record::DICTIONARY_AFTER as u32;
+    poll(&store, 0, first);
+    let trained = store
+        .trees()
+        .unwrap()
+        .dictionary()
+        .expect("a first dictionary");
+    poll(&store, first, first + 10);
+    assert_eq!(
+        dictionary_of(&store, first),
+        Some(trained.to_le_bytes().to_vec())
+    );
+
+    let grown = first * item_record::RETRAIN_GROWTH as u32;
+    for from in (first + 10..grown).step_by(1_000) {
+        poll(&store, from, (from + 1_000).min(grown));
+    }
+    let retrained = store.trees().unwrap().dictionary().expect("a dictionary");
+    assert_ne!(retrained, trained, "no new dictionary at {grown} items");
+    poll(&store, grown, grown + 10);
+    assert_eq!(
+        dictionary_of(&store, grown),
+        Some(retrained.to_le_bytes().to_vec())
+    );
+    drop(store);
+
+    let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("reopen");
+    assert_eq!(store.trees().unwrap().dictionary(), Some(retrained));
+    for n in [0, first - 1, first, first + 5, grown - 1, grown, grown + 9] {
+        let item = store.item(news_item(n).id).unwrap().expect("stored");
+        assert_eq!(item.summary_html, news_item(n).summary_html, "item {n}");
+    }
+}

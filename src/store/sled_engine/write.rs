@@ -187,16 +187,32 @@ impl SledEngine {
     }
 
     /// Trains the store's item dictionary once it holds [`item_record::DICTIONARY_AFTER`]
-    /// items and has none, from the newest; later records are compressed with it. A failure
-    /// is logged and tried again at the next poll.
+    /// items and has none, from the newest, and again each time the store has grown
+    /// [`item_record::RETRAIN_GROWTH`] times since (its sources change); later records are
+    /// compressed with the newest. A failure is logged and tried again once the store doubled.
     pub(super) fn train_dictionary_if_due(&self, trees: &Trees) {
-        if trees.dictionary().is_some() || trees.items.len() < item_record::DICTIONARY_AFTER {
-            return;
-        }
+        use std::sync::atomic::Ordering;
         let Ok(mut failed_at) = trees.training.try_lock() else {
             return; // another poll is training it
         };
-        if trees.dictionary().is_some() || trees.items.len() < failed_at.saturating_mul(2) {
+        let current = trees.dictionary();
+        // Counting items reads the whole tree: once a store has a dictionary (or failed to
+        // train one) it counts at every 256th poll that wrote items.
+        let polls = trees.polls_written.load(Ordering::Acquire);
+        if (current.is_some() || *failed_at > 0)
+            && polls % trees.dictionary_check_every.load(Ordering::Relaxed).max(1) != 0
+        {
+            return;
+        }
+        let items = trees.items.len();
+        let due = match current {
+            None => items >= item_record::DICTIONARY_AFTER,
+            Some(_) => {
+                let trained_at = trees.dictionary_items.load(Ordering::Acquire);
+                items >= trained_at.saturating_mul(item_record::RETRAIN_GROWTH)
+            }
+        };
+        if !due || items < failed_at.saturating_mul(2) {
             return;
         }
         let started = std::time::Instant::now();
@@ -215,7 +231,7 @@ impl SledEngine {
             }
         }
         let Some(dictionary) = item_record::train(&records) else {
-            *failed_at = trees.items.len();
+            *failed_at = items;
             tracing::warn!(
                 samples = records.len(),
                 "cannot train the item dictionary (tried again once the store has doubled); items stay compressed without one"
@@ -229,6 +245,9 @@ impl SledEngine {
                 .meta
                 .insert(dictionary_key(id), dictionary.as_slice())?;
             trees.meta.insert(ITEM_DICTIONARY_KEY, &id.to_le_bytes())?;
+            trees
+                .meta
+                .insert(ITEM_DICTIONARY_ITEMS_KEY, &(items as u64).to_le_bytes())?;
             trees.flush()
         })();
         match stored {
@@ -237,7 +256,9 @@ impl SledEngine {
                     .item_dictionary
                     .write()
                     .unwrap_or_else(|p| p.into_inner()) = Some(id);
+                trees.dictionary_items.store(items, Ordering::Release);
                 tracing::info!(
+                    items,
                     samples = records.len(),
                     bytes = dictionary.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
