@@ -9,11 +9,12 @@ use feedmux::store::Store;
 
 use crate::{config, copy_dir, poll, read_back, render, source, tempdir};
 
-#[tokio::test]
-async fn a_store_written_by_the_last_release_is_upgraded_in_place_and_reads_the_same() {
+/// A copy of the fixture store `name` in a new directory, with the config it was written
+/// with: sources `rss`, `atom` and `rdf` (tests/fixtures/formats) and the feed `all`.
+fn copy_of_fixture(name: &str) -> (tempfile::TempDir, feedmux::config::Config) {
     let dir = tempdir();
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    copy_dir(&fixtures.join("store-v1"), &dir.path().join("store"));
+    copy_dir(&fixtures.join(name), &dir.path().join("store"));
     let file = |name: &str| format!("file://{}", fixtures.join("formats").join(name).display());
     let tables = format!(
         "{}{}{}[[feed]]\nname = \"all\"\n",
@@ -22,6 +23,12 @@ async fn a_store_written_by_the_last_release_is_upgraded_in_place_and_reads_the_
         source("rdf", &file("rss_1.0_spec_1.xml")),
     );
     let config = config(dir.path(), &tables);
+    (dir, config)
+}
+
+#[tokio::test]
+async fn a_store_written_by_the_last_release_is_upgraded_in_place_and_reads_the_same() {
+    let (_dir, config) = copy_of_fixture("store-v1");
 
     // Read as it is, before the upgrade: the old records are JSON.
     let before = read_back(&render(&config, "all", Format::Atom));
@@ -50,17 +57,7 @@ async fn a_store_written_by_the_last_release_is_upgraded_in_place_and_reads_the_
 /// found again under each of its key terms, from the index in memory.
 #[tokio::test]
 async fn a_version_2_store_finds_every_item_by_its_key_terms_from_memory() {
-    let dir = tempdir();
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    copy_dir(&fixtures.join("store-v2"), &dir.path().join("store"));
-    let file = |name: &str| format!("file://{}", fixtures.join("formats").join(name).display());
-    let tables = format!(
-        "{}{}{}[[feed]]\nname = \"all\"\n",
-        source("rss", &file("rss_2.0_spec_1.xml")),
-        source("atom", &file("atom_spec_1.xml")),
-        source("rdf", &file("rss_1.0_spec_1.xml")),
-    );
-    let config = config(dir.path(), &tables);
+    let (_dir, config) = copy_of_fixture("store-v2");
     let before = read_back(&render(&config, "all", Format::Atom));
     assert_eq!(before.len(), 5, "{before:?}");
 

@@ -42,13 +42,28 @@ fn written(
         13,
         14,
     ]);
-    let item = Item {
+    let item = plain_item(id, source, &format!("g{n}"), &format!("item {n}"), at);
+    let mut indexed = indexed(n, source, at);
+    indexed.id = id;
+    indexed.record.keys = keys;
+    let write = ItemWrite {
+        item,
+        previous: None,
+        link: None,
+    };
+    (write, indexed)
+}
+
+/// An item `id` of `source` with the GUID `guid` and the title `title`, published at `at`,
+/// its own story, and nothing else.
+fn plain_item(id: ItemId, source: &str, guid: &str, title: &str, at: DateTime<Utc>) -> Item {
+    Item {
         id,
         source: source.into(),
-        guid: format!("g{n}"),
+        guid: guid.into(),
         url: None,
         canonical_url: None,
-        title: format!("item {n}"),
+        title: title.into(),
         summary_html: None,
         content_html: None,
         authors: vec![],
@@ -61,16 +76,7 @@ fn written(
         content_hash: 0,
         story: id,
         sanitised: 0,
-    };
-    let mut indexed = indexed(n, source, at);
-    indexed.id = id;
-    indexed.record.keys = keys;
-    let write = ItemWrite {
-        item,
-        previous: None,
-        link: None,
-    };
-    (write, indexed)
+    }
 }
 
 /// Writes new items `(n, published, key terms)` of `source` as one poll; returns the plan.
@@ -117,29 +123,30 @@ fn news_item(n: u32) -> Item {
     id[..4].copy_from_slice(&n.to_le_bytes());
     id[4] = 0xD1;
     let id = ItemId(id);
+    let link = format!("https://news.example/{n}");
     Item {
-        id,
-        source: "news".into(),
-        guid: format!("https://news.example/{n}"),
-        url: Some(format!("https://news.example/{n}")),
-        canonical_url: None,
+        url: Some(link.clone()),
         title: format!("{} {} {} number {n}", pick(1), pick(5), pick(9)),
         summary_html: Some(format!(
             "<p>The <b>{}</b> of {} was announced today, {} and {} as reported, 第{n}期: {} {}.</p>",
             pick(2), pick(3), pick(4), pick(6), pick(7), pick(8)
         )),
-        content_html: None,
-        authors: vec![],
-        categories: vec![],
-        enclosures: vec![],
-        published: Utc::now(),
-        updated: None,
-        first_seen: Utc::now(),
-        modified: Utc::now(),
         content_hash: u64::from(n),
-        story: id,
-        sanitised: 0,
+        ..plain_item(id, "news", &link, "", Utc::now())
     }
+}
+
+/// Writes the new items `from..to` of [`news_item`] as one poll of the source `news`.
+fn poll_news(store: &SledEngine, from: u32, to: u32) {
+    let mut plan = IngestPlan::default();
+    for n in from..to {
+        plan.writes.push(ItemWrite {
+            item: news_item(n),
+            previous: None,
+            link: None,
+        });
+    }
+    apply(store, "news", &plan);
 }
 
 /// Once the store holds `DICTIONARY_AFTER` items it trains its item dictionary: records
@@ -150,30 +157,19 @@ fn a_store_trains_its_item_dictionary_and_reads_every_item_back() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("s");
     let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store");
-    let poll = |store: &SledEngine, from: u32, to: u32| {
-        let mut plan = IngestPlan::default();
-        for n in from..to {
-            plan.writes.push(ItemWrite {
-                item: news_item(n),
-                previous: None,
-                link: None,
-            });
-        }
-        apply(store, "news", &plan);
-    };
     let after = item_record::DICTIONARY_AFTER as u32;
-    poll(&store, 0, after - 1);
+    poll_news(&store, 0, after - 1);
     assert_eq!(
         store.trees().unwrap().dictionary(),
         None,
         "trained too early"
     );
-    poll(&store, after - 1, after + 200);
+    poll_news(&store, after - 1, after + 200);
     assert!(
         store.trees().unwrap().dictionary().is_some(),
         "no dictionary"
     );
-    poll(&store, after + 200, after + 300);
+    poll_news(&store, after + 200, after + 300);
     let trees = store.trees().unwrap();
     for n in after + 200..after + 300 {
         let bytes = trees.items.get(news_item(n).id.0).unwrap().expect("stored");
@@ -524,17 +520,6 @@ fn a_grown_store_trains_a_new_dictionary_and_reads_the_old_records_back() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("s");
     let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store");
-    let poll = |store: &SledEngine, from: u32, to: u32| {
-        let mut plan = IngestPlan::default();
-        for n in from..to {
-            plan.writes.push(ItemWrite {
-                item: news_item(n),
-                previous: None,
-                link: None,
-            });
-        }
-        apply(store, "news", &plan);
-    };
     let dictionary_of = |store: &SledEngine, n: u32| {
         let bytes = store.trees().unwrap().items.get(news_item(n).id.0).unwrap();
         bytes.map(|b| b[1..5].to_vec())
@@ -546,13 +531,13 @@ fn a_grown_store_trains_a_new_dictionary_and_reads_the_old_records_back() {
         .dictionary_check_every
         .store(1, std::sync::atomic::Ordering::Relaxed);
     let first = item_record::DICTIONARY_AFTER as u32;
-    poll(&store, 0, first);
+    poll_news(&store, 0, first);
     let trained = store
         .trees()
         .unwrap()
         .dictionary()
         .expect("a first dictionary");
-    poll(&store, first, first + 10);
+    poll_news(&store, first, first + 10);
     assert_eq!(
         dictionary_of(&store, first),
         Some(trained.to_le_bytes().to_vec())
@@ -560,11 +545,11 @@ fn a_grown_store_trains_a_new_dictionary_and_reads_the_old_records_back() {
 
     let grown = first * item_record::RETRAIN_GROWTH as u32;
     for from in (first + 10..grown).step_by(1_000) {
-        poll(&store, from, (from + 1_000).min(grown));
+        poll_news(&store, from, (from + 1_000).min(grown));
     }
     let retrained = store.trees().unwrap().dictionary().expect("a dictionary");
     assert_ne!(retrained, trained, "no new dictionary at {grown} items");
-    poll(&store, grown, grown + 10);
+    poll_news(&store, grown, grown + 10);
     assert_eq!(
         dictionary_of(&store, grown),
         Some(retrained.to_le_bytes().to_vec())
