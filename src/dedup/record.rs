@@ -178,7 +178,7 @@ impl FingerprintRecord {
 const RECORD_VERSION: u8 = 3;
 
 /// An item's fingerprint to index; for an edited item, the record it replaces.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct IndexedFingerprint {
     pub id: ItemId,
     pub record: FingerprintRecord,
