@@ -15,11 +15,12 @@ use std::sync::Arc;
 use crate::model::{Item, ItemId};
 
 mod engine;
+mod pg_engine;
 mod sled_engine;
 
 pub use engine::{
-    Engine, FeedEntries, FeedEntry, FeedIndex, Health, Ingest, ItemIds, Items, Retention,
-    SourceStates, TextIndex,
+    Engine, FeedEntries, FeedEntry, FeedIndex, Health, Ingest, IngestGuard, ItemIds, Items,
+    PollClaim, Retention, SourceStates, StoreChange, TextIndex,
 };
 pub use sled_engine::{DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 
@@ -41,16 +42,26 @@ pub enum StoreError {
     Damaged { path: PathBuf, reason: String },
     #[error("corrupt record in the store ({what}): {message}")]
     Corrupt { what: &'static str, message: String },
+    /// The database refused or failed a statement (the PostgreSQL engine).
+    #[error("database error: {message}")]
+    Database { message: String },
+    /// No connection to the database could be opened (the PostgreSQL engine): it is down,
+    /// unreachable, or refuses the credentials. Calls succeed again once it is back.
+    #[error("cannot reach the database at {url}: {message}")]
+    Unreachable { url: String, message: String },
 }
 
 impl StoreError {
     /// Whether the engine failed in a way only reopening it clears ([`Health::reopen`]): an
     /// I/O error of sled (a full disk: sled keeps the first one and fails every later flush
-    /// with it), or the store closed after one ([`StoreError::Closed`]).
+    /// with it), the store closed after one ([`StoreError::Closed`]), or a database that
+    /// cannot be reached (whose reopening is checking that it answers again).
     pub fn needs_reopen(&self) -> bool {
         matches!(
             self,
-            StoreError::Sled(sled::Error::Io(_)) | StoreError::Closed { .. }
+            StoreError::Sled(sled::Error::Io(_))
+                | StoreError::Closed { .. }
+                | StoreError::Unreachable { .. }
         )
     }
 }
@@ -107,6 +118,28 @@ impl Store {
     /// reopened.
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let engine = sled_engine::SledEngine::open(path, cache_bytes)?;
+        Ok(Store {
+            engine: Arc::new(engine),
+        })
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/database`)
+    /// and migrates it to this version's schema. A password comes from the URL, or else from
+    /// `PGPASSWORD` or the password file, as libpq finds it; no message shows it.
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        // Only URLs: a key=value connection string could hold a password no redaction finds.
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::Open {
+                path: PathBuf::from("(the [storage] url)"),
+                message: "not a postgres:// URL".to_owned(),
+            });
+        }
+        let shown = crate::redact::url_str(url);
+        let config: postgres::Config = url.parse().map_err(|e| StoreError::Open {
+            path: PathBuf::from(&shown),
+            message: format!("not a PostgreSQL URL: {e}"),
+        })?;
+        let engine = pg_engine::PgEngine::open(config, &shown)?;
         Ok(Store {
             engine: Arc::new(engine),
         })

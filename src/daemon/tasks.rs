@@ -4,6 +4,10 @@
 //! Must not decide when a source is due (that is `schedule`) or how a poll runs (`refresh`).
 
 use super::*;
+use crate::store::PollClaim;
+
+/// How much longer than a poll's timeout its claim lasts (the poll's writes, a slow store).
+const CLAIM_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Shared {
     /// Polls one source, counts the result, re-renders its feeds if anything changed, and
@@ -17,27 +21,86 @@ impl Shared {
     ) -> schedule::Next {
         // Subscribed before the poll: a reopen while it runs ends the wait at once.
         let store_back = self.store_back.subscribe();
-        match self.poll_and_plan(source).await {
+        match self.claim(source).await {
+            Ok(PollClaim::Granted) => {}
+            Ok(PollClaim::PolledElsewhere { next }) => {
+                tracing::debug!(source = %source.name, "polled by another instance since it fell due");
+                self.publisher.set_next_poll(&source.name, next);
+                return schedule::Next::At(next);
+            }
+            Ok(PollClaim::Busy { until }) => {
+                let wait = (until - self.now()).to_std().unwrap_or_default();
+                tracing::debug!(source = %source.name, wait_ms = wait.as_millis() as u64, "another instance is polling it or its host");
+                return schedule::Next::Retry(Box::pin(tokio::time::sleep(wait)));
+            }
+            Err(e) => {
+                error!(source = %source.name, error = %e, "cannot claim the poll in the store");
+                self.store_failed(&e);
+                return self.retry_when_store_is_back(source, store_waits, store_back);
+            }
+        }
+        let polled = self.poll_and_plan(source).await;
+        self.release(source);
+        match polled {
             Ok(next) => {
                 store_waits.store(0, Ordering::Relaxed);
                 self.publisher.set_next_poll(&source.name, next);
                 schedule::Next::At(next)
             }
-            Err(StoreFailed) => {
-                let waits = store_waits
-                    .fetch_add(1, Ordering::Relaxed)
-                    .saturating_add(1);
-                let delay = store_retry_delay(waits);
-                let retry = self.now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                self.publisher.set_next_poll(&source.name, Some(retry));
-                tracing::debug!(
-                    source = %source.name,
-                    delay_ms = delay.as_millis() as u64,
-                    "waiting for the store before polling again (not backed off: the store failed, not the source)"
-                );
-                schedule::Next::Retry(Box::pin(wait_for_store(store_back, delay)))
-            }
+            Err(StoreFailed) => self.retry_when_store_is_back(source, store_waits, store_back),
         }
+    }
+
+    /// Answers that `source` waits for the store before it is polled again: at once when the
+    /// store is back, else after a delay that grows with `store_waits`, the polls the store
+    /// failed in a row (not the source's backoff: the store failed, not the source).
+    fn retry_when_store_is_back(
+        &self,
+        source: &SourceConfig,
+        store_waits: &AtomicU32,
+        store_back: watch::Receiver<u64>,
+    ) -> schedule::Next {
+        let waits = store_waits
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let delay = store_retry_delay(waits);
+        let retry = self.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        self.publisher.set_next_poll(&source.name, Some(retry));
+        tracing::debug!(
+            source = %source.name,
+            delay_ms = delay.as_millis() as u64,
+            "waiting for the store before polling again (not backed off: the store failed, not the source)"
+        );
+        schedule::Next::Retry(Box::pin(wait_for_store(store_back, delay)))
+    }
+
+    /// Claims the poll of `source` in the store: instances sharing a store poll each source
+    /// once per slot, and keep the per-host gap between them. The claim lasts the poll's
+    /// timeout and a margin, so that a claim of an instance that died runs out soon.
+    async fn claim(&self, source: &SourceConfig) -> Result<PollClaim, StoreError> {
+        let config = self.config();
+        let store = self.pipeline.store.clone();
+        let name = source.name.clone();
+        let host = source.url.host_str().map(str::to_owned);
+        let now = self.now();
+        let lease = config.poll.timeout.saturating_add(CLAIM_MARGIN);
+        let gap = config.poll.per_host_interval;
+        tokio::task::spawn_blocking(move || {
+            store.claim_poll(&name, host.as_deref(), now, lease, gap)
+        })
+        .await
+        .unwrap_or(Ok(PollClaim::Granted))
+    }
+
+    /// Lets the claim on `source` go, in the background (a claim kept runs out by itself).
+    fn release(&self, source: &SourceConfig) {
+        let store = self.pipeline.store.clone();
+        let name = source.name.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.release_poll(&name) {
+                tracing::debug!(source = %name, error = %e, "cannot let the poll's claim go");
+            }
+        });
     }
 
     /// [`Shared::poll`]'s work: when the source is next due, or [`StoreFailed`].

@@ -51,6 +51,60 @@ impl FeedEntry {
     }
 }
 
+/// Held from reading the store for a poll's plan until the plan is written
+/// ([`Ingest::ingest_guard`]); derefs to the term statistics, which planning updates. An
+/// engine that several processes share holds a lock of the database's beside, so that polls
+/// of different instances are serialised as polls of one are.
+pub struct IngestGuard<'a> {
+    /// Dropped first: the database's lock goes before the process's, so that the next local
+    /// holder never waits for a lock this one still holds.
+    shared: Option<Box<dyn SharedLock + 'a>>,
+    stats: MutexGuard<'a, TermStats>,
+}
+
+/// A lock an engine holds beside an [`IngestGuard`]'s, let go when dropped.
+pub trait SharedLock {}
+
+impl<'a> IngestGuard<'a> {
+    /// A guard of this process only.
+    pub fn local(stats: MutexGuard<'a, TermStats>) -> IngestGuard<'a> {
+        IngestGuard {
+            shared: None,
+            stats,
+        }
+    }
+
+    /// A guard that also holds `shared`, a lock of the engine's, until it is dropped.
+    pub fn with_shared(
+        stats: MutexGuard<'a, TermStats>,
+        shared: Box<dyn SharedLock + 'a>,
+    ) -> IngestGuard<'a> {
+        IngestGuard {
+            shared: Some(shared),
+            stats,
+        }
+    }
+
+    /// Whether it holds a lock of the engine's beside the process's.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+}
+
+impl std::ops::Deref for IngestGuard<'_> {
+    type Target = TermStats;
+
+    fn deref(&self) -> &TermStats {
+        &self.stats
+    }
+}
+
+impl std::ops::DerefMut for IngestGuard<'_> {
+    fn deref_mut(&mut self) -> &mut TermStats {
+        &mut self.stats
+    }
+}
+
 /// Every concern of a storage engine.
 pub trait Engine:
     Ingest + SourceStates + Items + TextIndex + FeedIndex + Retention + Health + Send + Sync
@@ -62,11 +116,24 @@ impl<T> Engine for T where
 {
 }
 
+/// A change that another process sharing the store wrote ([`Ingest::watch_others`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A poll of `source` wrote items; `stories_merged`: it merged stories, whose other
+    /// members may be in any feed.
+    Source {
+        source: String,
+        stories_merged: bool,
+    },
+    /// Items of any source changed (a prune), or changes may have gone unheard.
+    Everything,
+}
+
 /// Writing a poll's plan, one poll at a time.
 pub trait Ingest {
     /// Serialises ingestion: hold the guard from planning a poll's writes until they are
     /// applied. It holds the term statistics, which planning updates.
-    fn ingest_guard(&self) -> MutexGuard<'_, TermStats>;
+    fn ingest_guard(&self) -> IngestGuard<'_>;
 
     /// Writes one poll: the plan's items and claims, their feed memberships and the source's
     /// new state, durably. `feeds` names every output feed the source belongs to, so that an
@@ -79,8 +146,25 @@ pub trait Ingest {
         feeds: &[String],
         memberships: &[FeedMembership],
         state: &SourceState,
-        term_stats: MutexGuard<'_, TermStats>,
+        term_stats: IngestGuard<'_>,
     ) -> Result<(), StoreError>;
+
+    /// Calls `on_change`, from a thread of the engine's, with each change another process
+    /// sharing the store writes, until the engine is dropped: so that every instance serves
+    /// what any of them polled. An engine that only one process opens never calls it.
+    fn watch_others(&self, on_change: Box<dyn Fn(StoreChange) + Send>);
+}
+
+/// Whether this process may poll a source now ([`SourceStates::claim_poll`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollClaim {
+    /// Poll it: no other process is polling it, none polled it since it fell due, and its
+    /// host was not polled within the gap.
+    Granted,
+    /// Another process polled it since it fell due: by the stored state, it is next due then.
+    PolledElsewhere { next: Option<DateTime<Utc>> },
+    /// Another process is polling it, or its host was polled too recently: ask again then.
+    Busy { until: DateTime<Utc> },
 }
 
 /// Each source's polling state (validators, errors, counts, next due time).
@@ -93,6 +177,23 @@ pub trait SourceStates {
     /// polled again. Its `item_count` is the stored one (such a poll adds no item), so that a
     /// state read before a prune never brings back a stale count.
     fn put_source_state(&self, source: &str, state: SourceState) -> Result<(), StoreError>;
+
+    /// Claims the poll of `source` (on `host`, when it has one) for this process, at `now`,
+    /// for at most `lease`: how processes sharing a store poll each source once per slot and
+    /// keep `host_gap` between the starts of polls of one host. A claim that runs out (its
+    /// process died) is granted to the next that asks. An engine only one process opens
+    /// grants every claim.
+    fn claim_poll(
+        &self,
+        source: &str,
+        host: Option<&str>,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        host_gap: std::time::Duration,
+    ) -> Result<PollClaim, StoreError>;
+
+    /// Lets this process's claim on `source` go (its poll is written).
+    fn release_poll(&self, source: &str) -> Result<(), StoreError>;
 }
 
 /// Reading items, URL claims and story groups.
@@ -184,7 +285,7 @@ pub trait TextIndex {
     /// `version`, forgets the in-memory copy of the old index, and flushes.
     fn finish_text_index_rebuild(
         &self,
-        guard: &mut MutexGuard<'_, TermStats>,
+        guard: &mut IngestGuard<'_>,
         stats: TermStats,
         version: u32,
     ) -> Result<(), StoreError>;

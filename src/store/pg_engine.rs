@@ -15,12 +15,15 @@
 //! ([`TextIndex`]), `feed_index` ([`FeedIndex`]), `prune` ([`Retention`]), `health`
 //! ([`Health`]); beside them `pool`, `schema` and `credentials`. Opening stays here.
 //!
-//! Not yet shared between instances: the ingest guard and the term statistics are each
-//! instance's own (issue 20 goes on with leases and a database-wide guard).
+//! Instances sharing the database: the [`IngestGuard`] holds an advisory lock of the
+//! database's (polls of all instances are planned and written one at a time, so two cannot
+//! both claim one story); each adds the term statistics it counted to the stored ones every
+//! minute; and polls are claimed in `poll_claims` ([`SourceStates::claim_poll`]), with each
+//! host's last poll in `host_polls`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use postgres::Client;
@@ -31,6 +34,7 @@ use crate::model::ItemId;
 use super::engine::*;
 use super::StoreError;
 
+mod changes;
 mod feed_index;
 mod health;
 mod items;
@@ -53,9 +57,16 @@ const TEXT_INDEX_FROM_KEY: &str = "text_index_from";
 const TERM_STATS_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// Rows read per page by the iterators over feeds and items.
 const PAGE: i64 = 500;
+/// Connections of the pool for the engine's calls (calls beyond them wait for one).
+const CONNECTIONS: usize = 4;
+/// The advisory lock that serialises ingestion across instances (held by [`IngestGuard`]).
+const INGEST_LOCK: i64 = 0x6665_6564_6d75_7802;
 
 pub(super) struct PgEngine {
     pool: Pool,
+    /// One connection, that holds the ingest lock of the database ([`INGEST_LOCK`]) while
+    /// an [`IngestGuard`] of this process is held: the lock belongs to a session.
+    lock: Pool,
     /// The database's URL without its password, for messages.
     shown: PathBuf,
     /// Held from reading the store for a poll's plan until the plan is written; guards the
@@ -63,8 +74,24 @@ pub(super) struct PgEngine {
     ingest: Mutex<TermStats>,
     /// When the term statistics were last written.
     term_stats_saved: Mutex<std::time::Instant>,
+    /// The stored term statistics as this process last read or wrote them: what it counted
+    /// since is the difference, which it adds to the stored ones (other instances count too).
+    term_stats_synced: Mutex<TermStats>,
     /// No item published before this (microseconds) has text index entries.
     text_index_from: AtomicI64,
+    /// This process among the instances sharing the database, in poll claims: host name,
+    /// process id and a random part (a restarted process is another instance).
+    instance: String,
+    /// The connection settings, for the listener of other instances' changes.
+    config: postgres::Config,
+    /// Set when the engine is dropped: the listener stops.
+    stop_listening: Arc<AtomicBool>,
+}
+
+impl Drop for PgEngine {
+    fn drop(&mut self) {
+        self.stop_listening.store(true, Ordering::Relaxed);
+    }
 }
 
 impl PgEngine {
@@ -72,11 +99,16 @@ impl PgEngine {
     /// the engine keeps in memory. `shown` is the URL without a password, for messages.
     pub(super) fn open(config: postgres::Config, shown: &str) -> Result<PgEngine, StoreError> {
         let engine = PgEngine {
-            pool: Pool::new(config, shown),
+            pool: Pool::new(config.clone(), shown, CONNECTIONS),
+            lock: Pool::new(config.clone(), shown, 1),
+            config,
+            stop_listening: Arc::new(AtomicBool::new(false)),
             shown: PathBuf::from(shown),
             ingest: Mutex::new(TermStats::default()),
             term_stats_saved: Mutex::new(std::time::Instant::now()),
+            term_stats_synced: Mutex::new(TermStats::default()),
             text_index_from: AtomicI64::new(i64::MIN),
+            instance: instance_name(),
         };
         let shown_owned = shown.to_owned();
         engine.run(move |client| schema::migrate(client, &shown_owned))?;
@@ -89,7 +121,10 @@ impl PgEngine {
     fn load(&self) -> Result<(), StoreError> {
         if let Some(bytes) = self.meta(TERM_STATS_KEY)? {
             match TermStats::from_bytes(&bytes) {
-                Some(stats) => *self.ingest_guard() = stats,
+                Some(stats) => {
+                    *self.lock_ingest() = stats.clone();
+                    *self.synced() = stats;
+                }
                 None => tracing::warn!(
                     "the stored term statistics are unreadable; starting them afresh (near-duplicate detection is weaker until they refill)"
                 ),
@@ -135,26 +170,57 @@ impl PgEngine {
 
     fn put_meta(&self, key: &'static str, value: Vec<u8>) -> Result<(), StoreError> {
         self.run(move |client| {
-            client.execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&key, &value],
-            )?;
+            let mut tx = client.transaction()?;
+            put_meta_in(&mut tx, key, value)?;
+            tx.commit()?;
             Ok(())
         })
     }
 
-    /// Writes the term statistics when [`TERM_STATS_SAVE_EVERY`] has passed (or `always`).
-    fn save_term_stats(&self, stats: &TermStats, always: bool) -> Result<(), StoreError> {
+    /// Merges the term statistics with the stored ones when [`TERM_STATS_SAVE_EVERY`] has
+    /// passed (or `always`): adds what this process counted since it last did to what the
+    /// database holds (which other instances add to), and takes the sum as its own.
+    fn sync_term_stats(&self, stats: &mut TermStats, always: bool) -> Result<(), StoreError> {
         let mut saved = self
             .term_stats_saved
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if always || saved.elapsed() >= TERM_STATS_SAVE_EVERY {
-            self.put_meta(TERM_STATS_KEY, stats.to_bytes())?;
-            *saved = std::time::Instant::now();
+        if !always && saved.elapsed() < TERM_STATS_SAVE_EVERY {
+            return Ok(());
         }
+        let (base, now) = (self.synced().clone(), stats.clone());
+        let merged = self.run(move |client| {
+            let mut tx = client.transaction()?;
+            let stored = tx
+                .query_opt(
+                    "SELECT value FROM meta WHERE key = $1 FOR UPDATE",
+                    &[&TERM_STATS_KEY],
+                )?
+                .and_then(|row| TermStats::from_bytes(row.get(0)))
+                .unwrap_or_default();
+            let mut merged = stored;
+            merged.add_changes(&base, &now);
+            put_meta_in(&mut tx, TERM_STATS_KEY, merged.to_bytes())?;
+            tx.commit()?;
+            Ok(merged)
+        })?;
+        *stats = merged.clone();
+        *self.synced() = merged;
+        *saved = std::time::Instant::now();
         Ok(())
+    }
+
+    /// Stores `stats` in place of the stored term statistics (a rebuild of the text index).
+    fn replace_term_stats(&self, stats: &TermStats) -> Result<(), StoreError> {
+        self.put_meta(TERM_STATS_KEY, stats.to_bytes())?;
+        *self.synced() = stats.clone();
+        Ok(())
+    }
+
+    fn synced(&self) -> MutexGuard<'_, TermStats> {
+        self.term_stats_synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_ingest(&self) -> MutexGuard<'_, TermStats> {
@@ -175,6 +241,71 @@ impl From<postgres::Error> for StoreError {
         };
         StoreError::Database { message }
     }
+}
+
+fn put_meta_in(
+    tx: &mut postgres::Transaction<'_>,
+    key: &'static str,
+    value: Vec<u8>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&key, &value],
+    )?;
+    Ok(())
+}
+
+/// The database's ingest lock, held by this process's [`IngestGuard`] until it is dropped.
+struct IngestLock<'a> {
+    lock: &'a Pool,
+}
+
+impl SharedLock for IngestLock<'_> {}
+
+impl Drop for IngestLock<'_> {
+    fn drop(&mut self) {
+        let unlocked = self.lock.run(|client| {
+            client.execute("SELECT pg_advisory_unlock($1)", &[&INGEST_LOCK])?;
+            Ok(())
+        });
+        // Lost with its connection otherwise: the database lets a session's locks go with it.
+        if let Err(e) = unlocked {
+            tracing::debug!(error = %e, "cannot let the database's ingest lock go");
+        }
+    }
+}
+
+impl PgEngine {
+    /// This process's ingest guard with the database's ingest lock, waiting for other
+    /// instances to let it go. When the database cannot be reached, the process's alone: the
+    /// writes it guards fail then anyway.
+    fn guard_ingest(&self) -> IngestGuard<'_> {
+        let stats = self.lock_ingest();
+        let locked = self.lock.run(|client| {
+            client.execute("SELECT pg_advisory_lock($1)", &[&INGEST_LOCK])?;
+            Ok(())
+        });
+        match locked {
+            Ok(()) => IngestGuard::with_shared(stats, Box::new(IngestLock { lock: &self.lock })),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot take the database's ingest lock");
+                IngestGuard::local(stats)
+            }
+        }
+    }
+}
+
+/// This process's name in poll claims.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// An item id as its column holds it.

@@ -90,6 +90,17 @@ impl TermStats {
         row * SKETCH_COLUMNS + (h as usize & (SKETCH_COLUMNS - 1))
     }
 
+    /// Adds what `now` counted beyond `base`, an earlier copy of the same statistics: how the
+    /// statistics of a store that several processes write are merged (each adds what it
+    /// counted since it last merged to the stored ones).
+    pub fn add_changes(&mut self, base: &TermStats, now: &TermStats) {
+        self.docs = self.docs.saturating_add(now.docs.saturating_sub(base.docs));
+        self.ln_docs = ln_of_one_more(self.docs);
+        for ((count, before), after) in self.counts.iter_mut().zip(&base.counts).zip(&now.counts) {
+            *count = count.saturating_add(after.saturating_sub(*before));
+        }
+    }
+
     /// A binary form: version, document count, counters (little-endian).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(9 + 4 * self.counts.len());

@@ -218,3 +218,24 @@ fn strongest_terms_are_kept_and_statistics_survive_a_round_trip() {
     assert_eq!(back.counts, stats.counts);
     assert!(TermStats::from_bytes(&[1, 2, 3]).is_none());
 }
+
+#[test]
+fn statistics_counted_by_two_processes_merge_into_what_one_would_have_counted() {
+    let (first, second) = DAY.split_at(DAY.len() / 2);
+    let stored = stats_of(&first[..1]);
+    // Two processes start from the stored statistics and count different items.
+    let (mut a, mut b) = (stored.clone(), stored.clone());
+    for (title, body) in &first[1..] {
+        a.add(&Fingerprint::new(title, body));
+    }
+    for (title, body) in second {
+        b.add(&Fingerprint::new(title, body));
+    }
+    // Each adds what it counted since it read them.
+    let mut merged = stored.clone();
+    merged.add_changes(&stored, &a);
+    merged.add_changes(&stored, &b);
+    let all = stats_of(DAY);
+    assert_eq!(merged.docs(), all.docs());
+    assert_eq!(merged.counts, all.counts);
+}

@@ -22,8 +22,8 @@ impl Health for PgEngine {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        let stats = self.ingest_guard();
-        self.save_term_stats(&stats, true)
+        let mut stats = self.ingest_guard();
+        self.sync_term_stats(&mut stats, true)
     }
 
     fn reopen(&self) -> Result<(), StoreError> {

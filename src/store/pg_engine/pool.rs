@@ -15,8 +15,6 @@ use postgres::{Client, Config, NoTls};
 
 use crate::store::StoreError;
 
-/// Connections each engine opens (jobs beyond them wait for one).
-const CONNECTIONS: usize = 4;
 /// How long opening a connection may take before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -58,16 +56,16 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    /// Starts the workers for `config`; `shown` is the database's URL without its password,
-    /// for messages. No connection is opened until a job needs one.
-    pub(super) fn new(mut config: Config, shown: &str) -> Pool {
+    /// Starts `connections` workers for `config`; `shown` is the database's URL without its
+    /// password, for messages. No connection is opened until a job needs one.
+    pub(super) fn new(mut config: Config, shown: &str, connections: usize) -> Pool {
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("feedmux");
         let config = Arc::new(config);
         let shown: Arc<str> = Arc::from(shown);
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
-        for n in 0..CONNECTIONS {
+        for n in 0..connections {
             let receiver = receiver.clone();
             let mut connection = Connection {
                 config: config.clone(),
@@ -97,7 +95,16 @@ impl Pool {
     {
         let (answer, answered) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |connection: &mut Connection| {
-            let result = connection.client().and_then(job);
+            let mut result = connection.client().and_then(job);
+            // A statement that failed because the connection broke says the database went
+            // away, not that it refused the statement.
+            let broke = connection.client.as_ref().is_some_and(|c| c.is_closed());
+            if let (Err(StoreError::Database { message }), true) = (&result, broke) {
+                result = Err(StoreError::Unreachable {
+                    url: connection.shown.to_string(),
+                    message: message.clone(),
+                });
+            }
             let _ = answer.send(result);
         });
         let sent = self
@@ -114,7 +121,7 @@ impl Pool {
     fn gone(&self) -> StoreError {
         StoreError::Unreachable {
             url: self.shown.to_string(),
-            message: "the database worker stopped".to_owned(),
+            message: "the database call failed unexpectedly (its worker stopped)".to_owned(),
         }
     }
 }

@@ -40,6 +40,7 @@ impl Retention for PgEngine {
         let cutoff = cutoff.map(micros);
         let keep = max_items.map(|n| n.min(i64::MAX as u64) as i64);
         let now = micros(now);
+        let instance = self.instance.clone();
         self.run(move |client| {
             let mut tx = client.transaction()?;
             // The victims: older than the cutoff, or beyond the newest `keep`.
@@ -57,6 +58,9 @@ impl Retention for PgEngine {
                 .map(|row| row.get(0))
                 .collect();
             let lost = remove_items(&mut tx, &victims, now)?;
+            if !lost.is_empty() {
+                changes::notify(&mut tx, &instance, None, true)?;
+            }
             tx.commit()?;
             Ok(lost)
         })
@@ -67,6 +71,7 @@ impl Retention for PgEngine {
         let source = source.to_owned();
         let keep = keep.min(i64::MAX as u64) as i64;
         let now = micros(now);
+        let instance = self.instance.clone();
         self.run(move |client| {
             let mut tx = client.transaction()?;
             let victims: Vec<Vec<u8>> = tx
@@ -79,6 +84,9 @@ impl Retention for PgEngine {
                 .map(|row| row.get(0))
                 .collect();
             let lost = remove_items(&mut tx, &victims, now)?;
+            if !lost.is_empty() {
+                changes::notify(&mut tx, &instance, None, true)?;
+            }
             tx.commit()?;
             Ok(lost.values().sum())
         })

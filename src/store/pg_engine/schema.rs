@@ -84,6 +84,16 @@ const MIGRATIONS: &[&str] = &[
         pruned_us bigint NOT NULL,
         PRIMARY KEY (source, id)
     );",
+    // 2: polls claimed by instances, and when each host was last polled by any.
+    "CREATE TABLE poll_claims (
+        source text PRIMARY KEY,
+        holder text NOT NULL,
+        until_us bigint NOT NULL
+    );
+    CREATE TABLE host_polls (
+        host text PRIMARY KEY,
+        last_us bigint NOT NULL
+    );",
 ];
 
 /// The schema version this build reads and writes.

@@ -135,12 +135,12 @@ impl TextIndex for PgEngine {
 
     fn finish_text_index_rebuild(
         &self,
-        guard: &mut MutexGuard<'_, TermStats>,
+        guard: &mut IngestGuard<'_>,
         stats: TermStats,
         version: u32,
     ) -> Result<(), StoreError> {
+        self.replace_term_stats(&stats)?;
         **guard = stats;
-        self.save_term_stats(guard, true)?;
         self.put_meta(TERMS_VERSION_KEY, version.to_be_bytes().to_vec())
     }
 

@@ -2,7 +2,6 @@
 //! groups, the URL claims, the text index entries, tombstones and the source's state.
 
 use std::collections::HashMap;
-use std::sync::MutexGuard;
 
 use postgres::types::Json;
 use postgres::Transaction;
@@ -13,8 +12,17 @@ use crate::model::{Item, SourceState};
 use crate::store::FeedMembership;
 
 impl Ingest for PgEngine {
-    fn ingest_guard(&self) -> MutexGuard<'_, TermStats> {
-        self.lock_ingest()
+    fn ingest_guard(&self) -> IngestGuard<'_> {
+        self.guard_ingest()
+    }
+
+    fn watch_others(&self, on_change: Box<dyn Fn(StoreChange) + Send>) {
+        changes::listen(
+            self.config.clone(),
+            self.instance.clone(),
+            self.stop_listening.clone(),
+            on_change,
+        );
     }
 
     fn apply_poll(
@@ -24,7 +32,7 @@ impl Ingest for PgEngine {
         feeds: &[String],
         memberships: &[FeedMembership],
         state: &SourceState,
-        term_stats: MutexGuard<'_, TermStats>,
+        mut term_stats: IngestGuard<'_>,
     ) -> Result<(), StoreError> {
         let poll = PollWrites::of(
             source,
@@ -41,7 +49,7 @@ impl Ingest for PgEngine {
             Ok(())
         })?;
         if !plan.fingerprints.is_empty() {
-            self.save_term_stats(&term_stats, false)?;
+            self.sync_term_stats(&mut term_stats, false)?;
         }
         Ok(())
     }
@@ -69,6 +77,8 @@ struct PollWrites {
     present: Vec<Vec<u8>>,
     state: SourceState,
     new_items: i64,
+    /// The writing instance, in the change notification.
+    instance: String,
 }
 
 impl PollWrites {
@@ -103,6 +113,7 @@ impl PollWrites {
             present: plan.present.iter().map(|id| id_bytes(*id)).collect(),
             state: state.clone(),
             new_items: plan.new_items() as i64,
+            instance: String::new(),
         }
     }
 
@@ -124,6 +135,14 @@ impl PollWrites {
              SET state = excluded.state, item_count = source_states.item_count + $3",
             &[&self.source, &Json(&self.state), &self.new_items],
         )?;
+        if !self.writes.is_empty() || !self.merges.is_empty() {
+            changes::notify(
+                tx,
+                &self.instance,
+                Some(&self.source),
+                !self.merges.is_empty(),
+            )?;
+        }
         Ok(())
     }
 

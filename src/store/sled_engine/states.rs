@@ -94,4 +94,20 @@ impl SourceStates for SledEngine {
             self.flush_lazily()
         })
     }
+
+    fn claim_poll(
+        &self,
+        _source: &str,
+        _host: Option<&str>,
+        _now: DateTime<Utc>,
+        _lease: std::time::Duration,
+        _host_gap: std::time::Duration,
+    ) -> Result<PollClaim, StoreError> {
+        // One process has the store (sled's lock): its scheduler decides alone.
+        Ok(PollClaim::Granted)
+    }
+
+    fn release_poll(&self, _source: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -145,7 +145,7 @@ impl TextIndex for SledEngine {
 
     fn finish_text_index_rebuild(
         &self,
-        guard: &mut MutexGuard<'_, TermStats>,
+        guard: &mut IngestGuard<'_>,
         stats: TermStats,
         version: u32,
     ) -> Result<(), StoreError> {

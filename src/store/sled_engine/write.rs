@@ -11,15 +11,19 @@ impl Ingest for SledEngine {
         feeds: &[String],
         memberships: &[FeedMembership],
         state: &SourceState,
-        term_stats: MutexGuard<'_, TermStats>,
+        term_stats: IngestGuard<'_>,
     ) -> Result<(), StoreError> {
         self.guarded(|| {
             self.apply_poll_unguarded(source, plan, feeds, memberships, state, term_stats)
         })
     }
 
-    fn ingest_guard(&self) -> MutexGuard<'_, TermStats> {
-        self.ingest.lock().unwrap_or_else(|p| p.into_inner())
+    fn ingest_guard(&self) -> IngestGuard<'_> {
+        IngestGuard::local(self.ingest.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn watch_others(&self, _on_change: Box<dyn Fn(StoreChange) + Send>) {
+        // sled's lock keeps every other process out: nothing to watch.
     }
 }
 
@@ -63,7 +67,7 @@ impl SledEngine {
         feeds: &[String],
         memberships: &[FeedMembership],
         state: &SourceState,
-        term_stats: MutexGuard<'_, TermStats>,
+        term_stats: IngestGuard<'_>,
     ) -> Result<(), StoreError> {
         // One database for the whole poll, flush included, even if the store is reopened.
         let trees = self.trees()?;
