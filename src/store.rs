@@ -6,12 +6,15 @@
 //! [`Ingest`], [`SourceStates`], [`Items`], [`TextIndex`], [`FeedIndex`], [`Retention`],
 //! [`Health`]. Callers see those and the types here, never an engine's own.
 //!
-//! Engines: `sled_engine`, the embedded default (one directory, no server). sled is used
-//! there and nowhere else; no engine knows anything of HTTP or feed formats.
+//! Engines: `sled_engine`, the embedded default (one directory, no server), and
+//! `pg_engine`, PostgreSQL (being built: until it is, opening it fails with a message).
+//! [`Store::open_configured`] opens the one `[storage] engine` names. sled is used in
+//! `sled_engine` and nowhere else; no engine knows anything of HTTP or feed formats.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::{DatabaseUrl, StorageConfig, StorageEngine};
 use crate::model::{Item, ItemId};
 
 mod engine;
@@ -95,6 +98,25 @@ impl std::ops::Deref for Store {
 }
 
 impl Store {
+    /// Opens the store `[storage]` configures: the embedded store at `path` with a cache of
+    /// `cache_size`, or the PostgreSQL database at `url`.
+    pub fn open_configured(storage: &StorageConfig) -> Result<Store, StoreError> {
+        match &storage.engine {
+            StorageEngine::Sled => Store::open_with_cache(&storage.path, storage.cache_bytes),
+            StorageEngine::Postgres { url } => Store::open_postgres(url),
+        }
+    }
+
+    /// Opens the PostgreSQL store at `url`. The engine is being built: for now this says so.
+    pub fn open_postgres(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        Err(StoreError::Open {
+            path: PathBuf::from(url.to_string()),
+            message:
+                "the PostgreSQL engine is not available in this build yet; use engine = \"sled\""
+                    .to_owned(),
+        })
+    }
+
     /// Opens (or creates) the embedded store at `path` with a cache of
     /// [`DEFAULT_CACHE_BYTES`]. A store another handle is still releasing is waited for,
     /// briefly.
