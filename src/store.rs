@@ -18,6 +18,7 @@ use crate::config::{DatabaseUrl, StorageConfig, StorageEngine};
 use crate::model::{Item, ItemId};
 
 mod engine;
+mod pg_engine;
 mod sled_engine;
 
 pub use engine::{
