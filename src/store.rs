@@ -6,12 +6,15 @@
 //! [`Ingest`], [`SourceStates`], [`Items`], [`TextIndex`], [`FeedIndex`], [`Retention`],
 //! [`Health`]. Callers see those and the types here, never an engine's own.
 //!
-//! Engines: `sled_engine`, the embedded default (one directory, no server). sled is used
-//! there and nowhere else; no engine knows anything of HTTP or feed formats.
+//! Engines: `sled_engine`, the embedded default (one directory, no server), and
+//! `pg_engine`, PostgreSQL (being built: until it is, opening it fails with a message).
+//! [`Store::open_configured`] opens the one `[storage] engine` names. sled is used in
+//! `sled_engine` and nowhere else; no engine knows anything of HTTP or feed formats.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::{DatabaseUrl, StorageConfig, StorageEngine};
 use crate::model::{Item, ItemId};
 
 mod engine;
@@ -106,6 +109,15 @@ impl std::ops::Deref for Store {
 }
 
 impl Store {
+    /// Opens the store `[storage]` configures: the embedded store at `path` with a cache of
+    /// `cache_size`, or the PostgreSQL database at `url`.
+    pub fn open_configured(storage: &StorageConfig) -> Result<Store, StoreError> {
+        match &storage.engine {
+            StorageEngine::Sled => Store::open_with_cache(&storage.path, storage.cache_bytes),
+            StorageEngine::Postgres { url } => Store::open_postgres(url),
+        }
+    }
+
     /// Opens (or creates) the embedded store at `path` with a cache of
     /// [`DEFAULT_CACHE_BYTES`]. A store another handle is still releasing is waited for,
     /// briefly.
@@ -123,22 +135,23 @@ impl Store {
         })
     }
 
-    /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/database`)
-    /// and migrates it to this version's schema. A password comes from the URL, or else from
-    /// `PGPASSWORD` or the password file, as libpq finds it; no message shows it.
-    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
-        // Only URLs: a key=value connection string could hold a password no redaction finds.
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(StoreError::Open {
-                path: PathBuf::from("(the [storage] url)"),
-                message: "not a postgres:// URL".to_owned(),
-            });
+    /// Connects to the PostgreSQL database at `url` and migrates it to this version's
+    /// schema. A password comes from the URL, or else from `PGPASSWORD` or the password file
+    /// (`PGPASSFILE`, `~/.pgpass`), as libpq finds it; no message shows it.
+    pub fn open_postgres(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        let shown = url.to_string();
+        let mut config: postgres::Config =
+            url.connect_string()
+                .parse()
+                .map_err(|e: postgres::Error| StoreError::Open {
+                    path: PathBuf::from(&shown),
+                    message: format!("not a PostgreSQL URL: {e}"),
+                })?;
+        if config.get_password().is_none() {
+            if let Some(password) = pg_engine::password_from_environment(&config) {
+                config.password(password);
+            }
         }
-        let shown = crate::redact::url_str(url);
-        let config: postgres::Config = url.parse().map_err(|e| StoreError::Open {
-            path: PathBuf::from(&shown),
-            message: format!("not a PostgreSQL URL: {e}"),
-        })?;
         let engine = pg_engine::PgEngine::open(config, &shown)?;
         Ok(Store {
             engine: Arc::new(engine),

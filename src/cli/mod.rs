@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::ValueEnum;
 
-use feedmux::config::{self, Config};
+use feedmux::config::{self, Config, StorageEngine};
 use feedmux::publish::Format;
 use feedmux::store::{Store, StoreError};
 
@@ -69,13 +69,21 @@ pub(crate) fn check(arg: &ConfigArg) -> ExitCode {
     match config::load(&path) {
         Ok(c) => {
             println!(
-                "{}: ok: {} sources, {} output feeds, listening on {}, store at {}",
+                "{}: ok: {} sources, {} output feeds, listening on {}, {}",
                 path.display(),
                 c.sources.len(),
                 c.feeds.len(),
                 c.server.listen,
-                c.storage.path.display()
+                store_location(&c)
             );
+            if let StorageEngine::Postgres { url } = &c.storage.engine {
+                println!("  storage engine postgres (experimental: being built)");
+                if url.has_password() {
+                    println!(
+                        "  warning: [storage] url holds a password; PGPASSWORD or ~/.pgpass keep it out of the config"
+                    );
+                }
+            }
             match &c.dedup.model {
                 Some(model) => println!(
                     "  dedup.model {} loaded ({} kernel): reports are also matched by meaning at {}",
@@ -106,6 +114,15 @@ pub(crate) fn check(arg: &ConfigArg) -> ExitCode {
     }
 }
 
+/// Where the configured store is, for `feedmux check`: the sled directory, or the
+/// PostgreSQL database (its URL without the password).
+fn store_location(config: &Config) -> String {
+    match &config.storage.engine {
+        StorageEngine::Sled => format!("store at {}", config.storage.path.display()),
+        StorageEngine::Postgres { url } => format!("store in PostgreSQL at {url}"),
+    }
+}
+
 /// Writes an output feed, as it is served, to stdout.
 pub(crate) fn render(config: &Config, feed: &str, format: FormatArg) -> anyhow::Result<ExitCode> {
     if config.feed(feed).is_none() {
@@ -119,6 +136,12 @@ pub(crate) fn render(config: &Config, feed: &str, format: FormatArg) -> anyhow::
 
 /// Rewrites the store into fresh files (the daemon must be stopped).
 pub(crate) fn compact(config: &Config) -> anyhow::Result<()> {
+    if config.storage.engine != StorageEngine::Sled {
+        anyhow::bail!(
+            "compact rewrites the embedded (sled) store; this config uses engine = \"{}\"",
+            config.storage.engine.name()
+        );
+    }
     let (before, after) = Store::compact(&config.storage.path).map_err(|e| match e {
         StoreError::Locked { .. } => {
             anyhow::anyhow!("{e}: stop the daemon first (systemctl stop feedmux)")

@@ -30,10 +30,12 @@ use url::Url;
 
 mod feeds;
 mod raw;
+mod storage;
 mod validate;
 mod values;
 use feeds::*;
 use raw::*;
+pub use storage::{DatabaseUrl, Environment, StorageEngine, STORAGE_URL_VAR};
 pub use validate::parse_source_url;
 use validate::*;
 use values::*;
@@ -117,6 +119,9 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
+    /// `engine` (with `url`, or `FEEDMUX_STORAGE_URL`): which engine holds the store.
+    pub engine: StorageEngine,
+    /// The embedded (sled) store's directory.
     pub path: PathBuf,
     /// Items published longer ago than this many days are pruned.
     pub retention_days: Option<u32>,
@@ -343,8 +348,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Validates config `text` as if read from `path` (relative `file:` sources resolve against
-/// the directory of `path`).
+/// the directory of `path`), with the process's environment (`FEEDMUX_STORAGE_URL`).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    parse_with(path, text, &Environment::of_process())
+}
+
+/// [`parse`] with the environment `env` instead of the process's.
+pub fn parse_with(path: &Path, text: &str, env: &Environment) -> Result<Config, ConfigErrors> {
     let mut report = Reporter {
         file: path.to_owned(),
         text,
@@ -358,7 +368,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             return Err(ConfigErrors(report.errors));
         }
     };
-    let config = validate(raw, path, &mut report);
+    let config = validate(raw, path, env, &mut report);
     if report.errors.is_empty() {
         Ok(config)
     } else {

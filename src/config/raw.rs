@@ -41,6 +41,8 @@ pub(super) struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStorage {
+    pub(super) engine: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
     pub(super) path: Option<String>,
     pub(super) retention_days: Option<Spanned<u32>>,
     pub(super) max_items: Option<Spanned<u64>>,

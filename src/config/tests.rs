@@ -207,3 +207,132 @@ fn a_feeds_balance_keys_are_read_and_bad_values_name_the_key_and_feed() {
         "{e:?}"
     );
 }
+
+fn storage_of(text: &str, storage_url: Option<&str>) -> Result<StorageEngine, Vec<String>> {
+    let env = Environment {
+        storage_url: storage_url.map(str::to_owned),
+    };
+    match parse_with(Path::new("t.toml"), text, &env) {
+        Ok(c) => Ok(c.storage.engine),
+        Err(e) => Err(e.0.iter().map(ToString::to_string).collect()),
+    }
+}
+
+#[test]
+fn the_storage_engine_is_sled_unless_postgres_is_asked_for() {
+    assert_eq!(storage_of("", None), Ok(StorageEngine::Sled));
+    assert_eq!(
+        storage_of("[storage]\nengine = \"sled\"\n", None),
+        Ok(StorageEngine::Sled)
+    );
+    let url = |engine: Result<StorageEngine, Vec<String>>| match engine {
+        Ok(StorageEngine::Postgres { url }) => url.connect_string().to_owned(),
+        other => panic!("not postgres: {other:?}"),
+    };
+    let written = "[storage]\nengine = \"postgres\"\nurl = \"postgres://feedmux@db:5432/feeds\"\n";
+    assert_eq!(
+        url(storage_of(written, None)),
+        "postgres://feedmux@db:5432/feeds"
+    );
+    // A url alone, in the file or the environment, names PostgreSQL.
+    let url_only = "[storage]\nurl = \"postgresql://feedmux@db/feeds\"\n";
+    assert_eq!(
+        url(storage_of(url_only, None)),
+        "postgresql://feedmux@db/feeds"
+    );
+    assert_eq!(
+        url(storage_of("", Some("postgres://u@env/db"))),
+        "postgres://u@env/db"
+    );
+    // The environment's url replaces the file's.
+    assert_eq!(
+        url(storage_of(written, Some("postgres://u@env/db"))),
+        "postgres://u@env/db"
+    );
+    // engine = "sled" written in the file stays sled whatever the environment says.
+    assert_eq!(
+        storage_of(
+            "[storage]\nengine = \"sled\"\n",
+            Some("postgres://u@env/db")
+        ),
+        Ok(StorageEngine::Sled)
+    );
+}
+
+#[test]
+fn storage_engine_mistakes_are_located_errors() {
+    let e = storage_of("[storage]\nengine = \"postgres\"\n", None).unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:2:10: engine = \"postgres\" needs a database"),
+        "{e:?}"
+    );
+    let e = storage_of(
+        "[storage]\nengine = \"postgres\"\nurl = \"mysql://u@db/feeds\"\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:3:7: [storage] url: database URL"),
+        "{e:?}"
+    );
+    assert!(
+        e[0].contains("not a postgres:// or postgresql:// URL"),
+        "{e:?}"
+    );
+    let e = storage_of("[storage]\nengine = \"mongo\"\n", None).unwrap_err();
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:2:10: invalid storage engine \"mongo\""),
+        "{e:?}"
+    );
+    let e = storage_of(
+        "[storage]\nengine = \"sled\"\nurl = \"postgres://u@db/f\"\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:3:7: [storage] url is for engine"),
+        "{e:?}"
+    );
+    let e = storage_of("", Some("http://u@db/f")).unwrap_err();
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:1:1: FEEDMUX_STORAGE_URL: database URL"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_database_password_is_never_shown() {
+    let secret = "hunter2-secret";
+    for written in [
+        format!("postgres://feedmux:{secret}@db:5432/feeds"),
+        format!("postgres://feedmux:{secret}@db:5432/feeds?sslmode=require"),
+        format!("postgresql://feedmux@db/feeds?sslmode=require&password={secret}"),
+        format!("postgres://feedmux:pa/{secret}@h1:5432,h2:5433/feeds"),
+    ] {
+        let url = DatabaseUrl::parse(&written).unwrap();
+        assert_eq!(url.connect_string(), written);
+        assert!(url.has_password(), "{written}");
+        for shown in [url.to_string(), format!("{url:?}")] {
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+    }
+    let url = DatabaseUrl::parse("postgres://feedmux:s3@db:5432/feeds?sslmode=require").unwrap();
+    assert_eq!(
+        url.to_string(),
+        "postgres://feedmux:***@db:5432/feeds?sslmode=require"
+    );
+    let plain = DatabaseUrl::parse("postgres://feedmux@db/feeds").unwrap();
+    assert!(!plain.has_password());
+    assert_eq!(plain.to_string(), "postgres://feedmux@db/feeds");
+    // Not even a refused URL's error shows it.
+    let e = storage_of("", Some(&format!("mysql://u:{secret}@db/f"))).unwrap_err();
+    assert!(!e[0].contains(secret), "{e:?}");
+    let e = storage_of(
+        &format!("[storage]\nurl = \"mysql://u:{secret}@db/f\"\n"),
+        None,
+    )
+    .unwrap_err();
+    assert!(!e[0].contains(secret), "{e:?}");
+}

@@ -3,9 +3,15 @@
 
 use super::*;
 
-pub(super) fn validate(raw: RawConfig, path: &Path, report: &mut Reporter<'_>) -> Config {
+pub(super) fn validate(
+    raw: RawConfig,
+    path: &Path,
+    env: &Environment,
+    report: &mut Reporter<'_>,
+) -> Config {
     let server = validate_server(raw.server, report);
     let storage = StorageConfig {
+        engine: storage::validate_engine(raw.storage.engine, raw.storage.url, env, report),
         path: PathBuf::from(
             raw.storage
                 .path

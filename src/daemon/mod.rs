@@ -218,9 +218,9 @@ fn spawn_backfill(store: Store, dedup: crate::dedup::DedupConfig, now: DateTime<
     });
 }
 
-/// Opens the configured store: `[storage] path`, with a cache of `cache_size`.
+/// Opens the configured store: the engine `[storage]` names ([`Store::open_configured`]).
 pub fn open_store(config: &Config) -> Result<Store, StoreError> {
-    Store::open_with_cache(&config.storage.path, config.storage.cache_bytes)
+    Store::open_configured(&config.storage)
 }
 
 /// Makes the store's output-feed indexes match the config: feeds whose selection rules

@@ -102,6 +102,11 @@ pub(super) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
     if old.server.listen != new.server.listen {
         changes.push("[server] listen");
     }
+    if old.storage.engine.name() != new.storage.engine.name() {
+        changes.push("[storage] engine");
+    } else if old.storage.engine != new.storage.engine {
+        changes.push("[storage] url");
+    }
     if old.storage.path != new.storage.path {
         changes.push("[storage] path");
     }
@@ -127,4 +132,29 @@ pub(super) fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static s
         changes.push("[log] level");
     }
     changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_storage(storage: &str) -> Config {
+        let text = format!("[storage]\n{storage}\n");
+        config::parse_with(
+            std::path::Path::new("t.toml"),
+            &text,
+            &config::Environment::default(),
+        )
+        .expect("a valid config")
+    }
+
+    #[test]
+    fn a_new_storage_engine_or_database_waits_for_a_restart() {
+        let sled = with_storage("engine = \"sled\"");
+        let db = with_storage("url = \"postgres://feedmux@db/feeds\"");
+        let other_db = with_storage("url = \"postgres://feedmux@db/other\"");
+        assert_eq!(restart_only_changes(&sled, &db), ["[storage] engine"]);
+        assert_eq!(restart_only_changes(&db, &other_db), ["[storage] url"]);
+        assert!(restart_only_changes(&db, &db.clone()).is_empty());
+    }
 }

@@ -35,6 +35,7 @@ use super::engine::*;
 use super::StoreError;
 
 mod changes;
+mod credentials;
 mod feed_index;
 mod health;
 mod items;
@@ -294,6 +295,19 @@ impl PgEngine {
             }
         }
     }
+}
+
+/// The password `PGPASSWORD` or the password file gives for `config`'s first host, port,
+/// database and user (their defaults as libpq's: port 5432, database named as the user).
+pub(super) fn password_from_environment(config: &postgres::Config) -> Option<String> {
+    let host = match config.get_hosts().first()? {
+        postgres::config::Host::Tcp(host) => host.clone(),
+        postgres::config::Host::Unix(_) => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user()?;
+    let database = config.get_dbname().unwrap_or(user);
+    credentials::password_for(&host, port, database, user)
 }
 
 /// This process's name in poll claims.

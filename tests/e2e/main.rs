@@ -22,6 +22,7 @@ mod logs;
 mod metrics;
 mod opml;
 mod paging;
+mod postgres;
 mod preview;
 mod properties;
 mod readers;
