@@ -45,11 +45,13 @@ use crate::store::{Store, StoreError};
 use crate::systemd;
 use crate::watcher;
 
+mod instances;
 mod recovery;
 mod reload;
 mod retention;
 mod sweep;
 mod tasks;
+use instances::*;
 use recovery::*;
 use reload::*;
 use retention::*;
@@ -362,6 +364,7 @@ pub async fn run_with_publisher(
     info!(%addr, "serving output feeds");
 
     let mut scheduler = Scheduler::start(&shared);
+    follow_other_instances(&shared);
     let (pruner_stop, pruner_stop_rx) = watch::channel(false);
     let pruner = tokio::spawn(prune_loop(shared.clone(), pruner_stop_rx.clone()));
     let recovery = tokio::spawn(recover_store(shared.clone(), pruner_stop_rx.clone()));

@@ -8,6 +8,8 @@ use crate::store::PollClaim;
 
 /// How much longer than a poll's timeout its claim lasts (the poll's writes, a slow store).
 const CLAIM_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
+/// How often a source whose poll another instance claimed asks again, at most.
+const CLAIM_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Shared {
     /// Polls one source, counts the result, re-renders its feeds if anything changed, and
@@ -29,7 +31,13 @@ impl Shared {
                 return schedule::Next::At(next);
             }
             Ok(PollClaim::Busy { until }) => {
-                let wait = (until - self.now()).to_std().unwrap_or_default();
+                // Asked again before `until` when that is far: the claim's holder lets it
+                // go as soon as its poll is written, and a claim that runs out is a dead
+                // instance's.
+                let wait = (until - self.now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(CLAIM_RECHECK);
                 tracing::debug!(source = %source.name, wait_ms = wait.as_millis() as u64, "another instance is polling it or its host");
                 return schedule::Next::Retry(Box::pin(tokio::time::sleep(wait)));
             }

@@ -130,7 +130,7 @@ async fn a_busy_source_is_capped_so_the_small_sources_are_all_shown() {
 /// The titles of every page of `feed` in JSON Feed, `per_page` at a time, following
 /// `next_url` as a reader does.
 fn pages_of(cfg: &feedmux::config::Config, feed: &str, per_page: usize) -> Vec<String> {
-    let store = Store::open(&cfg.storage.path).unwrap();
+    let store = Store::open_configured(&cfg.storage).unwrap();
     let mut view = View {
         limit: Some(per_page),
         ..View::default()
@@ -317,7 +317,7 @@ async fn an_edit_at_the_source_gives_the_entry_a_new_updated_date() {
     poll_all(&cfg).await;
     let publisher = Publisher::new();
     let before = {
-        let store = Store::open(&cfg.storage.path).unwrap();
+        let store = Store::open_configured(&cfg.storage).unwrap();
         dates_of(&store, &cfg, &publisher)
     };
     assert_eq!(before.updated, before.published, "not edited: {before:?}");
@@ -335,7 +335,7 @@ async fn an_edit_at_the_source_gives_the_entry_a_new_updated_date() {
     serve(&upstream, "/s.xml", &[edited]);
     poll_all(&cfg).await;
     let after = {
-        let store = Store::open(&cfg.storage.path).unwrap();
+        let store = Store::open_configured(&cfg.storage).unwrap();
         dates_of(&store, &cfg, &publisher)
     };
     assert_eq!(after.title, "Model released under an open licence");

@@ -25,7 +25,7 @@ fn rss(n: usize, prefix: &str) -> String {
 }
 
 fn state(config: &Config, name: &str) -> SourceState {
-    Store::open(&config.storage.path)
+    Store::open_configured(&config.storage)
         .unwrap()
         .source_state(name)
         .unwrap()

@@ -265,7 +265,12 @@ async fn items_without_guids_sharing_one_link_are_all_kept_and_stay_put() {
     let outcomes = poll(&config, &[]).await;
     let report = outcomes[0].1.as_ref().unwrap();
     assert_eq!((report.new_items, report.updated_items), (1, 0));
-    assert_eq!(Store::open(&config.storage.path).unwrap().item_count(), 5);
+    assert_eq!(
+        Store::open_configured(&config.storage)
+            .unwrap()
+            .item_count(),
+        5
+    );
 }
 
 #[tokio::test]
@@ -315,7 +320,7 @@ async fn a_source_inventing_new_guids_every_poll_stays_within_its_quota() {
             "round {round}"
         );
     }
-    let store = Store::open(&config.storage.path).unwrap();
+    let store = Store::open_configured(&config.storage).unwrap();
     assert_eq!(store.source_state("flood").unwrap().item_count, 6);
     assert_eq!(store.source_items("flood", 100).unwrap().len(), 6);
     assert_eq!(store.source_items("quiet", 100).unwrap().len(), 2);
@@ -356,7 +361,12 @@ async fn an_edited_item_is_updated_in_place_not_duplicated() {
     let report = outcomes[0].1.as_ref().unwrap();
     assert_eq!((report.new_items, report.updated_items), (0, 1));
     assert_eq!(titles(&config, "all"), vec!["Corrected wording"]);
-    assert_eq!(Store::open(&config.storage.path).unwrap().item_count(), 1);
+    assert_eq!(
+        Store::open_configured(&config.storage)
+            .unwrap()
+            .item_count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -430,7 +440,7 @@ async fn a_second_poll_sends_the_stored_validators_and_a_304_changes_nothing() {
     let ua = requests[0].get("user-agent").unwrap().to_str().unwrap();
     assert!(ua.starts_with("feedmux/"), "{ua}");
     assert_eq!(render(&config, "all", Format::Atom), before);
-    let state = Store::open(&config.storage.path)
+    let state = Store::open_configured(&config.storage)
         .unwrap()
         .source_state("c")
         .unwrap();
@@ -474,7 +484,7 @@ async fn a_200_with_the_last_body_is_not_parsed_again_and_a_changed_one_is() {
     let again = report(poll(&config, &[]).await);
     assert!(again.same_body && again.not_modified, "{again:?}");
     assert_eq!((again.entries, again.new_items), (0, 0));
-    let state = Store::open(&config.storage.path)
+    let state = Store::open_configured(&config.storage)
         .unwrap()
         .source_state("same")
         .unwrap();
@@ -546,7 +556,7 @@ async fn a_failing_source_keeps_its_items_and_others_keep_working() {
     let mut all = titles(&config, "all");
     all.sort();
     assert_eq!(all, vec!["Good news", "Kept item", "More good news"]);
-    let state = Store::open(&config.storage.path)
+    let state = Store::open_configured(&config.storage)
         .unwrap()
         .source_state("flaky")
         .unwrap();

@@ -211,7 +211,7 @@ async fn metrics_count_polls_fetches_items_merges_and_304s() {
 async fn readyz_answers_503_until_ready_and_while_the_store_fails() {
     let dir = tempdir();
     let config = config(dir.path(), "");
-    let store = Store::open(&config.storage.path).unwrap();
+    let store = Store::open_configured(&config.storage).unwrap();
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::default());
     let app = routes::router(AppState {

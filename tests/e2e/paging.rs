@@ -304,7 +304,7 @@ async fn pages_after_interrupted_polls_show_every_entry_once() {
     let config = crate::config(dir.path(), &tables);
     let base = Utc.timestamp_opt(1_790_000_000, 0).unwrap();
     {
-        let store = Store::open(&config.storage.path).unwrap();
+        let store = Store::open_configured(&config.storage).unwrap();
         feedmux::daemon::sync_feed_indexes(&store, &config).unwrap();
         // 6 polls of 8 items; within a poll, four items share each second. Polls 2 and 4
         // were cut short and retried a minute later: their items are written again, later.

@@ -147,7 +147,7 @@ async fn max_items_keeps_the_newest_and_everything_else_consistent() {
     assert_eq!(titles(&config, "all").len(), 5);
 
     {
-        let store = Store::open(&config.storage.path).unwrap();
+        let store = Store::open_configured(&config.storage).unwrap();
         let size_before = store.size_on_disk();
         let lost = store.prune(None, Some(2), Utc::now()).unwrap();
         assert_eq!(lost.get("r"), Some(&3));
@@ -163,7 +163,7 @@ async fn max_items_keeps_the_newest_and_everything_else_consistent() {
     // The source still lists all five: polling it again brings none back.
     poll_all(&config).await;
     assert_eq!(titles(&config, "all"), ["Story number 0", "Story number 1"]);
-    let store = Store::open(&config.storage.path).unwrap();
+    let store = Store::open_configured(&config.storage).unwrap();
     assert_eq!(store.item_count(), 2);
 
     // Pruning everything leaves nothing that names an item: no index entry, membership,
@@ -212,7 +212,7 @@ async fn compact_gives_the_space_of_pruned_items_back_and_keeps_the_rest() {
     );
     poll_all(&config).await;
     let pruned_size = {
-        let store = Store::open(&config.storage.path).unwrap();
+        let store = Store::open_configured(&config.storage).unwrap();
         store.prune(None, Some(10), Utc::now()).unwrap();
         store.flush().unwrap();
         store.size_on_disk()
@@ -227,7 +227,7 @@ async fn compact_gives_the_space_of_pruned_items_back_and_keeps_the_rest() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let store = Store::open(&config.storage.path).unwrap();
+    let store = Store::open_configured(&config.storage).unwrap();
     let compacted = store.size_on_disk();
     println!("store after pruning 1990 of 2000 items: {pruned_size} bytes; compacted: {compacted}");
     // What is left is sled's floor, whatever was pruned: one 512 KiB segment of the log and

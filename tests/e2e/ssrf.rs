@@ -23,7 +23,7 @@ fn with_source(dir: &std::path::Path, source_url: &str, poll: &str) -> Config {
 }
 
 fn state(config: &Config) -> SourceState {
-    Store::open(&config.storage.path)
+    Store::open_configured(&config.storage)
         .unwrap()
         .source_state("jump")
         .unwrap()

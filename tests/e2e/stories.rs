@@ -369,7 +369,7 @@ async fn rewrite_shown_once(dedup_section: &str) {
         titles.iter().any(|t| t.contains("开发者大会")),
         "{titles:?}"
     );
-    let store = feedmux::store::Store::open(&config.storage.path).unwrap();
+    let store = feedmux::store::Store::open_configured(&config.storage).unwrap();
     assert_eq!(store.ingest_guard().docs(), background as u64 + 5);
 }
 
@@ -507,7 +507,7 @@ async fn reports_older_than_the_index_age_are_matched_by_link_only() {
     daemon.stop().await;
     // The turn is taken again for the store opened here.
     let _turn = crate::served::sled_turn().await;
-    let store = feedmux::store::Store::open(&config.storage.path).unwrap();
+    let store = feedmux::store::Store::open_configured(&config.storage).unwrap();
     let report_of = |source: &str| {
         let items = store.source_items(source, 10).unwrap();
         items
@@ -641,7 +641,7 @@ async fn a_reworded_report_is_shown_once_with_the_sentence_model() {
             );
             continue;
         }
-        let store = feedmux::store::Store::open(&config.storage.path).unwrap();
+        let store = feedmux::store::Store::open_configured(&config.storage).unwrap();
         let report_of = |source: &str| {
             let items = store.source_items(source, 10).unwrap();
             items
@@ -738,7 +738,7 @@ async fn items_stored_before_the_model_was_set_get_a_meaning() {
 
     let meant = crate::config(dir.path(), &format!("{tables}{}", with_model(&model)));
     {
-        let store = feedmux::store::Store::open(&meant.storage.path).unwrap();
+        let store = feedmux::store::Store::open_configured(&meant.storage).unwrap();
         let now = chrono::Utc::now();
         let added = feedmux::dedup::upkeep::backfill_meanings(&store, &meant.dedup, now).unwrap();
         assert!(added >= 1, "{added}");
@@ -889,7 +889,7 @@ fn orders(n: usize) -> Vec<Vec<usize>> {
 /// The story groups of more than one item in the store, as `feedmux stories` lists them:
 /// each group's members as "source: title", sorted.
 fn groupings(config: &feedmux::config::Config) -> Vec<Vec<String>> {
-    let store = feedmux::store::Store::open(&config.storage.path).unwrap();
+    let store = feedmux::store::Store::open_configured(&config.storage).unwrap();
     let since = chrono::DateTime::<chrono::Utc>::MIN_UTC;
     let mut groups: Vec<Vec<String>> = feedmux::dedup::explain::stories(&store, since)
         .unwrap()
@@ -915,7 +915,7 @@ fn why_of(config: &feedmux::config::Config, word: &str, a: &str, b: &str) -> Vec
 
 /// `feedmux why` of two items, each the first of its source whose title contains a word.
 fn why_between(config: &feedmux::config::Config, a: (&str, &str), b: (&str, &str)) -> Vec<String> {
-    let store = feedmux::store::Store::open(&config.storage.path).unwrap();
+    let store = feedmux::store::Store::open_configured(&config.storage).unwrap();
     let report_of = |(source, word): (&str, &str)| {
         store
             .source_items(source, 100)

@@ -17,6 +17,7 @@ use feedmux::daemon::{poll_once, Polled};
 use feedmux::publish::{Format, Publisher};
 use feedmux::refresh::{PollError, PollReport};
 use feedmux::store::Store;
+use pg_cluster::PgCluster;
 
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,11 +26,33 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The keys of `[storage]` for a test's store in `dir`: the sled store `dir/store`, or, when
+/// the environment says `FEEDMUX_TEST_ENGINE=postgres`, a database of the tests' PostgreSQL
+/// cluster, the same one for every config of one `dir` (so `.ci/run` runs the tests that use
+/// these configs on both engines).
+pub fn storage_keys(dir: &Path) -> String {
+    let path = format!("path = {:?}\n", dir.join("store").display().to_string());
+    if std::env::var("FEEDMUX_TEST_ENGINE").as_deref() != Ok("postgres") {
+        return path;
+    }
+    static DATABASES: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut databases = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    let url = match databases.iter().find(|(d, _)| d == dir) {
+        Some((_, url)) => url.clone(),
+        None => {
+            let url = PgCluster::shared().fresh_database("e2e");
+            databases.push((dir.to_owned(), url.clone()));
+            url
+        }
+    };
+    format!("{path}engine = \"postgres\"\nurl = {url:?}\n")
+}
+
 /// A config whose store lives in `dir`, with the given `[[source]]` and `[[feed]]` tables.
 pub fn config(dir: &Path, tables: &str) -> Config {
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nbase_url = \"http://feeds.test\"\n[storage]\npath = {:?}\n{}\n{tables}",
-        dir.join("store").display().to_string(),
+        "[server]\nlisten = \"127.0.0.1:0\"\nbase_url = \"http://feeds.test\"\n[storage]\n{}{}\n{tables}",
+        storage_keys(dir),
         if tables.contains("[poll]") {
             ""
         } else {
@@ -84,7 +107,7 @@ pub async fn poll_all(config: &Config) {
 
 /// Renders `feed` from the store in `format`.
 pub fn render(config: &Config, feed: &str, format: Format) -> Vec<u8> {
-    let store = Store::open(&config.storage.path).unwrap();
+    let store = Store::open_configured(&config.storage).unwrap();
     feedmux::daemon::sync_feed_indexes(&store, config).unwrap();
     let rendered = Publisher::new().render(&store, config, feed).unwrap();
     rendered.get(format).unwrap().body.to_vec()

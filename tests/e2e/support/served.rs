@@ -14,6 +14,8 @@ use feedmux::clock::{self, Clock};
 use feedmux::config;
 use feedmux::daemon::{self, Control};
 use feedmux::publish::Publisher;
+
+use super::storage_keys;
 use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 
 /// Waits until no other test of these modules has a store open in this process.
@@ -48,8 +50,8 @@ impl Served {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nbase_url = \"{base}\"\n[storage]\npath = {:?}\n[poll]\nper_host_interval = \"0s\"\n{tables}",
-            dir.join("store").display().to_string()
+            "[server]\nlisten = \"127.0.0.1:0\"\nbase_url = \"{base}\"\n[storage]\n{}[poll]\nper_host_interval = \"0s\"\n{tables}",
+            storage_keys(dir)
         );
         let path = dir.join("feedmux.toml");
         std::fs::write(&path, &text).unwrap();

@@ -102,6 +102,18 @@ impl Upstream {
         (inner.arrivals.clone(), inner.max_in_flight)
     }
 
+    /// When each request for `path` arrived, oldest first.
+    pub fn arrivals_of(&self, path: &str) -> Vec<std::time::Instant> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .requests
+            .iter()
+            .zip(&inner.arrivals)
+            .filter(|((p, _), _)| p == path)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+
     /// The headers of every request made for `path`, oldest first.
     pub fn requests(&self, path: &str) -> Vec<HeaderMap> {
         self.inner

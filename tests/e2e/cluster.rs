@@ -1,0 +1,215 @@
+//! Several `feedmux run` instances sharing one PostgreSQL database (issue 20): each source is
+//! polled once per slot by one of them, every instance serves what any of them polled, an
+//! instance killed mid-way leaves its sources to the others, and a database that goes down
+//! and comes back costs nothing but the polls in between.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::pg_cluster::PgCluster;
+use crate::support::real::{free_port, RealDaemon};
+use crate::support::upstream::Upstream;
+use crate::support::{rss_feed, tempdir, RssItem};
+
+const SOURCES: usize = 4;
+/// Every source is due every 3 seconds.
+const SCHEDULE: &str = "*/3 * * * * *";
+const SLOT: Duration = Duration::from_secs(3);
+
+/// The feed of source `n` with items `0..items`.
+fn feed_of(n: usize, items: usize) -> String {
+    rss_feed(
+        &format!("Source {n}"),
+        &format!("http://example.com/{n}/"),
+        (0..items).map(|i| {
+            RssItem::new(
+                format!("s{n}-{i}"),
+                format!("Report {i} from source {n} about topic {}", n * 100 + i),
+                format!("http://example.com/{n}/{i}"),
+            )
+        }),
+    )
+}
+
+fn publish(upstream: &Upstream, items: usize) {
+    for n in 0..SOURCES {
+        upstream.put(
+            &format!("/s{n}.xml"),
+            &[("content-type", "application/rss+xml")],
+            feed_of(n, items),
+        );
+    }
+}
+
+/// Writes `dir/feedmux.toml` for an instance listening on `port`, on the database `url`.
+fn write_config(dir: &Path, port: u16, url: &str, upstream: &Upstream) {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nengine = \"postgres\"\nurl = {url:?}\n\
+         [poll]\nschedule = \"{SCHEDULE}\"\nper_host_interval = \"0s\"\ntimeout = \"5s\"\n\
+         [dedup]\nenabled = false\n"
+    );
+    for n in 0..SOURCES {
+        text.push_str(&format!(
+            "[[source]]\nname = \"s{n}\"\nurl = \"{}\"\n",
+            upstream.url(&format!("/s{n}.xml"))
+        ));
+    }
+    text.push_str("[[feed]]\nname = \"all\"\n");
+    std::fs::write(dir.join("feedmux.toml"), text).unwrap();
+}
+
+/// Starts an instance in its own directory (its own log), on the database `url`.
+async fn instance(
+    url: &str,
+    upstream: &Upstream,
+    http: &reqwest::Client,
+) -> (RealDaemon, tempfile::TempDir) {
+    let dir = tempdir();
+    let port = free_port();
+    write_config(dir.path(), port, url, upstream);
+    let mut daemon = RealDaemon::start(dir.path(), port);
+    daemon.wait_ready(http, Duration::from_secs(30)).await;
+    (daemon, dir)
+}
+
+/// The titles `daemon` serves in `/feeds/all.json`, or none when it does not answer.
+async fn served(http: &reqwest::Client, daemon: &RealDaemon) -> Vec<String> {
+    let Ok(response) = http
+        .get(format!("{}/feeds/all.json", daemon.base()))
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let Ok(body) = response.bytes().await else {
+        return Vec::new();
+    };
+    let Ok(feed) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Vec::new();
+    };
+    feed["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["title"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (at most `limit`) until every daemon serves `count` items; panics with their logs.
+async fn wait_served(
+    http: &reqwest::Client,
+    daemons: &[&RealDaemon],
+    count: usize,
+    limit: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        let mut all = true;
+        for daemon in daemons {
+            all &= served(http, daemon).await.len() == count;
+        }
+        if all {
+            return;
+        }
+        if started.elapsed() > limit {
+            let logs: Vec<String> = daemons.iter().map(|d| d.log_text()).collect();
+            panic!(
+                "not every instance serves {count} items after {limit:?}:\n{}",
+                logs.join("\n-----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run, or cargo test -- --include-ignored"]
+async fn three_instances_poll_each_source_once_per_slot_and_serve_what_any_polled() {
+    let upstream = Upstream::start().await;
+    publish(&upstream, 2);
+    let url = PgCluster::shared().fresh_database("cluster");
+    let http = reqwest::Client::new();
+    let (a, _da) = instance(&url, &upstream, &http).await;
+    let (b, _db) = instance(&url, &upstream, &http).await;
+    let (mut c, _dc) = instance(&url, &upstream, &http).await;
+    wait_served(&http, &[&a, &b, &c], 2 * SOURCES, Duration::from_secs(20)).await;
+
+    // Over 8 slots, each source is polled about once per slot, by one instance: never
+    // three times a slot, and never twice within a moment.
+    let from = Instant::now();
+    tokio::time::sleep(SLOT * 8).await;
+    for n in 0..SOURCES {
+        let polls: Vec<Instant> = upstream
+            .arrivals_of(&format!("/s{n}.xml"))
+            .into_iter()
+            .filter(|at| *at >= from)
+            .collect();
+        assert!(
+            (6..=10).contains(&polls.len()),
+            "source {n} polled {} times in 8 slots by 3 instances",
+            polls.len()
+        );
+        for pair in polls.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::from_millis(500),
+                "source {n} polled twice within {:?}",
+                pair[1] - pair[0]
+            );
+        }
+    }
+
+    // A new item, polled by whichever instance, is served by all three.
+    publish(&upstream, 3);
+    wait_served(&http, &[&a, &b, &c], 3 * SOURCES, Duration::from_secs(15)).await;
+
+    // One instance dies (SIGKILL, perhaps holding a claim): the others poll every source
+    // within 60 s, and serve what they poll.
+    c.kill();
+    let killed = Instant::now();
+    publish(&upstream, 4);
+    wait_served(&http, &[&a, &b], 4 * SOURCES, Duration::from_secs(60)).await;
+    assert!(killed.elapsed() < Duration::from_secs(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run, or cargo test -- --include-ignored"]
+async fn an_instance_keeps_serving_while_the_database_is_down_and_catches_up_after() {
+    let cluster = PgCluster::private();
+    let url = cluster.fresh_database("down");
+    let upstream = Upstream::start().await;
+    publish(&upstream, 2);
+    let http = reqwest::Client::new();
+    let (mut a, _da) = instance(&url, &upstream, &http).await;
+    wait_served(&http, &[&a], 2 * SOURCES, Duration::from_secs(20)).await;
+
+    cluster.stop();
+    publish(&upstream, 3);
+    // Polls fail for the database, not the sources: the feeds stay served as they were,
+    // and /readyz says the store is failing.
+    let readyz = format!("{}/readyz", a.base());
+    let started = Instant::now();
+    loop {
+        let status = http.get(&readyz).send().await.unwrap().status();
+        if status == 503 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still ready with the database down:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(served(&http, &a).await.len(), 2 * SOURCES);
+    assert!(a.child.try_wait().unwrap().is_none(), "{}", a.log_text());
+
+    cluster.start();
+    // Back: the next polls store the new items, and the instance is ready again.
+    wait_served(&http, &[&a], 3 * SOURCES, Duration::from_secs(45)).await;
+    a.wait_ready(&http, Duration::from_secs(30)).await;
+    let log = a.log_text();
+    assert!(log.contains("cannot reach the database"), "{log}");
+}
