@@ -4,7 +4,8 @@
 //! [`Store`] is a cheap handle on a storage engine; it derefs to [`Engine`], whose traits
 //! (`engine`) name every operation the rest of feedmux needs, one trait per concern:
 //! [`Ingest`], [`SourceStates`], [`Items`], [`TextIndex`], [`FeedIndex`], [`Retention`],
-//! [`Health`]. Callers see those and the types here, never an engine's own.
+//! [`Health`], and [`Copying`] (`copy`: a whole store into another engine, [`Store::copy_into`]).
+//! Callers see those and the types here, never an engine's own.
 //!
 //! Engines: `sled_engine`, the embedded default (one directory, no server). sled is used
 //! there and nowhere else; no engine knows anything of HTTP or feed formats.
@@ -14,9 +15,12 @@ use std::sync::Arc;
 
 use crate::model::{Item, ItemId};
 
+mod copy;
 mod engine;
+mod pg_engine;
 mod sled_engine;
 
+pub use copy::{Copied, Copying, Record, RecordKind, COPY_BATCH};
 pub use engine::{
     Engine, FeedEntries, FeedEntry, FeedIndex, Health, Ingest, ItemIds, Items, Retention,
     SourceStates, TextIndex,
@@ -41,6 +45,17 @@ pub enum StoreError {
     Damaged { path: PathBuf, reason: String },
     #[error("corrupt record in the store ({what}): {message}")]
     Corrupt { what: &'static str, message: String },
+    /// The database refused or failed a statement (the PostgreSQL engine).
+    #[error("database error: {message}")]
+    Database { message: String },
+    /// No connection to the database could be opened (the PostgreSQL engine): it is down,
+    /// unreachable, or refuses the credentials. Calls succeed again once it is back.
+    #[error("cannot reach the database at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    /// A copy between engines that cannot go ahead (`feedmux copy-store`): the target is not
+    /// empty, or an engine cannot be copied that way.
+    #[error("cannot copy the store: {reason}")]
+    CannotCopy { reason: String },
 }
 
 impl StoreError {
@@ -107,6 +122,28 @@ impl Store {
     /// reopened.
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let engine = sled_engine::SledEngine::open(path, cache_bytes)?;
+        Ok(Store {
+            engine: Arc::new(engine),
+        })
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/database`)
+    /// and migrates it to this version's schema. A password comes from the URL, or else from
+    /// `PGPASSWORD` or the password file, as libpq finds it; no message shows it.
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        // Only URLs: a key=value connection string could hold a password no redaction finds.
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::Open {
+                path: PathBuf::from("(the [storage] url)"),
+                message: "not a postgres:// URL".to_owned(),
+            });
+        }
+        let shown = crate::redact::url_str(url);
+        let config: postgres::Config = url.parse().map_err(|e| StoreError::Open {
+            path: PathBuf::from(&shown),
+            message: format!("not a PostgreSQL URL: {e}"),
+        })?;
+        let engine = pg_engine::PgEngine::open(config, &shown)?;
         Ok(Store {
             engine: Arc::new(engine),
         })

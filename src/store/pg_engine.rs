@@ -33,6 +33,7 @@ use super::StoreError;
 
 mod feed_index;
 mod health;
+mod import;
 mod items;
 mod pool;
 mod prune;

@@ -6,6 +6,7 @@ mod browser;
 mod caching;
 mod cli;
 mod clock;
+mod copy_store;
 mod crash;
 mod daemon;
 mod damaged;
