@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use feedmux::config::Config;
 use feedmux::redact;
 use feedmux::store::{Copied, RecordKind, Store, StoreError};
@@ -17,9 +15,14 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Copies the store at the config's `[storage] path` into the database at `to`.
 pub(crate) fn copy_store(config: &Config, to: &str) -> anyhow::Result<()> {
+    // Checked before anything names it: a key=value connection string may hold a password
+    // that no redaction finds.
+    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+        anyhow::bail!("--to takes a URL: postgres://user@host:port/database");
+    }
     let shown = redact::url_str(to);
     let source = StoreAccess::open_local(config)?;
-    let target = Store::open_postgres(to).with_context(|| format!("cannot open {shown}"))?;
+    let target = Store::open_postgres(to)?;
     target.check_empty_for_copy()?;
     let items = source.item_count();
     let from = config.storage.path.display();

@@ -14,7 +14,7 @@ use feedmux::model::ItemId;
 use feedmux::publish::{Format, Publisher};
 use feedmux::store::{FeedEntry, Store};
 
-use crate::real::free_port;
+use crate::real::{free_port, RealDaemon};
 use crate::upstream::Upstream;
 use crate::{binary, config, poll_all, read_back, rss_feed, source, tempdir, titles, RssItem};
 
@@ -22,7 +22,7 @@ const NEEDS_POSTGRES: &str = "needs PostgreSQL: run by .ci/run, or cargo test --
 
 /// Three sources: `a` and `b` report five stories under the same links (one story each), `b`
 /// and `c` two under the same words; `c` has eight items of its own, of which retention
-/// prunes the oldest five. Two output feeds: every item, and those about storms. Returns the
+/// prunes the oldest five; the text index of items over five hours old is aged out. Two output feeds: every item, and those about storms. Returns the
 /// config and the ids of the pruned items.
 async fn filled_store(upstream: &Upstream, dir: &Path) -> (Config, Vec<ItemId>) {
     let now = Utc::now();
@@ -106,6 +106,13 @@ async fn filled_store(upstream: &Upstream, dir: &Path) -> (Config, Vec<ItemId>) 
     };
     let before = of_c(&store);
     assert_eq!(store.prune_source("c", 5, Utc::now()).unwrap(), 5);
+    // The text index of items published over five hours ago is aged out: they are matched by
+    // link only from now on, and the store remembers from when it indexes.
+    let aged = store.drop_text_index_before(now - chrono::Duration::hours(5));
+    assert!(
+        aged.unwrap() > 0,
+        "some items are past the text index's age"
+    );
     let kept = of_c(&store);
     let pruned = before.into_iter().filter(|id| !kept.contains(id)).collect();
     (config, pruned)
@@ -153,6 +160,10 @@ async fn a_copied_store_reads_back_the_same_from_postgresql() {
         stdout.contains(&format!("items          {}", items.len())),
         "the summary counts the items:\n{stdout}"
     );
+    assert!(
+        stdout.contains("meta           3"),
+        "term statistics, terms version, text index start:\n{stdout}"
+    );
     same_items(&sled, &pg, &items);
     same_feeds(&sled, &pg, &config);
     for name in ["a", "b", "c"] {
@@ -174,6 +185,10 @@ async fn a_copied_store_reads_back_the_same_from_postgresql() {
         assert!(!pg.is_pruned("c", *id).unwrap(), "{id:?} is kept");
     }
     assert_eq!(pg.terms_version().unwrap(), sled.terms_version().unwrap());
+    assert!(
+        pg.ingest_guard().to_bytes() == sled.ingest_guard().to_bytes(),
+        "the term statistics are the same"
+    );
     let counts = |store: &Store| {
         let mut counts = store.record_counts();
         counts.retain(|(name, _)| !["by_time", "by_source"].contains(name));
@@ -249,6 +264,60 @@ async fn copying_into_a_database_that_holds_items_is_refused_and_changes_nothing
     );
     assert!(text(&out.stdout).is_empty());
     assert_eq!(Store::open_postgres(&url).unwrap().record_counts(), before);
+}
+
+#[tokio::test]
+async fn copy_store_asks_to_stop_the_daemon_that_holds_the_store() {
+    let upstream = Upstream::start().await;
+    upstream.put(
+        "/a.xml",
+        &[("content-type", "application/rss+xml")],
+        rss_feed("a", "https://a.example/", []),
+    );
+    let dir = tempdir();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("feedmux.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\npath = {:?}\n\n{}",
+            dir.path().join("store").display().to_string(),
+            source("a", &upstream.url("/a.xml"))
+        ),
+    )
+    .unwrap();
+    let mut daemon = RealDaemon::start(dir.path(), port);
+    let http = reqwest::Client::new();
+    daemon
+        .wait_ready(&http, std::time::Duration::from_secs(30))
+        .await;
+
+    // No database is reached: the store is asked for first.
+    let out = copy_store(
+        &dir.path().join("feedmux.toml"),
+        "postgres://feedmux@127.0.0.1:1/none",
+    );
+    daemon.kill();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("stop the daemon first"), "{stderr}");
+}
+
+#[test]
+fn a_connection_string_is_refused_without_being_shown() {
+    let dir = tempdir();
+    config(dir.path(), &source("a", "http://127.0.0.1:1/a.xml"));
+    let out = copy_store(
+        &dir.path().join("feedmux.toml"),
+        "host=127.0.0.1 user=feedmux password=s3cret-pw",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("postgres://"),
+        "says what it takes: {stderr}"
+    );
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
 }
 
 /// A new, empty database in this process's private PostgreSQL cluster (started on first use,
