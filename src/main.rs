@@ -110,6 +110,15 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Copy the embedded store into a new, empty PostgreSQL database, record by record; the
+    /// daemon must be stopped.
+    CopyStore {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The database: `postgres://user@host:port/database`, created and empty.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Add the feeds of an OPML subscription list to the config file as sources.
     ImportOpml {
         #[command(flatten)]
@@ -162,6 +171,7 @@ impl Command {
             | Command::ImportOpml { config, .. }
             | Command::Preview { config, .. }
             | Command::Compact { config }
+            | Command::CopyStore { config, .. }
             | Command::ExportOpml { config, .. } => config,
         }
     }
@@ -191,6 +201,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ImportOpml { file, .. } => opml::import_opml(&config, &file),
         Command::Preview { feed, limit, .. } => inspect::preview(&config, &feed, limit),
         Command::Compact { .. } => cli::compact(&config).map(|()| DONE),
+        Command::CopyStore { to, .. } => cli::copy_store::copy_store(&config, &to).map(|()| DONE),
         Command::ExportOpml { full_urls, .. } => {
             opml::export_opml(&config, full_urls).map(|()| DONE)
         }

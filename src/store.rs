@@ -4,7 +4,8 @@
 //! [`Store`] is a cheap handle on a storage engine; it derefs to [`Engine`], whose traits
 //! (`engine`) name every operation the rest of feedmux needs, one trait per concern:
 //! [`Ingest`], [`SourceStates`], [`Items`], [`TextIndex`], [`FeedIndex`], [`Retention`],
-//! [`Health`]. Callers see those and the types here, never an engine's own.
+//! [`Health`], and [`Copying`] (`copy`: a whole store into another engine, [`Store::copy_into`]).
+//! Callers see those and the types here, never an engine's own.
 //!
 //! Engines: `sled_engine`, the embedded default (one directory, no server), and
 //! `pg_engine`, PostgreSQL (being built: until it is, opening it fails with a message).
@@ -17,10 +18,12 @@ use std::sync::Arc;
 use crate::config::{DatabaseUrl, StorageConfig, StorageEngine};
 use crate::model::{Item, ItemId};
 
+mod copy;
 mod engine;
 mod pg_engine;
 mod sled_engine;
 
+pub use copy::{Copied, Copying, Record, RecordKind, COPY_BATCH};
 pub use engine::{
     Engine, FeedEntries, FeedEntry, FeedIndex, Health, Ingest, IngestGuard, ItemIds, Items,
     PollClaim, Retention, SourceStates, StoreChange, TextIndex,
@@ -52,6 +55,10 @@ pub enum StoreError {
     /// unreachable, or refuses the credentials. Calls succeed again once it is back.
     #[error("cannot reach the database at {url}: {message}")]
     Unreachable { url: String, message: String },
+    /// A copy between engines that cannot go ahead (`feedmux copy-store`): the target is not
+    /// empty, or an engine cannot be copied that way.
+    #[error("cannot copy the store: {reason}")]
+    CannotCopy { reason: String },
 }
 
 impl StoreError {

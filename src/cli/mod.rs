@@ -13,6 +13,7 @@ use feedmux::publish::Format;
 use feedmux::store::{Store, StoreError};
 
 pub(crate) mod access;
+pub(crate) mod copy_store;
 pub(crate) mod inspect;
 pub(crate) mod logging;
 pub(crate) mod opml;

@@ -21,7 +21,7 @@ use std::sync::{Arc, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
-use super::{FeedMembership, StoreError, Stored};
+use super::{Copying, FeedMembership, StoreError, Stored};
 use crate::dedup::fingerprint::TermStats;
 use crate::dedup::record::{
     FingerprintRecord, IndexedFingerprint, IngestPlan, StoryLink, UrlClaim,
@@ -107,12 +107,21 @@ impl std::ops::DerefMut for IngestGuard<'_> {
 
 /// Every concern of a storage engine.
 pub trait Engine:
-    Ingest + SourceStates + Items + TextIndex + FeedIndex + Retention + Health + Send + Sync
+    Ingest + SourceStates + Items + TextIndex + FeedIndex + Retention + Health + Copying + Send + Sync
 {
 }
 
 impl<T> Engine for T where
-    T: Ingest + SourceStates + Items + TextIndex + FeedIndex + Retention + Health + Send + Sync
+    T: Ingest
+        + SourceStates
+        + Items
+        + TextIndex
+        + FeedIndex
+        + Retention
+        + Health
+        + Copying
+        + Send
+        + Sync
 {
 }
 

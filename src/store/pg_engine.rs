@@ -38,6 +38,7 @@ mod changes;
 mod credentials;
 mod feed_index;
 mod health;
+mod import;
 mod items;
 mod pool;
 mod prune;

@@ -29,8 +29,8 @@
 //! ([`SourceStates`]), `items` ([`Items`]), `text_index` ([`TextIndex`], with `postings` and `recent` in
 //! memory), `feed_index` ([`FeedIndex`]), `prune` ([`Retention`]), `health` ([`Health`]:
 //! failed writes, reopening, flushes, checkpoints, the item format upgrade); beside them
-//! `keys` (the key layouts), `item_record`, `mark` (the write mark) and `compact`. Opening
-//! and the schema stay here.
+//! `keys` (the key layouts), `item_record`, `mark` (the write mark), `export` ([`super::Copying`])
+//! and `compact`. Opening and the schema stay here.
 //!
 //! Beside sled's files, `feedmux.mark` holds the count of polls written that the last flush
 //! made durable; a store whose log holds fewer is refused at open (a log cut short).
@@ -57,6 +57,7 @@ use super::engine::*;
 use super::{FeedMembership, StoreError, Stored};
 
 mod compact;
+mod export;
 mod feed_index;
 mod health;
 mod item_record;

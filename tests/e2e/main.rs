@@ -7,6 +7,7 @@ mod caching;
 mod cli;
 mod clock;
 mod cluster;
+mod copy_store;
 mod crash;
 mod daemon;
 mod damaged;

@@ -38,7 +38,7 @@ impl Connection {
                 .connect(NoTls)
                 .map_err(|e| StoreError::Unreachable {
                     url: self.shown.to_string(),
-                    message: e.to_string(),
+                    message: describe(&e),
                 })?;
             self.client = Some(client);
         }
@@ -46,6 +46,16 @@ impl Connection {
             url: self.shown.to_string(),
             message: "no connection".to_owned(),
         })
+    }
+}
+
+/// What went wrong opening a connection: the server's own message ("database \"x\" does
+/// not exist") or the cause ("Connection refused"), not the client's bare "db error".
+fn describe(e: &postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => db.to_string(),
+        (None, Some(source)) => format!("{e}: {source}"),
+        (None, None) => e.to_string(),
     }
 }
 

@@ -563,3 +563,40 @@ fn a_grown_store_trains_a_new_dictionary_and_reads_the_old_records_back() {
         assert_eq!(item.summary_html, news_item(n).summary_html, "item {n}");
     }
 }
+
+/// An export gives each record once, and every item before any feed entry (an importer takes
+/// an entry's source from its item).
+#[test]
+fn an_export_gives_every_record_and_items_before_feed_entries() {
+    use crate::store::{Copying, RecordKind};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledEngine::open(&dir.path().join("store"), DEFAULT_CACHE_BYTES).expect("store");
+    let now = Utc::now();
+    let items = (1..=3).map(|n| (n, now - chrono::Duration::minutes(i64::from(n)), vec![7]));
+    apply_new(&store, "a", items);
+    store
+        .rebuild_feed_index("all", "rules", &|_| true)
+        .expect("feed index");
+    let mut kinds = Vec::new();
+    store
+        .export(&mut |record| {
+            kinds.push(record.kind());
+            Ok(())
+        })
+        .expect("export");
+    let count = |kind| kinds.iter().filter(|k| **k == kind).count();
+    assert_eq!(count(RecordKind::Item), 3);
+    assert_eq!(count(RecordKind::StoryMember), 3);
+    assert_eq!(count(RecordKind::Fingerprint), 3);
+    assert_eq!(count(RecordKind::FeedEntry), 3);
+    assert_eq!(count(RecordKind::FeedRules), 1);
+    assert_eq!(count(RecordKind::SourceState), 1);
+    assert_eq!(
+        count(RecordKind::Meta),
+        2,
+        "term statistics and terms version"
+    );
+    let last_item = kinds.iter().rposition(|k| *k == RecordKind::Item);
+    let first_entry = kinds.iter().position(|k| *k == RecordKind::FeedEntry);
+    assert!(last_item < first_entry, "{kinds:?}");
+}
