@@ -26,7 +26,7 @@ mod sled_engine;
 pub use copy::{Copied, Copying, Record, RecordKind, COPY_BATCH};
 pub use engine::{
     Engine, FeedEntries, FeedEntry, FeedIndex, Health, Ingest, IngestGuard, ItemIds, Items,
-    PollClaim, Retention, SourceStates, StoreChange, TextIndex,
+    PollClaim, Retention, SeenPoll, SourceStates, StoreChange, TextIndex,
 };
 pub use sled_engine::{DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 

@@ -4,29 +4,53 @@
 //! Must not decide when a source is due (that is `schedule`) or how a poll runs (`refresh`).
 
 use super::*;
-use crate::store::PollClaim;
+use crate::store::{PollClaim, SeenPoll};
 
 /// How much longer than a poll's timeout its claim lasts (the poll's writes, a slow store).
 const CLAIM_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
+/// What one source's polling task remembers between its polls.
+pub(super) struct PollTask {
+    /// Polls the store failed in a row.
+    store_waits: AtomicU32,
+    /// The source's last poll as this task last saw it in the store, for claims.
+    seen: std::sync::Mutex<SeenPoll>,
+}
+
+impl PollTask {
+    pub(super) fn new(seen: SeenPoll) -> PollTask {
+        PollTask {
+            store_waits: AtomicU32::new(0),
+            seen: std::sync::Mutex::new(seen),
+        }
+    }
+
+    fn seen(&self) -> SeenPoll {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn saw(&self, seen: SeenPoll) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+    }
+}
+
 /// How often a source whose poll another instance claimed asks again, at most.
 const CLAIM_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Shared {
     /// Polls one source, counts the result, re-renders its feeds if anything changed, and
     /// answers when the source is next due (`None`: not again, the feed is gone), or, when
-    /// the store failed, that it waits for the store ([`wait_for_store`]; `store_waits`
-    /// counts the source's polls failed by the store in a row).
-    pub(super) async fn poll(
-        &self,
-        source: &SourceConfig,
-        store_waits: &AtomicU32,
-    ) -> schedule::Next {
+    /// the store failed, that it waits for the store ([`wait_for_store`]; `task` counts the
+    /// source's polls failed by the store in a row). In a store that several instances share,
+    /// the poll is claimed first: a source polled elsewhere since `task` saw it, or being
+    /// polled elsewhere now, is not polled here.
+    pub(super) async fn poll(&self, source: &SourceConfig, task: &PollTask) -> schedule::Next {
         // Subscribed before the poll: a reopen while it runs ends the wait at once.
         let store_back = self.store_back.subscribe();
-        match self.claim(source).await {
+        match self.claim(source, task.seen()).await {
             Ok(PollClaim::Granted) => {}
-            Ok(PollClaim::PolledElsewhere { next }) => {
+            Ok(PollClaim::PolledElsewhere { next, last_poll }) => {
                 tracing::debug!(source = %source.name, "polled by another instance since it fell due");
+                task.saw(SeenPoll::Last(last_poll));
                 self.publisher.set_next_poll(&source.name, next);
                 return schedule::Next::At(next);
             }
@@ -44,18 +68,20 @@ impl Shared {
             Err(e) => {
                 error!(source = %source.name, error = %e, "cannot claim the poll in the store");
                 self.store_failed(&e);
-                return self.retry_when_store_is_back(source, store_waits, store_back);
+                return self.retry_when_store_is_back(source, &task.store_waits, store_back);
             }
         }
-        let polled = self.poll_and_plan(source).await;
+        let polled = self.poll_and_plan(source, task).await;
         self.release(source);
         match polled {
             Ok(next) => {
-                store_waits.store(0, Ordering::Relaxed);
+                task.store_waits.store(0, Ordering::Relaxed);
                 self.publisher.set_next_poll(&source.name, next);
                 schedule::Next::At(next)
             }
-            Err(StoreFailed) => self.retry_when_store_is_back(source, store_waits, store_back),
+            Err(StoreFailed) => {
+                self.retry_when_store_is_back(source, &task.store_waits, store_back)
+            }
         }
     }
 
@@ -85,16 +111,15 @@ impl Shared {
     /// Claims the poll of `source` in the store: instances sharing a store poll each source
     /// once per slot, and keep the per-host gap between them. The claim lasts the poll's
     /// timeout and a margin, so that a claim of an instance that died runs out soon.
-    async fn claim(&self, source: &SourceConfig) -> Result<PollClaim, StoreError> {
+    async fn claim(&self, source: &SourceConfig, seen: SeenPoll) -> Result<PollClaim, StoreError> {
         let config = self.config();
         let store = self.pipeline.store.clone();
         let name = source.name.clone();
         let host = source.url.host_str().map(str::to_owned);
-        let now = self.now();
         let lease = config.poll.timeout.saturating_add(CLAIM_MARGIN);
         let gap = config.poll.per_host_interval;
         tokio::task::spawn_blocking(move || {
-            store.claim_poll(&name, host.as_deref(), now, lease, gap)
+            store.claim_poll(&name, host.as_deref(), seen, lease, gap)
         })
         .await
         .unwrap_or(Ok(PollClaim::Granted))
@@ -115,6 +140,7 @@ impl Shared {
     pub(super) async fn poll_and_plan(
         &self,
         source: &SourceConfig,
+        task: &PollTask,
     ) -> Result<Option<DateTime<Utc>>, StoreFailed> {
         let config = self.config();
         let filters = self.filters();
@@ -142,7 +168,10 @@ impl Shared {
             }
         }
         let state = match self.pipeline.store.source_state(&source.name) {
-            Ok(state) => state,
+            Ok(state) => {
+                task.saw(SeenPoll::Last(state.last_poll));
+                state
+            }
             Err(e) if e.needs_reopen() => {
                 error!(source = %source.name, error = %e, "cannot read the source's state");
                 return Err(StoreFailed);
@@ -342,22 +371,21 @@ impl Scheduler {
             if let Some(previous) = after {
                 let _ = previous.await;
             }
-            let mut state = shared
-                .pipeline
-                .store
-                .source_state(&polled.name)
-                .unwrap_or_default();
+            let stored = shared.pipeline.store.source_state(&polled.name);
+            let task = Arc::new(PollTask::new(match &stored {
+                Ok(state) => SeenPoll::Last(state.last_poll),
+                Err(_) => SeenPoll::Unknown,
+            }));
+            let mut state = stored.unwrap_or_default();
             if rescheduled {
                 state.next_poll = None;
             }
             let first = first_poll(&polled, &state, shared.now());
             shared.publisher.set_next_poll(&polled.name, first);
             let clock = shared.clock.clock().clone();
-            let store_waits = Arc::new(AtomicU32::new(0));
             schedule::run_source(schedule, clock, first, limit, stop_rx, || {
-                let (shared, source, store_waits) =
-                    (shared.clone(), polled.clone(), store_waits.clone());
-                async move { shared.poll(&source, &store_waits).await }
+                let (shared, source, task) = (shared.clone(), polled.clone(), task.clone());
+                async move { shared.poll(&source, &task).await }
             })
             .await;
         });

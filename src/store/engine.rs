@@ -167,13 +167,29 @@ pub trait Ingest {
 /// Whether this process may poll a source now ([`SourceStates::claim_poll`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollClaim {
-    /// Poll it: no other process is polling it, none polled it since it fell due, and its
-    /// host was not polled within the gap.
+    /// Poll it: no other process is polling it, none polled it since this one last saw its
+    /// state, and its host was not polled within the gap.
     Granted,
-    /// Another process polled it since it fell due: by the stored state, it is next due then.
-    PolledElsewhere { next: Option<DateTime<Utc>> },
-    /// Another process is polling it, or its host was polled too recently: ask again then.
+    /// Another process polled it since this one last saw its state: the stored state's next
+    /// poll and last poll.
+    PolledElsewhere {
+        next: Option<DateTime<Utc>>,
+        last_poll: Option<DateTime<Utc>>,
+    },
+    /// Another process is polling it, or its host was polled too recently: ask again then
+    /// (by this process's clock).
     Busy { until: DateTime<Utc> },
+}
+
+/// The last poll of a source as this process last saw it in the stored state: what a claim
+/// compares with the stored one to tell whether another process polled the source since,
+/// whatever the clocks of the processes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeenPoll {
+    /// This process has not read the source's state.
+    Unknown,
+    /// The stored state said this (`None`: never polled).
+    Last(Option<DateTime<Utc>>),
 }
 
 /// Each source's polling state (validators, errors, counts, next due time).
@@ -187,16 +203,17 @@ pub trait SourceStates {
     /// state read before a prune never brings back a stale count.
     fn put_source_state(&self, source: &str, state: SourceState) -> Result<(), StoreError>;
 
-    /// Claims the poll of `source` (on `host`, when it has one) for this process, at `now`,
-    /// for at most `lease`: how processes sharing a store poll each source once per slot and
-    /// keep `host_gap` between the starts of polls of one host. A claim that runs out (its
-    /// process died) is granted to the next that asks. An engine only one process opens
-    /// grants every claim.
+    /// Claims the poll of `source` (on `host`, when it has one) for this process, which saw
+    /// its last poll as `seen`, for at most `lease`: how processes sharing a store poll each
+    /// source once per slot and keep `host_gap` between the starts of polls of one host.
+    /// Leases and gaps are timed by the store's clock, so processes whose clocks disagree
+    /// still take turns. A claim that runs out (its process died) is granted to the next
+    /// that asks. An engine only one process opens grants every claim.
     fn claim_poll(
         &self,
         source: &str,
         host: Option<&str>,
-        now: DateTime<Utc>,
+        seen: SeenPoll,
         lease: std::time::Duration,
         host_gap: std::time::Duration,
     ) -> Result<PollClaim, StoreError>;

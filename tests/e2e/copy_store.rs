@@ -16,7 +16,6 @@ use crate::real::{free_port, RealDaemon};
 use crate::upstream::Upstream;
 use crate::{binary, config, poll_all, read_back, rss_feed, source, tempdir, titles, RssItem};
 
-
 /// Three sources: `a` and `b` report five stories under the same links (one story each), `b`
 /// and `c` two under the same words; `c` has eight items of its own, of which retention
 /// prunes the oldest five; the text index of items over five hours old is aged out. Two output feeds: every item, and those about storms. Returns the

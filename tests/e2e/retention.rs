@@ -49,6 +49,7 @@ async fn old_items_are_pruned_on_schedule_and_not_ingested_again() {
     );
     config.storage.retention_days = Some(3);
     config.storage.prune_interval = Duration::from_millis(500);
+    let storage = config.storage.clone();
     let served = Served::with_config(config).await;
     let base = served.base.clone();
     let get = |path: &'static str| {
@@ -105,7 +106,7 @@ async fn old_items_are_pruned_on_schedule_and_not_ingested_again() {
     served.stop().await;
     // The turn is taken again for the store opened here.
     let _turn = crate::served::sled_turn().await;
-    let store = Store::open(&dir.path().join("store")).unwrap();
+    let store = Store::open_configured(&storage).unwrap();
     assert_eq!(store.item_count(), 1);
     assert_eq!(
         store.tombstone_count(),

@@ -50,34 +50,48 @@ impl SourceStates for PgEngine {
         &self,
         source: &str,
         host: Option<&str>,
-        now: DateTime<Utc>,
+        seen: SeenPoll,
         lease: std::time::Duration,
         host_gap: std::time::Duration,
     ) -> Result<PollClaim, StoreError> {
         let (source, host) = (source.to_owned(), host.map(str::to_owned));
         let instance = self.instance.clone();
-        let now = micros(now);
         let lease = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
         let gap = i64::try_from(host_gap.as_micros()).unwrap_or(i64::MAX);
-        self.run(move |client| {
+        let (claim, db_now) = self.run(move |client| {
             let mut tx = client.transaction()?;
-            let claim = claim_in(&mut tx, &source, &instance, now, lease)?;
-            if claim != PollClaim::Granted {
-                return Ok(claim);
+            let db_now: i64 = tx
+                .query_one(
+                    "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8",
+                    &[],
+                )?
+                .get(0);
+            let claim = claim_in(&mut tx, &source, &instance, seen, db_now, lease)?;
+            if claim != Claimed::Granted {
+                return Ok((claim, db_now));
             }
             if let Some(host) = host.filter(|_| gap > 0) {
-                if let Some(until) = host_busy_until(&mut tx, &host, now, gap)? {
-                    return Ok(PollClaim::Busy {
-                        until: time_of(until)?,
-                    });
+                if let Some(until) = host_busy_until(&mut tx, &host, db_now, gap)? {
+                    return Ok((Claimed::BusyUntil(until), db_now));
                 }
             }
             tx.execute(
                 "UPDATE poll_claims SET holder = $2, until_us = $3 WHERE source = $1",
-                &[&source, &instance, &now.saturating_add(lease)],
+                &[&source, &instance, &db_now.saturating_add(lease)],
             )?;
             tx.commit()?;
-            Ok(PollClaim::Granted)
+            Ok((Claimed::Granted, db_now))
+        })?;
+        Ok(match claim {
+            Claimed::Granted => PollClaim::Granted,
+            Claimed::Elsewhere { next, last_poll } => {
+                PollClaim::PolledElsewhere { next, last_poll }
+            }
+            // The store's time, told as a wait from now on this process's clock.
+            Claimed::BusyUntil(until) => PollClaim::Busy {
+                until: Utc::now()
+                    + chrono::Duration::microseconds(until.saturating_sub(db_now).max(0)),
+            },
         })
     }
 
@@ -93,16 +107,29 @@ impl SourceStates for PgEngine {
     }
 }
 
-/// Whether the claim row of `source` allows `instance` to poll it at `now`: locked while
-/// another instance is deciding (`SKIP LOCKED`: it is busy), held by another's claim that
-/// has not run out, or polled since it fell due by the stored state.
+/// What [`claim_in`] found, with times of the store's clock.
+#[derive(Debug, PartialEq)]
+enum Claimed {
+    Granted,
+    Elsewhere {
+        next: Option<DateTime<Utc>>,
+        last_poll: Option<DateTime<Utc>>,
+    },
+    BusyUntil(i64),
+}
+
+/// Whether the claim row of `source` allows `instance`, which saw its last poll as `seen`,
+/// to poll it at `now` (the store's clock): not while another instance is deciding
+/// (`SKIP LOCKED`: busy), nor while another's claim has not run out, nor when the stored
+/// last poll is not the one `instance` saw (another polled it since).
 fn claim_in(
     tx: &mut Transaction<'_>,
     source: &str,
     instance: &str,
+    seen: SeenPoll,
     now: i64,
     lease: i64,
-) -> Result<PollClaim, StoreError> {
+) -> Result<Claimed, StoreError> {
     tx.execute(
         "INSERT INTO poll_claims (source, holder, until_us) VALUES ($1, '', 0)
          ON CONFLICT (source) DO NOTHING",
@@ -114,32 +141,38 @@ fn claim_in(
     )?;
     let Some(row) = row else {
         // Another instance is claiming it this very moment.
-        return Ok(PollClaim::Busy {
-            until: time_of(now.saturating_add(lease.min(SLACK_US)))?,
-        });
+        return Ok(Claimed::BusyUntil(now.saturating_add(lease.min(SLACK_US))));
     };
     let (holder, until): (String, i64) = (row.get(0), row.get(1));
     if holder != instance && until > now {
-        return Ok(PollClaim::Busy {
-            until: time_of(until)?,
-        });
+        return Ok(Claimed::BusyUntil(until));
     }
     let state = tx.query_opt(
         "SELECT state FROM source_states WHERE source = $1",
         &[&source],
     )?;
-    if let Some(row) = state {
-        let Json(state): Json<SourceState> = row.try_get(0).map_err(|e| StoreError::Corrupt {
-            what: "source state",
-            message: e.to_string(),
-        })?;
-        if let Some(next) = state.next_poll {
-            if micros(next) > now.saturating_add(SLACK_US) {
-                return Ok(PollClaim::PolledElsewhere { next: Some(next) });
-            }
-        }
+    let Some(row) = state else {
+        return Ok(Claimed::Granted);
+    };
+    let Json(state): Json<SourceState> = row.try_get(0).map_err(|e| StoreError::Corrupt {
+        what: "source state",
+        message: e.to_string(),
+    })?;
+    let polled_since = match seen {
+        SeenPoll::Last(last) => state.last_poll != last,
+        // Not seen since this process started: the stored next poll says whether a slot is
+        // due (by the clock of the instance that polled last).
+        SeenPoll::Unknown => state
+            .next_poll
+            .is_some_and(|next| micros(next) > now.saturating_add(SLACK_US)),
+    };
+    if polled_since {
+        return Ok(Claimed::Elsewhere {
+            next: state.next_poll,
+            last_poll: state.last_poll,
+        });
     }
-    Ok(PollClaim::Granted)
+    Ok(Claimed::Granted)
 }
 
 /// When the next poll of `host` may start, if a poll of it started less than `gap` before

@@ -99,7 +99,7 @@ impl SourceStates for SledEngine {
         &self,
         _source: &str,
         _host: Option<&str>,
-        _now: DateTime<Utc>,
+        _seen: SeenPoll,
         _lease: std::time::Duration,
         _host_gap: std::time::Duration,
     ) -> Result<PollClaim, StoreError> {
