@@ -8,7 +8,8 @@
 //! Callers see those and the types here, never an engine's own.
 //!
 //! Engines: `sled_engine`, the embedded default (one directory, no server), and
-//! `pg_engine`, PostgreSQL (being built: until it is, opening it fails with a message).
+//! `pg_engine`, PostgreSQL, which several instances can share (claims of polls, a database
+//! lock on ingestion, notifications of changes).
 //! [`Store::open_configured`] opens the one `[storage] engine` names. sled is used in
 //! `sled_engine` and nowhere else; no engine knows anything of HTTP or feed formats.
 

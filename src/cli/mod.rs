@@ -78,7 +78,7 @@ pub(crate) fn check(arg: &ConfigArg) -> ExitCode {
                 store_location(&c)
             );
             if let StorageEngine::Postgres { url } = &c.storage.engine {
-                println!("  storage engine postgres (experimental: being built)");
+                println!("  storage engine postgres: instances sharing this database poll each source once per slot");
                 if url.has_password() {
                     println!(
                         "  warning: [storage] url holds a password; PGPASSWORD or ~/.pgpass keep it out of the config"

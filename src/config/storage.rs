@@ -19,7 +19,7 @@ const HIDDEN_PASSWORD: &str = "***";
 pub enum StorageEngine {
     /// The embedded store in `[storage] path` (the default).
     Sled,
-    /// A PostgreSQL database (experimental: the engine is being built).
+    /// A PostgreSQL database, which several instances can share.
     Postgres { url: DatabaseUrl },
 }
 
