@@ -213,3 +213,70 @@ async fn an_instance_keeps_serving_while_the_database_is_down_and_catches_up_aft
     let log = a.log_text();
     assert!(log.contains("cannot reach the database"), "{log}");
 }
+
+/// The feed of source `name`: `stories` reports, each linking to the story's page (as two
+/// outlets quoting one announcement do), under the source's own GUIDs and titles.
+fn reports_of(name: &str, stories: usize) -> String {
+    rss_feed(
+        name,
+        &format!("http://{name}.example/"),
+        (0..stories).map(|i| {
+            RssItem::new(
+                format!("{name}-{i}"),
+                format!("{name} reports announcement {i}"),
+                format!("http://lab.example/news/{i}"),
+            )
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run, or cargo test -- --include-ignored"]
+async fn two_instances_ingesting_the_same_stories_at_once_make_each_one_story() {
+    const STORIES: usize = 40;
+    let upstream = Upstream::start().await;
+    for name in ["a", "b"] {
+        upstream.put(
+            &format!("/{name}.xml"),
+            &[("content-type", "application/rss+xml")],
+            reports_of(name, STORIES),
+        );
+    }
+    for round in 0..3 {
+        // Two instances (two processes' worth of engines, each with its own connections
+        // and database lock session) poll one source each, at the same moment.
+        let url = PgCluster::shared().fresh_database("race");
+        let configs: Vec<(tempfile::TempDir, feedmux::config::Config)> = (0..2)
+            .map(|_| {
+                let dir = tempdir();
+                let text = format!(
+                    "[storage]\nengine = \"postgres\"\nurl = {url:?}\n[poll]\nper_host_interval = \"0s\"\n\
+                     [[source]]\nname = \"a\"\nurl = \"{}\"\n[[source]]\nname = \"b\"\nurl = \"{}\"\n\
+                     [[feed]]\nname = \"all\"\n",
+                    upstream.url("/a.xml"),
+                    upstream.url("/b.xml")
+                );
+                let path = dir.path().join("feedmux.toml");
+                std::fs::write(&path, text).unwrap();
+                let config = feedmux::config::load(&path).unwrap();
+                (dir, config)
+            })
+            .collect();
+        let polls: Vec<_> = configs
+            .iter()
+            .zip(["a", "b"])
+            .map(|((_, config), name)| {
+                let config = config.clone();
+                tokio::spawn(async move { crate::poll(&config, &[name]).await })
+            })
+            .collect();
+        for poll in polls {
+            for (source, result) in poll.await.unwrap() {
+                assert!(result.is_ok(), "round {round}, {source}: {result:?}");
+            }
+        }
+        // Each announcement is one story of two reports, whichever poll was planned first.
+        let titles = crate::titles(&configs[0].1, "all");
+        assert_eq!(titles.len(), STORIES, "round {round}: {titles:?}");
+    }
+}
