@@ -44,7 +44,7 @@ fn publish(upstream: &Upstream, items: usize) {
 /// Writes `dir/feedmux.toml` for an instance listening on `port`, on the database `url`.
 fn write_config(dir: &Path, port: u16, url: &str, upstream: &Upstream) {
     let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nengine = \"postgres\"\nurl = {url:?}\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nbase_url = \"http://feeds.test\"\n[storage]\nengine = \"postgres\"\nurl = {url:?}\n\
          [poll]\nschedule = \"{SCHEDULE}\"\nper_host_interval = \"0s\"\ntimeout = \"5s\"\n\
          [dedup]\nenabled = false\n"
     );
@@ -130,12 +130,31 @@ async fn wait_served(
 async fn three_instances_poll_each_source_once_per_slot_and_serve_what_any_polled() {
     let upstream = Upstream::start().await;
     publish(&upstream, 2);
-    let url = PgCluster::shared().fresh_database("cluster");
+    let cluster = PgCluster::private();
+    let url = cluster.fresh_database("cluster");
     let http = reqwest::Client::new();
     let (a, _da) = instance(&url, &upstream, &http).await;
     let (b, _db) = instance(&url, &upstream, &http).await;
     let (mut c, _dc) = instance(&url, &upstream, &http).await;
     wait_served(&http, &[&a, &b, &c], 2 * SOURCES, Duration::from_secs(20)).await;
+    // Any instance serves any feed, byte for byte: the same ETag from each (they share the
+    // public base URL, as instances behind one load balancer do).
+    let mut served_atom = Vec::new();
+    for daemon in [&a, &b, &c] {
+        let response = http
+            .get(format!("{}/feeds/all.atom", daemon.base()))
+            .send()
+            .await
+            .unwrap();
+        // The ETag of the bytes, whichever coding this instance has made yet (`-br`, `-gzip`).
+        let etag = response.headers()["etag"].to_str().unwrap();
+        let etag = etag.trim_matches('"').split('-').next().unwrap().to_owned();
+        served_atom.push((etag, response.text().await.unwrap()));
+    }
+    assert!(
+        served_atom.iter().all(|(e, _)| *e == served_atom[0].0),
+        "{served_atom:#?}"
+    );
 
     // Over 8 slots, each source is polled about once per slot, by one instance: never
     // three times a slot, and never twice within a moment.
@@ -172,6 +191,54 @@ async fn three_instances_poll_each_source_once_per_slot_and_serve_what_any_polle
     publish(&upstream, 4);
     wait_served(&http, &[&a, &b], 4 * SOURCES, Duration::from_secs(60)).await;
     assert!(killed.elapsed() < Duration::from_secs(60));
+
+    // The database restarts: the two go on serving meanwhile, and store and serve what
+    // they poll once it is back.
+    cluster.stop();
+    publish(&upstream, 5);
+    tokio::time::sleep(SLOT * 2).await;
+    assert_eq!(served(&http, &a).await.len(), 4 * SOURCES);
+    assert_eq!(served(&http, &b).await.len(), 4 * SOURCES);
+    cluster.start();
+    wait_served(&http, &[&a, &b], 5 * SOURCES, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run, or cargo test -- --include-ignored"]
+async fn two_instances_keep_the_per_host_gap_between_them() {
+    let upstream = Upstream::start().await;
+    publish(&upstream, 1);
+    let url = PgCluster::shared().fresh_database("gap");
+    let http = reqwest::Client::new();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let dir = tempdir();
+        let port = free_port();
+        write_config(dir.path(), port, &url, &upstream);
+        // Every source on the one host, due once at start, a second apart whoever polls.
+        let text = std::fs::read_to_string(dir.path().join("feedmux.toml"))
+            .unwrap()
+            .replace("per_host_interval = \"0s\"", "per_host_interval = \"1s\"")
+            .replace(SCHEDULE, "0 0 0 1 1 *");
+        std::fs::write(dir.path().join("feedmux.toml"), text).unwrap();
+        let mut daemon = RealDaemon::start(dir.path(), port);
+        daemon.wait_ready(&http, Duration::from_secs(30)).await;
+        instances.push((daemon, dir));
+    }
+    let daemons: Vec<&RealDaemon> = instances.iter().map(|(d, _)| d).collect();
+    wait_served(&http, &daemons, SOURCES, Duration::from_secs(30)).await;
+    let mut polls: Vec<Instant> = (0..SOURCES)
+        .flat_map(|n| upstream.arrivals_of(&format!("/s{n}.xml")))
+        .collect();
+    polls.sort();
+    assert_eq!(polls.len(), SOURCES, "each source polled once");
+    for pair in polls.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(900),
+            "two polls of one host {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! Changes other instances write: a poll's or a prune's transaction notifies
 //! [`CHANNEL`] with the writing instance and the source, and a listener thread per engine hands
-//! other instances' notifications to the daemon, which renders the feeds they changed. A
-//! listener that lost its connection reconnects and reports [`StoreChange::Everything`], since
-//! it may have missed some.
+//! other instances' notifications to the daemon, which renders the feeds they changed. Each
+//! time the listener starts listening (at start, and after it lost its connection) it reports
+//! [`StoreChange::Everything`], since it may have missed some before.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -57,15 +57,16 @@ fn change_of(payload: &str, instance: &str) -> Option<StoreChange> {
 /// Listens on its own connection until `stop`, calling `on_change` with other instances'
 /// changes.
 pub(super) fn listen(
-    config: Config,
+    mut config: Config,
     instance: String,
     stop: Arc<AtomicBool>,
     on_change: Box<dyn Fn(StoreChange) + Send>,
 ) {
+    config.connect_timeout(RECONNECT_DELAY.saturating_mul(3));
+    config.application_name("feedmux (changes)");
     let started = std::thread::Builder::new()
         .name("feedmux-db-changes".to_owned())
         .spawn(move || {
-            let mut connected_before = false;
             while !stop.load(Ordering::Relaxed) {
                 let mut client = match config.connect(NoTls) {
                     Ok(client) => client,
@@ -80,11 +81,10 @@ pub(super) fn listen(
                     std::thread::sleep(RECONNECT_DELAY);
                     continue;
                 }
-                if connected_before {
-                    // Whatever was written while the connection was down went unheard.
-                    on_change(StoreChange::Everything);
-                }
-                connected_before = true;
+                // Whatever was written before it listened (the daemon's first render may have
+                // been read before some commit) or while its connection was down went
+                // unheard: everything is rendered again once it listens.
+                on_change(StoreChange::Everything);
                 while !stop.load(Ordering::Relaxed) && !client.is_closed() {
                     let mut notifications = client.notifications();
                     let mut heard = notifications.timeout_iter(TICK);

@@ -34,7 +34,7 @@ impl Ingest for PgEngine {
         state: &SourceState,
         mut term_stats: IngestGuard<'_>,
     ) -> Result<(), StoreError> {
-        let poll = PollWrites::of(
+        let mut poll = PollWrites::of(
             source,
             plan,
             feeds,
@@ -42,6 +42,7 @@ impl Ingest for PgEngine {
             state,
             self.index_from(plan),
         );
+        poll.instance = self.instance.clone();
         self.run(move |client| {
             let mut transaction = client.transaction()?;
             poll.write(&mut transaction)?;

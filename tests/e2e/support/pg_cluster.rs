@@ -145,7 +145,7 @@ impl PgCluster {
     /// Appends the test settings to `postgresql.conf` (a later line wins over an earlier one).
     fn configure(&self) {
         let settings = format!(
-            "\n# feedmux tests\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+            "\n# feedmux tests\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n# Every test's daemons and handles hold a few connections each, many tests at once.\nmax_connections = 500\n",
             self.port,
             self.dir.join("sock").display()
         );
