@@ -51,6 +51,12 @@ impl Shared {
             Ok(PollClaim::PolledElsewhere { next, last_poll }) => {
                 tracing::debug!(source = %source.name, "polled by another instance since it fell due");
                 task.saw(SeenPoll::Last(last_poll));
+                // Another instance's clock may be wrong: its next poll is believed only as far
+                // as a next poll of this one's could be (hints and backoff are bounded so).
+                let config = self.config();
+                let bound = config.poll.max_interval.max(config.poll.backoff_max);
+                let latest = self.now() + chrono::Duration::from_std(bound).unwrap_or_default();
+                let next = next.map(|next| next.min(latest));
                 self.publisher.set_next_poll(&source.name, next);
                 return schedule::Next::At(next);
             }

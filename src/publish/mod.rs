@@ -193,7 +193,6 @@ impl Publisher {
             .cloned()
     }
 
-    /// Renders `feed` from the store and swaps it into the cache.
     /// Renders `feed` unless a render of it is running; then that render runs once more when
     /// it ends, with the newest `config`, and this call returns `None` at once. So when many
     /// sources of a feed finish their polls together, the feed is rendered once or twice, not
@@ -205,6 +204,29 @@ impl Publisher {
         config: Arc<Config>,
         feed: &str,
     ) -> Result<Option<Vec<Format>>, PublishError> {
+        self.render_gated(store, config, feed, false)
+    }
+
+    /// Renders `feed` once no render of it is running (waiting for one that is): never side
+    /// by side with another render, whose result, read from the store before this call, could
+    /// otherwise be swapped into the cache after this one's and hide what the store holds now.
+    pub fn render_after_running(
+        &self,
+        store: &Store,
+        config: Arc<Config>,
+        feed: &str,
+    ) -> Result<(), PublishError> {
+        self.render_gated(store, config, feed, true).map(|_| ())
+    }
+
+    /// [`Publisher::render_when_free`], or with `wait` [`Publisher::render_after_running`].
+    fn render_gated(
+        &self,
+        store: &Store,
+        config: Arc<Config>,
+        feed: &str,
+        mut wait: bool,
+    ) -> Result<Option<Vec<Format>>, PublishError> {
         let gate = self
             .gates
             .lock()
@@ -215,7 +237,12 @@ impl Publisher {
         *gate.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
         let mut changed: Option<Vec<Format>> = None;
         loop {
-            let Ok(_running) = gate.running.try_lock() else {
+            let running = if std::mem::take(&mut wait) {
+                Ok(gate.running.lock().unwrap_or_else(|p| p.into_inner()))
+            } else {
+                gate.running.try_lock()
+            };
+            let Ok(_running) = running else {
                 return Ok(changed); // the running render sees the request when it ends
             };
             loop {
@@ -318,10 +345,12 @@ impl Publisher {
         Ok(rendered)
     }
 
-    /// Renders every feed of the config and drops feeds that left it.
+    /// Renders every feed of the config, each after any render of it already running (so that
+    /// an older result never lands last), and drops feeds that left it.
     pub fn render_all(&self, store: &Store, config: &Config) -> Result<(), PublishError> {
+        let shared = Arc::new(config.clone());
         for feed in &config.feeds {
-            self.render(store, config, &feed.name)?;
+            self.render_after_running(store, shared.clone(), &feed.name)?;
         }
         self.drop_feeds_not_in(config);
         Ok(())
@@ -536,6 +565,38 @@ mod tests {
             .expect("render")
             .is_some());
         assert!(gate.pending.lock().expect("pending").is_none());
+    }
+
+    /// Renders after a change (a recovered store, a prune, a reload) wait for a render that
+    /// runs, rather than run beside it: one side by side could finish first and be replaced
+    /// by the older one's result.
+    #[test]
+    fn render_all_waits_for_a_running_render_and_renders_after_it() {
+        let (_dir, store, config) = setup();
+        let publisher = Arc::new(Publisher::new());
+        publisher
+            .render_when_free(&store, config.clone(), "all")
+            .expect("render");
+        let gate = publisher
+            .gates
+            .lock()
+            .expect("gates")
+            .get("all")
+            .cloned()
+            .expect("a gate");
+        let running = gate.running.lock().expect("gate");
+        let waiting = {
+            let (publisher, store, config) = (publisher.clone(), store.clone(), config.clone());
+            std::thread::spawn(move || publisher.render_all(&store, &config))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!waiting.is_finished(), "it waits for the running render");
+        drop(running);
+        waiting.join().expect("thread").expect("render");
+        assert!(
+            gate.pending.lock().expect("pending").is_none(),
+            "its request was rendered"
+        );
     }
 
     /// A start renders its feeds uncompressed, so that it serves sooner: each is served
