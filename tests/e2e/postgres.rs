@@ -113,3 +113,38 @@ fn check_takes_the_database_from_feedmux_storage_url() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("store at ./data"), "{stdout}");
 }
+
+#[test]
+#[ignore = "needs PostgreSQL: run by .ci/run, or cargo test -- --include-ignored"]
+fn instances_starting_together_migrate_the_database_once() {
+    let url = PgCluster::shared().fresh_database("migrate");
+    let parsed = feedmux::config::DatabaseUrl::parse(&url).unwrap();
+    // Six instances open the new database at the same moment: each migration runs once, under
+    // the database's lock, and every instance opens it.
+    let opened: Vec<_> = (0..6)
+        .map(|_| {
+            let parsed = parsed.clone();
+            std::thread::spawn(move || feedmux::store::Store::open_postgres(&parsed).map(|_| ()))
+        })
+        .collect();
+    for open in opened {
+        open.join().unwrap().unwrap();
+    }
+    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM feedmux_schema", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert!(versions[0] >= 2, "{versions:?}");
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'poll_claims'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 1);
+}
