@@ -45,12 +45,14 @@ use crate::store::{Store, StoreError};
 use crate::systemd;
 use crate::watcher;
 
+mod claims;
 mod instances;
 mod recovery;
 mod reload;
 mod retention;
 mod sweep;
 mod tasks;
+use claims::*;
 use instances::*;
 use recovery::*;
 use reload::*;

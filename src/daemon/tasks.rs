@@ -4,37 +4,7 @@
 //! Must not decide when a source is due (that is `schedule`) or how a poll runs (`refresh`).
 
 use super::*;
-use crate::store::{PollClaim, SeenPoll};
-
-/// How much longer than a poll's timeout its claim lasts (the poll's writes, a slow store).
-const CLAIM_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
-/// What one source's polling task remembers between its polls.
-pub(super) struct PollTask {
-    /// Polls the store failed in a row.
-    store_waits: AtomicU32,
-    /// The source's last poll as this task last saw it in the store, for claims.
-    seen: std::sync::Mutex<SeenPoll>,
-}
-
-impl PollTask {
-    pub(super) fn new(seen: SeenPoll) -> PollTask {
-        PollTask {
-            store_waits: AtomicU32::new(0),
-            seen: std::sync::Mutex::new(seen),
-        }
-    }
-
-    fn seen(&self) -> SeenPoll {
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn saw(&self, seen: SeenPoll) {
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
-    }
-}
-
-/// How often a source whose poll another instance claimed asks again, at most.
-const CLAIM_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+use crate::store::SeenPoll;
 
 impl Shared {
     /// Polls one source, counts the result, re-renders its feeds if anything changed, and
@@ -46,36 +16,8 @@ impl Shared {
     pub(super) async fn poll(&self, source: &SourceConfig, task: &PollTask) -> schedule::Next {
         // Subscribed before the poll: a reopen while it runs ends the wait at once.
         let store_back = self.store_back.subscribe();
-        match self.claim(source, task.seen()).await {
-            Ok(PollClaim::Granted) => {}
-            Ok(PollClaim::PolledElsewhere { next, last_poll }) => {
-                tracing::debug!(source = %source.name, "polled by another instance since it fell due");
-                task.saw(SeenPoll::Last(last_poll));
-                // Another instance's clock may be wrong: its next poll is believed only as far
-                // as a next poll of this one's could be (hints and backoff are bounded so).
-                let config = self.config();
-                let bound = config.poll.max_interval.max(config.poll.backoff_max);
-                let latest = self.now() + chrono::Duration::from_std(bound).unwrap_or_default();
-                let next = next.map(|next| next.min(latest));
-                self.publisher.set_next_poll(&source.name, next);
-                return schedule::Next::At(next);
-            }
-            Ok(PollClaim::Busy { until }) => {
-                // Asked again before `until` when that is far: the claim's holder lets it
-                // go as soon as its poll is written, and a claim that runs out is a dead
-                // instance's.
-                let wait = (until - self.now())
-                    .to_std()
-                    .unwrap_or_default()
-                    .min(CLAIM_RECHECK);
-                tracing::debug!(source = %source.name, wait_ms = wait.as_millis() as u64, "another instance is polling it or its host");
-                return schedule::Next::Retry(Box::pin(tokio::time::sleep(wait)));
-            }
-            Err(e) => {
-                error!(source = %source.name, error = %e, "cannot claim the poll in the store");
-                self.store_failed(&e);
-                return self.retry_when_store_is_back(source, &task.store_waits, store_back);
-            }
+        if let Some(not_here) = self.claim_or_not(source, task, store_back.clone()).await {
+            return not_here;
         }
         let polled = self.poll_and_plan(source, task).await;
         self.release(source);
@@ -94,7 +36,7 @@ impl Shared {
     /// Answers that `source` waits for the store before it is polled again: at once when the
     /// store is back, else after a delay that grows with `store_waits`, the polls the store
     /// failed in a row (not the source's backoff: the store failed, not the source).
-    fn retry_when_store_is_back(
+    pub(super) fn retry_when_store_is_back(
         &self,
         source: &SourceConfig,
         store_waits: &AtomicU32,
@@ -112,34 +54,6 @@ impl Shared {
             "waiting for the store before polling again (not backed off: the store failed, not the source)"
         );
         schedule::Next::Retry(Box::pin(wait_for_store(store_back, delay)))
-    }
-
-    /// Claims the poll of `source` in the store: instances sharing a store poll each source
-    /// once per slot, and keep the per-host gap between them. The claim lasts the poll's
-    /// timeout and a margin, so that a claim of an instance that died runs out soon.
-    async fn claim(&self, source: &SourceConfig, seen: SeenPoll) -> Result<PollClaim, StoreError> {
-        let config = self.config();
-        let store = self.pipeline.store.clone();
-        let name = source.name.clone();
-        let host = source.url.host_str().map(str::to_owned);
-        let lease = config.poll.timeout.saturating_add(CLAIM_MARGIN);
-        let gap = config.poll.per_host_interval;
-        tokio::task::spawn_blocking(move || {
-            store.claim_poll(&name, host.as_deref(), seen, lease, gap)
-        })
-        .await
-        .unwrap_or(Ok(PollClaim::Granted))
-    }
-
-    /// Lets the claim on `source` go, in the background (a claim kept runs out by itself).
-    fn release(&self, source: &SourceConfig) {
-        let store = self.pipeline.store.clone();
-        let name = source.name.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.release_poll(&name) {
-                tracing::debug!(source = %name, error = %e, "cannot let the poll's claim go");
-            }
-        });
     }
 
     /// [`Shared::poll`]'s work: when the source is next due, or [`StoreFailed`].

@@ -1,0 +1,108 @@
+//! Claims of polls in a store that several instances share: before each poll a source's task
+//! asks the store ([`SourceStates::claim_poll`](crate::store::SourceStates::claim_poll))
+//! whether to poll, and does not when another instance polled the source since the task last
+//! saw it, or is polling it (or its host) now. On sled every claim is granted. Must not poll.
+
+use super::*;
+use crate::store::{PollClaim, SeenPoll};
+
+/// How much longer than a poll's timeout its claim lasts (the poll's writes, a slow store).
+const CLAIM_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
+/// What one source's polling task remembers between its polls.
+pub(super) struct PollTask {
+    /// Polls the store failed in a row.
+    pub(super) store_waits: AtomicU32,
+    /// The source's last poll as this task last saw it in the store, for claims.
+    seen: std::sync::Mutex<SeenPoll>,
+}
+
+impl PollTask {
+    pub(super) fn new(seen: SeenPoll) -> PollTask {
+        PollTask {
+            store_waits: AtomicU32::new(0),
+            seen: std::sync::Mutex::new(seen),
+        }
+    }
+
+    pub(super) fn seen(&self) -> SeenPoll {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn saw(&self, seen: SeenPoll) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+    }
+}
+
+/// How often a source whose poll another instance claimed asks again, at most.
+const CLAIM_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Shared {
+    /// Claims the poll of `source` for this instance: `None` to poll it now, or what the task
+    /// does instead (waits for the stored next poll, asks again soon, or waits for the store).
+    pub(super) async fn claim_or_not(
+        &self,
+        source: &SourceConfig,
+        task: &PollTask,
+        store_back: watch::Receiver<u64>,
+    ) -> Option<schedule::Next> {
+        match self.claim(source, task.seen()).await {
+            Ok(PollClaim::Granted) => None,
+            Ok(PollClaim::PolledElsewhere { next, last_poll }) => {
+                tracing::debug!(source = %source.name, "polled by another instance since it fell due");
+                task.saw(SeenPoll::Last(last_poll));
+                // Another instance's clock may be wrong: its next poll is believed only as far
+                // as a next poll of this one's could be (hints and backoff are bounded so).
+                let config = self.config();
+                let bound = config.poll.max_interval.max(config.poll.backoff_max);
+                let latest = self.now() + chrono::Duration::from_std(bound).unwrap_or_default();
+                let next = next.map(|next| next.min(latest));
+                self.publisher.set_next_poll(&source.name, next);
+                Some(schedule::Next::At(next))
+            }
+            Ok(PollClaim::Busy { until }) => {
+                // Asked again before `until` when that is far: the claim's holder lets it
+                // go as soon as its poll is written, and a claim that runs out is a dead
+                // instance's.
+                let wait = (until - self.now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(CLAIM_RECHECK);
+                tracing::debug!(source = %source.name, wait_ms = wait.as_millis() as u64, "another instance is polling it or its host");
+                Some(schedule::Next::Retry(Box::pin(tokio::time::sleep(wait))))
+            }
+            Err(e) => {
+                error!(source = %source.name, error = %e, "cannot claim the poll in the store");
+                self.store_failed(&e);
+                Some(self.retry_when_store_is_back(source, &task.store_waits, store_back))
+            }
+        }
+    }
+
+    /// Claims the poll of `source` in the store: instances sharing a store poll each source
+    /// once per slot, and keep the per-host gap between them. The claim lasts the poll's
+    /// timeout and a margin, so that a claim of an instance that died runs out soon.
+    async fn claim(&self, source: &SourceConfig, seen: SeenPoll) -> Result<PollClaim, StoreError> {
+        let config = self.config();
+        let store = self.pipeline.store.clone();
+        let name = source.name.clone();
+        let host = source.url.host_str().map(str::to_owned);
+        let lease = config.poll.timeout.saturating_add(CLAIM_MARGIN);
+        let gap = config.poll.per_host_interval;
+        tokio::task::spawn_blocking(move || {
+            store.claim_poll(&name, host.as_deref(), seen, lease, gap)
+        })
+        .await
+        .unwrap_or(Ok(PollClaim::Granted))
+    }
+
+    /// Lets the claim on `source` go, in the background (a claim kept runs out by itself).
+    pub(super) fn release(&self, source: &SourceConfig) {
+        let store = self.pipeline.store.clone();
+        let name = source.name.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.release_poll(&name) {
+                tracing::debug!(source = %name, error = %e, "cannot let the poll's claim go");
+            }
+        });
+    }
+}
