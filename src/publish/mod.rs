@@ -536,6 +536,17 @@ mod tests {
         (dir, store, Arc::new(config))
     }
 
+    /// The render gate of `feed` (it exists once the feed was rendered).
+    fn gate_of(publisher: &Publisher, feed: &str) -> Arc<RenderGate> {
+        publisher
+            .gates
+            .lock()
+            .expect("gates")
+            .get(feed)
+            .cloned()
+            .expect("a gate")
+    }
+
     #[test]
     fn a_render_asked_for_while_one_runs_runs_after_it_not_beside_it() {
         let (_dir, store, config) = setup();
@@ -544,13 +555,7 @@ mod tests {
             .render_when_free(&store, config.clone(), "all")
             .expect("render");
         assert!(first.is_some(), "a free feed is rendered at once");
-        let gate = publisher
-            .gates
-            .lock()
-            .expect("gates")
-            .get("all")
-            .cloned()
-            .expect("a gate");
+        let gate = gate_of(&publisher, "all");
         {
             let _running = gate.running.lock().expect("gate");
             let folded = publisher
@@ -577,13 +582,7 @@ mod tests {
         publisher
             .render_when_free(&store, config.clone(), "all")
             .expect("render");
-        let gate = publisher
-            .gates
-            .lock()
-            .expect("gates")
-            .get("all")
-            .cloned()
-            .expect("a gate");
+        let gate = gate_of(&publisher, "all");
         let running = gate.running.lock().expect("gate");
         let waiting = {
             let (publisher, store, config) = (publisher.clone(), store.clone(), config.clone());

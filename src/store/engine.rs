@@ -105,6 +105,19 @@ impl std::ops::DerefMut for IngestGuard<'_> {
     }
 }
 
+/// The candidates of [`TextIndex::candidates`] from the items each key term found, in the
+/// order met: each item once, with how many of the terms found it.
+pub(super) fn tally_candidates(found: impl IntoIterator<Item = ItemId>) -> Vec<(ItemId, usize)> {
+    let mut out: Vec<(ItemId, usize)> = Vec::new();
+    for id in found {
+        match out.iter_mut().find(|(c, _)| *c == id) {
+            Some((_, shared)) => *shared += 1,
+            None => out.push((id, 1)),
+        }
+    }
+    out
+}
+
 /// Every concern of a storage engine.
 pub trait Engine:
     Ingest + SourceStates + Items + TextIndex + FeedIndex + Retention + Health + Copying + Send + Sync

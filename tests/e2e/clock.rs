@@ -119,6 +119,18 @@ async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
         titles.sort();
         titles
     };
+    // The titles once there are `n` (waiting at most 15 s), or those there are then.
+    let titles_of = |n: usize| async move {
+        let mut shown = Vec::new();
+        for _ in 0..150 {
+            shown = titles().await;
+            if shown.len() == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shown
+    };
     // Waits (at most 15 s) until `check` holds for /metrics; returns them.
     let metrics_once = |check: &'static dyn Fn(&str) -> bool| async move {
         let mut metrics = String::new();
@@ -145,15 +157,7 @@ async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
 
     metrics_once(&|m| metric(m, "feedmux_items_stored") == 2.0).await;
     // Stored, then rendered: the feed follows the count a moment later.
-    let mut shown = Vec::new();
-    for _ in 0..150 {
-        shown = titles().await;
-        if shown.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(shown, ["Fresh one", "Two days old"]);
+    assert_eq!(titles_of(2).await, ["Fresh one", "Two days old"]);
 
     // 30 days forward: both items are "past retention" by the jumped clock.
     clock.step(chrono::Duration::days(30));
@@ -199,15 +203,10 @@ async fn a_clock_jump_prunes_nothing_is_reported_and_polling_goes_on() {
         &rss_type,
         rss(&[fresh, older, ("After the jump", None)]),
     );
-    let mut shown = Vec::new();
-    for _ in 0..150 {
-        shown = titles().await;
-        if shown.len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(shown, ["After the jump", "Fresh one", "Two days old"]);
+    assert_eq!(
+        titles_of(3).await,
+        ["After the jump", "Fresh one", "Two days old"]
+    );
     let json: serde_json::Value = serde_json::from_str(&text("/feeds/all.json").await).unwrap();
     let new_item = json["items"]
         .as_array()

@@ -57,12 +57,7 @@ impl Retention for PgEngine {
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
-            let lost = remove_items(&mut tx, &victims, now)?;
-            if !lost.is_empty() {
-                changes::notify(&mut tx, &instance, None, true)?;
-            }
-            tx.commit()?;
-            Ok(lost)
+            remove_and_tell(tx, &victims, now, &instance)
         })
     }
 
@@ -83,14 +78,26 @@ impl Retention for PgEngine {
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
-            let lost = remove_items(&mut tx, &victims, now)?;
-            if !lost.is_empty() {
-                changes::notify(&mut tx, &instance, None, true)?;
-            }
-            tx.commit()?;
-            Ok(lost.values().sum())
+            Ok(remove_and_tell(tx, &victims, now, &instance)?
+                .values()
+                .sum())
         })
     }
+}
+
+/// [`remove_items`], then tells the other instances when any went, and commits.
+fn remove_and_tell(
+    mut tx: Transaction<'_>,
+    victims: &[Vec<u8>],
+    now: i64,
+    instance: &str,
+) -> Result<HashMap<String, u64>, StoreError> {
+    let lost = remove_items(&mut tx, victims, now)?;
+    if !lost.is_empty() {
+        changes::notify(&mut tx, instance, None, true)?;
+    }
+    tx.commit()?;
+    Ok(lost)
 }
 
 /// Deletes the items `victims` with everything that refers to them, leaves a tombstone for

@@ -79,15 +79,11 @@ impl TextIndex for PgEngine {
                 &[&terms, &oldest, &newest, &source, &scan, &take],
             )?)
         })?;
-        let mut out: Vec<(ItemId, usize)> = Vec::new();
-        for row in &rows {
-            let id = id_of(row.get(0))?;
-            match out.iter_mut().find(|(c, _)| *c == id) {
-                Some((_, shared)) => *shared += 1,
-                None => out.push((id, 1)),
-            }
-        }
-        Ok(out)
+        let found: Vec<ItemId> = rows
+            .iter()
+            .map(|row| id_of(row.get(0)))
+            .collect::<Result<_, _>>()?;
+        Ok(tally_candidates(found))
     }
 
     fn fingerprint(&self, id: ItemId) -> Result<Option<FingerprintRecord>, StoreError> {

@@ -69,25 +69,18 @@ impl TextIndex for SledEngine {
         let Span { oldest, newest } = span_around(published, window);
         let (from, to) = (oldest.timestamp_micros(), newest.timestamp_micros());
         let postings = self.built_postings()?;
-        let mut out: Vec<(ItemId, usize)> = Vec::new();
         // Entries read per term at most, the item's own source's included: a term that many
         // items of the window share names no one story, and reading all of them made a poll's
         // cost grow with the store.
         let scan = per_term.saturating_mul(SCAN_PER_TAKEN);
-        for term in terms {
-            let others = postings
+        Ok(tally_candidates(terms.iter().flat_map(|term| {
+            postings
                 .postings(*term, from, to)
                 .take(scan)
                 .filter(|posting| posting.source != own)
-                .take(per_term);
-            for posting in others {
-                match out.iter_mut().find(|(c, _)| *c == posting.id) {
-                    Some((_, shared)) => *shared += 1,
-                    None => out.push((posting.id, 1)),
-                }
-            }
-        }
-        Ok(out)
+                .take(per_term)
+                .map(|posting| posting.id)
+        })))
     }
 
     fn fingerprint(&self, id: ItemId) -> Result<Option<FingerprintRecord>, StoreError> {
