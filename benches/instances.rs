@@ -3,8 +3,8 @@
 //! the same run.
 //!
 //! ```text
-//! cargo bench --bench instances                              # 10,000 sources
-//! FEEDMUX_SWEEP_SOURCES=2000 cargo bench --bench instances   # a quicker run
+//! cargo bench --bench instances                              # 10,000 sources (slow, see below)
+//! FEEDMUX_SWEEP_SOURCES=2000 cargo bench --bench instances   # a quicker run (~9 min here)
 //! FEEDMUX_SWEEP_RUNS=sled,1,3 cargo bench --bench instances  # some rows
 //! ```
 //!
@@ -26,6 +26,10 @@
 //! source. Then the row waits 2 s more and counts the requests: polls beyond one per source
 //! are duplicates (the claims in `poll_claims` should make them 0). Peak RSS is each
 //! process's `VmHWM` from /proc just before it is stopped.
+//!
+//! On 2 shared cores (BENCHMARKS.md) one instance on PostgreSQL polled about 20 sources a
+//! second, so the 10,000-source default takes far over the 5 minutes aimed at: half an hour
+//! and more for the three PostgreSQL rows.
 
 #[path = "../tests/e2e/support/pg_cluster.rs"]
 #[allow(dead_code)]
