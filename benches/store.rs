@@ -7,6 +7,7 @@
 //! FEEDMUX_STORE_KEEP=1 cargo bench --bench store        # keep the feeds and stores after
 //! FEEDMUX_STORE_ROWS=capped cargo bench --bench store   # only the max_per_source rows
 //! FEEDMUX_STORE_CAPPED_ITEMS=20000 ...                  # their big source smaller (100,000)
+//! FEEDMUX_STORE_ROWS=postgres cargo bench --bench store # only sled against PostgreSQL
 //! ```
 //!
 //! The data: deterministic news-like RSS 2.0 feeds of 1,000 items each, about 1.7 KB of text
@@ -25,8 +26,15 @@
 //! - Peak memory: `/usr/bin/time -f %M target/release/feedmux poll` of a config listing the
 //!   same feed files as `file://` sources into a new store, against this binary doing the
 //!   SQLite side of the same poll in a child process.
+//! - PostgreSQL (alone, `FEEDMUX_STORE_ROWS=postgres`): the peak-memory poll of the 50
+//!   sources (`feedmux poll`, one process) into a new sled store and into a fresh database of
+//!   a private PostgreSQL cluster (the tests' `pg_cluster`), alternately, twice each.
 //! - Capped feeds (last, or alone): `[[feed]] max_per_source` against the same feed uncapped,
 //!   over one source of 100,000 items (see `capped_feed_rows`).
+
+#[path = "../tests/e2e/support/pg_cluster.rs"]
+#[allow(dead_code)]
+mod pg_cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,6 +91,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(SOURCES);
+    if std::env::var("FEEDMUX_STORE_ROWS").as_deref() == Ok("postgres") {
+        postgres_rows(sources);
+        return;
+    }
     let stored = sources * ITEMS;
     let full = sources == SOURCES;
     let temp = tempfile::tempdir().expect("a temporary directory");
@@ -735,9 +747,14 @@ fn text_per_item(dir: &Path, source: &str) -> f64 {
 /// A config with `sources` as `file://` sources, a store at `store`, one output feed of every
 /// item; written to `path` and loaded as feedmux loads it.
 fn write_config(path: &Path, store: &Path, feeds: &Path, sources: &[String]) -> Config {
+    let storage = format!("path = {:?}", store.display().to_string());
+    write_config_with(path, &storage, feeds, sources)
+}
+
+/// [`write_config`] with `storage` as the `[storage]` section's lines.
+fn write_config_with(path: &Path, storage: &str, feeds: &Path, sources: &[String]) -> Config {
     let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n[log]\nlevel = \"warn\"\n\n",
-        store.display().to_string()
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\n{storage}\n\n[log]\nlevel = \"warn\"\n\n"
     );
     for name in sources {
         text.push_str(&format!(
@@ -1453,4 +1470,146 @@ fn print_capped_rows(items: usize, rows: &[CappedRow]) {
         );
     }
     println!("  select: the entries chosen from the store (publish::collect_page); render: all four formats, compressed (Publisher::render). ratio: uncapped time / capped time (1.00: the cap costs nothing).");
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL against sled (issue 20): the same `feedmux poll` into each.
+
+/// One `feedmux poll` of every source into a new store: wall time, peak RSS (KiB) of the
+/// feedmux process, bytes stored.
+struct PollRun {
+    wall: Duration,
+    kib: u64,
+    bytes: u64,
+}
+
+/// Runs `feedmux poll --config config` under `/usr/bin/time`, files in `dir`.
+fn timed_poll(binary: &Path, config: &Path, dir: &Path) -> (u64, Duration) {
+    time_peak(
+        Command::new("/usr/bin/time")
+            .args(["-f", "%M", "-o"])
+            .arg(dir.join("time"))
+            .arg(binary)
+            .arg("poll")
+            .arg("--config")
+            .arg(config)
+            .env_remove("RUST_LOG"),
+        &dir.join("time"),
+        &dir.join("feedmux.log"),
+    )
+    .unwrap_or_else(|e| panic!("`feedmux poll` failed: {e}"))
+}
+
+/// The size of the database at `url` (pg_database_size), in bytes.
+fn database_size(url: &str) -> u64 {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        let row = client
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .expect("pg_database_size");
+        row.get::<_, i64>(0) as u64
+    })
+    .join()
+    .expect("the size of the database")
+}
+
+fn postgres_rows(sources: usize) {
+    if !Path::new("/usr/bin/time").is_file() {
+        panic!("/usr/bin/time (GNU time) is missing; install it (Debian: apt-get install time)");
+    }
+    let binary = feedmux_binary().unwrap_or_else(|| {
+        panic!("target/release/feedmux is missing; run `cargo build --release` first")
+    });
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let work = temp.path();
+    if std::env::var_os("FEEDMUX_STORE_KEEP").is_some() {
+        println!("work directory (kept): {}", work.display());
+    }
+    machine_notes(work);
+    let feeds_dir = work.join("feeds");
+    std::fs::create_dir_all(&feeds_dir).expect("a directory");
+    let base = Utc::now()
+        .with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .expect("a time")
+        - chrono::Duration::hours(1);
+    let names: Vec<String> = (0..sources).map(|k| format!("src-{k:02}")).collect();
+    for (k, name) in names.iter().enumerate() {
+        let newest = base - chrono::Duration::minutes(7 * (sources - k) as i64);
+        std::fs::write(feed_path(&feeds_dir, name), generate_feed(name, newest))
+            .expect("write a feed");
+    }
+    let cluster = pg_cluster::PgCluster::private();
+    println!(
+        "`feedmux poll` of {sources} sources x {ITEMS} items (file:// feeds) into a new store, sled and PostgreSQL alternately, twice each:"
+    );
+    let (mut sled, mut pg) = (Vec::new(), Vec::new());
+    for round in 0..2 {
+        let dir = work.join(format!("sled-{round}"));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let config = dir.join("feedmux.toml");
+        write_config(&config, &dir.join("store"), &feeds_dir, &names);
+        let (kib, wall) = timed_poll(&binary, &config, &dir);
+        let run = PollRun {
+            wall,
+            kib,
+            bytes: dir_size(&dir.join("store")),
+        };
+        println!(
+            "  sled:       {:>6.1} s, peak RSS {:>4.0} MiB, {:.0} MB on disk",
+            run.wall.as_secs_f64(),
+            run.kib as f64 / 1024.0,
+            run.bytes as f64 / 1e6
+        );
+        sled.push(run);
+
+        let dir = work.join(format!("postgres-{round}"));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let url = cluster.fresh_database("ingest");
+        let config = dir.join("feedmux.toml");
+        let storage = format!("engine = \"postgres\"\nurl = {url:?}");
+        write_config_with(&config, &storage, &feeds_dir, &names);
+        let (kib, wall) = timed_poll(&binary, &config, &dir);
+        let run = PollRun {
+            wall,
+            kib,
+            bytes: database_size(&url),
+        };
+        println!(
+            "  PostgreSQL: {:>6.1} s, peak RSS {:>4.0} MiB, {:.0} MB in the database",
+            run.wall.as_secs_f64(),
+            run.kib as f64 / 1024.0,
+            run.bytes as f64 / 1e6
+        );
+        pg.push(run);
+    }
+    let best = |runs: &[PollRun]| {
+        runs.iter()
+            .min_by_key(|r| r.wall)
+            .map(|r| (r.wall, r.kib, r.bytes))
+            .expect("a run")
+    };
+    let (sw, sk, sb) = best(&sled);
+    let (pw, pk, pb) = best(&pg);
+    let items = (sources * ITEMS) as f64;
+    println!("\n| engine | `feedmux poll` (best of 2) | items/s | ratio to sled | peak RSS of feedmux | stored |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| sled | {:.1} s | {:.0} | 1.00 | {:.0} MiB | {:.0} MB (store directory) |",
+        sw.as_secs_f64(),
+        items / sw.as_secs_f64(),
+        sk as f64 / 1024.0,
+        sb as f64 / 1e6
+    );
+    println!(
+        "| PostgreSQL | {:.1} s | {:.0} | {:.2} | {:.0} MiB | {:.0} MB (pg_database_size) |",
+        pw.as_secs_f64(),
+        items / pw.as_secs_f64(),
+        sw.as_secs_f64() / pw.as_secs_f64(),
+        pk as f64 / 1024.0,
+        pb as f64 / 1e6
+    );
+    println!("ratio: sled's time / PostgreSQL's (above 1: PostgreSQL is faster). The server's own processes are not in feedmux's peak RSS.");
 }
