@@ -21,6 +21,7 @@
 //! minute; and polls are claimed in `poll_claims` ([`SourceStates::claim_poll`]), with each
 //! host's last poll in `host_polls`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +30,7 @@ use chrono::{DateTime, Utc};
 use postgres::Client;
 
 use crate::dedup::fingerprint::TermStats;
+use crate::dedup::record::FingerprintRecord;
 use crate::model::ItemId;
 
 use super::engine::*;
@@ -84,6 +86,10 @@ pub(super) struct PgEngine {
     /// This process among the instances sharing the database, in poll claims: host name,
     /// process id and a random part (a restarted process is another instance).
     instance: String,
+    /// The fingerprints that [`TextIndex::candidates`] read with its candidates, kept for
+    /// the planner's reads of them that follow: only while one ingest guard is held (no
+    /// instance writes fingerprints meanwhile), emptied when it is taken and let go.
+    fingerprints_read: Mutex<HashMap<ItemId, Arc<FingerprintRecord>>>,
     /// The connection settings, for the listener of other instances' changes.
     config: postgres::Config,
     /// Set when the engine is dropped: the listener stops.
@@ -111,6 +117,7 @@ impl PgEngine {
             term_stats_synced: Mutex::new(TermStats::default()),
             text_index_from: AtomicI64::new(i64::MIN),
             instance: instance_name(),
+            fingerprints_read: Mutex::new(HashMap::new()),
         };
         let shown_owned = shown.to_owned();
         engine.run(move |client| schema::migrate(client, &shown_owned))?;
@@ -225,6 +232,14 @@ impl PgEngine {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Empties the fingerprints kept from [`TextIndex::candidates`] (see `fingerprints_read`).
+    fn forget_fingerprints_read(&self) {
+        self.fingerprints_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     fn lock_ingest(&self) -> MutexGuard<'_, TermStats> {
         self.ingest.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -261,12 +276,18 @@ fn put_meta_in(
 /// The database's ingest lock, held by this process's [`IngestGuard`] until it is dropped.
 struct IngestLock<'a> {
     lock: &'a Pool,
+    fingerprints_read: &'a Mutex<HashMap<ItemId, Arc<FingerprintRecord>>>,
 }
 
 impl SharedLock for IngestLock<'_> {}
 
 impl Drop for IngestLock<'_> {
     fn drop(&mut self) {
+        // Other instances may write fingerprints once the lock is let go.
+        self.fingerprints_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let unlocked = self.lock.run(|client| {
             client.execute("SELECT pg_advisory_unlock($1)", &[&INGEST_LOCK])?;
             Ok(())
@@ -284,12 +305,19 @@ impl PgEngine {
     /// writes it guards fail then anyway.
     fn guard_ingest(&self) -> IngestGuard<'_> {
         let stats = self.lock_ingest();
+        self.forget_fingerprints_read();
         let locked = self.lock.run(|client| {
             client.execute("SELECT pg_advisory_lock($1)", &[&INGEST_LOCK])?;
             Ok(())
         });
         match locked {
-            Ok(()) => IngestGuard::with_shared(stats, Box::new(IngestLock { lock: &self.lock })),
+            Ok(()) => IngestGuard::with_shared(
+                stats,
+                Box::new(IngestLock {
+                    lock: &self.lock,
+                    fingerprints_read: &self.fingerprints_read,
+                }),
+            ),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot take the database's ingest lock");
                 IngestGuard::local(stats)

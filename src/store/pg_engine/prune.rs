@@ -37,6 +37,7 @@ impl Retention for PgEngine {
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, u64>, StoreError> {
         let _guard = self.ingest_guard();
+        self.forget_fingerprints_read();
         let cutoff = cutoff.map(micros);
         let keep = max_items.map(|n| n.min(i64::MAX as u64) as i64);
         let now = micros(now);
@@ -63,6 +64,7 @@ impl Retention for PgEngine {
 
     fn prune_source(&self, source: &str, keep: u64, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let _guard = self.ingest_guard();
+        self.forget_fingerprints_read();
         let source = source.to_owned();
         let keep = keep.min(i64::MAX as u64) as i64;
         let now = micros(now);

@@ -68,21 +68,30 @@ impl TextIndex for PgEngine {
         // of which the first `take` of other sources count.
         let rows = self.run(move |client| {
             Ok(client.query(
-                "SELECT c.id FROM unnest($1::int4[]) WITH ORDINALITY AS t(term, n),
+                "SELECT c.id, f.record FROM unnest($1::int4[]) WITH ORDINALITY AS t(term, n),
                  LATERAL (SELECT s.id, s.published_us FROM (
                      SELECT k.id, k.source, k.published_us FROM key_terms k
                      WHERE k.term = t.term AND k.published_us BETWEEN $2 AND $3
                      ORDER BY k.published_us DESC, k.id LIMIT $5) s
                    WHERE s.source <> $4
                    ORDER BY s.published_us DESC, s.id LIMIT $6) c
+                 LEFT JOIN fingerprints f ON f.id = c.id
                  ORDER BY t.n, c.published_us DESC, c.id",
                 &[&terms, &oldest, &newest, &source, &scan, &take],
             )?)
         })?;
-        let found: Vec<ItemId> = rows
-            .iter()
-            .map(|row| id_of(row.get(0)))
-            .collect::<Result<_, _>>()?;
+        let mut found = Vec::with_capacity(rows.len());
+        let mut read = self
+            .fingerprints_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for row in &rows {
+            let id = id_of(row.get(0))?;
+            if let Some(Ok(record)) = row.get::<_, Option<&[u8]>>(1).map(record_of) {
+                read.entry(id).or_insert_with(|| Arc::new(record));
+            }
+            found.push(id);
+        }
         Ok(tally_candidates(found))
     }
 
@@ -97,7 +106,16 @@ impl TextIndex for PgEngine {
     }
 
     fn shared_fingerprint(&self, id: ItemId) -> Result<Option<Arc<FingerprintRecord>>, StoreError> {
-        Ok(self.fingerprint(id)?.map(Arc::new))
+        let read = self
+            .fingerprints_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        match read {
+            Some(record) => Ok(Some(record)),
+            None => Ok(self.fingerprint(id)?.map(Arc::new)),
+        }
     }
 
     fn keep_recent_in_memory(&self, _items: usize) {
@@ -120,6 +138,7 @@ impl TextIndex for PgEngine {
     }
 
     fn replace_fingerprints(&self, chunk: &[IndexedFingerprint]) -> Result<(), StoreError> {
+        self.forget_fingerprints_read();
         let chunk = chunk.to_vec();
         self.run(move |client| {
             let mut tx = client.transaction()?;
@@ -143,6 +162,7 @@ impl TextIndex for PgEngine {
     fn drop_text_index_before(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
         let before = micros(before);
         let mut dropped = 0;
+        self.forget_fingerprints_read();
         loop {
             let _guard = self.ingest_guard();
             let n = self.run(move |client| {

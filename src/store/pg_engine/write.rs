@@ -43,6 +43,8 @@ impl Ingest for PgEngine {
             self.index_from(plan),
         );
         poll.instance = self.instance.clone();
+        // The poll replaces fingerprints: none read before may be kept.
+        self.forget_fingerprints_read();
         self.run(move |client| {
             let mut transaction = client.transaction()?;
             poll.write(&mut transaction)?;
