@@ -229,9 +229,10 @@ pub fn page(
     number: usize,
 ) -> Result<String, StoreError> {
     let tolerate = faults.store_fault.is_some();
+    let mut states = tolerant(store.source_states(), tolerate)?;
     let mut listed = Vec::with_capacity(config.sources.len());
     for source in &config.sources {
-        let state = tolerant(store.source_state(&source.name), tolerate)?;
+        let state = states.remove(&source.name).unwrap_or_default();
         listed.push(Listed { source, state });
     }
     // Failing sources first, so that page 1 shows every problem (the sort is stable).

@@ -435,11 +435,12 @@ impl Publisher {
 
 /// How each source presents itself in output, from the config and the store.
 pub fn source_infos(store: &Store, config: &Config) -> HashMap<String, SourceInfo> {
+    let mut states = store.source_states().unwrap_or_default();
     config
         .sources
         .iter()
         .map(|s| {
-            let state = store.source_state(&s.name).unwrap_or_default();
+            let state = states.remove(&s.name).unwrap_or_default();
             let title = s
                 .title
                 .clone()

@@ -216,6 +216,11 @@ pub trait SourceStates {
     /// state read before a prune never brings back a stale count.
     fn put_source_state(&self, source: &str, state: SourceState) -> Result<(), StoreError>;
 
+    /// Every stored source state, by source (a source never polled has none): what
+    /// [`SourceStates::source_state`] gives for each, in one read, for the pages and renders
+    /// that show every source.
+    fn source_states(&self) -> Result<HashMap<String, SourceState>, StoreError>;
+
     /// Claims the poll of `source` (on `host`, when it has one) for this process, which saw
     /// its last poll as `seen`, for at most `lease`: how processes sharing a store poll each
     /// source once per slot and keep `host_gap` between the starts of polls of one host.

@@ -7,13 +7,13 @@ use super::*;
 /// the daemon holds the store. URLs are in their public form (`SourceState::public`).
 pub(super) async fn api_sources(State(state): State<AppState>) -> Response {
     let config = state.config();
+    let mut states = state.store.source_states().unwrap_or_default();
     let list: Vec<serde_json::Value> = config
         .sources
         .iter()
         .map(|s| {
-            let source_state = state
-                .store
-                .source_state(&s.name)
+            let source_state = states
+                .remove(&s.name)
                 .unwrap_or_default()
                 .public(s.url.as_str(), config.server.source_urls);
             serde_json::json!({ "name": s.name, "state": source_state })
@@ -64,15 +64,11 @@ pub(super) async fn api_items(
 
 pub(super) async fn opml(State(state): State<AppState>) -> Response {
     let config = state.config();
+    let mut stored = state.store.source_states().unwrap_or_default();
     let states: Vec<(String, crate::model::SourceState)> = config
         .sources
         .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                state.store.source_state(&s.name).unwrap_or_default(),
-            )
-        })
+        .map(|s| (s.name.clone(), stored.remove(&s.name).unwrap_or_default()))
         .collect();
     (
         [(header::CONTENT_TYPE, "text/x-opml; charset=utf-8")],

@@ -26,11 +26,12 @@ const READYZ_FAILING_SHOWN: usize = 10;
 /// A `warning:` line for each failing source (at most [`READYZ_FAILING_SHOWN`], then a
 /// count): the others go on, so `/readyz` still answers 200.
 fn failing_sources_text(config: &Config, store: &Store) -> String {
+    let mut states = store.source_states().unwrap_or_default();
     let failing: Vec<(String, SourceState)> = config
         .sources
         .iter()
         .filter(|s| s.enabled)
-        .filter_map(|s| Some((s.name.clone(), store.source_state(&s.name).ok()?)))
+        .filter_map(|s| Some((s.name.clone(), states.remove(&s.name)?)))
         .filter(|(_, st)| st.status == SourceStatus::Failing)
         .collect();
     let mut text = String::new();

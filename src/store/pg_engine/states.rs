@@ -2,6 +2,8 @@
 //! written without items never overwrites the count a poll or a prune set.
 
 use postgres::types::Json;
+use std::collections::HashMap;
+
 use postgres::Transaction;
 
 use super::*;
@@ -23,15 +25,16 @@ impl SourceStates for PgEngine {
         let Some(row) = row else {
             return Ok(SourceState::default());
         };
-        let Json(state): Json<SourceState> = row.try_get(0).map_err(|e| StoreError::Corrupt {
-            what: "source state",
-            message: e.to_string(),
+        state_of(row.try_get(0), row.get(1))
+    }
+
+    fn source_states(&self) -> Result<HashMap<String, SourceState>, StoreError> {
+        let rows = self.run(|client| {
+            Ok(client.query("SELECT source, state, item_count FROM source_states", &[])?)
         })?;
-        let item_count: i64 = row.get(1);
-        Ok(SourceState {
-            item_count: item_count.max(0) as u64,
-            ..state
-        })
+        rows.iter()
+            .map(|row| Ok((row.get(0), state_of(row.try_get(1), row.get(2))?)))
+            .collect()
     }
 
     fn put_source_state(&self, source: &str, state: SourceState) -> Result<(), StoreError> {
@@ -105,6 +108,21 @@ impl SourceStates for PgEngine {
             Ok(())
         })
     }
+}
+
+/// A source's state from its row: the state's JSON and the item count.
+fn state_of(
+    json: Result<Json<SourceState>, postgres::Error>,
+    item_count: i64,
+) -> Result<SourceState, StoreError> {
+    let Json(state) = json.map_err(|e| StoreError::Corrupt {
+        what: "source state",
+        message: e.to_string(),
+    })?;
+    Ok(SourceState {
+        item_count: item_count.max(0) as u64,
+        ..state
+    })
 }
 
 /// What [`claim_in`] found, with times of the store's clock.

@@ -95,6 +95,17 @@ impl SourceStates for SledEngine {
         })
     }
 
+    fn source_states(&self) -> Result<HashMap<String, SourceState>, StoreError> {
+        let trees = self.trees()?;
+        let mut states = HashMap::new();
+        for key in trees.sources.iter().keys() {
+            let name = String::from_utf8_lossy(&key?).into_owned();
+            let state = trees.state(&name)?;
+            states.insert(name, state);
+        }
+        Ok(states)
+    }
+
     fn claim_poll(
         &self,
         _source: &str,

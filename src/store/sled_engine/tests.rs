@@ -379,6 +379,10 @@ fn source_states_kept_in_memory_are_written_through() {
         again.source_state("b").expect("state"),
         SourceState::default()
     );
+    // All at once, as pages and renders read them: the same states, none for "b".
+    let all = again.source_states().expect("states");
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all.get("a"), Some(&expected));
 }
 
 /// Polls of different sources write their states side by side, with readers beside
