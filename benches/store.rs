@@ -97,21 +97,13 @@ fn main() {
     }
     let stored = sources * ITEMS;
     let full = sources == SOURCES;
-    let temp = tempfile::tempdir().expect("a temporary directory");
+    let temp = work_directory();
     let work = temp.path();
-    if std::env::var_os("FEEDMUX_STORE_KEEP").is_some() {
-        println!("work directory (kept): {}", work.display());
-    }
-    machine_notes(work);
 
     // The feeds, written once; both sides read the same files.
     let feeds_dir = work.join("feeds");
     std::fs::create_dir_all(&feeds_dir).expect("a directory");
-    let base = Utc::now()
-        .with_second(0)
-        .and_then(|t| t.with_nanosecond(0))
-        .expect("a time")
-        - chrono::Duration::hours(1);
+    let base = an_hour_ago();
     let mut names: Vec<String> = (0..sources).map(|k| format!("src-{k:02}")).collect();
     let extras: Vec<String> = (0..EXTRA).map(|k| format!("extra-{k}")).collect();
     let t = Instant::now();
@@ -1515,6 +1507,26 @@ fn database_size(url: &str) -> u64 {
     .expect("the size of the database")
 }
 
+/// The run's temporary directory (named when `FEEDMUX_STORE_KEEP` is set), after the machine
+/// notes.
+fn work_directory() -> tempfile::TempDir {
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    if std::env::var_os("FEEDMUX_STORE_KEEP").is_some() {
+        println!("work directory (kept): {}", temp.path().display());
+    }
+    machine_notes(temp.path());
+    temp
+}
+
+/// An hour ago, to the minute: the newest item of the generated feeds.
+fn an_hour_ago() -> DateTime<Utc> {
+    Utc::now()
+        .with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .expect("a time")
+        - chrono::Duration::hours(1)
+}
+
 fn postgres_rows(sources: usize) {
     if !Path::new("/usr/bin/time").is_file() {
         panic!("/usr/bin/time (GNU time) is missing; install it (Debian: apt-get install time)");
@@ -1522,19 +1534,11 @@ fn postgres_rows(sources: usize) {
     let binary = feedmux_binary().unwrap_or_else(|| {
         panic!("target/release/feedmux is missing; run `cargo build --release` first")
     });
-    let temp = tempfile::tempdir().expect("a temporary directory");
+    let temp = work_directory();
     let work = temp.path();
-    if std::env::var_os("FEEDMUX_STORE_KEEP").is_some() {
-        println!("work directory (kept): {}", work.display());
-    }
-    machine_notes(work);
     let feeds_dir = work.join("feeds");
     std::fs::create_dir_all(&feeds_dir).expect("a directory");
-    let base = Utc::now()
-        .with_second(0)
-        .and_then(|t| t.with_nanosecond(0))
-        .expect("a time")
-        - chrono::Duration::hours(1);
+    let base = an_hour_ago();
     let names: Vec<String> = (0..sources).map(|k| format!("src-{k:02}")).collect();
     for (k, name) in names.iter().enumerate() {
         let newest = base - chrono::Duration::minutes(7 * (sources - k) as i64);

@@ -9,6 +9,9 @@ use crate::store::StoreChange;
 
 /// Starts rendering what other instances change, until the store stops reporting.
 pub(super) fn follow_other_instances(shared: &Arc<Shared>) {
+    if !shared.pipeline.store.is_shared() {
+        return;
+    }
     let (heard, mut changes) = mpsc::unbounded_channel();
     shared.pipeline.store.watch_others(Box::new(move |change| {
         let _ = heard.send(change);

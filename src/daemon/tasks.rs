@@ -16,11 +16,16 @@ impl Shared {
     pub(super) async fn poll(&self, source: &SourceConfig, task: &PollTask) -> schedule::Next {
         // Subscribed before the poll: a reopen while it runs ends the wait at once.
         let store_back = self.store_back.subscribe();
-        if let Some(not_here) = self.claim_or_not(source, task, store_back.clone()).await {
-            return not_here;
+        let shared = self.pipeline.store.is_shared();
+        if shared {
+            if let Some(not_here) = self.claim_or_not(source, task, store_back.clone()).await {
+                return not_here;
+            }
         }
         let polled = self.poll_and_plan(source, task).await;
-        self.release(source);
+        if shared {
+            self.release(source);
+        }
         match polled {
             Ok(next) => {
                 task.store_waits.store(0, Ordering::Relaxed);

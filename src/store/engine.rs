@@ -221,6 +221,10 @@ pub trait SourceStates {
     /// that show every source.
     fn source_states(&self) -> Result<HashMap<String, SourceState>, StoreError>;
 
+    /// Whether other processes may share the store, so that polls must be claimed
+    /// ([`SourceStates::claim_poll`]) and others' changes watched ([`Ingest::watch_others`]).
+    fn is_shared(&self) -> bool;
+
     /// Claims the poll of `source` (on `host`, when it has one) for this process, which saw
     /// its last poll as `seen`, for at most `lease`: how processes sharing a store poll each
     /// source once per slot and keep `host_gap` between the starts of polls of one host.

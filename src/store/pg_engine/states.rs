@@ -49,6 +49,10 @@ impl SourceStates for PgEngine {
         })
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn claim_poll(
         &self,
         source: &str,

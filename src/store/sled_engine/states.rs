@@ -106,6 +106,10 @@ impl SourceStates for SledEngine {
         Ok(states)
     }
 
+    fn is_shared(&self) -> bool {
+        false // sled's lock keeps every other process out
+    }
+
     fn claim_poll(
         &self,
         _source: &str,
