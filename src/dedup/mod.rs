@@ -33,6 +33,7 @@ pub mod upkeep;
 
 mod canonical;
 mod judge;
+mod known;
 mod plan;
 pub use canonical::{canonical_url, content_hash};
 pub use judge::{judge, Judgement, Side};

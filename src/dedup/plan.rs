@@ -4,6 +4,7 @@
 //! [`IngestPlan`] the store applies. Whether two items of different stories are one by their
 //! texts is [`judge`](super::judge)'s call, which `feedmux why` asks too.
 
+use super::known::Known;
 use super::*;
 
 /// The most similar item of another source within the window, if it is one story with it:
@@ -118,18 +119,19 @@ pub fn meanings(
     let Some(model) = dedup.model.as_ref() else {
         return Ok(HashMap::new());
     };
+    let asked: Vec<(ItemId, u64)> = guids(entries)
+        .iter()
+        .zip(entries)
+        .map(|(guid, entry)| (item_id(source, guid), content_hash(entry)))
+        .collect();
+    let stored = store.stored_versions(&asked)?;
     let mut wanted: Vec<(ItemId, String, String)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (entry, guid) in entries.iter().zip(guids(entries)) {
-        let id = item_id(source, &guid);
-        if !seen.insert(id)
-            || matches!(
-                store.stored_version(id, content_hash(entry))?,
-                Stored::Unchanged
-            )
-        {
+    for (entry, (id, _)) in entries.iter().zip(&asked) {
+        if !seen.insert(*id) || matches!(stored.get(id), Some(Stored::Unchanged)) {
             continue;
         }
+        let id = *id;
         let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
         wanted.push((id, entry.title.clone(), body));
     }
@@ -258,18 +260,25 @@ pub fn plan_with_meanings(
     };
 
     let guids = guids(&entries);
+    let ids: Vec<ItemId> = guids.iter().map(|guid| item_id(source, guid)).collect();
+    let hashes: Vec<u64> = entries.iter().map(content_hash).collect();
+    let mut known = Known::read(store, source, &ids, &hashes, &canonical)?;
     let mut new_items = 0;
-    for ((entry, canonical), guid) in entries.into_iter().zip(canonical.iter()).zip(guids) {
-        let id = item_id(source, &guid);
+    for ((((entry, canonical), guid), id), hash) in entries
+        .into_iter()
+        .zip(canonical.iter())
+        .zip(guids)
+        .zip(ids)
+        .zip(hashes)
+    {
         if !seen.insert(id) {
             continue; // the feed repeats a GUID: the first occurrence wins
         }
-        if store.is_pruned(source, id)? {
+        if known.pruned.contains(&id) {
             plan.pruned += 1;
             continue;
         }
-        let hash = content_hash(&entry);
-        match store.stored_version(id, hash)? {
+        match known.stored.remove(&id).unwrap_or(Stored::Missing) {
             Stored::Unchanged => {
                 plan.unchanged += 1;
                 continue;
@@ -301,7 +310,7 @@ pub fn plan_with_meanings(
             let shared_here = url_counts.get(url.as_str()).copied().unwrap_or(0) > 1;
             let claim = match pending_claims.get(url) {
                 Some(c) => Some(c.clone()),
-                None => store.url_claim(url)?,
+                None => known.claims.get(url).cloned(),
             };
             match claim {
                 None => {

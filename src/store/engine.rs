@@ -15,7 +15,7 @@
 //!
 //! Engines: `sled_engine` (embedded, the default).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, MutexGuard};
 
@@ -252,11 +252,36 @@ pub trait Items {
     /// common case of a poll) is recognised without decoding it.
     fn stored_version(&self, id: ItemId, content_hash: u64) -> Result<Stored, StoreError>;
 
+    /// [`Items::stored_version`] of each of `entries` (id, content hash), by id, every id
+    /// there: a poll asks about all its entries at once, which an engine on a database server
+    /// answers in one round trip rather than one each.
+    fn stored_versions(
+        &self,
+        entries: &[(ItemId, u64)],
+    ) -> Result<HashMap<ItemId, Stored>, StoreError> {
+        entries
+            .iter()
+            .map(|&(id, hash)| Ok((id, self.stored_version(id, hash)?)))
+            .collect()
+    }
+
     /// Items stored (0 when the store cannot be read).
     fn item_count(&self) -> usize;
 
     /// Which item holds a canonical URL.
     fn url_claim(&self, canonical: &str) -> Result<Option<UrlClaim>, StoreError>;
+
+    /// [`Items::url_claim`] of each of `urls` that an item holds, by URL, asked at once as
+    /// [`Items::stored_versions`] is.
+    fn url_claims(&self, urls: &[&str]) -> Result<HashMap<String, UrlClaim>, StoreError> {
+        let mut claims = HashMap::new();
+        for url in urls {
+            if let Some(claim) = self.url_claim(url)? {
+                claims.insert((*url).to_owned(), claim);
+            }
+        }
+        Ok(claims)
+    }
 
     /// When each item of `source` published at or after `since` was published, newest first,
     /// without decoding any item.
@@ -405,6 +430,18 @@ pub trait FeedIndex {
 pub trait Retention {
     /// Whether retention pruned item `id` of `source`.
     fn is_pruned(&self, source: &str, id: ItemId) -> Result<bool, StoreError>;
+
+    /// Which of `ids` of `source` retention pruned, asked at once as
+    /// [`Items::stored_versions`] is.
+    fn pruned_among(&self, source: &str, ids: &[ItemId]) -> Result<HashSet<ItemId>, StoreError> {
+        let mut pruned = HashSet::new();
+        for &id in ids {
+            if self.is_pruned(source, id)? {
+                pruned.insert(id);
+            }
+        }
+        Ok(pruned)
+    }
 
     /// Tombstones held, over all sources.
     fn tombstone_count(&self) -> usize;

@@ -49,6 +49,36 @@ impl Items for PgEngine {
         Ok(Stored::Changed(Box::new(item_of(&row)?)))
     }
 
+    fn stored_versions(
+        &self,
+        entries: &[(ItemId, u64)],
+    ) -> Result<HashMap<ItemId, Stored>, StoreError> {
+        let ids: Vec<Vec<u8>> = entries.iter().map(|(id, _)| id_bytes(*id)).collect();
+        let hashes: Vec<i64> = entries.iter().map(|(_, hash)| *hash as i64).collect();
+        let rows = self.run(move |client| {
+            Ok(client.query(
+                "SELECT CASE WHEN i.content_hash = asked.hash THEN NULL ELSE i.body END, i.story,
+                        i.id
+                 FROM unnest($1::bytea[], $2::int8[]) AS asked(id, hash)
+                 JOIN items i ON i.id = asked.id",
+                &[&ids, &hashes],
+            )?)
+        })?;
+        let mut stored: HashMap<ItemId, Stored> = entries
+            .iter()
+            .map(|(id, _)| (*id, Stored::Missing))
+            .collect();
+        for row in &rows {
+            let id = id_of(row.get::<_, &[u8]>(2))?;
+            let version = match row.get::<_, Option<Json<serde_json::Value>>>(0) {
+                None => Stored::Unchanged,
+                Some(_) => Stored::Changed(Box::new(item_of(row)?)),
+            };
+            stored.insert(id, version);
+        }
+        Ok(stored)
+    }
+
     fn item_count(&self) -> usize {
         // The sources' counts, which every poll and prune keeps exact, rather than a count of
         // the items table: `/metrics` asks at every scrape, and counting rows takes time in
@@ -81,6 +111,32 @@ impl Items for PgEngine {
             })
         })
         .transpose()
+    }
+
+    fn url_claims(&self, urls: &[&str]) -> Result<HashMap<String, UrlClaim>, StoreError> {
+        let by_hash: HashMap<Vec<u8>, &str> =
+            urls.iter().map(|url| (url_hash(url), *url)).collect();
+        let hashes: Vec<Vec<u8>> = by_hash.keys().cloned().collect();
+        let rows = self.run(move |client| {
+            Ok(client.query(
+                "SELECT url_hash, item, source, ambiguous FROM url_claims
+                 WHERE url_hash = ANY($1)",
+                &[&hashes],
+            )?)
+        })?;
+        let mut claims = HashMap::new();
+        for row in &rows {
+            let Some(url) = by_hash.get(row.get::<_, &[u8]>(0)) else {
+                continue;
+            };
+            let claim = UrlClaim {
+                item: id_of(row.get(1))?,
+                source: row.get(2),
+                ambiguous: row.get(3),
+            };
+            claims.insert((*url).to_owned(), claim);
+        }
+        Ok(claims)
     }
 
     fn source_item_times(

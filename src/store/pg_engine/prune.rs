@@ -1,7 +1,7 @@
 //! Deleting items: retention (`prune`: by age and count), a source's quota (`prune_source`)
 //! and tombstones. Each deletion is one transaction with everything that refers to the items.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use postgres::Transaction;
 
@@ -18,6 +18,22 @@ impl Retention for PgEngine {
                 )?
                 .is_some())
         })
+    }
+
+    fn pruned_among(&self, source: &str, ids: &[ItemId]) -> Result<HashSet<ItemId>, StoreError> {
+        let (source, asked) = (
+            source.to_owned(),
+            ids.iter().map(|id| id_bytes(*id)).collect::<Vec<_>>(),
+        );
+        let rows = self.run(move |client| {
+            Ok(client.query(
+                "SELECT id FROM tombstones WHERE source = $1 AND id = ANY($2)",
+                &[&source, &asked],
+            )?)
+        })?;
+        rows.iter()
+            .map(|row| id_of(row.get::<_, &[u8]>(0)))
+            .collect()
     }
 
     fn tombstone_count(&self) -> usize {
