@@ -163,7 +163,7 @@ impl Pipeline {
         filters: &[FeedFilter],
     ) -> Result<PollReport, PollError> {
         let started = Instant::now();
-        let mut state = self.store.source_state(&ctx.name)?;
+        let mut state = self.read_state(&ctx.name).await?;
         let now = self.clock.now();
         state.last_poll = Some(now);
         let url_text = state.poll_url(ctx.configured_url.as_str());
@@ -191,7 +191,7 @@ impl Pipeline {
             Ok(FetchOutcome::NotModified(hints)) => {
                 state.status = SourceStatus::NotModified;
                 after_success(&mut state, &ctx, &hints, None, now);
-                self.store.put_source_state(&ctx.name, state)?;
+                self.save_state(&ctx.name, state).await?;
                 Ok(PollReport {
                     not_modified: true,
                     ..PollReport::default()
@@ -201,7 +201,7 @@ impl Pipeline {
                 let digest = body_digest(&fetched);
                 if state.body_digest.as_deref() == Some(digest.as_str()) {
                     unchanged_body(&mut state, &ctx, &fetched, now);
-                    self.store.put_source_state(&ctx.name, state)?;
+                    self.save_state(&ctx.name, state).await?;
                     Ok(PollReport {
                         not_modified: true,
                         same_body: true,
@@ -271,10 +271,38 @@ impl Pipeline {
             Err(e) => {
                 let error = redact::text(&e.to_string()).into_owned();
                 warn!(url = %url, elapsed_ms, error, "poll failed");
-                self.record_failure(&ctx, e, error, now);
+                self.record_failure(&ctx, e, error, now).await;
             }
         }
         result
+    }
+
+    /// The stored state of `source`, read on a blocking thread ([`Pipeline::on_store`]).
+    async fn read_state(&self, source: &str) -> Result<SourceState, PollError> {
+        let source = source.to_owned();
+        self.on_store(move |store| store.source_state(&source))
+            .await
+    }
+
+    /// Saves the state of `source` on a blocking thread ([`Pipeline::on_store`]).
+    async fn save_state(&self, source: &str, state: SourceState) -> Result<(), PollError> {
+        let source = source.to_owned();
+        self.on_store(move |store| store.put_source_state(&source, state))
+            .await
+    }
+
+    /// Runs `work` on the store from a blocking thread: an engine on a database server waits
+    /// for each answer, which must not hold up the async runtime's threads (and the requests
+    /// they serve) while the database is slow.
+    async fn on_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, PollError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| PollError::Internal(e.to_string()))?
+            .map_err(PollError::Store)
     }
 
     async fn ingest_blocking(
@@ -315,14 +343,14 @@ impl Pipeline {
 
     /// Records a failed poll on the source's state; `message` is `error` as people see it
     /// (redacted: it is stored, logged and shown).
-    fn record_failure(
+    async fn record_failure(
         &self,
         ctx: &SourceCtx,
         error: &PollError,
         message: String,
         now: DateTime<Utc>,
     ) {
-        let mut state = match self.store.source_state(&ctx.name) {
+        let mut state = match self.read_state(&ctx.name).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "cannot read source state to record a failure");
@@ -360,7 +388,7 @@ impl Pipeline {
             state.next_poll = Some(next);
             state.hold_until = Some(hold);
         }
-        if let Err(e) = self.store.put_source_state(&ctx.name, state) {
+        if let Err(e) = self.save_state(&ctx.name, state).await {
             warn!(error = %e, "cannot record the failure in the store");
         }
     }

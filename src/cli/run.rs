@@ -87,6 +87,13 @@ async fn poll_and_print(
                 );
                 continue;
             }
+            Polled::PolledElsewhere => {
+                println!(
+                    "{:<24} skipped: another instance sharing the store polled it meanwhile",
+                    o.source
+                );
+                continue;
+            }
             Polled::Done(result) => result,
         };
         match result {

@@ -78,31 +78,84 @@ impl Shared {
         }
     }
 
-    /// Claims the poll of `source` in the store: instances sharing a store poll each source
-    /// once per slot, and keep the per-host gap between them. The claim lasts the poll's
-    /// timeout and a margin, so that a claim of an instance that died runs out soon.
     async fn claim(&self, source: &SourceConfig, seen: SeenPoll) -> Result<PollClaim, StoreError> {
-        let config = self.config();
-        let store = self.pipeline.store.clone();
-        let name = source.name.clone();
-        let host = source.url.host_str().map(str::to_owned);
-        let lease = config.poll.timeout.saturating_add(CLAIM_MARGIN);
-        let gap = config.poll.per_host_interval;
-        tokio::task::spawn_blocking(move || {
-            store.claim_poll(&name, host.as_deref(), seen, lease, gap)
-        })
-        .await
-        .unwrap_or(Ok(PollClaim::Granted))
+        claim(&self.pipeline.store, &self.config(), source, seen).await
     }
 
     /// Lets the claim on `source` go, in the background (a claim kept runs out by itself).
     pub(super) fn release(&self, source: &SourceConfig) {
-        let store = self.pipeline.store.clone();
-        let name = source.name.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.release_poll(&name) {
-                tracing::debug!(source = %name, error = %e, "cannot let the poll's claim go");
+        release(&self.pipeline.store, source);
+    }
+}
+
+/// Claims the poll of `source` in the store: instances sharing a store poll each source once
+/// per slot, and keep the per-host gap between them. The claim lasts the poll's timeout and a
+/// margin, so that a claim of an instance that died runs out soon.
+async fn claim(
+    store: &Store,
+    config: &Config,
+    source: &SourceConfig,
+    seen: SeenPoll,
+) -> Result<PollClaim, StoreError> {
+    let store = store.clone();
+    let name = source.name.clone();
+    let host = source.url.host_str().map(str::to_owned);
+    let lease = config.poll.timeout.saturating_add(CLAIM_MARGIN);
+    let gap = config.poll.per_host_interval;
+    tokio::task::spawn_blocking(move || store.claim_poll(&name, host.as_deref(), seen, lease, gap))
+        .await
+        .unwrap_or(Ok(PollClaim::Granted))
+}
+
+/// Lets the claim on `source` go, in the background (a claim kept runs out by itself).
+fn release(store: &Store, source: &SourceConfig) {
+    let store = store.clone();
+    let name = source.name.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = store.release_poll(&name) {
+            tracing::debug!(source = %name, error = %e, "cannot let the poll's claim go");
+        }
+    });
+}
+
+/// A poll that `feedmux poll` may make now, in a store other instances share
+/// ([`claim_before_polling`]).
+pub(super) enum OnDemand {
+    /// Claimed: poll, then [`OnDemand::done`].
+    Claimed,
+    /// Another instance polled the source since its state was read: not polled again.
+    PolledElsewhere,
+}
+
+/// Claims the poll of `source` for `feedmux poll`, whose state said its last poll was `seen`:
+/// waits while another instance polls it or its host (as long as that instance's claim, which
+/// runs out if it died), and gives up when another instance polled it meanwhile.
+pub(super) async fn claim_before_polling(
+    store: &Store,
+    config: &Config,
+    source: &SourceConfig,
+    seen: SeenPoll,
+) -> Result<OnDemand, StoreError> {
+    loop {
+        match claim(store, config, source, seen).await? {
+            PollClaim::Granted => return Ok(OnDemand::Claimed),
+            PollClaim::PolledElsewhere { .. } => return Ok(OnDemand::PolledElsewhere),
+            PollClaim::Busy { until } => {
+                let wait = (until - Utc::now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .clamp(std::time::Duration::from_millis(50), CLAIM_RECHECK);
+                tokio::time::sleep(wait).await;
             }
-        });
+        }
+    }
+}
+
+impl OnDemand {
+    /// Lets the claim of a poll made go.
+    pub(super) fn done(self, store: &Store, source: &SourceConfig) {
+        if let OnDemand::Claimed = self {
+            release(store, source);
+        }
     }
 }

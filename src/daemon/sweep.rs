@@ -3,12 +3,16 @@
 //! pipeline.
 
 use super::*;
+use crate::store::SeenPoll;
 
 /// What happened to one source in `poll_once`.
 pub enum Polled {
     Done(Result<PollReport, PollError>),
     /// Not polled: gone, or in backoff or under a Retry-After (see `force`).
     Skipped(Hold),
+    /// Not polled: another instance sharing the store polled it while this one waited for
+    /// its claim.
+    PolledElsewhere,
 }
 
 /// The result of polling each source once.
@@ -83,8 +87,8 @@ impl Sweeper {
             .iter()
             .filter(|s| names.is_empty() || names.contains(&s.name))
         {
+            let state = self.store.source_state(&source.name)?;
             if !force {
-                let state = self.store.source_state(&source.name)?;
                 if let Some(hold) = hold_of(source, &state, Utc::now()) {
                     let name = source.name.clone();
                     tasks.spawn(async move {
@@ -107,12 +111,13 @@ impl Sweeper {
                 self.config.clone(),
                 source.clone(),
             );
+            let seen = SeenPoll::Last(state.last_poll);
             tasks.spawn(async move {
                 let _permit = permit;
-                let result = pipeline.refresh_source(&config, &filters, &source).await;
+                let polled = poll_claimed(&pipeline, &config, &filters, &source, seen).await;
                 PollOutcome {
                     source: source.name,
-                    polled: Polled::Done(result),
+                    polled,
                 }
             });
         }
@@ -126,5 +131,28 @@ impl Sweeper {
         outcomes.sort_by(|a, b| a.source.cmp(&b.source));
         self.store.flush()?;
         Ok(outcomes)
+    }
+}
+
+/// Polls `source`, first claiming its poll when other instances share the store (they may be
+/// polling it now: `feedmux poll` waits for them, and does not poll again what one just did).
+async fn poll_claimed(
+    pipeline: &Pipeline,
+    config: &Config,
+    filters: &[FeedFilter],
+    source: &SourceConfig,
+    seen: SeenPoll,
+) -> Polled {
+    if !pipeline.store.is_shared() {
+        return Polled::Done(pipeline.refresh_source(config, filters, source).await);
+    }
+    match claims::claim_before_polling(&pipeline.store, config, source, seen).await {
+        Ok(claims::OnDemand::PolledElsewhere) => Polled::PolledElsewhere,
+        Ok(claim) => {
+            let result = pipeline.refresh_source(config, filters, source).await;
+            claim.done(&pipeline.store, source);
+            Polled::Done(result)
+        }
+        Err(e) => Polled::Done(Err(PollError::Store(e))),
     }
 }

@@ -92,7 +92,7 @@ impl Shared {
                 }
             }
         }
-        let state = match self.pipeline.store.source_state(&source.name) {
+        let state = match stored_state(&self.pipeline.store, &source.name).await {
             Ok(state) => {
                 task.saw(SeenPoll::Last(state.last_poll));
                 state
@@ -296,7 +296,7 @@ impl Scheduler {
             if let Some(previous) = after {
                 let _ = previous.await;
             }
-            let stored = shared.pipeline.store.source_state(&polled.name);
+            let stored = stored_state(&shared.pipeline.store, &polled.name).await;
             let task = Arc::new(PollTask::new(match &stored {
                 Ok(state) => SeenPoll::Last(state.last_poll),
                 Err(_) => SeenPoll::Unknown,
@@ -456,6 +456,19 @@ pub(super) fn hold_of(
         return Some(Hold::Disabled);
     }
     state.hold(source.url.as_str(), now)
+}
+
+/// The stored state of `source`, read on a blocking thread: an engine on a database server
+/// waits for the answer, which must not hold up the async runtime's threads.
+async fn stored_state(store: &Store, source: &str) -> Result<SourceState, StoreError> {
+    let (store, source) = (store.clone(), source.to_owned());
+    tokio::task::spawn_blocking(move || store.source_state(&source))
+        .await
+        .unwrap_or_else(|e| {
+            Err(StoreError::Database {
+                message: format!("reading a source's state: {e}"),
+            })
+        })
 }
 
 #[cfg(test)]

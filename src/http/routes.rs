@@ -8,7 +8,8 @@
 //! since the feed last changed, else in one of its few slots (a request that waits 10 s for
 //! one gets 503 with `Retry-After`). The status page (built by `status`, off the
 //! async threads, a page of sources at a time and compressed like the feeds) and OPML read
-//! the config and the source states. A source's URL leaves only
+//! the config and the source states; every store read is off the async threads (`read_store`).
+//! A source's URL leaves only
 //! as `[server] show_source_urls` says, redacted or not at all (`redact::Urls`), and so do
 //! the URLs in its errors. Nothing here fetches or parses feeds, and no route changes
 //! anything. axum is used here and nowhere else.
@@ -77,6 +78,17 @@ impl AppState {
 }
 
 /// The router of every endpoint in the contract.
+/// Runs `read` on a blocking thread, off the async runtime's few threads: an engine on a
+/// database server waits for each answer (up to its connect timeout while the database is
+/// down), which must not hold up the requests that need no store. `None` if `read` panicked.
+async fn read_store<T: Send + 'static>(
+    store: &Store,
+    read: impl FnOnce(&Store) -> T + Send + 'static,
+) -> Option<T> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || read(&store)).await.ok()
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(status_page))

@@ -1,7 +1,8 @@
 //! Several `feedmux run` instances sharing one PostgreSQL database (issue 20): each source is
 //! polled once per slot by one of them, every instance serves what any of them polled, an
 //! instance killed mid-way leaves its sources to the others, and a database that goes down
-//! and comes back costs nothing but the polls in between.
+//! and comes back costs nothing but the polls in between; `feedmux poll` beside them polls
+//! nothing that one of them is polling or just polled.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,7 +10,9 @@ use std::time::{Duration, Instant};
 use crate::support::pg_cluster::PgCluster;
 use crate::support::real::{free_port, RealDaemon};
 use crate::support::upstream::Upstream;
-use crate::support::{rss_feed, tempdir, RssItem};
+use crate::support::{eventually, rss_feed, tempdir, RssItem};
+use feedmux::daemon::{poll_once, PollOutcome, Polled};
+use feedmux::store::{PollClaim, SeenPoll, Store};
 
 const SOURCES: usize = 4;
 /// Every source is due every 3 seconds.
@@ -345,5 +348,136 @@ async fn two_instances_ingesting_the_same_stories_at_once_make_each_one_story() 
         // Each announcement is one story of two reports, whichever poll was planned first.
         let titles = crate::titles(&configs[0].1, "all");
         assert_eq!(titles.len(), STORIES, "round {round}: {titles:?}");
+    }
+}
+
+/// The outcome of `source` among `feedmux poll`'s.
+fn outcome_of<'a>(outcomes: &'a [PollOutcome], source: &str) -> &'a Polled {
+    &outcomes
+        .iter()
+        .find(|o| o.source == source)
+        .unwrap_or_else(|| panic!("no outcome for {source}"))
+        .polled
+}
+
+/// `feedmux poll` of `sources`, in the background, as a user runs it beside the instances.
+fn poll_in_background(
+    config: &feedmux::config::Config,
+    sources: &[&str],
+) -> tokio::task::JoinHandle<Vec<PollOutcome>> {
+    let config = config.clone();
+    let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+    tokio::spawn(async move { poll_once(&config, &sources, false).await.unwrap() })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run, or cargo test -- --include-ignored"]
+async fn feedmux_poll_waits_while_an_instance_polls_a_source_and_does_not_poll_it_again() {
+    let upstream = Upstream::start().await;
+    publish(&upstream, 1);
+    let url = PgCluster::shared().fresh_database("on_demand");
+    let dir = tempdir();
+    write_config(dir.path(), free_port(), &url, &upstream);
+    let config = feedmux::config::load(&dir.path().join("feedmux.toml")).unwrap();
+    // Another instance, polling s0: its claim is held.
+    let other = Store::open_configured(&config.storage).unwrap();
+    let claim = |seen| {
+        other.claim_poll(
+            "s0",
+            Some("127.0.0.1"),
+            seen,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+    };
+    assert_eq!(claim(SeenPoll::Last(None)).unwrap(), PollClaim::Granted);
+
+    let poll = poll_in_background(&config, &["s0", "s1"]);
+    eventually("s1 polled", || upstream.arrivals_of("/s1.xml").len() == 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        upstream.arrivals_of("/s0.xml").is_empty(),
+        "s0 polled while another instance was polling it"
+    );
+    // The other instance's poll is written and its claim let go: s0 is not polled again.
+    let mut state = other.source_state("s0").unwrap();
+    state.last_poll = Some(chrono::Utc::now());
+    other.put_source_state("s0", state.clone()).unwrap();
+    other.release_poll("s0").unwrap();
+    let outcomes = poll.await.unwrap();
+    assert!(matches!(
+        outcome_of(&outcomes, "s0"),
+        Polled::PolledElsewhere
+    ));
+    assert!(matches!(outcome_of(&outcomes, "s1"), Polled::Done(Ok(_))));
+    assert!(upstream.arrivals_of("/s0.xml").is_empty());
+
+    // A claim let go without polling: `feedmux poll` waits for it, then polls.
+    assert_eq!(
+        claim(SeenPoll::Last(state.last_poll)).unwrap(),
+        PollClaim::Granted
+    );
+    let poll = poll_in_background(&config, &["s0"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(upstream.arrivals_of("/s0.xml").is_empty());
+    other.release_poll("s0").unwrap();
+    let outcomes = poll.await.unwrap();
+    assert!(matches!(outcome_of(&outcomes, "s0"), Polled::Done(Ok(_))));
+    assert_eq!(upstream.arrivals_of("/s0.xml").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run, or cargo test -- --include-ignored"]
+async fn feeds_are_served_while_requests_that_read_the_store_wait_for_the_database() {
+    let upstream = Upstream::start().await;
+    publish(&upstream, 2);
+    let url = PgCluster::shared().fresh_database("stalled");
+    let http = reqwest::Client::new();
+    let (daemon, _dir) = instance(&url, &upstream, &http).await;
+    wait_served(&http, &[&daemon], 2 * SOURCES, Duration::from_secs(30)).await;
+
+    // Another session locks the source states: every read of them waits until it lets go.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let locker = std::thread::spawn({
+        let url = url.clone();
+        move || {
+            let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+            let mut tx = client.transaction().unwrap();
+            tx.batch_execute("LOCK TABLE source_states IN ACCESS EXCLUSIVE MODE")
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv_timeout(Duration::from_secs(60));
+            tx.rollback().unwrap();
+        }
+    });
+    locked_rx.recv().unwrap();
+    // More waiting requests than the daemon has threads, of every route that reads the store.
+    let waiting: Vec<_> = ["/api/sources", "/opml", "/readyz", "/metrics"]
+        .iter()
+        .cycle()
+        .take(16)
+        .map(|path| {
+            let request = http.get(format!("{}{path}", daemon.base())).send();
+            tokio::spawn(request)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "a request that reads the store answered while the store was locked"
+    );
+    let feed = http
+        .get(format!("{}/feeds/all.json", daemon.base()))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("the feed is served while the database holds the other requests");
+    assert_eq!(feed.status(), 200);
+    release_tx.send(()).unwrap();
+    locker.join().unwrap();
+    for request in waiting {
+        let response = request.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200, "{}", response.url());
     }
 }

@@ -7,7 +7,8 @@ use super::*;
 /// the daemon holds the store. URLs are in their public form (`SourceState::public`).
 pub(super) async fn api_sources(State(state): State<AppState>) -> Response {
     let config = state.config();
-    let mut states = state.store.source_states().unwrap_or_default();
+    let states = read_store(&state.store, |store| store.source_states()).await;
+    let mut states = states.and_then(Result::ok).unwrap_or_default();
     let list: Vec<serde_json::Value> = config
         .sources
         .iter()
@@ -45,26 +46,32 @@ pub(super) async fn api_items(
         return (StatusCode::NOT_FOUND, "no such source\n").into_response();
     }
     let limit = query.limit.unwrap_or(200).min(MAX_API_ITEMS);
-    let store = state.store.clone();
-    let items = tokio::task::spawn_blocking(move || store.source_items(&query.source, limit)).await;
-    match items {
-        Ok(Ok(items)) => (
+    let items = read_store(&state.store, move |store| {
+        store.source_items(&query.source, limit)
+    });
+    match items.await {
+        Some(Ok(items)) => (
             [(header::CONTENT_TYPE, "application/json")],
             serde_json::to_string(&items).unwrap_or_else(|_| "[]".to_owned()),
         )
             .into_response(),
-        Ok(Err(e)) => (
+        Some(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot read the store: {e}\n"),
         )
             .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        None => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reading the store failed\n",
+        )
+            .into_response(),
     }
 }
 
 pub(super) async fn opml(State(state): State<AppState>) -> Response {
     let config = state.config();
-    let mut stored = state.store.source_states().unwrap_or_default();
+    let stored = read_store(&state.store, |store| store.source_states()).await;
+    let mut stored = stored.and_then(Result::ok).unwrap_or_default();
     let states: Vec<(String, crate::model::SourceState)> = config
         .sources
         .iter()

@@ -15,7 +15,11 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
             .into_response()
     } else {
         let mut text = ready_text(&state.clock);
-        text.push_str(&failing_sources_text(&state.config(), &state.store));
+        let config = state.config();
+        let failing = read_store(&state.store, move |store| {
+            failing_sources_text(&config, store)
+        });
+        text.push_str(&failing.await.unwrap_or_default());
         (StatusCode::OK, text).into_response()
     }
 }
@@ -77,9 +81,11 @@ fn ready_text(clock: &ClockWatch) -> String {
 }
 
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
-    let mut body = state
-        .metrics
-        .render(state.store.item_count() as u64, state.store.size_on_disk());
+    let sizes = read_store(&state.store, |store| {
+        (store.item_count(), store.size_on_disk())
+    });
+    let (items, bytes) = sizes.await.unwrap_or_default();
+    let mut body = state.metrics.render(items as u64, bytes);
     if let Some(skew) = state.clock.skew() {
         body.push_str(&format!(
             "# HELP feedmux_clock_skew_seconds The system clock minus the feed servers' clocks (median over the servers last heard from; HTTP Date plus Age).\n# TYPE feedmux_clock_skew_seconds gauge\nfeedmux_clock_skew_seconds {}\n",

@@ -92,6 +92,7 @@ pub async fn poll(config: &Config, names: &[&str]) -> Vec<(String, Result<PollRe
         .map(|o| match o.polled {
             Polled::Done(result) => (o.source, result),
             Polled::Skipped(hold) => panic!("{} skipped although forced: {hold:?}", o.source),
+            Polled::PolledElsewhere => panic!("{} polled by another instance", o.source),
         })
         .collect()
 }
