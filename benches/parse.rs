@@ -32,7 +32,7 @@ const ITEMS: usize = 1_000;
 fn item(i: usize, title: &str) -> String {
     let en = "Researchers describe a new training method for large language models that reduces the compute needed for alignment while keeping quality on standard benchmarks. ";
     let zh = "研究人员提出一种新的大模型训练方法，在保持基准测试表现的同时显著降低对齐所需的算力，并公开了代码与数据。";
-    let para = if i % 2 == 0 { en } else { zh };
+    let para = if i.is_multiple_of(2) { en } else { zh };
     let mut body = String::new();
     while body.len() < 1_700 {
         body.push_str("&lt;p&gt;");

@@ -271,21 +271,34 @@ impl Scheduler {
             tasks: HashMap::new(),
             retiring: Vec::new(),
         };
+        // Every state in one read, not one read (and one blocking thread) per source's task.
+        let mut states = match shared.pipeline.store.source_states() {
+            Ok(states) => Some(states),
+            Err(e) => {
+                warn!(error = %e, "cannot read the sources' states: each task reads its own");
+                None
+            }
+        };
         for source in &config.sources {
-            scheduler.spawn(shared, source.clone(), None, false);
+            let state = states
+                .as_mut()
+                .map(|states| states.remove(&source.name).unwrap_or_default());
+            scheduler.spawn(shared, source.clone(), None, false, state);
         }
         scheduler
     }
 
     /// Starts polling `source`, once `after` (the source's previous task, told to stop) has
     /// finished its poll in flight; `rescheduled`: its schedule changed, so a next poll stored
-    /// under the old schedule no longer counts.
+    /// under the old schedule no longer counts. `state`: the source's stored state, when the
+    /// caller read it (else the task reads it).
     fn spawn(
         &mut self,
         shared: &Arc<Shared>,
         source: SourceConfig,
         after: Option<tokio::task::JoinHandle<()>>,
         rescheduled: bool,
+        state: Option<SourceState>,
     ) {
         let (stop, stop_rx) = watch::channel(false);
         let shared = shared.clone();
@@ -296,7 +309,10 @@ impl Scheduler {
             if let Some(previous) = after {
                 let _ = previous.await;
             }
-            let stored = stored_state(&shared.pipeline.store, &polled.name).await;
+            let stored = match state {
+                Some(state) => Ok(state),
+                None => stored_state(&shared.pipeline.store, &polled.name).await,
+            };
             let task = Arc::new(PollTask::new(match &stored {
                 Ok(state) => SeenPoll::Last(state.last_poll),
                 Err(_) => SeenPoll::Unknown,
@@ -370,22 +386,24 @@ impl Scheduler {
                 }
             }
         }
+        let mut states = shared.pipeline.store.source_states().ok();
         for source in &config.sources {
             if !self.tasks.contains_key(&source.name) {
-                if shared
-                    .pipeline
-                    .store
-                    .source_state(&source.name)
-                    .is_ok_and(|s| s.last_poll.is_none())
-                {
+                let previous = stopping.remove(&source.name);
+                let state = states
+                    .as_mut()
+                    .map(|states| states.remove(&source.name).unwrap_or_default());
+                if state.as_ref().is_some_and(|s| s.last_poll.is_none()) {
                     info!(source = %source.name, "new source: polling it now");
                 }
-                let previous = stopping.remove(&source.name);
+                // A restarted source's state is read once its old task finished its poll.
+                let state = state.filter(|_| previous.is_none());
                 self.spawn(
                     shared,
                     source.clone(),
                     previous,
                     rescheduled.contains(&source.name),
+                    state,
                 );
             }
         }
@@ -461,6 +479,10 @@ pub(super) fn hold_of(
 /// The stored state of `source`, read on a blocking thread: an engine on a database server
 /// waits for the answer, which must not hold up the async runtime's threads.
 async fn stored_state(store: &Store, source: &str) -> Result<SourceState, StoreError> {
+    // At most a few at once: a reload that restarts thousands of tasks must not start a
+    // blocking thread for each.
+    static READS: Semaphore = Semaphore::const_new(4);
+    let _permit = READS.acquire().await;
     let (store, source) = (store.clone(), source.to_owned());
     tokio::task::spawn_blocking(move || store.source_state(&source))
         .await

@@ -204,7 +204,7 @@ impl SledEngine {
         // train one) it counts at every 256th poll that wrote items.
         let polls = trees.polls_written.load(Ordering::Acquire);
         if (current.is_some() || *failed_at > 0)
-            && polls % trees.dictionary_check_every.load(Ordering::Relaxed).max(1) != 0
+            && !polls.is_multiple_of(trees.dictionary_check_every.load(Ordering::Relaxed).max(1))
         {
             return;
         }

@@ -79,11 +79,21 @@ impl RealDaemon {
 
     /// The resident set size of the process, in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
+        self.status_field("VmRSS:")
+    }
+
+    /// The threads the process runs, from /proc.
+    pub fn threads(&self) -> u64 {
+        self.status_field("Threads:")
+    }
+
+    /// A number of /proc/<pid>/status (its unit dropped), 0 when it cannot be read.
+    fn status_field(&self, name: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     }
