@@ -87,6 +87,10 @@ fn check_shows_the_database_url_without_its_password() {
         "{stdout}"
     );
     assert!(stdout.contains("storage engine postgres"), "{stdout}");
+    assert!(
+        stdout.contains("database TLS: sslmode=prefer: encrypted when the server offers it; the server's certificate is not verified"),
+        "{stdout}"
+    );
     assert!(stdout.contains("PGPASSWORD or ~/.pgpass"), "{stdout}");
     assert!(
         !stdout.contains(secret) && !stderr.contains(secret),
@@ -108,6 +112,17 @@ fn check_takes_the_database_from_feedmux_storage_url() {
         "{stdout}"
     );
     assert!(!stdout.contains(secret), "{stdout}");
+    assert!(
+        stdout.contains("database TLS: sslmode=require: always encrypted; the server's certificate is not verified"),
+        "{stdout}"
+    );
+    let url = "postgres://feedmux@db.example/feeds?sslmode=verify-full&sslrootcert=/etc/db-ca.pem";
+    let out = check("", Some(url));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("database TLS: sslmode=verify-full: always encrypted; the server's certificate verified against the CA certificates of /etc/db-ca.pem, and its host name"),
+        "{stdout}"
+    );
     // Without the variable, the same file is sled's.
     let out = check("", None);
     let stdout = String::from_utf8_lossy(&out.stdout);
