@@ -152,6 +152,19 @@ impl DatabaseTls {
         Ok(DatabaseTls { mode, root_cert })
     }
 
+    /// Whether `sslrootcert`, when it names a file and the connection may use TLS, can be
+    /// read: the error names the file. (Whether it holds certificates is the store's to find
+    /// when it connects.) Unlike libpq, which skips verifying under `prefer` and `require`
+    /// when the named file is missing, a missing file is an error in every mode but `disable`.
+    pub fn check_root_file(&self) -> Result<(), String> {
+        match (&self.root_cert, self.mode) {
+            (_, SslMode::Disable) | (None | Some(RootCerts::System), _) => Ok(()),
+            (Some(RootCerts::File(path)), _) => std::fs::File::open(path)
+                .map(|_| ())
+                .map_err(|e| format!("sslrootcert {}: cannot read it: {e}", path.display())),
+        }
+    }
+
     /// Whether the server's certificate is verified against CA certificates: `verify-ca`,
     /// `verify-full`, or an `sslrootcert` given with a weaker mode (as libpq does).
     pub fn verifies_chain(&self) -> bool {
@@ -386,7 +399,12 @@ pub(super) fn validate_engine(
         }
         "postgres" => match chosen_url {
             Some((text, span, origin)) => match DatabaseUrl::parse(text) {
-                Ok(url) => StorageEngine::Postgres { url },
+                Ok(url) => {
+                    if let Err(message) = url.tls().check_root_file() {
+                        report.at(span, format!("{origin}: {message}"));
+                    }
+                    StorageEngine::Postgres { url }
+                }
                 Err(message) => {
                     report.at(span, format!("{origin}: {message}"));
                     StorageEngine::Sled

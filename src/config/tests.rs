@@ -433,3 +433,36 @@ fn the_client_gets_the_url_without_the_tls_parameters() {
         "postgres://u:***@db/f?sslmode=verify-ca&sslrootcert=/ca.pem"
     );
 }
+
+#[test]
+fn an_unreadable_sslrootcert_is_a_located_error_unless_tls_is_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.pem");
+    for mode in ["verify-full", "verify-ca", "require", "prefer"] {
+        let text = format!(
+            "[storage]\nengine = \"postgres\"\nurl = \"postgres://u@db/f?sslmode={mode}&sslrootcert={}\"\n",
+            missing.display()
+        );
+        let e = storage_of(&text, None).unwrap_err();
+        assert!(
+            e.len() == 1
+                && e[0].starts_with(&format!(
+                    "t.toml:3:7: [storage] url: sslrootcert {}: cannot read it",
+                    missing.display()
+                )),
+            "{mode}: {e:?}"
+        );
+    }
+    let disabled = format!(
+        "[storage]\nurl = \"postgres://u@db/f?sslmode=disable&sslrootcert={}\"\n",
+        missing.display()
+    );
+    assert!(storage_of(&disabled, None).is_ok());
+    let present = dir.path().join("ca.pem");
+    std::fs::write(&present, "").unwrap();
+    let text = format!(
+        "[storage]\nurl = \"postgres://u@db/f?sslmode=verify-full&sslrootcert={}\"\n",
+        present.display()
+    );
+    assert!(storage_of(&text, None).is_ok());
+}

@@ -116,11 +116,17 @@ fn check_takes_the_database_from_feedmux_storage_url() {
         stdout.contains("database TLS: sslmode=require: always encrypted; the server's certificate is not verified"),
         "{stdout}"
     );
-    let url = "postgres://feedmux@db.example/feeds?sslmode=verify-full&sslrootcert=/etc/db-ca.pem";
-    let out = check("", Some(url));
+    let ca_dir = tempdir();
+    let ca = ca_dir.path().join("db-ca.pem");
+    std::fs::write(&ca, "").unwrap();
+    let url = format!(
+        "postgres://feedmux@db.example/feeds?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    );
+    let out = check("", Some(&url));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("database TLS: sslmode=verify-full: always encrypted; the server's certificate verified against the CA certificates of /etc/db-ca.pem, and its host name"),
+        stdout.contains(&format!("database TLS: sslmode=verify-full: always encrypted; the server's certificate verified against the CA certificates of {}, and its host name", ca.display())),
         "{stdout}"
     );
     // Without the variable, the same file is sled's.

@@ -4,7 +4,8 @@
 //! at all talks TLS. `verify-full` with that CA connects, stores and serves; another CA, or
 //! another host name under `verify-full`, is refused with the certificate's problem named and
 //! the URL shown without its password; `verify-ca` and `require` connect; `disable` is refused
-//! by the server. And an `sslmode` libpq does not know is an error of `feedmux check`.
+//! by the server. And an `sslmode` libpq does not know, or a CA file that cannot be read, is an
+//! error of `feedmux check`.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -263,7 +264,7 @@ fn verify_full_without_a_readable_root_file_is_an_error_before_connecting() {
 }
 
 #[test]
-fn check_refuses_an_sslmode_libpq_does_not_know() {
+fn check_refuses_an_sslmode_libpq_does_not_know_and_an_unreadable_ca_file() {
     let dir = tempdir();
     let path = dir.path().join("feedmux.toml");
     std::fs::write(
@@ -288,4 +289,26 @@ fn check_refuses_an_sslmode_libpq_does_not_know() {
         "{stdout}"
     );
     assert!(!stdout.contains(":pw@"), "{stdout}");
+    // A CA file that cannot be read, too.
+    let missing = dir.path().join("absent.pem");
+    std::fs::write(
+        &path,
+        format!("[storage]\nurl = \"postgres://feedmux@db.example/feeds?sslmode=verify-full&sslrootcert={}\"\n", missing.display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("FEEDMUX_STORAGE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "feedmux.toml:2:7: [storage] url: sslrootcert {}: cannot read it",
+            missing.display()
+        )),
+        "{stdout}"
+    );
 }
