@@ -145,11 +145,12 @@ impl Store {
 
     /// Connects to the PostgreSQL database at `url` and migrates it to this version's
     /// schema. A password comes from the URL, or else from `PGPASSWORD` or the password file
-    /// (`PGPASSFILE`, `~/.pgpass`), as libpq finds it; no message shows it.
+    /// (`PGPASSFILE`, `~/.pgpass`), as libpq finds it; no message shows it. The connection is
+    /// encrypted and the server verified as the URL's `sslmode` and `sslrootcert` say.
     pub fn open_postgres(url: &DatabaseUrl) -> Result<Store, StoreError> {
         let shown = url.to_string();
         let mut config: postgres::Config =
-            url.connect_string()
+            url.connect_string_without_tls()
                 .parse()
                 .map_err(|e: postgres::Error| StoreError::Open {
                     path: PathBuf::from(&shown),
@@ -160,7 +161,7 @@ impl Store {
                 config.password(password);
             }
         }
-        let engine = pg_engine::PgEngine::open(config, &shown)?;
+        let engine = pg_engine::PgEngine::open(config, url.tls(), &shown)?;
         Ok(Store {
             engine: Arc::new(engine),
         })

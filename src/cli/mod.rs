@@ -79,6 +79,7 @@ pub(crate) fn check(arg: &ConfigArg) -> ExitCode {
             );
             if let StorageEngine::Postgres { url } = &c.storage.engine {
                 println!("  storage engine postgres: instances sharing this database poll each source once per slot");
+                println!("  database TLS: {}", database_tls(url.tls()));
                 if url.has_password() {
                     println!(
                         "  warning: [storage] url holds a password; PGPASSWORD or ~/.pgpass keep it out of the config"
@@ -113,6 +114,36 @@ pub(crate) fn check(arg: &ConfigArg) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// What the database URL's `sslmode` and `sslrootcert` ask of the connection, for
+/// `feedmux check`.
+fn database_tls(tls: &config::DatabaseTls) -> String {
+    let roots = match &tls.root_cert {
+        Some(config::RootCerts::File(path)) => format!("the CA certificates of {}", path.display()),
+        _ => "the system's CA certificates".to_owned(),
+    };
+    let what = match tls.mode {
+        config::SslMode::Disable => "never encrypted".to_owned(),
+        config::SslMode::Prefer | config::SslMode::Require if !tls.verifies_chain() => {
+            let when = if tls.mode == config::SslMode::Prefer {
+                "encrypted when the server offers it"
+            } else {
+                "always encrypted"
+            };
+            format!("{when}; the server's certificate is not verified")
+        }
+        config::SslMode::Prefer => {
+            format!("encrypted when the server offers it; its certificate verified against {roots}")
+        }
+        config::SslMode::Require | config::SslMode::VerifyCa => {
+            format!("always encrypted; the server's certificate verified against {roots}")
+        }
+        config::SslMode::VerifyFull => format!(
+            "always encrypted; the server's certificate verified against {roots}, and its host name"
+        ),
+    };
+    format!("sslmode={}: {what}", tls.mode.name())
 }
 
 /// Where the configured store is, for `feedmux check`: the sled directory, or the

@@ -35,7 +35,9 @@ mod validate;
 mod values;
 use feeds::*;
 use raw::*;
-pub use storage::{DatabaseUrl, Environment, StorageEngine, STORAGE_URL_VAR};
+pub use storage::{
+    DatabaseTls, DatabaseUrl, Environment, RootCerts, SslMode, StorageEngine, STORAGE_URL_VAR,
+};
 pub use validate::parse_source_url;
 use validate::*;
 use values::*;

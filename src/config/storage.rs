@@ -3,7 +3,12 @@
 //!
 //! A database URL may carry a password; [`DatabaseUrl`] shows it as `***` wherever it is
 //! displayed or debug-printed, and hands out the real text only through
-//! [`DatabaseUrl::connect_string`], for connecting.
+//! [`DatabaseUrl::connect_string`] and [`DatabaseUrl::connect_string_without_tls`], for
+//! connecting.
+//!
+//! It may also carry libpq's TLS parameters, `sslmode` and `sslrootcert`, read here into
+//! [`DatabaseTls`] (a value libpq does not know is an error of the config); the store builds
+//! its TLS connector from them.
 
 use super::*;
 
@@ -36,18 +41,190 @@ impl StorageEngine {
 /// A `postgres://` or `postgresql://` URL. Its `Display` and `Debug` show it with any password
 /// (in the user part, or a `password=` parameter) replaced by `***`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
+pub struct DatabaseUrl {
+    /// The URL as written.
+    text: String,
+    /// Its `sslmode` and `sslrootcert`.
+    tls: DatabaseTls,
+}
+
+/// libpq's `sslmode`: whether the connection to the database is encrypted, and what of the
+/// server's certificate is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    /// Never encrypted.
+    Disable,
+    /// Encrypted when the server offers TLS, plain otherwise (libpq's default).
+    #[default]
+    Prefer,
+    /// Always encrypted; the server's certificate is not verified (unless `sslrootcert` is
+    /// given: then as [`SslMode::VerifyCa`]).
+    Require,
+    /// Always encrypted, and the server's certificate chains to a trusted CA.
+    VerifyCa,
+    /// As [`SslMode::VerifyCa`], and the certificate is for the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The values, as written in a URL.
+    pub const NAMES: &'static str = "disable, prefer, require, verify-ca or verify-full";
+
+    /// The mode `value` names (as libpq spells it).
+    pub fn parse(value: &str) -> Result<SslMode, String> {
+        match value {
+            "disable" => Ok(SslMode::Disable),
+            "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            "allow" => Err(
+                "sslmode \"allow\" (plain first, TLS only if the server insists) is not supported: use prefer, or disable"
+                    .to_owned(),
+            ),
+            other => Err(format!(
+                "invalid sslmode {other:?}: expected {}",
+                SslMode::NAMES
+            )),
+        }
+    }
+
+    /// The mode as written in a URL.
+    pub fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Where the CA certificates that verify the database server come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCerts {
+    /// The system's trusted roots: no `sslrootcert`, or `sslrootcert=system`.
+    System,
+    /// The PEM file `sslrootcert` names.
+    File(PathBuf),
+}
+
+/// The TLS parameters of a database URL, as libpq reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DatabaseTls {
+    /// `sslmode` (default `prefer`).
+    pub mode: SslMode,
+    /// `sslrootcert`: `None` when the URL names none.
+    pub root_cert: Option<RootCerts>,
+}
+
+impl DatabaseTls {
+    /// The `sslmode` and `sslrootcert` parameters of a URL's `query` (the last of each wins;
+    /// values are percent-decoded). `sslrootcert=system` means the system's roots and, as in
+    /// libpq, makes the default mode `verify-full` and a weaker one an error.
+    pub fn from_query(query: &str) -> Result<DatabaseTls, String> {
+        let (mut mode, mut root_cert) = (None, None);
+        for (key, value) in query_pairs(query) {
+            match key {
+                "sslmode" => mode = Some(SslMode::parse(&percent_decode(value)?)?),
+                "sslrootcert" => {
+                    let value = percent_decode(value)?;
+                    root_cert = match value.as_str() {
+                        "" => None,
+                        "system" => Some(RootCerts::System),
+                        path => Some(RootCerts::File(PathBuf::from(path))),
+                    };
+                }
+                _ => {}
+            }
+        }
+        let mode = match (mode, &root_cert) {
+            (None, Some(RootCerts::System)) => SslMode::VerifyFull,
+            (Some(weak), Some(RootCerts::System)) if weak != SslMode::VerifyFull => {
+                return Err(format!(
+                    "sslmode {:?} may not be used with sslrootcert=system (use verify-full)",
+                    weak.name()
+                ))
+            }
+            (mode, _) => mode.unwrap_or_default(),
+        };
+        Ok(DatabaseTls { mode, root_cert })
+    }
+
+    /// Whether `sslrootcert`, when it names a file and the connection may use TLS, can be
+    /// read: the error names the file. (Whether it holds certificates is the store's to find
+    /// when it connects.) Unlike libpq, which skips verifying under `prefer` and `require`
+    /// when the named file is missing, a missing file is an error in every mode but `disable`.
+    pub fn check_root_file(&self) -> Result<(), String> {
+        match (&self.root_cert, self.mode) {
+            (_, SslMode::Disable) | (None | Some(RootCerts::System), _) => Ok(()),
+            (Some(RootCerts::File(path)), _) => std::fs::File::open(path)
+                .map(|_| ())
+                .map_err(|e| format!("sslrootcert {}: cannot read it: {e}", path.display())),
+        }
+    }
+
+    /// Whether the server's certificate is verified against CA certificates: `verify-ca`,
+    /// `verify-full`, or an `sslrootcert` given with a weaker mode (as libpq does).
+    pub fn verifies_chain(&self) -> bool {
+        match self.mode {
+            SslMode::Disable => false,
+            SslMode::VerifyCa | SslMode::VerifyFull => true,
+            SslMode::Prefer | SslMode::Require => self.root_cert.is_some(),
+        }
+    }
+}
+
+/// The parameters of `query`: `key=value` pairs between `&`, before any `#`.
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    let query = query.split('#').next().unwrap_or_default();
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// `text` with each `%XX` turned into its byte (`+` stays, as in libpq).
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let byte = text
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| format!("invalid percent-encoding in {text:?}"))?;
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{text:?} is not UTF-8 once decoded"))
+}
 
 impl DatabaseUrl {
     /// `text` (trimmed) when it is a `postgres://` or `postgresql://` URL with something after
-    /// the scheme. The error names the URL without its password.
+    /// the scheme, whose `sslmode` and `sslrootcert` (if any) are ones libpq knows. The error
+    /// names the URL without its password.
     pub fn parse(text: &str) -> Result<DatabaseUrl, String> {
         let text = text.trim();
         let rest = text
             .strip_prefix("postgres://")
             .or_else(|| text.strip_prefix("postgresql://"));
         match rest {
-            Some(rest) if !rest.is_empty() => Ok(DatabaseUrl(text.to_owned())),
+            Some(rest) if !rest.is_empty() => {
+                let query = rest.split_once('?').map(|(_, q)| q).unwrap_or_default();
+                let tls = DatabaseTls::from_query(query)
+                    .map_err(|e| format!("database URL {:?}: {e}", hide_password(text)))?;
+                Ok(DatabaseUrl {
+                    text: text.to_owned(),
+                    tls,
+                })
+            }
             Some(_) => Err(format!(
                 "database URL {text:?} names no host or database: expected postgres://user@host:port/database"
             )),
@@ -60,24 +237,59 @@ impl DatabaseUrl {
 
     /// The URL as written, password included: for connecting only, never for showing.
     pub fn connect_string(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// The URL without its `sslmode` and `sslrootcert` parameters (which [`DatabaseUrl::tls`]
+    /// holds), password included: for a client that reads the TLS settings from elsewhere
+    /// (the `postgres` crate knows neither `verify-*` nor `sslrootcert`). Never for showing.
+    pub fn connect_string_without_tls(&self) -> String {
+        let Some((base, query)) = self.text.split_once('?') else {
+            return self.text.clone();
+        };
+        let (query, fragment) = match query.split_once('#') {
+            Some((q, f)) => (q, Some(f)),
+            None => (query, None),
+        };
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| {
+                let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+                !pair.is_empty() && key != "sslmode" && key != "sslrootcert"
+            })
+            .collect();
+        let mut text = base.to_owned();
+        if !kept.is_empty() {
+            text.push('?');
+            text.push_str(&kept.join("&"));
+        }
+        if let Some(fragment) = fragment {
+            text.push('#');
+            text.push_str(fragment);
+        }
+        text
+    }
+
+    /// The URL's TLS settings: `sslmode` and `sslrootcert`.
+    pub fn tls(&self) -> &DatabaseTls {
+        &self.tls
     }
 
     /// Whether the URL itself holds a password (PGPASSWORD or `~/.pgpass` are better places).
     pub fn has_password(&self) -> bool {
-        hide_password(&self.0) != self.0
+        hide_password(&self.text) != self.text
     }
 }
 
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hide_password(&self.0))
+        f.write_str(&hide_password(&self.text))
     }
 }
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DatabaseUrl({:?})", hide_password(&self.0))
+        write!(f, "DatabaseUrl({:?})", hide_password(&self.text))
     }
 }
 
@@ -187,7 +399,12 @@ pub(super) fn validate_engine(
         }
         "postgres" => match chosen_url {
             Some((text, span, origin)) => match DatabaseUrl::parse(text) {
-                Ok(url) => StorageEngine::Postgres { url },
+                Ok(url) => {
+                    if let Err(message) = url.tls().check_root_file() {
+                        report.at(span, format!("{origin}: {message}"));
+                    }
+                    StorageEngine::Postgres { url }
+                }
                 Err(message) => {
                     report.at(span, format!("{origin}: {message}"));
                     StorageEngine::Sled

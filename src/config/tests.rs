@@ -336,3 +336,133 @@ fn a_database_password_is_never_shown() {
     .unwrap_err();
     assert!(!e[0].contains(secret), "{e:?}");
 }
+
+#[test]
+fn sslmode_and_sslrootcert_are_read_as_libpq_reads_them() {
+    use std::path::PathBuf;
+    let tls = |url: &str| DatabaseUrl::parse(url).unwrap().tls().clone();
+    assert_eq!(
+        tls("postgres://u@db/f"),
+        DatabaseTls {
+            mode: SslMode::Prefer,
+            root_cert: None
+        }
+    );
+    for (name, mode) in [
+        ("disable", SslMode::Disable),
+        ("prefer", SslMode::Prefer),
+        ("require", SslMode::Require),
+        ("verify-ca", SslMode::VerifyCa),
+        ("verify-full", SslMode::VerifyFull),
+    ] {
+        let read = tls(&format!("postgres://u@db/f?sslmode={name}"));
+        assert_eq!(read.mode, mode);
+        assert_eq!(mode.name(), name);
+        assert_eq!(read.verifies_chain(), name.starts_with("verify"), "{name}");
+    }
+    let read = tls("postgresql://u@db/f?application_name=x&sslrootcert=%2Fetc%2Fca%20dir%2Fca.pem&sslmode=require");
+    assert_eq!(read.mode, SslMode::Require);
+    assert_eq!(
+        read.root_cert,
+        Some(RootCerts::File(PathBuf::from("/etc/ca dir/ca.pem")))
+    );
+    // A root file given with require verifies the chain, as in libpq.
+    assert!(read.verifies_chain());
+    // sslrootcert=system: the system's roots, and verify-full unless a mode is written.
+    let read = tls("postgres://u@db/f?sslrootcert=system");
+    assert_eq!(read.mode, SslMode::VerifyFull);
+    assert_eq!(read.root_cert, Some(RootCerts::System));
+    // The last of a parameter wins.
+    assert_eq!(
+        tls("postgres://u@db/f?sslmode=disable&sslmode=verify-ca").mode,
+        SslMode::VerifyCa
+    );
+}
+
+#[test]
+fn an_unknown_sslmode_is_an_error_naming_the_value() {
+    let e = DatabaseUrl::parse("postgres://u:pw@db/f?sslmode=verify_full").unwrap_err();
+    assert!(
+        e.contains("invalid sslmode \"verify_full\": expected disable, prefer, require, verify-ca or verify-full"),
+        "{e}"
+    );
+    assert!(!e.contains("pw@"), "{e}");
+    let e = DatabaseUrl::parse("postgres://u@db/f?sslmode=allow").unwrap_err();
+    assert!(e.contains("sslmode \"allow\""), "{e}");
+    let e = DatabaseUrl::parse("postgres://u@db/f?sslmode=require&sslrootcert=system").unwrap_err();
+    assert!(e.contains("sslrootcert=system (use verify-full)"), "{e}");
+    let e = DatabaseUrl::parse("postgres://u@db/f?sslrootcert=%zz").unwrap_err();
+    assert!(e.contains("invalid percent-encoding"), "{e}");
+    // In the config, at the URL, or at engine for the environment's.
+    let e = storage_of(
+        "[storage]\nengine = \"postgres\"\nurl = \"postgres://u@db/f?sslmode=on\"\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:3:7: [storage] url: database URL"),
+        "{e:?}"
+    );
+    assert!(e[0].contains("invalid sslmode \"on\""), "{e:?}");
+    let e = storage_of("", Some("postgres://u@db/f?sslmode=ON")).unwrap_err();
+    assert!(
+        e.len() == 1 && e[0].starts_with("t.toml:1:1: FEEDMUX_STORAGE_URL: database URL"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn the_client_gets_the_url_without_the_tls_parameters() {
+    let url = DatabaseUrl::parse(
+        "postgres://u:s3@db/f?sslmode=verify-full&connect_timeout=3&sslrootcert=/ca.pem",
+    )
+    .unwrap();
+    assert_eq!(
+        url.connect_string_without_tls(),
+        "postgres://u:s3@db/f?connect_timeout=3"
+    );
+    let url = DatabaseUrl::parse("postgres://u@db/f?sslmode=require").unwrap();
+    assert_eq!(url.connect_string_without_tls(), "postgres://u@db/f");
+    let url = DatabaseUrl::parse("postgres://u@db/f").unwrap();
+    assert_eq!(url.connect_string_without_tls(), "postgres://u@db/f");
+    // Shown as written, password hidden.
+    let url =
+        DatabaseUrl::parse("postgres://u:s3@db/f?sslmode=verify-ca&sslrootcert=/ca.pem").unwrap();
+    assert_eq!(
+        url.to_string(),
+        "postgres://u:***@db/f?sslmode=verify-ca&sslrootcert=/ca.pem"
+    );
+}
+
+#[test]
+fn an_unreadable_sslrootcert_is_a_located_error_unless_tls_is_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.pem");
+    for mode in ["verify-full", "verify-ca", "require", "prefer"] {
+        let text = format!(
+            "[storage]\nengine = \"postgres\"\nurl = \"postgres://u@db/f?sslmode={mode}&sslrootcert={}\"\n",
+            missing.display()
+        );
+        let e = storage_of(&text, None).unwrap_err();
+        assert!(
+            e.len() == 1
+                && e[0].starts_with(&format!(
+                    "t.toml:3:7: [storage] url: sslrootcert {}: cannot read it",
+                    missing.display()
+                )),
+            "{mode}: {e:?}"
+        );
+    }
+    let disabled = format!(
+        "[storage]\nurl = \"postgres://u@db/f?sslmode=disable&sslrootcert={}\"\n",
+        missing.display()
+    );
+    assert!(storage_of(&disabled, None).is_ok());
+    let present = dir.path().join("ca.pem");
+    std::fs::write(&present, "").unwrap();
+    let text = format!(
+        "[storage]\nurl = \"postgres://u@db/f?sslmode=verify-full&sslrootcert={}\"\n",
+        present.display()
+    );
+    assert!(storage_of(&text, None).is_ok());
+}

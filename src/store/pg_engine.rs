@@ -13,7 +13,8 @@
 //! One file per concern, each implementing its trait, as in the sled engine: `write`
 //! ([`Ingest`]), `states` ([`SourceStates`]), `items` ([`Items`]), `text_index`
 //! ([`TextIndex`]), `feed_index` ([`FeedIndex`]), `prune` ([`Retention`]), `health`
-//! ([`Health`]); beside them `pool`, `schema` and `credentials`. Opening stays here.
+//! ([`Health`]); beside them `pool`, `schema`, `credentials` and `tls` (the connector every
+//! connection is opened with: `sslmode`, `sslrootcert`). Opening stays here.
 //!
 //! Instances sharing the database: the [`IngestGuard`] holds an advisory lock of the
 //! database's (polls of all instances are planned and written one at a time, so two cannot
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use postgres::Client;
 
+use crate::config::DatabaseTls;
 use crate::dedup::fingerprint::TermStats;
 use crate::dedup::record::FingerprintRecord;
 use crate::model::ItemId;
@@ -47,9 +49,11 @@ mod prune;
 pub(super) mod schema;
 mod states;
 mod text_index;
+mod tls;
 mod write;
 
 use pool::Pool;
+use tls::Connector;
 
 /// In `meta`: the term statistics.
 const TERM_STATS_KEY: &str = "term_stats";
@@ -90,8 +94,8 @@ pub(super) struct PgEngine {
     /// the planner's reads of them that follow: only while one ingest guard is held (no
     /// instance writes fingerprints meanwhile), emptied when it is taken and let go.
     fingerprints_read: Mutex<HashMap<ItemId, Arc<FingerprintRecord>>>,
-    /// The connection settings, for the listener of other instances' changes.
-    config: postgres::Config,
+    /// The connection settings and TLS, for the listener of other instances' changes.
+    connector: Connector,
     /// Set when the engine is dropped: the listener stops.
     stop_listening: Arc<AtomicBool>,
 }
@@ -103,13 +107,22 @@ impl Drop for PgEngine {
 }
 
 impl PgEngine {
-    /// Connects to the database at `url` (a `postgres://` URL), migrates it and loads what
-    /// the engine keeps in memory. `shown` is the URL without a password, for messages.
-    pub(super) fn open(config: postgres::Config, shown: &str) -> Result<PgEngine, StoreError> {
+    /// Connects to the database `config` names with the TLS of `tls` (the URL's `sslmode`
+    /// and `sslrootcert`), migrates it and loads what the engine keeps in memory. `shown` is
+    /// the URL without a password, for messages.
+    pub(super) fn open(
+        config: postgres::Config,
+        tls: &DatabaseTls,
+        shown: &str,
+    ) -> Result<PgEngine, StoreError> {
+        let connector = Connector::new(config, tls).map_err(|message| StoreError::Open {
+            path: PathBuf::from(shown),
+            message,
+        })?;
         let engine = PgEngine {
-            pool: Pool::new(config.clone(), shown, CONNECTIONS),
-            lock: Pool::new(config.clone(), shown, 1),
-            config,
+            pool: Pool::new(connector.clone(), shown, CONNECTIONS),
+            lock: Pool::new(connector.clone(), shown, 1),
+            connector,
             stop_listening: Arc::new(AtomicBool::new(false)),
             shown: PathBuf::from(shown),
             ingest: Mutex::new(TermStats::default()),

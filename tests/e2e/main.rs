@@ -25,6 +25,7 @@ mod metrics;
 mod opml;
 mod paging;
 mod postgres;
+mod postgres_tls;
 mod preview;
 mod properties;
 mod readers;

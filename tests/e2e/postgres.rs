@@ -87,6 +87,10 @@ fn check_shows_the_database_url_without_its_password() {
         "{stdout}"
     );
     assert!(stdout.contains("storage engine postgres"), "{stdout}");
+    assert!(
+        stdout.contains("database TLS: sslmode=prefer: encrypted when the server offers it; the server's certificate is not verified"),
+        "{stdout}"
+    );
     assert!(stdout.contains("PGPASSWORD or ~/.pgpass"), "{stdout}");
     assert!(
         !stdout.contains(secret) && !stderr.contains(secret),
@@ -108,6 +112,23 @@ fn check_takes_the_database_from_feedmux_storage_url() {
         "{stdout}"
     );
     assert!(!stdout.contains(secret), "{stdout}");
+    assert!(
+        stdout.contains("database TLS: sslmode=require: always encrypted; the server's certificate is not verified"),
+        "{stdout}"
+    );
+    let ca_dir = tempdir();
+    let ca = ca_dir.path().join("db-ca.pem");
+    std::fs::write(&ca, "").unwrap();
+    let url = format!(
+        "postgres://feedmux@db.example/feeds?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    );
+    let out = check("", Some(&url));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("database TLS: sslmode=verify-full: always encrypted; the server's certificate verified against the CA certificates of {}, and its host name", ca.display())),
+        "{stdout}"
+    );
     // Without the variable, the same file is sled's.
     let out = check("", None);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Config, NoTls, Transaction};
+use postgres::Transaction;
 
 use super::*;
 
@@ -57,18 +57,20 @@ fn change_of(payload: &str, instance: &str) -> Option<StoreChange> {
 /// Listens on its own connection until `stop`, calling `on_change` with other instances'
 /// changes.
 pub(super) fn listen(
-    mut config: Config,
+    mut connector: Connector,
     instance: String,
     stop: Arc<AtomicBool>,
     on_change: Box<dyn Fn(StoreChange) + Send>,
 ) {
-    config.connect_timeout(RECONNECT_DELAY.saturating_mul(3));
-    config.application_name("feedmux (changes)");
+    connector
+        .config
+        .connect_timeout(RECONNECT_DELAY.saturating_mul(3));
+    connector.config.application_name("feedmux (changes)");
     let started = std::thread::Builder::new()
         .name("feedmux-db-changes".to_owned())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let mut client = match config.connect(NoTls) {
+                let mut client = match connector.connect() {
                     Ok(client) => client,
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot listen for other instances' changes yet");

@@ -11,8 +11,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use postgres::{Client, Config, NoTls};
+use postgres::Client;
 
+use super::tls::Connector;
 use crate::store::StoreError;
 
 /// How long opening a connection may take before the call fails.
@@ -22,7 +23,7 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// A worker's connection, opened on first use and again after it broke.
 pub(super) struct Connection {
-    config: Arc<Config>,
+    connector: Arc<Connector>,
     shown: Arc<str>,
     client: Option<Client>,
 }
@@ -34,8 +35,8 @@ impl Connection {
         }
         if self.client.is_none() {
             let client = self
-                .config
-                .connect(NoTls)
+                .connector
+                .connect()
                 .map_err(|e| StoreError::Unreachable {
                     url: self.shown.to_string(),
                     message: describe(&e),
@@ -66,19 +67,19 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    /// Starts `connections` workers for `config`; `shown` is the database's URL without its
-    /// password, for messages. No connection is opened until a job needs one.
-    pub(super) fn new(mut config: Config, shown: &str, connections: usize) -> Pool {
-        config.connect_timeout(CONNECT_TIMEOUT);
-        config.application_name("feedmux");
-        let config = Arc::new(config);
+    /// Starts `connections` workers connecting with `connector`; `shown` is the database's URL
+    /// without its password, for messages. No connection is opened until a job needs one.
+    pub(super) fn new(mut connector: Connector, shown: &str, connections: usize) -> Pool {
+        connector.config.connect_timeout(CONNECT_TIMEOUT);
+        connector.config.application_name("feedmux");
+        let connector = Arc::new(connector);
         let shown: Arc<str> = Arc::from(shown);
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         for n in 0..connections {
             let receiver = receiver.clone();
             let mut connection = Connection {
-                config: config.clone(),
+                connector: connector.clone(),
                 shown: shown.clone(),
                 client: None,
             };

@@ -18,7 +18,7 @@ impl Ingest for PgEngine {
 
     fn watch_others(&self, on_change: Box<dyn Fn(StoreChange) + Send>) {
         changes::listen(
-            self.config.clone(),
+            self.connector.clone(),
             self.instance.clone(),
             self.stop_listening.clone(),
             on_change,

@@ -1,12 +1,13 @@
 //! What the e2e tests share: feed servers in the test process ([`upstream`]), the real binary
 //! as a daemon ([`real`]), a daemon inside the test process that takes its turn at sled
-//! ([`served`]), a private PostgreSQL cluster ([`pg_cluster`]), finding external programs
-//! ([`tools`]), and the helpers below: configs, polls,
+//! ([`served`]), a private PostgreSQL cluster ([`pg_cluster`]), certificates of a test CA
+//! ([`test_ca`]), finding external programs ([`tools`]), and the helpers below: configs, polls,
 //! renders read back as a reader reads them, an RSS builder ([`rss_feed`] of [`RssItem`]s) and [`eventually`].
 
 pub mod pg_cluster;
 pub mod real;
 pub mod served;
+pub mod test_ca;
 pub mod tools;
 pub mod upstream;
 

@@ -5,7 +5,8 @@
 //! [`PgCluster::shared`] starts one per test process on first use and stops it when the
 //! process exits; each test takes its own database from it ([`PgCluster::fresh_database`]).
 //! A test that stops the server (a database that goes down) takes a [`PgCluster::private`]
-//! one instead, stopped when dropped. A watchdog process stops a cluster and removes its
+//! one instead, stopped when dropped; a test of TLS a [`PgCluster::private_with_tls`] one,
+//! with `ssl = on` and TCP connections over TLS only. A watchdog process stops a cluster and removes its
 //! directory within a second of the test process dying, killed or not.
 //!
 //! As root (CI containers) the PostgreSQL programs run as the `postgres` user
@@ -29,12 +30,20 @@ static SHARED: OnceLock<PgCluster> = OnceLock::new();
 /// Clusters made by this process, for unique directory names.
 static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
 
+/// A server certificate and its key, PEM, for a cluster with `ssl = on`.
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 /// One running PostgreSQL cluster of this test process.
 pub struct PgCluster {
     /// Holds `data` (the cluster), `sock` (the Unix socket) and `log` (the server's log).
     dir: PathBuf,
     port: u16,
     programs: Programs,
+    /// `ssl = on` with this certificate, and TCP connections over TLS only.
+    tls: Option<ServerTls>,
     /// Databases made so far, for unique names.
     databases: AtomicUsize,
 }
@@ -43,7 +52,7 @@ impl PgCluster {
     /// The cluster this test process shares, started on first use and stopped at exit.
     pub fn shared() -> &'static PgCluster {
         SHARED.get_or_init(|| {
-            let cluster = PgCluster::start_new();
+            let cluster = PgCluster::start_new(None);
             // SAFETY: `stop_shared` is a plain function that only reads SHARED.
             unsafe { libc::atexit(stop_shared) };
             cluster
@@ -53,27 +62,71 @@ impl PgCluster {
     /// A cluster of the caller's own, stopped and removed when dropped: for a test that stops
     /// and starts the server, which would break the tests sharing [`PgCluster::shared`].
     pub fn private() -> PgCluster {
-        PgCluster::start_new()
+        PgCluster::start_new(None)
+    }
+
+    /// A cluster of the caller's own with `ssl = on`, serving `tls`'s certificate, whose
+    /// `pg_hba.conf` takes TCP connections over TLS only (`hostssl` trusted, `hostnossl`
+    /// rejected): a client that connects at all connected over TLS. The harness itself
+    /// connects over the Unix socket.
+    pub fn private_with_tls(tls: ServerTls) -> PgCluster {
+        PgCluster::start_new(Some(tls))
     }
 
     /// A new, empty database whose name starts with `name_hint`; its URL.
     pub fn fresh_database(&self, name_hint: &str) -> String {
         let number = self.databases.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}_{number}", database_name(name_hint));
-        let admin = self.url_for("postgres");
-        let statement = format!("CREATE DATABASE \"{name}\"");
-        // On a thread of its own: the sync client runs a runtime, which cannot start inside
-        // a `#[tokio::test]`'s.
-        std::thread::spawn(move || {
-            let mut client = ::postgres::Client::connect(&admin, ::postgres::NoTls)
-                .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
+        self.run_as_admin(&format!("CREATE DATABASE \"{name}\""));
+        self.url_for(&name)
+    }
+
+    /// Runs `statements` in the `postgres` database as the superuser, over the Unix socket
+    /// (which a TLS-only cluster trusts too).
+    pub fn run_as_admin(&self, statements: &str) {
+        let statements = statements.to_owned();
+        self.as_admin(move |client| {
             client
-                .batch_execute(&statement)
-                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+                .batch_execute(&statements)
+                .unwrap_or_else(|e| panic!("{statements}: {e}"));
+        });
+    }
+
+    /// The rows of `query` (each column read as text) in the `postgres` database as the
+    /// superuser, over the Unix socket.
+    pub fn query_as_admin(&self, query: &str) -> Vec<Vec<Option<String>>> {
+        let query = query.to_owned();
+        self.as_admin(move |client| {
+            client
+                .query(&query, &[])
+                .unwrap_or_else(|e| panic!("{query}: {e}"))
+                .iter()
+                .map(|row| (0..row.len()).map(|i| row.get(i)).collect())
+                .collect()
+        })
+    }
+
+    /// `job`'s answer on a connection to the `postgres` database as the superuser, over the
+    /// Unix socket; on a thread of its own: the sync client runs a runtime, which cannot start
+    /// inside a `#[tokio::test]`'s.
+    fn as_admin<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut ::postgres::Client) -> R + Send + 'static,
+    ) -> R {
+        let mut admin = ::postgres::Config::new();
+        admin
+            .host_path(self.dir.join("sock"))
+            .port(self.port)
+            .user(SUPERUSER)
+            .dbname("postgres");
+        std::thread::spawn(move || {
+            let mut client = admin
+                .connect(::postgres::NoTls)
+                .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
+            job(&mut client)
         })
         .join()
-        .expect("creating the database");
-        self.url_for(&name)
+        .expect("the admin connection")
     }
 
     /// The URL of database `database` in this cluster.
@@ -97,13 +150,14 @@ impl PgCluster {
         assert!(started, "{}", self.log_tail());
     }
 
-    fn start_new() -> PgCluster {
+    fn start_new(tls: Option<ServerTls>) -> PgCluster {
         let programs = Programs::find();
         let dir = cluster_dir(&programs);
         let mut cluster = PgCluster {
             dir,
             port: 0,
             programs,
+            tls,
             databases: AtomicUsize::new(0),
         };
         // Watched from before initdb: a test killed at any point leaves nothing behind.
@@ -154,6 +208,36 @@ impl PgCluster {
             .open(self.data().join("postgresql.conf"))
             .expect("postgresql.conf of the test cluster");
         file.write_all(settings.as_bytes())
+            .expect("write postgresql.conf");
+        if let Some(tls) = &self.tls {
+            self.configure_tls(tls, &mut file);
+        }
+    }
+
+    /// `ssl = on` with `tls`'s certificate and key (the key 0600 and the server user's, as
+    /// the server demands), and a `pg_hba.conf` that rejects TCP connections without TLS.
+    fn configure_tls(&self, tls: &ServerTls, conf: &mut fs::File) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data();
+        for (name, text, mode) in [
+            ("server.crt", &tls.cert_pem, 0o644),
+            ("server.key", &tls.key_pem, 0o600),
+            (
+                "pg_hba.conf",
+                &"local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n".to_owned(),
+                0o600,
+            ),
+        ] {
+            let path = data.join(name);
+            fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+            if let Some((uid, gid)) = self.programs.as_postgres {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+            }
+        }
+        conf.write_all(b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
             .expect("write postgresql.conf");
     }
 
