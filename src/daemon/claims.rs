@@ -33,8 +33,10 @@ impl PollTask {
     }
 }
 
-/// How often a source whose poll another instance claimed asks again, at most.
+/// How often `feedmux poll` asks again about a source another instance is polling, at most.
 const CLAIM_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// The least wait before asking again about a busy source.
+const BUSY_RECHECK_MIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Shared {
     /// Claims the poll of `source` for this instance: `None` to poll it now, or what the task
@@ -60,13 +62,15 @@ impl Shared {
                 Some(schedule::Next::At(next))
             }
             Ok(PollClaim::Busy { until }) => {
-                // Asked again before `until` when that is far: the claim's holder lets it
-                // go as soon as its poll is written, and a claim that runs out is a dead
-                // instance's.
+                // Asked again at `until`: the host's gap has passed, or the other instance's
+                // claim has run out. It lets its claim go sooner, once its poll is written,
+                // but asking before then would find the source polled, which the task learns
+                // at `until` as well (the next poll is a slot away): the database is not
+                // asked again and again about every source another instance is polling.
                 let wait = (until - self.now())
                     .to_std()
                     .unwrap_or_default()
-                    .min(CLAIM_RECHECK);
+                    .max(BUSY_RECHECK_MIN);
                 tracing::debug!(source = %source.name, wait_ms = wait.as_millis() as u64, "another instance is polling it or its host");
                 Some(schedule::Next::Retry(Box::pin(tokio::time::sleep(wait))))
             }
@@ -144,7 +148,7 @@ pub(super) async fn claim_before_polling(
                 let wait = (until - Utc::now())
                     .to_std()
                     .unwrap_or_default()
-                    .clamp(std::time::Duration::from_millis(50), CLAIM_RECHECK);
+                    .clamp(BUSY_RECHECK_MIN, CLAIM_RECHECK);
                 tokio::time::sleep(wait).await;
             }
         }

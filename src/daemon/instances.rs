@@ -1,6 +1,8 @@
 //! Other instances sharing the store: the feeds their polls change are rendered here too, as
 //! the store reports the changes ([`Ingest::watch_others`](crate::store::Ingest::watch_others)),
-//! so that every instance serves the same feeds. Must not poll or write.
+//! so that every instance serves the same feeds: what was heard while a render ran is
+//! rendered together (and renders of a feed start `publish::RENDER_GAP` apart). Must not
+//! poll or write.
 
 use std::collections::BTreeMap;
 
@@ -34,13 +36,9 @@ pub(super) fn follow_other_instances(shared: &Arc<Shared>) {
                 next = changes.try_recv().ok();
             }
             let config = shared.config();
-            if everything || sources.values().any(|merged| *merged) {
-                shared.render_feeds_of(&config, "", true).await;
-                continue;
-            }
-            for source in sources.keys() {
-                shared.render_feeds_of(&config, source, false).await;
-            }
+            let every_feed = everything || sources.values().any(|merged| *merged);
+            let sources: Vec<&str> = sources.keys().map(String::as_str).collect();
+            shared.render_feeds_of(&config, &sources, every_feed).await;
         }
     });
 }

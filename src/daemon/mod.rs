@@ -317,8 +317,7 @@ pub async fn run_with_publisher(
     store.keep_recent_in_memory(config.dedup.memory_items);
     let ready = Arc::new(AtomicBool::new(false));
     sync_feed_indexes(&store, &config)?;
-    // Compressed once the daemon serves: until then (a fraction of a second) uncompressed.
-    publisher.render_all_uncompressed(&store, &config)?;
+    publisher.render_all(&store, &config)?;
     let metrics = Arc::new(Metrics::default());
     let shared = Arc::new(Shared {
         filters: RwLock::new(Arc::new(filters_of(&config))),
@@ -373,8 +372,6 @@ pub async fn run_with_publisher(
     let clock_watch = tokio::spawn(watch_clock(shared.clone(), pruner_stop_rx));
     ready.store(true, Ordering::Release);
     systemd::ready(&serving_status(&shared.config(), addr));
-    let compressing = shared.publisher.clone();
-    tokio::task::spawn_blocking(move || compressing.compress_all());
     spawn_backfill(
         shared.pipeline.store.clone(),
         shared.config().dedup.clone(),

@@ -77,7 +77,7 @@ impl Shared {
             Ok(report) => {
                 self.count(&source.name, &report);
                 if report.changed() {
-                    self.render_feeds_of(&config, &source.name, report.merged_stories > 0)
+                    self.render_feeds_of(&config, &[&source.name], report.merged_stories > 0)
                         .await;
                     self.checkpoint_store();
                 }
@@ -183,18 +183,18 @@ impl Shared {
         });
     }
 
-    /// Renders the feeds of `source` again, or every feed when the poll merged stories (their
-    /// other members may be of any source).
+    /// Renders the feeds of any of `sources` again, each once, or every feed when a poll
+    /// merged stories (their other members may be of any source).
     pub(super) async fn render_feeds_of(
         &self,
         config: &Arc<Config>,
-        source: &str,
+        sources: &[&str],
         merged_stories: bool,
     ) {
         let feeds: Vec<String> = config
             .feeds
             .iter()
-            .filter(|f| merged_stories || f.sources.iter().any(|s| s == source))
+            .filter(|f| merged_stories || f.sources.iter().any(|s| sources.contains(&s.as_str())))
             .map(|f| f.name.clone())
             .collect();
         let store = self.pipeline.store.clone();
@@ -214,8 +214,8 @@ impl Shared {
         .await;
         match result {
             Ok(Ok(changed)) => self.ping_hub(config, changed),
-            Ok(Err(e)) => error!(source, error = %e, "cannot render output feeds"),
-            Err(e) => error!(source, error = %e, "rendering task failed"),
+            Ok(Err(e)) => error!(sources = ?sources, error = %e, "cannot render output feeds"),
+            Err(e) => error!(sources = ?sources, error = %e, "rendering task failed"),
         }
     }
 

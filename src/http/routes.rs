@@ -43,7 +43,7 @@ use feeds::feed;
 use health::{metrics, readyz};
 use home::status_page;
 use negotiate::{preferred_coding, prefers_html};
-use respond::{insert, serve_document};
+use respond::{insert, not_modified, serve_document};
 
 mod api;
 mod feeds;

@@ -144,10 +144,16 @@ pub struct Publisher {
     gates: Mutex<HashMap<String, Arc<RenderGate>>>,
 }
 
-/// Keeps renders of one feed from running side by side.
+/// The least time between the starts of two renders of one feed: polls that change a feed
+/// faster (a sweep of many sources, or other instances' polls) are rendered together, once a
+/// second, rather than one render each. Readers cache a feed for at least [`MIN_MAX_AGE`].
+pub const RENDER_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps renders of one feed from running side by side, and [`RENDER_GAP`] apart.
 #[derive(Debug, Default)]
 struct RenderGate {
-    running: Mutex<()>,
+    /// Held while rendering; when the last render started.
+    running: Mutex<Option<std::time::Instant>>,
     /// A render was asked for after the running one started (with the newest config).
     pending: Mutex<Option<Arc<Config>>>,
 }
@@ -242,16 +248,22 @@ impl Publisher {
             } else {
                 gate.running.try_lock()
             };
-            let Ok(_running) = running else {
+            let Ok(mut running) = running else {
                 return Ok(changed); // the running render sees the request when it ends
             };
             loop {
-                let next = gate
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
-                let Some(config) = next else { break };
+                let pending = || gate.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if pending().is_none() {
+                    break;
+                }
+                // Requests that come meanwhile are rendered with this one.
+                if let Some(since) = running.map(|started| started.elapsed()) {
+                    std::thread::sleep(RENDER_GAP.saturating_sub(since));
+                }
+                let Some(config) = pending().take() else {
+                    break;
+                };
+                *running = Some(std::time::Instant::now());
                 let rendered = self.render(store, &config, feed)?;
                 let all = changed.get_or_insert_with(Vec::new);
                 for format in &rendered.changed {
@@ -260,7 +272,7 @@ impl Publisher {
                     }
                 }
             }
-            drop(_running);
+            drop(running);
             // A request that came between the last check and the release would be lost.
             if gate
                 .pending
@@ -273,24 +285,13 @@ impl Publisher {
         }
     }
 
-    /// Renders `feed` from the store, compresses it and swaps it into the cache.
+    /// Renders `feed` from the store and swaps it into the cache (compressed when first asked
+    /// for: [`Rendered::compress_to`]).
     pub fn render(
         &self,
         store: &Store,
         config: &Config,
         feed: &str,
-    ) -> Result<Arc<RenderedFeed>, PublishError> {
-        self.render_into_cache(store, config, feed, true)
-    }
-
-    /// Renders `feed` and swaps it into the cache, compressed first when `compress`, else
-    /// served uncompressed until [`RenderedFeed::compress`] runs.
-    fn render_into_cache(
-        &self,
-        store: &Store,
-        config: &Config,
-        feed: &str,
-        compress: bool,
     ) -> Result<Arc<RenderedFeed>, PublishError> {
         let feed_config = config
             .feed(feed)
@@ -316,6 +317,7 @@ impl Publisher {
                 match previous.get(*format) {
                     Some(before) if before.etag == doc.etag => {
                         doc.last_modified = before.last_modified;
+                        doc.keep_forms_of(before);
                     }
                     Some(before) => {
                         doc.last_modified = doc
@@ -330,9 +332,6 @@ impl Publisher {
             } else {
                 modified_after(Some(previous.last_modified), rendered.last_modified)
             };
-        }
-        if compress {
-            rendered.compress();
         }
         let rendered = Arc::new(rendered);
         // Searches and pages rendered before may miss the items this rendering shows: they
@@ -351,35 +350,6 @@ impl Publisher {
         let shared = Arc::new(config.clone());
         for feed in &config.feeds {
             self.render_after_running(store, shared.clone(), &feed.name)?;
-        }
-        self.drop_feeds_not_in(config);
-        Ok(())
-    }
-
-    /// Makes the compressed forms of every cached feed that lacks them.
-    pub fn compress_all(&self) {
-        let feeds: Vec<Arc<RenderedFeed>> = self
-            .outputs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for feed in feeds {
-            feed.compress();
-        }
-    }
-
-    /// [`Publisher::render_all`] without the compression, which [`Publisher::compress_all`]
-    /// does later: a start is ready to serve sooner (brotli and gzip at their best were a
-    /// fifth of a start with 1,000,000 items stored).
-    pub fn render_all_uncompressed(
-        &self,
-        store: &Store,
-        config: &Config,
-    ) -> Result<(), PublishError> {
-        for feed in &config.feeds {
-            self.render_into_cache(store, config, &feed.name, false)?;
         }
         self.drop_feeds_not_in(config);
         Ok(())
@@ -573,6 +543,30 @@ mod tests {
         assert!(gate.pending.lock().expect("pending").is_none());
     }
 
+    /// Renders of one feed asked for faster than [`RENDER_GAP`] start that far apart, so that
+    /// those asked for meanwhile are rendered together.
+    #[test]
+    fn renders_of_one_feed_start_a_render_gap_apart() {
+        let (_dir, store, config) = setup();
+        let publisher = Publisher::new();
+        let started = |publisher: &Publisher| {
+            gate_of(publisher, "all")
+                .running
+                .lock()
+                .expect("gate")
+                .expect("rendered")
+        };
+        publisher
+            .render_when_free(&store, config.clone(), "all")
+            .expect("render");
+        let first = started(&publisher);
+        publisher
+            .render_when_free(&store, config.clone(), "all")
+            .expect("render");
+        let second = started(&publisher);
+        assert!(second - first >= RENDER_GAP, "{:?} apart", second - first);
+    }
+
     /// Renders after a change (a recovered store, a prune, a reload) wait for a render that
     /// runs, rather than run beside it: one side by side could finish first and be replaced
     /// by the older one's result.
@@ -599,33 +593,37 @@ mod tests {
         );
     }
 
-    /// A start renders its feeds uncompressed, so that it serves sooner: each is served
-    /// uncompressed until compressed, then in the coding asked for; a render after a poll is
-    /// compressed before it is swapped in.
+    /// A render compresses nothing: each format is compressed in a coding when first asked
+    /// for, once per rendering, and a rendering with the same bytes keeps the forms made.
     #[test]
-    fn feeds_rendered_at_start_are_served_uncompressed_until_compressed() {
+    fn feeds_are_compressed_when_first_asked_for_and_kept_while_unchanged() {
         let (_dir, store, config) = setup();
         let publisher = Publisher::new();
-        publisher
-            .render_all_uncompressed(&store, &config)
-            .expect("render");
-        let feed = publisher.get("all").expect("rendered");
+        let feed = publisher.render(&store, &config, "all").expect("render");
         let atom = feed.get(Format::Atom).expect("atom");
-        let (body, coding) = atom.bytes_of(Coding::Gzip);
-        assert_eq!((body, coding), (&atom.body, Coding::Identity));
-        assert_eq!(atom.etag_of(coding), atom.etag);
-        publisher.compress_all();
-        let (gzip, coding) = atom.bytes_of(Coding::Gzip);
+        for coding in [Coding::Gzip, Coding::Brotli] {
+            assert!(!atom.is_made(coding), "{coding:?} made by the render");
+            assert_eq!(atom.bytes_of(coding), (&atom.body, Coding::Identity));
+        }
+        let (gzip, coding) = atom.encoded(Coding::Gzip);
         assert_eq!(coding, Coding::Gzip);
         let mut plain = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzip[..]), &mut plain)
             .expect("gzip");
         assert_eq!(plain, atom.body);
-        assert_eq!(atom.bytes_of(Coding::Brotli).1, Coding::Brotli);
+        assert_eq!(
+            atom.etag_of(coding),
+            format!("{}-gzip\"", atom.etag.trim_end_matches('"'))
+        );
+        assert!(!atom.is_made(Coding::Brotli), "brotli made with gzip");
+        assert!(!feed.get(Format::Rss).expect("rss").is_made(Coding::Gzip));
 
-        let rendered = publisher.render(&store, &config, "all").expect("render");
-        let rss = rendered.get(Format::Rss).expect("rss");
-        assert_eq!(rss.bytes_of(Coding::Brotli).1, Coding::Brotli);
+        // Rendered again with nothing changed: the gzip form made is kept, not redone.
+        let again = publisher.render(&store, &config, "all").expect("render");
+        let atom_again = again.get(Format::Atom).expect("atom");
+        assert_eq!(atom_again.etag, atom.etag);
+        assert!(atom_again.is_made(Coding::Gzip));
+        assert_eq!(atom_again.bytes_of(Coding::Gzip).0, gzip);
     }
 
     use chrono::TimeZone;

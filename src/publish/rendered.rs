@@ -1,5 +1,6 @@
 //! A feed as it is served: each format's body, its ETag and Last-Modified, and its gzip and
-//! brotli forms made once ([`Rendered`], [`RenderedFeed`]); how long readers may cache it.
+//! brotli forms, each made once, when a reader first asks for it ([`Rendered`],
+//! [`RenderedFeed`]); how long readers may cache it.
 
 use super::*;
 
@@ -30,9 +31,11 @@ pub enum Effort {
     OnDemand,
 }
 
-/// One rendered document with its compressed forms and validator, so that serving it costs
-/// neither rendering nor compression. A cached document is swapped in first and compressed
-/// right after ([`Rendered::compress`]); until then it is served uncompressed.
+/// One rendered document with its compressed forms and validator. A cached document is
+/// rendered on every poll that changes its feed, but compressed in a coding only when a
+/// request first takes that coding ([`Rendered::compress_to`], which the server runs off its
+/// async threads), and then served in it until the next rendering: polls cost no
+/// compression, and every instance sharing a store compresses only what its readers fetch.
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub body: Bytes,
@@ -86,8 +89,26 @@ impl Rendered {
         self.compress_to(Coding::Brotli);
     }
 
-    /// Makes the form in `coding`, unless it is made already.
-    pub(super) fn compress_to(&self, coding: Coding) {
+    /// Whether the form in `coding` is made (identity always is).
+    pub fn is_made(&self, coding: Coding) -> bool {
+        match coding {
+            Coding::Identity => true,
+            Coding::Gzip => self.gzip.get().is_some(),
+            Coding::Brotli => self.brotli.get().is_some(),
+        }
+    }
+
+    /// Takes the compressed forms of `before`, a rendering with the same bytes.
+    pub(super) fn keep_forms_of(&mut self, before: &Rendered) {
+        if before.etag == self.etag {
+            self.gzip = before.gzip.clone();
+            self.brotli = before.brotli.clone();
+        }
+    }
+
+    /// Makes the form in `coding`, unless it is made already (it takes up to a tenth of a
+    /// second on a large feed: call it off the async threads).
+    pub fn compress_to(&self, coding: Coding) {
         // Brotli quality 11 takes most of a second on 128 KiB (measured: 0.77 s, against
         // 0.07 s for 512 KiB at quality 9, which compressed feed XML as well): 9 it is.
         let (gzip_level, brotli_quality) = match self.effort {
@@ -208,13 +229,6 @@ impl RenderedFeed {
 
     pub fn get(&self, format: Format) -> Option<&Rendered> {
         self.formats.get(&format)
-    }
-
-    /// Makes every format's compressed forms (see [`Rendered::compress`]).
-    pub fn compress(&self) {
-        for doc in self.formats.values() {
-            doc.compress();
-        }
     }
 }
 

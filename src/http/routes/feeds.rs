@@ -1,6 +1,7 @@
 //! The output feeds (`/feeds/{name}.{ext}`): served from the publisher's cache, or a search
 //! or page (`?q=`, `?limit=`, `?before=`) rendered by `Publisher::view` on a blocking thread,
-//! with 503 and `Retry-After` when no slot frees up in time.
+//! with 503 and `Retry-After` when no slot frees up in time. A feed's compressed forms are
+//! made when a request first takes them, off the async threads.
 
 use super::*;
 
@@ -16,6 +17,19 @@ pub(super) async fn feed(
     let response = feed_response(state, file, query, headers).await;
     metrics.feed_response(response.status().as_u16());
     response
+}
+
+/// Makes `format` of the feed in `coding` on a blocking thread: once per rendering, when the
+/// first request that takes that coding comes (a poll renders, and compresses nothing).
+async fn compress(rendered: &Arc<publish::RenderedFeed>, format: Format, coding: Coding) {
+    let rendered = rendered.clone();
+    let compressed = tokio::task::spawn_blocking(move || {
+        if let Some(doc) = rendered.get(format) {
+            doc.compress_to(coding);
+        }
+    });
+    // Failed (it panicked): the document is served uncompressed.
+    let _ = compressed.await;
 }
 
 async fn feed_response(
@@ -52,6 +66,10 @@ async fn feed_response(
         let Some(doc) = rendered.get(format) else {
             return not_found();
         };
+        let coding = preferred_coding(&headers);
+        if !doc.is_made(coding) && !not_modified(&headers, doc) {
+            compress(&rendered, format, coding).await;
+        }
         return serve_document(&state, &headers, doc, format.content_type(), &cache_control);
     }
     // A search or a page: from the cache of them, else rendered in one of a few slots (the

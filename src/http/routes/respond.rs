@@ -4,7 +4,7 @@
 use super::*;
 
 /// Answers with `doc` in the coding the request prefers, or 304 when the request's validators
-/// match; the bytes are already rendered and compressed.
+/// match; the bytes are already rendered, and compressed if they are to be.
 pub(super) fn serve_document(
     state: &AppState,
     headers: &HeaderMap,
@@ -50,7 +50,7 @@ fn served_last_modified(doc: &Rendered) -> Option<DateTime<Utc>> {
 }
 
 /// RFC 9110: `If-None-Match` decides when present; otherwise `If-Modified-Since`.
-fn not_modified(headers: &HeaderMap, doc: &Rendered) -> bool {
+pub(super) fn not_modified(headers: &HeaderMap, doc: &Rendered) -> bool {
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
