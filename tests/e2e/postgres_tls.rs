@@ -263,6 +263,19 @@ fn verify_full_without_a_readable_root_file_is_an_error_before_connecting() {
     }
 }
 
+/// `feedmux check` of the config at `path`, which must refuse it: what it printed.
+fn check_refused(path: &std::path::Path) -> String {
+    let out = std::process::Command::new(binary())
+        .args(["check", "--config"])
+        .arg(path)
+        .env_remove("FEEDMUX_STORAGE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    stdout
+}
+
 #[test]
 fn check_refuses_an_sslmode_libpq_does_not_know_and_an_unreadable_ca_file() {
     let dir = tempdir();
@@ -272,14 +285,7 @@ fn check_refuses_an_sslmode_libpq_does_not_know_and_an_unreadable_ca_file() {
         "[storage]\nengine = \"postgres\"\nurl = \"postgres://feedmux:pw@db.example/feeds?sslmode=verify-fulll\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(binary())
-        .args(["check", "--config"])
-        .arg(&path)
-        .env_remove("FEEDMUX_STORAGE_URL")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let stdout = check_refused(&path);
     assert!(
         stdout.contains("invalid sslmode \"verify-fulll\": expected disable, prefer, require, verify-ca or verify-full"),
         "{stdout}"
@@ -296,14 +302,7 @@ fn check_refuses_an_sslmode_libpq_does_not_know_and_an_unreadable_ca_file() {
         format!("[storage]\nurl = \"postgres://feedmux@db.example/feeds?sslmode=verify-full&sslrootcert={}\"\n", missing.display()),
     )
     .unwrap();
-    let out = std::process::Command::new(binary())
-        .args(["check", "--config"])
-        .arg(&path)
-        .env_remove("FEEDMUX_STORAGE_URL")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let stdout = check_refused(&path);
     assert!(
         stdout.contains(&format!(
             "feedmux.toml:2:7: [storage] url: sslrootcert {}: cannot read it",
