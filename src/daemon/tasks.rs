@@ -386,7 +386,14 @@ impl Scheduler {
                 }
             }
         }
-        let mut states = shared.pipeline.store.source_states().ok();
+        // Read only when a task starts: a reload that adds or changes no source reads nothing.
+        let starting = config
+            .sources
+            .iter()
+            .any(|s| !self.tasks.contains_key(&s.name));
+        let mut states = starting
+            .then(|| shared.pipeline.store.source_states().ok())
+            .flatten();
         for source in &config.sources {
             if !self.tasks.contains_key(&source.name) {
                 let previous = stopping.remove(&source.name);
