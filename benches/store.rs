@@ -25,7 +25,8 @@
 //!   median poll.
 //! - Peak memory: `/usr/bin/time -f %M target/release/feedmux poll` of a config listing the
 //!   same feed files as `file://` sources into a new store, against this binary doing the
-//!   SQLite side of the same poll in a child process.
+//!   SQLite side of the same poll in a child process; then the same store polled with the
+//!   extra sources added to the config (their items new, the feed of all sources rebuilt).
 //! - PostgreSQL (alone, `FEEDMUX_STORE_ROWS=postgres`): the peak-memory poll of the 50
 //!   sources (`feedmux poll`, one process) into a new sled store and into a fresh database of
 //!   a private PostgreSQL cluster (the tests' `pg_cluster`), alternately, twice each.
@@ -212,7 +213,7 @@ fn main() {
     let compacted_files = file_sizes(&store_path);
 
     // Peak memory of a whole poll, each in a process of its own.
-    let rss = peak_rss(work, &feeds_dir, &names[..sources]);
+    let rss = peak_rss(work, &feeds_dir, &names[..sources], &extras);
 
     // ---------------------------------------------------------------------------------------
     let per = |bytes: u64, items: usize| bytes as f64 / items as f64;
@@ -308,14 +309,22 @@ fn main() {
         sq_read.as_secs_f64() * 1e3
     );
     match &rss {
-        Ok(r) => println!(
+        Ok(r) => {
+            println!(
             "\n`feedmux poll` of {sources} x {ITEMS} items into a new store: peak RSS {:.0} MiB, {:.1} s ({:.0} items/s); SQLite child (parse_feed + insert, same files): peak RSS {:.0} MiB, {:.1} s",
             r.feedmux_kib as f64 / 1024.0,
             r.feedmux_wall.as_secs_f64(),
             rate(r.feedmux_wall, stored),
             r.sqlite_kib as f64 / 1024.0,
             r.sqlite_wall.as_secs_f64()
-        ),
+        );
+            println!(
+                "`feedmux poll` of the same store with {EXTRA} sources of {ITEMS} new items added to the config (the feed of all sources rebuilt): peak RSS {:.0} MiB, {:.1} s; SQLite child ({EXTRA} sources into the same database): peak RSS {:.0} MiB",
+                r.added_kib as f64 / 1024.0,
+                r.added_wall.as_secs_f64(),
+                r.sqlite_added_kib as f64 / 1024.0,
+            );
+        }
         Err(why) => println!("\npeak RSS of `feedmux poll`: skipped: {why}"),
     }
     let hwm = vm_hwm_kib();
@@ -376,26 +385,39 @@ fn main() {
         "-".into(),
         "-".into(),
     );
-    match &rss {
-        Ok(r) => {
-            let mib = r.feedmux_kib as f64 / 1024.0;
-            table.row(
-                &format!("peak RSS, poll of {}k items", stored / 1000),
-                format!("{mib:.0} MiB"),
-                format!("{:.0} MiB", r.sqlite_kib as f64 / 1024.0),
-                format!("{:.2}x", r.feedmux_kib as f64 / r.sqlite_kib.max(1) as f64),
-                format!("<= {RSS_TARGET_MIB:.0} MiB"),
-                met(mib <= RSS_TARGET_MIB, full),
-            );
-        }
-        Err(_) => table.row(
-            &format!("peak RSS, poll of {}k items", stored / 1000),
-            "skipped".into(),
-            "skipped".into(),
-            "-".into(),
-            format!("<= {RSS_TARGET_MIB:.0} MiB"),
-            "-".into(),
+    let rss_rows: [(String, Figures); 2] = [
+        (
+            format!("peak RSS, poll of {}k items", stored / 1000),
+            |r: &PeakRss| (r.feedmux_kib, r.sqlite_kib),
         ),
+        (
+            format!("peak RSS, +{EXTRA} sources at {}k", stored / 1000),
+            |r: &PeakRss| (r.added_kib, r.sqlite_added_kib),
+        ),
+    ];
+    for (name, figures) in rss_rows {
+        match &rss {
+            Ok(r) => {
+                let (ours, theirs) = figures(r);
+                let mib = ours as f64 / 1024.0;
+                table.row(
+                    &name,
+                    format!("{mib:.0} MiB"),
+                    format!("{:.0} MiB", theirs as f64 / 1024.0),
+                    format!("{:.2}x", ours as f64 / theirs.max(1) as f64),
+                    format!("<= {RSS_TARGET_MIB:.0} MiB"),
+                    met(mib <= RSS_TARGET_MIB, full),
+                );
+            }
+            Err(_) => table.row(
+                &name,
+                "skipped".into(),
+                "skipped".into(),
+                "-".into(),
+                format!("<= {RSS_TARGET_MIB:.0} MiB"),
+                "-".into(),
+            ),
+        }
     }
     table.row(
         "peak RSS of this bench (VmHWM)",
@@ -842,7 +864,7 @@ struct Sqlite {
 }
 
 const SCHEMA: &str = "
-    CREATE TABLE items (
+    CREATE TABLE IF NOT EXISTS items (
         id BLOB PRIMARY KEY,
         source TEXT NOT NULL,
         guid TEXT NOT NULL,
@@ -857,8 +879,8 @@ const SCHEMA: &str = "
         updated INTEGER,
         first_seen INTEGER NOT NULL
     );
-    CREATE INDEX items_url ON items(url);
-    CREATE INDEX items_published ON items(published);
+    CREATE INDEX IF NOT EXISTS items_url ON items(url);
+    CREATE INDEX IF NOT EXISTS items_published ON items(published);
 ";
 
 impl Sqlite {
@@ -1053,11 +1075,18 @@ fn tree_sizes(path: &Path) -> Result<Vec<(String, usize, u64)>, sled::Error> {
 // ---------------------------------------------------------------------------------------------
 // Peak memory.
 
+/// A row's peak RSS figures, feedmux's and SQLite's (KiB).
+type Figures = fn(&PeakRss) -> (u64, u64);
+
 struct PeakRss {
     feedmux_kib: u64,
     feedmux_wall: Duration,
     sqlite_kib: u64,
     sqlite_wall: Duration,
+    /// The poll of the same store with the extra sources added to the config.
+    added_kib: u64,
+    added_wall: Duration,
+    sqlite_added_kib: u64,
 }
 
 /// The release binary next to this bench's (target/release/feedmux), or the crate's.
@@ -1108,7 +1137,12 @@ fn time_peak(command: &mut Command, out: &Path, log: &Path) -> Result<(u64, Dura
     Ok((kib, wall))
 }
 
-fn peak_rss(work: &Path, feeds: &Path, sources: &[String]) -> Result<PeakRss, String> {
+fn peak_rss(
+    work: &Path,
+    feeds: &Path,
+    sources: &[String],
+    extras: &[String],
+) -> Result<PeakRss, String> {
     let time = Path::new("/usr/bin/time");
     if !time.is_file() {
         return Err(
@@ -1131,40 +1165,58 @@ fn peak_rss(work: &Path, feeds: &Path, sources: &[String]) -> Result<PeakRss, St
     }
     let dir = work.join("poll");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let poll = |config: &Path, label: &str| {
+        let out = dir.join(format!("time-feedmux{label}"));
+        time_peak(
+            Command::new(time)
+                .args(["-f", "%M", "-o"])
+                .arg(&out)
+                .arg(&binary)
+                .arg("poll")
+                .arg("--config")
+                .arg(config)
+                .env_remove("RUST_LOG"),
+            &out,
+            &dir.join(format!("feedmux{label}.log")),
+        )
+        .map_err(|e| format!("`feedmux poll` failed: {e}"))
+    };
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let sqlite = |names: &[String], label: &str| {
+        let out = dir.join(format!("time-sqlite{label}"));
+        time_peak(
+            Command::new(time)
+                .args(["-f", "%M", "-o"])
+                .arg(&out)
+                .arg(&exe)
+                .arg("--sqlite-poll")
+                .arg(feeds)
+                .arg(dir.join("poll.db"))
+                .args(names),
+            &out,
+            &dir.join(format!("sqlite{label}.log")),
+        )
+        .map_err(|e| format!("the SQLite child failed: {e}"))
+    };
     let config = dir.join("feedmux.toml");
     write_config(&config, &dir.join("store"), feeds, sources);
-    let (feedmux_kib, feedmux_wall) = time_peak(
-        Command::new(time)
-            .args(["-f", "%M", "-o"])
-            .arg(dir.join("time-feedmux"))
-            .arg(&binary)
-            .arg("poll")
-            .arg("--config")
-            .arg(&config)
-            .env_remove("RUST_LOG"),
-        &dir.join("time-feedmux"),
-        &dir.join("feedmux.log"),
-    )
-    .map_err(|e| format!("`feedmux poll` failed: {e}"))?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let (sqlite_kib, sqlite_wall) = time_peak(
-        Command::new(time)
-            .args(["-f", "%M", "-o"])
-            .arg(dir.join("time-sqlite"))
-            .arg(exe)
-            .arg("--sqlite-poll")
-            .arg(feeds)
-            .arg(dir.join("poll.db"))
-            .args(sources),
-        &dir.join("time-sqlite"),
-        &dir.join("sqlite.log"),
-    )
-    .map_err(|e| format!("the SQLite child failed: {e}"))?;
+    let (feedmux_kib, feedmux_wall) = poll(&config, "")?;
+    let (sqlite_kib, sqlite_wall) = sqlite(sources, "")?;
+    // The same store with the extra sources added to the config: their items are new, the
+    // others' feeds unchanged, and the feed of all sources is rebuilt over every stored item.
+    let all: Vec<String> = sources.iter().chain(extras).cloned().collect();
+    let config = dir.join("feedmux-added.toml");
+    write_config(&config, &dir.join("store"), feeds, &all);
+    let (added_kib, added_wall) = poll(&config, "-added")?;
+    let (sqlite_added_kib, _) = sqlite(extras, "-added")?;
     Ok(PeakRss {
         feedmux_kib,
         feedmux_wall,
         sqlite_kib,
         sqlite_wall,
+        added_kib,
+        added_wall,
+        sqlite_added_kib,
     })
 }
 

@@ -112,40 +112,37 @@ impl FeedIndex for SledEngine {
         fingerprint: &str,
         selects: &dyn Fn(&Item) -> bool,
     ) -> Result<usize, StoreError> {
-        self.drop_feed_index(feed)?;
+        let trees = self.trees()?;
+        self.clear_feed_index(&trees, feed)?;
         let mut batch = sled::Batch::default();
-        let mut count = 0;
-        for entry in self.trees()?.items.iter() {
+        let (mut count, mut pending) = (0, 0);
+        for entry in trees.items.iter() {
             let (_, bytes) = entry?;
             let item = item_record::decode(&bytes)?;
             if selects(&item) {
                 batch.insert(prefixed_key(feed, item.published, item.id), &[]);
                 count += 1;
+                pending += 1;
+            }
+            if pending == FEED_INDEX_SLICE {
+                trees.feed_index.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
             }
         }
-        self.trees()?.feed_index.apply_batch(batch)?;
-        self.trees()?.meta.insert(
+        trees.feed_index.apply_batch(batch)?;
+        trees.meta.insert(
             format!("{FINGERPRINT_PREFIX}{feed}"),
             fingerprint.as_bytes(),
         )?;
-        self.trees()?.flush()?;
+        trees.flush()?;
         Ok(count)
     }
 
     fn drop_feed_index(&self, feed: &str) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for key in self
-            .trees()?
-            .feed_index
-            .scan_prefix(name_prefix(feed))
-            .keys()
-        {
-            batch.remove(key?);
-        }
-        self.trees()?.feed_index.apply_batch(batch)?;
-        self.trees()?
-            .meta
-            .remove(format!("{FINGERPRINT_PREFIX}{feed}"))?;
+        let trees = self.trees()?;
+        self.clear_feed_index(&trees, feed)?;
+        trees.meta.remove(format!("{FINGERPRINT_PREFIX}{feed}"))?;
+        trees.flush()?;
         Ok(())
     }
 
@@ -161,6 +158,43 @@ impl FeedIndex for SledEngine {
             .collect()
     }
 }
+
+/// Feed index keys written or removed per sled batch when a feed's index is rebuilt or
+/// dropped. One batch for the whole index held every key and every page it touched at once:
+/// 368 MiB to rebuild the index of a feed of 50,000 items (BENCHMARKS.md, "Store (issue
+/// 18)"), and a feed of all sources is rebuilt whenever a source is added or removed.
+pub(super) const FEED_INDEX_SLICE: usize = 2048;
+
+impl SledEngine {
+    /// Removes every entry of `feed`'s index, a slice at a time. Its fingerprint is first set
+    /// to one that no rules have, so that after a crash part way the index is neither taken
+    /// as complete nor forgotten: the next sync rebuilds or drops it again.
+    fn clear_feed_index(&self, trees: &Trees, feed: &str) -> Result<(), StoreError> {
+        trees
+            .meta
+            .insert(format!("{FINGERPRINT_PREFIX}{feed}"), STALE_FINGERPRINT)?;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut taken = 0;
+            for key in trees
+                .feed_index
+                .scan_prefix(name_prefix(feed))
+                .keys()
+                .take(FEED_INDEX_SLICE)
+            {
+                batch.remove(key?);
+                taken += 1;
+            }
+            trees.feed_index.apply_batch(batch)?;
+            if taken < FEED_INDEX_SLICE {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The fingerprint of an index being cleared: rules' fingerprints are never empty.
+pub(super) const STALE_FINGERPRINT: &[u8] = b"";
 
 /// One of [`FeedIndex::newest_of_source`]'s walks: the keys of one index (a source's items or
 /// a feed's entries), each looked up in the other.

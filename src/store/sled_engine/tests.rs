@@ -604,3 +604,53 @@ fn an_export_gives_every_record_and_items_before_feed_entries() {
     let first_entry = kinds.iter().position(|k| *k == RecordKind::FeedEntry);
     assert!(last_item < first_entry, "{kinds:?}");
 }
+
+/// A feed's index is rebuilt and dropped a slice of keys at a time: over more items than a
+/// slice, a rebuild lists exactly the selected items, newest first, replacing the entries of
+/// the rules before; an index left part way (a crash while rebuilding) is never taken as
+/// built, and dropping it leaves no entry behind.
+#[test]
+fn a_feed_index_is_rebuilt_and_dropped_whole_in_slices() {
+    use super::feed_index::{FEED_INDEX_SLICE, STALE_FINGERPRINT};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledEngine::open(&dir.path().join("s"), DEFAULT_CACHE_BYTES).expect("store");
+    let total = 2 * FEED_INDEX_SLICE as u32 + 300;
+    poll_news(&store, 0, total);
+    let entries = |store: &SledEngine| -> Vec<FeedEntry> {
+        store.feed_items("f").map(|e| e.expect("entry")).collect()
+    };
+    let every_third = |item: &Item| item.id.0[0].is_multiple_of(3);
+    let count = store
+        .rebuild_feed_index("f", "thirds", &|item| !every_third(item))
+        .expect("rebuild");
+    let kept = (0..total).filter(|n| !every_third(&news_item(*n))).count();
+    assert!(kept > FEED_INDEX_SLICE, "more than one slice: {kept}");
+    assert_eq!(count, kept);
+    let listed = entries(&store);
+    assert_eq!(listed.len(), kept);
+    assert!(listed.windows(2).all(|w| w[0].published >= w[1].published));
+    assert_eq!(
+        store.feed_fingerprint("f").unwrap().as_deref(),
+        Some("thirds")
+    );
+
+    let count = store
+        .rebuild_feed_index("f", "all", &|_| true)
+        .expect("rebuild");
+    assert_eq!(count, total as usize);
+    assert_eq!(entries(&store).len(), total as usize);
+
+    // A rebuild stopped part way: its entries are there and its rules are not.
+    let trees = store.trees().unwrap();
+    trees
+        .meta
+        .insert(format!("{FINGERPRINT_PREFIX}f"), STALE_FINGERPRINT)
+        .unwrap();
+    assert_ne!(store.feed_fingerprint("f").unwrap().as_deref(), Some("all"));
+    assert_eq!(store.indexed_feeds().unwrap(), vec!["f".to_owned()]);
+    store.drop_feed_index("f").expect("drop");
+    assert!(entries(&store).is_empty());
+    assert_eq!(trees.feed_index.len(), 0);
+    assert!(store.indexed_feeds().unwrap().is_empty());
+    assert_eq!(store.feed_fingerprint("f").unwrap(), None);
+}
