@@ -410,7 +410,10 @@ pub trait FeedIndex {
     fn feed_fingerprint(&self, feed: &str) -> Result<Option<String>, StoreError>;
 
     /// Rebuilds a feed's index from every stored item for which `selects` is true, and records
-    /// the fingerprint of the rules used. Returns the number of items indexed.
+    /// the fingerprint of the rules used. Returns the number of items indexed. Engines write
+    /// it in slices (memory stays bounded at any size) and record the fingerprint last: until
+    /// then the feed's fingerprint matches no rules, so an index left part way by a crash is
+    /// rebuilt (or dropped) by the next sync, never taken as complete.
     fn rebuild_feed_index(
         &self,
         feed: &str,

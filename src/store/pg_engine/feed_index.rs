@@ -135,7 +135,21 @@ impl FeedIndex for PgEngine {
         fingerprint: &str,
         selects: &dyn Fn(&Item) -> bool,
     ) -> Result<usize, StoreError> {
-        self.drop_feed_index(feed)?;
+        // The entries go and the rules are marked stale (an empty fingerprint, which no rules
+        // have) in one transaction: a rebuild stopped part way leaves the feed listed, to be
+        // rebuilt or dropped by the next sync.
+        let stale = feed.to_owned();
+        self.run(move |client| {
+            let mut tx = client.transaction()?;
+            tx.execute("DELETE FROM feed_entries WHERE feed = $1", &[&stale])?;
+            tx.execute(
+                "INSERT INTO feeds (feed, fingerprint) VALUES ($1, '')
+                 ON CONFLICT (feed) DO UPDATE SET fingerprint = excluded.fingerprint",
+                &[&stale],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })?;
         let mut count = 0;
         let mut after: Option<(i64, ItemId)> = None;
         loop {
