@@ -1110,11 +1110,24 @@ fn newest_source() -> Option<std::time::SystemTime> {
     files.iter().filter_map(|(_, m)| m.modified().ok()).max()
 }
 
-/// Runs `command` under `/usr/bin/time -f %M`: its peak RSS in KiB and wall time.
-fn time_peak(command: &mut Command, out: &Path, log: &Path) -> Result<(u64, Duration), String> {
-    let stderr = std::fs::File::create(log).map_err(|e| e.to_string())?;
+/// Runs `program args` under `/usr/bin/time -f %M`, its figure in `dir/time-{name}` and its
+/// log in `dir/{name}.log`: its peak RSS in KiB and wall time.
+fn time_peak(
+    dir: &Path,
+    name: &str,
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+) -> Result<(u64, Duration), String> {
+    let out = dir.join(format!("time-{name}"));
+    let log = dir.join(format!("{name}.log"));
+    let stderr = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let status = command
+    let status = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&out)
+        .arg(program)
+        .args(args)
+        .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
         .status()
@@ -1166,37 +1179,17 @@ fn peak_rss(
     let dir = work.join("poll");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let poll = |config: &Path, label: &str| {
-        let out = dir.join(format!("time-feedmux{label}"));
-        time_peak(
-            Command::new(time)
-                .args(["-f", "%M", "-o"])
-                .arg(&out)
-                .arg(&binary)
-                .arg("poll")
-                .arg("--config")
-                .arg(config)
-                .env_remove("RUST_LOG"),
-            &out,
-            &dir.join(format!("feedmux{label}.log")),
-        )
-        .map_err(|e| format!("`feedmux poll` failed: {e}"))
+        let args = ["poll".as_ref(), "--config".as_ref(), config.as_os_str()];
+        time_peak(&dir, &format!("feedmux{label}"), &binary, &args)
+            .map_err(|e| format!("`feedmux poll` failed: {e}"))
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let db = dir.join("poll.db");
     let sqlite = |names: &[String], label: &str| {
-        let out = dir.join(format!("time-sqlite{label}"));
-        time_peak(
-            Command::new(time)
-                .args(["-f", "%M", "-o"])
-                .arg(&out)
-                .arg(&exe)
-                .arg("--sqlite-poll")
-                .arg(feeds)
-                .arg(dir.join("poll.db"))
-                .args(names),
-            &out,
-            &dir.join(format!("sqlite{label}.log")),
-        )
-        .map_err(|e| format!("the SQLite child failed: {e}"))
+        let mut args = vec!["--sqlite-poll".as_ref(), feeds.as_os_str(), db.as_os_str()];
+        args.extend(names.iter().map(std::ffi::OsStr::new));
+        time_peak(&dir, &format!("sqlite{label}"), &exe, &args)
+            .map_err(|e| format!("the SQLite child failed: {e}"))
     };
     let config = dir.join("feedmux.toml");
     write_config(&config, &dir.join("store"), feeds, sources);
@@ -1529,19 +1522,9 @@ struct PollRun {
 
 /// Runs `feedmux poll --config config` under `/usr/bin/time`, files in `dir`.
 fn timed_poll(binary: &Path, config: &Path, dir: &Path) -> (u64, Duration) {
-    time_peak(
-        Command::new("/usr/bin/time")
-            .args(["-f", "%M", "-o"])
-            .arg(dir.join("time"))
-            .arg(binary)
-            .arg("poll")
-            .arg("--config")
-            .arg(config)
-            .env_remove("RUST_LOG"),
-        &dir.join("time"),
-        &dir.join("feedmux.log"),
-    )
-    .unwrap_or_else(|e| panic!("`feedmux poll` failed: {e}"))
+    let args = ["poll".as_ref(), "--config".as_ref(), config.as_os_str()];
+    time_peak(dir, "feedmux", binary, &args)
+        .unwrap_or_else(|e| panic!("`feedmux poll` failed: {e}"))
 }
 
 /// The size of the database at `url` (pg_database_size), in bytes.

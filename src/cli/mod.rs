@@ -60,10 +60,27 @@ pub(crate) fn load_config(arg: &ConfigArg) -> Result<Config, ExitCode> {
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(blocking_threads())
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
+
+/// Threads for blocking work (the store's reads and writes, renders, file reads): four per
+/// core, at least [`MIN_BLOCKING_THREADS`]. That work is mostly CPU-bound, so more threads add
+/// no speed, only memory: each keeps its own zstd contexts, allocator cache and stack, and
+/// under 64 concurrent readers tokio's default of 512 grew the daemon of 300,000 items from
+/// 278 to 330 MiB (BENCHMARKS.md, "memory").
+fn blocking_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_mul(4)
+        .max(MIN_BLOCKING_THREADS)
+}
+
+/// The fewest threads for blocking work: enough that polls waiting for the store (a
+/// PostgreSQL server that is down holds each for its connect timeout) leave requests room.
+const MIN_BLOCKING_THREADS: usize = 16;
 
 pub(crate) fn check(arg: &ConfigArg) -> ExitCode {
     let path = config_path(arg);
