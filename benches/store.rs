@@ -311,13 +311,13 @@ fn main() {
     match &rss {
         Ok(r) => {
             println!(
-            "\n`feedmux poll` of {sources} x {ITEMS} items into a new store: peak RSS {:.0} MiB, {:.1} s ({:.0} items/s); SQLite child (parse_feed + insert, same files): peak RSS {:.0} MiB, {:.1} s",
-            r.feedmux_kib as f64 / 1024.0,
-            r.feedmux_wall.as_secs_f64(),
-            rate(r.feedmux_wall, stored),
-            r.sqlite_kib as f64 / 1024.0,
-            r.sqlite_wall.as_secs_f64()
-        );
+                "\n`feedmux poll` of {sources} x {ITEMS} items into a new store: peak RSS {:.0} MiB, {:.1} s ({:.0} items/s); SQLite child (parse_feed + insert, same files): peak RSS {:.0} MiB, {:.1} s",
+                r.feedmux_kib as f64 / 1024.0,
+                r.feedmux_wall.as_secs_f64(),
+                rate(r.feedmux_wall, stored),
+                r.sqlite_kib as f64 / 1024.0,
+                r.sqlite_wall.as_secs_f64()
+            );
             println!(
                 "`feedmux poll` of the same store with {EXTRA} sources of {ITEMS} new items added to the config (the feed of all sources rebuilt): peak RSS {:.0} MiB, {:.1} s; SQLite child ({EXTRA} sources into the same database): peak RSS {:.0} MiB",
                 r.added_kib as f64 / 1024.0,
@@ -385,36 +385,36 @@ fn main() {
         "-".into(),
         "-".into(),
     );
-    let rss_rows: [(String, Figures); 2] = [
+    let rss_rows = [
         (
             format!("peak RSS, poll of {}k items", stored / 1000),
-            |r: &PeakRss| (r.feedmux_kib, r.sqlite_kib),
+            rss.as_ref().ok().map(|r| (r.feedmux_kib, r.sqlite_kib)),
         ),
         (
             format!("peak RSS, +{EXTRA} sources at {}k", stored / 1000),
-            |r: &PeakRss| (r.added_kib, r.sqlite_added_kib),
+            rss.as_ref().ok().map(|r| (r.added_kib, r.sqlite_added_kib)),
         ),
     ];
     for (name, figures) in rss_rows {
-        match &rss {
-            Ok(r) => {
-                let (ours, theirs) = figures(r);
+        let target = format!("<= {RSS_TARGET_MIB:.0} MiB");
+        match figures {
+            Some((ours, theirs)) => {
                 let mib = ours as f64 / 1024.0;
                 table.row(
                     &name,
                     format!("{mib:.0} MiB"),
                     format!("{:.0} MiB", theirs as f64 / 1024.0),
                     format!("{:.2}x", ours as f64 / theirs.max(1) as f64),
-                    format!("<= {RSS_TARGET_MIB:.0} MiB"),
+                    target,
                     met(mib <= RSS_TARGET_MIB, full),
                 );
             }
-            Err(_) => table.row(
+            None => table.row(
                 &name,
                 "skipped".into(),
                 "skipped".into(),
                 "-".into(),
-                format!("<= {RSS_TARGET_MIB:.0} MiB"),
+                target,
                 "-".into(),
             ),
         }
@@ -1075,9 +1075,6 @@ fn tree_sizes(path: &Path) -> Result<Vec<(String, usize, u64)>, sled::Error> {
 // ---------------------------------------------------------------------------------------------
 // Peak memory.
 
-/// A row's peak RSS figures, feedmux's and SQLite's (KiB).
-type Figures = fn(&PeakRss) -> (u64, u64);
-
 struct PeakRss {
     feedmux_kib: u64,
     feedmux_wall: Duration,
@@ -1110,6 +1107,9 @@ fn newest_source() -> Option<std::time::SystemTime> {
     files.iter().filter_map(|(_, m)| m.modified().ok()).max()
 }
 
+/// GNU time, which reports a process's peak RSS (Debian package `time`).
+const GNU_TIME: &str = "/usr/bin/time";
+
 /// Runs `program args` under `/usr/bin/time -f %M`, its figure in `dir/time-{name}` and its
 /// log in `dir/{name}.log`: its peak RSS in KiB and wall time.
 fn time_peak(
@@ -1122,7 +1122,7 @@ fn time_peak(
     let log = dir.join(format!("{name}.log"));
     let stderr = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let status = Command::new("/usr/bin/time")
+    let status = Command::new(GNU_TIME)
         .args(["-f", "%M", "-o"])
         .arg(&out)
         .arg(program)
@@ -1156,8 +1156,7 @@ fn peak_rss(
     sources: &[String],
     extras: &[String],
 ) -> Result<PeakRss, String> {
-    let time = Path::new("/usr/bin/time");
-    if !time.is_file() {
+    if !Path::new(GNU_TIME).is_file() {
         return Err(
             "/usr/bin/time (GNU time) is missing; install it (Debian: apt-get install time)".into(),
         );
@@ -1563,7 +1562,7 @@ fn an_hour_ago() -> DateTime<Utc> {
 }
 
 fn postgres_rows(sources: usize) {
-    if !Path::new("/usr/bin/time").is_file() {
+    if !Path::new(GNU_TIME).is_file() {
         panic!("/usr/bin/time (GNU time) is missing; install it (Debian: apt-get install time)");
     }
     let binary = feedmux_binary().unwrap_or_else(|| {
