@@ -21,7 +21,9 @@ impl Items for SledEngine {
     }
 
     fn item_count(&self) -> usize {
-        self.trees().map_or(0, |t| t.items.len())
+        self.trees()
+            .and_then(|t| t.stored_item_count())
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn url_claim(&self, canonical: &str) -> Result<Option<UrlClaim>, StoreError> {

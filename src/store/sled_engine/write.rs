@@ -200,15 +200,17 @@ impl SledEngine {
             return; // another poll is training it
         };
         let current = trees.dictionary();
-        // Counting items reads the whole tree: once a store has a dictionary (or failed to
-        // train one) it counts at every 256th poll that wrote items.
+        // Once a store has a dictionary (or failed to train one) it looks at every 256th
+        // poll that wrote items.
         let polls = trees.polls_written.load(Ordering::Acquire);
         if (current.is_some() || *failed_at > 0)
             && !polls.is_multiple_of(trees.dictionary_check_every.load(Ordering::Relaxed).max(1))
         {
             return;
         }
-        let items = trees.items.len();
+        let Ok(items) = trees.stored_item_count().map(|n| n as usize) else {
+            return;
+        };
         let due = match current {
             None => items >= item_record::DICTIONARY_AFTER,
             Some(_) => {
