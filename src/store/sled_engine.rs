@@ -168,6 +168,10 @@ struct Trees {
     /// Polls that wrote items between two looks at whether a new dictionary is due
     /// (`item_record::RETRAIN_CHECK_EVERY`; tests look at every poll).
     dictionary_check_every: std::sync::atomic::AtomicU64,
+    /// The count of polls that wrote items at which the next look is due (set under
+    /// `training`): polls finish on several threads at once, so a look at every exact
+    /// multiple could be passed over.
+    dictionary_next_check: std::sync::atomic::AtomicU64,
     /// Held while the dictionary is trained, so that two polls do not both train one; holds
     /// the item count of the last failed try (the next waits until the store doubled).
     training: Mutex<usize>,
@@ -494,6 +498,7 @@ fn open_trees_unguarded(path: &Path, cache_bytes: u64) -> Result<Trees, StoreErr
         training: Mutex::new(0),
         dictionary_items: std::sync::atomic::AtomicUsize::new(0),
         dictionary_check_every: std::sync::atomic::AtomicU64::new(item_record::RETRAIN_CHECK_EVERY),
+        dictionary_next_check: std::sync::atomic::AtomicU64::new(0),
         db,
     })
     .and_then(|trees| {

@@ -37,7 +37,7 @@ pub const DICTIONARY_AFTER: usize = 1_000;
 /// A store trains a new dictionary each time it has grown this many times since the last.
 pub const RETRAIN_GROWTH: usize = 8;
 /// Once a store has a dictionary, whether another is due is looked at every this many polls
-/// that wrote items (counting the items reads the whole tree).
+/// that wrote items (the count adds up every source's state).
 pub const RETRAIN_CHECK_EVERY: u64 = 256;
 /// Items the dictionary is trained on at most (the newest).
 pub const DICTIONARY_SAMPLES: usize = 2_000;

@@ -568,6 +568,30 @@ fn a_grown_store_trains_a_new_dictionary_and_reads_the_old_records_back() {
     }
 }
 
+/// Polls finish on several threads at once, so the count of polls that wrote items can pass
+/// a multiple of the check interval before the poll that made it looks: the next look is
+/// due at a count, not at its exact multiples.
+#[test]
+fn a_grown_store_trains_a_new_dictionary_when_polls_finish_side_by_side() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledEngine::open(&dir.path().join("s"), DEFAULT_CACHE_BYTES).expect("store");
+    let trees = store.trees().unwrap();
+    trees
+        .dictionary_check_every
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    let first = item_record::DICTIONARY_AFTER as u32;
+    poll_news(&store, 0, first);
+    let trained = trees.dictionary().expect("a first dictionary");
+    let grown = first * item_record::RETRAIN_GROWTH as u32;
+    for from in (first..grown).step_by(1_000) {
+        // Another poll's count lands first: every look sees an odd count.
+        trees.count_poll_written().expect("count");
+        poll_news(&store, from, (from + 1_000).min(grown));
+    }
+    let retrained = trees.dictionary().expect("a dictionary");
+    assert_ne!(retrained, trained, "no new dictionary at {grown} items");
+}
+
 /// An export gives each record once, and every item before any feed entry (an importer takes
 /// an entry's source from its item).
 #[test]

@@ -204,10 +204,14 @@ impl SledEngine {
         // poll that wrote items.
         let polls = trees.polls_written.load(Ordering::Acquire);
         if (current.is_some() || *failed_at > 0)
-            && !polls.is_multiple_of(trees.dictionary_check_every.load(Ordering::Relaxed).max(1))
+            && polls < trees.dictionary_next_check.load(Ordering::Relaxed)
         {
             return;
         }
+        let every = trees.dictionary_check_every.load(Ordering::Relaxed).max(1);
+        trees
+            .dictionary_next_check
+            .store(polls.saturating_add(every), Ordering::Relaxed);
         let Ok(items) = trees.stored_item_count().map(|n| n as usize) else {
             return;
         };
