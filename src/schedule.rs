@@ -234,7 +234,9 @@ pub async fn run_source<F, Fut, N>(
             _ = stop.wait_for(|s| *s) => return,
         };
         computed = (clock.now(), tokio::time::Instant::now());
-        let next = poll().await.into();
+        // Boxed: the loop waits between polls without the poll's state (fetch, parse and
+        // store futures, kilobytes), and a daemon keeps one loop per source.
+        let next = Box::pin(poll()).await.into();
         drop(permit);
         if *stop.borrow() {
             return;

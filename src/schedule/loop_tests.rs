@@ -42,6 +42,28 @@ async fn the_loop_polls_when_due_and_stops_when_told() {
     task.await.unwrap();
 }
 
+/// A source's loop holds its poll's state only while it polls: a daemon keeps one loop per
+/// source, waiting most of the time, and a poll's future is kilobytes.
+#[test]
+fn a_waiting_loop_does_not_carry_the_size_of_its_poll() {
+    let (_stop_tx, stop) = watch::channel(false);
+    let looped = run_source(
+        hourly(),
+        crate::clock::system(),
+        Some(Utc::now()),
+        Arc::new(Semaphore::new(1)),
+        stop,
+        || async {
+            let held = [7u8; 16 * 1024];
+            tokio::task::yield_now().await;
+            std::hint::black_box(&held);
+            None::<DateTime<Utc>>
+        },
+    );
+    let size = std::mem::size_of_val(&looped);
+    assert!(size < 2048, "the loop's future is {size} bytes");
+}
+
 /// A poll that answers `Retry` (the daemon's store failing) is polled again as soon as
 /// the retry resolves, not at its next slot an hour later, and without jitter.
 #[tokio::test(start_paused = true)]
