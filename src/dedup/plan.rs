@@ -264,6 +264,8 @@ pub fn plan_with_meanings(
     let hashes: Vec<u64> = entries.iter().map(content_hash).collect();
     let mut known = Known::read(store, source, &ids, &hashes, &canonical)?;
     let mut new_items = 0;
+    // New items that found stories to join (their write's index, what they found).
+    let mut joining: Vec<(usize, Vec<StoryLink>)> = Vec::new();
     for ((((entry, canonical), guid), id), hash) in entries
         .into_iter()
         .zip(canonical.iter())
@@ -351,15 +353,9 @@ pub fn plan_with_meanings(
             score: similarity.score,
             meaning: similarity.meaning,
         }));
-        let joined = stories.join(id, &found)?;
-        match joined.link.map(|l| (l.kind, l.score)) {
-            Some((MergeKind::Url, _)) => plan.merged += 1,
-            Some((_, score)) if score >= dedup.threshold => plan.merged_text += 1,
-            Some(_) => plan.merged_meaning += 1,
-            None => {}
+        if !found.is_empty() {
+            joining.push((plan.writes.len(), found));
         }
-        let (story, link) = (joined.story, joined.link);
-        plan.story_merges.extend(joined.merges);
         plan.fingerprints.push(IndexedFingerprint {
             id,
             record: FingerprintRecord {
@@ -371,14 +367,55 @@ pub fn plan_with_meanings(
             replaces: None,
         });
         plan.writes.push(ItemWrite {
-            item: new_item(id, source, guid, entry, canonical.clone(), hash, story, now),
+            // Its own story until it joins one below.
+            item: new_item(id, source, guid, entry, canonical.clone(), hash, id, now),
             previous: None,
-            link,
+            link: None,
         });
     }
+    join_stories(&mut stories, &mut plan, joining, dedup)?;
     plan.claims = pending_claims.into_iter().collect();
     plan.present = seen;
     Ok(plan)
+}
+
+/// Joins the poll's new items to the stories they found, the strongest link first rather
+/// than in the feed's order: a story never holds two items of one source, so when two new
+/// items of the source match one story, the closer one joins it whichever the feed lists
+/// first. (New items find only other sources' stored items, so the order of joining changes
+/// nothing else.)
+fn join_stories(
+    stories: &mut Stories<'_>,
+    plan: &mut IngestPlan,
+    mut joining: Vec<(usize, Vec<StoryLink>)>,
+    dedup: &DedupConfig,
+) -> Result<(), StoreError> {
+    let strength = |found: &[StoryLink]| {
+        found
+            .first()
+            .map_or((0.0, 0.0), |l| (l.score, l.meaning.unwrap_or(0.0)))
+    };
+    // Stable: among equals the feed's order stands.
+    joining.sort_by(|(_, a), (_, b)| {
+        let ((a_score, a_meaning), (b_score, b_meaning)) = (strength(a), strength(b));
+        b_score
+            .total_cmp(&a_score)
+            .then(b_meaning.total_cmp(&a_meaning))
+    });
+    for (at, found) in joining {
+        let write = &mut plan.writes[at];
+        let joined = stories.join(write.item.id, &found)?;
+        match joined.link.map(|l| (l.kind, l.score)) {
+            Some((MergeKind::Url, _)) => plan.merged += 1,
+            Some((_, score)) if score >= dedup.threshold => plan.merged_text += 1,
+            Some(_) => plan.merged_meaning += 1,
+            None => {}
+        }
+        write.item.story = joined.story;
+        write.link = joined.link;
+        plan.story_merges.extend(joined.merges);
+    }
+    Ok(())
 }
 
 /// The meaning of a stored item, if a model is configured.

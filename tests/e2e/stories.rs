@@ -1041,6 +1041,54 @@ async fn a_report_that_matches_two_stories_merges_them_in_any_order() {
     }
 }
 
+/// Two new reports of one source that both match another source's story: a story holds one
+/// report per source, and the closer of the two joins it, whichever the feed lists first.
+#[tokio::test]
+async fn of_two_reports_of_one_source_the_closer_joins_the_story_in_either_feed_order() {
+    let story = (
+        "Voltaic raises $400 million in Series C led by Northgate Capital",
+        "Voltaic raised $400 million in a Series C round led by Northgate Capital to build inference chips that serve large language models at a third of the energy.",
+        "https://b.example/voltaic",
+    );
+    let close = (
+        "Voltaic raises $400 million Series C led by Northgate Capital",
+        "Voltaic has raised $400 million in a Series C round led by Northgate Capital to build inference chips serving large language models at a third of the energy.",
+        "https://a.example/voltaic-series-c",
+    );
+    let loose = (
+        "Voltaic gets $400 million from Northgate Capital for inference chips",
+        "Northgate Capital led a $400 million Series C in Voltaic, which builds inference chips for large language models; the startup will hire engineers in Berlin.",
+        "https://a.example/voltaic-berlin",
+    );
+    let grouped_after = |a_items: Vec<(&'static str, &'static str, &'static str)>| async move {
+        let dir = crate::tempdir();
+        write_background(dir.path(), &["Voltaic"]);
+        std::fs::write(dir.path().join("b.xml"), feed_of(&[story])).unwrap();
+        std::fs::write(dir.path().join("a.xml"), feed_of(&a_items)).unwrap();
+        let tables = ["background", "b", "a"]
+            .map(|name| {
+                let file = if name == "background" { "bg" } else { name };
+                crate::source(name, &format!("file:{file}.xml"))
+            })
+            .concat();
+        let config = crate::config(dir.path(), &tables);
+        for name in ["background", "b", "a"] {
+            let polled = crate::poll(&config, &[name]).await;
+            assert!(polled[0].1.is_ok(), "{polled:?}");
+        }
+        groupings(&config)
+    };
+    let with = |report: (&str, &str, &str)| {
+        vec![vec![format!("a: {}", report.0), format!("b: {}", story.0)]]
+    };
+    // Each alone is a match.
+    assert_eq!(grouped_after(vec![loose]).await, with(loose));
+    assert_eq!(grouped_after(vec![close]).await, with(close));
+    // Together, in either order, the closer one joins.
+    assert_eq!(grouped_after(vec![loose, close]).await, with(close));
+    assert_eq!(grouped_after(vec![close, loose]).await, with(close));
+}
+
 /// Names with other versions are other stories, by words and by meaning, in English and
 /// Chinese; a number only one title has, or one written two ways, leaves a match whole.
 /// `feedmux why` names each verdict.
