@@ -144,6 +144,11 @@ impl KeyTermPostings {
     /// The slot of `id`, taken (a free one first) when it has none.
     fn slot_for(&mut self, id: ItemId, micros: i64, source: [u8; 4]) -> u32 {
         if let Some(&slot) = self.slot_of.get(&id) {
+            // The writes remove an item's entries before they index it with another record.
+            debug_assert_eq!(
+                self.docs[slot as usize].micros, micros,
+                "{id} indexed again at another time without being removed first"
+            );
             return slot;
         }
         let doc = Doc {
