@@ -208,6 +208,9 @@ pub struct Fetcher {
     max_body_bytes: u64,
     hosts: Arc<HostLimits>,
     resolver: GuardedResolver,
+    /// Requests go through a proxy, which resolves names: see
+    /// [`AddressPolicy::check_name_behind_proxy`].
+    proxied: bool,
 }
 
 impl Fetcher {
@@ -239,6 +242,7 @@ impl Fetcher {
                 hosts: Mutex::new(HashMap::new()),
             }),
             resolver,
+            proxied: address::proxy_in_environment(),
         })
     }
 
@@ -256,7 +260,7 @@ impl Fetcher {
             .append_pair("hub.mode", "publish")
             .append_pair("hub.url", topic)
             .finish();
-        self.resolver.policy().check_url(hub)?;
+        self.check_before_request(hub).await?;
         let response = self
             .client
             .post(hub.clone())
@@ -318,7 +322,7 @@ impl Fetcher {
         let mut visited = vec![current.clone()];
         let mut all_permanent = true;
         let (response, _host_turn) = loop {
-            self.resolver.policy().check_url(&current)?;
+            self.check_before_request(&current).await?;
             let (response, turn) = self.request(&current, validators, waited).await?;
             let status = response.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
@@ -401,6 +405,17 @@ impl Fetcher {
         }
         let response = request.send().await.map_err(|e| self.classify(e))?;
         Ok((response, permit))
+    }
+
+    /// Refuses a URL the address policy does not allow: an address written in it, and,
+    /// behind a proxy, a host name that resolves only to addresses not allowed.
+    async fn check_before_request(&self, url: &Url) -> Result<(), Refused> {
+        let policy = self.resolver.policy();
+        policy.check_url(url)?;
+        if self.proxied {
+            policy.check_name_behind_proxy(url, self.timeout).await?;
+        }
+        Ok(())
     }
 
     /// Reads the (decompressed) body, stopping at the size limit or when the server stalls.

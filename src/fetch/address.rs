@@ -7,13 +7,16 @@
 //! [`AddressPolicy::check_url`] before the request. `[poll] allow_private_networks` names the
 //! networks that may be reached all the same. Without this a public feed could redirect to
 //! `http://169.254.169.254/` or `http://127.0.0.1:8080/admin` and feedmux would republish what
-//! it found there.
+//! it found there. Behind an HTTP proxy (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`), which
+//! resolves names itself, the names that are not configured are resolved and checked here
+//! before the request ([`AddressPolicy::check_name_behind_proxy`]).
 //!
 //! This module decides and resolves; it never sends a request.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -101,6 +104,30 @@ impl AddressPolicy {
         })
     }
 
+    /// Checks a URL's host name the way [`GuardedResolver`] would, for requests that go
+    /// through an HTTP proxy: the proxy resolves names itself, so feedmux never sees the
+    /// addresses it connects to. A name that is not configured is resolved here (within
+    /// `timeout`) and refused when none of its addresses may be reached. A name that does not
+    /// resolve here is left to the proxy, which may know names this host does not.
+    pub async fn check_name_behind_proxy(
+        &self,
+        url: &Url,
+        timeout: Duration,
+    ) -> Result<(), Refused> {
+        let Some(Host::Domain(host)) = url.host() else {
+            return Ok(()); // addresses: `check_url`
+        };
+        if self.trusts(host) {
+            return Ok(());
+        }
+        let port = url.port_or_known_default().unwrap_or(80);
+        let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await;
+        match lookup {
+            Ok(Ok(addrs)) => self.filter(host, addrs.collect()).map(drop),
+            Ok(Err(_)) | Err(_) => Ok(()),
+        }
+    }
+
     /// The addresses `host` resolved to that may be reached: all of them for a configured
     /// host, else the public and allowed ones. None left is refused, naming the first.
     fn filter(&self, host: &str, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, Refused> {
@@ -127,6 +154,18 @@ impl AddressPolicy {
             _ => Ok(reachable),
         }
     }
+}
+
+/// Whether the environment names an HTTP proxy, which reqwest then sends requests through
+/// (the variables it reads; the lowercase forms too).
+pub fn proxy_in_environment() -> bool {
+    ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]
+        .iter()
+        .any(|name| {
+            [name.to_string(), name.to_lowercase()]
+                .iter()
+                .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
+        })
 }
 
 /// What kind of non-public address `addr` is, or `None` for a public one: the special-purpose

@@ -119,6 +119,63 @@ async fn a_name_resolving_into_private_networks_is_refused_when_it_is_not_config
     assert_eq!(upstream.requests("/private").len(), 1);
 }
 
+/// Behind an HTTP proxy the proxy resolves host names, not feedmux: a redirect to a name
+/// that resolves into a private network is resolved and refused before the request all the
+/// same. The test's upstream plays the proxy (it answers by path whatever the host); the
+/// binary runs as a child with `HTTP_PROXY` set (its own environment, not the tests').
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_a_redirect_to_a_private_name_is_refused_before_the_request() {
+    let proxy = Upstream::start().await;
+    let port = proxy.addr.port();
+    proxy.put("/private", &[], FEED);
+    proxy.put_page(
+        "/jump",
+        Page::new(
+            302,
+            &[("location", &format!("http://localhost:{port}/private"))],
+            "",
+        ),
+    );
+    // A configured name, which only the proxy could resolve (and this one answers for it).
+    let poll_through_proxy = |poll_keys: &str| {
+        let dir = tempdir();
+        let config = with_source(dir.path(), "http://feeds.example/jump", poll_keys);
+        let out = std::process::Command::new(crate::binary())
+            .args(["poll", "--config"])
+            .arg(dir.path().join("feedmux.toml"))
+            .env("HTTP_PROXY", proxy.url(""))
+            .env_remove("http_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (dir, config, said)
+    };
+    let (_dir, config, said) = poll_through_proxy("");
+    assert_eq!(
+        proxy.requests("/jump").len(),
+        1,
+        "not through the proxy: {said}"
+    );
+    assert!(
+        said.contains("refused to connect to localhost (") && said.contains("a loopback address"),
+        "{said}"
+    );
+    assert!(proxy.requests("/private").is_empty(), "{said}");
+    assert!(titles(&config, "all").is_empty());
+
+    // Allowed by the user, the same redirect goes through the proxy.
+    let (_dir, config, said) =
+        poll_through_proxy("allow_private_networks = [\"127.0.0.0/8\", \"::1\"]");
+    assert_eq!(proxy.requests("/private").len(), 1, "{said}");
+    assert_eq!(titles(&config, "all"), ["internal admin page"]);
+}
+
 #[tokio::test]
 async fn a_configured_private_source_and_its_own_redirects_are_followed() {
     let upstream = Upstream::start().await;
