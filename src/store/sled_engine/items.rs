@@ -23,7 +23,7 @@ impl Items for SledEngine {
     fn item_count(&self) -> usize {
         self.trees()
             .and_then(|t| t.stored_item_count())
-            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+            .unwrap_or(0)
     }
 
     fn url_claim(&self, canonical: &str) -> Result<Option<UrlClaim>, StoreError> {

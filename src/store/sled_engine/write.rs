@@ -212,7 +212,7 @@ impl SledEngine {
         trees
             .dictionary_next_check
             .store(polls.saturating_add(every), Ordering::Relaxed);
-        let Ok(items) = trees.stored_item_count().map(|n| n as usize) else {
+        let Ok(items) = trees.stored_item_count() else {
             return;
         };
         let due = match current {
