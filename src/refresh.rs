@@ -67,6 +67,9 @@ pub struct PollReport {
     /// Stories that became one because a new item matched both: feeds of other sources may
     /// show one entry fewer.
     pub merged_stories: usize,
+    /// Stored reports of this source that left their story to a closer new report of it:
+    /// feeds of other sources may show another entry for the story.
+    pub left_stories: usize,
     /// What the body needed mending to be read (empty when it was read as it was).
     pub recovered: Vec<String>,
     /// New entries left for later polls (`[poll] max_new_items` reached).
@@ -89,6 +92,12 @@ impl PollReport {
     /// Whether output feeds of this source need rendering again.
     pub fn changed(&self) -> bool {
         self.new_items > 0 || self.updated_items > 0
+    }
+
+    /// Whether the poll regrouped stories (merged some, or took a report out of one), whose
+    /// other members may be in any feed.
+    pub fn regrouped_stories(&self) -> bool {
+        self.merged_stories > 0 || self.left_stories > 0
     }
 }
 
@@ -257,6 +266,8 @@ impl Pipeline {
                 items_new = r.new_items,
                 items_updated = r.updated_items,
                 merged = r.merged,
+                stories_merged = r.merged_stories,
+                stories_left = r.left_stories,
                 "polled"
             ),
             Err(e) if e.is_store_failure() => {
@@ -572,6 +583,7 @@ pub fn ingest(
         merged_text: plan.merged_text,
         merged_meaning: plan.merged_meaning,
         merged_stories: plan.story_merges.len(),
+        left_stories: plan.story_leaves.len(),
         recovered: parsed.recovered,
         over_quota: plan.over_quota,
         pruned_over_quota,

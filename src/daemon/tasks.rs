@@ -77,7 +77,7 @@ impl Shared {
             Ok(report) => {
                 self.count(&source.name, &report);
                 if report.changed() {
-                    self.render_feeds_of(&config, &[&source.name], report.merged_stories > 0)
+                    self.render_feeds_of(&config, &[&source.name], report.regrouped_stories())
                         .await;
                     self.checkpoint_store();
                 }
@@ -184,17 +184,19 @@ impl Shared {
     }
 
     /// Renders the feeds of any of `sources` again, each once, or every feed when a poll
-    /// merged stories (their other members may be of any source).
+    /// regrouped stories (their other members may be of any source).
     pub(super) async fn render_feeds_of(
         &self,
         config: &Arc<Config>,
         sources: &[&str],
-        merged_stories: bool,
+        regrouped_stories: bool,
     ) {
         let feeds: Vec<String> = config
             .feeds
             .iter()
-            .filter(|f| merged_stories || f.sources.iter().any(|s| sources.contains(&s.as_str())))
+            .filter(|f| {
+                regrouped_stories || f.sources.iter().any(|s| sources.contains(&s.as_str()))
+            })
             .map(|f| f.name.clone())
             .collect();
         let store = self.pipeline.store.clone();

@@ -199,12 +199,37 @@ pub fn why(
             joined_because(a, b, &links, config.threshold)
         )
     } else {
-        format!(
-            "verdict: two stories: {}",
-            apart_because(compared.judgement, same_url, candidates, config)
-        )
+        let taken = report_of_source_in_story(store, b.story, &a.source)?
+            .map(|r| ("B", "A", r))
+            .or(report_of_source_in_story(store, a.story, &b.source)?.map(|r| ("A", "B", r)));
+        let reason = match (compared.judgement, taken) {
+            (Judgement::Text(TextVerdict::Words | TextVerdict::Meaning), Some((story, source, report)))
+                if candidates =>
+            {
+                format!(
+                    "their texts match, but {story}'s story holds another report of {source}'s source, closer to it or there first: {} {}",
+                    report.id, report.title
+                )
+            }
+            _ => apart_because(compared.judgement, same_url, candidates, config),
+        };
+        format!("verdict: two stories: {reason}")
     });
     Ok(lines)
+}
+
+/// A member of `story` from `source`, if it has one (a story holds one report per source).
+fn report_of_source_in_story(
+    store: &Store,
+    story: ItemId,
+    source: &str,
+) -> Result<Option<Item>, StoreError> {
+    for member in store.story_members(story)? {
+        if let Some(item) = store.item(member)?.filter(|i| i.source == source) {
+            return Ok(Some(item));
+        }
+    }
+    Ok(None)
 }
 
 /// Two stored items as the planner compares them.

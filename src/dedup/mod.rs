@@ -12,7 +12,9 @@
 //!   never a scan. Term rarity comes from [`TermStats`], which planning keeps up to date.
 //! * A new item that is one story with items of several stories joins the strongest match's
 //!   and merges the others into it ([`StoryMerge`]), so the groups do not depend on the order
-//!   of polls; never so that a story would hold two items of one source.
+//!   of polls; never so that a story would hold two items of one source. A new report closer
+//!   to a story than the report of its own source stored there takes that one's place
+//!   ([`StoryLeave`]), so which of the two came first does not decide.
 //!
 //! [`plan`] reads the store and returns the writes for one poll as an [`IngestPlan`]; it never
 //! writes. Applying the plan is the store's job.
@@ -53,8 +55,8 @@ use fingerprint::{Fingerprint, Similarity, TermStats, TextVerdict};
 pub use identity::{guid_of, guids, item_id};
 use meaning::{Meaning, MeaningModel};
 pub use record::{
-    FingerprintRecord, IndexedFingerprint, IngestPlan, ItemWrite, MergeKind, StoryLink, StoryMerge,
-    UrlClaim, DEFAULT_MEMORY_ITEMS, DEFAULT_WINDOW,
+    FingerprintRecord, IndexedFingerprint, IngestPlan, ItemWrite, MergeKind, StoryLeave, StoryLink,
+    StoryMerge, UrlClaim, DEFAULT_MEMORY_ITEMS, DEFAULT_WINDOW,
 };
 
 /// The settings of `[dedup]`.

@@ -257,6 +257,7 @@ pub fn plan_with_meanings(
         source,
         pending: HashMap::new(),
         merged_into: HashMap::new(),
+        left: HashMap::new(),
     };
 
     let guids = guids(&entries);
@@ -390,14 +391,10 @@ fn join_stories(
     mut joining: Vec<(usize, Vec<StoryLink>)>,
     dedup: &DedupConfig,
 ) -> Result<(), StoreError> {
-    let strength = |found: &[StoryLink]| {
-        found
-            .first()
-            .map_or((0.0, 0.0), |l| (l.score, l.meaning.unwrap_or(0.0)))
-    };
+    let first = |found: &[StoryLink]| found.first().map_or((0.0, 0.0), strength);
     // Stable: among equals the feed's order stands.
     joining.sort_by(|(_, a), (_, b)| {
-        let ((a_score, a_meaning), (b_score, b_meaning)) = (strength(a), strength(b));
+        let ((a_score, a_meaning), (b_score, b_meaning)) = (first(a), first(b));
         b_score
             .total_cmp(&a_score)
             .then(b_meaning.total_cmp(&a_meaning))
@@ -414,6 +411,7 @@ fn join_stories(
         write.item.story = joined.story;
         write.link = joined.link;
         plan.story_merges.extend(joined.merges);
+        plan.story_leaves.extend(joined.leaves);
     }
     Ok(())
 }
@@ -424,10 +422,10 @@ pub(crate) fn item_meaning(model: Option<&MeaningModel>, item: &Item) -> Option<
     model.map(|m| m.meaning_of(&item.title, &body))
 }
 
-/// The story groups as a poll leaves them: the stored ones, its new items' and the merges it
-/// planned so far. A story never holds two items of one source (different GUIDs would show
-/// as one entry), so a new item joins, and merges, only stories whose sources are all
-/// different.
+/// The story groups as a poll leaves them: the stored ones, its new items', the merges and
+/// the leaves it planned so far. A story never holds two items of one source (different GUIDs
+/// would show as one entry), so a new item joins, and merges, only stories whose sources are
+/// all different, unless it takes the place of its source's report there ([`Stories::join`]).
 pub(super) struct Stories<'a> {
     store: &'a Store,
     /// The polled source: every new item is of it.
@@ -436,14 +434,29 @@ pub(super) struct Stories<'a> {
     pending: HashMap<ItemId, ItemId>,
     /// Stories this poll merges into another.
     merged_into: HashMap<ItemId, ItemId>,
+    /// Stored items of the source that leave their story (the story they leave): each is now
+    /// its own.
+    left: HashMap<ItemId, ItemId>,
 }
 
-/// What a new item joins: its story, how it joined (`None`: it starts its own), and the other
-/// stories that it found to be the same one.
+/// What a new item joins: its story, how it joined (`None`: it starts its own), the other
+/// stories that it found to be the same one, and the stored report whose place it takes.
 pub(super) struct Joined {
     story: ItemId,
     link: Option<StoryLink>,
     merges: Vec<StoryMerge>,
+    leaves: Vec<StoryLeave>,
+}
+
+/// How strongly a link holds two items together: the word score (1 for a URL), then the
+/// closeness of their meanings.
+fn strength(link: &StoryLink) -> (f32, f32) {
+    (link.score, link.meaning.unwrap_or(0.0))
+}
+
+/// Whether a link of strength `a` is stronger than one of `b`.
+fn stronger(a: (f32, f32), b: (f32, f32)) -> bool {
+    a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)).is_gt()
 }
 
 impl Stories<'_> {
@@ -459,9 +472,49 @@ impl Stories<'_> {
     fn story_of(&self, item: ItemId) -> Result<ItemId, StoreError> {
         let story = match self.pending.get(&item) {
             Some(story) => *story,
+            None if self.left.contains_key(&item) => item,
             None => self.store.item(item)?.map_or(item, |i| i.story),
         };
         Ok(self.resolve(story))
+    }
+
+    /// The stored report of the polled source that new item `link` joins `story` without, when
+    /// the link is stronger than what holds that report in the story: the report joined by a
+    /// weaker link of its own, and no other member joined through it (so the story stays one
+    /// without it). `None` when the story's report of the source leads it, is a new item of
+    /// this poll (those join strongest first), or holds tighter; and when the poll merged
+    /// another story into it.
+    fn displaceable(&self, story: ItemId, link: &StoryLink) -> Result<Option<ItemId>, StoreError> {
+        if self.pending.values().any(|s| self.resolve(*s) == story)
+            || self.merged_into.keys().any(|s| self.resolve(*s) == story)
+        {
+            return Ok(None);
+        }
+        let links = self.store.story_links(story)?;
+        let mut ours = None;
+        for (member, _) in &links {
+            if self.left.contains_key(member) {
+                continue;
+            }
+            if self
+                .store
+                .item(*member)?
+                .is_some_and(|m| m.source == self.source)
+            {
+                ours = Some(*member);
+            }
+        }
+        let Some(ours) = ours else { return Ok(None) };
+        let Some(Some(held_by)) = links.iter().find(|(m, _)| *m == ours).map(|(_, l)| *l) else {
+            return Ok(None); // it leads the story
+        };
+        let joined_through = links
+            .iter()
+            .any(|(m, l)| *m != ours && l.is_some_and(|l| l.with == ours));
+        if joined_through || !stronger(strength(link), strength(&held_by)) {
+            return Ok(None);
+        }
+        Ok(Some(ours))
     }
 
     /// The sources of a story's members, those of the stories merged into it included.
@@ -476,6 +529,9 @@ impl Stories<'_> {
             .filter(|s| self.resolve(**s) == story);
         for part in std::iter::once(&story).chain(merged) {
             for member in self.store.story_members(*part)? {
+                if self.left.contains_key(&member) {
+                    continue;
+                }
                 if let Some(m) = self.store.item(member)? {
                     sources.insert(m.source);
                 }
@@ -485,11 +541,13 @@ impl Stories<'_> {
     }
 
     /// Joins new item `id` to the story of the first of `found` (strongest first) whose
-    /// sources it does not repeat, and merges into that story every other story of `found`
-    /// that repeats no source of those joined so far.
+    /// sources it does not repeat, or whose report of its own source it is closer to than
+    /// that report is held by (that report leaves: [`Stories::displaceable`]), and merges into
+    /// that story every other story of `found` that repeats no source of those joined so far.
     fn join(&mut self, id: ItemId, found: &[StoryLink]) -> Result<Joined, StoreError> {
         let mut joined: Option<(ItemId, StoryLink)> = None;
         let mut merges = Vec::new();
+        let mut leaves = Vec::new();
         let mut sources = HashSet::from([self.source.to_owned()]);
         let mut seen = HashSet::new();
         for link in found {
@@ -497,7 +555,14 @@ impl Stories<'_> {
             if !seen.insert(story) {
                 continue;
             }
-            let theirs = self.sources(story)?;
+            let mut theirs = self.sources(story)?;
+            if joined.is_none() && theirs.contains(self.source) {
+                if let Some(member) = self.displaceable(story, link)? {
+                    self.left.insert(member, story);
+                    leaves.push(StoryLeave { member, story });
+                    theirs = self.sources(story)?;
+                }
+            }
             if !theirs.is_disjoint(&sources) {
                 continue;
             }
@@ -524,6 +589,7 @@ impl Stories<'_> {
             story,
             link,
             merges,
+            leaves,
         })
     }
 }

@@ -218,6 +218,15 @@ pub struct StoryMerge {
     pub link: StoryLink,
 }
 
+/// A stored item that leaves its story for one of its own: a new report of its source is
+/// closer to the story, and a story holds one report per source. The store removes it from
+/// `story` and makes it the only member of the story named by its own id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoryLeave {
+    pub member: ItemId,
+    pub story: ItemId,
+}
+
 /// The writes one poll makes.
 #[derive(Debug, Default)]
 pub struct IngestPlan {
@@ -241,6 +250,9 @@ pub struct IngestPlan {
     pub merged_meaning: usize,
     /// Stories that became one because a new item matched both, in order.
     pub story_merges: Vec<StoryMerge>,
+    /// Stored items of the polled source that leave their stories to closer new reports,
+    /// applied before the merges.
+    pub story_leaves: Vec<StoryLeave>,
     /// Entries left out because retention pruned them (a tombstone says so).
     pub pruned: usize,
     /// New entries left for later polls: the poll had stored `dedup.max_new_items` already.

@@ -141,8 +141,8 @@ impl<T> Engine for T where
 /// A change that another process sharing the store wrote ([`Ingest::watch_others`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChange {
-    /// A poll of `source` wrote items; `stories_merged`: it merged stories, whose other
-    /// members may be in any feed.
+    /// A poll of `source` wrote items; `stories_merged`: it merged stories (or took a report
+    /// out of one), whose other members may be in any feed.
     Source {
         source: String,
         stories_merged: bool,

@@ -49,7 +49,7 @@ use sha2::{Digest, Sha256};
 
 use crate::dedup::fingerprint::TermStats;
 use crate::dedup::record::{
-    FingerprintRecord, IndexedFingerprint, IngestPlan, StoryLink, StoryMerge, UrlClaim,
+    FingerprintRecord, IndexedFingerprint, IngestPlan, StoryLeave, StoryLink, StoryMerge, UrlClaim,
 };
 use crate::model::{Item, ItemId, SourceState};
 

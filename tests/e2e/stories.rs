@@ -908,6 +908,29 @@ fn groupings(config: &feedmux::config::Config) -> Vec<Vec<String>> {
     groups
 }
 
+type Report = (&'static str, &'static str, &'static str);
+
+/// Another source's report of a funding round, and two reports of it by one source: a close
+/// rewrite and a looser one; each alone is one story with the first.
+fn voltaic_reports() -> (Report, Report, Report) {
+    let story = (
+        "Voltaic raises $400 million in Series C led by Northgate Capital",
+        "Voltaic raised $400 million in a Series C round led by Northgate Capital to build inference chips that serve large language models at a third of the energy.",
+        "https://b.example/voltaic",
+    );
+    let close = (
+        "Voltaic raises $400 million Series C led by Northgate Capital",
+        "Voltaic has raised $400 million in a Series C round led by Northgate Capital to build inference chips serving large language models at a third of the energy.",
+        "https://a.example/voltaic-series-c",
+    );
+    let loose = (
+        "Voltaic gets $400 million from Northgate Capital for inference chips",
+        "Northgate Capital led a $400 million Series C in Voltaic, which builds inference chips for large language models; the startup will hire engineers in Berlin.",
+        "https://a.example/voltaic-berlin",
+    );
+    (story, close, loose)
+}
+
 /// `feedmux why` of the first items of two sources whose titles contain `word`.
 fn why_of(config: &feedmux::config::Config, word: &str, a: &str, b: &str) -> Vec<String> {
     why_between(config, (a, word), (b, word))
@@ -1045,21 +1068,7 @@ async fn a_report_that_matches_two_stories_merges_them_in_any_order() {
 /// report per source, and the closer of the two joins it, whichever the feed lists first.
 #[tokio::test]
 async fn of_two_reports_of_one_source_the_closer_joins_the_story_in_either_feed_order() {
-    let story = (
-        "Voltaic raises $400 million in Series C led by Northgate Capital",
-        "Voltaic raised $400 million in a Series C round led by Northgate Capital to build inference chips that serve large language models at a third of the energy.",
-        "https://b.example/voltaic",
-    );
-    let close = (
-        "Voltaic raises $400 million Series C led by Northgate Capital",
-        "Voltaic has raised $400 million in a Series C round led by Northgate Capital to build inference chips serving large language models at a third of the energy.",
-        "https://a.example/voltaic-series-c",
-    );
-    let loose = (
-        "Voltaic gets $400 million from Northgate Capital for inference chips",
-        "Northgate Capital led a $400 million Series C in Voltaic, which builds inference chips for large language models; the startup will hire engineers in Berlin.",
-        "https://a.example/voltaic-berlin",
-    );
+    let (story, close, loose) = voltaic_reports();
     let grouped_after = |a_items: Vec<(&'static str, &'static str, &'static str)>| async move {
         let dir = crate::tempdir();
         write_background(dir.path(), &["Voltaic"]);
@@ -1087,6 +1096,62 @@ async fn of_two_reports_of_one_source_the_closer_joins_the_story_in_either_feed_
     // Together, in either order, the closer one joins.
     assert_eq!(grouped_after(vec![loose, close]).await, with(close));
     assert_eq!(grouped_after(vec![close, loose]).await, with(close));
+}
+
+/// A closer report of a source that comes in a later poll takes the place of the source's
+/// looser report in the story, so which of the two came first does not decide; the looser
+/// one is shown on its own, in every feed, and `feedmux why` says why it is apart.
+#[tokio::test]
+async fn a_closer_report_in_a_later_poll_takes_the_place_of_its_sources_looser_one() {
+    let (story, close, loose) = voltaic_reports();
+    let grouped_after = |first: (&'static str, &'static str, &'static str),
+                         then: (&'static str, &'static str, &'static str)| async move {
+        let dir = crate::tempdir();
+        write_background(dir.path(), &["Voltaic"]);
+        std::fs::write(dir.path().join("b.xml"), feed_of(&[story])).unwrap();
+        std::fs::write(dir.path().join("a.xml"), feed_of(&[first])).unwrap();
+        let tables = ["background", "b", "a"]
+            .map(|name| {
+                let file = if name == "background" { "bg" } else { name };
+                crate::source(name, &format!("file:{file}.xml"))
+            })
+            .concat();
+        let feed = "[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n";
+        let config = crate::config(dir.path(), &format!("{tables}{feed}"));
+        for name in ["background", "b", "a"] {
+            let polled = crate::poll(&config, &[name]).await;
+            assert!(polled[0].1.is_ok(), "{polled:?}");
+        }
+        // The source's feed then lists both.
+        std::fs::write(dir.path().join("a.xml"), feed_of(&[first, then])).unwrap();
+        let polled = crate::poll(&config, &["a"]).await;
+        let report = polled[0].1.as_ref().expect("polls");
+        assert_eq!(report.new_items, 1, "{report:?}");
+        let (left, grouped) = (report.left_stories, groupings(&config));
+        (dir, config, left, grouped)
+    };
+    let with = |report: (&str, &str, &str)| {
+        vec![vec![format!("a: {}", report.0), format!("b: {}", story.0)]]
+    };
+    let (_dir, config, left, grouped) = grouped_after(loose, close).await;
+    assert_eq!(grouped, with(close));
+    assert_eq!(left, 1);
+    let titles = crate::titles(&config, "ab");
+    assert!(
+        titles.len() == 2 && titles.iter().any(|t| t == loose.0),
+        "the looser report is an entry of its own beside the story: {titles:#?}"
+    );
+    let why = why_between(&config, ("a", "gets"), ("b", "Voltaic"));
+    assert!(
+        why.last().is_some_and(|l| l.starts_with(
+            "verdict: two stories: their texts match, but B's story holds another report of A's source"
+        ) && l.ends_with(close.0)),
+        "{why:#?}"
+    );
+    // The other order gives the same groups, with nothing to move.
+    let (_dir, _, left, grouped) = grouped_after(close, loose).await;
+    assert_eq!(grouped, with(close));
+    assert_eq!(left, 0);
 }
 
 /// Names with other versions are other stories, by words and by meaning, in English and

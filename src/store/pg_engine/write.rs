@@ -7,7 +7,7 @@ use postgres::types::Json;
 use postgres::Transaction;
 
 use super::*;
-use crate::dedup::record::{IndexedFingerprint, IngestPlan, StoryLink, StoryMerge};
+use crate::dedup::record::{IndexedFingerprint, IngestPlan, StoryLeave, StoryLink, StoryMerge};
 use crate::model::{Item, SourceState};
 use crate::store::FeedMembership;
 
@@ -74,6 +74,7 @@ struct PollWrites {
     writes: Vec<(Item, Option<Item>, Option<StoryLink>)>,
     memberships: HashMap<ItemId, Vec<String>>,
     merges: Vec<StoryMerge>,
+    leaves: Vec<StoryLeave>,
     fingerprints: Vec<IndexedFingerprint>,
     index_from: i64,
     claims: Vec<(String, crate::dedup::record::UrlClaim)>,
@@ -110,6 +111,7 @@ impl PollWrites {
                 .collect(),
             memberships: memberships_of,
             merges: plan.story_merges.clone(),
+            leaves: plan.story_leaves.clone(),
             fingerprints: plan.fingerprints.clone(),
             index_from,
             claims: plan.claims.clone(),
@@ -122,6 +124,7 @@ impl PollWrites {
 
     fn write(&self, tx: &mut Transaction<'_>) -> Result<(), StoreError> {
         self.write_items(tx)?;
+        leave_stories(tx, &self.leaves)?;
         merge_stories(tx, &self.merges)?;
         write_fingerprints(tx, &self.fingerprints, |f| {
             micros(f.record.published) >= self.index_from
@@ -143,7 +146,8 @@ impl PollWrites {
                 tx,
                 &self.instance,
                 Some(&self.source),
-                !self.merges.is_empty(),
+                // Either regroups stories whose other members may be in any feed.
+                !self.merges.is_empty() || !self.leaves.is_empty(),
             )?;
         }
         Ok(())
@@ -233,6 +237,19 @@ impl PollWrites {
         }
         Ok(())
     }
+}
+
+/// Makes each leaving item the only member of a story of its own, named by its id.
+fn leave_stories(tx: &mut Transaction<'_>, leaves: &[StoryLeave]) -> Result<(), StoreError> {
+    for leave in leaves {
+        let (story, member) = (id_bytes(leave.story), id_bytes(leave.member));
+        tx.execute(
+            "UPDATE story_members SET story = $2, link = NULL WHERE story = $1 AND member = $2",
+            &[&story, &member],
+        )?;
+        tx.execute("UPDATE items SET story = $1 WHERE id = $1", &[&member])?;
+    }
+    Ok(())
 }
 
 /// Moves every member of each merged story into the story it joins (the one that led it

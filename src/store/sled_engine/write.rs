@@ -27,6 +27,27 @@ impl Ingest for SledEngine {
     }
 }
 
+/// Makes each leaving item the only member of a story of its own, named by its id.
+fn leave_stories(trees: &Trees, leaves: &[StoryLeave]) -> Result<(), StoreError> {
+    let mut stories = sled::Batch::default();
+    let mut items = sled::Batch::default();
+    for leave in leaves {
+        stories.remove(&story_key(leave.story, leave.member));
+        stories.insert(&story_key(leave.member, leave.member), &[]);
+        if let Some(bytes) = trees.items.get(leave.member.0)? {
+            let mut item = item_record::decode(&bytes)?;
+            item.story = leave.member;
+            items.insert(
+                &leave.member.0,
+                item_record::encode(&item, trees.dictionary()),
+            );
+        }
+    }
+    trees.stories.apply_batch(stories)?;
+    trees.items.apply_batch(items)?;
+    Ok(())
+}
+
 /// Moves every member of each merged story into the story it joins (the one that led it
 /// joins by the merge's link) and rewrites the members' items with their new story. A crash
 /// between the two batches leaves some members shown apart, as before the merge.
@@ -117,6 +138,7 @@ impl SledEngine {
             trees.stories.apply_batch(stories)?;
             trees.items.apply_batch(items)?;
         }
+        leave_stories(&trees, &plan.story_leaves)?;
         merge_stories(&trees, &plan.story_merges)?;
         // Items published before this are matched by link only: their text is not indexed.
         let index_from = plan
