@@ -57,6 +57,22 @@ pub fn item_id(source: &str, guid: &str) -> ItemId {
     ItemId(id)
 }
 
+/// The story an item that leaves `story` goes to: the one named by its own id, or, when
+/// `story` is named by it (it led the story, whose other members stay), one named by a hash of
+/// its id, which no item's id is.
+pub fn story_of_its_own(member: ItemId, story: ItemId) -> ItemId {
+    if member != story {
+        return member;
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(b"story left by\0");
+    hasher.update(member.0);
+    let digest = hasher.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    ItemId(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

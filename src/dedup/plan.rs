@@ -434,8 +434,8 @@ pub(super) struct Stories<'a> {
     pending: HashMap<ItemId, ItemId>,
     /// Stories this poll merges into another.
     merged_into: HashMap<ItemId, ItemId>,
-    /// Stored items of the source that leave their story (the story they leave): each is now
-    /// its own.
+    /// Stored items of the source that leave their story, with the story of their own each
+    /// goes to.
     left: HashMap<ItemId, ItemId>,
 }
 
@@ -472,19 +472,23 @@ impl Stories<'_> {
     fn story_of(&self, item: ItemId) -> Result<ItemId, StoreError> {
         let story = match self.pending.get(&item) {
             Some(story) => *story,
-            None if self.left.contains_key(&item) => item,
+            None if self.left.contains_key(&item) => self.left[&item],
             None => self.store.item(item)?.map_or(item, |i| i.story),
         };
         Ok(self.resolve(story))
     }
 
     /// The stored report of the polled source that new item `link` joins `story` without, when
-    /// the link is stronger than what holds that report in the story: the report joined by a
-    /// weaker link of its own, and no other member joined through it (so the story stays one
-    /// without it). `None` when the story's report of the source leads it, is a new item of
-    /// this poll (those join strongest first), or holds tighter; and when the poll merged
-    /// another story into it.
-    fn displaceable(&self, story: ItemId, link: &StoryLink) -> Result<Option<ItemId>, StoreError> {
+    /// the link is stronger than the one link that holds that report in the story: its own
+    /// (it joined by it), or, when it leads the story, that of the one member that joined
+    /// through it. `None` when more than one link holds it (the story would fall apart
+    /// without it), when the story's report of the source is a new item of this poll (those
+    /// join strongest first) or holds tighter, and when the poll merged another story into it.
+    fn displaceable(
+        &self,
+        story: ItemId,
+        link: &StoryLink,
+    ) -> Result<Option<StoryLeave>, StoreError> {
         if self.pending.values().any(|s| self.resolve(*s) == story)
             || self.merged_into.keys().any(|s| self.resolve(*s) == story)
         {
@@ -505,16 +509,24 @@ impl Stories<'_> {
             }
         }
         let Some(ours) = ours else { return Ok(None) };
-        let Some(Some(held_by)) = links.iter().find(|(m, _)| *m == ours).map(|(_, l)| *l) else {
-            return Ok(None); // it leads the story
+        // Every link that holds it: its own, and those of members that joined through it.
+        let mut holding = links.iter().filter_map(|(member, l)| match l {
+            Some(l) if *member == ours => Some((None, *l)),
+            Some(l) if l.with == ours => Some((Some(*member), *l)),
+            _ => None,
+        });
+        let (Some((through, held_by)), None) = (holding.next(), holding.next()) else {
+            return Ok(None);
         };
-        let joined_through = links
-            .iter()
-            .any(|(m, l)| *m != ours && l.is_some_and(|l| l.with == ours));
-        if joined_through || !stronger(strength(link), strength(&held_by)) {
+        if !stronger(strength(link), strength(&held_by)) {
             return Ok(None);
         }
-        Ok(Some(ours))
+        Ok(Some(StoryLeave {
+            member: ours,
+            story,
+            into: super::identity::story_of_its_own(ours, story),
+            new_lead: through,
+        }))
     }
 
     /// The sources of a story's members, those of the stories merged into it included.
@@ -557,9 +569,9 @@ impl Stories<'_> {
             }
             let mut theirs = self.sources(story)?;
             if joined.is_none() && theirs.contains(self.source) {
-                if let Some(member) = self.displaceable(story, link)? {
-                    self.left.insert(member, story);
-                    leaves.push(StoryLeave { member, story });
+                if let Some(leave) = self.displaceable(story, link)? {
+                    self.left.insert(leave.member, leave.into);
+                    leaves.push(leave);
                     theirs = self.sources(story)?;
                 }
             }

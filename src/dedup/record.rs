@@ -219,12 +219,16 @@ pub struct StoryMerge {
 }
 
 /// A stored item that leaves its story for one of its own: a new report of its source is
-/// closer to the story, and a story holds one report per source. The store removes it from
-/// `story` and makes it the only member of the story named by its own id.
+/// closer to the story, and a story holds one report per source. The store moves it from
+/// `story` into `into`, where it is the only member (see
+/// [`story_of_its_own`](super::identity::story_of_its_own)); when it led `story`,
+/// `new_lead`, the one member that joined through it, leads the story now (its link goes).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StoryLeave {
     pub member: ItemId,
     pub story: ItemId,
+    pub into: ItemId,
+    pub new_lead: Option<ItemId>,
 }
 
 /// The writes one poll makes.

@@ -1100,12 +1100,12 @@ async fn of_two_reports_of_one_source_the_closer_joins_the_story_in_either_feed_
 
 /// A closer report of a source that comes in a later poll takes the place of the source's
 /// looser report in the story, so which of the two came first does not decide; the looser
-/// one is shown on its own, in every feed, and `feedmux why` says why it is apart.
+/// one is shown on its own, in every feed, and `feedmux why` says why it is apart. So too when
+/// the looser report led the story (its source was polled before the other's).
 #[tokio::test]
 async fn a_closer_report_in_a_later_poll_takes_the_place_of_its_sources_looser_one() {
     let (story, close, loose) = voltaic_reports();
-    let grouped_after = |first: (&'static str, &'static str, &'static str),
-                         then: (&'static str, &'static str, &'static str)| async move {
+    let grouped_after = |sources: [&'static str; 2], first: Report, then: Report| async move {
         let dir = crate::tempdir();
         write_background(dir.path(), &["Voltaic"]);
         std::fs::write(dir.path().join("b.xml"), feed_of(&[story])).unwrap();
@@ -1118,7 +1118,7 @@ async fn a_closer_report_in_a_later_poll_takes_the_place_of_its_sources_looser_o
             .concat();
         let feed = "[[feed]]\nname = \"ab\"\nsources = [\"a\", \"b\"]\n";
         let config = crate::config(dir.path(), &format!("{tables}{feed}"));
-        for name in ["background", "b", "a"] {
+        for name in ["background", sources[0], sources[1]] {
             let polled = crate::poll(&config, &[name]).await;
             assert!(polled[0].1.is_ok(), "{polled:?}");
         }
@@ -1130,28 +1130,36 @@ async fn a_closer_report_in_a_later_poll_takes_the_place_of_its_sources_looser_o
         let (left, grouped) = (report.left_stories, groupings(&config));
         (dir, config, left, grouped)
     };
-    let with = |report: (&str, &str, &str)| {
-        vec![vec![format!("a: {}", report.0), format!("b: {}", story.0)]]
-    };
-    let (_dir, config, left, grouped) = grouped_after(loose, close).await;
-    assert_eq!(grouped, with(close));
-    assert_eq!(left, 1);
-    let titles = crate::titles(&config, "ab");
-    assert!(
-        titles.len() == 2 && titles.iter().any(|t| t == loose.0),
-        "the looser report is an entry of its own beside the story: {titles:#?}"
-    );
-    let why = why_between(&config, ("a", "gets"), ("b", "Voltaic"));
-    assert!(
-        why.last().is_some_and(|l| l.starts_with(
-            "verdict: two stories: their texts match, but B's story holds another report of A's source"
-        ) && l.ends_with(close.0)),
-        "{why:#?}"
-    );
-    // The other order gives the same groups, with nothing to move.
-    let (_dir, _, left, grouped) = grouped_after(close, loose).await;
-    assert_eq!(grouped, with(close));
-    assert_eq!(left, 0);
+    let with = |report: Report| vec![vec![format!("a: {}", report.0), format!("b: {}", story.0)]];
+    // b's report first (the looser one joins it), then a's first (the looser one leads).
+    for sources in [["b", "a"], ["a", "b"]] {
+        let (_dir, config, left, grouped) = grouped_after(sources, loose, close).await;
+        assert_eq!(grouped, with(close), "polled {sources:?}");
+        assert_eq!(left, 1, "polled {sources:?}");
+        let titles = crate::titles(&config, "ab");
+        assert!(
+            titles.len() == 2 && titles.iter().any(|t| t == loose.0),
+            "polled {sources:?}: the looser report is an entry of its own beside the story: {titles:#?}"
+        );
+        let why = why_between(&config, ("a", "gets"), ("b", "Voltaic"));
+        assert!(
+            why.last().is_some_and(|l| l.starts_with(
+                "verdict: two stories: their texts match, but B's story holds another report of A's source"
+            ) && l.ends_with(close.0)),
+            "polled {sources:?}: {why:#?}"
+        );
+        let why = why_between(&config, ("a", "Series C"), ("b", "Voltaic"));
+        assert!(
+            why.iter()
+                .any(|l| l.starts_with("A joined the group by similar text"))
+                && why.iter().any(|l| l == "B leads the story group"),
+            "polled {sources:?}: {why:#?}"
+        );
+        // The other order gives the same groups, with nothing to move.
+        let (_dir, _, left, grouped) = grouped_after(sources, close, loose).await;
+        assert_eq!(grouped, with(close), "polled {sources:?}");
+        assert_eq!(left, 0, "polled {sources:?}");
+    }
 }
 
 /// Names with other versions are other stories, by words and by meaning, in English and

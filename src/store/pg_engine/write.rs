@@ -239,15 +239,29 @@ impl PollWrites {
     }
 }
 
-/// Makes each leaving item the only member of a story of its own, named by its id.
+/// Moves each leaving item into a story of its own, where it is the only member; the member
+/// that joined through a leaving lead leads its story now.
 fn leave_stories(tx: &mut Transaction<'_>, leaves: &[StoryLeave]) -> Result<(), StoreError> {
     for leave in leaves {
-        let (story, member) = (id_bytes(leave.story), id_bytes(leave.member));
+        let (story, member, into) = (
+            id_bytes(leave.story),
+            id_bytes(leave.member),
+            id_bytes(leave.into),
+        );
         tx.execute(
-            "UPDATE story_members SET story = $2, link = NULL WHERE story = $1 AND member = $2",
-            &[&story, &member],
+            "UPDATE story_members SET story = $3, link = NULL WHERE story = $1 AND member = $2",
+            &[&story, &member, &into],
         )?;
-        tx.execute("UPDATE items SET story = $1 WHERE id = $1", &[&member])?;
+        tx.execute(
+            "UPDATE items SET story = $2 WHERE id = $1",
+            &[&member, &into],
+        )?;
+        if let Some(lead) = leave.new_lead {
+            tx.execute(
+                "UPDATE story_members SET link = NULL WHERE story = $1 AND member = $2",
+                &[&story, &id_bytes(lead)],
+            )?;
+        }
     }
     Ok(())
 }

@@ -27,16 +27,20 @@ impl Ingest for SledEngine {
     }
 }
 
-/// Makes each leaving item the only member of a story of its own, named by its id.
+/// Moves each leaving item into a story of its own, where it is the only member; the member
+/// that joined through a leaving lead leads its story now.
 fn leave_stories(trees: &Trees, leaves: &[StoryLeave]) -> Result<(), StoreError> {
     let mut stories = sled::Batch::default();
     let mut items = sled::Batch::default();
     for leave in leaves {
         stories.remove(&story_key(leave.story, leave.member));
-        stories.insert(&story_key(leave.member, leave.member), &[]);
+        stories.insert(&story_key(leave.into, leave.member), &[]);
+        if let Some(lead) = leave.new_lead {
+            stories.insert(&story_key(leave.story, lead), &[]);
+        }
         if let Some(bytes) = trees.items.get(leave.member.0)? {
             let mut item = item_record::decode(&bytes)?;
-            item.story = leave.member;
+            item.story = leave.into;
             items.insert(
                 &leave.member.0,
                 item_record::encode(&item, trees.dictionary()),
