@@ -13,6 +13,12 @@ pub struct Node {
     pub(crate) data: Data,
 }
 
+/// feedmux patch 6: the bytes of keys and values past which a leaf of more than 16 entries
+/// splits (see `Node::should_split`).
+const LEAF_SPLIT_BYTES: u64 = 2048;
+/// feedmux patch 6: the entries past which a leaf splits whatever their size.
+const LEAF_MAX_ENTRIES: usize = 256;
+
 impl Node {
     pub(crate) fn new_hoisted_root(
         left: PageId,
@@ -115,6 +121,12 @@ impl Node {
             match search {
                 Ok(idx) => leaf.values[idx] = val,
                 Err(idx) => {
+                    // feedmux patch 7: room for this entry only. The node was just cloned
+                    // (`PageCache::link`), with room for its entries and no more, and an
+                    // insert doubled it: every node an insert made, which is what the cache
+                    // holds, kept twice the room its entries need.
+                    leaf.keys.reserve_exact(1);
+                    leaf.values.reserve_exact(1);
                     leaf.keys.insert(idx, key);
                     leaf.values.insert(idx, val);
                 }
@@ -605,7 +617,20 @@ impl Node {
             16
         };
 
-        let size_checks = self.data.len() > threshold;
+        // feedmux patch 6: a leaf of small entries (index keys of 20 to 60 bytes) splits
+        // only once it holds LEAF_SPLIT_BYTES too, so that a tree of them takes several times
+        // fewer pages (each page costs its page-table entry and its share of the segment
+        // accounting, in memory, whatever its size); a leaf of large values splits at 16
+        // entries as before.
+        let size_checks = if cfg!(any(test, feature = "lock_free_delays"))
+            || self.data.is_index()
+        {
+            self.data.len() > threshold
+        } else {
+            self.data.len() > LEAF_MAX_ENTRIES
+                || (self.data.len() > threshold
+                    && self.data.rss() > LEAF_SPLIT_BYTES)
+        };
         let safety_checks = self.merging_child.is_none() && !self.merging;
 
         size_checks && safety_checks
