@@ -199,23 +199,38 @@ pub fn why(
             joined_because(a, b, &links, config.threshold)
         )
     } else {
-        let taken = report_of_source_in_story(store, b.story, &a.source)?
-            .map(|r| ("B", "A", r))
-            .or(report_of_source_in_story(store, a.story, &b.source)?.map(|r| ("A", "B", r)));
-        let reason = match (compared.judgement, taken) {
-            (Judgement::Text(TextVerdict::Words | TextVerdict::Meaning), Some((story, source, report)))
-                if candidates =>
-            {
-                format!(
-                    "their texts match, but {story}'s story holds another report of {source}'s source, closer to it or there first: {} {}",
-                    report.id, report.title
-                )
-            }
-            _ => apart_because(compared.judgement, same_url, candidates, config),
+        let matched = matches!(
+            compared.judgement,
+            Judgement::Text(TextVerdict::Words | TextVerdict::Meaning)
+        ) && candidates;
+        let taken = if matched {
+            report_held_instead(store, a, b)?
+        } else {
+            None
+        };
+        let reason = match taken {
+            Some((story, source, report)) => format!(
+                "their texts match, but {story}'s story holds another report of {source}'s source, closer to it or there first: {} {}",
+                report.id, report.title
+            ),
+            None => apart_because(compared.judgement, same_url, candidates, config),
         };
         format!("verdict: two stories: {reason}")
     });
     Ok(lines)
+}
+
+/// The report that B's story holds of A's source (or A's story of B's), which kept the two
+/// apart: ("B", "A", that report) or ("A", "B", that report).
+fn report_held_instead(
+    store: &Store,
+    a: &Item,
+    b: &Item,
+) -> Result<Option<(&'static str, &'static str, Item)>, StoreError> {
+    if let Some(report) = report_of_source_in_story(store, b.story, &a.source)? {
+        return Ok(Some(("B", "A", report)));
+    }
+    Ok(report_of_source_in_story(store, a.story, &b.source)?.map(|r| ("A", "B", r)))
 }
 
 /// A member of `story` from `source`, if it has one (a story holds one report per source).

@@ -470,9 +470,8 @@ impl Stories<'_> {
 
     /// The story of a stored or new item.
     fn story_of(&self, item: ItemId) -> Result<ItemId, StoreError> {
-        let story = match self.pending.get(&item) {
+        let story = match self.pending.get(&item).or(self.left.get(&item)) {
             Some(story) => *story,
-            None if self.left.contains_key(&item) => self.left[&item],
             None => self.store.item(item)?.map_or(item, |i| i.story),
         };
         Ok(self.resolve(story))
