@@ -47,10 +47,15 @@ pub fn guids(entries: &[Entry]) -> Vec<String> {
 
 /// The stable id of an item: a hash of its source's name and GUID.
 pub fn item_id(source: &str, guid: &str) -> ItemId {
+    id_of(&[source.as_bytes(), &[0], guid.as_bytes()])
+}
+
+/// An id made of `parts`: the first 16 bytes of their SHA-256.
+fn id_of(parts: &[&[u8]]) -> ItemId {
     let mut hasher = Sha256::new();
-    hasher.update(source.as_bytes());
-    hasher.update([0]);
-    hasher.update(guid.as_bytes());
+    for part in parts {
+        hasher.update(part);
+    }
     let digest = hasher.finalize();
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
@@ -64,13 +69,7 @@ pub fn story_of_its_own(member: ItemId, story: ItemId) -> ItemId {
     if member != story {
         return member;
     }
-    let mut hasher = Sha256::new();
-    hasher.update(b"story left by\0");
-    hasher.update(member.0);
-    let digest = hasher.finalize();
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&digest[..16]);
-    ItemId(id)
+    id_of(&[b"story left by\0", &member.0])
 }
 
 #[cfg(test)]

@@ -571,7 +571,8 @@ impl Stories<'_> {
                 if let Some(leave) = self.displaceable(story, link)? {
                     self.left.insert(leave.member, leave.into);
                     leaves.push(leave);
-                    theirs = self.sources(story)?;
+                    // It was the story's one report of the source.
+                    theirs.remove(self.source);
                 }
             }
             if !theirs.is_disjoint(&sources) {

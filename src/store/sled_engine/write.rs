@@ -38,14 +38,7 @@ fn leave_stories(trees: &Trees, leaves: &[StoryLeave]) -> Result<(), StoreError>
         if let Some(lead) = leave.new_lead {
             stories.insert(&story_key(leave.story, lead), &[]);
         }
-        if let Some(bytes) = trees.items.get(leave.member.0)? {
-            let mut item = item_record::decode(&bytes)?;
-            item.story = leave.into;
-            items.insert(
-                &leave.member.0,
-                item_record::encode(&item, trees.dictionary()),
-            );
-        }
+        restory(trees, &mut items, leave.member, leave.into)?;
     }
     trees.stories.apply_batch(stories)?;
     trees.items.apply_batch(items)?;
@@ -72,14 +65,25 @@ fn merge_stories(trees: &Trees, merges: &[StoryMerge]) -> Result<(), StoreError>
             };
             stories.remove(key);
             stories.insert(&story_key(merge.into, member), link);
-            if let Some(bytes) = trees.items.get(member.0)? {
-                let mut item = item_record::decode(&bytes)?;
-                item.story = merge.into;
-                items.insert(&member.0, item_record::encode(&item, trees.dictionary()));
-            }
+            restory(trees, &mut items, member, merge.into)?;
         }
         trees.stories.apply_batch(stories)?;
         trees.items.apply_batch(items)?;
+    }
+    Ok(())
+}
+
+/// Adds to `items` the record of `member` (if stored) rewritten with its new story.
+fn restory(
+    trees: &Trees,
+    items: &mut sled::Batch,
+    member: ItemId,
+    story: ItemId,
+) -> Result<(), StoreError> {
+    if let Some(bytes) = trees.items.get(member.0)? {
+        let mut item = item_record::decode(&bytes)?;
+        item.story = story;
+        items.insert(&member.0, item_record::encode(&item, trees.dictionary()));
     }
     Ok(())
 }
