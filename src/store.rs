@@ -47,6 +47,13 @@ pub enum StoreError {
     /// hold nothing at all): only the operator can fix that.
     #[error("the store at {path} is damaged: {reason}; restore it from a backup, or move the directory away to start an empty store (every source is polled again)")]
     Damaged { path: PathBuf, reason: String },
+    /// Reading or writing the store's record log (`records/` in its directory) failed; a
+    /// write that fails closes the store until it is reopened, as a failed sled write does.
+    #[error("cannot read or write the item records in {path}: {source}")]
+    Records {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("corrupt record in the store ({what}): {message}")]
     Corrupt { what: &'static str, message: String },
     /// The database refused or failed a statement (the PostgreSQL engine).
@@ -65,12 +72,13 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the engine failed in a way only reopening it clears ([`Health::reopen`]): an
     /// I/O error of sled (a full disk: sled keeps the first one and fails every later flush
-    /// with it), the store closed after one ([`StoreError::Closed`]), or a database that
+    /// with it) or of its record log, the store closed after one ([`StoreError::Closed`]), or a database that
     /// cannot be reached (whose reopening is checking that it answers again).
     pub fn needs_reopen(&self) -> bool {
         matches!(
             self,
             StoreError::Sled(sled::Error::Io(_))
+                | StoreError::Records { .. }
                 | StoreError::Closed { .. }
                 | StoreError::Unreachable { .. }
         )

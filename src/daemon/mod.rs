@@ -187,8 +187,9 @@ impl Shared {
     }
 }
 
-/// Rewrites the item records of a store written before store version 2 compressed (once: a
-/// store whose records are all compressed is left alone), telling the service manager it
+/// Moves the item records of a store written before store version 4 into its record log,
+/// compressing those written before version 2 (once: a store whose records are all there is
+/// left alone), telling the service manager it
 /// is still starting as it goes and saying in the log what it did. Returns how many records
 /// were rewritten, or `None` when there was nothing to do.
 pub fn upgrade_item_records(store: &Store) -> Result<Option<usize>, StoreError> {
@@ -198,13 +199,13 @@ pub fn upgrade_item_records(store: &Store) -> Result<Option<usize>, StoreError> 
     let started = std::time::Instant::now();
     let rewritten = store.compress_items(&mut |seen, total| {
         crate::systemd::still_starting(&format!(
-            "upgrading the store: compressing items, {seen} of {total}"
+            "upgrading the store: moving item records, {seen} of {total}"
         ));
     })?;
     tracing::info!(
         items = rewritten,
         took_ms = started.elapsed().as_millis() as u64,
-        "compressed the items of a store written by an older feedmux (store version 2)"
+        "moved the item records of a store written by an older feedmux into its record log (store version 4)"
     );
     Ok(Some(rewritten))
 }

@@ -5,7 +5,7 @@
 //!
 //! | tree | key | value |
 //! | --- | --- | --- |
-//! | `items` | item id (16 bytes) | [`Item`]: its content hash and its JSON compressed, with the store's dictionary once it has one (`item_record`; JSON alone in a version-1 store) |
+//! | `items` | item id (16 bytes) | the item's content hash and where its record lies in the record log (`record_log`; the record, [`Item`] as JSON compressed with the store's dictionary once it has one, is in `item_record`'s format 2 or 3; before version 4 the value was the record itself) |
 //! | `by_time` | reverse time (8) + id | empty |
 //! | `by_source` | source name, 0, reverse time, id | empty |
 //! | `feed_index` | feed name, 0, reverse time, id | empty |
@@ -15,6 +15,11 @@
 //! | `sources` | source name | [`SourceState`] as JSON |
 //! | `tombstones` | source name, 0, item id | when retention pruned it (8 bytes, microseconds) |
 //! | `meta` | text key | schema version, feed fingerprints, term statistics and the terms version they were built with, text index cursor, count of polls written, item dictionaries |
+//!
+//! Item records live outside sled, in the record log (`records/` in the store's directory,
+//! `record_log`): sled rewrote them several times over as it rewrote the leaves they sat in.
+//! The log is synced before every flush of sled, so a durable locator never points to a lost
+//! record; its garbage collection (`prune`) removes segments whose records all died.
 //!
 //! `fingerprints` (the text index) holds only items published since the text index cursor, which
 //! [`TextIndex::drop_text_index_before`] moves (`dedup.index_age`).
@@ -29,7 +34,7 @@
 //! ([`SourceStates`]), `items` ([`Items`]), `text_index` ([`TextIndex`], with `postings` and `recent` in
 //! memory), `feed_index` ([`FeedIndex`]), `prune` ([`Retention`]), `health` ([`Health`]:
 //! failed writes, reopening, flushes, checkpoints, the item format upgrade); beside them
-//! `keys` (the key layouts), `item_record`, `mark` (the write mark), `export` ([`super::Copying`])
+//! `keys` (the key layouts), `item_record`, `record_log` (the files of item records), `mark` (the write mark), `export` ([`super::Copying`])
 //! and `compact`. Opening and the schema stay here.
 //!
 //! Beside sled's files, `feedmux.mark` holds the count of polls written that the last flush
@@ -65,6 +70,7 @@ mod items;
 mod keys;
 mod mark;
 mod prune;
+mod record_log;
 mod states;
 mod text_index;
 mod write;
@@ -77,11 +83,15 @@ use text_index::text_index_writes;
 /// The layout version this build reads and writes. 2: item records compressed
 /// (`item_record`); a version-1 store is read as it is and its items rewritten once. 3: no
 /// `key_terms` tree (key terms are indexed in memory, from the fingerprints); a version-2
-/// store's tree is dropped at open.
-pub const SCHEMA_VERSION: u32 = 3;
+/// store's tree is dropped at open. 4: item records in the record log (`record_log`), the
+/// `items` tree holding where; a version-3 store's records are moved there once at start.
+pub const SCHEMA_VERSION: u32 = 4;
 const SCHEMA_KEY: &[u8] = b"schema_version";
-/// In `meta`: 2 once every item record is in format 2 (absent: some may be JSON still).
+/// In `meta`: [`ITEM_FORMAT_IN_LOG`] once every item record is in the record log (2: every
+/// record compressed, in sled; absent: some may be JSON still).
 const ITEM_FORMAT_KEY: &[u8] = b"item_format";
+/// The [`ITEM_FORMAT_KEY`] of a store whose records are all in the record log.
+const ITEM_FORMAT_IN_LOG: u8 = 4;
 /// Item records rewritten per batch by [`SledEngine::compress_items`].
 const COMPRESS_SLICE: usize = 1024;
 const FINGERPRINT_PREFIX: &str = "feed_fingerprint/";
@@ -97,6 +107,10 @@ const ITEM_DICTIONARY_KEY: &[u8] = b"item_dictionary";
 const ITEM_DICTIONARY_ITEMS_KEY: &[u8] = b"item_dictionary_items";
 /// In `meta`, followed by a dictionary's id: the dictionary (every one the store used).
 const ITEM_DICTIONARY_PREFIX: &[u8] = b"item_dictionary/";
+/// In `meta`: bytes of records that died in the record log since its last garbage collection
+/// (big-endian), so that a daemon restarted more often than a quarter of its records die
+/// still collects them.
+const RECORDS_DEAD_KEY: &[u8] = b"records_dead";
 /// Beside sled's files: the count of polls written that the last flush made durable.
 const WRITE_MARK_FILE: &str = "feedmux.mark";
 /// The version of the way text is cut into terms that the text index was built with.
@@ -139,6 +153,13 @@ struct Trees {
     sources: sled::Tree,
     tombstones: sled::Tree,
     meta: sled::Tree,
+    /// The item records (`record_log`).
+    records: record_log::RecordLog,
+    /// Bytes of the record log's records that died since its last garbage collection, as
+    /// far as the store saw them die (see `prune`; kept in `meta` at each flush).
+    records_dead: std::sync::atomic::AtomicU64,
+    /// The [`Trees::records_dead`] that `meta` holds.
+    records_dead_saved: std::sync::atomic::AtomicU64,
     /// Bytes of items written since the database was opened (see [`SledEngine::checkpoint_if_due`]).
     written: std::sync::atomic::AtomicU64,
     /// The source states read or written through this database, kept in memory: every poll
@@ -191,6 +212,13 @@ impl Trees {
         let written = self
             .polls_written
             .load(std::sync::atomic::Ordering::Acquire);
+        use std::sync::atomic::Ordering;
+        let dead = self.records_dead.load(Ordering::Relaxed);
+        if self.records_dead_saved.swap(dead, Ordering::Relaxed) != dead {
+            self.meta.insert(RECORDS_DEAD_KEY, &dead.to_be_bytes())?;
+        }
+        // Records first: sled's flush makes their locators durable.
+        self.records.sync().map_err(|e| self.records_error(e))?;
         self.db.flush()?;
         let mut marked = self.marked.lock().unwrap_or_else(|p| p.into_inner());
         if written > *marked {
@@ -371,7 +399,7 @@ impl SledEngine {
                     .meta
                     .insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())?;
                 if trees.items.is_empty() {
-                    trees.meta.insert(ITEM_FORMAT_KEY, &[2])?;
+                    trees.meta.insert(ITEM_FORMAT_KEY, &[ITEM_FORMAT_IN_LOG])?;
                 }
                 trees.flush()?;
             }
@@ -487,6 +515,9 @@ fn open_trees_unguarded(path: &Path, cache_bytes: u64) -> Result<Trees, StoreErr
         sources: tree("sources")?,
         tombstones: tree("tombstones")?,
         meta: tree("meta")?,
+        records: record_log::RecordLog::open(path).map_err(|e| io_error(path, e))?,
+        records_dead: std::sync::atomic::AtomicU64::new(0),
+        records_dead_saved: std::sync::atomic::AtomicU64::new(0),
         written: std::sync::atomic::AtomicU64::new(0),
         states: Mutex::new(HashMap::new()),
         state_writers: Mutex::new(HashMap::new()),
@@ -512,6 +543,18 @@ fn open_trees_unguarded(path: &Path, cache_bytes: u64) -> Result<Trees, StoreErr
                 std::sync::atomic::Ordering::Relaxed,
             );
         }
+        // An estimate: unreadable, it starts again from nothing.
+        let dead = trees
+            .meta
+            .get(RECORDS_DEAD_KEY)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        trees
+            .records_dead
+            .store(dead, std::sync::atomic::Ordering::Relaxed);
+        trees
+            .records_dead_saved
+            .store(dead, std::sync::atomic::Ordering::Relaxed);
         if let Some(bytes) = trees.meta.get(POLLS_WRITTEN_KEY)? {
             let polls = <[u8; 8]>::try_from(bytes.as_ref()).map_err(|_| StoreError::Corrupt {
                 what: "count of polls written",

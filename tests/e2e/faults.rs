@@ -519,7 +519,7 @@ async fn a_store_turned_read_only_under_the_daemon_recovers_once_remounted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let readyz = http.get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(readyz.status(), 503);
+    assert_eq!(readyz.status(), 503, "{}", daemon.log_text());
     let page = http.get(format!("{base}/")).send().await.unwrap();
     let page = page.text().await.unwrap();
     assert!(

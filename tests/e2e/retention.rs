@@ -236,7 +236,8 @@ async fn compact_gives_the_space_of_pruned_items_back_and_keeps_the_rest() {
     // blob).
     assert!(
         compacted * 2 < pruned_size && compacted <= 2 * 1024 * 1024 + 64 * 1024,
-        "{pruned_size} bytes before compacting, {compacted} after"
+        "{pruned_size} bytes before compacting, {compacted} after: {:?}",
+        files_in(&config.storage.path)
     );
     assert_eq!(store.item_count(), 10);
     assert_eq!(store.tombstone_count(), 1990);
@@ -245,4 +246,19 @@ async fn compact_gives_the_space_of_pruned_items_back_and_keeps_the_rest() {
     assert_eq!(titles(&config, "all").len(), 10);
     assert!(!dir.path().join("store.compacting").exists());
     assert!(!dir.path().join("store.before-compacting").exists());
+}
+
+/// Every file under `dir` with its size, for a failure message.
+fn files_in(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_in(&path));
+        } else {
+            let len = entry.metadata().map_or(0, |m| m.len());
+            files.push((path.display().to_string(), len));
+        }
+    }
+    files
 }

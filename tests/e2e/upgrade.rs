@@ -1,6 +1,7 @@
 //! A store written by an older feedmux is upgraded in place at start: tests/fixtures/store-v1
 //! was written by the release before store version 2 (items as JSON), tests/fixtures/store-v2
-//! by the one before version 3 (key terms in a sled tree); see their README.md files.
+//! by the one before version 3 (key terms in a sled tree), tests/fixtures/store-v3 by the one
+//! before version 4 (item records in sled); see their README.md files.
 
 use std::time::Duration;
 
@@ -92,6 +93,40 @@ async fn a_version_2_store_finds_every_item_by_its_key_terms_from_memory() {
         .map(|(_, n)| n);
     assert_eq!(counted, Some(terms));
     drop(store);
+    assert_eq!(read_back(&render(&config, "all", Format::Atom)), before);
+    for (name, result) in poll(&config, &[]).await {
+        let report = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(report.new_items, 0, "{name}");
+    }
+}
+
+/// tests/fixtures/store-v3 was written by the release before store version 4, whose item
+/// records were sled values: the upgrade at start moves each into the record log
+/// (`records/` in the store's directory), once, and the store reads the same items.
+#[tokio::test]
+async fn a_version_3_store_moves_its_records_into_the_record_log_and_reads_the_same() {
+    let (dir, config) = copy_of_fixture("store-v3");
+    let records = dir.path().join("store").join("records");
+    assert!(!records.exists(), "the fixture has no record log yet");
+    let before = read_back(&render(&config, "all", Format::Atom));
+    assert_eq!(before.len(), 5, "{before:?}");
+
+    let store = Store::open(&config.storage.path).unwrap();
+    assert!(store.items_to_compress().unwrap());
+    assert_eq!(
+        feedmux::daemon::upgrade_item_records(&store).unwrap(),
+        Some(5)
+    );
+    assert_eq!(feedmux::daemon::upgrade_item_records(&store).unwrap(), None);
+    drop(store);
+    let logged: u64 = std::fs::read_dir(&records)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        logged > 5 * 100,
+        "5 records in {logged} bytes of record log"
+    );
     assert_eq!(read_back(&render(&config, "all", Format::Atom)), before);
     for (name, result) in poll(&config, &[]).await {
         let report = result.unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -1,6 +1,7 @@
 //! `feedmux compact`: the store copied, tree by tree, into fresh files that hold only live
 //! records (sled never gives the space of deleted ones back to the file system), item records
-//! compressed with the store's dictionary on the way; the fresh files then replace the old.
+//! into a fresh record log, compressed with the store's dictionary on the way; the fresh
+//! files then replace the old.
 
 use super::*;
 
@@ -26,6 +27,8 @@ pub(in crate::store) fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
         .flush_every_ms(None)
         .open()
         .map_err(|e| open_error(&fresh_path, e))?;
+    let fresh_records =
+        record_log::RecordLog::open(&fresh_path).map_err(|e| io_error(&fresh_path, e))?;
     let old_trees = old.trees()?;
     // Item records written before the store had its dictionary are compressed with it on
     // the way (trained first, if the store is big enough and has none yet).
@@ -34,14 +37,31 @@ pub(in crate::store) fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
     for tree_name in old_trees.db.tree_names() {
         let from = old_trees.db.open_tree(&tree_name)?;
         let to = fresh.open_tree(&tree_name)?;
-        let recompress = dictionary.is_some() && tree_name.as_ref() == b"items";
+        let items = tree_name.as_ref() == b"items";
+        let meta = tree_name.as_ref() == b"meta";
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         for entry in from.iter() {
             let (k, v) = entry?;
-            if recompress && !item_record::uses_dictionary(&v) {
-                let item = item_record::decode(&v)?;
-                batch.insert(k, item_record::encode(&item, dictionary));
+            if items {
+                let Some(mut record) = old_trees.record_of(&v)? else {
+                    continue; // its record is gone: so is the item
+                };
+                if dictionary.is_some() && !item_record::uses_dictionary(&record) {
+                    let item = item_record::decode(&record)?;
+                    record = item_record::encode(&item, dictionary);
+                }
+                let hash = item_record::content_hash(&record)?;
+                let at = fresh_records
+                    .append(&[&record])
+                    .map_err(|e| io_error(&fresh_path, e))?;
+                batch.insert(k, &item_record::encode_in_log(hash, at[0]));
+            } else if meta && k == RECORDS_DEAD_KEY {
+                continue; // the fresh record log holds no dead record
+            } else if meta && k == ITEM_FORMAT_KEY {
+                // Every record is in the record log now (written with the rest of `meta`:
+                // a write after it would log its whole leaf, the term statistics, again).
+                batch.insert(k, &[ITEM_FORMAT_IN_LOG]);
             } else {
                 batch.insert(k, v);
             }
@@ -53,6 +73,8 @@ pub(in crate::store) fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
         }
         to.apply_batch(batch)?;
     }
+    fresh_records.sync().map_err(|e| io_error(&fresh_path, e))?;
+    drop(fresh_records);
     fresh.flush()?;
     drop(fresh);
     drop(old_trees);

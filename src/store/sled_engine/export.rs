@@ -33,8 +33,11 @@ impl Copying for SledEngine {
 
 fn export_items(trees: &Trees, into: Sink<'_>) -> Result<(), StoreError> {
     for entry in trees.items.iter() {
-        let (_, bytes) = entry?;
-        into(Record::Item(Box::new(item_record::decode(&bytes)?)))?;
+        let (_, value) = entry?;
+        // An item whose record is gone is not copied (its index entries are, and are skipped).
+        if let Some(record) = trees.record_of(&value)? {
+            into(Record::Item(Box::new(item_record::decode(&record)?)))?;
+        }
     }
     Ok(())
 }

@@ -117,8 +117,11 @@ impl FeedIndex for SledEngine {
         let mut batch = sled::Batch::default();
         let (mut count, mut pending) = (0, 0);
         for entry in trees.items.iter() {
-            let (_, bytes) = entry?;
-            let item = item_record::decode(&bytes)?;
+            let (_, value) = entry?;
+            let Some(record) = trees.record_of(&value)? else {
+                continue; // its record is gone
+            };
+            let item = item_record::decode(&record)?;
             if selects(&item) {
                 batch.insert(prefixed_key(feed, item.published, item.id), &[]);
                 count += 1;

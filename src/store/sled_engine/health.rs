@@ -41,7 +41,7 @@ impl Health for SledEngine {
     }
 
     fn items_to_compress(&self) -> Result<bool, StoreError> {
-        Ok(self.trees()?.meta.get(ITEM_FORMAT_KEY)?.as_deref() != Some(&[2][..]))
+        Ok(self.trees()?.meta.get(ITEM_FORMAT_KEY)?.as_deref() != Some(&[ITEM_FORMAT_IN_LOG][..]))
     }
 
     fn compress_items(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<usize, StoreError> {
@@ -60,26 +60,33 @@ impl Health for SledEngine {
                     )),
                     None => trees.items.iter(),
                 };
-                let mut batch = sled::Batch::default();
+                let mut records = Vec::new();
                 let mut taken = 0;
                 for entry in range.take(COMPRESS_SLICE) {
                     let (key, bytes) = entry?;
                     taken += 1;
-                    if !item_record::is_compressed(&bytes) {
+                    if item_record::in_log(&bytes)?.is_none() {
                         let item = item_record::decode(&bytes)?;
-                        batch.insert(key.clone(), item_record::encode(&item, trees.dictionary()));
-                        rewritten += 1;
+                        let record = if item_record::is_compressed(&bytes) {
+                            bytes.to_vec()
+                        } else {
+                            item_record::encode(&item, trees.dictionary())
+                        };
+                        records.push((item.id, item.content_hash, record));
                     }
                     after = Some(key);
                 }
                 seen += taken;
+                rewritten += records.len();
+                let mut batch = sled::Batch::default();
+                trees.put_records(&mut batch, &records)?;
                 trees.items.apply_batch(batch)?;
                 trees.flush()?;
                 if taken < COMPRESS_SLICE {
                     break;
                 }
             }
-            trees.meta.insert(ITEM_FORMAT_KEY, &[2])?;
+            trees.meta.insert(ITEM_FORMAT_KEY, &[ITEM_FORMAT_IN_LOG])?;
             trees.flush()?;
             Ok(rewritten)
         })
@@ -88,7 +95,7 @@ impl Health for SledEngine {
     fn size_on_disk(&self) -> u64 {
         self.trees()
             .ok()
-            .and_then(|t| t.db.size_on_disk().ok())
+            .map(|t| t.db.size_on_disk().unwrap_or(0) + t.records.size_on_disk())
             .unwrap_or(0)
     }
 
@@ -124,7 +131,10 @@ impl SledEngine {
         let trees = self.trees()?;
         let result = write();
         if let Err(e) = &result {
-            if matches!(e, StoreError::Sled(sled::Error::Io(_))) {
+            if matches!(
+                e,
+                StoreError::Sled(sled::Error::Io(_)) | StoreError::Records { .. }
+            ) {
                 let mut slot = self.trees.write().unwrap_or_else(|p| p.into_inner());
                 // Unless another thread reopened it meanwhile.
                 if slot.as_ref().is_some_and(|open| Arc::ptr_eq(open, &trees)) {

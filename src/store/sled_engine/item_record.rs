@@ -16,10 +16,16 @@
 //! `meta` tree, and [`register`] makes them known to this process (by an id derived from
 //! their bytes).
 //!
+//! Since store version 4 the `items` tree holds none of these: it holds format 4, a tag
+//! byte, the content hash and where the record lies in the record log (`record_log`), 21
+//! bytes; the record log holds the record in format 2 or 3. Records of the formats before
+//! are moved there once at start.
+//!
 //! And how a link claim is kept in the `urls` tree: a tag byte, a flags byte (ambiguous or
 //! not), the claiming item's id (16 bytes) and its source's name, about 30 bytes where the
 //! JSON written before (read still; it starts with `{`) took about 70.
 
+use super::record_log::Locator;
 use super::StoreError;
 use crate::dedup::record::UrlClaim;
 use crate::model::{Item, ItemId};
@@ -32,6 +38,10 @@ const WITH_DICTIONARY: u8 = 3;
 /// dictionary's id between them).
 const HEADER: usize = 9;
 const DICTIONARY_HEADER: usize = 13;
+/// The first byte of a format-4 value: the content hash and a [`Locator`].
+const IN_LOG: u8 = 4;
+/// The length of a format-4 value.
+const IN_LOG_BYTES: usize = 21;
 /// Items a store holds before it trains its dictionary.
 pub const DICTIONARY_AFTER: usize = 1_000;
 /// A store trains a new dictionary each time it has grown this many times since the last.
@@ -237,9 +247,51 @@ pub fn decode(bytes: &[u8]) -> Result<Item, StoreError> {
             decompress_with(bytes.get(DICTIONARY_HEADER..).unwrap_or_default(), decoder)
                 .map_err(|e| corrupt(format!("compressed record: {e}")))?
         }
+        Some(&IN_LOG) => {
+            return Err(corrupt(
+                "a record's place in the record log, read as the record".to_owned(),
+            ))
+        }
         _ => return super::decode(bytes, "item"),
     };
     super::decode(&json, "item")
+}
+
+/// The `items` value of a record at `at` in the record log (format 4).
+pub fn encode_in_log(content_hash: u64, at: Locator) -> [u8; IN_LOG_BYTES] {
+    let mut out = [0u8; IN_LOG_BYTES];
+    out[0] = IN_LOG;
+    out[1..9].copy_from_slice(&content_hash.to_le_bytes());
+    out[9..13].copy_from_slice(&at.segment.to_le_bytes());
+    out[13..17].copy_from_slice(&at.offset.to_le_bytes());
+    out[17..21].copy_from_slice(&at.len.to_le_bytes());
+    out
+}
+
+/// Where the record of an `items` value lies in the record log: `None` for a record kept
+/// in the value itself (the formats before 4); an error for a format-4 value of another
+/// length.
+pub fn in_log(bytes: &[u8]) -> Result<Option<Locator>, StoreError> {
+    if bytes.first() != Some(&IN_LOG) {
+        return Ok(None);
+    }
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+    };
+    match (bytes.len(), word(9), word(13), word(17)) {
+        (IN_LOG_BYTES, Some(segment), Some(offset), Some(len)) => Ok(Some(Locator {
+            segment,
+            offset,
+            len,
+        })),
+        _ => Err(StoreError::Corrupt {
+            what: "item",
+            message: format!("a place in the record log of {} bytes", bytes.len()),
+        }),
+    }
 }
 
 /// The id of the dictionary a format-3 record was compressed with.
@@ -255,7 +307,7 @@ pub fn content_hash(bytes: &[u8]) -> Result<u64, StoreError> {
         content_hash: u64,
     }
     let at = match bytes.first() {
-        Some(&COMPRESSED) => 1,
+        Some(&COMPRESSED | &IN_LOG) => 1,
         Some(&WITH_DICTIONARY) => 5,
         _ => return Ok(super::decode::<HashOnly>(bytes, "item")?.content_hash),
     };

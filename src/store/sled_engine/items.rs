@@ -1,23 +1,33 @@
-//! Reading items, URL claims and story groups from the sled trees.
+//! Reading items, URL claims and story groups from the sled trees; item records through
+//! the record log (`record_log`), where the `items` tree says they lie.
 
 use super::*;
 
 impl Items for SledEngine {
     fn item(&self, id: ItemId) -> Result<Option<Item>, StoreError> {
-        match self.trees()?.items.get(id.0)? {
-            Some(bytes) => Ok(Some(item_record::decode(&bytes)?)),
-            None => Ok(None),
-        }
+        self.trees()?.item(id)
     }
 
     fn stored_version(&self, id: ItemId, content_hash: u64) -> Result<Stored, StoreError> {
         let Some(bytes) = self.trees()?.items.get(id.0)? else {
             return Ok(Stored::Missing);
         };
+        let trees = self.trees()?;
+        if let Some(at) = item_record::in_log(&bytes)? {
+            if !trees.records.holds(at) {
+                // Its record did not reach the disk before a crash of the machine (or its
+                // file was lost): stored again.
+                return Ok(Stored::Missing);
+            }
+        }
         if item_record::content_hash(&bytes)? == content_hash {
             return Ok(Stored::Unchanged);
         }
-        Ok(Stored::Changed(Box::new(item_record::decode(&bytes)?)))
+        match trees.item(id)? {
+            Some(item) => Ok(Stored::Changed(Box::new(item))),
+            // Its record is gone (a crash, a damaged record log): stored again.
+            None => Ok(Stored::Missing),
+        }
     }
 
     fn item_count(&self) -> usize {
@@ -138,5 +148,68 @@ impl SledEngine {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+impl Trees {
+    /// The item `id`, read from where the `items` tree says its record lies.
+    pub(super) fn item(&self, id: ItemId) -> Result<Option<Item>, StoreError> {
+        match self.record(id)? {
+            Some(record) => Ok(Some(item_record::decode(&record)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The record of item `id`: from the record log, or the `items` value itself in a store
+    /// not yet upgraded. `None` for an item not stored, or whose record is gone.
+    pub(super) fn record(&self, id: ItemId) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(value) = self.items.get(id.0)? else {
+            return Ok(None);
+        };
+        match self.record_of(&value)? {
+            Some(record) => Ok(Some(record)),
+            // The record log's garbage collection may have moved it since the value was
+            // read: the value read again says where to.
+            None => match self.items.get(id.0)? {
+                Some(again) if again != value => self.record_of(&again),
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// The record an `items` value holds or points to.
+    pub(super) fn record_of(&self, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match item_record::in_log(value)? {
+            Some(at) => self.records.read(at).map_err(|e| self.records_error(e)),
+            None => Ok(Some(value.to_vec())),
+        }
+    }
+
+    /// Appends `records` (item id, content hash, record) to the record log and adds their
+    /// `items` values to `batch`. Returns the bytes appended.
+    pub(super) fn put_records(
+        &self,
+        batch: &mut sled::Batch,
+        records: &[(ItemId, u64, Vec<u8>)],
+    ) -> Result<u64, StoreError> {
+        let bytes: Vec<&[u8]> = records.iter().map(|(_, _, r)| r.as_slice()).collect();
+        let places = self
+            .records
+            .append(&bytes)
+            .map_err(|e| self.records_error(e))?;
+        let mut appended = 0;
+        for ((id, hash, _), at) in records.iter().zip(places) {
+            batch.insert(&id.0, &item_record::encode_in_log(*hash, at));
+            appended += at.frame_bytes();
+        }
+        Ok(appended)
+    }
+
+    /// An I/O error of the record log, with the log's directory.
+    pub(super) fn records_error(&self, source: std::io::Error) -> StoreError {
+        StoreError::Records {
+            path: self.records.dir().to_owned(),
+            source,
+        }
     }
 }

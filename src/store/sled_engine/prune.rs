@@ -1,5 +1,6 @@
 //! Deleting items: retention (`prune`: by age and count), a source's quota (`prune_source`)
-//! and tombstones. (Dropping the text index of items past `dedup.index_age` is `text_index`'s.)
+//! and tombstones; and the record log's garbage collection, which gives back the space of
+//! the records that died. (Dropping the text index of items past `dedup.index_age` is `text_index`'s.)
 
 use super::*;
 
@@ -108,10 +109,16 @@ impl SledEngine {
             let mut tombstones = sled::Batch::default();
             for (time_key, id) in chunk {
                 by_time.remove(time_key.as_slice());
-                let Some(item) = self.item(*id)? else {
+                let Some(value) = trees.items.get(id.0)? else {
                     continue; // an index entry left by a crash: nothing else to remove
                 };
                 items.remove(&id.0);
+                if let Some(at) = item_record::in_log(&value)? {
+                    trees.count_dead(at.frame_bytes());
+                }
+                let Some(item) = trees.item(*id)? else {
+                    continue; // its record is gone: nothing tells what else refers to it
+                };
                 by_source.remove(prefixed_key(&item.source, item.published, item.id));
                 for feed in &feeds {
                     feed_index.remove(prefixed_key(feed, item.published, item.id));
@@ -155,6 +162,110 @@ impl SledEngine {
             })?;
         }
         trees.flush()?;
+        if trees.record_garbage_due() {
+            self.collect_record_garbage(trees)?;
+        }
         Ok(lost)
+    }
+
+    /// Removes the record log's segments that hold no live record, after moving the live
+    /// records of sparse ones (under half live) to the end of the log. The caller holds the
+    /// ingest guard, so no poll rewrites a record meanwhile. Reads the whole `items` tree
+    /// (locators, 37 bytes an item), so it runs only when enough records died
+    /// ([`Trees::record_garbage_due`]).
+    pub(super) fn collect_record_garbage(&self, trees: &Trees) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let sealed = trees.records.sealed_segments();
+        let mut live: HashMap<u32, u64> = HashMap::new();
+        for value in trees.items.iter().values() {
+            if let Some(at) = item_record::in_log(&value?)? {
+                *live.entry(at.segment).or_default() += at.frame_bytes();
+            }
+        }
+        let sparse: HashMap<u32, u64> = sealed
+            .into_iter()
+            .filter(|(segment, size)| {
+                let live = live.get(segment).copied().unwrap_or(0);
+                live == 0 || live * 2 < *size
+            })
+            .collect();
+        let mut moved = Vec::new();
+        let mut moved_count = 0;
+        if sparse.keys().any(|segment| live.contains_key(segment)) {
+            for entry in trees.items.iter() {
+                let (key, value) = entry?;
+                let Some(at) = item_record::in_log(&value)? else {
+                    continue;
+                };
+                if !sparse.contains_key(&at.segment) {
+                    continue;
+                }
+                let (Some(id), Some(record)) = (
+                    ItemId::from_slice(&key),
+                    trees.records.read(at).map_err(|e| trees.records_error(e))?,
+                ) else {
+                    continue; // unreadable already: its locator stays, and reads as missing
+                };
+                moved.push((id, item_record::content_hash(&value)?, record));
+                if moved.len() == WRITE_CHUNK {
+                    moved_count += self.move_records(trees, &mut moved)?;
+                }
+            }
+            moved_count += self.move_records(trees, &mut moved)?;
+        }
+        // The moved records' new places durable before their old segments go.
+        trees.flush()?;
+        let freed: u64 = sparse.values().sum();
+        for segment in sparse.keys() {
+            trees
+                .records
+                .remove_segment(*segment)
+                .map_err(|e| trees.records_error(e))?;
+        }
+        trees
+            .records_dead
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            segments = sparse.len(),
+            records_moved = moved_count,
+            bytes_freed = freed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "collected the record log's garbage"
+        );
+        Ok(())
+    }
+
+    /// Appends `records` again and points their items there; empties it.
+    fn move_records(
+        &self,
+        trees: &Trees,
+        records: &mut Vec<(ItemId, u64, Vec<u8>)>,
+    ) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        trees.put_records(&mut batch, records)?;
+        trees.items.apply_batch(batch)?;
+        let count = records.len();
+        records.clear();
+        Ok(count)
+    }
+}
+
+impl Trees {
+    /// Counts a record of `bytes` (frame included) that died in the record log.
+    pub(super) fn count_dead(&self, bytes: u64) {
+        self.records_dead
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts the record of `len` bytes an item had before it was rewritten.
+    pub(super) fn count_dead_record(&self, len: usize) {
+        self.count_dead(len as u64 + record_log::FRAME_HEADER);
+    }
+
+    /// Whether enough records died for a garbage collection: a segment's worth, and a
+    /// quarter of the log.
+    pub(super) fn record_garbage_due(&self) -> bool {
+        let dead = self.records_dead.load(std::sync::atomic::Ordering::Relaxed);
+        dead >= self.records.segment_bytes() && dead * 4 >= self.records.size_on_disk()
     }
 }

@@ -172,7 +172,7 @@ fn a_store_trains_its_item_dictionary_and_reads_every_item_back() {
     poll_news(&store, after + 200, after + 300);
     let trees = store.trees().unwrap();
     for n in after + 200..after + 300 {
-        let bytes = trees.items.get(news_item(n).id.0).unwrap().expect("stored");
+        let bytes = trees.record(news_item(n).id).unwrap().expect("stored");
         assert_eq!(bytes[0], 3, "item {n} not compressed with the dictionary");
         assert!(bytes.len() < item_record::encode(&news_item(n), None).len());
     }
@@ -189,7 +189,7 @@ fn a_store_trains_its_item_dictionary_and_reads_every_item_back() {
     let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("reopen");
     assert!(store.trees().unwrap().dictionary().is_some());
     reads_back(&store);
-    let first = store.trees().unwrap().items.get(news_item(0).id.0).unwrap();
+    let first = store.trees().unwrap().record(news_item(0).id).unwrap();
     assert_eq!(
         first.map(|b| b[0]),
         Some(2),
@@ -200,10 +200,13 @@ fn a_store_trains_its_item_dictionary_and_reads_every_item_back() {
     // Compacting compresses the records written before it with the dictionary too.
     compact(&path).expect("compact");
     let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("compacted");
-    for entry in store.trees().unwrap().items.iter() {
-        let (key, bytes) = entry.unwrap();
+    let trees = store.trees().unwrap();
+    for entry in trees.items.iter() {
+        let (key, value) = entry.unwrap();
+        let bytes = trees.record_of(&value).unwrap().expect("its record");
         assert_eq!(bytes[0], 3, "{key:?} not compressed with the dictionary");
     }
+    drop(trees);
     reads_back(&store);
 }
 
@@ -525,7 +528,7 @@ fn a_grown_store_trains_a_new_dictionary_and_reads_the_old_records_back() {
     let path = dir.path().join("s");
     let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store");
     let dictionary_of = |store: &SledEngine, n: u32| {
-        let bytes = store.trees().unwrap().items.get(news_item(n).id.0).unwrap();
+        let bytes = store.trees().unwrap().record(news_item(n).id).unwrap();
         bytes.map(|b| b[1..5].to_vec())
     };
     // Looked at after every poll here, not every 256th.
@@ -677,4 +680,106 @@ fn a_feed_index_is_rebuilt_and_dropped_whole_in_slices() {
     assert_eq!(trees.feed_index.len(), 0);
     assert!(store.indexed_feeds().unwrap().is_empty());
     assert_eq!(store.feed_fingerprint("f").unwrap(), None);
+}
+
+/// The bytes of the record log's segments, and how many there are.
+fn record_files(path: &Path) -> (u64, usize) {
+    let dir = path.join(record_log::RECORDS_DIR);
+    let sizes: Vec<u64> = std::fs::read_dir(dir)
+        .expect("records dir")
+        .map(|e| e.expect("entry").metadata().expect("metadata").len())
+        .collect();
+    (sizes.iter().sum(), sizes.len())
+}
+
+/// Records of pruned items give their space back: segments whose records all died are
+/// removed by the prune that killed them, and the live records of segments mostly dead (here,
+/// items rewritten with new content) move to the end of the log; every item reads back its
+/// newest version, also once the store is opened again.
+#[test]
+fn the_record_log_gives_back_the_space_of_dead_records() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s");
+    let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("store");
+    store.trees().unwrap().records.set_segment_bytes(2048);
+    // Published a minute apart, in order: the prune below keeps 200..300.
+    let start = Utc::now() - chrono::Duration::days(1);
+    let mut plan = IngestPlan::default();
+    for n in 0..300 {
+        plan.writes.push(ItemWrite {
+            item: Item {
+                published: start + chrono::Duration::minutes(i64::from(n)),
+                ..news_item(n)
+            },
+            previous: None,
+            link: None,
+        });
+    }
+    apply(&store, "news", &plan);
+    let (written, segments) = record_files(&path);
+    assert!(segments > 20, "{segments} segments of {written} bytes");
+
+    let lost = store.prune(None, Some(100), Utc::now()).expect("prune");
+    assert_eq!(lost.get("news"), Some(&200));
+    let (after_prune, left) = record_files(&path);
+    assert!(
+        after_prune * 2 < written,
+        "{written} bytes before pruning two thirds, {after_prune} after"
+    );
+    assert!(left < segments / 2, "{segments} segments, then {left}");
+
+    // Two of every three live items rewritten: their old records die all over the log.
+    let mut plan = IngestPlan::default();
+    for n in (200..300).filter(|n| n % 3 != 0) {
+        let old = store.item(news_item(n).id).unwrap().expect("live");
+        plan.writes.push(ItemWrite {
+            item: Item {
+                title: format!("rewritten {n}"),
+                content_hash: u64::from(n) + 1_000_000,
+                ..old.clone()
+            },
+            previous: Some(old),
+            link: None,
+        });
+    }
+    apply(&store, "news", &plan);
+    let (grown, _) = record_files(&path);
+    // What died is remembered across a restart.
+    let dead = |store: &SledEngine| {
+        let trees = store.trees().unwrap();
+        trees
+            .records_dead
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let died = dead(&store);
+    assert!(died > 0);
+    drop(store);
+    let store = SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("reopen");
+    assert_eq!(dead(&store), died);
+    let trees = store.trees().unwrap();
+    store.collect_record_garbage(&trees).expect("collect");
+    drop(trees);
+    assert_eq!(dead(&store), 0);
+    let (collected, _) = record_files(&path);
+    assert!(
+        collected * 10 < grown * 7,
+        "{grown} bytes with the old versions, {collected} after collecting"
+    );
+    let reads_back = |store: &SledEngine| {
+        for n in 200..300 {
+            let item = store.item(news_item(n).id).unwrap().expect("kept");
+            let expected = if n % 3 == 0 {
+                news_item(n).title
+            } else {
+                format!("rewritten {n}")
+            };
+            assert_eq!(item.title, expected);
+        }
+        for n in 0..200 {
+            assert!(store.item(news_item(n).id).unwrap().is_none(), "{n} pruned");
+        }
+    };
+    reads_back(&store);
+    drop(store);
+    reads_back(&SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("reopen"));
 }

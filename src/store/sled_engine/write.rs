@@ -31,16 +31,18 @@ impl Ingest for SledEngine {
 /// that joined through a leaving lead leads its story now.
 fn leave_stories(trees: &Trees, leaves: &[StoryLeave]) -> Result<(), StoreError> {
     let mut stories = sled::Batch::default();
-    let mut items = sled::Batch::default();
+    let mut records = Vec::new();
     for leave in leaves {
         stories.remove(&story_key(leave.story, leave.member));
         stories.insert(&story_key(leave.into, leave.member), &[]);
         if let Some(lead) = leave.new_lead {
             stories.insert(&story_key(leave.story, lead), &[]);
         }
-        restory(trees, &mut items, leave.member, leave.into)?;
+        restory(trees, &mut records, leave.member, leave.into)?;
     }
     trees.stories.apply_batch(stories)?;
+    let mut items = sled::Batch::default();
+    trees.put_records(&mut items, &records)?;
     trees.items.apply_batch(items)?;
     Ok(())
 }
@@ -51,7 +53,7 @@ fn leave_stories(trees: &Trees, leaves: &[StoryLeave]) -> Result<(), StoreError>
 fn merge_stories(trees: &Trees, merges: &[StoryMerge]) -> Result<(), StoreError> {
     for merge in merges {
         let mut stories = sled::Batch::default();
-        let mut items = sled::Batch::default();
+        let mut records = Vec::new();
         for entry in trees.stories.scan_prefix(merge.from.0) {
             let (key, link) = entry?;
             let member = ItemId::from_slice(&key[16..]).ok_or(StoreError::Corrupt {
@@ -65,25 +67,33 @@ fn merge_stories(trees: &Trees, merges: &[StoryMerge]) -> Result<(), StoreError>
             };
             stories.remove(key);
             stories.insert(&story_key(merge.into, member), link);
-            restory(trees, &mut items, member, merge.into)?;
+            restory(trees, &mut records, member, merge.into)?;
         }
         trees.stories.apply_batch(stories)?;
+        let mut items = sled::Batch::default();
+        trees.put_records(&mut items, &records)?;
         trees.items.apply_batch(items)?;
     }
     Ok(())
 }
 
-/// Adds to `items` the record of `member` (if stored) rewritten with its new story.
+/// Adds to `records` the record of `member` (if stored) rewritten with its new story; the
+/// old record is dead.
 fn restory(
     trees: &Trees,
-    items: &mut sled::Batch,
+    records: &mut Vec<(ItemId, u64, Vec<u8>)>,
     member: ItemId,
     story: ItemId,
 ) -> Result<(), StoreError> {
-    if let Some(bytes) = trees.items.get(member.0)? {
-        let mut item = item_record::decode(&bytes)?;
+    if let Some(record) = trees.record(member)? {
+        let mut item = item_record::decode(&record)?;
         item.story = story;
-        items.insert(&member.0, item_record::encode(&item, trees.dictionary()));
+        trees.count_dead_record(record.len());
+        records.push((
+            member,
+            item.content_hash,
+            item_record::encode(&item, trees.dictionary()),
+        ));
     }
     Ok(())
 }
@@ -115,7 +125,7 @@ impl SledEngine {
             let mut by_source = sled::Batch::default();
             let mut feed_index = sled::Batch::default();
             let mut stories = sled::Batch::default();
-            let mut items = sled::Batch::default();
+            let mut records = Vec::with_capacity(chunk.len());
             for write in chunk {
                 let item = &write.item;
                 if let Some(old) = &write.previous {
@@ -134,12 +144,19 @@ impl SledEngine {
                 for feed in memberships_of.get(&item.id).into_iter().flatten() {
                     feed_index.insert(prefixed_key(feed, item.published, item.id), &[]);
                 }
-                let bytes = item_record::encode(item, trees.dictionary());
-                trees
-                    .written
-                    .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                items.insert(&item.id.0, bytes);
+                let record = item_record::encode(item, trees.dictionary());
+                if write.previous.is_some() {
+                    // The stored version's record, about the size of this one.
+                    trees.count_dead_record(record.len());
+                }
+                records.push((item.id, item.content_hash, record));
             }
+            // Records before their index entries and locators.
+            let mut items = sled::Batch::default();
+            let appended = trees.put_records(&mut items, &records)?;
+            trees
+                .written
+                .fetch_add(appended, std::sync::atomic::Ordering::Relaxed);
             trees.by_time.apply_batch(by_time)?;
             trees.by_source.apply_batch(by_source)?;
             trees.feed_index.apply_batch(feed_index)?;
@@ -265,8 +282,8 @@ impl SledEngine {
         {
             let Ok(key) = key else { break };
             if let Some((_, id)) = parse_time_key(&key) {
-                if let Ok(Some(bytes)) = trees.items.get(id.0) {
-                    records.push(bytes.to_vec());
+                if let Ok(Some(record)) = trees.record(id) {
+                    records.push(record);
                 }
             }
         }

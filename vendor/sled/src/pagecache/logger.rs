@@ -480,8 +480,12 @@ impl Drop for Log {
             error!("failed to flush from IoBufs::drop: {}", e);
         }
 
+        // feedmux patch: a disk that went read-only (or failed) under a database that had
+        // not failed a write yet made this unwrap panic in whichever thread dropped it.
         if !self.config.temporary {
-            self.config.file.sync_all().unwrap();
+            if let Err(e) = self.config.file.sync_all() {
+                error!("failed to sync the log file from Log::drop: {}", e);
+            }
         }
 
         debug!("IoBufs dropped");
