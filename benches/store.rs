@@ -16,7 +16,9 @@
 //!
 //! - feedmux: the sources are ingested one after another through the real pipeline
 //!   (`refresh::ingest`, one poll of 1,000 items per source) into a new store, which is then
-//!   flushed, measured on disk, compacted (`Store::compact`) and measured again.
+//!   flushed, measured on disk, compacted (`Store::compact`) and measured again; then the
+//!   oldest half of its items pruned (`Store::prune`, as retention does), which gives the
+//!   space of their records back without a compact (the record log's garbage collection).
 //! - SQLite (rusqlite, bundled): the same feeds parsed by feedmux's own parser
 //!   (`parse::parse_feed`, so both sides store the same text), one row per item in one table
 //!   `items`, indexes on the link and the time, one transaction per source, WAL mode,
@@ -211,6 +213,7 @@ fn main() {
     let compacted = Store::compact(&store_path).map(|_| dir_size(&store_path));
     let compact_took = t.elapsed();
     let compacted_files = file_sizes(&store_path);
+    let pruned = prune_half(&store_path, total);
 
     // Peak memory of a whole poll, each in a process of its own.
     let rss = peak_rss(work, &feeds_dir, &names[..sources], &extras);
@@ -290,6 +293,19 @@ fn main() {
         for (name, len, alloc) in &compacted_files {
             println!("  {name:<28} {len:>12} B {alloc:>12} B");
         }
+    }
+    match &pruned {
+        Ok(p) => println!(
+            "\nprune the oldest half ({} of {total} items, the compacted store): {:.1} s; record files {} -> {} B, the store {} -> {} B ({:.0} B/item kept)",
+            p.items,
+            p.took.as_secs_f64(),
+            p.records_before,
+            p.records_after,
+            p.store_before,
+            p.store_after,
+            per(p.store_after, total - p.items)
+        ),
+        Err(e) => println!("\nprune the oldest half: failed: {e}"),
     }
     println!(
         "\ningest at {stored} stored (median of {EXTRA} polls of {ITEMS} new items, fresh sources):"
@@ -1017,6 +1033,36 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
 }
 
 /// The sum of the sizes of the files under `dir`.
+/// What pruning the oldest half of a store gave back.
+struct Pruned {
+    items: usize,
+    took: Duration,
+    records_before: u64,
+    records_after: u64,
+    store_before: u64,
+    store_after: u64,
+}
+
+/// Prunes the oldest half of the `total` items of the store at `path` as retention does,
+/// timing the prune (its garbage collection of the record files included).
+fn prune_half(path: &Path, total: usize) -> Result<Pruned, feedmux::store::StoreError> {
+    let records = path.join("records");
+    let (records_before, store_before) = (dir_size(&records), dir_size(path));
+    let store = Store::open(path)?;
+    let t = Instant::now();
+    let lost = store.prune(None, Some((total / 2) as u64), Utc::now())?;
+    let took = t.elapsed();
+    drop(store);
+    Ok(Pruned {
+        items: lost.values().sum::<u64>() as usize,
+        took,
+        records_before,
+        records_after: dir_size(&records),
+        store_before,
+        store_after: dir_size(path),
+    })
+}
+
 fn dir_size(dir: &Path) -> u64 {
     let mut files = Vec::new();
     walk(dir, &mut files);

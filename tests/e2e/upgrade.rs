@@ -27,13 +27,9 @@ fn copy_of_fixture(name: &str) -> (tempfile::TempDir, feedmux::config::Config) {
     (dir, config)
 }
 
-#[tokio::test]
-async fn a_store_written_by_the_last_release_is_upgraded_in_place_and_reads_the_same() {
-    let (_dir, config) = copy_of_fixture("store-v1");
-
-    // Read as it is, before the upgrade: the old records are JSON.
-    let before = read_back(&render(&config, "all", Format::Atom));
-    assert_eq!(before.len(), 5, "{before:?}");
+/// Opens the fixture's store and upgrades its 5 item records, once: a second upgrade finds
+/// nothing to do.
+fn upgrade_the_five_records(config: &feedmux::config::Config) -> Store {
     let store = Store::open(&config.storage.path).unwrap();
     assert!(store.items_to_compress().unwrap());
     assert_eq!(
@@ -42,6 +38,17 @@ async fn a_store_written_by_the_last_release_is_upgraded_in_place_and_reads_the_
     );
     assert!(!store.items_to_compress().unwrap());
     assert_eq!(feedmux::daemon::upgrade_item_records(&store).unwrap(), None);
+    store
+}
+
+#[tokio::test]
+async fn a_store_written_by_the_last_release_is_upgraded_in_place_and_reads_the_same() {
+    let (_dir, config) = copy_of_fixture("store-v1");
+
+    // Read as it is, before the upgrade: the old records are JSON.
+    let before = read_back(&render(&config, "all", Format::Atom));
+    assert_eq!(before.len(), 5, "{before:?}");
+    let store = upgrade_the_five_records(&config);
     assert_eq!(store.item_count(), 5);
     drop(store);
     assert_eq!(read_back(&render(&config, "all", Format::Atom)), before);
@@ -110,15 +117,7 @@ async fn a_version_3_store_moves_its_records_into_the_record_log_and_reads_the_s
     assert!(!records.exists(), "the fixture has no record log yet");
     let before = read_back(&render(&config, "all", Format::Atom));
     assert_eq!(before.len(), 5, "{before:?}");
-
-    let store = Store::open(&config.storage.path).unwrap();
-    assert!(store.items_to_compress().unwrap());
-    assert_eq!(
-        feedmux::daemon::upgrade_item_records(&store).unwrap(),
-        Some(5)
-    );
-    assert_eq!(feedmux::daemon::upgrade_item_records(&store).unwrap(), None);
-    drop(store);
+    drop(upgrade_the_five_records(&config));
     let logged: u64 = std::fs::read_dir(&records)
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())

@@ -169,10 +169,12 @@ impl SledEngine {
     }
 
     /// Removes the record log's segments that hold no live record, after moving the live
-    /// records of sparse ones (under half live) to the end of the log. The caller holds the
-    /// ingest guard, so no poll rewrites a record meanwhile. Reads the whole `items` tree
-    /// (locators, 37 bytes an item), so it runs only when enough records died
-    /// ([`Trees::record_garbage_due`]).
+    /// records of those a quarter or more dead to the end of the log: moving at most three
+    /// bytes for each one freed, so that no segment stays mostly dead (retention prunes by
+    /// date, and a source's first poll writes weeks of items side by side, so the segments
+    /// of a backfill die by halves). The caller holds the ingest guard, so no poll rewrites
+    /// a record meanwhile. Reads the whole `items` tree (locators, 37 bytes an item), so it
+    /// runs only when enough records died ([`Trees::record_garbage_due`]).
     pub(super) fn collect_record_garbage(&self, trees: &Trees) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let sealed = trees.records.sealed_segments();
@@ -182,15 +184,12 @@ impl SledEngine {
                 *live.entry(at.segment).or_default() += at.frame_bytes();
             }
         }
-        let sparse: HashMap<u32, u64> = sealed
+        let live_in = |segment: &u32| live.get(segment).copied().unwrap_or(0);
+        let (sparse, kept): (HashMap<u32, u64>, HashMap<u32, u64>) = sealed
             .into_iter()
-            .filter(|(segment, size)| {
-                let live = live.get(segment).copied().unwrap_or(0);
-                live == 0 || live * 2 < *size
-            })
-            .collect();
+            .partition(|(segment, size)| live_in(segment) * 4 < size * 3);
         let mut moved = Vec::new();
-        let mut moved_count = 0;
+        let (mut moved_count, mut moved_bytes) = (0, 0);
         if sparse.keys().any(|segment| live.contains_key(segment)) {
             for entry in trees.items.iter() {
                 let (key, value) = entry?;
@@ -208,23 +207,30 @@ impl SledEngine {
                 };
                 moved.push((id, item_record::content_hash(&value)?, record));
                 if moved.len() == WRITE_CHUNK {
-                    moved_count += self.move_records(trees, &mut moved)?;
+                    moved_count += moved.len();
+                    moved_bytes += self.move_records(trees, &mut moved)?;
                 }
             }
-            moved_count += self.move_records(trees, &mut moved)?;
+            moved_count += moved.len();
+            moved_bytes += self.move_records(trees, &mut moved)?;
         }
         // The moved records' new places durable before their old segments go.
         trees.flush()?;
-        let freed: u64 = sparse.values().sum();
+        let freed = sparse.values().sum::<u64>().saturating_sub(moved_bytes);
         for segment in sparse.keys() {
             trees
                 .records
                 .remove_segment(*segment)
                 .map_err(|e| trees.records_error(e))?;
         }
+        // What stays dead: the rest of the segments kept, each under a quarter dead.
+        let dead_left = kept
+            .iter()
+            .map(|(segment, size)| size.saturating_sub(live_in(segment)))
+            .sum();
         trees
             .records_dead
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+            .store(dead_left, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             segments = sparse.len(),
             records_moved = moved_count,
@@ -235,18 +241,18 @@ impl SledEngine {
         Ok(())
     }
 
-    /// Appends `records` again and points their items there; empties it.
+    /// Appends `records` again and points their items there; empties it. Returns the bytes
+    /// appended.
     fn move_records(
         &self,
         trees: &Trees,
         records: &mut Vec<(ItemId, u64, Vec<u8>)>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<u64, StoreError> {
         let mut batch = sled::Batch::default();
-        trees.put_records(&mut batch, records)?;
+        let appended = trees.put_records(&mut batch, records)?;
         trees.items.apply_batch(batch)?;
-        let count = records.len();
         records.clear();
-        Ok(count)
+        Ok(appended)
     }
 }
 

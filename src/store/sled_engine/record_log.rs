@@ -17,7 +17,7 @@
 //! durable and runs before every flush of sled, so that a locator sled keeps never points to
 //! a record the disk lost. Space of records that died (items pruned, rewritten or moved to
 //! another story) comes back when [`super::SledEngine`]'s garbage collection removes a
-//! segment without live records, or moves the live records of a sparse one and removes it;
+//! segment without live records, or moves the live records of one a quarter dead and removes it;
 //! `feedmux compact` writes a fresh log.
 //!
 //! This file owns the files and their framing only; which records are live is the `items`
