@@ -14,7 +14,7 @@
 //! | `fingerprints` | item id | [`FingerprintRecord`] in its compact binary form |
 //! | `sources` | source name | [`SourceState`] as JSON |
 //! | `tombstones` | source name, 0, item id | when retention pruned it (8 bytes, microseconds) |
-//! | `meta` | text key | schema version, feed fingerprints, term statistics and the terms version they were built with, text index cursor, count of polls written, item dictionaries |
+//! | `meta` | text key | schema version, feed fingerprints, term statistics and the terms version they were built with, text index cursor, count of polls written, item dictionaries, bytes of dead records in the record log |
 //!
 //! Item records live outside sled, in the record log (`records/` in the store's directory,
 //! `record_log`): sled rewrote them several times over as it rewrote the leaves they sat in.

@@ -9,10 +9,10 @@ impl Items for SledEngine {
     }
 
     fn stored_version(&self, id: ItemId, content_hash: u64) -> Result<Stored, StoreError> {
-        let Some(bytes) = self.trees()?.items.get(id.0)? else {
+        let trees = self.trees()?;
+        let Some(bytes) = trees.items.get(id.0)? else {
             return Ok(Stored::Missing);
         };
-        let trees = self.trees()?;
         if let Some(at) = item_record::in_log(&bytes)? {
             if !trees.records.holds(at) {
                 // Its record did not reach the disk before a crash of the machine (or its
