@@ -66,13 +66,17 @@ impl Health for SledEngine {
                     let (key, bytes) = entry?;
                     taken += 1;
                     if item_record::in_log(&bytes)?.is_none() {
-                        let item = item_record::decode(&bytes)?;
+                        // A compressed record moves as it is, without decompressing it.
                         let record = if item_record::is_compressed(&bytes) {
                             bytes.to_vec()
                         } else {
-                            item_record::encode(&item, trees.dictionary())
+                            item_record::encode(&item_record::decode(&bytes)?, trees.dictionary())
                         };
-                        records.push((item.id, item.content_hash, record));
+                        let id = ItemId::from_slice(&key).ok_or(StoreError::Corrupt {
+                            what: "item key",
+                            message: format!("{} bytes", key.len()),
+                        })?;
+                        records.push((id, item_record::content_hash(&record)?, record));
                     }
                     after = Some(key);
                 }

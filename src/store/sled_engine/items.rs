@@ -23,7 +23,13 @@ impl Items for SledEngine {
         if item_record::content_hash(&bytes)? == content_hash {
             return Ok(Stored::Unchanged);
         }
-        match trees.item(id)? {
+        // From the value in hand; read again only if the record log's garbage collection
+        // moved the record since.
+        let item = match trees.record_of(&bytes)? {
+            Some(record) => Some(item_record::decode(&record)?),
+            None => trees.item(id)?,
+        };
+        match item {
             Some(item) => Ok(Stored::Changed(Box::new(item))),
             // Its record is gone (a crash, a damaged record log): stored again.
             None => Ok(Stored::Missing),

@@ -116,9 +116,10 @@ impl SledEngine {
                 if let Some(at) = item_record::in_log(&value)? {
                     trees.count_dead(at.frame_bytes());
                 }
-                let Some(item) = trees.item(*id)? else {
+                let Some(record) = trees.record_of(&value)? else {
                     continue; // its record is gone: nothing tells what else refers to it
                 };
+                let item = item_record::decode(&record)?;
                 by_source.remove(prefixed_key(&item.source, item.published, item.id));
                 for feed in &feeds {
                     feed_index.remove(prefixed_key(feed, item.published, item.id));

@@ -77,11 +77,9 @@ struct Writer {
 pub(super) struct RecordLog {
     dir: PathBuf,
     /// [`SEGMENT_BYTES`], smaller in tests.
-    segment_bytes: std::sync::atomic::AtomicU64,
+    segment_bytes: AtomicU64,
     /// `None` until the first append of this process (see the module's doc).
     writer: Mutex<Option<Writer>>,
-    /// The next segment's number.
-    next: Mutex<u32>,
     /// Every segment, open for reading.
     segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
     /// Segments appended to since the last [`RecordLog::sync`], and whether a segment was
@@ -110,12 +108,10 @@ impl RecordLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let next = segments.keys().next_back().map_or(1, |last| last + 1);
         Ok(RecordLog {
             dir,
-            segment_bytes: std::sync::atomic::AtomicU64::new(SEGMENT_BYTES),
+            segment_bytes: AtomicU64::new(SEGMENT_BYTES),
             writer: Mutex::new(None),
-            next: Mutex::new(next),
             segments: RwLock::new(segments),
             unsynced: Mutex::new((Vec::new(), false)),
         })
@@ -182,17 +178,22 @@ impl RecordLog {
         Ok(())
     }
 
-    /// Creates the next segment.
+    /// Creates the segment after the last (callers hold the writer's lock). A number may
+    /// come back after its segment was removed: no live record points there any more.
     fn new_segment(&self) -> std::io::Result<Writer> {
         std::fs::create_dir_all(&self.dir)?;
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let number = *next;
+        let number = self
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .next_back()
+            .map_or(1, |last| last + 1);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(self.segment_path(number))?;
-        *next += 1;
         let segment = Arc::new(Segment {
             file,
             len: AtomicU64::new(0),
