@@ -544,13 +544,13 @@ pub fn ingest(
         now,
     )?;
     let entries = parsed.entries.len();
-    let meanings = dedup::meanings(store, &ctx.name, &parsed.entries, &ctx.dedup)?;
+    let prepared = dedup::prepare(store, &ctx.name, &parsed.entries, &ctx.dedup)?;
     let mut term_stats = store.ingest_guard();
-    let plan = dedup::plan_with_meanings(
+    let plan = dedup::plan_prepared(
         store,
         &ctx.name,
         parsed.entries,
-        meanings,
+        prepared,
         now,
         &ctx.dedup,
         &mut term_stats,

@@ -9,7 +9,8 @@
 //! * Items of different sources whose text is similar enough (see [`fingerprint`]) and that
 //!   were published within `dedup.window` of each other are one story too; candidates are
 //!   the items that share one of the new item's rarest terms (the store's key-term index),
-//!   never a scan. Term rarity comes from [`TermStats`], which planning keeps up to date.
+//!   never a scan. Term rarity comes from [`TermStats`], which planning keeps up to date (a poll's
+//!   new items are counted before any is compared).
 //! * A new item that is one story with items of several stories joins the strongest match's
 //!   and merges the others into it ([`StoryMerge`]), so the groups do not depend on the order
 //!   of polls; never so that a story would hold two items of one source. A new report closer
@@ -40,7 +41,7 @@ mod plan;
 pub use canonical::{canonical_url, content_hash};
 pub use judge::{judge, Judgement, Side};
 pub(crate) use plan::item_meaning;
-pub use plan::{best_match, matches, meanings, meanings_to_add, plan, plan_with_meanings};
+pub use plan::{best_match, matches, meanings_to_add, plan, plan_prepared, prepare, Prepared};
 
 use std::collections::{HashMap, HashSet};
 
@@ -136,11 +137,24 @@ pub fn body_text(summary_html: Option<&str>, content_html: Option<&str>) -> Stri
 /// terms are not counted again in the statistics, and its story does not change. Its meaning
 /// is the stored one: the caller sets a new one when the text changed.
 fn refingerprint(store: &Store, item: &Item, stats: &TermStats) -> IndexedFingerprint {
-    let replaces = store.fingerprint(item.id).ok().flatten();
-    let mut fingerprint = item_fingerprint(item, stats);
-    fingerprint.meaning = replaces
+    let mut indexed = reindexed(store, item, every_term_of(item), stats);
+    indexed.record.fingerprint.meaning = indexed
+        .replaces
         .as_ref()
         .and_then(|r| r.fingerprint.meaning.clone());
+    indexed
+}
+
+/// The index record of a stored item whose fingerprint with every term and meaning is
+/// `fingerprint`, replacing the stored one.
+fn reindexed(
+    store: &Store,
+    item: &Item,
+    mut fingerprint: Fingerprint,
+    stats: &TermStats,
+) -> IndexedFingerprint {
+    let replaces = store.fingerprint(item.id).ok().flatten();
+    fingerprint.keep_strongest(stats);
     let keys = fingerprint.key_terms(stats);
     IndexedFingerprint {
         id: item.id,

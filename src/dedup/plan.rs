@@ -107,61 +107,124 @@ pub fn matches(
     Ok(found)
 }
 
-/// Meanings of the entries that are new or changed in the store, by item id: the slow part of
-/// planning (about 50 ms an entry), computed before [`Ingest::ingest_guard`](crate::store::Ingest::ingest_guard) is taken so that
-/// other sources' polls are not held up meanwhile. Empty without `dedup.model`.
-pub fn meanings(
+/// What planning needs of each new or changed entry that depends on the entry alone, not on
+/// the store's term statistics: its fingerprint with every term and, with `dedup.model`, its
+/// meaning. The slow part of planning (a meaning takes about 50 ms, the terms about 50 µs),
+/// computed by [`prepare`] on every core before
+/// [`Ingest::ingest_guard`](crate::store::Ingest::ingest_guard) is taken, so that other
+/// sources' polls are not held up meanwhile.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// By item id: every term of the entry's title and lead (before
+    /// [`Fingerprint::keep_strongest`]), its meaning set.
+    fingerprints: HashMap<ItemId, Fingerprint>,
+}
+
+impl Prepared {
+    /// Entries prepared.
+    pub fn len(&self) -> usize {
+        self.fingerprints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fingerprints.is_empty()
+    }
+
+    /// The fingerprint of entry `id` with every term and its meaning: the prepared one, or
+    /// computed now (none was prepared, or the store changed since).
+    fn take(
+        &mut self,
+        id: ItemId,
+        title: &str,
+        summary_html: Option<&str>,
+        content_html: Option<&str>,
+        model: Option<&MeaningModel>,
+    ) -> Fingerprint {
+        self.fingerprints
+            .remove(&id)
+            .unwrap_or_else(|| every_term_and_meaning(title, summary_html, content_html, model))
+    }
+}
+
+/// An entry's fingerprint with every term, and its meaning when a model is configured.
+fn every_term_and_meaning(
+    title: &str,
+    summary_html: Option<&str>,
+    content_html: Option<&str>,
+    model: Option<&MeaningModel>,
+) -> Fingerprint {
+    let body = body_text(summary_html, content_html);
+    let mut fingerprint = Fingerprint::new(title, &body);
+    fingerprint.meaning = model.map(|m| m.meaning_of(title, &body));
+    fingerprint
+}
+
+/// Prepares the entries of `source` that are new or changed in the store ([`Prepared`]).
+pub fn prepare(
     store: &Store,
     source: &str,
     entries: &[Entry],
     dedup: &DedupConfig,
-) -> Result<HashMap<ItemId, Meaning>, StoreError> {
-    let Some(model) = dedup.model.as_ref() else {
-        return Ok(HashMap::new());
-    };
+) -> Result<Prepared, StoreError> {
     let asked: Vec<(ItemId, u64)> = guids(entries)
         .iter()
         .zip(entries)
         .map(|(guid, entry)| (item_id(source, guid), content_hash(entry)))
         .collect();
     let stored = store.stored_versions(&asked)?;
-    let mut wanted: Vec<(ItemId, String, String)> = Vec::new();
+    let mut wanted: Vec<(ItemId, &Entry)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (entry, (id, _)) in entries.iter().zip(&asked) {
         if !seen.insert(*id) || matches!(stored.get(id), Some(Stored::Unchanged)) {
             continue;
         }
-        let id = *id;
-        let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
-        wanted.push((id, entry.title.clone(), body));
+        wanted.push((*id, entry));
     }
-    Ok(embed_on_every_core(model, &wanted).into_iter().collect())
+    let model = dedup.model.as_ref();
+    let fingerprints = on_every_core(wanted, |(id, entry)| {
+        let fingerprint = every_term_and_meaning(
+            &entry.title,
+            entry.summary_html.as_deref(),
+            entry.content_html.as_deref(),
+            model,
+        );
+        (id, fingerprint)
+    });
+    Ok(Prepared {
+        fingerprints: fingerprints.into_iter().collect(),
+    })
 }
 
-/// The meanings of `(id, title, body)` texts, every core taking a share (a first poll can
-/// bring a hundred new entries). A text whose worker failed is left out (planning embeds it).
-pub(super) fn embed_on_every_core(
-    model: &MeaningModel,
-    texts: &[(ItemId, String, String)],
-) -> Vec<(ItemId, Meaning)> {
+/// `work` done on each of `inputs`, in their order, every core taking a share (a first poll
+/// can bring a thousand new entries, each a meaning to compute and a text to compare). A
+/// worker's panic is the caller's.
+pub(super) fn on_every_core<T: Send, R: Send>(
+    inputs: Vec<T>,
+    work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, texts.len().max(1));
-    let share = texts.len().div_ceil(threads).max(1);
-    let embed = |part: &[(ItemId, String, String)]| -> Vec<(ItemId, Meaning)> {
-        part.iter()
-            .map(|(id, title, body)| (*id, model.meaning_of(title, body)))
-            .collect()
-    };
+        .clamp(1, inputs.len().max(1));
+    let share = inputs.len().div_ceil(threads).max(1);
+    let mut shares: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut inputs = inputs.into_iter().peekable();
+    while inputs.peek().is_some() {
+        shares.push(inputs.by_ref().take(share).collect());
+    }
+    let work = &work;
+    let do_share = move |part: Vec<T>| -> Vec<R> { part.into_iter().map(work).collect() };
     std::thread::scope(|scope| {
-        let workers: Vec<_> = texts
-            .chunks(share)
-            .skip(1)
-            .map(|part| scope.spawn(move || embed(part)))
+        let mut shares = shares.into_iter();
+        let first = shares.next().unwrap_or_default();
+        let workers: Vec<_> = shares
+            .map(|part| scope.spawn(move || do_share(part)))
             .collect();
-        let mut out = embed(texts.chunks(share).next().unwrap_or(&[]));
+        let mut out = do_share(first);
         for worker in workers {
-            out.extend(worker.join().unwrap_or_default());
+            match worker.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         }
         out
     })
@@ -194,7 +257,10 @@ pub fn meanings_to_add(
             texts.push((*id, item.title, body));
         }
     }
-    Ok(embed_on_every_core(model, &texts)
+    let meanings = on_every_core(texts, |(id, title, body)| {
+        (id, model.meaning_of(&title, &body))
+    });
+    Ok(meanings
         .into_iter()
         .filter_map(|(id, meaning)| {
             let old = records.remove(&id)?;
@@ -210,7 +276,8 @@ pub fn meanings_to_add(
 }
 
 /// Decides what `entries` of `source` change in the store. New items' terms are counted in
-/// `stats` as they are planned.
+/// `stats`, all of them before any is compared with the store, so what a poll finds does not
+/// depend on the order of its feed.
 pub fn plan(
     store: &Store,
     source: &str,
@@ -219,25 +286,29 @@ pub fn plan(
     dedup: &DedupConfig,
     stats: &mut TermStats,
 ) -> Result<IngestPlan, StoreError> {
-    plan_with_meanings(store, source, entries, HashMap::new(), now, dedup, stats)
+    plan_prepared(
+        store,
+        source,
+        entries,
+        Prepared::default(),
+        now,
+        dedup,
+        stats,
+    )
 }
 
-/// [`plan`] with the entries' [`meanings`] computed beforehand; an entry missing from them
-/// (none were computed, or the store changed since) gets its meaning here.
-pub fn plan_with_meanings(
+/// [`plan`] with the entries [`prepare`]d beforehand; an entry missing from `prepared` (none
+/// were prepared, or the store changed since) is prepared here.
+pub fn plan_prepared(
     store: &Store,
     source: &str,
     entries: Vec<Entry>,
-    mut meanings: HashMap<ItemId, Meaning>,
+    mut prepared: Prepared,
     now: DateTime<Utc>,
     dedup: &DedupConfig,
     stats: &mut TermStats,
 ) -> Result<IngestPlan, StoreError> {
-    let mut meaning_for = |id: ItemId, title: &str, body: &str| {
-        meanings
-            .remove(&id)
-            .or_else(|| dedup.model.as_ref().map(|m| m.meaning_of(title, body)))
-    };
+    let model = dedup.model.as_ref();
     let mut plan = IngestPlan {
         index_from: dedup.index_from(now),
         ..IngestPlan::default()
@@ -267,6 +338,9 @@ pub fn plan_with_meanings(
     let mut new_items = 0;
     // New items that found stories to join (their write's index, what they found).
     let mut joining: Vec<(usize, Vec<StoryLink>)> = Vec::new();
+    // Edited items' fingerprints with every term, and new items' texts (by write index).
+    let mut edited: Vec<(usize, Fingerprint)> = Vec::new();
+    let mut new: Vec<NewText> = Vec::new();
     for ((((entry, canonical), guid), id), hash) in entries
         .into_iter()
         .zip(canonical.iter())
@@ -289,10 +363,14 @@ pub fn plan_with_meanings(
             Stored::Changed(old) => {
                 let old = *old;
                 let item = updated_item(&old, entry, canonical.clone(), hash, now);
-                let mut indexed = refingerprint(store, &item, stats);
-                let body = body_text(item.summary_html.as_deref(), item.content_html.as_deref());
-                indexed.record.fingerprint.meaning = meaning_for(id, &item.title, &body);
-                plan.fingerprints.push(indexed);
+                let fingerprint = prepared.take(
+                    id,
+                    &item.title,
+                    item.summary_html.as_deref(),
+                    item.content_html.as_deref(),
+                    model,
+                );
+                edited.push((plan.writes.len(), fingerprint));
                 plan.writes.push(ItemWrite {
                     item,
                     previous: Some(old),
@@ -340,32 +418,19 @@ pub fn plan_with_meanings(
                 Some(_) => {}
             }
         }
-        let published = entry.published.unwrap_or(now);
-        let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
-        let mut fingerprint = Fingerprint::new(&entry.title, &body);
-        fingerprint.meaning = meaning_for(id, &entry.title, &body);
-        stats.add(&fingerprint);
-        fingerprint.keep_strongest(stats);
-        let keys = fingerprint.key_terms(stats);
-        let similar = matches(store, source, &fingerprint, &keys, published, dedup, stats)?;
-        found.extend(similar.into_iter().map(|(with, similarity)| StoryLink {
-            kind: MergeKind::Text,
-            with,
-            score: similarity.score,
-            meaning: similarity.meaning,
-        }));
-        if !found.is_empty() {
-            joining.push((plan.writes.len(), found));
-        }
-        plan.fingerprints.push(IndexedFingerprint {
+        let fingerprint = prepared.take(
             id,
-            record: FingerprintRecord {
-                source: source.to_owned(),
-                published,
-                fingerprint,
-                keys,
-            },
-            replaces: None,
+            &entry.title,
+            entry.summary_html.as_deref(),
+            entry.content_html.as_deref(),
+            model,
+        );
+        stats.add(&fingerprint);
+        new.push(NewText {
+            at: plan.writes.len(),
+            published: entry.published.unwrap_or(now),
+            fingerprint,
+            found,
         });
         plan.writes.push(ItemWrite {
             // Its own story until it joins one below.
@@ -374,10 +439,72 @@ pub fn plan_with_meanings(
             link: None,
         });
     }
+    // Every new item's terms are counted before any is compared: what a poll finds does not
+    // depend on the order of its feed. Those are the costly comparisons, done on every core.
+    let stats: &TermStats = stats;
+    for (at, fingerprint) in edited {
+        let indexed = reindexed(store, &plan.writes[at].item, fingerprint, stats);
+        plan.fingerprints.push(indexed);
+    }
+    let compared = on_every_core(new, |text| compare_new(store, source, text, dedup, stats));
+    for compared in compared {
+        let (at, record, found) = compared?;
+        if !found.is_empty() {
+            joining.push((at, found));
+        }
+        plan.fingerprints.push(IndexedFingerprint {
+            id: plan.writes[at].item.id,
+            record,
+            replaces: None,
+        });
+    }
     join_stories(&mut stories, &mut plan, joining, dedup)?;
     plan.claims = pending_claims.into_iter().collect();
     plan.present = seen;
     Ok(plan)
+}
+
+/// A new item's text as planning compares it: its write's index in the plan, when it was
+/// published, its fingerprint with every term, and the story links found so far (a link's).
+struct NewText {
+    at: usize,
+    published: DateTime<Utc>,
+    fingerprint: Fingerprint,
+    found: Vec<StoryLink>,
+}
+
+/// A new item's text compared: its index record (the fingerprint trimmed to its strongest
+/// terms, its index keys) and the stories it may join, strongest first ([`matches`]), with
+/// the poll's new items counted in `stats`.
+fn compare_new(
+    store: &Store,
+    source: &str,
+    text: NewText,
+    dedup: &DedupConfig,
+    stats: &TermStats,
+) -> Result<(usize, FingerprintRecord, Vec<StoryLink>), StoreError> {
+    let NewText {
+        at,
+        published,
+        mut fingerprint,
+        mut found,
+    } = text;
+    fingerprint.keep_strongest(stats);
+    let keys = fingerprint.key_terms(stats);
+    let similar = matches(store, source, &fingerprint, &keys, published, dedup, stats)?;
+    found.extend(similar.into_iter().map(|(with, similarity)| StoryLink {
+        kind: MergeKind::Text,
+        with,
+        score: similarity.score,
+        meaning: similarity.meaning,
+    }));
+    let record = FingerprintRecord {
+        source: source.to_owned(),
+        published,
+        fingerprint,
+        keys,
+    };
+    Ok((at, record, found))
 }
 
 /// Joins the poll's new items to the stories they found, the strongest link first rather

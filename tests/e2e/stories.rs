@@ -668,8 +668,8 @@ async fn a_reworded_report_is_shown_once_with_the_sentence_model() {
     }
 }
 
-/// Meanings are computed before the ingest lock, for new and edited entries only: a second
-/// poll of the same feed computes none, an edit computes one.
+/// Meanings (and terms) are computed before the ingest lock, for new and edited entries only:
+/// a second poll of the same feed computes none, an edit computes one.
 #[test]
 #[ignore = "needs the sentence model (tools/fetch-meaning-model): run by .ci/run, or cargo test -- --include-ignored"]
 fn meanings_are_computed_only_for_new_and_edited_entries() {
@@ -689,15 +689,15 @@ fn meanings_are_computed_only_for_new_and_edited_entries() {
         entry("1", "Loomstack opens an office in Singapore"),
         entry("2", "Loomstack hires a new chief scientist"),
     ];
-    let meanings = feedmux::dedup::meanings(&store, "a", &first, &dedup).unwrap();
-    assert_eq!(meanings.len(), 2);
+    let prepared = feedmux::dedup::prepare(&store, "a", &first, &dedup).unwrap();
+    assert_eq!(prepared.len(), 2);
     let now = chrono::Utc::now();
     let mut stats = store.ingest_guard();
-    let plan = feedmux::dedup::plan_with_meanings(
+    let plan = feedmux::dedup::plan_prepared(
         &store,
         "a",
         first.clone(),
-        meanings,
+        prepared,
         now,
         &dedup,
         &mut stats,
@@ -712,14 +712,14 @@ fn meanings_are_computed_only_for_new_and_edited_entries() {
     store
         .apply_poll("a", &plan, &[], &[], &Default::default(), stats)
         .unwrap();
-    assert!(feedmux::dedup::meanings(&store, "a", &first, &dedup)
+    assert!(feedmux::dedup::prepare(&store, "a", &first, &dedup)
         .unwrap()
         .is_empty());
     let edited = vec![
         entry("1", "Loomstack opens an office in Singapore"),
         entry("2", "Loomstack names a new chief scientist"),
     ];
-    let again = feedmux::dedup::meanings(&store, "a", &edited, &dedup).unwrap();
+    let again = feedmux::dedup::prepare(&store, "a", &edited, &dedup).unwrap();
     assert_eq!(again.len(), 1);
 }
 
@@ -1096,6 +1096,52 @@ async fn of_two_reports_of_one_source_the_closer_joins_the_story_in_either_feed_
     // Together, in either order, the closer one joins.
     assert_eq!(grouped_after(vec![loose, close]).await, with(close));
     assert_eq!(grouped_after(vec![close, loose]).await, with(close));
+}
+
+/// A poll's new items are all counted in the term statistics before any is compared with the
+/// store, so the score a report gets against another source's story does not depend on where
+/// its feed lists it. Counted one by one, a report listed after another that shares its words
+/// ("Northgate Capital") scored lower than listed before it.
+#[test]
+fn a_reports_score_does_not_depend_on_its_place_in_the_feed() {
+    let (story, _, loose) = voltaic_reports();
+    let other = (
+        "Northgate Capital opens an office in Berlin",
+        "Northgate Capital, the venture firm, opened an office in Berlin to back European startups.",
+        "https://a.example/northgate-berlin",
+    );
+    let now = chrono::Utc::now();
+    let entry = |(title, body, url): Report| feedmux::model::Entry {
+        guid: Some(url.to_owned()),
+        url: Some(url.to_owned()),
+        title: title.to_owned(),
+        summary_html: Some(format!("<p>{body}</p>")),
+        published: Some(now),
+        ..Default::default()
+    };
+    let score_of_loose = |feed: &[Report]| {
+        let dir = crate::tempdir();
+        let store = feedmux::store::Store::open(&dir.path().join("store")).unwrap();
+        let dedup = feedmux::dedup::DedupConfig::default();
+        let mut stats = store.ingest_guard();
+        let plan =
+            feedmux::dedup::plan(&store, "b", vec![entry(story)], now, &dedup, &mut stats).unwrap();
+        store
+            .apply_poll("b", &plan, &[], &[], &Default::default(), stats)
+            .unwrap();
+        let mut stats = store.ingest_guard();
+        let entries = feed.iter().map(|r| entry(*r)).collect();
+        let plan = feedmux::dedup::plan(&store, "a", entries, now, &dedup, &mut stats).unwrap();
+        let joined = plan.writes.iter().find(|w| w.item.title == loose.0);
+        joined
+            .and_then(|w| w.link)
+            .map(|link| link.score)
+            .expect("the loose report joins the story")
+    };
+    assert_eq!(
+        score_of_loose(&[loose, other]),
+        score_of_loose(&[other, loose])
+    );
 }
 
 /// A closer report of a source that comes in a later poll takes the place of the source's
