@@ -11,7 +11,8 @@
 //!
 //! Each indexed item is held once (time, id, source tag: 32 bytes) and its entries under its
 //! key terms are 4-byte slots of that table, so that the index costs about a third of what
-//! whole entries under every term did (about eight terms an item).
+//! whole entries under every term did (about eight terms an item). A term that one item alone
+//! has is held as that slot, without a list ([`TermSlots`]).
 //!
 //! It is the store's: nothing else sees it.
 
@@ -51,7 +52,7 @@ pub(in crate::store::sled_engine) struct KeyTermPostings {
     free: Vec<u32>,
     slot_of: HashMap<ItemId, u32>,
     /// Each key term's entries (slots in `docs`), newest first, then by id.
-    by_term: HashMap<u32, Vec<u32>>,
+    by_term: TermSlots,
     entries: usize,
 }
 
@@ -83,7 +84,7 @@ impl KeyTermPostings {
         let slot = self.slot_for(id, micros, source);
         let Doc { micros, id, .. } = self.docs[slot as usize];
         for term in &record.keys {
-            let slots = self.by_term.entry(*term).or_default();
+            let slots = self.by_term.get(*term);
             let at = slots.partition_point(|s| {
                 let other = &self.docs[*s as usize];
                 other.micros > micros || (other.micros == micros && other.id < id)
@@ -91,7 +92,7 @@ impl KeyTermPostings {
             if slots.get(at) == Some(&slot) {
                 continue;
             }
-            slots.insert(at, slot);
+            self.by_term.insert(*term, at, slot);
             self.docs[slot as usize].entries += 1;
             self.entries += 1;
         }
@@ -104,29 +105,17 @@ impl KeyTermPostings {
             return;
         };
         for term in &record.keys {
-            let Some(slots) = self.by_term.get_mut(term) else {
-                continue;
-            };
-            let before = slots.len();
-            slots.retain(|s| *s != slot);
-            let removed = before - slots.len();
+            let removed = self.by_term.remove(*term, slot);
             self.entries -= removed;
             let doc = &mut self.docs[slot as usize];
             doc.entries = doc.entries.saturating_sub(removed as u32);
-            if slots.is_empty() {
-                self.by_term.remove(term);
-            }
         }
         self.release_if_unused(slot);
     }
 
     /// The entries of `term` published within `from..=to` (microseconds), newest first.
     pub fn postings(&self, term: u32, from: i64, to: i64) -> impl Iterator<Item = Posting> + '_ {
-        let slots = self
-            .by_term
-            .get(&term)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let slots = self.by_term.get(term);
         let first = slots.partition_point(|s| self.docs[*s as usize].micros > to);
         slots[first..]
             .iter()
@@ -181,6 +170,72 @@ impl KeyTermPostings {
     }
 }
 
+/// Each key term's entries (slots of indexed items), in the order [`KeyTermPostings`] keeps.
+/// Most key terms are rare names that one item alone has: such a term is held as its one slot
+/// (8 bytes), not as a list (a map entry of 32 bytes and a block of its own on the heap).
+#[derive(Debug, Default)]
+struct TermSlots {
+    one: HashMap<u32, u32>,
+    many: HashMap<u32, Vec<u32>>,
+}
+
+impl TermSlots {
+    fn get(&self, term: u32) -> &[u32] {
+        match self.one.get(&term) {
+            Some(slot) => std::slice::from_ref(slot),
+            None => self.many.get(&term).map(Vec::as_slice).unwrap_or_default(),
+        }
+    }
+
+    /// Puts `slot` at position `at` of `term`'s entries.
+    fn insert(&mut self, term: u32, at: usize, slot: u32) {
+        if let Some(slots) = self.many.get_mut(&term) {
+            slots.insert(at, slot);
+            return;
+        }
+        match self.one.remove(&term) {
+            None => {
+                self.one.insert(term, slot);
+            }
+            Some(other) => {
+                let mut slots = vec![other];
+                slots.insert(at, slot);
+                self.many.insert(term, slots);
+            }
+        }
+    }
+
+    /// Removes `term`'s entries of `slot`: how many there were.
+    fn remove(&mut self, term: u32, slot: u32) -> usize {
+        if self.one.get(&term) == Some(&slot) {
+            self.one.remove(&term);
+            return 1;
+        }
+        let Some(slots) = self.many.get_mut(&term) else {
+            return 0;
+        };
+        let before = slots.len();
+        slots.retain(|s| *s != slot);
+        let removed = before - slots.len();
+        match slots[..] {
+            [] => {
+                self.many.remove(&term);
+            }
+            [only] => {
+                self.many.remove(&term);
+                self.one.insert(term, only);
+            }
+            _ => {}
+        }
+        removed
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.one.is_empty() && self.many.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +278,31 @@ mod tests {
         index.insert(id(1), &record(100, &[7]), [0; 4]);
         assert_eq!(found(&index, 7, 0, 1_000), vec![1]);
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn a_term_of_one_item_then_of_several_then_of_one_again_keeps_its_order() {
+        let mut index = KeyTermPostings::default();
+        index.insert(id(2), &record(200, &[7]), [0; 4]);
+        assert_eq!(
+            index.by_term.one.len(),
+            1,
+            "a term of one item is held as its slot"
+        );
+        index.insert(id(1), &record(100, &[7]), [0; 4]);
+        index.insert(id(3), &record(300, &[7]), [0; 4]);
+        assert_eq!(found(&index, 7, 0, 1_000), vec![3, 2, 1]);
+        index.remove(id(3), &record(300, &[7]));
+        index.remove(id(2), &record(200, &[7]));
+        assert_eq!(found(&index, 7, 0, 1_000), vec![1]);
+        assert!(index.by_term.many.is_empty(), "back to a slot of its own");
+        index.insert(id(4), &record(50, &[7]), [0; 4]);
+        assert_eq!(found(&index, 7, 0, 1_000), vec![1, 4]);
+        index.remove(id(1), &record(100, &[7]));
+        index.remove(id(4), &record(50, &[7]));
+        assert!(found(&index, 7, 0, 1_000).is_empty());
+        assert!(index.by_term.is_empty());
+        assert_eq!(index.len(), 0);
     }
 
     #[test]
