@@ -107,65 +107,37 @@ pub fn matches(
     Ok(found)
 }
 
-/// What planning needs of each new or changed entry that depends on the entry alone, not on
-/// the store's term statistics: its fingerprint with every term and, with `dedup.model`, its
-/// meaning. The slow part of planning (a meaning takes about 50 ms, the terms about 50 µs),
-/// computed by [`prepare`] on every core before
+/// The meanings of the entries that are new or changed in the store, by item id: the slow
+/// part of planning (about 50 ms an entry), computed by [`prepare`] on every core before
 /// [`Ingest::ingest_guard`](crate::store::Ingest::ingest_guard) is taken, so that other
-/// sources' polls are not held up meanwhile.
+/// sources' polls are not held up meanwhile. Empty without `dedup.model`.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    /// By item id: every term of the entry's title and lead (before
-    /// [`Fingerprint::keep_strongest`]), its meaning set.
-    fingerprints: HashMap<ItemId, Fingerprint>,
+    meanings: HashMap<ItemId, Meaning>,
 }
 
 impl Prepared {
-    /// Entries prepared.
+    /// Entries whose meaning was computed.
     pub fn len(&self) -> usize {
-        self.fingerprints.len()
+        self.meanings.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.fingerprints.is_empty()
-    }
-
-    /// The fingerprint of entry `id` with every term and its meaning: the prepared one, or
-    /// computed now (none was prepared, or the store changed since).
-    fn take(
-        &mut self,
-        id: ItemId,
-        title: &str,
-        summary_html: Option<&str>,
-        content_html: Option<&str>,
-        model: Option<&MeaningModel>,
-    ) -> Fingerprint {
-        self.fingerprints
-            .remove(&id)
-            .unwrap_or_else(|| every_term_and_meaning(title, summary_html, content_html, model))
+        self.meanings.is_empty()
     }
 }
 
-/// An entry's fingerprint with every term, and its meaning when a model is configured.
-fn every_term_and_meaning(
-    title: &str,
-    summary_html: Option<&str>,
-    content_html: Option<&str>,
-    model: Option<&MeaningModel>,
-) -> Fingerprint {
-    let body = body_text(summary_html, content_html);
-    let mut fingerprint = Fingerprint::new(title, &body);
-    fingerprint.meaning = model.map(|m| m.meaning_of(title, &body));
-    fingerprint
-}
-
-/// Prepares the entries of `source` that are new or changed in the store ([`Prepared`]).
+/// Computes the meanings of the entries of `source` that are new or changed in the store
+/// ([`Prepared`]).
 pub fn prepare(
     store: &Store,
     source: &str,
     entries: &[Entry],
     dedup: &DedupConfig,
 ) -> Result<Prepared, StoreError> {
+    let Some(model) = dedup.model.as_ref() else {
+        return Ok(Prepared::default());
+    };
     let asked: Vec<(ItemId, u64)> = guids(entries)
         .iter()
         .zip(entries)
@@ -180,18 +152,65 @@ pub fn prepare(
         }
         wanted.push((*id, entry));
     }
-    let model = dedup.model.as_ref();
-    let fingerprints = on_every_core(wanted, |(id, entry)| {
-        let fingerprint = every_term_and_meaning(
-            &entry.title,
-            entry.summary_html.as_deref(),
-            entry.content_html.as_deref(),
-            model,
-        );
-        (id, fingerprint)
+    let meanings = on_every_core(wanted, |(id, entry)| {
+        let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
+        (id, model.meaning_of(&entry.title, &body))
     });
     Ok(Prepared {
-        fingerprints: fingerprints.into_iter().collect(),
+        meanings: meanings.into_iter().collect(),
+    })
+}
+
+/// The fingerprints with every term (before [`Fingerprint::keep_strongest`]) and meanings of
+/// the entries a plan indexes, by item id: the edited ones and the new ones that
+/// `dedup.max_new_items` lets in, as `known` tells them. Computed on every core; a meaning
+/// missing from `prepared` (none was computed, or the store changed since) is computed here.
+fn texts_to_index(
+    entries: &[Entry],
+    ids: &[ItemId],
+    known: &Known,
+    mut prepared: Prepared,
+    dedup: &DedupConfig,
+) -> HashMap<ItemId, Fingerprint> {
+    let mut wanted: Vec<(ItemId, &Entry, Option<Meaning>)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut new_items = 0;
+    for (entry, id) in entries.iter().zip(ids) {
+        if !seen.insert(*id) || known.pruned.contains(id) {
+            continue;
+        }
+        match known.stored.get(id) {
+            Some(Stored::Unchanged) => continue,
+            Some(Stored::Changed(_)) => {}
+            Some(Stored::Missing) | None if new_items == dedup.max_new_items => continue,
+            Some(Stored::Missing) | None => new_items += 1,
+        }
+        wanted.push((*id, entry, prepared.meanings.remove(id)));
+    }
+    let model = dedup.model.as_ref();
+    on_every_core(wanted, |(id, entry, meaning)| {
+        let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
+        let mut fingerprint = Fingerprint::new(&entry.title, &body);
+        fingerprint.meaning = meaning.or_else(|| model.map(|m| m.meaning_of(&entry.title, &body)));
+        (id, fingerprint)
+    })
+    .into_iter()
+    .collect()
+}
+
+/// Entry `id`'s fingerprint from [`texts_to_index`]. Planning takes only entries that
+/// function computed; computing one here only guards against the two drifting apart.
+fn take_text(
+    texts: &mut HashMap<ItemId, Fingerprint>,
+    id: ItemId,
+    entry: &Entry,
+    model: Option<&MeaningModel>,
+) -> Fingerprint {
+    texts.remove(&id).unwrap_or_else(|| {
+        let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
+        let mut fingerprint = Fingerprint::new(&entry.title, &body);
+        fingerprint.meaning = model.map(|m| m.meaning_of(&entry.title, &body));
+        fingerprint
     })
 }
 
@@ -303,7 +322,7 @@ pub fn plan_prepared(
     store: &Store,
     source: &str,
     entries: Vec<Entry>,
-    mut prepared: Prepared,
+    prepared: Prepared,
     now: DateTime<Utc>,
     dedup: &DedupConfig,
     stats: &mut TermStats,
@@ -335,6 +354,7 @@ pub fn plan_prepared(
     let ids: Vec<ItemId> = guids.iter().map(|guid| item_id(source, guid)).collect();
     let hashes: Vec<u64> = entries.iter().map(content_hash).collect();
     let mut known = Known::read(store, source, &ids, &hashes, &canonical)?;
+    let mut texts = texts_to_index(&entries, &ids, &known, prepared, dedup);
     let mut new_items = 0;
     // New items that found stories to join (their write's index, what they found).
     let mut joining: Vec<(usize, Vec<StoryLink>)> = Vec::new();
@@ -362,14 +382,8 @@ pub fn plan_prepared(
             }
             Stored::Changed(old) => {
                 let old = *old;
+                let fingerprint = take_text(&mut texts, id, &entry, model);
                 let item = updated_item(&old, entry, canonical.clone(), hash, now);
-                let fingerprint = prepared.take(
-                    id,
-                    &item.title,
-                    item.summary_html.as_deref(),
-                    item.content_html.as_deref(),
-                    model,
-                );
                 edited.push((plan.writes.len(), fingerprint));
                 plan.writes.push(ItemWrite {
                     item,
@@ -418,13 +432,7 @@ pub fn plan_prepared(
                 Some(_) => {}
             }
         }
-        let fingerprint = prepared.take(
-            id,
-            &entry.title,
-            entry.summary_html.as_deref(),
-            entry.content_html.as_deref(),
-            model,
-        );
+        let fingerprint = take_text(&mut texts, id, &entry, model);
         stats.add(&fingerprint);
         new.push(NewText {
             at: plan.writes.len(),

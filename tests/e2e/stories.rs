@@ -668,8 +668,8 @@ async fn a_reworded_report_is_shown_once_with_the_sentence_model() {
     }
 }
 
-/// Meanings (and terms) are computed before the ingest lock, for new and edited entries only:
-/// a second poll of the same feed computes none, an edit computes one.
+/// Meanings are computed before the ingest lock, for new and edited entries only: a second
+/// poll of the same feed computes none, an edit computes one.
 #[test]
 #[ignore = "needs the sentence model (tools/fetch-meaning-model): run by .ci/run, or cargo test -- --include-ignored"]
 fn meanings_are_computed_only_for_new_and_edited_entries() {
