@@ -9,8 +9,8 @@
 //! * Items of different sources whose text is similar enough (see [`fingerprint`]) and that
 //!   were published within `dedup.window` of each other are one story too; candidates are
 //!   the items that share one of the new item's rarest terms (the store's key-term index),
-//!   never a scan. Term rarity comes from [`TermStats`], which planning keeps up to date (a poll's
-//!   new items are counted before any is compared).
+//!   never a scan. Term rarity comes from [`TermStats`], which planning keeps up to date
+//!   (a poll's new items are all counted before any is compared).
 //! * A new item that is one story with items of several stories joins the strongest match's
 //!   and merges the others into it ([`StoryMerge`]), so the groups do not depend on the order
 //!   of polls; never so that a story would hold two items of one source. A new report closer

@@ -189,13 +189,19 @@ fn texts_to_index(
     }
     let model = dedup.model.as_ref();
     on_every_core(wanted, |(id, entry, meaning)| {
-        let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
-        let mut fingerprint = Fingerprint::new(&entry.title, &body);
-        fingerprint.meaning = meaning.or_else(|| model.map(|m| m.meaning_of(&entry.title, &body)));
-        (id, fingerprint)
+        (id, text_of(entry, meaning, model))
     })
     .into_iter()
     .collect()
+}
+
+/// An entry's fingerprint with every term, with `meaning` if it was computed beforehand, else
+/// with the one `model` gives (if any).
+fn text_of(entry: &Entry, meaning: Option<Meaning>, model: Option<&MeaningModel>) -> Fingerprint {
+    let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
+    let mut fingerprint = Fingerprint::new(&entry.title, &body);
+    fingerprint.meaning = meaning.or_else(|| model.map(|m| m.meaning_of(&entry.title, &body)));
+    fingerprint
 }
 
 /// Entry `id`'s fingerprint from [`texts_to_index`]. Planning takes only entries that
@@ -206,12 +212,9 @@ fn take_text(
     entry: &Entry,
     model: Option<&MeaningModel>,
 ) -> Fingerprint {
-    texts.remove(&id).unwrap_or_else(|| {
-        let body = body_text(entry.summary_html.as_deref(), entry.content_html.as_deref());
-        let mut fingerprint = Fingerprint::new(&entry.title, &body);
-        fingerprint.meaning = model.map(|m| m.meaning_of(&entry.title, &body));
-        fingerprint
-    })
+    texts
+        .remove(&id)
+        .unwrap_or_else(|| text_of(entry, None, model))
 }
 
 /// `work` done on each of `inputs`, in their order, every core taking a share (a first poll
