@@ -136,6 +136,8 @@ const CHECKPOINT_AFTER_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// Items written per sled batch.
 const WRITE_CHUNK: usize = 32;
+/// Records the record log's garbage collection moves between two syncs of the log.
+const MOVE_CHUNK: usize = 1024;
 /// Chunks written between flushes of a large poll (sled keeps dirty pages until a flush).
 const FLUSH_EVERY_CHUNKS: usize = 32;
 const LOCK_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
@@ -160,6 +162,8 @@ struct Trees {
     records_dead: std::sync::atomic::AtomicU64,
     /// The [`Trees::records_dead`] that `meta` holds.
     records_dead_saved: std::sync::atomic::AtomicU64,
+    /// Held by the record log's garbage collection, which runs beside polls: one at a time.
+    collecting: Mutex<()>,
     /// Bytes of items written since the database was opened (see [`SledEngine::checkpoint_if_due`]).
     written: std::sync::atomic::AtomicU64,
     /// The source states read or written through this database, kept in memory: every poll
@@ -518,6 +522,7 @@ fn open_trees_unguarded(path: &Path, cache_bytes: u64) -> Result<Trees, StoreErr
         records: record_log::RecordLog::open(path).map_err(|e| io_error(path, e))?,
         records_dead: std::sync::atomic::AtomicU64::new(0),
         records_dead_saved: std::sync::atomic::AtomicU64::new(0),
+        collecting: Mutex::new(()),
         written: std::sync::atomic::AtomicU64::new(0),
         states: Mutex::new(HashMap::new()),
         state_writers: Mutex::new(HashMap::new()),

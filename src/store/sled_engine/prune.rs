@@ -22,11 +22,30 @@ impl Retention for SledEngine {
         max_items: Option<u64>,
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, u64>, StoreError> {
-        self.guarded(|| self.prune_unguarded(cutoff, max_items, now))
+        self.guarded(|| {
+            let lost = self.prune_unguarded(cutoff, max_items, now)?;
+            self.collect_record_garbage_if_due()?;
+            Ok(lost)
+        })
     }
 
     fn prune_source(&self, source: &str, keep: u64, now: DateTime<Utc>) -> Result<u64, StoreError> {
         self.guarded(|| {
+            let lost = self.prune_source_unguarded(source, keep, now)?;
+            self.collect_record_garbage_if_due()?;
+            Ok(lost)
+        })
+    }
+}
+
+impl SledEngine {
+    fn prune_source_unguarded(
+        &self,
+        source: &str,
+        keep: u64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        {
             let _guard = self.ingest_guard();
             let trees = self.trees()?;
             let prefix = name_prefix(source);
@@ -53,11 +72,9 @@ impl Retention for SledEngine {
             }
             let lost = self.remove_items(&trees, &victims, now)?;
             Ok(lost.values().sum())
-        })
+        }
     }
-}
 
-impl SledEngine {
     pub(super) fn prune_unguarded(
         &self,
         cutoff: Option<DateTime<Utc>>,
@@ -163,21 +180,37 @@ impl SledEngine {
             })?;
         }
         trees.flush()?;
-        if trees.record_garbage_due() {
-            self.collect_record_garbage(trees)?;
-        }
         Ok(lost)
+    }
+
+    /// Collects the record log's garbage if enough records died
+    /// ([`Trees::record_garbage_due`]): after a prune, once it has let go of the ingest guard.
+    fn collect_record_garbage_if_due(&self) -> Result<(), StoreError> {
+        let trees = self.trees()?;
+        if trees.record_garbage_due() {
+            self.collect_record_garbage(&trees)?;
+        }
+        Ok(())
     }
 
     /// Removes the record log's segments that hold no live record, after moving the live
     /// records of those a quarter or more dead to the end of the log: moving at most three
     /// bytes for each one freed, so that no segment stays mostly dead (retention prunes by
     /// date, and a source's first poll writes weeks of items side by side, so the segments
-    /// of a backfill die by halves). The caller holds the ingest guard, so no poll rewrites
-    /// a record meanwhile. Reads the whole `items` tree (locators, 37 bytes an item), so it
-    /// runs only when enough records died ([`Trees::record_garbage_due`]).
+    /// of a backfill die by halves). Reads the whole `items` tree (locators, 37 bytes an
+    /// item), so it runs only when enough records died ([`Trees::record_garbage_due`]).
+    ///
+    /// Polls go on meanwhile (it does not take the ingest guard): a record is moved only if
+    /// its item still points where it was read ([`SledEngine::move_records`]), and one
+    /// collection runs at a time (another finds it running and leaves).
     pub(super) fn collect_record_garbage(&self, trees: &Trees) -> Result<(), StoreError> {
+        let Ok(_collecting) = trees.collecting.try_lock() else {
+            return Ok(());
+        };
         let started = std::time::Instant::now();
+        let dead_before = trees
+            .records_dead
+            .load(std::sync::atomic::Ordering::Relaxed);
         let sealed = trees.records.sealed_segments();
         let mut live: HashMap<u32, u64> = HashMap::new();
         for value in trees.items.iter().values() {
@@ -189,8 +222,8 @@ impl SledEngine {
         let (sparse, kept): (HashMap<u32, u64>, HashMap<u32, u64>) = sealed
             .into_iter()
             .partition(|(segment, size)| live_in(segment) * 4 < size * 3);
-        let mut moved = Vec::new();
-        let (mut moved_count, mut moved_bytes) = (0, 0);
+        let mut moving = Vec::new();
+        let mut moved = Moved::default();
         if sparse.keys().any(|segment| live.contains_key(segment)) {
             for entry in trees.items.iter() {
                 let (key, value) = entry?;
@@ -206,35 +239,39 @@ impl SledEngine {
                 ) else {
                     continue; // unreadable already: its locator stays, and reads as missing
                 };
-                moved.push((id, item_record::content_hash(&value)?, record));
-                if moved.len() == WRITE_CHUNK {
-                    moved_count += moved.len();
-                    moved_bytes += self.move_records(trees, &mut moved)?;
+                moving.push(Moving { id, value, record });
+                if moving.len() == MOVE_CHUNK {
+                    self.move_records(trees, &mut moving, &mut moved)?;
                 }
             }
-            moved_count += moved.len();
-            moved_bytes += self.move_records(trees, &mut moved)?;
+            self.move_records(trees, &mut moving, &mut moved)?;
         }
         // The moved records' new places durable before their old segments go.
         trees.flush()?;
-        let freed = sparse.values().sum::<u64>().saturating_sub(moved_bytes);
+        let freed = sparse.values().sum::<u64>().saturating_sub(moved.bytes);
         for segment in sparse.keys() {
             trees
                 .records
                 .remove_segment(*segment)
                 .map_err(|e| trees.records_error(e))?;
         }
-        // What stays dead: the rest of the segments kept, each under a quarter dead.
-        let dead_left = kept
+        // What stays dead: the rest of the segments kept, each under a quarter dead, and what
+        // died while it ran (records polls rewrote, moves that lost to them).
+        let dead_left: u64 = kept
             .iter()
             .map(|(segment, size)| size.saturating_sub(live_in(segment)))
             .sum();
-        trees
+        let died_meanwhile = trees
             .records_dead
-            .store(dead_left, std::sync::atomic::Ordering::Relaxed);
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(dead_before);
+        trees.records_dead.store(
+            dead_left + died_meanwhile,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tracing::info!(
             segments = sparse.len(),
-            records_moved = moved_count,
+            records_moved = moved.count,
             bytes_freed = freed,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "collected the record log's garbage"
@@ -242,19 +279,57 @@ impl SledEngine {
         Ok(())
     }
 
-    /// Appends `records` again and points their items there; empties it. Returns the bytes
-    /// appended.
-    fn move_records(
+    /// Appends the records of `moving` again, syncs the log, and points each item at its new
+    /// place if it still holds the value it was read with (a poll may have rewritten the item,
+    /// or a prune removed it, meanwhile: then the copy is dead); empties `moving`.
+    pub(super) fn move_records(
         &self,
         trees: &Trees,
-        records: &mut Vec<(ItemId, u64, Vec<u8>)>,
-    ) -> Result<u64, StoreError> {
-        let mut batch = sled::Batch::default();
-        let appended = trees.put_records(&mut batch, records)?;
-        trees.items.apply_batch(batch)?;
-        records.clear();
-        Ok(appended)
+        moving: &mut Vec<Moving>,
+        moved: &mut Moved,
+    ) -> Result<(), StoreError> {
+        if moving.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<&[u8]> = moving.iter().map(|m| m.record.as_slice()).collect();
+        let places = trees
+            .records
+            .append(&records)
+            .map_err(|e| trees.records_error(e))?;
+        // Synced before any item points there, as a flush would have it.
+        trees.records.sync().map_err(|e| trees.records_error(e))?;
+        for (m, at) in moving.iter().zip(places) {
+            let hash = item_record::content_hash(&m.value)?;
+            let swapped = trees.items.compare_and_swap(
+                m.id.0,
+                Some(&m.value),
+                Some(&item_record::encode_in_log(hash, at)[..]),
+            )?;
+            if swapped.is_ok() {
+                moved.count += 1;
+                moved.bytes += at.frame_bytes();
+            } else {
+                trees.count_dead(at.frame_bytes());
+            }
+        }
+        moving.clear();
+        Ok(())
     }
+}
+
+/// A live record that garbage collection moves: its item, the `items` value it was read
+/// with, and the record.
+pub(super) struct Moving {
+    pub id: ItemId,
+    pub value: sled::IVec,
+    pub record: Vec<u8>,
+}
+
+/// What a garbage collection moved: records, and the bytes they take in their new places.
+#[derive(Debug, Default)]
+pub(super) struct Moved {
+    pub count: usize,
+    pub bytes: u64,
 }
 
 impl Trees {

@@ -85,6 +85,9 @@ pub(super) struct RecordLog {
     /// Segments appended to since the last [`RecordLog::sync`], and whether a segment was
     /// created since (the directory then needs a sync too).
     unsynced: Mutex<(Vec<Arc<Segment>>, bool)>,
+    /// Held through a sync, so that a sync which finds another's fsync under way returns only
+    /// once that one is done too: when `sync` returns, every earlier append is durable.
+    syncing: Mutex<()>,
 }
 
 impl RecordLog {
@@ -114,6 +117,7 @@ impl RecordLog {
             writer: Mutex::new(None),
             segments: RwLock::new(segments),
             unsynced: Mutex::new((Vec::new(), false)),
+            syncing: Mutex::new(()),
         })
     }
 
@@ -256,6 +260,7 @@ impl RecordLog {
 
     /// Makes every append so far durable (before sled's flush, see the module's doc).
     pub fn sync(&self) -> std::io::Result<()> {
+        let _syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
         let (segments, new_segment) = {
             let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
             (

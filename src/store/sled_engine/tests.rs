@@ -4,6 +4,7 @@
 use super::*;
 use crate::dedup::fingerprint::Fingerprint;
 use crate::dedup::record::ItemWrite;
+use prune::{Moved, Moving};
 
 fn indexed(n: u8, source: &str, at: DateTime<Utc>) -> IndexedFingerprint {
     IndexedFingerprint {
@@ -788,4 +789,67 @@ fn the_record_log_gives_back_the_space_of_dead_records() {
     reads_back(&store);
     drop(store);
     reads_back(&SledEngine::open(&path, DEFAULT_CACHE_BYTES).expect("reopen"));
+}
+
+/// The record log's garbage collection runs beside polls: a record it moves whose item a poll
+/// rewrote meanwhile is not put back (the item keeps its new version, the copy counts as
+/// dead), and one whose item did not change is moved.
+#[test]
+fn a_record_moved_by_the_collection_never_replaces_a_newer_version() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SledEngine::open(&dir.path().join("s"), DEFAULT_CACHE_BYTES).expect("store");
+    let mut plan = IngestPlan::default();
+    plan.writes.push(ItemWrite {
+        item: news_item(1),
+        previous: None,
+        link: None,
+    });
+    apply(&store, "news", &plan);
+    let trees = store.trees().unwrap();
+    let id = news_item(1).id;
+    let read_now = || {
+        let value = trees.items.get(id.0).unwrap().expect("stored");
+        let at = item_record::in_log(&value).unwrap().expect("in the log");
+        let record = trees.records.read(at).unwrap().expect("readable");
+        Moving { id, value, record }
+    };
+    let read_before = read_now();
+    let old = store.item(id).unwrap().expect("stored");
+    let mut rewrite = IngestPlan::default();
+    rewrite.writes.push(ItemWrite {
+        item: Item {
+            title: "rewritten".into(),
+            content_hash: 7,
+            ..old.clone()
+        },
+        previous: Some(old),
+        link: None,
+    });
+    apply(&store, "news", &rewrite);
+    let dead = || {
+        trees
+            .records_dead
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let dead_before = dead();
+
+    let mut moved = Moved::default();
+    store
+        .move_records(&trees, &mut vec![read_before], &mut moved)
+        .expect("move");
+    assert_eq!(
+        moved.count, 0,
+        "the rewritten item's old record is not moved"
+    );
+    assert_eq!(store.item(id).unwrap().expect("kept").title, "rewritten");
+    assert!(dead() > dead_before, "the copy counts as dead");
+
+    let current = read_now();
+    let place_before = current.value.clone();
+    store
+        .move_records(&trees, &mut vec![current], &mut moved)
+        .expect("move");
+    assert_eq!(moved.count, 1);
+    assert_ne!(trees.items.get(id.0).unwrap(), Some(place_before));
+    assert_eq!(store.item(id).unwrap().expect("kept").title, "rewritten");
 }
