@@ -39,40 +39,39 @@ impl Retention for SledEngine {
 }
 
 impl SledEngine {
+    /// Removes the items of `source` past its newest `keep`, under the ingest guard.
     fn prune_source_unguarded(
         &self,
         source: &str,
         keep: u64,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
+        let _guard = self.ingest_guard();
+        let trees = self.trees()?;
+        let prefix = name_prefix(source);
+        let mut victims: Vec<(Vec<u8>, ItemId)> = Vec::new();
+        // Newest first: the index key is the source, then the reversed time.
+        for key in trees
+            .by_source
+            .scan_prefix(&prefix)
+            .keys()
+            .skip(keep as usize)
         {
-            let _guard = self.ingest_guard();
-            let trees = self.trees()?;
-            let prefix = name_prefix(source);
-            let mut victims: Vec<(Vec<u8>, ItemId)> = Vec::new();
-            // Newest first: the index key is the source, then the reversed time.
-            for key in trees
-                .by_source
-                .scan_prefix(&prefix)
-                .keys()
-                .skip(keep as usize)
-            {
-                let key = key?;
-                let time_key = key[prefix.len()..].to_vec();
-                let Some((_, id)) = parse_time_key(&time_key) else {
-                    return Err(StoreError::Corrupt {
-                        what: "source index key",
-                        message: format!("{} bytes", key.len()),
-                    });
-                };
-                victims.push((time_key, id));
-            }
-            if victims.is_empty() {
-                return Ok(0);
-            }
-            let lost = self.remove_items(&trees, &victims, now)?;
-            Ok(lost.values().sum())
+            let key = key?;
+            let time_key = key[prefix.len()..].to_vec();
+            let Some((_, id)) = parse_time_key(&time_key) else {
+                return Err(StoreError::Corrupt {
+                    what: "source index key",
+                    message: format!("{} bytes", key.len()),
+                });
+            };
+            victims.push((time_key, id));
         }
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        let lost = self.remove_items(&trees, &victims, now)?;
+        Ok(lost.values().sum())
     }
 
     pub(super) fn prune_unguarded(
