@@ -203,8 +203,11 @@ impl SledEngine {
     /// its item still points where it was read ([`SledEngine::move_records`]), and one
     /// collection runs at a time (another finds it running and leaves).
     pub(super) fn collect_record_garbage(&self, trees: &Trees) -> Result<(), StoreError> {
-        let Ok(_collecting) = trees.collecting.try_lock() else {
-            return Ok(());
+        let _collecting = match trees.collecting.try_lock() {
+            Ok(held) => held,
+            // A collection that panicked left nothing half done that the next one minds.
+            Err(std::sync::TryLockError::Poisoned(held)) => held.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
         };
         let started = std::time::Instant::now();
         let dead_before = trees
