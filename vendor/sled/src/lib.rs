@@ -196,6 +196,7 @@ mod histogram;
 mod iter;
 mod ivec;
 mod lazy;
+mod leaf;
 mod lru;
 mod meta;
 mod metrics;

@@ -2,6 +2,9 @@ use std::{num::NonZeroU64, ops::Bound};
 
 use super::*;
 
+// feedmux patch 9: a leaf's entries packed in one buffer (`leaf.rs`).
+pub(crate) use crate::leaf::Leaf;
+
 #[derive(Default, Debug, Clone, PartialEq)]
 pub struct Node {
     pub(crate) prefix_len: u8,
@@ -117,21 +120,14 @@ impl Node {
             assert!(*key < self.hi[self.prefix_len as usize..]);
         }
         if let Data::Leaf(ref mut leaf) = self.data {
-            let search = leaf.keys.binary_search_by(|k| fastcmp(k, &key));
-            match search {
-                Ok(idx) => leaf.values[idx] = val,
-                Err(idx) => {
-                    // feedmux patch 7: room for this entry only. The node was just cloned
-                    // (`PageCache::link`), with room for its entries and no more, and an
-                    // insert doubled it: every node an insert made, which is what the cache
-                    // holds, kept twice the room its entries need.
-                    leaf.keys.reserve_exact(1);
-                    leaf.values.reserve_exact(1);
-                    leaf.keys.insert(idx, key);
-                    leaf.values.insert(idx, val);
-                }
+            match leaf.search(&key) {
+                Ok(idx) => leaf.set_value(idx, &val),
+                // feedmux patch 7: room for this entry only. The node was just cloned
+                // (`PageCache::link`), with room for its entries and no more, and an
+                // insert doubled it: every node an insert made, which is what the cache
+                // holds, kept twice the room its entries need (`Leaf::insert`).
+                Err(idx) => leaf.insert(idx, &key, &val),
             }
-            testing_assert!(is_sorted(&leaf.keys));
         } else {
             panic!("tried to Set a value to an index");
         }
@@ -139,12 +135,9 @@ impl Node {
 
     pub(crate) fn del_leaf(&mut self, key: &IVec) {
         if let Data::Leaf(ref mut leaf) = self.data {
-            let search = leaf.keys.binary_search_by(|k| fastcmp(k, key));
-            if let Ok(idx) = search {
-                leaf.keys.remove(idx);
-                leaf.values.remove(idx);
+            if let Ok(idx) = leaf.search(key) {
+                leaf.remove(idx);
             }
-            testing_assert!(is_sorted(&leaf.keys));
         } else {
             panic!("tried to attach a Del to an Index chain");
         }
@@ -176,22 +169,14 @@ impl Node {
     }
 
     pub(crate) fn split(mut self) -> (Node, Node) {
-        fn split_inner<T>(
-            keys: &mut Vec<IVec>,
-            values: &mut Vec<T>,
+        /// The key the right half starts at, and the right half's prefix length.
+        fn split_point_of(
+            right_min: &[u8],
+            left_max: &[u8],
             old_prefix: &[u8],
             old_hi: &[u8],
             suffix_truncation: bool,
-        ) -> (IVec, u8, Vec<IVec>, Vec<T>)
-        where
-            T: Clone + Ord,
-        {
-            let split_point = keys.len() / 2 + 1;
-            let right_keys = keys.split_off(split_point);
-            let right_values = values.split_off(split_point);
-            let right_min = &right_keys[0];
-            let left_max = &keys.last().unwrap();
-
+        ) -> (IVec, usize) {
             let splitpoint_length = if suffix_truncation {
                 // we can only perform suffix truncation when
                 // choosing the split points for leaf nodes.
@@ -230,6 +215,24 @@ impl Node {
                 new_prefix_len,
                 old_prefix.len()
             );
+            (split_point, new_prefix_len)
+        }
+
+        fn split_index(
+            index: &mut Index,
+            old_prefix: &[u8],
+            old_hi: &[u8],
+        ) -> (IVec, u8, Data) {
+            let split_point = index.keys.len() / 2 + 1;
+            let right_keys = index.keys.split_off(split_point);
+            let right_values = index.pointers.split_off(split_point);
+            let (split_point, new_prefix_len) = split_point_of(
+                &right_keys[0],
+                index.keys.last().unwrap(),
+                old_prefix,
+                old_hi,
+                false,
+            );
 
             let mut right_keys_data = Vec::with_capacity(right_keys.len());
 
@@ -248,8 +251,37 @@ impl Node {
             (
                 split_point,
                 u8::try_from(new_prefix_len).unwrap(),
-                right_keys_data,
-                right_values,
+                Data::Index(Index {
+                    keys: right_keys_data,
+                    pointers: right_values,
+                }),
+            )
+        }
+
+        fn split_leaf(
+            leaf: &mut Leaf,
+            old_prefix: &[u8],
+            old_hi: &[u8],
+        ) -> (IVec, u8, Data) {
+            let split_point = leaf.len() / 2 + 1;
+            let mut right = leaf.split_off(split_point);
+            let (split_point, new_prefix_len) = split_point_of(
+                right.key(0),
+                leaf.key(leaf.len() - 1),
+                old_prefix,
+                old_hi,
+                true,
+            );
+            if new_prefix_len != old_prefix.len() {
+                // shave off additional prefixed bytes
+                right = right.rekeyed(|k| {
+                    prefix::reencode_slice(old_prefix, k, new_prefix_len)
+                });
+            }
+            (
+                split_point,
+                u8::try_from(new_prefix_len).unwrap(),
+                Data::Leaf(right),
             )
         }
 
@@ -257,39 +289,10 @@ impl Node {
         let prefixed_hi = &self.hi;
         let (split, right_prefix_len, right_data) = match self.data {
             Data::Index(ref mut index) => {
-                let (split, right_prefix_len, right_keys, right_values) =
-                    split_inner(
-                        &mut index.keys,
-                        &mut index.pointers,
-                        prefixed_lo,
-                        prefixed_hi,
-                        false,
-                    );
-
-                (
-                    split,
-                    right_prefix_len,
-                    Data::Index(Index {
-                        keys: right_keys,
-                        pointers: right_values,
-                    }),
-                )
+                split_index(index, prefixed_lo, prefixed_hi)
             }
             Data::Leaf(ref mut leaf) => {
-                let (split, right_prefix_len, right_keys, right_values) =
-                    split_inner(
-                        &mut leaf.keys,
-                        &mut leaf.values,
-                        prefixed_lo,
-                        prefixed_hi,
-                        true,
-                    );
-
-                (
-                    split,
-                    right_prefix_len,
-                    Data::Leaf(Leaf { keys: right_keys, values: right_values }),
-                )
+                split_leaf(leaf, prefixed_lo, prefixed_hi)
             }
         };
 
@@ -321,9 +324,9 @@ impl Node {
                     }
                 }
                 Data::Leaf(ref mut leaf) => {
-                    for k in &mut leaf.keys {
-                        *k = prefix::reencode(prefixed_lo, k, new_prefix_len);
-                    }
+                    *leaf = leaf.rekeyed(|k| {
+                        prefix::reencode_slice(prefixed_lo, k, new_prefix_len)
+                    });
                 }
             }
         }
@@ -408,9 +411,9 @@ impl Node {
                     }
                 }
                 Data::Leaf(ref mut leaf) => {
-                    for k in &mut leaf.keys {
-                        *k = prefix::reencode(self.prefix(), k, new_prefix_len);
-                    }
+                    *leaf = leaf.rekeyed(|k| {
+                        prefix::reencode_slice(self.prefix(), k, new_prefix_len)
+                    });
                 }
             }
         }
@@ -429,14 +432,14 @@ impl Node {
                 );
             }
             (Data::Leaf(ref mut left_leaf), Data::Leaf(ref right_leaf)) => {
-                receive_merge_inner(
-                    right.prefix(),
-                    new_prefix_len,
-                    &mut left_leaf.keys,
-                    &mut left_leaf.values,
-                    right_leaf.keys.as_ref(),
-                    right_leaf.values.as_ref(),
-                );
+                // As `receive_merge_inner`, for a packed leaf (patch 9).
+                for (k, v) in right_leaf.iter() {
+                    left_leaf.push(
+                        &prefix::reencode_slice(right.prefix(), k, new_prefix_len),
+                        v,
+                    );
+                }
+                left_leaf.shrink_to_fit();
             }
             _ => panic!("Can't merge incompatible Data!"),
         }
@@ -488,18 +491,18 @@ impl Node {
         };
 
         let leaf = self.data.leaf_ref().unwrap();
-        let search =
-            leaf.keys.binary_search_by(|k| fastcmp(k, predecessor_key));
+        let search = leaf.search(predecessor_key);
 
         let start = match search {
             Ok(start) => start,
-            Err(start) if start < leaf.keys.len() => start,
+            Err(start) if start < leaf.len() => start,
             _ => return None,
         };
 
-        for (idx, k) in leaf.keys[start..].iter().enumerate() {
+        for idx in start..leaf.len() {
+            let k = leaf.key(idx);
             match bound {
-                Bound::Excluded(b) if b[self.prefix_len as usize..] == **k => {
+                Bound::Excluded(b) if b[self.prefix_len as usize..] == *k => {
                     // keep going because we wanted to exclude
                     // this key.
                     continue;
@@ -507,7 +510,7 @@ impl Node {
                 _ => {}
             }
             let decoded_key = self.prefix_decode(k);
-            return Some((decoded_key, leaf.values[start + idx].clone()));
+            return Some((decoded_key, IVec::from(leaf.value(idx))));
         }
 
         None
@@ -543,11 +546,11 @@ impl Node {
 
         let leaf = self.data.leaf_ref().unwrap();
         let search = if let Some(successor_key) = successor_key {
-            leaf.keys.binary_search_by(|k| fastcmp(k, &successor_key))
-        } else if leaf.keys.is_empty() {
+            leaf.search(&successor_key)
+        } else if leaf.is_empty() {
             Err(0)
         } else {
-            Ok(leaf.keys.len() - 1)
+            Ok(leaf.len() - 1)
         };
 
         let end = match search {
@@ -556,11 +559,12 @@ impl Node {
             _ => return None,
         };
 
-        for (idx, k) in leaf.keys[0..=end].iter().enumerate().rev() {
+        for idx in (0..=end).rev() {
+            let k = leaf.key(idx);
             match bound {
                 Bound::Excluded(b)
                     if b.len() >= self.prefix_len as usize
-                        && b[self.prefix_len as usize..] == **k =>
+                        && b[self.prefix_len as usize..] == *k =>
                 {
                     // keep going because we wanted to exclude
                     // this key.
@@ -570,7 +574,7 @@ impl Node {
             }
             let decoded_key = self.prefix_decode(k);
 
-            return Some((decoded_key, leaf.values[idx].clone()));
+            return Some((decoded_key, IVec::from(leaf.value(idx))));
         }
         None
     }
@@ -579,7 +583,7 @@ impl Node {
     pub(crate) fn leaf_pair_for_key(
         &self,
         key: &[u8],
-    ) -> Option<(&IVec, &IVec)> {
+    ) -> Option<(&[u8], &[u8])> {
         let leaf = self
             .data
             .leaf_ref()
@@ -587,9 +591,9 @@ impl Node {
 
         let suffix = &key[self.prefix_len as usize..];
 
-        let search = leaf.keys.binary_search_by(|k| fastcmp(k, suffix)).ok();
+        let search = leaf.search(suffix).ok();
 
-        search.map(|idx| (&leaf.keys[idx], &leaf.values[idx]))
+        search.map(|idx| (leaf.key(idx), leaf.value(idx)))
     }
 
     /// `node_kv_pair` returns either existing (node/key, value) pair or
@@ -600,7 +604,7 @@ impl Node {
             assert!(key < self.hi.as_ref());
         }
         if let Some((k, v)) = self.leaf_pair_for_key(key.as_ref()) {
-            (k.clone(), Some(v.clone()))
+            (IVec::from(k), Some(IVec::from(v)))
         } else {
             let encoded_key = IVec::from(&key[self.prefix_len as usize..]);
             let encoded_val = None;
@@ -687,19 +691,14 @@ impl Data {
             Data::Index(ref index) => {
                 index.keys.iter().map(|k| k.len() + 8).sum::<usize>() as u64
             }
-            Data::Leaf(ref leaf) => leaf
-                .keys
-                .iter()
-                .zip(leaf.values.iter())
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>() as u64,
+            Data::Leaf(ref leaf) => leaf.entry_bytes() as u64,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         match *self {
             Data::Index(ref index) => index.keys.len(),
-            Data::Leaf(ref leaf) => leaf.keys.len(),
+            Data::Leaf(ref leaf) => leaf.len(),
         }
     }
 
@@ -738,12 +737,6 @@ impl Data {
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]
-pub(crate) struct Leaf {
-    pub(crate) keys: Vec<IVec>,
-    pub(crate) values: Vec<IVec>,
-}
-
-#[derive(Clone, Debug, PartialEq, Default)]
 pub(crate) struct Index {
     pub(crate) keys: Vec<IVec>,
     pub(crate) pointers: Vec<PageId>,
@@ -757,10 +750,10 @@ fn is_sorted<T: PartialOrd>(xs: &[T]) -> bool {
 #[test]
 fn merge_uneven_nodes() {
     let left = Node {
-        data: Data::Leaf(Leaf {
-            keys: vec![vec![230, 126, 1, 0].into()],
-            values: vec![vec![].into()],
-        }),
+        data: Data::Leaf(Leaf::from_entries(vec![(
+            [230, 126, 1, 0].as_ref(),
+            [].as_ref(),
+        )])),
         next: NonZeroU64::new(1),
         lo: vec![230, 125, 1, 0].into(),
         hi: vec![230, 134, 0, 0].into(),
@@ -770,10 +763,10 @@ fn merge_uneven_nodes() {
     };
 
     let right = Node {
-        data: Data::Leaf(Leaf {
-            keys: vec![vec![134, 0, 0].into()],
-            values: vec![vec![].into()],
-        }),
+        data: Data::Leaf(Leaf::from_entries(vec![(
+            [134, 0, 0].as_ref(),
+            [].as_ref(),
+        )])),
         next: None,
         lo: vec![230, 134, 0, 0].into(),
         hi: vec![230, 147, 0, 0].into(),

@@ -19,6 +19,20 @@ pub(crate) fn reencode(
     IVec::from(new_encoded_key)
 }
 
+/// feedmux patch 9: [`reencode`] of a key in a packed leaf (`leaf.rs`).
+pub(crate) fn reencode_slice(
+    old_prefix: &[u8],
+    old_encoded_key: &[u8],
+    new_prefix_length: usize,
+) -> Vec<u8> {
+    old_prefix
+        .iter()
+        .chain(old_encoded_key.iter())
+        .skip(new_prefix_length)
+        .copied()
+        .collect()
+}
+
 pub(crate) fn decode(old_prefix: &[u8], old_encoded_key: &[u8]) -> IVec {
     let mut decoded_key =
         Vec::with_capacity(old_prefix.len() + old_encoded_key.len());

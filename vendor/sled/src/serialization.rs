@@ -117,6 +117,39 @@ impl Serialize for MessageHeader {
     }
 }
 
+/// feedmux patch 9: what [`IVec`]'s `serialize_into` writes, for a slice.
+fn serialize_bytes_into(bytes: &[u8], buf: &mut &mut [u8]) {
+    (bytes.len() as u64).serialize_into(buf);
+    buf[..bytes.len()].copy_from_slice(bytes);
+    scoot(buf, bytes.len());
+}
+
+/// feedmux patch 9: a slice of `buf` as [`IVec`]'s `deserialize` reads one.
+fn deserialize_bytes<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8]> {
+    let len = usize::try_from(u64::deserialize(buf)?)
+        .expect("should never store items that rust can't natively index");
+    if buf.len() < len {
+        return Err(Error::corruption(None));
+    }
+    let (bytes, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(bytes)
+}
+
+/// feedmux patch 9: a packed leaf of `len` keys followed by their `len` values (fewer if
+/// `buf` ends first, as `deserialize_bounded_sequence` reads them).
+fn deserialize_leaf(buf: &mut &[u8], len: usize) -> Result<Leaf> {
+    let mut keys = Vec::with_capacity(len.min(buf.len()));
+    while keys.len() < len && !buf.is_empty() {
+        keys.push(deserialize_bytes(buf)?);
+    }
+    let mut values = Vec::with_capacity(keys.len());
+    while values.len() < keys.len() && !buf.is_empty() {
+        values.push(deserialize_bytes(buf)?);
+    }
+    Ok(Leaf::from_entries(keys.into_iter().zip(values)))
+}
+
 impl Serialize for IVec {
     fn serialized_size(&self) -> u64 {
         let len = self.len() as u64;
@@ -530,13 +563,10 @@ impl Serialize for Data {
         match self {
             Data::Leaf(ref leaf) => {
                 1_u64
-                    + (leaf.keys.len() as u64).serialized_size()
+                    + (leaf.len() as u64).serialized_size()
                     + leaf
-                        .keys
                         .iter()
-                        .enumerate()
-                        .map(|(idx, k)| {
-                            let v = &leaf.values[idx];
+                        .map(|(k, v)| {
                             (k.len() as u64).serialized_size()
                                 + (v.len() as u64).serialized_size()
                                 + k.len() as u64
@@ -566,12 +596,13 @@ impl Serialize for Data {
         match self {
             Data::Leaf(leaf) => {
                 0_u8.serialize_into(buf);
-                (leaf.keys.len() as u64).serialize_into(buf);
-                for key in &leaf.keys {
-                    key.serialize_into(buf);
+                // feedmux patch 9: the same bytes as before the leaf was packed.
+                (leaf.len() as u64).serialize_into(buf);
+                for (key, _) in leaf.iter() {
+                    serialize_bytes_into(key, buf);
                 }
-                for value in &leaf.values {
-                    value.serialize_into(buf);
+                for (_, value) in leaf.iter() {
+                    serialize_bytes_into(value, buf);
                 }
             }
             Data::Index(index) => {
@@ -595,10 +626,7 @@ impl Serialize for Data {
         *buf = &buf[1..];
         let len = usize::try_from(u64::deserialize(buf)?).unwrap();
         Ok(match discriminant {
-            0 => Data::Leaf(Leaf {
-                keys: deserialize_bounded_sequence(buf, len)?,
-                values: deserialize_bounded_sequence(buf, len)?,
-            }),
+            0 => Data::Leaf(deserialize_leaf(buf, len)?),
             1 => Data::Index(Index {
                 keys: deserialize_bounded_sequence(buf, len)?,
                 pointers: deserialize_bounded_sequence(buf, len)?,
@@ -843,12 +871,14 @@ mod qc {
                 }
                 Data::Index(Index { keys, pointers: values })
             } else {
-                let keys = Arbitrary::arbitrary(g);
-                let mut values = vec![];
+                let keys: Vec<IVec> = Arbitrary::arbitrary(g);
+                let mut values: Vec<IVec> = vec![];
                 for _ in &keys {
                     values.push(Arbitrary::arbitrary(g))
                 }
-                Data::Leaf(Leaf { keys, values })
+                Data::Leaf(Leaf::from_entries(
+                    keys.iter().map(|k| k.as_ref()).zip(values.iter().map(|v| v.as_ref())),
+                ))
             }
         }
 
@@ -870,16 +900,8 @@ mod qc {
                 }
                 Data::Leaf(ref leaf) => {
                     let leaf = leaf.clone();
-                    Box::new(leaf.keys.shrink().map(move |keys| {
-                        Data::Leaf(Leaf {
-                            values: leaf
-                                .values
-                                .iter()
-                                .take(keys.len())
-                                .cloned()
-                                .collect(),
-                            keys,
-                        })
+                    Box::new((0..leaf.len()).rev().map(move |n| {
+                        Data::Leaf(Leaf::from_entries(leaf.iter().take(n)))
                     }))
                 }
             }

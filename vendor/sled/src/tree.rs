@@ -435,7 +435,7 @@ impl Tree {
         let View { node_view, pid, .. } = self.view_for_key(key.as_ref(), guard)?;
 
         let pair = node_view.leaf_pair_for_key(key.as_ref());
-        let val = pair.map(|kv| kv.1.clone());
+        let val = pair.map(|kv| IVec::from(kv.1));
 
         guard.readset.push(pid);
 
