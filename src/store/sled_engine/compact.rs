@@ -41,6 +41,8 @@ pub(in crate::store) fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
         let meta = tree_name.as_ref() == b"meta";
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
+        // Item records waiting to be appended, one write for a batch's worth.
+        let mut records: Vec<(sled::IVec, u64, Vec<u8>)> = Vec::new();
         for entry in from.iter() {
             let (k, v) = entry?;
             if items {
@@ -52,10 +54,7 @@ pub(in crate::store) fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
                     record = item_record::encode(&item, dictionary);
                 }
                 let hash = item_record::content_hash(&record)?;
-                let at = fresh_records
-                    .append(&[&record])
-                    .map_err(|e| io_error(&fresh_path, e))?;
-                batch.insert(k, &item_record::encode_in_log(hash, at[0]));
+                records.push((k, hash, record));
             } else if meta && k == RECORDS_DEAD_KEY {
                 continue; // the fresh record log holds no dead record
             } else if meta && k == ITEM_FORMAT_KEY {
@@ -67,10 +66,12 @@ pub(in crate::store) fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
             }
             in_batch += 1;
             if in_batch == 256 {
+                append_records(&fresh_records, &mut records, &mut batch, &fresh_path)?;
                 to.apply_batch(std::mem::take(&mut batch))?;
                 in_batch = 0;
             }
         }
+        append_records(&fresh_records, &mut records, &mut batch, &fresh_path)?;
         to.apply_batch(batch)?;
     }
     fresh_records.sync().map_err(|e| io_error(&fresh_path, e))?;
@@ -84,4 +85,20 @@ pub(in crate::store) fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
     std::fs::remove_dir_all(&retired_path).map_err(|e| io_error(&retired_path, e))?;
     let after = SledEngine::open(path, DEFAULT_CACHE_BYTES)?.size_on_disk();
     Ok((before, after))
+}
+
+/// Appends `records` (item key, content hash, record) to the fresh record log in one write and
+/// adds where each went to `batch`.
+fn append_records(
+    log: &record_log::RecordLog,
+    records: &mut Vec<(sled::IVec, u64, Vec<u8>)>,
+    batch: &mut sled::Batch,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let bytes: Vec<&[u8]> = records.iter().map(|(_, _, r)| r.as_slice()).collect();
+    let places = log.append(&bytes).map_err(|e| io_error(path, e))?;
+    for ((key, hash, _), at) in records.drain(..).zip(places) {
+        batch.insert(key, &item_record::encode_in_log(hash, at));
+    }
+    Ok(())
 }
