@@ -112,6 +112,12 @@ impl Leaf {
         (0..self.len()).map(move |idx| (self.key(idx), self.value(idx)))
     }
 
+    /// Whether the keys are in order (checked in sled's testing builds).
+    #[cfg(feature = "lock_free_delays")]
+    pub(crate) fn is_sorted(&self) -> bool {
+        (1..self.len()).all(|idx| self.key(idx - 1) < self.key(idx))
+    }
+
     /// Where `key` is, or where it would go.
     pub(crate) fn search(&self, key: &[u8]) -> Result<usize, usize> {
         let (mut low, mut high) = (0, self.len());

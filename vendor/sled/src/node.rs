@@ -128,6 +128,7 @@ impl Node {
                 // holds, kept twice the room its entries need (`Leaf::insert`).
                 Err(idx) => leaf.insert(idx, &key, &val),
             }
+            testing_assert!(leaf.is_sorted());
         } else {
             panic!("tried to Set a value to an index");
         }
@@ -138,6 +139,7 @@ impl Node {
             if let Ok(idx) = leaf.search(key) {
                 leaf.remove(idx);
             }
+            testing_assert!(leaf.is_sorted());
         } else {
             panic!("tried to attach a Del to an Index chain");
         }

@@ -1095,15 +1095,21 @@ impl SegmentAccountant {
         let config = self.config.clone();
 
         io_fail!(&config, "file truncation");
-        threadpool::spawn(move || {
-            debug!("truncating file to length {}", at);
-            let res = config
-                .file
-                .set_len(at)
-                .and_then(|_| config.file.sync_all())
-                .map_err(|e| e.into());
-            completer.fill(res);
-        })?;
+        // feedmux patch 10: on a thread of its own, not sled's pool. `bump_tip` waits for the
+        // truncation while it holds the segment accountant, and every pool thread could be
+        // waiting for the accountant to write a buffer (`sa_stabilize`): the truncation then
+        // never ran and writes stopped for good (seen with `PAGE_CONSOLIDATION_THRESHOLD` 3).
+        std::thread::Builder::new()
+            .name("sled-truncate".into())
+            .spawn(move || {
+                debug!("truncating file to length {}", at);
+                let res = config
+                    .file
+                    .set_len(at)
+                    .and_then(|_| config.file.sync_all())
+                    .map_err(|e| e.into());
+                completer.fill(res);
+            })?;
 
         if self.async_truncations.insert(at, promise).is_some() {
             panic!(
