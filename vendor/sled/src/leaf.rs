@@ -7,7 +7,7 @@
 //! `cache_capacity`. Here a leaf is one buffer of its entries' bytes, each key followed by
 //! its value, and one vector of where each ends: an entry costs its bytes and 8 more.
 
-use std::{cmp::Ordering, convert::TryFrom};
+use std::{borrow::Cow, cmp::Ordering, convert::TryFrom};
 
 use crate::{fastcmp, IVec};
 
@@ -141,10 +141,10 @@ impl Leaf {
 
     /// Where `value` goes in the buffer: the value itself, or the index of a shared slot
     /// now holding it.
-    fn place_for(&mut self, value: Stored<'_>) -> (Vec<u8>, u32) {
+    fn place_for<'a>(&mut self, value: Stored<'a>) -> (Cow<'a, [u8]>, u32) {
         let shared = match value {
             Stored::Packed(value) if value.len() <= SHARED_VALUE_BYTES => {
-                return (value.to_vec(), 0);
+                return (Cow::Borrowed(value), 0);
             }
             Stored::Packed(value) => IVec::from(value),
             Stored::Shared(value) => value.clone(),
@@ -159,12 +159,12 @@ impl Leaf {
                 self.shared.len() - 1
             }
         };
-        (offset(slot).to_le_bytes().to_vec(), SHARED)
+        (Cow::Owned(offset(slot).to_le_bytes().to_vec()), SHARED)
     }
 
     /// Frees the shared slot of entry `idx`'s value, if it has one.
     fn free_shared(&mut self, idx: usize) {
-        if let Stored::Shared(_) = self.stored(idx) {
+        if self.ends[idx].1 & SHARED != 0 {
             let place = &self.bytes[self.ends[idx].0 as usize..self.value_end(idx)];
             let slot = shared_index(place);
             self.shared[slot] = IVec::default();
@@ -191,7 +191,7 @@ impl Leaf {
         let at = self.start(idx);
         let added = key.len() + place.len();
         self.bytes.reserve_exact(added);
-        self.bytes.splice(at..at, key.iter().chain(&place).copied());
+        self.bytes.splice(at..at, key.iter().chain(place.iter()).copied());
         self.shift_ends_from(idx, added as i64);
         self.ends.reserve_exact(1);
         self.ends

@@ -9,14 +9,7 @@ pub(crate) fn reencode(
     old_encoded_key: &IVec,
     new_prefix_length: usize,
 ) -> IVec {
-    let new_encoded_key: Vec<u8> = old_prefix
-        .iter()
-        .chain(old_encoded_key.iter())
-        .skip(new_prefix_length)
-        .copied()
-        .collect();
-
-    IVec::from(new_encoded_key)
+    IVec::from(reencode_slice(old_prefix, old_encoded_key, new_prefix_length))
 }
 
 /// feedmux patch 9: [`reencode`] of a key in a packed leaf (`leaf.rs`).

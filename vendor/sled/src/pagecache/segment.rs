@@ -1095,7 +1095,7 @@ impl SegmentAccountant {
         let config = self.config.clone();
 
         io_fail!(&config, "file truncation");
-        // feedmux patch 10: on a thread of its own, not sled's pool. `bump_tip` waits for the
+        // feedmux patch 11: on a thread of its own, not sled's pool. `bump_tip` waits for the
         // truncation while it holds the segment accountant, and every pool thread could be
         // waiting for the accountant to write a buffer (`sa_stabilize`): the truncation then
         // never ran and writes stopped for good (seen with `PAGE_CONSOLIDATION_THRESHOLD` 3).
